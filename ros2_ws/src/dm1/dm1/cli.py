@@ -1,0 +1,53 @@
+"""The `dm1` command line: `dm1 <command> ...`.
+
+Each command lives in `dm1.commands.<module>` and defines `register(subparsers)`, which adds its parser and sets
+`func` to a handler `(args) -> int`. Handlers import heavy dependencies (torch, mujoco, rclpy) lazily so that
+`dm1 --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Order is the order shown in `dm1 --help`.
+COMMAND_MODULES: tuple[str, ...] = (
+    "train",
+    "export",
+    "data",
+    "sim",
+    "launch",
+    "eval",
+    "bench",
+    "demo",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the top-level parser with every available subcommand registered."""
+    parser = argparse.ArgumentParser(prog="dm1", description="DM1 one-step policies: train, export, run on a Franka.")
+    sub = parser.add_subparsers(dest="command", metavar="<command>")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"dm1.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"dm1.commands.{name}":
+                continue  # command not provided in this build
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `dm1` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

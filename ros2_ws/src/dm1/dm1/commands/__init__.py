@@ -1,0 +1,1 @@
+"""Subcommands of the `dm1` CLI: each module defines `register(subparsers)`."""

@@ -1,0 +1,108 @@
+"""Shared fixtures: isolated ROS 2 domains, bounded process management, repository paths."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+
+
+def _isolated_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # One DDS domain per test session, so parallel runs (and other developers) never cross-talk.
+    env.setdefault("DM1_TEST_DOMAIN", str(random.randint(1, 100)))
+    env["ROS_DOMAIN_ID"] = env["DM1_TEST_DOMAIN"]
+    env.setdefault("MUJOCO_GL", "egl")
+    env.setdefault("PYOPENGL_PLATFORM", "egl")
+    env.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+    env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@pytest.fixture(scope="session")
+def ros_env() -> dict[str, str]:
+    """Environment for ROS 2 processes of this test session (unique ROS_DOMAIN_ID, localhost discovery)."""
+    env = _isolated_env()
+    os.environ["ROS_DOMAIN_ID"] = env["ROS_DOMAIN_ID"]
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = env["FASTDDS_BUILTIN_TRANSPORTS"]
+    return env
+
+
+def free_loopback_host() -> str:
+    """A random loopback address (127.0.0.2-254) so concurrent franky-sim servers do not collide."""
+    return f"127.0.{random.randint(1, 250)}.{random.randint(2, 250)}"
+
+
+class ProcessGroup:
+    """Starts child processes in their own process groups and always kills them (SIGINT, then SIGKILL)."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        log = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append((name, proc))
+        return proc
+
+    def log(self, name: str) -> str:
+        path = self.log_dir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self, name: str, sig: int = signal.SIGINT, timeout: float = 10.0) -> None:
+        for n, proc in self.procs:
+            if n == name and proc.poll() is None:
+                _terminate(proc, sig, timeout)
+
+    def close(self) -> None:
+        for _, proc in reversed(self.procs):
+            if proc.poll() is None:
+                _terminate(proc, signal.SIGINT, 10.0)
+
+
+def _terminate(proc: subprocess.Popen[bytes], sig: int, timeout: float) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout=timeout)
+    except (subprocess.TimeoutExpired, ProcessLookupError):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=5)
+
+
+@pytest.fixture
+def procs(ros_env: dict[str, str], tmp_path: Path) -> Iterator[ProcessGroup]:
+    """Real child processes for integration tests; logs land in tmp_path and are killed at teardown."""
+    group = ProcessGroup(ros_env, tmp_path)
+    try:
+        yield group
+    finally:
+        group.close()
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):
+    """Poll `predicate` until it returns a truthy value or `timeout` seconds pass (then fail the test)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.1f} s waiting for {what}")
