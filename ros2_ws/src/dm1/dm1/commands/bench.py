@@ -1,0 +1,82 @@
+"""`dm1 bench {inference,train,twin,loop}`: benchmarks that print JSON and append a Markdown report.
+
+Each benchmark lives beside the code it measures and returns a plain dict; this module only parses arguments,
+prints the JSON (`--json`) or a readable summary, and writes `--report` (JSON + Markdown table row).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+
+def machine_description() -> str:
+    """CPU model and core count, e.g. 'Intel Xeon ... (2 cores)'."""
+    import os
+
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model} ({os.cpu_count()} cores)"
+
+
+def _run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
+    if kind == "inference":
+        from dm1.bench_inference import run_inference_benchmark
+
+        return run_inference_benchmark(
+            args.model, checkpoint_dir=args.checkpoint, iters=args.iters, warmup=args.warmup
+        )
+    if kind == "train":
+        from dm1.train.bench import run_train_benchmark
+
+        return run_train_benchmark(args)
+    if kind == "twin":
+        from dm1.sim.bench import run_twin_benchmark
+
+        return run_twin_benchmark(args)
+    if kind == "loop":
+        from dm1.bench_loop import run_loop_benchmark
+
+        return run_loop_benchmark(args)
+    raise ValueError(f"unknown benchmark {kind!r}")
+
+
+def _handler(args: argparse.Namespace) -> int:
+    result = _run(args.kind, args)
+    result.setdefault("machine", machine_description())
+    result.setdefault("benchmark", args.kind)
+    result.setdefault("date", time.strftime("%Y-%m-%dT%H:%M:%S"))
+    text = json.dumps(result, indent=None if args.json else 2, sort_keys=False)
+    print(text)
+    if args.report:
+        report = Path(args.report)
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `dm1 bench`."""
+    p = sub.add_parser("bench", help="benchmarks (print JSON)", description=__doc__)
+    p.add_argument("kind", choices=["inference", "train", "twin", "loop"])
+    p.add_argument("--json", action="store_true", help="print one line of JSON")
+    p.add_argument("--report", help="also write the JSON result to this file")
+    p.add_argument("--model", default="models/dm1_lift", help="model directory (inference, loop)")
+    p.add_argument("--checkpoint", default=None, help="checkpoint directory for the torch comparison")
+    p.add_argument("--iters", type=int, default=500)
+    p.add_argument("--warmup", type=int, default=50)
+    p.add_argument("--seconds", type=float, default=20.0, help="simulated seconds to run (twin, loop)")
+    p.add_argument("--batch-sizes", default="32,64", help="training batch sizes (train)")
+    p.add_argument("--steps", type=int, default=20, help="timed training steps (train)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_handler)

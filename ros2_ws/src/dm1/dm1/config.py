@@ -1,0 +1,416 @@
+"""Typed, validated configuration for DM1 training (model, MeanFlow, dispersive, data, trainer).
+
+Every dataclass validates itself in `__post_init__` and raises `ValueError` naming the field, what was
+expected and what was found. Lists are coerced to tuples and ints to floats where the field is a float, so
+YAML/JSON round-trips cleanly. `from_dict` rejects unknown keys by name. No torch import here: the export and
+runtime side read configs too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+# Proprio keys of the contract (docs/architecture.md, `dm1.proprio`) and their widths.
+PROPRIO_KEY_DIMS: dict[str, int] = {"ee_pos": 3, "ee_quat_xyzw": 4, "gripper_width": 1, "joint_pos": 7}
+DISPERSIVE_VARIANTS: tuple[str, ...] = (
+    "none",
+    "infonce_l2",
+    "infonce_l2_repo",
+    "infonce_cosine",
+    "hinge",
+    "covariance",
+)
+OBJECTIVES: tuple[str, ...] = ("meanflow", "flow_matching")
+_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+_TARGET_RE = re.compile(r"^(cond|t_emb|r_emb|mlp\.\d+)$")
+
+T = TypeVar("T")
+
+
+def _fail(cls: str, name: str, expected: str, found: Any) -> ValueError:
+    return ValueError(f"{cls}.{name}: expected {expected}, found {found!r}")
+
+
+def _coerce(obj: Any) -> None:
+    """Type-check and coerce the fields of dataclass `obj` in place (list -> tuple, int -> float)."""
+    cls = type(obj).__name__
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        hint = hints[f.name]
+        origin = typing.get_origin(hint)
+        if origin is tuple:
+            args = typing.get_args(hint)
+            elem = args[0]
+            if not isinstance(value, (list, tuple)):
+                raise _fail(cls, f.name, f"a list of {elem.__name__}", value)
+            if len(args) == 2 and args[1] is not Ellipsis and len(value) != 2:
+                raise _fail(cls, f.name, "a list of 2 items", value)
+            for item in value:
+                if elem is int and (isinstance(item, bool) or not isinstance(item, int)):
+                    raise _fail(cls, f.name, "a list of int", value)
+                if elem is str and not isinstance(item, str):
+                    raise _fail(cls, f.name, "a list of str", value)
+            object.__setattr__(obj, f.name, tuple(value))
+        elif hint is float:
+            if isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
+                try:
+                    value = float(value)
+                except ValueError:
+                    raise _fail(cls, f.name, "a number", value) from None
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise _fail(cls, f.name, "a number", value)
+            object.__setattr__(obj, f.name, float(value))
+        elif hint is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise _fail(cls, f.name, "an int", value)
+        elif hint is str:
+            if not isinstance(value, str):
+                raise _fail(cls, f.name, "a string", value)
+        elif dataclasses.is_dataclass(hint):
+            if isinstance(value, dict):
+                object.__setattr__(obj, f.name, hint.from_dict(value, where=f"{cls}.{f.name}"))
+            elif not isinstance(value, hint):
+                raise _fail(cls, f.name, f"a {hint.__name__}", value)
+
+
+def _check(cond: bool, cls: str, name: str, expected: str, found: Any) -> None:
+    if not cond:
+        raise _fail(cls, name, expected, found)
+
+
+class _ConfigMixin:
+    """`to_dict()` / `from_dict()` shared by all config dataclasses."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (tuples become lists) suitable for JSON/YAML."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if isinstance(value, _ConfigMixin):
+                out[f.name] = value.to_dict()
+            elif isinstance(value, tuple):
+                out[f.name] = list(value)
+            else:
+                out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls: type[T], d: dict[str, Any], where: str | None = None) -> T:
+        """Build from a (nested) dict; unknown keys raise `ValueError` naming `where` and the key."""
+        where = where or cls.__name__
+        if not isinstance(d, dict):
+            raise ValueError(f"{where}: expected a mapping, found {d!r}")
+        names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+        unknown = sorted(set(d) - set(names))
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {unknown}; allowed keys are {names}")
+        hints = typing.get_type_hints(cls)
+        kwargs: dict[str, Any] = {}
+        for key, value in d.items():
+            hint = hints[key]
+            if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+                value = hint.from_dict(value, where=f"{where}.{key}")
+            kwargs[key] = value
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:  # missing required field
+            raise ValueError(f"{where}: {exc}") from None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig(_ConfigMixin):
+    """DM1 network shape (dm1-method.md §7.2).
+
+    History > 1 stacks image frames along channels and concatenates proprio frames.
+    """
+
+    camera_names: tuple[str, ...] = ("front", "wrist")
+    image_size: tuple[int, int] = (96, 96)  # (H, W)
+    proprio_dim: int = 4  # per frame
+    action_dim: int = 4
+    chunk_length: int = 4
+    obs_history: int = 1
+    vit_channels: int = 128
+    vit_heads: int = 4
+    vit_layers: int = 1
+    vit_mlp_ratio: int = 4
+    spatial_emb_dim: int = 128
+    time_emb_dim: int = 16
+    mlp_width: int = 768
+    mlp_blocks: int = 1
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        _coerce(self)
+        c = "ModelConfig"
+        cams = self.camera_names
+        _check(len(cams) > 0, c, "camera_names", "at least one camera name", cams)
+        for name in cams:
+            _check(bool(_NAME_RE.match(name)), c, "camera_names", "identifiers like 'front' or 'wrist'", cams)
+        _check(len(set(cams)) == len(cams), c, "camera_names", "unique names", cams)
+        h, w = self.image_size
+        _check(h >= 16 and w >= 16, c, "image_size", "(H, W) with both >= 16", self.image_size)
+        for name in ("proprio_dim", "action_dim", "chunk_length", "obs_history", "vit_channels", "vit_heads"):
+            _check(getattr(self, name) >= 1, c, name, "an int >= 1", getattr(self, name))
+        for name in ("vit_layers", "vit_mlp_ratio", "spatial_emb_dim", "mlp_width"):
+            _check(getattr(self, name) >= 1, c, name, "an int >= 1", getattr(self, name))
+        _check(self.mlp_blocks >= 0, c, "mlp_blocks", "an int >= 0", self.mlp_blocks)
+        _check(
+            self.vit_channels % self.vit_heads == 0,
+            c,
+            "vit_heads",
+            f"a divisor of vit_channels={self.vit_channels}",
+            self.vit_heads,
+        )
+        _check(
+            self.time_emb_dim >= 4 and self.time_emb_dim % 2 == 0,
+            c,
+            "time_emb_dim",
+            "an even int >= 4",
+            self.time_emb_dim,
+        )
+        _check(0.0 <= self.dropout < 1.0, c, "dropout", "a float in [0, 1)", self.dropout)
+
+    @property
+    def num_tokens(self) -> int:
+        """ViT tokens per camera: Conv(k8, s4) then Conv(k3, s2) on (H, W); 121 at 96x96."""
+        h, w = self.image_size
+        h1, w1 = (h - 8) // 4 + 1, (w - 8) // 4 + 1
+        return ((h1 - 3) // 2 + 1) * ((w1 - 3) // 2 + 1)
+
+    @property
+    def cond_dim(self) -> int:
+        """Width of the conditioning vector: spatial features of all cameras + stacked proprio."""
+        return len(self.camera_names) * self.spatial_emb_dim + self.proprio_dim * self.obs_history
+
+
+@dataclass(frozen=True, kw_only=True)
+class MeanFlowConfig(_ConfigMixin):
+    """(t, r) sampling and loss weighting of the MeanFlow objective (dm1-method.md §3-4)."""
+
+    flow_ratio: float = 0.5  # exact fraction of each batch with r := t
+    logit_mean: float = -0.4
+    logit_std: float = 1.0
+    boundary_fraction: float = 0.0  # extra fraction at exactly (t=1, r=0), the one-step query point
+    adaptive_p: float = 0.0  # 0 = plain MSE
+    adaptive_c: float = 1e-3
+
+    def __post_init__(self) -> None:
+        _coerce(self)
+        c = "MeanFlowConfig"
+        _check(0.0 <= self.flow_ratio <= 1.0, c, "flow_ratio", "a float in [0, 1]", self.flow_ratio)
+        _check(self.logit_std > 0.0, c, "logit_std", "a float > 0", self.logit_std)
+        _check(abs(self.logit_mean) < 10.0, c, "logit_mean", "a float in (-10, 10)", self.logit_mean)
+        _check(
+            0.0 <= self.boundary_fraction <= 1.0 and self.flow_ratio + self.boundary_fraction <= 1.0,
+            c,
+            "boundary_fraction",
+            f"a float in [0, 1 - flow_ratio={1.0 - self.flow_ratio}]",
+            self.boundary_fraction,
+        )
+        _check(0.0 <= self.adaptive_p <= 2.0, c, "adaptive_p", "a float in [0, 2]", self.adaptive_p)
+        _check(self.adaptive_c > 0.0, c, "adaptive_c", "a float > 0", self.adaptive_c)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DispersiveConfig(_ConfigMixin):
+    """Dispersive regularizer (dm1-method.md §6). Targets: cond, t_emb, r_emb, mlp.<i>."""
+
+    variant: str = "infonce_l2"
+    lam: float = 0.5
+    tau: float = 0.5
+    margin: float = 1.0
+    targets: tuple[str, ...] = ("cond",)
+
+    def __post_init__(self) -> None:
+        _coerce(self)
+        c = "DispersiveConfig"
+        _check(
+            self.variant in DISPERSIVE_VARIANTS, c, "variant", f"one of {DISPERSIVE_VARIANTS}", self.variant
+        )
+        _check(self.lam >= 0.0, c, "lam", "a float >= 0", self.lam)
+        _check(self.tau > 0.0, c, "tau", "a float > 0", self.tau)
+        _check(self.margin > 0.0, c, "margin", "a float > 0", self.margin)
+        for t in self.targets:
+            _check(
+                bool(_TARGET_RE.match(t)),
+                c,
+                "targets",
+                "items among cond, t_emb, r_emb, mlp.<i>",
+                self.targets,
+            )
+        _check(len(set(self.targets)) == len(self.targets), c, "targets", "unique items", self.targets)
+        if self.variant != "none":
+            _check(
+                len(self.targets) > 0, c, "targets", "at least one target (or variant 'none')", self.targets
+            )
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the regularizer contributes to the loss."""
+        return self.variant != "none" and self.lam > 0.0 and len(self.targets) > 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig(_ConfigMixin):
+    """Where the episodes are and which observation keys feed the model."""
+
+    dataset_dir: str
+    proprio_keys: tuple[str, ...] = ("ee_pos", "gripper_width")
+    camera_names: tuple[str, ...] = ("front", "wrist")
+    random_shift_pad: int = 4
+    val_fraction: float = 0.0
+
+    def __post_init__(self) -> None:
+        _coerce(self)
+        c = "DataConfig"
+        _check(self.dataset_dir.strip() != "", c, "dataset_dir", "a non-empty path", self.dataset_dir)
+        _check(len(self.proprio_keys) > 0, c, "proprio_keys", "at least one key", self.proprio_keys)
+        for k in self.proprio_keys:
+            _check(
+                k in PROPRIO_KEY_DIMS,
+                c,
+                "proprio_keys",
+                f"keys among {list(PROPRIO_KEY_DIMS)}",
+                self.proprio_keys,
+            )
+        _check(
+            len(set(self.proprio_keys)) == len(self.proprio_keys),
+            c,
+            "proprio_keys",
+            "unique keys",
+            self.proprio_keys,
+        )
+        _check(len(self.camera_names) > 0, c, "camera_names", "at least one camera", self.camera_names)
+        _check(
+            0 <= self.random_shift_pad <= 32,
+            c,
+            "random_shift_pad",
+            "an int in [0, 32]",
+            self.random_shift_pad,
+        )
+        _check(0.0 <= self.val_fraction < 1.0, c, "val_fraction", "a float in [0, 1)", self.val_fraction)
+
+    @property
+    def proprio_dim(self) -> int:
+        """Sum of the widths of `proprio_keys` (per frame)."""
+        return sum(PROPRIO_KEY_DIMS[k] for k in self.proprio_keys)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig(_ConfigMixin):
+    """Everything a training run needs; cross-checks the sub-configs against each other."""
+
+    data: DataConfig
+    model: ModelConfig = field(default_factory=ModelConfig)
+    meanflow: MeanFlowConfig = field(default_factory=MeanFlowConfig)
+    dispersive: DispersiveConfig = field(default_factory=DispersiveConfig)
+    objective: str = "meanflow"
+    sample_steps_eval: int = 1
+    batch_size: int = 256
+    steps: int = 20000
+    lr: float = 1e-4
+    weight_decay: float = 1e-6
+    warmup_steps: int = 500
+    min_lr: float = 1e-5
+    ema_decay: float = 0.995
+    ema_every: int = 10
+    ema_start_step: int = 0
+    checkpoint_every: int = 1000
+    log_every: int = 50
+    seed: int = 42
+    device: str = "auto"
+    out_dir: str = "runs/dm1"
+    num_threads: int = 0  # 0 = torch default
+
+    def save(self, path: str | Path) -> None:
+        """Write this config as YAML (see `save_train_config`)."""
+        save_train_config(self, path)
+
+    def __post_init__(self) -> None:
+        _coerce(self)
+        c = "TrainConfig"
+        _check(self.objective in OBJECTIVES, c, "objective", f"one of {OBJECTIVES}", self.objective)
+        for name in (
+            "sample_steps_eval",
+            "batch_size",
+            "steps",
+            "ema_every",
+            "checkpoint_every",
+            "log_every",
+        ):
+            _check(getattr(self, name) >= 1, c, name, "an int >= 1", getattr(self, name))
+        for name in ("warmup_steps", "ema_start_step", "num_threads", "seed"):
+            _check(getattr(self, name) >= 0, c, name, "an int >= 0", getattr(self, name))
+        _check(
+            self.warmup_steps <= self.steps, c, "warmup_steps", f"<= steps={self.steps}", self.warmup_steps
+        )
+        _check(self.lr > 0.0, c, "lr", "a float > 0", self.lr)
+        _check(0.0 <= self.min_lr <= self.lr, c, "min_lr", f"a float in [0, lr={self.lr}]", self.min_lr)
+        _check(self.weight_decay >= 0.0, c, "weight_decay", "a float >= 0", self.weight_decay)
+        _check(0.0 <= self.ema_decay < 1.0, c, "ema_decay", "a float in [0, 1)", self.ema_decay)
+        _check(
+            bool(_DEVICE_RE.match(self.device)), c, "device", "auto, cpu, mps, cuda or cuda:<n>", self.device
+        )
+        _check(self.out_dir.strip() != "", c, "out_dir", "a non-empty path", self.out_dir)
+        _check(
+            self.data.camera_names == self.model.camera_names,
+            c,
+            "data.camera_names",
+            f"the same cameras as model.camera_names={list(self.model.camera_names)}",
+            list(self.data.camera_names),
+        )
+        _check(
+            self.data.proprio_dim == self.model.proprio_dim,
+            c,
+            "model.proprio_dim",
+            f"{self.data.proprio_dim} (the width of data.proprio_keys={list(self.data.proprio_keys)})",
+            self.model.proprio_dim,
+        )
+        for t in self.dispersive.targets:
+            if t.startswith("mlp."):
+                _check(
+                    int(t[4:]) <= self.model.mlp_blocks,
+                    c,
+                    "dispersive.targets",
+                    f"mlp.<i> with i <= model.mlp_blocks={self.model.mlp_blocks}",
+                    list(self.dispersive.targets),
+                )
+
+
+def load_train_config(path: str | Path) -> TrainConfig:
+    """Read a YAML training config (nested mappings); errors name the file and the offending key."""
+    import yaml
+
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: config file not found") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: invalid YAML: {exc}") from None
+    if raw is None:
+        raw = {}
+    try:
+        return TrainConfig.from_dict(raw)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+load_yaml_config = load_train_config  # name used in docs/architecture.md
+
+
+def save_train_config(cfg: TrainConfig, path: str | Path) -> None:
+    """Write `cfg` as YAML that `load_train_config` reads back to an equal config."""
+    import yaml
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
