@@ -19,7 +19,15 @@ setup(
     ],
     install_requires=["setuptools"],
     zip_safe=True,
-    description="dm1 ROS 2 nodes: policy (lifecycle, onnxruntime), franky controller, RealSense, teleop recorder.",
+    description="dm1 ROS 2 nodes: policy (lifecycle), franky controller, RealSense, teleop recorder.",
     license="Apache-2.0",
-    entry_points={"console_scripts": ["policy_node = dm1_ros.policy_node:main", "controller_node = dm1_ros.controller_node:main", "realsense_node = dm1_ros.realsense_node:main", "teleop_node = dm1_ros.teleop_node:main"]},
+    entry_points={
+        "console_scripts": [
+            "policy_node = dm1_ros.policy_node:main",
+            "controller_node = dm1_ros.controller_node:main",
+            "realsense_node = dm1_ros.realsense_node:main",
+            "teleop_node = dm1_ros.teleop_node:main",
+            "foxglove_node = dm1_ros.foxglove_node:main",
+        ]
+    },
 )

@@ -1,0 +1,39 @@
+"""`dm1 demo`: the README's main job — the bundled model drives the twin through the full ROS 2 stack.
+
+A short `dm1 eval` (3 episodes by default) that prints success and the latency ledger.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _handler(args: argparse.Namespace) -> int:
+    from dm1.commands.eval import run_ros_eval
+
+    out = Path(args.out or "runs/demo")
+    summary, records = run_ros_eval(args.model, args.episodes, args.seed, out, args.max_sim_s)
+    print(f"\nmodel {args.model} on the franky-sim twin, through twin → policy node → controller → franky")
+    for r in records:
+        verdict = "success" if r["success"] else "failure"
+        print(f"  episode {r['index']}: {verdict} in {r['sim_duration_s']:.1f} sim s")
+    print(
+        f"success {summary['successes']}/{summary['episodes']} "
+        f"({100 * summary['success_rate']:.0f} % ± {100 * summary['stderr']:.0f})"
+    )
+    for key, st in summary["latency_ms"].items():
+        print(f"  latency {key}: median {st['median']:.2f} ms, p99 {st['p99']:.2f} ms")
+    print(f"report: {out / 'report.md'}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `dm1 demo`."""
+    from dm1.commands.eval import add_eval_arguments
+
+    p = sub.add_parser(
+        "demo", help="run the bundled model on the twin (README main command)", description=__doc__
+    )
+    add_eval_arguments(p, episodes=3)
+    p.set_defaults(func=_handler)

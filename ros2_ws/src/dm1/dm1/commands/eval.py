@@ -1,0 +1,141 @@
+"""`dm1 eval`: N seeded episodes of a model on the twin through the full ROS 2 stack, with a report.
+
+Starts `dm1 launch franka --use-sim --model M` (twin, controller, policy node) as a child process group,
+drives episodes with `dm1_ros.evaluate.EvalDriver` (reset → home → activate → success or time limit),
+then writes `eval.json` (success rate ± binomial s.e., episode time, latency ledger), `report.md` and plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+
+def start_graph(
+    model: str, seed: int, log_path: Path, extra: list[str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start the twin + controller + policy graph (`dm1 launch franka --use-sim`) in its own process group."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "dm1.cli",
+        "launch",
+        "franka",
+        "--use-sim",
+        "--model",
+        model,
+        "--seed",
+        str(seed),
+    ]
+    log = open(log_path, "wb")  # noqa: SIM115 - lives as long as the child process
+    return subprocess.Popen(cmd + (extra or []), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop_graph(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+    """SIGINT the launcher's process group, then SIGKILL what is left."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=timeout_s)
+    except (subprocess.TimeoutExpired, ProcessLookupError):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def run_ros_eval(
+    model: str, episodes: int, seed: int, out_dir: Path, max_sim_s: float, progress: bool = True
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Run the evaluation; returns (summary dict, per-episode records)."""
+    import rclpy
+    from dm1_ros.evaluate import EvalDriver
+    from tqdm import tqdm
+
+    from dm1.commands.bench import machine_description
+    from dm1.evaluation import summarize, write_report
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    graph = start_graph(model, seed, out_dir / "launch.log")
+    records: list[dict[str, Any]] = []
+    try:
+        with rclpy.init():
+            driver = EvalDriver()
+            try:
+                deadline = time.monotonic() + 180.0
+                while True:
+                    if graph.poll() is not None:
+                        raise RuntimeError(f"the launched graph exited early: see {out_dir / 'launch.log'}")
+                    try:
+                        driver.wait_ready(timeout_s=10.0)
+                        break
+                    except (TimeoutError, RuntimeError):
+                        if time.monotonic() > deadline:
+                            raise
+                bar = tqdm(range(episodes), desc="eval episodes", disable=not progress)
+                wins = 0
+                for i in bar:
+                    outcome = driver.run_episode(i, max_sim_s=max_sim_s)
+                    wins += outcome.success
+                    records.append(asdict(outcome))
+                    bar.set_postfix(success=f"{wins}/{i + 1}")
+            finally:
+                driver.close()
+    finally:
+        stop_graph(graph)
+    summary = summarize(records, model=str(model), through_ros=True, seed=seed, machine=machine_description())
+    summary.extra["max_sim_s"] = max_sim_s
+    write_report(summary, out_dir, records)
+    return summary.to_dict(), records
+
+
+def _handler(args: argparse.Namespace) -> int:
+    out = Path(args.out or f"runs/eval/{Path(args.model).name}")
+    summary, _ = run_ros_eval(
+        args.model, args.episodes, args.seed, out, args.max_sim_s, progress=not args.json
+    )
+    if args.update_card:
+        card_path = Path(args.model) / "model_card.json"
+        card = json.loads(card_path.read_text())
+        card["evaluation"] = summary
+        tmp = card_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(card, indent=2) + "\n")
+        tmp.replace(card_path)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(
+            f"{summary['successes']}/{summary['episodes']} successes "
+            f"({100 * summary['success_rate']:.1f} % ± {100 * summary['stderr']:.1f}); "
+            f"report: {out / 'report.md'}"
+        )
+    return 0
+
+
+def add_eval_arguments(p: argparse.ArgumentParser, episodes: int) -> None:
+    """Arguments shared by `dm1 eval` and `dm1 demo`."""
+    p.add_argument("--model", default="models/dm1_lift", help="exported model directory")
+    p.add_argument("--episodes", type=int, default=episodes)
+    p.add_argument(
+        "--seed", type=int, default=1000, help="twin seed (cube poses); differs from training seeds"
+    )
+    p.add_argument("--max-sim-s", type=float, default=20.0, help="time limit per episode (simulation s)")
+    p.add_argument("--out", default=None, help="report directory (default runs/eval/<model name>)")
+    p.add_argument("--json", action="store_true", help="print the summary as one line of JSON")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `dm1 eval`."""
+    p = sub.add_parser("eval", help="closed-loop evaluation on the twin through ROS 2", description=__doc__)
+    add_eval_arguments(p, episodes=200)
+    p.add_argument("--update-card", action="store_true", help="store the summary in the model card")
+    p.set_defaults(func=_handler)

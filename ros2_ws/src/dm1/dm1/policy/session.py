@@ -1,0 +1,156 @@
+"""A running policy: validated settings + ObservationAssembler + PolicyStep behind one `tick()` (no ROS).
+
+The policy node is a thin shell around this class: it feeds decoded messages in and publishes what `tick()`
+returns. Keeping the tick logic here makes it testable with a fake clock.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from dm1.policy.observation import ObservationAssembler, ObservationConfig
+from dm1.policy.step import MODES, PolicyStep, StepOutcome
+
+#: Parameters of the policy node: name -> (default, description, (min, max) or None). Read on configure.
+NODE_PARAMETERS: dict[str, tuple[Any, str, tuple[float, float] | None]] = {
+    "model_dir": ("", "model directory (model.onnx + model_card.json)", None),
+    "camera_topics": ([], "topic overrides 'camera=/topic'; default: the model card's topics", None),
+    "joint_states_topic": ("/joint_states", "sensor_msgs/JointState topic", None),
+    "max_obs_age_s": (0.1, "age limit of every input stream [s]", (1e-3, 10.0)),
+    "sync_tolerance_s": (0.1, "max spread between the streams' stamps [s]", (1e-3, 10.0)),
+    "mode": ("replan_every_tick", f"one of {list(MODES)}", None),
+    "control_rate_hz": (0.0, "tick and chunk rate [Hz]; 0 = the model card's", (0.0, 1000.0)),
+    "seed": (-1, "MeanFlow noise seed; -1 = random", (-1, 2**31 - 1)),
+    "resize_images": (False, "resample wrong-size frames instead of rejecting them", None),
+    "autostart": (False, "configure and activate at startup", None),
+}
+
+
+def parse_camera_topics(items: Sequence[str]) -> dict[str, str]:
+    """``["front=/cam/front", ...]`` → ``{"front": "/cam/front"}``; raises ValueError naming a bad entry."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, topic = item.partition("=")
+        if not sep or not name or not topic.startswith("/"):
+            raise ValueError(f"camera_topics: expected entries 'camera=/absolute/topic', found {item!r}")
+        out[name] = topic
+    return out
+
+
+@dataclass
+class PolicyConfig:
+    """Settings of a running policy (the policy node's parameters).
+
+    Args:
+        max_obs_age_s: age limit of every input stream [s].
+        sync_tolerance_s: largest spread between the newest stamps of all streams [s].
+        mode: `replan_every_tick` or `chunk_then_replan`.
+        control_rate_hz: tick and chunk rate; None → the model card's.
+        seed: MeanFlow noise seed; None → random.
+        resize_images: resample wrong-size frames instead of rejecting them.
+        camera_topics: per-camera topic overrides; cameras not listed use the card's topic.
+    """
+
+    max_obs_age_s: float = 0.1
+    sync_tolerance_s: float = 0.1
+    mode: str = "replan_every_tick"
+    control_rate_hz: float | None = None
+    seed: int | None = None
+    resize_images: bool = False
+    camera_topics: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"PolicyConfig.mode: expected one of {list(MODES)}, found {self.mode!r}")
+        rate = self.control_rate_hz
+        if rate is not None and not (np.isfinite(rate) and rate > 0):
+            raise ValueError(
+                f"PolicyConfig.control_rate_hz: expected a positive number or None, found {rate!r}"
+            )
+        if self.seed is not None and self.seed < 0:
+            raise ValueError(f"PolicyConfig.seed: expected >= 0 or None, found {self.seed}")
+
+
+def config_from_parameters(values: dict[str, Any]) -> PolicyConfig:
+    """`PolicyConfig` from node parameter values (0 rate → card's rate, negative seed → random)."""
+    seed = int(values["seed"])
+    return PolicyConfig(
+        max_obs_age_s=float(values["max_obs_age_s"]),
+        sync_tolerance_s=float(values["sync_tolerance_s"]),
+        mode=str(values["mode"]),
+        control_rate_hz=float(values["control_rate_hz"]) or None,
+        seed=None if seed < 0 else seed,
+        resize_images=bool(values["resize_images"]),
+        camera_topics=parse_camera_topics(values["camera_topics"]),
+    )
+
+
+class PolicySession:
+    """Observation assembly + inference + chunk timing for one loaded runtime.
+
+    Args:
+        runtime: `dm1.runtime.PolicyRuntime`.
+        clock: node time [s] (simulation time on the twin).
+        config: settings; camera topic overrides must name cameras of the card.
+    """
+
+    def __init__(self, runtime: Any, clock: Callable[[], float], config: PolicyConfig | None = None) -> None:
+        self.config = cfg = config or PolicyConfig()
+        self.card, self.clock = runtime.card, clock
+        self.topics = {c.name: c.topic for c in self.card.cameras}
+        unknown = sorted(set(cfg.camera_topics) - set(self.topics))
+        if unknown:
+            raise ValueError(
+                f"camera_topics: unknown camera(s) {unknown}; the model card has {sorted(self.topics)}"
+            )
+        self.topics.update(cfg.camera_topics)
+        obs_cfg = ObservationConfig(
+            cfg.max_obs_age_s, sync_tolerance_s=cfg.sync_tolerance_s, resize=cfg.resize_images
+        )
+        self.assembler = ObservationAssembler(self.card, obs_cfg)
+        self.step = PolicyStep(runtime, clock, cfg.mode, cfg.control_rate_hz, cfg.seed)
+        self._last_now = -np.inf
+
+    @property
+    def period_s(self) -> float:
+        """Tick period [s]."""
+        return self.step.dt
+
+    def on_image(self, name: str, stamp: float, rgb: np.ndarray) -> None:
+        """A decoded camera frame (H, W, 3) uint8 stamped with its capture time."""
+        self.assembler.on_image(name, stamp, rgb, received=self.clock())
+
+    def on_joint_state(self, stamp: float, q: np.ndarray, gripper_width: float) -> None:
+        """A decoded arm state: q (7,) rad, gripper width m."""
+        self.assembler.on_joint_state(stamp, q, gripper_width, received=self.clock())
+
+    def reset(self) -> None:
+        """Forget frames and the current chunk (activation, or the clock jumped back)."""
+        self.assembler.reset()
+        self.step.reset()
+
+    def tick(self) -> StepOutcome:
+        """One control tick: assemble → infer → timed chunk (or the reason there is none)."""
+        now = self.clock()
+        if now < self._last_now:  # simulation reset: frames from the old timeline are meaningless
+            self.reset()
+        self._last_now = now
+        if not self.step.wants_inference(now):
+            return self.step.skip()
+        t = time.perf_counter()
+        obs = self.assembler.assemble(now)
+        return self.step.run(obs, preprocess_ms=(time.perf_counter() - t) * 1e3)
+
+    def diagnostic_values(self) -> dict[str, float | int]:
+        """Counters (per outcome kind, stale ticks per stream, rejected frames) and latency percentiles."""
+        return {
+            **self.step.counts,
+            **{f"stale_{k}": v for k, v in self.step.stale_streams.items()},
+            **{f"rejected_{k}": v for k, v in self.assembler.rejected_counts.items()},
+            **self.step.latency_summary(),
+        }

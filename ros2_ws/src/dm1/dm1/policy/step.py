@@ -1,0 +1,216 @@
+"""One policy tick: Observation → onnxruntime → checked, time-stamped action chunk + latency ledger (no ROS).
+
+Timing contract (architecture.md, Action spaces): the model's action i belongs to ``obs.stamp + i / rate``.
+By the time inference is done, the first actions are already due, so the chunk starts at the *first future
+tick* ``t0 = obs.stamp + k / rate`` (smallest k with that time after `now`), dropping actions 0..k-1; point j
+of the published chunk has ``time_from_start = j / rate``. If every action is already past, no chunk is
+produced and the tick counts as "late" (reliability row 7).
+
+Modes: ``replan_every_tick`` (default; a one-step model is cheap enough to re-infer at every control tick) and
+``chunk_then_replan`` (execute the whole chunk, infer again when its last action is due).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from dm1.policy.observation import Observation, StaleReason
+from dm1.runtime import OutputError
+
+MODES: tuple[str, ...] = ("replan_every_tick", "chunk_then_replan")
+LEDGER_FIELDS: tuple[str, ...] = ("received_ms", "tick_ms", "preprocessed_ms", "inferred_ms", "published_ms")
+
+
+@dataclass(frozen=True)
+class ActionChunk:
+    """Actions with absolute times: point j is due at ``t0 + j * dt``."""
+
+    t0: float  # absolute time of actions[0] [s, node clock]
+    dt: float  # 1 / control rate [s]
+    actions: np.ndarray  # (N, Da) float32, N <= chunk_length
+    first_index: int  # index of actions[0] in the model's output chunk
+    obs_stamp: float
+    space: str
+    names: tuple[str, ...]
+
+    @property
+    def times(self) -> np.ndarray:
+        """Absolute due time of each point (N,)."""
+        return self.t0 + np.arange(len(self.actions)) * self.dt
+
+    @property
+    def end_time(self) -> float:
+        """Due time of the last point."""
+        return float(self.t0 + (len(self.actions) - 1) * self.dt)
+
+
+@dataclass
+class LatencyLedger:
+    """Milliseconds since the oldest capture stamp of the observation, per stage (cumulative).
+
+    capture → received (last stream arrived) → tick (control tick began) → preprocessed (observation
+    assembled) → inferred (onnxruntime returned) → published. The first two use the node clock (sim time on
+    the twin); the processing stages are measured with a monotonic clock and added on top.
+    """
+
+    capture_stamp: float
+    received_ms: float
+    tick_ms: float
+    preprocessed_ms: float
+    inferred_ms: float
+    published_ms: float = float("nan")
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass
+class StepOutcome:
+    """Result of one tick: a chunk to publish, or the reason there is none."""
+
+    chunk: ActionChunk | None
+    reason: str | None
+    ledger: LatencyLedger | None = None
+    kind: str = "ok"  # ok | stale | nonfinite | error | late | executing
+    _t_inferred: float = 0.0
+
+
+class PolicyStep:
+    """Runs the policy on observations and times its chunks.
+
+    Args:
+        runtime: a `dm1.runtime.PolicyRuntime` (anything with `.card` and `.predict(images, proprio, noise)`).
+        clock: node time [s] (ROS time; simulation time on the twin).
+        mode: one of `MODES`.
+        control_rate_hz: spacing of the chunk; None → the card's `action.control_rate_hz`.
+        seed: seed of the MeanFlow noise generator (None → random).
+        perf: monotonic clock for processing durations.
+        history: ledgers kept for the latency summary.
+    """
+
+    def __init__(
+        self,
+        runtime: Any,
+        clock: Callable[[], float],
+        mode: str = "replan_every_tick",
+        control_rate_hz: float | None = None,
+        seed: int | None = None,
+        perf: Callable[[], float] = time.perf_counter,
+        history: int = 200,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"PolicyStep.mode: expected one of {list(MODES)}, found {mode!r}")
+        card = runtime.card
+        rate = card.action.control_rate_hz if control_rate_hz is None else control_rate_hz
+        if not (np.isfinite(rate) and rate > 0):
+            raise ValueError(f"PolicyStep.control_rate_hz: expected a positive finite number, found {rate!r}")
+        self.runtime, self.clock, self.perf, self.mode = runtime, clock, perf, mode
+        self.dt = 1.0 / float(rate)
+        self.space: str = card.action.space
+        self.names: tuple[str, ...] = tuple(card.action.names)
+        self.out_shape = (int(card.action.chunk_length), len(self.names))
+        self.noise_shape = tuple(card.noise_shape)
+        self.rng = np.random.default_rng(seed)
+        self.ledgers: deque[LatencyLedger] = deque(maxlen=history)
+        self.counts: dict[str, int] = dict.fromkeys(
+            ("ok", "stale", "nonfinite", "error", "late", "executing"), 0
+        )
+        self.stale_streams: dict[str, int] = {}  # stream -> ticks without an observation because of it
+        self.last_reason: str | None = None
+        self.current: ActionChunk | None = None
+
+    def reset(self) -> None:
+        """Forget the chunk being executed (on activation / deactivation)."""
+        self.current = None
+
+    def wants_inference(self, now: float) -> bool:
+        """In `chunk_then_replan`, False while the current chunk still has actions ahead of its last one."""
+        if self.mode == "replan_every_tick" or self.current is None:
+            return True
+        return now + 0.5 * self.dt >= self.current.end_time
+
+    def run(self, obs: Observation | StaleReason, preprocess_ms: float = 0.0) -> StepOutcome:
+        """Infer one chunk from `obs` (or account for a stale-input reason)."""
+        if isinstance(obs, StaleReason):
+            self.stale_streams[obs.stream] = self.stale_streams.get(obs.stream, 0) + 1
+            return self._fail("stale", str(obs))
+        now = self.clock()
+        if not self.wants_inference(now):
+            return self.skip()
+        received_ms = (max(obs.received.values()) - obs.oldest_stamp) * 1e3
+        tick_ms = (now - obs.oldest_stamp) * 1e3
+        noise = self.rng.standard_normal(self.noise_shape, dtype=np.float32)  # (Ta, Da)
+        t_start = self.perf()
+        try:
+            actions = np.asarray(self.runtime.predict(obs.images, obs.proprio, noise=noise))  # (Ta, Da)
+        except OutputError as exc:  # the runtime's own NaN/Inf check
+            return self._fail("nonfinite", f"inference rejected: {exc}")
+        except Exception as exc:  # noqa: BLE001 - any model failure must hold the robot, never crash the node
+            kind = "error"
+            return self._fail(kind, f"inference failed: {type(exc).__name__}: {exc}")
+        t_inferred = self.perf()
+        if actions.shape != self.out_shape:
+            return self._fail("error", f"actions: expected shape {self.out_shape}, found {actions.shape}")
+        if not np.all(np.isfinite(actions)):
+            return self._fail("nonfinite", f"actions: {int(np.sum(~np.isfinite(actions)))} NaN/Inf values")
+        k = max(0, int(np.floor((now - obs.stamp) / self.dt)) + 1)  # first tick strictly after `now`
+        while k > 0 and obs.stamp + (k - 1) * self.dt > now:  # float guard
+            k -= 1
+        if k >= self.out_shape[0]:
+            return self._fail(
+                "late",
+                f"all {self.out_shape[0]} actions are past due ({(now - obs.stamp) * 1e3:.0f} "
+                f"ms since the observation)",
+            )
+        chunk = ActionChunk(
+            t0=obs.stamp + k * self.dt,
+            dt=self.dt,
+            actions=actions[k:].astype(np.float32),
+            first_index=k,
+            obs_stamp=obs.stamp,
+            space=self.space,
+            names=self.names,
+        )
+        pre = tick_ms + preprocess_ms
+        ledger = LatencyLedger(
+            obs.oldest_stamp, received_ms, tick_ms, pre, pre + (t_inferred - t_start) * 1e3
+        )
+        self.current = chunk
+        self.counts["ok"] += 1
+        self.last_reason = None
+        return StepOutcome(chunk, None, ledger, "ok", t_inferred)
+
+    def skip(self) -> StepOutcome:
+        """Account for a tick spent executing the current chunk (`chunk_then_replan`)."""
+        return self._fail("executing", "executing the current chunk")
+
+    def mark_published(self, outcome: StepOutcome) -> LatencyLedger | None:
+        """Close the ledger of a published chunk (call right after `publish`)."""
+        if outcome.ledger is None:
+            return None
+        outcome.ledger.published_ms = outcome.ledger.inferred_ms + (self.perf() - outcome._t_inferred) * 1e3
+        self.ledgers.append(outcome.ledger)
+        return outcome.ledger
+
+    def latency_summary(self) -> dict[str, float]:
+        """Median and p95 of every ledger stage over the recent history (ms)."""
+        out: dict[str, float] = {}
+        if not self.ledgers:
+            return out
+        for f in LEDGER_FIELDS:
+            vals = np.array([getattr(led, f) for led in self.ledgers])
+            out[f"{f}_median"] = float(np.median(vals))
+            out[f"{f}_p95"] = float(np.percentile(vals, 95))
+        return out
+
+    def _fail(self, kind: str, reason: str) -> StepOutcome:
+        self.counts[kind] += 1
+        if kind != "executing":
+            self.last_reason = reason
+        return StepOutcome(None, reason, None, kind)

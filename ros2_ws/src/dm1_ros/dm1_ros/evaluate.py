@@ -1,0 +1,151 @@
+"""Closed-loop evaluation through the full ROS 2 stack: twin → policy → controller → franky → franky-sim.
+
+`EvalDriver` is an rclpy client of a running graph (`dm1 launch franka --use-sim --model M`). Per episode it
+deactivates the policy, homes the arm (`/dm1/controller/home`), randomizes the cube (`/twin/reset`), activates
+the policy and waits — in simulation time — for `/twin/success` or the time limit. It also collects the policy
+node's per-tick latency ledger (`/dm1/policy/ledger`) and checks that every chunk is stamped in the future.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from std_msgs.msg import Bool
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
+
+from dm1_ros.conversions import from_time_msg
+from dm1_ros.lifecycle_client import LifecycleClient
+
+
+@dataclass
+class EpisodeOutcome:
+    """One evaluated episode (times in simulation seconds unless named wall)."""
+
+    index: int
+    success: bool
+    sim_duration_s: float
+    wall_s: float
+    chunks: int
+    past_stamped_chunks: int
+    ledger_ms: dict[str, list[float]] = field(default_factory=dict)
+
+
+class EvalDriver:
+    """Runs seeded episodes against a live graph. All waits are bounded (wall clock as a safety net)."""
+
+    def __init__(self, policy_node: str = "policy_node", service_timeout_s: float = 60.0) -> None:
+        self.node: Node = rclpy.create_node(
+            "dm1_eval", parameter_overrides=[Parameter("use_sim_time", value=True)]
+        )
+        self.timeout_s = service_timeout_s
+        self.lifecycle = LifecycleClient(policy_node, node=self.node, timeout_s=service_timeout_s)
+        self._reset = self.node.create_client(Trigger, "/twin/reset")
+        self._home = self.node.create_client(Trigger, "/dm1/controller/home")
+        self._success: bool | None = None
+        self._chunks = 0
+        self._past = 0
+        self._ledger: dict[str, list[float]] = {}
+        self.node.create_subscription(Bool, "/twin/success", self._on_success, 10)
+        self.node.create_subscription(DiagnosticArray, "/dm1/policy/ledger", self._on_ledger, 50)
+        self.node.create_subscription(
+            MultiDOFJointTrajectory, "/dm1/action_chunk/cartesian", self._on_chunk, 10
+        )
+        self.node.create_subscription(JointTrajectory, "/dm1/action_chunk/joint", self._on_chunk, 10)
+
+    # -- callbacks -------------------------------------------------------------------------------------------
+    def _on_success(self, msg: Bool) -> None:
+        self._success = bool(msg.data)
+
+    def _on_chunk(self, msg: MultiDOFJointTrajectory | JointTrajectory) -> None:
+        self._chunks += 1
+        if from_time_msg(msg.header.stamp) < self.sim_now():
+            self._past += 1
+
+    def _on_ledger(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            for kv in status.values:
+                if not kv.key.endswith("_ms"):
+                    continue
+                try:
+                    self._ledger.setdefault(kv.key, []).append(float(kv.value))
+                except ValueError:
+                    continue
+
+    # -- helpers ---------------------------------------------------------------------------------------------
+    def sim_now(self) -> float:
+        """Node clock (simulation time from /clock)."""
+        return self.node.get_clock().now().nanoseconds * 1e-9
+
+    def spin(self, seconds: float) -> None:
+        """Process callbacks for about `seconds` of wall time."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            rclpy.spin_once(self.node, timeout_sec=min(0.02, max(end - time.monotonic(), 0.0)))
+
+    def call(self, client, what: str) -> str:
+        """Call a Trigger service; raise with the service's message if it fails."""
+        if not client.wait_for_service(timeout_sec=self.timeout_s):
+            raise TimeoutError(f"service {client.srv_name} not available after {self.timeout_s:.0f} s")
+        future = client.call_async(Trigger.Request())
+        rclpy.spin_until_future_complete(self.node, future, timeout_sec=self.timeout_s)
+        if not future.done():
+            raise TimeoutError(f"{what}: {client.srv_name} did not answer within {self.timeout_s:.0f} s")
+        result = future.result()
+        if not result.success:
+            raise RuntimeError(f"{what} failed: {result.message}")
+        return result.message
+
+    def wait_ready(self, timeout_s: float = 120.0) -> None:
+        """Wait until /clock runs and the policy node answers its lifecycle services."""
+        deadline = time.monotonic() + timeout_s
+        while self.sim_now() <= 0.0:
+            if time.monotonic() > deadline:
+                raise TimeoutError("no /clock from the twin")
+            self.spin(0.1)
+        state = self.lifecycle.get_state()
+        if state not in ("inactive", "active"):
+            raise RuntimeError(f"policy node is {state!r} (expected inactive or active): see its log")
+
+    # -- episodes --------------------------------------------------------------------------------------------
+    def run_episode(self, index: int, max_sim_s: float = 20.0, wall_limit_s: float = 300.0) -> EpisodeOutcome:
+        """Home, reset, activate, wait for success or the sim-time limit, deactivate."""
+        wall0 = time.monotonic()
+        if self.lifecycle.get_state() == "active":
+            self.lifecycle.transition("deactivate")
+        self.call(self._home, "home")
+        self.call(self._reset, "reset")
+        self._success = None
+        deadline = time.monotonic() + 30.0
+        while self._success is not False:  # wait for the twin to report the reset scene (not lifted)
+            if time.monotonic() > deadline:
+                raise TimeoutError("/twin/success did not report False after reset")
+            self.spin(0.05)
+        self._chunks, self._past, self._ledger = 0, 0, {}
+        if not self.lifecycle.transition("activate"):
+            raise RuntimeError("policy node refused to activate")
+        t0 = self.sim_now()
+        while not self._success and self.sim_now() - t0 < max_sim_s:
+            if time.monotonic() - wall0 > wall_limit_s:
+                break
+            self.spin(0.05)
+        duration = self.sim_now() - t0
+        self.lifecycle.transition("deactivate")
+        return EpisodeOutcome(
+            index,
+            bool(self._success),
+            duration,
+            time.monotonic() - wall0,
+            self._chunks,
+            self._past,
+            {k: list(v) for k, v in self._ledger.items()},
+        )
+
+    def close(self) -> None:
+        """Destroy the client node."""
+        self.node.destroy_node()

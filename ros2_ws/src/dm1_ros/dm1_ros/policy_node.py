@@ -1,0 +1,165 @@
+"""dm1 policy lifecycle node: cameras + /joint_states → onnxruntime → timed action chunks (no torch).
+
+configure: load and verify the model (bad model → FAILURE, never active). activate: a timer at the control
+rate on the node clock (sim time with use_sim_time) runs `PolicySession.tick` and publishes chunks on
+`/dm1/action_chunk/{cartesian,joint}` + markers on `/dm1/predicted_path`. Stale inputs: no chunk (the
+controller's watchdog holds) and a `/diagnostics` status naming the stream. `autostart:=true` self-activates.
+"""
+
+from __future__ import annotations
+
+from diagnostic_msgs.msg import DiagnosticArray
+from dm1.policy import NODE_PARAMETERS, PolicySession, config_from_parameters
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import ParameterType as T
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image, JointState
+from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
+from visualization_msgs.msg import MarkerArray
+
+from dm1_ros import conversions as cv
+from dm1_ros.chunk_markers import chunk_to_markers, clear_markers
+
+SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
+LEVEL = {"ok": "ok", "executing": "ok", "stale": "warn", "late": "warn"}  # any other kind: error
+
+
+def _descriptor(default, text: str, bounds) -> ParameterDescriptor:
+    kind = {str: T.PARAMETER_STRING, list: T.PARAMETER_STRING_ARRAY, float: T.PARAMETER_DOUBLE,
+            int: T.PARAMETER_INTEGER, bool: T.PARAMETER_BOOL}[type(default)]  # fmt: skip
+    d = ParameterDescriptor(description=text, type=kind)
+    if bounds and kind == T.PARAMETER_DOUBLE:
+        d.floating_point_range = [FloatingPointRange(from_value=bounds[0], to_value=bounds[1])]
+    elif bounds:
+        d.integer_range = [IntegerRange(from_value=bounds[0], to_value=bounds[1], step=1)]
+    return d
+
+
+class PolicyNode(LifecycleNode):
+    """Lifecycle shell around `dm1.policy.PolicySession` and `dm1.runtime.PolicyRuntime`."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__("policy_node", **kwargs)
+        for name, (default, text, bounds) in NODE_PARAMETERS.items():
+            self.declare_parameter(name, default, _descriptor(default, text, bounds))
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._ledger_pub = self.create_publisher(DiagnosticArray, "/dm1/policy/ledger", 50)  # one per chunk
+        self.session: PolicySession | None = None
+        self._subs: list = []
+        self._timer = None
+        self._last_diag, self._last_kind = -1.0, ""
+
+    def p(self, name: str):
+        return self.get_parameter(name).value
+
+    def now_s(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        from dm1.runtime import PolicyRuntime  # onnxruntime: imported only when needed
+
+        try:
+            cfg = config_from_parameters({name: self.p(name) for name in NODE_PARAMETERS})
+            runtime = PolicyRuntime.load(self.p("model_dir"))
+            self.session = PolicySession(runtime, self.now_s, cfg)
+            runtime.warmup(3)
+        except Exception as exc:  # noqa: BLE001 - any load/parameter error leaves the node unconfigured
+            self.get_logger().error(f"configure failed: {exc}")
+            self._diagnose("error", f"configure failed: {exc}", force=True)
+            return FAILURE
+        card = self.session.card
+        cart = card.action.space == "ee_position"
+        msg_type = MultiDOFJointTrajectory if cart else JointTrajectory
+        topic = "/dm1/action_chunk/cartesian" if cart else "/dm1/action_chunk/joint"
+        self._chunk_pub = self.create_lifecycle_publisher(msg_type, topic, 10)
+        self._marker_pub = self.create_lifecycle_publisher(MarkerArray, "/dm1/predicted_path", 10)
+        qos = qos_profile_sensor_data  # best effort: matches reliable and best-effort camera drivers
+        self._subs = [
+            self.create_subscription(Image, t, lambda m, n=n: self._on_image(n, m), qos)
+            for n, t in self.session.topics.items()
+        ]
+        joints = self.p("joint_states_topic")
+        self._subs.append(self.create_subscription(JointState, joints, self._on_joints, qos))
+        self.get_logger().info(f"loaded {card.name!r}: {card.action.space} → {topic}, {self.session.topics}")
+        return SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.session.reset()
+        self._timer = self.create_timer(self.session.period_s, self._tick)
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.destroy_timer(self._timer)
+        self._timer = None
+        self._marker_pub.publish(clear_markers())
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self._timer is not None:  # shutdown straight from active
+            self.destroy_timer(self._timer)
+        for sub in self._subs:
+            self.destroy_subscription(sub)
+        self.destroy_lifecycle_publisher(self._chunk_pub)
+        self.destroy_lifecycle_publisher(self._marker_pub)
+        self._subs, self.session = [], None
+        return SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        return self.on_cleanup(state) if self.session is not None else SUCCESS
+
+    def _on_image(self, name: str, msg: Image) -> None:
+        try:
+            self.session.on_image(name, cv.from_time_msg(msg.header.stamp), cv.msg_to_rgb(msg))
+        except ValueError as exc:
+            self.get_logger().warning(f"camera {name!r}: {exc}", throttle_duration_sec=2.0)
+
+    def _on_joints(self, msg: JointState) -> None:
+        try:
+            q, width = cv.joint_state_to_arm(msg)
+        except ValueError as exc:
+            self.get_logger().warning(str(exc), throttle_duration_sec=2.0)
+            return
+        self.session.on_joint_state(cv.from_time_msg(msg.header.stamp), q, width)
+
+    def _tick(self) -> None:
+        out = self.session.tick()
+        if out.chunk is not None:
+            self._chunk_pub.publish(cv.chunk_to_msg(out.chunk, self.session.card.action.orientation_xyzw))
+            ledger = self.session.step.mark_published(out)
+            if ledger is not None:
+                values = ledger.to_dict()
+                status = cv.diagnostic_status("dm1/policy_node/ledger", "ok", "ms since capture", values)
+                self._ledger_pub.publish(cv.diagnostic_array(self.now_s(), [status]))
+            self._marker_pub.publish(chunk_to_markers(out.chunk, lifetime_s=2 * self.session.period_s))
+        elif out.kind != "executing":
+            self.get_logger().warning(f"no chunk: {out.reason}", throttle_duration_sec=2.0)
+        self._diagnose(out.kind, out.reason or "publishing chunks", force=out.kind != self._last_kind)
+        self._last_kind = out.kind
+
+    def _diagnose(self, kind: str, message: str, force: bool = False) -> None:
+        now = self.now_s()
+        if force or now - self._last_diag >= 1.0 or now < self._last_diag:
+            self._last_diag = now
+            values = self.session.diagnostic_values() if self.session else {}
+            status = cv.diagnostic_status("dm1/policy_node", LEVEL.get(kind, "error"), message, values)
+            self._diag_pub.publish(cv.diagnostic_array(now, [status]))
+
+
+def main(args: list[str] | None = None) -> None:
+    """Console script `policy_node`; with `autostart:=true` the node configures and activates itself."""
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+
+    try:
+        with rclpy.init(args=args):
+            node = PolicyNode()
+            if node.p("autostart") and node.trigger_configure() == SUCCESS:
+                node.trigger_activate()
+            rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+
+
+if __name__ == "__main__":
+    main()

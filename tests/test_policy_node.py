@@ -1,0 +1,176 @@
+"""The policy lifecycle node as a real process: future chunks in sim time, hold on a dead camera, bad model.
+
+The test process plays the twin: it publishes `/clock`, both camera topics and `/joint_states` in simulation
+time, in lockstep (the clock is frozen at each control tick until the chunk arrives, bounded).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import wait_for
+from dm1.kinematics import FR3_HOME_Q
+from policy_toy_model import build_toy_model
+
+pytestmark = pytest.mark.slow
+
+DT = 0.1  # toy model control period [s]
+STEP = 0.01  # simulated time per iteration [s]
+
+
+def _node_cmd(model_dir: Path) -> list[str]:
+    params = [f"model_dir:={model_dir}", "autostart:=true", "use_sim_time:=true", "seed:=0"]
+    return [sys.executable, "-m", "dm1_ros.policy_node", "--ros-args", *sum((["-p", p] for p in params), [])]
+
+
+class TwinStandIn:
+    """Publishes clock, cameras and joint states; records chunks, diagnostics and markers."""
+
+    def __init__(self, cams: dict[str, tuple[int, int, int]]) -> None:
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from dm1_ros.conversions import from_time_msg
+        from rosgraph_msgs.msg import Clock
+        from sensor_msgs.msg import Image, JointState
+        from trajectory_msgs.msg import MultiDOFJointTrajectory
+        from visualization_msgs.msg import MarkerArray
+
+        self.rclpy, self.from_time = rclpy, from_time_msg
+        self.node = rclpy.create_node("twin_stand_in")
+        self.cams = cams
+        self.clock_pub = self.node.create_publisher(Clock, "/clock", 10)
+        self.cam_pubs = {
+            n: self.node.create_publisher(Image, f"/camera/{n}/color/image_raw", 10) for n in cams
+        }
+        self.joint_pub = self.node.create_publisher(JointState, "/joint_states", 10)
+        self.t = 1.0
+        self.chunks: list[tuple[float, float, list[float]]] = []  # (t0, clock at receipt, time_from_start)
+        self.diags: list[tuple[float, int, str]] = []  # (clock at receipt, level, message)
+        self.markers = 0
+        self.node.create_subscription(
+            MultiDOFJointTrajectory, "/dm1/action_chunk/cartesian", self._on_chunk, 10
+        )
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
+        self.node.create_subscription(MarkerArray, "/dm1/predicted_path", self._on_markers, 10)
+
+    def _on_chunk(self, msg) -> None:
+        tfs = [self.from_time(p.time_from_start) for p in msg.points]
+        self.chunks.append((self.from_time(msg.header.stamp), self.t, tfs))
+
+    def _on_diag(self, msg) -> None:
+        for st in msg.status:
+            if st.name == "dm1/policy_node":
+                self.diags.append((self.t, st.level[0], st.message))
+
+    def _on_markers(self, msg) -> None:
+        self.markers += 1
+
+    def publish(self, cams: tuple[str, ...]) -> None:
+        from dm1_ros.conversions import image_to_msg, make_joint_state, to_time_msg
+        from rosgraph_msgs.msg import Clock
+
+        self.clock_pub.publish(Clock(clock=to_time_msg(self.t)))
+        for n in cams:
+            img = np.full(self.cams[n], int(self.t * 100) % 256, np.uint8)
+            self.cam_pubs[n].publish(
+                image_to_msg(img, "rgb8", stamp=self.t, frame_id=f"camera_{n}_color_optical_frame")
+            )
+        self.joint_pub.publish(make_joint_state(FR3_HOME_Q, 0.08, stamp=self.t))
+
+    def spin_for(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.rclpy.spin_once(self.node, timeout_sec=0.005)
+
+    def run(self, sim_seconds: float, cams: tuple[str, ...], lockstep: bool) -> None:
+        """Advance sim time; in lockstep, freeze the clock at each tick until a chunk arrives (≤ 5 s)."""
+        for _ in range(round(sim_seconds / STEP)):
+            self.t = round(self.t + STEP, 6)
+            n = len(self.chunks)
+            self.publish(cams)
+            self.spin_for(0.01)
+            if lockstep and round(self.t / STEP) % round(DT / STEP) == 0:  # the node's timer fires now
+                end = time.monotonic() + 5.0
+                while len(self.chunks) == n and time.monotonic() < end:
+                    self.publish(cams)  # same stamps: keeps the node's inputs alive while the clock is frozen
+                    self.spin_for(0.02)
+
+
+@pytest.fixture
+def rclpy_ctx(ros_env):
+    import rclpy
+
+    rclpy.init()
+    try:
+        yield rclpy
+    finally:
+        rclpy.shutdown()
+
+
+def test_node_publishes_future_chunks_and_stops_when_a_camera_dies(procs, rclpy_ctx, tmp_path) -> None:
+    from dm1_ros.lifecycle_client import LifecycleClient
+
+    cams = {"front": (24, 32, 3), "wrist": (24, 32, 3)}
+    model = build_toy_model(tmp_path / "toy", cameras=cams, chunk_length=8, control_rate_hz=1 / DT)
+    procs.start("policy", _node_cmd(model))
+    twin = TwinStandIn(cams)
+    client = LifecycleClient("policy_node", node=twin.node, timeout_s=60.0)
+    assert wait_for(lambda: client.get_state() == "active", 90, what="policy node active") or procs.log(
+        "policy"
+    )
+
+    twin.run(1.5, cams=("front", "wrist"), lockstep=True)
+    assert len(twin.chunks) >= 5, procs.log("policy")
+    for t0, clock_at_receipt, tfs in twin.chunks:
+        assert t0 > clock_at_receipt  # the first action is due in the future
+        np.testing.assert_allclose(np.diff(tfs), DT, atol=1e-6)
+        assert tfs[0] == 0.0 and len(tfs) <= 8
+    assert twin.markers > 0
+
+    stop = twin.t
+    twin.run(1.0, cams=("front",), lockstep=False)  # the wrist camera dies
+    late = [c for c in twin.chunks if c[1] > stop + 2 * DT + 0.05]
+    assert late == [], f"chunks published {len(late)} times after the wrist camera stopped"
+    named = wait_for(
+        lambda: [d for d in twin.diags if d[0] > stop and "wrist" in d[2]], 10, what="diagnostic"
+    )
+    assert named[0][1] == 1  # WARN
+    assert "limit 100 ms" in named[0][2] or "no frame" in named[0][2]
+
+    assert client.transition("deactivate") and client.get_state() == "inactive"
+    n = len(twin.chunks)
+    twin.run(0.3, cams=("front", "wrist"), lockstep=False)
+    assert len(twin.chunks) == n  # an inactive node never commands
+    assert client.transition("cleanup") and client.get_state() == "unconfigured"
+    assert client.transition("shutdown") and client.get_state() == "finalized"
+
+
+def test_corrupt_model_never_becomes_active(procs, rclpy_ctx, tmp_path) -> None:
+    from dm1_ros.lifecycle_client import LifecycleClient
+
+    model = build_toy_model(tmp_path / "good")
+    bad = tmp_path / "corrupt"
+    shutil.copytree(model, bad)
+    garbage = (bad / "model.onnx").read_bytes()[:200] + b"\x00garbage"
+    (bad / "model.onnx").write_bytes(garbage)
+    card = json.loads((bad / "model_card.json").read_text())
+    card["onnx_sha256"] = hashlib.sha256(garbage).hexdigest()  # hash matches: onnxruntime must reject it
+    (bad / "model_card.json").write_text(json.dumps(card))
+
+    procs.start("policy", _node_cmd(bad))
+    import rclpy
+
+    node = rclpy.create_node("probe")
+    client = LifecycleClient("policy_node", node=node, timeout_s=60.0)
+    assert client.get_state() == "unconfigured"  # autostart's configure already ran (and failed) before spin
+    wait_for(lambda: "configure failed" in procs.log("policy"), 10, what="configure error in the log")
+    assert "onnxruntime cannot load" in procs.log("policy")
+    assert not client.transition("activate")  # activating an unconfigured node is refused
+    assert client.get_state() == "unconfigured"

@@ -1,0 +1,191 @@
+"""PolicyStep on the real onnxruntime: future-stamped chunks spaced 1/rate, NaN → no chunk, latency ledger."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from dm1.kinematics import FR3_HOME_Q
+from dm1.policy import (
+    NODE_PARAMETERS,
+    Observation,
+    ObservationAssembler,
+    PolicyConfig,
+    PolicySession,
+    PolicyStep,
+    StaleReason,
+    config_from_parameters,
+)
+from dm1.runtime import PolicyRuntime
+from policy_toy_model import build_toy_model, toy_base
+
+RATE = 10.0
+TA = 8
+
+
+class FakeClock:
+    """Settable node clock (seconds)."""
+
+    def __init__(self, t: float = 100.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture(scope="module")
+def runtime(tmp_path_factory) -> PolicyRuntime:
+    return PolicyRuntime.load(
+        build_toy_model(tmp_path_factory.mktemp("toy"), chunk_length=TA, control_rate_hz=RATE)
+    )
+
+
+def observe(rt: PolicyRuntime, stamp: float) -> Observation:
+    asm = ObservationAssembler(rt.card)
+    for cam in rt.card.cameras:
+        asm.on_image(cam.name, stamp, np.zeros(cam.shape, np.uint8), received=stamp + 0.002)
+    asm.on_joint_state(stamp, FR3_HOME_Q, 0.04, received=stamp + 0.001)
+    obs = asm.assemble(stamp + 0.005)
+    assert isinstance(obs, Observation), obs
+    return obs
+
+
+def test_chunk_starts_at_first_future_tick_and_is_spaced_one_over_rate(runtime) -> None:
+    clock = FakeClock(100.0)
+    step = PolicyStep(runtime, clock)
+    obs = observe(runtime, 99.98)  # inference happens 20 ms after capture
+    out = step.run(obs)
+    assert out.chunk is not None and out.reason is None
+    c = out.chunk
+    assert c.t0 > clock.t and c.t0 == pytest.approx(99.98 + 1 / RATE)  # first tick after now
+    np.testing.assert_allclose(np.diff(c.times), 1 / RATE)
+    assert c.first_index == 1 and c.actions.shape == (TA - 1, 4)
+    np.testing.assert_allclose(
+        c.actions, toy_base("ee_position", TA)[1:], atol=1e-6
+    )  # past-due action dropped
+    assert c.names == ("x", "y", "z", "gripper") and c.space == "ee_position"
+
+
+def test_late_inference_drops_every_past_due_action(runtime) -> None:
+    clock = FakeClock(100.0)
+    step = PolicyStep(runtime, clock)
+    out = step.run(observe(runtime, 99.65))  # 350 ms old → actions 0..3 are past
+    assert out.chunk.first_index == 4 and out.chunk.t0 == pytest.approx(100.05) and out.chunk.t0 > clock.t
+    clock.t = 99.65 + TA / RATE + 0.01
+    late = step.run(observe(runtime, 99.65))
+    assert late.chunk is None and late.kind == "late" and step.counts["late"] == 1
+
+
+def test_nan_model_output_gives_no_chunk(tmp_path: Path) -> None:
+    rt = PolicyRuntime.load(build_toy_model(tmp_path / "nan", nan=True))
+    step = PolicyStep(rt, FakeClock(100.0))
+    out = step.run(observe(rt, 99.99))
+    assert out.chunk is None and out.kind == "nonfinite" and "NaN" in out.reason
+    assert step.counts["nonfinite"] == 1 and step.current is None
+
+
+def test_stale_observation_is_counted_and_gives_no_chunk(runtime) -> None:
+    step = PolicyStep(runtime, FakeClock(100.0))
+    out = step.run(StaleReason("front", "stale", "camera 'front': newest frame is 300 ms old, limit 100 ms"))
+    assert out.chunk is None and "front" in out.reason and step.counts["stale"] == 1
+
+
+def test_latency_ledger_stages_are_cumulative(runtime) -> None:
+    ticks = iter(np.arange(0.0, 10.0, 0.004))  # each perf reading advances 4 ms
+    step = PolicyStep(runtime, FakeClock(100.0), perf=lambda: float(next(ticks)))
+    out = step.run(observe(runtime, 99.98), preprocess_ms=1.5)
+    ledger = step.mark_published(out)
+    assert ledger.received_ms == pytest.approx(2.0)  # last stream arrived 2 ms after capture
+    assert ledger.tick_ms == pytest.approx(20.0)
+    assert ledger.preprocessed_ms == pytest.approx(21.5)
+    assert ledger.inferred_ms == pytest.approx(25.5)
+    assert ledger.published_ms == pytest.approx(29.5)
+    summary = step.latency_summary()
+    assert summary["inferred_ms_median"] == pytest.approx(25.5) and "published_ms_p95" in summary
+
+
+def test_chunk_then_replan_executes_the_whole_chunk_before_inferring_again(runtime) -> None:
+    clock = FakeClock(100.0)
+    step = PolicyStep(runtime, clock, mode="chunk_then_replan")
+    first = step.run(observe(runtime, 99.99))
+    assert first.chunk is not None
+    clock.t += 0.3
+    assert not step.wants_inference(clock.t)
+    assert step.run(observe(runtime, clock.t - 0.01)).kind == "executing"
+    clock.t = first.chunk.end_time
+    assert step.wants_inference(clock.t)
+    assert step.run(observe(runtime, clock.t - 0.01)).chunk is not None
+
+
+def test_replan_every_tick_infers_every_time(runtime) -> None:
+    clock = FakeClock(100.0)
+    step = PolicyStep(runtime, clock)
+    for i in range(3):
+        clock.t = 100.0 + i / RATE
+        assert step.run(observe(runtime, clock.t - 0.01)).chunk is not None
+    assert step.counts["ok"] == 3
+
+
+def test_seeded_noise_is_reproducible(tmp_path: Path) -> None:
+    rt = PolicyRuntime.load(build_toy_model(tmp_path / "noisy", noise_scale=0.1))
+    a = PolicyStep(rt, FakeClock(100.0), seed=3).run(observe(rt, 99.99)).chunk.actions
+    b = PolicyStep(rt, FakeClock(100.0), seed=3).run(observe(rt, 99.99)).chunk.actions
+    c = PolicyStep(rt, FakeClock(100.0), seed=4).run(observe(rt, 99.99)).chunk.actions
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_invalid_mode_and_rate_are_refused(runtime) -> None:
+    with pytest.raises(ValueError, match="mode.*'sometimes'"):
+        PolicyStep(runtime, FakeClock(), mode="sometimes")
+    with pytest.raises(ValueError, match="control_rate_hz.*0"):
+        PolicyStep(runtime, FakeClock(), control_rate_hz=0.0)
+
+
+def _feed(session: PolicySession, stamp: float) -> None:
+    for cam in session.card.cameras:
+        session.on_image(cam.name, stamp, np.zeros(cam.shape, np.uint8))
+    session.on_joint_state(stamp, FR3_HOME_Q, 0.04)
+
+
+def test_session_tick_publishes_then_holds_when_inputs_age(runtime) -> None:
+    clock = FakeClock(100.0)
+    session = PolicySession(runtime, clock, PolicyConfig(seed=0))
+    _feed(session, 99.99)
+    first = session.tick()
+    assert first.chunk is not None
+    session.step.mark_published(first)
+    clock.t = 100.2  # no new frames for 210 ms
+    out = session.tick()
+    assert out.chunk is None and out.kind == "stale"
+    values = session.diagnostic_values()
+    assert values["ok"] == 1 and values["stale"] == 1 and values["stale_front"] == 1
+    assert "inferred_ms_median" in values
+
+
+def test_session_forgets_frames_when_the_clock_jumps_back(runtime) -> None:
+    clock = FakeClock(100.0)
+    session = PolicySession(runtime, clock)
+    _feed(session, 99.99)
+    assert session.tick().chunk is not None
+    clock.t = 5.0  # simulation restarted
+    out = session.tick()
+    assert out.kind == "stale" and "no frame" in out.reason
+    _feed(session, 4.99)  # the new timeline's frames are accepted again (no "backwards" rejection)
+    assert session.tick().chunk is not None
+
+
+def test_node_parameters_map_to_a_validated_config(runtime) -> None:
+    values = {name: default for name, (default, _, _) in NODE_PARAMETERS.items()}
+    cfg = config_from_parameters({**values, "camera_topics": ["wrist=/rs/wrist/color/image_raw"], "seed": 7})
+    assert cfg.control_rate_hz is None and cfg.seed == 7
+    session = PolicySession(runtime, FakeClock(), cfg)
+    assert session.topics == {"front": "/camera/front/color/image_raw", "wrist": "/rs/wrist/color/image_raw"}
+    assert session.period_s == pytest.approx(1 / RATE)
+    with pytest.raises(ValueError, match="'wrist:/x'"):
+        config_from_parameters({**values, "camera_topics": ["wrist:/x"]})
+    with pytest.raises(ValueError, match=r"unknown camera\(s\) \['side'\]"):
+        PolicySession(runtime, FakeClock(), PolicyConfig(camera_topics={"side": "/s"}))
+    with pytest.raises(ValueError, match="mode"):
+        config_from_parameters({**values, "mode": "fast"})
