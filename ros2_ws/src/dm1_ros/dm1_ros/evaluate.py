@@ -51,6 +51,7 @@ class EvalDriver:
         self._chunks = 0
         self._past = 0
         self._ledger: dict[str, list[float]] = {}
+        self.chunk_log: list[tuple[float, float]] = []  # (receive sim time, header stamp) of every chunk
         self.node.create_subscription(Bool, "/twin/success", self._on_success, 10)
         self.node.create_subscription(DiagnosticArray, "/dm1/policy/ledger", self._on_ledger, 50)
         self.node.create_subscription(
@@ -64,7 +65,9 @@ class EvalDriver:
 
     def _on_chunk(self, msg: MultiDOFJointTrajectory | JointTrajectory) -> None:
         self._chunks += 1
-        if from_time_msg(msg.header.stamp) < self.sim_now():
+        now, stamp = self.sim_now(), from_time_msg(msg.header.stamp)
+        self.chunk_log.append((now, stamp))
+        if stamp < now:
             self._past += 1
 
     def _on_ledger(self, msg: DiagnosticArray) -> None:

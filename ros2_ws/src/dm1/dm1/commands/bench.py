@@ -45,7 +45,7 @@ def _run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
 
         return run_twin_benchmark(args)
     if kind == "loop":
-        from dm1.bench_loop import run_loop_benchmark
+        from dm1_ros.bench_loop import run_loop_benchmark
 
         return run_loop_benchmark(args)
     raise ValueError(f"unknown benchmark {kind!r}")

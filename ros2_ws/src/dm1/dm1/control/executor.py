@@ -1,0 +1,238 @@
+"""`ChunkExecutor`: timestamped chunks -> safety filter -> robot backend, with a hold/fault state machine.
+
+States: IDLE (nothing commanded yet) -> ACTIVE (streaming targets) -> HOLDING (watchdog: no fresh chunk;
+the backend decelerates and holds) -> ACTIVE again when a fresh chunk arrives. The first command after every
+(re)activation is the measured state, so activation never jumps. A backend fault (franky ControlException,
+a reflex) or too many late chunks latch FAULT: nothing moves until `recover()` (an explicit operator action).
+The clock is injected (node clock = simulation time on the twin), so every timeout is testable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dm1.control.backend import RobotBackend, RobotFault, RobotStateSnapshot
+from dm1.control.limits import SafetyLimits
+from dm1.control.safety import SafetyFilter, SafetyReport, nonfinite_reason
+from dm1.control.schedule import ChunkSchedule, TimedChunk
+
+log = logging.getLogger(__name__)
+
+IDLE, ACTIVE, HOLDING, FAULT = "idle", "active", "holding", "fault"
+COUNTERS = (
+    "accepted",
+    "rejected_nonfinite",
+    "rejected_malformed",
+    "ignored_older",
+    "rejected_future",
+    "late",
+    "rejected_fault",
+    "rejected_mode",
+    "clamped",
+    "holds",
+    "faults",
+    "ticks",
+)
+
+
+@dataclass
+class ExecutorStatus:
+    """Snapshot for diagnostics: state, why (latest reasons), counters, last clamp report."""
+
+    state: str
+    reasons: list[str]
+    counters: dict[str, int]
+    fault: str | None = None
+    last_clamp: SafetyReport | None = None
+    consecutive_late: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+class ChunkExecutor:
+    """Runs action chunks on a `RobotBackend` at the controller rate.
+
+    Args:
+        backend: the robot (FrankyBackend, or FakeBackend in unit tests).
+        limits: safety envelope (always applied).
+        clock: returns the current time in seconds (the same clock as chunk stamps).
+        mode: "cartesian" (EE position chunks) or "joint" (joint chunks); the other kind is refused.
+    """
+
+    def __init__(
+        self, backend: RobotBackend, limits: SafetyLimits, clock: Callable[[], float], mode: str = "cartesian"
+    ) -> None:
+        if mode not in ("cartesian", "joint"):
+            raise ValueError(f"ChunkExecutor.mode: expected 'cartesian' or 'joint', found {mode!r}")
+        self.backend, self.limits, self.clock, self.mode = backend, limits, clock, mode
+        self.safety = SafetyFilter(limits)
+        self.schedule = ChunkSchedule(limits.chunk_timeout_s, limits.max_future_s)
+        self.state = IDLE
+        self.fault: str | None = None
+        self.reasons: list[str] = []
+        self.counters = dict.fromkeys(COUNTERS, 0)
+        self.consecutive_late = 0
+        self.last_clamp: SafetyReport | None = None
+        self._prev_target: np.ndarray | None = None
+        self._prev_time: float | None = None
+        self._gripper_closed: bool | None = None
+
+    # --- input -------------------------------------------------------------------------------------------
+
+    def on_chunk(self, chunk: TimedChunk, now: float | None = None) -> str:
+        """Offer a chunk; returns "accepted" or the reason it was refused (each reason is counted)."""
+        now = self.clock() if now is None else now
+        if self.state == FAULT:
+            return self._refuse("rejected_fault", "fault latched: call recover()")
+        if chunk.kind != self.mode:
+            return self._refuse(
+                "rejected_mode", f"{chunk.kind} chunk while the controller runs in {self.mode} mode"
+            )
+        reason = nonfinite_reason(
+            stamp=np.array([chunk.stamp]),
+            time_from_start=chunk.time_from_start,
+            positions=chunk.positions,
+            gripper=chunk.gripper,
+            **({} if chunk.quat_xyzw is None else {"quat_xyzw": chunk.quat_xyzw}),
+        )
+        if reason is not None:
+            return self._refuse("rejected_nonfinite", f"chunk rejected: {reason}")
+        result = self.schedule.offer(chunk, now)
+        if result == ChunkSchedule.ACCEPTED:
+            self.counters["accepted"] += 1
+            self.consecutive_late = 0
+            return result
+        if result == ChunkSchedule.LATE:
+            self.consecutive_late += 1
+            self._refuse("late", f"late chunk: all actions past ({self.consecutive_late} in a row)")
+            if self.consecutive_late >= self.limits.max_consecutive_late:
+                self._latch(f"over budget: {self.consecutive_late} consecutive late chunks")
+            return result
+        key = {ChunkSchedule.OLDER: "ignored_older", ChunkSchedule.FUTURE: "rejected_future"}[result]
+        return self._refuse(key, f"chunk {result}")
+
+    def count_malformed(self, reason: str) -> None:
+        """Count a message that could not be converted to a chunk (wrong names, lengths) and log why."""
+        self._refuse("rejected_malformed", reason)
+
+    def _refuse(self, key: str, reason: str) -> str:
+        self.counters[key] += 1
+        self.reasons = [reason]
+        log.warning(reason)
+        return key
+
+    # --- control loop ------------------------------------------------------------------------------------
+
+    def tick(self, now: float | None = None) -> ExecutorStatus:
+        """One control step: schedule -> safety -> backend, or hold when the watchdog expires."""
+        now = self.clock() if now is None else now
+        self.counters["ticks"] += 1
+        if self.state == FAULT:
+            return self.status()
+        try:
+            state = self.backend.read_state()
+            if state.fault is not None:
+                self._latch(state.fault)
+                return self.status()
+            target = self.schedule.target_at(now)
+            if target is None:
+                self._hold("watchdog: no fresh chunk" if self.schedule.chunk is not None else "no chunk")
+            else:
+                self._command(target, state, now)
+        except RobotFault as exc:
+            self._latch(str(exc))
+        return self.status()
+
+    def _hold(self, reason: str) -> None:
+        if self.state == ACTIVE:
+            self.backend.hold()
+            self.counters["holds"] += 1
+            self.state = HOLDING
+            self.reasons = [reason]
+            log.info("holding: %s", reason)
+        self._prev_target = None  # the next activation starts from the measured state
+        self.schedule.clear()
+
+    def _command(self, target, state: RobotStateSnapshot, now: float) -> None:
+        activating = self.state != ACTIVE or self._prev_target is None
+        measured = state.ee_pos if self.mode == "cartesian" else state.q
+        dt = 0.0 if self._prev_time is None or activating else max(now - self._prev_time, 0.0)
+        if activating:
+            # First command after (re)activation = the measured state: no jump, whatever the chunk says.
+            safe, velocity, report = measured.copy(), None, None
+        else:
+            filt = self.safety.filter_ee if self.mode == "cartesian" else self.safety.filter_joint
+            report = filt(target.position, measured, self._prev_target, dt)
+            safe = report.safe
+            velocity = None if report.clipped else target.velocity
+            if report.clipped:
+                self.counters["clamped"] += 1
+                self.last_clamp = report
+                log.debug("clamped %s: %s -> %s", report.reasons, report.original, report.safe)
+        if self.mode == "cartesian":
+            quat = state.ee_quat_xyzw if activating or target.quat_xyzw is None else target.quat_xyzw
+            self.backend.send_ee_target(safe, self.safety.normalize_quaternion(quat), velocity)
+        else:
+            self.backend.send_joint_target(safe, velocity)
+        self._update_gripper(target.gripper)
+        if activating:
+            self.state, self.reasons = ACTIVE, ["streaming"]
+        self._prev_target, self._prev_time = safe, now
+
+    def _update_gripper(self, command: float) -> None:
+        """Threshold the [0, 1] command with hysteresis; the backend is called only on a change."""
+        closed = self._gripper_closed
+        if command >= self.limits.gripper_close_above:
+            closed = True
+        elif command <= self.limits.gripper_open_below:
+            closed = False
+        elif closed is None:
+            closed = command >= 0.5
+        if closed != self._gripper_closed:
+            self.backend.set_gripper(closed)
+            self._gripper_closed = closed
+
+    # --- faults and operator actions -----------------------------------------------------------------------
+
+    def _latch(self, reason: str) -> None:
+        if self.state != FAULT:
+            self.counters["faults"] += 1
+            log.error("fault latched: %s", reason)
+        self.state, self.fault, self.reasons = FAULT, reason, [f"fault: {reason}"]
+        self.schedule.clear()
+        self._prev_target = None
+        with contextlib.suppress(RobotFault):  # a faulted robot has already stopped
+            self.backend.hold()
+
+    def recover(self) -> None:
+        """Explicit operator recovery: clear robot errors and the latch; the executor returns to IDLE."""
+        self.backend.recover()
+        self.state, self.fault, self.reasons = IDLE, None, ["recovered"]
+        self.consecutive_late = 0
+        self.schedule.clear()
+        self._prev_target = None
+        self._gripper_closed = None
+
+    def home(self, q: np.ndarray | None = None) -> None:
+        """Blocking move home (between episodes); refused while faulted. Leaves the executor IDLE."""
+        if self.state == FAULT:
+            raise RobotFault(f"home refused: fault latched ({self.fault}); call recover() first")
+        self.schedule.clear()
+        self._prev_target = None
+        self.backend.home(q)
+        self.state, self.reasons = IDLE, ["homed"]
+
+    def status(self) -> ExecutorStatus:
+        """Current state, reasons and counters (copies)."""
+        return ExecutorStatus(
+            state=self.state,
+            reasons=list(self.reasons),
+            counters=dict(self.counters),
+            fault=self.fault,
+            last_clamp=self.last_clamp,
+            consecutive_late=self.consecutive_late,
+        )

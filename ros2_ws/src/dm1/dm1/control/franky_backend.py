@@ -1,0 +1,271 @@
+"""`FrankyBackend`: the `RobotBackend` on franky 2.0 (a real FR3, or franky-sim).
+
+Targets are streamed into one long-lived franky impedance tracker (`CartesianImpedanceTracker` or
+`JointImpedanceTracker`), whose 1 kHz torque loop runs inside franky; every `send_*_target` only updates the
+reference, so a stream of targets moves the arm continuously (no stop-and-go at chunk boundaries, unlike a
+new waypoint motion per target). The gripper runs in its own worker thread (franky's gripper calls block).
+A franky `ControlException` latches `fault`; motion is refused (`RobotFault`) until `recover()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+
+import franky
+import numpy as np
+
+from dm1.control.backend import HOME_Q, RobotFault, RobotStateSnapshot
+
+log = logging.getLogger(__name__)
+
+DEFAULT_JOINT_STIFFNESS = (600.0, 600.0, 600.0, 600.0, 250.0, 150.0, 50.0)  # Nm/rad
+
+
+def _is_preemption(exc: BaseException) -> bool:
+    return "preempted" in str(exc).lower()
+
+
+class _GripperWorker:
+    """Owns `franky.Gripper`: applies the latest open/close request and caches the measured width."""
+
+    def __init__(self, host: str, speed: float, force: float, open_width: float, poll_s: float = 0.1) -> None:
+        self._gripper = franky.Gripper(host)
+        self._speed, self._force, self._open_width, self._poll_s = speed, force, open_width, poll_s
+        self._wanted: bool | None = None
+        self._applied: bool | None = None
+        self.closed_cmd = False
+        self.width = float(self._gripper.width)
+        self.error: str | None = None
+        self._event = threading.Event()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="dm1-gripper", daemon=True)
+        self._thread.start()
+
+    def request(self, close: bool) -> None:
+        self.closed_cmd = bool(close)
+        if self._wanted != close:
+            self._wanted = bool(close)
+            self._event.set()
+
+    def _run(self) -> None:
+        while not self._stop:
+            self._event.wait(self._poll_s)
+            self._event.clear()
+            wanted = self._wanted
+            try:
+                if wanted is not None and wanted != self._applied:
+                    self._applied = wanted
+                    if wanted:
+                        self._gripper.grasp(
+                            0.0, self._speed, self._force, epsilon_inner=0.1, epsilon_outer=0.1
+                        )
+                    else:
+                        self._gripper.move(self._open_width, self._speed)
+                self.width = float(self._gripper.width)
+            except Exception as exc:  # noqa: BLE001 - a gripper error is reported, never crashes the loop
+                self.error = f"gripper: {exc}"
+                log.warning("gripper command failed: %s", exc)
+
+    def close(self) -> None:
+        self._stop = True
+        self._event.set()
+        self._thread.join(timeout=2.0)
+
+
+class FrankyBackend:
+    """franky implementation of `RobotBackend`.
+
+    Args:
+        host: FCI hostname / IP (franky-sim: its loopback address).
+        relative_dynamics_factor: scales franky's velocity/acceleration/jerk limits for `home()` moves.
+        mode: "cartesian" (EE targets, Cartesian impedance) or "joint" (joint targets, joint impedance).
+        translational_stiffness, rotational_stiffness: Cartesian impedance (N/m, Nm/rad).
+        joint_stiffness: (7,) joint impedance (Nm/rad).
+        hold_lead_s: `hold()` places the target at pose + velocity * lead, so the arm brakes without rebound.
+        gripper: connect the gripper (False for arm-only setups).
+    """
+
+    def __init__(
+        self,
+        host: str,
+        relative_dynamics_factor: float = 0.2,
+        mode: str = "cartesian",
+        translational_stiffness: float = 1500.0,
+        rotational_stiffness: float = 150.0,
+        joint_stiffness: tuple[float, ...] = DEFAULT_JOINT_STIFFNESS,
+        hold_lead_s: float = 0.03,
+        gripper: bool = True,
+        gripper_speed: float = 0.05,
+        gripper_force: float = 40.0,
+        gripper_open_width: float = 0.08,
+    ) -> None:
+        if mode not in ("cartesian", "joint"):
+            raise ValueError(f"FrankyBackend.mode: expected 'cartesian' or 'joint', found {mode!r}")
+        if not 0.0 < relative_dynamics_factor <= 1.0:
+            raise ValueError(
+                "FrankyBackend.relative_dynamics_factor: expected in (0, 1], "
+                f"found {relative_dynamics_factor}"
+            )
+        if len(joint_stiffness) != 7:
+            raise ValueError(
+                f"FrankyBackend.joint_stiffness: expected 7 values, found {len(joint_stiffness)}"
+            )
+        self.mode = mode
+        self._rdf = relative_dynamics_factor
+        self._k_trans, self._k_rot = translational_stiffness, rotational_stiffness
+        self._k_joint = np.asarray(joint_stiffness, dtype=float)
+        self._hold_lead = hold_lead_s
+        self._lock = threading.RLock()
+        self._tracker: franky.CartesianImpedanceTracker | franky.JointImpedanceTracker | None = None
+        self._fault: str | None = None
+        self.robot = franky.Robot(host, realtime_config=franky.RealtimeConfig.Ignore)
+        self.robot.relative_dynamics_factor = relative_dynamics_factor
+        self.robot.recover_from_errors()
+        self._gripper = (
+            _GripperWorker(host, gripper_speed, gripper_force, gripper_open_width) if gripper else None
+        )
+
+    # --- state -------------------------------------------------------------------------------------------
+
+    @property
+    def fault(self) -> str | None:
+        """The latched fault text, or None."""
+        return self._fault
+
+    def _latch(self, exc: BaseException) -> None:
+        self._fault = f"{type(exc).__name__}: {exc}"
+        self._tracker = None
+        log.error("robot fault latched: %s", self._fault)
+
+    def _poll(self) -> None:
+        """Surface an exception stored by an asynchronous franky motion (reflex, aborted motion)."""
+        try:
+            self.robot.poll_motion()
+        except franky.ControlException as exc:
+            if not _is_preemption(exc):
+                self._latch(exc)
+        if self._fault is None and self._tracker is not None and not self.robot.is_in_control:
+            self._tracker = None  # the motion ended (e.g. stopped); the next target starts a fresh tracker
+
+    def read_state(self) -> RobotStateSnapshot:
+        """The latest measured state; surfaces (and latches) a stored franky ControlException."""
+        with self._lock:
+            self._poll()
+            s = self.robot.state
+            vel = self.robot.current_cartesian_velocity.end_effector_twist.linear
+        return RobotStateSnapshot(
+            stamp=s.time.to_sec(),
+            q=np.array(s.q, dtype=float),
+            dq=np.array(s.dq, dtype=float),
+            ee_pos=np.array(s.O_T_EE.translation, dtype=float),
+            ee_quat_xyzw=np.array(s.O_T_EE.quaternion, dtype=float),
+            gripper_width=self._gripper.width if self._gripper else 0.0,
+            gripper_closed_cmd=self._gripper.closed_cmd if self._gripper else False,
+            fault=self._fault,
+            ee_vel=np.array(vel, dtype=float),
+        )
+
+    # --- streaming ---------------------------------------------------------------------------------------
+
+    def _ready_tracker(self):
+        self._poll()
+        if self._fault is not None:
+            raise RobotFault(self._fault)
+        if self._tracker is None:
+            try:
+                if self.mode == "cartesian":
+                    self._tracker = franky.CartesianImpedanceTracker(
+                        self.robot, translational_stiffness=self._k_trans, rotational_stiffness=self._k_rot
+                    )
+                else:
+                    self._tracker = franky.JointImpedanceTracker(self.robot, stiffness=self._k_joint)
+            except franky.ControlException as exc:
+                self._latch(exc)
+                raise RobotFault(self._fault) from exc
+        return self._tracker
+
+    def send_ee_target(
+        self, pos: np.ndarray, quat_xyzw: np.ndarray, lin_vel: np.ndarray | None = None
+    ) -> None:
+        if self.mode != "cartesian":
+            raise ValueError("FrankyBackend.send_ee_target: backend mode is 'joint'")
+        pose = franky.Affine(np.asarray(pos, dtype=float), np.asarray(quat_xyzw, dtype=float))
+        twist = None if lin_vel is None else franky.Twist(np.asarray(lin_vel, dtype=float), np.zeros(3))
+        with self._lock:
+            self._ready_tracker().set_target(pose, twist)
+
+    def send_joint_target(self, q: np.ndarray, dq: np.ndarray | None = None) -> None:
+        if self.mode != "joint":
+            raise ValueError("FrankyBackend.send_joint_target: backend mode is 'cartesian'")
+        with self._lock:
+            self._ready_tracker().set_target(
+                np.asarray(q, dtype=float), None if dq is None else np.asarray(dq, dtype=float)
+            )
+
+    def set_gripper(self, close: bool) -> None:
+        if self._fault is not None:
+            raise RobotFault(self._fault)
+        if self._gripper is not None:
+            self._gripper.request(close)
+
+    def hold(self) -> None:
+        with self._lock:
+            self._poll()
+            if self._tracker is None:
+                return  # not streaming: franky (or the robot's idle controller) already holds the arm
+            s = self.robot.state
+            if self.mode == "cartesian":
+                vel = np.asarray(self.robot.current_cartesian_velocity.end_effector_twist.linear)
+                target = franky.Affine(
+                    np.asarray(s.O_T_EE.translation) + self._hold_lead * vel, s.O_T_EE.quaternion
+                )
+                self._tracker.set_target(target)
+            else:
+                self._tracker.set_target(np.asarray(s.q) + self._hold_lead * np.asarray(s.dq))
+
+    def _stop_tracker(self) -> None:
+        if self._tracker is not None:
+            try:
+                self._tracker.stop()
+            except franky.ControlException as exc:
+                if not _is_preemption(exc):
+                    self._latch(exc)
+            self._tracker = None
+
+    def home(self, q: np.ndarray | None = None, settle_timeout_s: float = 3.0) -> None:
+        """Blocking joint move to `q` (default HOME_Q), then wait (bounded) until the arm is at rest."""
+        target = np.asarray(HOME_Q if q is None else q, dtype=float)
+        if target.shape != (7,) or not np.all(np.isfinite(target)):
+            raise ValueError(f"FrankyBackend.home: expected 7 finite joint values, found {target!r}")
+        with self._lock:
+            self._poll()
+            if self._fault is not None:
+                raise RobotFault(self._fault)
+            self._stop_tracker()
+        try:  # outside the lock, so read_state() (joint states) keeps working during the move
+            self.robot.move(franky.JointMotion(target, relative_dynamics_factor=self._rdf))
+        except franky.ControlException as exc:
+            self._latch(exc)
+            raise RobotFault(self._fault) from exc
+        # The motion generator finishes on the desired trajectory; let the measured arm settle too.
+        deadline = time.monotonic() + settle_timeout_s
+        while time.monotonic() < deadline and np.abs(np.asarray(self.robot.state.dq)).max() > 0.005:
+            time.sleep(0.01)
+
+    def recover(self) -> None:
+        with self._lock:
+            with contextlib.suppress(franky.ControlException):  # the stored fault being recovered from
+                self.robot.join_motion(timeout=0.5)
+            self._tracker = None
+            self.robot.recover_from_errors()
+            self._fault = None
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        with self._lock:
+            self._stop_tracker()
+        if self._gripper is not None:
+            self._gripper.close()

@@ -1,0 +1,114 @@
+"""`SafetyLimits`: the validated safety envelope of the controller (on by default, FR3 values)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+# Franka Research 3 joint limits (rad) and maximum joint velocities (rad/s), from the FR3 datasheet.
+FR3_Q_MIN = (-2.7437, -1.7837, -2.9007, -3.0421, -2.8065, 0.5445, -3.0159)
+FR3_Q_MAX = (2.7437, 1.7837, 2.9007, -0.1518, 2.8065, 4.5169, 3.0159)
+FR3_DQ_MAX = (2.62, 2.62, 2.62, 2.62, 5.26, 4.18, 5.26)
+
+
+@dataclass(frozen=True)
+class SafetyLimits:
+    """Safety envelope applied to every commanded target (ON by default; there is no switch to disable it).
+
+    joint_margin: rad kept inside the FR3 joint limits (targets are clipped to [q_min + m, q_max - m]).
+    velocity_scale: fraction of FR3 joint velocity limits allowed for the commanded target's rate of change.
+    max_joint_step: max |target - measured q| per joint (rad), i.e. the largest tracking error commanded.
+    max_ee_step: max ||target - measured EE position|| (m).
+    max_ee_speed: max rate of change of the commanded EE position (m/s).
+    workspace_min / workspace_max: EE box (m, fr3_link0) the targets are clipped to.
+    chunk_timeout_s: a chunk older than this (receive time, node clock) is stale -> hold.
+    max_future_s: reject chunks whose first action lies further than this in the future.
+    max_consecutive_late: fault after this many chunks in a row arrive with every action already past.
+    gripper_close_above / gripper_open_below: hysteresis thresholds on the [0, 1] gripper command.
+    """
+
+    joint_margin: float = 0.1
+    q_min: tuple[float, ...] = FR3_Q_MIN
+    q_max: tuple[float, ...] = FR3_Q_MAX
+    dq_max: tuple[float, ...] = FR3_DQ_MAX
+    velocity_scale: float = 0.3
+    max_joint_step: float = 0.1
+    max_ee_step: float = 0.04
+    max_ee_speed: float = 0.5
+    workspace_min: tuple[float, float, float] = (0.25, -0.40, 0.02)
+    workspace_max: tuple[float, float, float] = (0.80, 0.40, 0.60)
+    chunk_timeout_s: float = 0.1
+    max_future_s: float = 1.0
+    max_consecutive_late: int = 5
+    gripper_close_above: float = 0.6
+    gripper_open_below: float = 0.4
+
+    def __post_init__(self) -> None:
+        def bad(name: str, expected: str, found: object) -> ValueError:
+            return ValueError(f"SafetyLimits.{name}: expected {expected}, found {found!r}")
+
+        for name in ("q_min", "q_max", "dq_max"):
+            value = getattr(self, name)
+            if len(value) != 7 or not np.all(np.isfinite(value)):
+                raise bad(name, "7 finite values", value)
+            object.__setattr__(self, name, tuple(float(v) for v in value))
+        for name in ("workspace_min", "workspace_max"):
+            value = getattr(self, name)
+            if len(value) != 3 or not np.all(np.isfinite(value)):
+                raise bad(name, "3 finite values (x, y, z)", value)
+            object.__setattr__(self, name, tuple(float(v) for v in value))
+        if not 0.0 <= self.joint_margin < 0.5:
+            raise bad("joint_margin", "0 <= margin < 0.5 rad", self.joint_margin)
+        lo, hi = np.array(self.q_min) + self.joint_margin, np.array(self.q_max) - self.joint_margin
+        if np.any(lo >= hi):
+            raise bad("q_min/q_max", "q_min + joint_margin < q_max - joint_margin for every joint", (lo, hi))
+        if np.any(np.array(self.dq_max) <= 0):
+            raise bad("dq_max", "positive values", self.dq_max)
+        if np.any(np.array(self.workspace_min) >= np.array(self.workspace_max)):
+            raise bad(
+                "workspace_min/workspace_max",
+                "min < max on x, y, z",
+                (self.workspace_min, self.workspace_max),
+            )
+        for name, upper in (("velocity_scale", 1.0), ("max_joint_step", 1.0), ("max_ee_step", 0.5)):
+            value = getattr(self, name)
+            if not 0.0 < value <= upper:
+                raise bad(name, f"0 < value <= {upper}", value)
+        for name in ("max_ee_speed", "chunk_timeout_s", "max_future_s"):
+            value = getattr(self, name)
+            if not (np.isfinite(value) and value > 0.0):
+                raise bad(name, "a positive finite value", value)
+        if int(self.max_consecutive_late) < 1:
+            raise bad("max_consecutive_late", "an integer >= 1", self.max_consecutive_late)
+        if not 0.0 <= self.gripper_open_below <= self.gripper_close_above <= 1.0:
+            raise bad(
+                "gripper_open_below/gripper_close_above",
+                "0 <= open_below <= close_above <= 1",
+                (self.gripper_open_below, self.gripper_close_above),
+            )
+
+    @property
+    def q_lower(self) -> np.ndarray:
+        """(7,) lowest allowed joint target (limit + margin)."""
+        return np.array(self.q_min) + self.joint_margin
+
+    @property
+    def q_upper(self) -> np.ndarray:
+        """(7,) highest allowed joint target (limit - margin)."""
+        return np.array(self.q_max) - self.joint_margin
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able dict (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SafetyLimits:
+        """Build from a dict; unknown keys are an error naming the key."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(
+                f"SafetyLimits: unknown field(s) {sorted(unknown)}; expected a subset of {sorted(known)}"
+            )
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})

@@ -1,0 +1,124 @@
+"""`SafetyFilter`: pure functions that turn a requested target into a safe one, with a report.
+
+Order for every target: reject non-finite input; clip to the joint limits / workspace box; limit the rate of
+change of the commanded target (velocity limit x control period, vs the previous *commanded* target); and
+finally limit the distance from the *measured* state (max step), which always wins, so a command never
+jumps away from where the arm actually is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dm1.control.limits import SafetyLimits
+
+
+@dataclass
+class SafetyReport:
+    """What the filter did to one target: `original` vs `safe`, and the reasons for each clip."""
+
+    original: np.ndarray
+    safe: np.ndarray
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def clipped(self) -> bool:
+        """True when the safe target differs from the requested one."""
+        return bool(self.reasons)
+
+
+def nonfinite_reason(**arrays: np.ndarray) -> str | None:
+    """None when every array is finite, else a message naming the first offending array and index."""
+    for name, arr in arrays.items():
+        a = np.asarray(arr, dtype=float)
+        bad = np.argwhere(~np.isfinite(a))
+        if bad.size:
+            return f"non-finite value in {name} at index {tuple(int(i) for i in bad[0])}: {a[tuple(bad[0])]}"
+    return None
+
+
+def _limit_step(target: np.ndarray, reference: np.ndarray, max_norm: float) -> tuple[np.ndarray, bool]:
+    """Scale (target - reference) so its Euclidean norm is <= max_norm. Shapes: (D,)."""
+    delta = target - reference
+    norm = float(np.linalg.norm(delta))
+    if norm <= max_norm:
+        return target, False
+    return reference + delta * (max_norm / norm), True
+
+
+def _limit_elementwise(
+    target: np.ndarray, reference: np.ndarray, max_abs: np.ndarray
+) -> tuple[np.ndarray, bool]:
+    """Clip each element of (target - reference) to [-max_abs, max_abs]. Shapes: (D,)."""
+    delta = np.clip(target - reference, -max_abs, max_abs)
+    limited = reference + delta
+    return limited, bool(np.any(np.abs(limited - target) > 1e-12))
+
+
+class SafetyFilter:
+    """Applies `SafetyLimits` to joint or EE-position targets. Stateless: all state is passed in."""
+
+    def __init__(self, limits: SafetyLimits) -> None:
+        self.limits = limits
+
+    def filter_joint(
+        self, target: np.ndarray, measured: np.ndarray, previous: np.ndarray | None, dt: float
+    ) -> SafetyReport:
+        """Safe joint target (7,) rad. `previous` = last commanded target (None on activation); dt in s."""
+        lim = self.limits
+        original = np.asarray(target, dtype=float).copy()
+        measured = np.asarray(measured, dtype=float)
+        report = SafetyReport(original=original, safe=original.copy())
+        reason = nonfinite_reason(target=original, measured=measured)
+        if reason is not None:
+            raise ValueError(f"SafetyFilter.filter_joint: {reason}")
+        safe = np.clip(original, lim.q_lower, lim.q_upper)
+        if np.any(safe != original):
+            report.reasons.append("joint_limit")
+        if previous is not None:
+            max_delta = np.array(lim.dq_max) * lim.velocity_scale * max(dt, 0.0)
+            safe, hit = _limit_elementwise(safe, np.asarray(previous, dtype=float), max_delta)
+            if hit:
+                report.reasons.append("joint_velocity")
+        safe, hit = _limit_elementwise(safe, measured, np.full(7, lim.max_joint_step))
+        if hit:
+            report.reasons.append("joint_step")
+        report.safe = safe
+        return report
+
+    def filter_ee(
+        self, target: np.ndarray, measured: np.ndarray, previous: np.ndarray | None, dt: float
+    ) -> SafetyReport:
+        """Safe EE position target (3,) m in fr3_link0. `previous` = last commanded target (None at start)."""
+        lim = self.limits
+        original = np.asarray(target, dtype=float).copy()
+        measured = np.asarray(measured, dtype=float)
+        report = SafetyReport(original=original, safe=original.copy())
+        reason = nonfinite_reason(target=original, measured=measured)
+        if reason is not None:
+            raise ValueError(f"SafetyFilter.filter_ee: {reason}")
+        safe = np.clip(original, lim.workspace_min, lim.workspace_max)
+        if np.any(safe != original):
+            report.reasons.append("workspace")
+        if previous is not None:
+            safe, hit = _limit_step(safe, np.asarray(previous, dtype=float), lim.max_ee_speed * max(dt, 0.0))
+            if hit:
+                report.reasons.append("ee_speed")
+        safe, hit = _limit_step(safe, measured, lim.max_ee_step)
+        if hit:
+            report.reasons.append("ee_step")
+        report.safe = safe
+        return report
+
+    @staticmethod
+    def normalize_quaternion(quat_xyzw: np.ndarray) -> np.ndarray:
+        """Unit quaternion (4,); raises ValueError on non-finite or near-zero input."""
+        q = np.asarray(quat_xyzw, dtype=float)
+        norm = float(np.linalg.norm(q)) if np.all(np.isfinite(q)) else float("nan")
+        if not norm > 1e-6:
+            raise ValueError(
+                f"SafetyFilter.normalize_quaternion: expected a finite non-zero quaternion, found {q}"
+            )
+        return q / norm

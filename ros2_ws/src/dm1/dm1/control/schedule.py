@@ -1,0 +1,171 @@
+"""Timestamped action chunks: `TimedChunk`, `Watchdog` and `ChunkSchedule` (latest wins, drop past actions).
+
+A chunk's point i executes at the absolute time `stamp + time_from_start[i]` (node clock, simulation time on
+the twin). `ChunkSchedule.target_at(now)` interpolates linearly between the two points around `now`, so the
+target moves continuously across chunk boundaries; it returns None (the watchdog: hold) when the newest chunk
+was received longer than `chunk_timeout_s` ago or all of its points lie in the past.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TimedChunk:
+    """One chunk of N timed targets.
+
+    stamp: absolute time (s) of the first action; time_from_start: (N,) s, non-decreasing from 0;
+    positions: (N, D) targets (D = 3 EE position m, or 7 joint rad); gripper: (N,) command in [0, 1];
+    quat_xyzw: (N, 4) EE orientation (cartesian chunks) or None; kind: "cartesian" | "joint".
+    Shapes are validated here; finiteness is checked by the executor (so NaN chunks are counted, not raised).
+    """
+
+    stamp: float
+    time_from_start: np.ndarray
+    positions: np.ndarray
+    gripper: np.ndarray
+    kind: str = "cartesian"
+    quat_xyzw: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        t = np.asarray(self.time_from_start, dtype=float)
+        pos = np.asarray(self.positions, dtype=float)
+        grip = np.asarray(self.gripper, dtype=float)
+        dim = {"cartesian": 3, "joint": 7}.get(self.kind)
+        if dim is None:
+            raise ValueError(f"TimedChunk.kind: expected 'cartesian' or 'joint', found {self.kind!r}")
+        if t.ndim != 1 or t.size == 0:
+            raise ValueError(f"TimedChunk.time_from_start: expected shape (N>0,), found {t.shape}")
+        if pos.shape != (t.size, dim):
+            raise ValueError(f"TimedChunk.positions: expected shape ({t.size}, {dim}), found {pos.shape}")
+        if grip.shape != (t.size,):
+            raise ValueError(f"TimedChunk.gripper: expected shape ({t.size},), found {grip.shape}")
+        if np.all(np.isfinite(t)) and np.any(np.diff(t) < 0):
+            raise ValueError("TimedChunk.time_from_start: expected non-decreasing times")
+        quat = None
+        if self.quat_xyzw is not None:
+            quat = np.asarray(self.quat_xyzw, dtype=float)
+            if quat.shape != (t.size, 4):
+                raise ValueError(f"TimedChunk.quat_xyzw: expected shape ({t.size}, 4), found {quat.shape}")
+        object.__setattr__(self, "stamp", float(self.stamp))
+        object.__setattr__(self, "time_from_start", t)
+        object.__setattr__(self, "positions", pos)
+        object.__setattr__(self, "gripper", grip)
+        object.__setattr__(self, "quat_xyzw", quat)
+
+    @property
+    def times(self) -> np.ndarray:
+        """(N,) absolute execution times (s)."""
+        return self.stamp + self.time_from_start
+
+
+@dataclass(frozen=True)
+class ScheduledTarget:
+    """Interpolated target at one instant: position (D,), velocity (D,) per s, gripper, quat (4,) or None."""
+
+    position: np.ndarray
+    velocity: np.ndarray
+    gripper: float
+    quat_xyzw: np.ndarray | None
+
+
+class Watchdog:
+    """Freshness timer on an injected clock: `kick(now)` on fresh input; `expired(now)` after the timeout."""
+
+    def __init__(self, timeout_s: float) -> None:
+        if not timeout_s > 0:
+            raise ValueError(f"Watchdog.timeout_s: expected > 0, found {timeout_s}")
+        self.timeout_s = timeout_s
+        self.last_kick = -np.inf
+
+    def kick(self, now: float) -> None:
+        """Record fresh input at time `now`."""
+        self.last_kick = now
+
+    def reset(self) -> None:
+        """Forget the last input (expired until the next kick)."""
+        self.last_kick = -np.inf
+
+    def expired(self, now: float) -> bool:
+        """True when no input arrived within `timeout_s` before `now`."""
+        return now - self.last_kick > self.timeout_s
+
+
+class ChunkSchedule:
+    """Holds the newest accepted chunk and answers "what is the target now?"."""
+
+    ACCEPTED = "accepted"
+    OLDER = "older_stamp"
+    FUTURE = "too_far_in_future"
+    LATE = "late"
+
+    def __init__(self, chunk_timeout_s: float, max_future_s: float) -> None:
+        if not chunk_timeout_s > 0 or not max_future_s > 0:
+            raise ValueError(
+                f"ChunkSchedule: expected chunk_timeout_s > 0 and max_future_s > 0, "
+                f"found {chunk_timeout_s}, {max_future_s}"
+            )
+        self.chunk_timeout_s = chunk_timeout_s
+        self.max_future_s = max_future_s
+        self.watchdog = Watchdog(chunk_timeout_s)
+        self._chunk: TimedChunk | None = None
+
+    @property
+    def chunk(self) -> TimedChunk | None:
+        """The newest accepted chunk (None after `clear()`)."""
+        return self._chunk
+
+    def clear(self) -> None:
+        """Forget the current chunk (the next target is None until a new chunk arrives)."""
+        self._chunk = None
+        self.watchdog.reset()
+
+    def offer(self, chunk: TimedChunk, now: float) -> str:
+        """Offer a chunk received at `now`; returns ACCEPTED or the reason it was ignored.
+
+        An older-or-equal stamp than the current chunk is ignored (latest wins); a chunk whose first action is
+        more than `max_future_s` ahead is refused; a chunk whose every action already passed is LATE.
+        """
+        if self._chunk is not None and chunk.stamp <= self._chunk.stamp:
+            return self.OLDER
+        times = chunk.times
+        if times[0] - now > self.max_future_s:
+            return self.FUTURE
+        if times[-1] < now:
+            return self.LATE
+        self._chunk = chunk
+        self.watchdog.kick(now)
+        return self.ACCEPTED
+
+    def target_at(self, now: float) -> ScheduledTarget | None:
+        """Interpolated target at `now`, or None when there is no fresh chunk (watchdog -> hold)."""
+        chunk = self._chunk
+        if chunk is None or self.watchdog.expired(now):
+            return None
+        times = chunk.times
+        if now > times[-1]:
+            return None
+        # Points before `now` are dropped: i = index of the last point at or before now (bracket [i, i+1]).
+        i = int(np.searchsorted(times, now, side="right")) - 1
+        if i < 0:  # the chunk starts in the (near) future: aim at its first point
+            return ScheduledTarget(
+                chunk.positions[0].copy(),
+                np.zeros(chunk.positions.shape[1]),
+                float(chunk.gripper[0]),
+                None if chunk.quat_xyzw is None else chunk.quat_xyzw[0].copy(),
+            )
+        j = min(i + 1, times.size - 1)
+        span = times[j] - times[i]
+        f = 0.0 if span <= 0 else (now - times[i]) / span
+        pos = (1.0 - f) * chunk.positions[i] + f * chunk.positions[j]  # (D,)
+        vel = np.zeros_like(pos) if span <= 0 else (chunk.positions[j] - chunk.positions[i]) / span
+        grip = chunk.gripper[i] if f < 0.5 else chunk.gripper[j]
+        quat = None
+        if chunk.quat_xyzw is not None:
+            qa, qb = chunk.quat_xyzw[i], chunk.quat_xyzw[j]
+            qb = qb if np.dot(qa, qb) >= 0 else -qb  # shortest path; nlerp is enough between nearby points
+            quat = (1.0 - f) * qa + f * qb
+        return ScheduledTarget(pos, vel, float(grip), quat)

@@ -1,0 +1,189 @@
+"""`controller_node`: timestamped action chunks -> safety -> franky (FR3 or franky-sim); /joint_states.
+
+Thin: typed parameters, message conversion, `dm1.control.ChunkExecutor` on a timer (node clock = sim time with
+use_sim_time), `/joint_states` (arm + fingers = width / 2), `/dm1/controller/status` diagnostics, and the
+operator services `/dm1/controller/recover` and `/dm1/controller/home` (std_srvs/Trigger).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import threading
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from dm1.control.executor import FAULT, HOLDING, ChunkExecutor
+from dm1.control.franky_backend import FrankyBackend
+from dm1.control.limits import SafetyLimits
+from dm1.control.schedule import TimedChunk
+from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor, ParameterType
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
+
+from dm1_ros.conversions import (
+    diagnostic_array,
+    diagnostic_status,
+    joint_trajectory_to_arrays,
+    make_joint_state,
+    multidof_trajectory_to_arrays,
+)
+
+_T = ParameterType
+_KIND = {str: _T.PARAMETER_STRING, float: _T.PARAMETER_DOUBLE, int: _T.PARAMETER_INTEGER}
+# name: (default, description, (min, max) or None)
+NODE_PARAMS = {
+    "robot_ip": ("", "FCI / franky-sim host", None),
+    "mode": ("cartesian", "cartesian (ee_position chunks) | joint (joint_position chunks)", None),
+    "control_rate_hz": (100.0, "executor tick rate (node clock)", (1.0, 1000.0)),
+    "joint_state_rate_hz": (200.0, "/joint_states rate (node clock)", (1.0, 1000.0)),
+    "relative_dynamics_factor": (0.2, "franky dynamics scale for home moves", (0.01, 1.0)),
+}
+
+
+def _desc(text: str, default: object, bounds: tuple[float, float] | None) -> ParameterDescriptor:
+    kind = _T.PARAMETER_DOUBLE_ARRAY if isinstance(default, tuple) else _KIND[type(default)]
+    d = ParameterDescriptor(description=text, type=kind)
+    if bounds is not None:
+        d.floating_point_range = [FloatingPointRange(from_value=bounds[0], to_value=bounds[1], step=0.0)]
+    return d
+
+
+class ControllerNode(Node):
+    """Streams the newest chunk into the robot at `control_rate_hz`; holds when stale; latches faults."""
+
+    def __init__(self) -> None:
+        super().__init__("controller_node")
+        p = {k: self.declare_parameter(k, d, _desc(t, d, b)).value for k, (d, t, b) in NODE_PARAMS.items()}
+        limits = {}
+        for f in dataclasses.fields(SafetyLimits):
+            d = f.default
+            value = self.declare_parameter(
+                f"safety.{f.name}",
+                list(d) if isinstance(d, tuple) else d,
+                _desc(f"SafetyLimits.{f.name}", d, None),
+            ).value
+            limits[f.name] = tuple(value) if isinstance(d, tuple) else value
+        self.limits = SafetyLimits(**limits)  # ValueError naming the bad field -> the node refuses to start
+        if not p["robot_ip"]:
+            raise ValueError("parameter robot_ip: expected the FCI / franky-sim host, found ''")
+        self.backend = FrankyBackend(p["robot_ip"], p["relative_dynamics_factor"], mode=p["mode"])
+        self.executor_ = ChunkExecutor(self.backend, self.limits, self._now, mode=p["mode"])
+        self.lock = threading.Lock()
+        self.js_pub = self.create_publisher(JointState, "/joint_states", 10)
+        self.status_pub = self.create_publisher(DiagnosticArray, "/dm1/controller/status", 10)
+        self.create_subscription(MultiDOFJointTrajectory, "/dm1/action_chunk/cartesian", self._on_chunk, 10)
+        self.create_subscription(JointTrajectory, "/dm1/action_chunk/joint", self._on_chunk, 10)
+        self.create_service(Trigger, "/dm1/controller/recover", self._on_recover)
+        # home blocks for seconds: its service lives on a side node spun by its own thread (see main)
+        self.home_node = rclpy.create_node("controller_node_home", use_global_arguments=False)
+        self.home_node.create_service(Trigger, "/dm1/controller/home", self._on_home)
+        self.homing = False  # set under the lock: ticks and chunks are skipped while homing
+        self.create_timer(1.0 / p["control_rate_hz"], self._on_control)
+        self.create_timer(1.0 / p["joint_state_rate_hz"], self._on_joint_state)
+        self.create_timer(0.1, self._publish_status)
+        self.get_logger().info(
+            f"controller up: {p['robot_ip']} mode={p['mode']} limits={self.limits.to_dict()}"
+        )
+
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _on_chunk(self, msg: MultiDOFJointTrajectory | JointTrajectory) -> None:
+        """Convert (wrong names / lengths / shapes -> counted and logged, never moved on) and offer."""
+        with self.lock:
+            if self.homing:
+                return
+            try:
+                if isinstance(msg, MultiDOFJointTrajectory):
+                    t0, tfs, acts, quats = multidof_trajectory_to_arrays(msg)
+                    chunk = TimedChunk(t0, tfs, acts[:, :3], acts[:, 3], kind="cartesian", quat_xyzw=quats)
+                else:
+                    t0, tfs, acts = joint_trajectory_to_arrays(msg)
+                    chunk = TimedChunk(t0, tfs, acts[:, :7], acts[:, 7], kind="joint")
+            except (ValueError, IndexError) as exc:
+                self.executor_.count_malformed(f"malformed chunk: {exc}")
+                return
+            result = self.executor_.on_chunk(chunk)
+        if result != "accepted":
+            self.get_logger().warning(f"chunk not executed: {result}", throttle_duration_sec=1.0)
+
+    def _on_control(self) -> None:
+        with self.lock:
+            if self.homing:
+                return
+            before = self.executor_.state
+            status = self.executor_.tick()
+        if status.state != before:
+            self._publish_status()
+
+    def _on_joint_state(self) -> None:
+        s = self.backend.read_state()
+        self.js_pub.publish(make_joint_state(s.q, s.gripper_width, self._now(), s.dq))
+
+    def _publish_status(self) -> None:
+        st = self.executor_.status()
+        level = {FAULT: "error", HOLDING: "warn"}.get(st.state, "ok")
+        values = {"state": st.state, "reasons": "; ".join(st.reasons), **st.counters}
+        if st.last_clamp is not None:
+            values.update(
+                last_clamp=",".join(st.last_clamp.reasons),
+                clamp_original=st.last_clamp.original.round(4),
+                clamp_safe=st.last_clamp.safe.round(4),
+            )
+        diag = diagnostic_status("dm1/controller", level, st.fault or st.state, values)
+        self.status_pub.publish(diagnostic_array(self._now(), [diag]))
+
+    def _on_recover(self, _req, res):
+        with self.lock:
+            self.executor_.recover()
+        res.success, res.message = True, "recovered"
+        self._publish_status()
+        return res
+
+    def _on_home(self, _req, res):
+        """Blocking franky move home; runs on the side executor, so joint states keep flowing."""
+        with self.lock:
+            self.homing = True  # ticks and chunks are skipped until the move is done
+        try:
+            self.executor_.home()
+            res.success, res.message = True, "homed"
+        except Exception as exc:  # noqa: BLE001 - reported to the caller
+            res.success, res.message = False, str(exc)
+        finally:
+            self.homing = False
+        self._publish_status()
+        return res
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args if args is not None else sys.argv)
+    try:
+        node = ControllerNode()
+    except Exception as exc:  # noqa: BLE001 - bad parameters or no robot: refuse to start, say why
+        print(f"controller_node: refusing to start: {type(exc).__name__}: {exc}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    executor = SingleThreadedExecutor()  # MultiThreadedExecutor cost ~80 % of a core under sim time
+    executor.add_node(node)
+    side = SingleThreadedExecutor()
+    side.add_node(node.home_node)
+    threading.Thread(target=side.spin, daemon=True).start()
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        side.shutdown()
+        node.backend.close()
+        node.home_node.destroy_node()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

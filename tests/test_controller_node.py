@@ -1,0 +1,198 @@
+"""controller_node as a real process: franky <-> franky-sim, chunks over rclpy, sim time from /clock."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from conftest import PYTHON, wait_for
+
+rclpy = pytest.importorskip("rclpy")
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from dm1.kinematics import fr3_fk  # noqa: E402
+from dm1_ros.conversions import diagnostic_values, from_time_msg, to_duration_msg, to_time_msg  # noqa: E402
+from geometry_msgs.msg import Quaternion, Transform, Vector3  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rosgraph_msgs.msg import Clock  # noqa: E402
+from sensor_msgs.msg import JointState  # noqa: E402
+from std_srvs.srv import Trigger  # noqa: E402
+from test_franky_backend import SimArm  # noqa: E402
+from trajectory_msgs.msg import (  # noqa: E402
+    JointTrajectory,
+    JointTrajectoryPoint,
+    MultiDOFJointTrajectory,
+    MultiDOFJointTrajectoryPoint,
+)
+
+TOP_DOWN = (1.0, 0.0, 0.0, 0.0)
+
+
+class Rig:
+    """In-process franky-sim publishing /clock, a test node (publisher, recorders), the controller process."""
+
+    def __init__(self, procs, extra_params: tuple[str, ...] = ()) -> None:
+        self.arm = SimArm()
+        self.ctx = rclpy.Context()
+        rclpy.init(context=self.ctx)
+        self.node = rclpy.create_node("controller_test_rig", context=self.ctx)
+        self.clock_pub = self.node.create_publisher(Clock, "/clock", 10)
+        self.chunk_pub = self.node.create_publisher(
+            MultiDOFJointTrajectory, "/dm1/action_chunk/cartesian", 10
+        )
+        self.joint_pub = self.node.create_publisher(JointTrajectory, "/dm1/action_chunk/joint", 10)
+        self.states: list[tuple[float, np.ndarray, np.ndarray]] = []
+        self.status: list[dict[str, str]] = []
+        self.node.create_subscription(JointState, "/joint_states", self._on_js, 100)
+        self.node.create_subscription(DiagnosticArray, "/dm1/controller/status", self._on_status, 10)
+        self.arm.post_step.append(self._tick_clock)
+        self.executor = SingleThreadedExecutor(context=self.ctx)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+        args = ["-p", f"robot_ip:={self.arm.host}", "-p", "use_sim_time:=true", *extra_params]
+        self.proc = procs.start("controller", [PYTHON, "-m", "dm1_ros.controller_node", "--ros-args", *args])
+        self.procs = procs
+        wait_for(lambda: len(self.states) > 5 or self.proc.poll() is not None, 60, what="/joint_states")
+        assert self.proc.poll() is None, procs.log("controller")
+
+    def _tick_clock(self, arm: SimArm) -> None:
+        if arm.steps % 2 == 0:
+            self.clock_pub.publish(Clock(clock=to_time_msg(arm.time)))
+
+    def _on_js(self, msg: JointState) -> None:
+        self.states.append(
+            (from_time_msg(msg.header.stamp), np.array(msg.position[:7]), np.array(msg.velocity[:7]))
+        )
+
+    def _on_status(self, msg: DiagnosticArray) -> None:
+        self.status.append(diagnostic_values(msg.status[0]))
+
+    def ee(self) -> np.ndarray:
+        return fr3_fk(self.states[-1][1])[0]
+
+    def publish_chunk(self, stamp: float, positions: np.ndarray, dt: float = 0.05, grip: float = 0.0) -> None:
+        msg = MultiDOFJointTrajectory(joint_names=["fr3_hand_tcp", "gripper"])
+        msg.header.stamp = to_time_msg(stamp)
+        for i, p in enumerate(positions):
+            ee = Transform(
+                translation=Vector3(x=p[0], y=p[1], z=p[2]), rotation=Quaternion(x=1.0, y=0.0, z=0.0, w=0.0)
+            )
+            pt = MultiDOFJointTrajectoryPoint(transforms=[ee, Transform(translation=Vector3(x=grip))])
+            pt.time_from_start = to_duration_msg(i * dt)
+            msg.points.append(pt)
+        self.chunk_pub.publish(msg)
+
+    def stream(self, path, seconds: float, period: float = 0.05, n: int = 16) -> list[float]:
+        """Publish chunks of path(t) every `period` s of sim time (stamp = now); returns publish times."""
+        t_end, stamps = self.arm.time + seconds, []
+        while self.arm.time < t_end:
+            t = self.arm.time
+            self.publish_chunk(t, np.array([path(t + i * 0.05) for i in range(n)]))
+            stamps.append(t)
+            self.arm.wait_sim(period)
+        return stamps
+
+    def call(self, service: str) -> Trigger.Response:
+        client = self.node.create_client(Trigger, service)
+        assert client.wait_for_service(timeout_sec=30)
+        future = client.call_async(Trigger.Request())
+        wait_for(future.done, 60, what=f"{service} response")
+        return future.result()
+
+    def last_status(self, key: str) -> str:
+        wait_for(lambda: self.status, 30, what="controller status")
+        return self.status[-1][key]
+
+    def close(self) -> None:
+        self.procs.stop("controller")
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.ctx)
+        self.arm.close()
+
+
+@pytest.fixture
+def rig(ros_env, procs):
+    r = Rig(procs)
+    try:
+        yield r
+    finally:
+        r.close()
+
+
+@pytest.mark.slow
+def test_chunks_move_arm_smoothly_then_hold_when_publisher_stops(rig: Rig) -> None:
+    p0 = rig.ee()
+
+    def path(t: float) -> np.ndarray:  # 6 cm/s along +y, starting 0.2 s after the first publish
+        return p0 + np.array([0.0, 0.06, 0.0]) * float(np.clip(t - t_start - 0.2, 0.0, 1.5))
+
+    t_start = rig.arm.time
+    stamps = rig.stream(path, 1.2)
+    last_publish = stamps[-1]
+    stop_deadline = last_publish + 0.1 + 0.15  # chunk_timeout_s + 150 ms deceleration (sim time)
+    rig.arm.wait_sim(0.5)
+
+    states = list(rig.states)
+    t = np.array([s[0] for s in states])
+    ee = np.array([fr3_fk(s[1])[0] for s in states])
+    # EE speed from the measured joint velocity (FK directional derivative), robust to repeated stamps
+    speed = np.array([np.linalg.norm(fr3_fk(q + 1e-4 * dq)[0] - fr3_fk(q)[0]) / 1e-4 for _, q, dq in states])
+    moving = (t > t_start + 0.45) & (t < last_publish)
+    median = np.median(speed[moving])
+    assert median > 0.03, f"arm did not follow the chunks (median speed {median:.3f} m/s)"
+    for b in [s for s in stamps if t_start + 0.5 < s < last_publish - 0.05]:
+        near = (t > b - 0.01) & (t < b + 0.03)
+        assert speed[near].min() >= 0.2 * median, f"arm stopped at chunk boundary t={b:.3f}"
+    err = np.linalg.norm(ee[moving] - np.array([path(x) for x in t[moving]]), axis=1)
+    assert np.median(err) < 0.015, f"tracking error median {np.median(err) * 1000:.1f} mm"
+
+    after = [s for s in list(rig.states) if s[0] >= stop_deadline]
+    assert after, "no joint states after the stop deadline"
+    assert max(np.abs(s[2]).max() for s in after) < 0.05, "arm still moving 150 ms after the watchdog"
+    wait_for(lambda: rig.last_status("state") == "holding", 10, what="holding status")
+
+
+@pytest.mark.slow
+def test_nan_and_malformed_chunks_do_not_move_arm(rig: Rig) -> None:
+    q0, p0 = rig.states[-1][1], rig.ee()
+    bad = np.array([p0 + np.array([0.0, 0.1, 0.0])] * 10)
+    bad[4, 1] = np.nan
+    for _ in range(5):
+        rig.publish_chunk(rig.arm.time, bad)
+        wrong = JointTrajectory(joint_names=["joint_a", "joint_b"])
+        wrong.header.stamp = to_time_msg(rig.arm.time)
+        wrong.points = [JointTrajectoryPoint(positions=[0.0, 1.0], time_from_start=to_duration_msg(0.0))]
+        rig.joint_pub.publish(wrong)
+        rig.arm.wait_sim(0.05)
+    rig.arm.wait_sim(0.3)
+    assert np.abs(rig.states[-1][1] - q0).max() < 1e-3, "arm moved on a rejected chunk"
+    wait_for(lambda: int(rig.last_status("rejected_nonfinite")) >= 1, 10, what="non-finite counter")
+    wait_for(lambda: int(rig.last_status("rejected_malformed")) >= 1, 10, what="malformed counter")
+
+
+@pytest.mark.slow
+def test_reflex_publishes_fault_and_blocks_motion_until_recover(rig: Rig) -> None:
+    p0 = rig.ee()
+    rig.stream(lambda t: p0, 0.3)
+    rig.arm.inject_reflex()
+    wait_for(lambda: rig.last_status("state") == "fault", 30, what="fault status")
+    assert "reflex" in rig.status[-1]["reasons"].lower()
+    q_fault = rig.states[-1][1]
+    rig.stream(lambda t: p0 + np.array([0.0, 0.05, 0.0]), 0.5)
+    assert np.abs(rig.states[-1][1] - q_fault).max() < 2e-3, "arm moved while faulted"
+    assert not rig.call("/dm1/controller/home").success, "home must be refused while faulted"
+    assert rig.call("/dm1/controller/recover").success
+    target = p0 + np.array([0.0, 0.03, 0.0])
+    rig.stream(lambda t: target, 1.0)
+    assert np.linalg.norm(rig.ee() - target) < 0.005
+    assert rig.call("/dm1/controller/home").success
+    assert np.linalg.norm(rig.ee() - p0) < 0.005
+
+
+def test_bad_safety_parameters_refuse_to_start(ros_env, procs) -> None:
+    args = ["-p", "robot_ip:=127.0.0.1", "-p", "safety.workspace_min:=[0.9, -0.4, 0.02]"]
+    proc = procs.start("bad", [PYTHON, "-m", "dm1_ros.controller_node", "--ros-args", *args])
+    assert proc.wait(timeout=60) == 2
+    assert "SafetyLimits.workspace_min/workspace_max" in procs.log("bad")

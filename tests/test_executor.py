@@ -1,0 +1,162 @@
+"""ChunkExecutor on a FakeBackend with a fake clock: hold, fault latch, first-command seeding, rejects."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from dm1.control.backend import HOME_EE_POS, HOME_Q, FakeBackend, RobotFault
+from dm1.control.executor import ACTIVE, FAULT, HOLDING, IDLE, ChunkExecutor
+from dm1.control.limits import SafetyLimits
+from dm1.control.schedule import TimedChunk
+
+
+class FakeClock:
+    def __init__(self, t: float = 100.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def ee_chunk(stamp: float, offset=(0.0, 0.0, 0.0), n: int = 10, grip: float = 0.0) -> TimedChunk:
+    pos = HOME_EE_POS + np.asarray(offset) + np.outer(np.arange(n), [0.0, 0.001, 0.0])
+    return TimedChunk(
+        stamp=stamp, time_from_start=np.arange(n) * 0.05, positions=pos, gripper=np.full(n, grip)
+    )
+
+
+def make(mode: str = "cartesian", **limits) -> tuple[ChunkExecutor, FakeBackend, FakeClock]:
+    backend, clock = FakeBackend(), FakeClock()
+    return ChunkExecutor(backend, SafetyLimits(**limits), clock, mode=mode), backend, clock
+
+
+def run(ex: ChunkExecutor, clock: FakeClock, seconds: float, dt: float = 0.01) -> None:
+    for _ in range(round(seconds / dt)):
+        clock.t += dt
+        ex.tick()
+
+
+def test_nan_chunk_causes_no_motion() -> None:
+    ex, backend, clock = make()
+    bad = ee_chunk(clock.t)
+    bad.positions[3, 1] = np.nan
+    assert ex.on_chunk(bad) == "rejected_nonfinite"
+    run(ex, clock, 0.3)
+    assert backend.motion_calls() == []
+    assert ex.counters["rejected_nonfinite"] == 1
+    assert "positions at index (3, 1)" in ex.status().reasons[0]
+
+
+def test_first_command_after_activation_is_measured_state() -> None:
+    ex, backend, clock = make()
+    ex.on_chunk(ee_chunk(clock.t, offset=(0.0, 0.03, 0.0)))
+    run(ex, clock, 0.01)
+    name, (pos, _quat) = backend.motion_calls()[0]
+    assert name == "ee"
+    np.testing.assert_allclose(pos, HOME_EE_POS)
+    assert ex.state == ACTIVE
+
+
+def test_chunk_far_from_arm_is_ramped_not_jumped() -> None:
+    ex, backend, clock = make()
+    ex.on_chunk(ee_chunk(clock.t, offset=(0.0, 0.2, 0.0)))
+    run(ex, clock, 0.05)
+    ys = [args[0][1] for name, args in backend.motion_calls() if name == "ee"]
+    assert np.max(np.diff(ys)) <= SafetyLimits().max_ee_speed * 0.01 + 1e-9
+    assert ex.counters["clamped"] > 0
+
+
+def test_stale_chunk_holds_robot() -> None:
+    ex, backend, clock = make()
+    ex.on_chunk(ee_chunk(clock.t, n=40))
+    run(ex, clock, 0.05)
+    assert ex.state == ACTIVE
+    run(ex, clock, 0.1)  # no new chunk for > chunk_timeout_s
+    assert ex.state == HOLDING
+    assert ("hold", ()) in backend.calls
+    n_moves = len(backend.motion_calls())
+    run(ex, clock, 0.3)
+    assert len(backend.motion_calls()) == n_moves, "no motion commands while holding"
+    assert "watchdog" in ex.status().reasons[0]
+
+
+def test_reactivation_after_hold_starts_from_measured_state() -> None:
+    ex, backend, clock = make()
+    ex.on_chunk(ee_chunk(clock.t))
+    run(ex, clock, 0.2)
+    assert ex.state == HOLDING
+    backend.ee_pos = HOME_EE_POS + np.array([0.0, 0.0, -0.01])  # arm settled somewhere else
+    n = len(backend.motion_calls())
+    ex.on_chunk(ee_chunk(clock.t, offset=(0.0, 0.02, 0.0)))
+    run(ex, clock, 0.01)
+    np.testing.assert_allclose(backend.motion_calls()[n][1][0], HOME_EE_POS + np.array([0.0, 0.0, -0.01]))
+
+
+def test_late_chunk_points_dropped_and_repeated_late_chunks_fault() -> None:
+    ex, backend, clock = make(max_consecutive_late=3)
+    assert ex.on_chunk(ee_chunk(clock.t - 0.2)) == "accepted"  # 4 of 10 points already past
+    assert ex.schedule.target_at(clock.t).position[1] == pytest.approx(0.004)
+    for k in range(3):
+        assert ex.on_chunk(ee_chunk(clock.t - 0.15 + k * 0.01, n=1)) == "late"
+    assert ex.state == FAULT
+    assert "over budget" in ex.fault
+
+
+def test_latest_chunk_wins() -> None:
+    ex, backend, clock = make()
+    ex.on_chunk(ee_chunk(clock.t, n=40))
+    run(ex, clock, 0.02)
+    ex.on_chunk(ee_chunk(clock.t, offset=(0.0, 0.0, -0.01), n=40))
+    assert ex.on_chunk(ee_chunk(clock.t - 0.01, offset=(0.0, 0.1, 0.0))) == "ignored_older"
+    run(ex, clock, 0.3)
+    assert backend.ee_pos[2] == pytest.approx(HOME_EE_POS[2] - 0.01, abs=1e-6)
+
+
+def test_fault_latches_until_recover() -> None:
+    ex, backend, clock = make()
+    ex.on_chunk(ee_chunk(clock.t, n=40))
+    run(ex, clock, 0.05)
+    backend.fail_next = "ControlException: Motion aborted by reflex! [cartesian_reflex]"
+    run(ex, clock, 0.01)
+    assert ex.state == FAULT and "reflex" in ex.fault
+    backend.fault = None  # the robot itself might look fine again: the latch still holds
+    n = len(backend.motion_calls())
+    assert ex.on_chunk(ee_chunk(clock.t, n=40)) == "rejected_fault"
+    run(ex, clock, 0.2)
+    assert len(backend.motion_calls()) == n
+    with pytest.raises(RobotFault):
+        ex.home()
+    ex.recover()
+    assert ex.state == IDLE and ("recover", ()) in backend.calls
+    assert ex.on_chunk(ee_chunk(clock.t, n=40)) == "accepted"
+    run(ex, clock, 0.02)
+    assert ex.state == ACTIVE and len(backend.motion_calls()) > n
+
+
+def test_gripper_thresholds_with_hysteresis_and_acts_on_change_only() -> None:
+    ex, backend, clock = make()
+    for grip in (0.9, 0.55, 0.45, 0.3, 0.3):
+        ex.on_chunk(ee_chunk(clock.t, grip=grip))
+        run(ex, clock, 0.02)
+    grips = [args[0] for name, args in backend.motion_calls() if name == "gripper"]
+    assert grips == [True, False]
+
+
+def test_wrong_kind_of_chunk_is_refused() -> None:
+    ex, backend, clock = make(mode="joint")
+    assert ex.on_chunk(ee_chunk(clock.t)) == "rejected_mode"
+    joint = TimedChunk(clock.t, np.arange(5) * 0.05, np.tile(HOME_Q, (5, 1)), np.zeros(5), kind="joint")
+    assert ex.on_chunk(joint) == "accepted"
+    run(ex, clock, 0.05)
+    assert backend.motion_calls()[0][0] == "joint"
+
+
+def test_out_of_limit_joint_chunk_is_clipped_before_the_backend() -> None:
+    ex, backend, clock = make(mode="joint", max_joint_step=1.0, velocity_scale=1.0)
+    q = np.tile(HOME_Q, (20, 1))
+    q[:, 0] = 3.5
+    for _ in range(25):  # a policy streaming the same out-of-limit request at 20 Hz
+        ex.on_chunk(TimedChunk(clock.t, np.arange(20) * 0.05, q, np.zeros(20), kind="joint"))
+        run(ex, clock, 0.05)
+    assert backend.q[0] == pytest.approx(SafetyLimits().q_upper[0])
+    assert "joint_limit" in ex.last_clamp.reasons

@@ -1,0 +1,212 @@
+"""FrankyBackend against a real franky-sim (MuJoCo) server: tracking, hold, gripper, reflex latch."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from conftest import free_loopback_host, wait_for
+
+franky = pytest.importorskip("franky")
+from dm1.control.backend import RobotBackend, RobotFault  # noqa: E402
+from dm1.control.franky_backend import FrankyBackend  # noqa: E402
+from franky_sim.franka_robot_protocol import MoveStatus, RobotCommand  # noqa: E402
+from franky_sim.franka_server import BaseCommand  # noqa: E402
+from franky_sim.mujoco_simulator import MujocoSimulator  # noqa: E402
+from franky_sim.simulation_server import SimulationServer  # noqa: E402
+
+
+class SimArm:
+    """A franky-sim FR3 served on a random loopback address, with a sim-time clock and reflex injection.
+
+    `inject_reflex()` makes the simulated robot server abort the running motion with libfranka's
+    `kReflexAborted` status, exactly as a real FR3 reports a reflex: franky then raises a genuine
+    `ControlException` through its normal protocol path. (franky-sim itself never trips reflexes: a 0.6 m
+    target jump, or a target 0.2 m below the floor, were both just tracked or pressed into the floor.)
+    """
+
+    def __init__(self) -> None:
+        self.host = free_loopback_host()
+        self.sim = MujocoSimulator(enable_visualization=False)
+        self.sim.init()
+        self.arm = self.sim.add_robot()
+        self.server = SimulationServer(self.sim, hostname_candidates=[self.host])
+        self.steps = 0
+        self._reflex = threading.Event()
+        self.post_step: list = []
+        self.sim.register_post_step_callback(self._on_step)
+        self.server.init()
+        self.server.run_async(realtime=True)
+
+    @property
+    def time(self) -> float:
+        """Simulation time in seconds (1 ms per physics step)."""
+        return self.steps * 1e-3
+
+    def _on_step(self, _sim) -> None:
+        self.steps += 1
+        if self._reflex.is_set():
+            rs = self.server.robot_servers[0]
+            motion_id = rs.current_motion_id
+            if motion_id:
+                self._reflex.clear()
+                rs.stop_motion(send_preemption_signal=False)
+                BaseCommand.send_response(
+                    rs._tcp_socket, RobotCommand.kMove, motion_id, MoveStatus.kReflexAborted
+                )
+                rs.reset_current_motion_id()
+        for fn in self.post_step:
+            fn(self)
+
+    def inject_reflex(self) -> None:
+        """Abort the current motion as a reflex would (applied in the physics thread on the next step)."""
+        self._reflex.set()
+
+    def wait_sim(self, seconds: float, timeout: float = 60.0) -> None:
+        """Block until `seconds` of simulation time have passed."""
+        end = self.time + seconds
+        wait_for(lambda: self.time >= end, timeout, interval=0.005, what=f"{seconds} s of sim time")
+
+    def close(self) -> None:
+        self.server.cleanup()
+
+
+@pytest.fixture
+def sim_arm():
+    arm = SimArm()
+    try:
+        yield arm
+    finally:
+        arm.close()
+
+
+def _stream(backend: FrankyBackend, arm: SimArm, path, duration: float, rate: float = 100.0) -> list[float]:
+    """Send path(t) (sim time) at `rate`, with velocity feed-forward; returns tracking errors (m)."""
+    t0, errs = arm.time, []
+    while (t := arm.time - t0) < duration:
+        backend.send_ee_target(path(t), np.array([1.0, 0.0, 0.0, 0.0]), (path(t + 0.01) - path(t)) / 0.01)
+        errs.append(float(np.linalg.norm(backend.read_state().ee_pos - path(t))))
+        arm.wait_sim(1.0 / rate)
+    return errs
+
+
+@pytest.mark.slow
+def test_streamed_targets_track_without_stopping(sim_arm: SimArm) -> None:
+    backend = FrankyBackend(sim_arm.host, gripper=False)
+    try:
+        assert isinstance(backend, RobotBackend)
+        p0 = backend.read_state().ee_pos
+
+        def path(t: float) -> np.ndarray:
+            # 20 Hz waypoints (a policy chunk), linearly interpolated at 100 Hz, 5 cm/s along y
+            grid = np.floor(t / 0.05) * 0.05
+            f = (t - grid) / 0.05
+            a, b = min(grid, 1.0), min(grid + 0.05, 1.0)
+            return p0 + np.array([0.0, 0.05, 0.0]) * ((1 - f) * a + f * b)
+
+        _stream(backend, sim_arm, path, 1.5)
+        final = path(2.0)
+        sim_arm.wait_sim(0.5)
+        steady_err = np.linalg.norm(backend.read_state().ee_pos - final)
+        assert steady_err <= 0.005, f"steady-state error {steady_err * 1000:.1f} mm"
+        assert backend.read_state().fault is None
+    finally:
+        backend.close()
+
+
+@pytest.mark.slow
+def test_hold_brings_arm_to_rest_within_150ms(sim_arm: SimArm) -> None:
+    backend = FrankyBackend(sim_arm.host, gripper=False)
+    try:
+        p0 = backend.read_state().ee_pos
+        _stream(backend, sim_arm, lambda t: p0 + np.array([0.0, 0.1 * t, 0.0]), 0.6)
+        moving = backend.read_state()
+        assert np.linalg.norm(moving.ee_vel) > 0.05, "arm should be moving before hold"
+        backend.hold()
+        sim_arm.wait_sim(0.15)
+        state = backend.read_state()
+        assert np.abs(state.dq).max() < 0.05, f"still moving after 150 ms: dq={state.dq}"
+        assert np.linalg.norm(state.ee_pos - moving.ee_pos) < 0.03
+    finally:
+        backend.close()
+
+
+@pytest.mark.slow
+def test_gripper_closes_and_opens_on_change_only(sim_arm: SimArm) -> None:
+    backend = FrankyBackend(sim_arm.host)
+    try:
+        backend.set_gripper(True)
+        wait_for(lambda: backend.read_state().gripper_width < 0.01, 30, what="gripper closed")
+        assert backend.read_state().gripper_closed_cmd
+        backend.set_gripper(False)
+        wait_for(lambda: backend.read_state().gripper_width > 0.07, 30, what="gripper open")
+    finally:
+        backend.close()
+
+
+@pytest.mark.slow
+def test_reflex_latches_fault_until_recover(sim_arm: SimArm) -> None:
+    backend = FrankyBackend(sim_arm.host, gripper=False)
+    try:
+        start = backend.read_state()
+        backend.send_ee_target(start.ee_pos, start.ee_quat_xyzw)
+        sim_arm.wait_sim(0.1)
+        sim_arm.inject_reflex()
+        fault = wait_for(lambda: backend.read_state().fault, 30, what="fault latched")
+        assert "reflex" in fault.lower()
+        with pytest.raises(RobotFault):
+            backend.send_ee_target(start.ee_pos + np.array([0.0, 0.05, 0.0]), start.ee_quat_xyzw)
+        with pytest.raises(RobotFault):
+            backend.home()
+        sim_arm.wait_sim(0.3)
+        assert np.linalg.norm(backend.read_state().ee_pos - start.ee_pos) < 0.005, "moved while faulted"
+        backend.recover()
+        assert backend.read_state().fault is None
+        target = start.ee_pos + np.array([0.0, 0.03, 0.0])
+        backend.send_ee_target(target, start.ee_quat_xyzw)
+        sim_arm.wait_sim(1.0)
+        assert np.linalg.norm(backend.read_state().ee_pos - target) < 0.005
+    finally:
+        backend.close()
+
+
+@pytest.mark.slow
+def test_home_moves_to_joint_target(sim_arm: SimArm) -> None:
+    backend = FrankyBackend(sim_arm.host, gripper=False, relative_dynamics_factor=0.5)
+    try:
+        q_goal = np.array([0.2, 0.0, 0.0, -1.8, 0.0, 1.8, 0.785])
+        t0 = time.monotonic()
+        backend.home(q_goal)
+        assert time.monotonic() - t0 < 60
+        assert np.abs(backend.read_state().q - q_goal).max() < 0.01
+    finally:
+        backend.close()
+
+
+def test_bad_backend_arguments_are_refused() -> None:
+    with pytest.raises(ValueError, match="mode"):
+        FrankyBackend("127.0.0.1", mode="velocity")
+    with pytest.raises(ValueError, match="relative_dynamics_factor"):
+        FrankyBackend("127.0.0.1", relative_dynamics_factor=0.0)
+
+
+@pytest.mark.slow
+def test_joint_mode_tracks_streamed_joint_targets(sim_arm: SimArm) -> None:
+    backend = FrankyBackend(sim_arm.host, gripper=False, mode="joint")
+    try:
+        q0 = backend.read_state().q
+        goal = q0 + np.array([0.15, 0.0, 0.0, -0.1, 0.0, 0.1, 0.0])
+        t0 = sim_arm.time
+        while (t := sim_arm.time - t0) < 1.5:
+            a = min(t / 1.0, 1.0)
+            backend.send_joint_target(q0 + a * (goal - q0), (goal - q0) if a < 1.0 else np.zeros(7))
+            sim_arm.wait_sim(0.01)
+        sim_arm.wait_sim(0.3)
+        err = np.abs(backend.read_state().q - goal).max()
+        assert err < 0.01, f"joint steady-state error {err:.4f} rad"
+        with pytest.raises(ValueError, match="mode is 'joint'"):
+            backend.send_ee_target(np.zeros(3), np.array([1.0, 0.0, 0.0, 0.0]))
+    finally:
+        backend.close()

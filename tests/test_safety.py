@@ -1,0 +1,108 @@
+"""SafetyLimits validation and SafetyFilter clipping (pure functions, no robot)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from dm1.control.limits import FR3_Q_MAX, FR3_Q_MIN, SafetyLimits
+from dm1.control.safety import SafetyFilter, nonfinite_reason
+
+HOME_Q = np.array([0.0, 0.0, 0.0, -1.57, 0.0, 1.57, 0.785])
+HOME_EE = np.array([0.554, 0.0, 0.521])
+
+
+def test_limits_are_on_by_default_with_fr3_values() -> None:
+    lim = SafetyLimits()
+    assert lim.joint_margin == pytest.approx(0.1)
+    np.testing.assert_allclose(lim.q_lower, np.array(FR3_Q_MIN) + 0.1)
+    np.testing.assert_allclose(lim.q_upper, np.array(FR3_Q_MAX) - 0.1)
+    assert lim.chunk_timeout_s == pytest.approx(0.1)
+    assert SafetyLimits.from_dict(lim.to_dict()) == lim
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        (
+            {"workspace_min": (0.8, -0.4, 0.02), "workspace_max": (0.25, 0.4, 0.6)},
+            "workspace_min/workspace_max",
+        ),
+        ({"joint_margin": -0.1}, "joint_margin"),
+        ({"chunk_timeout_s": 0.0}, "chunk_timeout_s"),
+        ({"max_future_s": float("nan")}, "max_future_s"),
+        ({"velocity_scale": 0.0}, "velocity_scale"),
+        ({"max_joint_step": -1.0}, "max_joint_step"),
+        ({"max_consecutive_late": 0}, "max_consecutive_late"),
+        ({"q_min": (0.0,) * 6}, "q_min"),
+        ({"gripper_open_below": 0.7, "gripper_close_above": 0.3}, "gripper_open_below/gripper_close_above"),
+    ],
+)
+def test_bad_limits_are_refused_naming_the_field(kwargs: dict, field: str) -> None:
+    with pytest.raises(ValueError, match=f"SafetyLimits.{field}"):
+        SafetyLimits(**kwargs)
+
+
+def test_unknown_limit_key_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown field.*max_speed"):
+        SafetyLimits.from_dict({"max_speed": 1.0})
+
+
+def test_out_of_limit_joint_target_is_clipped_to_limit_minus_margin() -> None:
+    lim = SafetyLimits(max_joint_step=1.0)
+    target = HOME_Q.copy()
+    target[0] = 3.5  # beyond +2.7437
+    measured = target.copy()
+    measured[0] = lim.q_upper[0] - 0.05
+    report = SafetyFilter(lim).filter_joint(target, measured, None, 0.01)
+    assert report.safe[0] == pytest.approx(FR3_Q_MAX[0] - 0.1)
+    assert "joint_limit" in report.reasons
+    assert report.original[0] == pytest.approx(3.5)
+
+
+def test_target_outside_workspace_is_clipped_to_box() -> None:
+    lim = SafetyLimits(max_ee_step=0.5)
+    report = SafetyFilter(lim).filter_ee(np.array([0.5, 0.0, -0.3]), np.array([0.5, 0.0, 0.1]), None, 0.01)
+    assert report.safe[2] == pytest.approx(0.02)
+    assert report.reasons == ["workspace"]
+
+
+def test_joint_step_is_clamped_relative_to_measured_state() -> None:
+    lim = SafetyLimits()
+    target = HOME_Q + np.array([0.5, 0, 0, 0, 0, 0, 0])
+    report = SafetyFilter(lim).filter_joint(target, HOME_Q, None, 0.01)
+    assert report.safe[0] - HOME_Q[0] == pytest.approx(lim.max_joint_step)
+    assert "joint_step" in report.reasons
+
+
+def test_ee_step_is_clamped_relative_to_measured_state_not_previous_target() -> None:
+    lim = SafetyLimits()
+    measured = HOME_EE
+    previous = HOME_EE + np.array([0.0, 0.2, 0.0])  # a stale command far from the arm
+    report = SafetyFilter(lim).filter_ee(previous, measured, previous, 0.01)
+    assert np.linalg.norm(report.safe - measured) == pytest.approx(lim.max_ee_step)
+    assert "ee_step" in report.reasons
+
+
+def test_commanded_rate_is_limited_by_velocity_limits() -> None:
+    lim = SafetyLimits(max_ee_step=0.5)
+    report = SafetyFilter(lim).filter_ee(HOME_EE + np.array([0.0, 0.1, 0.0]), HOME_EE, HOME_EE, 0.01)
+    assert np.linalg.norm(report.safe - HOME_EE) == pytest.approx(lim.max_ee_speed * 0.01)
+    assert report.reasons == ["ee_speed"]
+    jl = SafetyFilter(SafetyLimits(max_joint_step=1.0))
+    rep = jl.filter_joint(HOME_Q + 0.2, HOME_Q, HOME_Q, 0.01)
+    np.testing.assert_allclose(rep.safe - HOME_Q, np.array(SafetyLimits().dq_max) * 0.3 * 0.01)
+
+
+def test_target_within_limits_passes_unchanged() -> None:
+    report = SafetyFilter(SafetyLimits()).filter_ee(HOME_EE + 0.001, HOME_EE, HOME_EE, 0.01)
+    assert not report.clipped
+    np.testing.assert_allclose(report.safe, HOME_EE + 0.001)
+
+
+def test_nonfinite_target_raises_naming_the_array() -> None:
+    with pytest.raises(ValueError, match="non-finite value in target"):
+        SafetyFilter(SafetyLimits()).filter_joint(np.full(7, np.nan), HOME_Q, None, 0.01)
+    assert (
+        nonfinite_reason(a=np.zeros(3), b=np.array([0.0, np.inf]))
+        == "non-finite value in b at index (1,): inf"
+    )

@@ -1,0 +1,95 @@
+"""ChunkSchedule: timestamped chunks, dropping past actions, interpolation, latest wins, watchdog."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from dm1.control.schedule import ChunkSchedule, TimedChunk, Watchdog
+
+
+def chunk(stamp: float, start: float = 0.0, n: int = 5, rate: float = 10.0, step: float = 0.01) -> TimedChunk:
+    """A cartesian chunk moving +y by `step` per point from y=start."""
+    pos = np.array([[0.5, start + step * i, 0.3] for i in range(n)])
+    return TimedChunk(stamp=stamp, time_from_start=np.arange(n) / rate, positions=pos, gripper=np.zeros(n))
+
+
+def test_target_interpolates_between_bracketing_points() -> None:
+    sched = ChunkSchedule(chunk_timeout_s=1.0, max_future_s=1.0)
+    assert sched.offer(chunk(10.0), now=10.0) == "accepted"
+    target = sched.target_at(10.15)
+    assert target.position[1] == pytest.approx(0.015)
+    assert target.velocity[1] == pytest.approx(0.1)
+
+
+def test_late_chunk_points_are_dropped() -> None:
+    sched = ChunkSchedule(chunk_timeout_s=1.0, max_future_s=1.0)
+    # received 0.25 s after its first action: points 0..1 are past, execution continues at point 2.5
+    assert sched.offer(chunk(10.0), now=10.25) == "accepted"
+    assert sched.target_at(10.25).position[1] == pytest.approx(0.025)
+
+
+def test_chunk_with_every_point_past_is_late() -> None:
+    sched = ChunkSchedule(chunk_timeout_s=1.0, max_future_s=1.0)
+    assert sched.offer(chunk(10.0), now=11.0) == "late"
+    assert sched.target_at(11.0) is None
+
+
+def test_latest_chunk_wins_and_older_stamps_are_ignored() -> None:
+    sched = ChunkSchedule(chunk_timeout_s=1.0, max_future_s=1.0)
+    sched.offer(chunk(10.0, start=0.0), now=10.0)
+    assert sched.offer(chunk(10.1, start=0.2), now=10.1) == "accepted"
+    assert sched.target_at(10.1).position[1] == pytest.approx(0.2)
+    assert sched.offer(chunk(10.05, start=0.9), now=10.12) == "older_stamp"
+    assert sched.target_at(10.12).position[1] == pytest.approx(0.202)
+
+
+def test_continuous_across_chunk_boundary() -> None:
+    sched = ChunkSchedule(chunk_timeout_s=1.0, max_future_s=1.0)
+    sched.offer(chunk(10.0, start=0.0), now=10.0)
+    before = sched.target_at(10.099).position[1]
+    # the next chunk continues the same path from its stamp: no jump, no stop
+    sched.offer(chunk(10.1, start=0.01), now=10.1)
+    after = sched.target_at(10.101).position[1]
+    assert after - before == pytest.approx(0.0002, abs=1e-6)
+    assert sched.target_at(10.101).velocity[1] == pytest.approx(0.1)
+
+
+def test_stale_chunk_expires_the_watchdog() -> None:
+    sched = ChunkSchedule(chunk_timeout_s=0.1, max_future_s=1.0)
+    sched.offer(chunk(10.0, n=20), now=10.0)
+    assert sched.target_at(10.09) is not None
+    assert sched.target_at(10.11) is None  # points remain, but nothing fresh arrived
+
+
+def test_chunk_too_far_in_future_is_refused() -> None:
+    sched = ChunkSchedule(chunk_timeout_s=0.1, max_future_s=0.5)
+    assert sched.offer(chunk(12.0), now=10.0) == "too_far_in_future"
+
+
+def test_future_chunk_aims_at_its_first_point() -> None:
+    sched = ChunkSchedule(chunk_timeout_s=0.1, max_future_s=0.5)
+    sched.offer(chunk(10.2, start=0.3), now=10.0)
+    target = sched.target_at(10.05)
+    assert target.position[1] == pytest.approx(0.3)
+    np.testing.assert_allclose(target.velocity, 0.0)
+
+
+def test_malformed_chunk_shapes_are_refused_naming_the_field() -> None:
+    with pytest.raises(ValueError, match="TimedChunk.positions"):
+        TimedChunk(stamp=0.0, time_from_start=np.arange(3), positions=np.zeros((3, 7)), gripper=np.zeros(3))
+    with pytest.raises(ValueError, match="TimedChunk.gripper"):
+        TimedChunk(stamp=0.0, time_from_start=np.arange(3), positions=np.zeros((3, 3)), gripper=np.zeros(2))
+    with pytest.raises(ValueError, match="TimedChunk.kind"):
+        TimedChunk(stamp=0.0, time_from_start=[0.0], positions=np.zeros((1, 3)), gripper=[0.0], kind="ee")
+    with pytest.raises(ValueError, match="non-decreasing"):
+        TimedChunk(stamp=0.0, time_from_start=[0.1, 0.0], positions=np.zeros((2, 3)), gripper=[0.0, 0.0])
+
+
+def test_watchdog_expires_after_timeout_on_injected_clock() -> None:
+    dog = Watchdog(0.1)
+    assert dog.expired(0.0)
+    dog.kick(5.0)
+    assert not dog.expired(5.1)
+    assert dog.expired(5.1001)
+    with pytest.raises(ValueError, match="Watchdog.timeout_s"):
+        Watchdog(0.0)
