@@ -1,0 +1,143 @@
+"""`teleop_node`: device → end-effector targets at the control rate → `/dm1/action_chunk/cartesian`, and the
+episode recorder (cameras + joint states + commanded actions → one HDF5 file per episode).
+
+Targets go through the same controller node and safety limits as the policy. Deadman: no fresh device input
+within `deadman_timeout_s` → nothing is published (the controller holds) and the target is frozen. Episode
+control by device keys and by `std_srvs/Trigger` services `~/start`, `~/stop_save`, `~/discard`,
+`~/mark_success`, `~/mark_failure`. `~/status` (std_msgs/String, JSON) reports the session state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from dm1.control.backend import TOP_DOWN_XYZW
+from dm1.kinematics import fr3_fk
+from dm1.policy.step import ActionChunk
+from dm1.teleop.devices import DeviceContext, JoyDevice, make_device
+from dm1.teleop.loop import TeleopConfig, TeleopLoop
+from dm1.teleop.mcap_mirror import McapMirror
+from dm1.teleop.recorder import EE_ACTION_NAMES, EpisodeRecorder, RecorderConfig
+from geometry_msgs.msg import PoseStamped
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image, JointState, Joy
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import MultiDOFJointTrajectory
+
+from dm1_ros.conversions import chunk_to_multidof_trajectory, from_time_msg, joint_state_to_arm, msg_to_rgb
+from dm1_ros.teleop_params import declare_parameters
+
+
+class TeleopNode(Node):
+    """Thin ROS shell around `dm1.teleop.loop.TeleopLoop`."""
+
+    def __init__(self) -> None:
+        super().__init__("teleop")
+        self.p = p = declare_parameters(self)
+        keys = ("control_rate_hz", "deadman_timeout_s", "require_enable", "max_speed")
+        self.cfg = TeleopConfig(**{k: p[k] for k in keys})
+        rc = RecorderConfig(
+            Path(p["out_dir"]), p["cameras"], p["proprio_keys"], control_rate_hz=p["control_rate_hz"]
+        )
+        rc.min_free_mb = p["min_free_mb"]  # bounded by its descriptor
+        mirror = McapMirror(Path(p["out_dir"]) / "mcap") if p["mcap"] else None
+        self.device = make_device(p["device"])
+        self.loop = TeleopLoop(self.cfg, self.device, EpisodeRecorder(rc) if p["record"] else None, mirror)
+        self.q, self.width, self.cube = None, None, None  # joints (7,), gripper width m, object position (3,)
+        reliable = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        for cam in p["cameras"]:
+            topic = f"/camera/{cam}/color/image_raw"
+            self.create_subscription(Image, topic, lambda m, c=cam: self._on_image(c, m), reliable)
+        self.create_subscription(JointState, "/joint_states", self._on_joints, 10)
+        self.create_subscription(PoseStamped, p["cube_topic"], self._on_cube, 10)
+        self.create_subscription(Joy, p["joy_topic"], self._on_joy, 10)
+        self.chunk_pub = self.create_publisher(MultiDOFJointTrajectory, "/dm1/action_chunk/cartesian", 10)
+        self.status_pub = self.create_publisher(String, "~/status", 10)
+        for name in ("start", "stop_save", "discard", "mark_success", "mark_failure"):
+            self.create_service(Trigger, f"~/{name}", lambda rq, rs, n=name: self._on_event(n, rs))
+        self.create_timer(1.0 / p["control_rate_hz"], self._tick)
+        if mirror is not None:  # raw CDR bytes straight into the episode's MCAP file
+            topics = {f"/camera/{c}/color/image_raw": Image for c in p["cameras"]}
+            topics |= {"/joint_states": JointState, "/dm1/action_chunk/cartesian": MultiDOFJointTrajectory}
+            for topic, t in topics.items():
+                name = f"{t.__module__.split('.')[0]}/msg/{t.__name__}"
+                cb = lambda b, tp=topic, n=name: mirror.write(tp, n, b, self.get_clock().now().nanoseconds)  # noqa: E731
+                self.create_subscription(t, topic, cb, reliable, raw=True)
+
+    def now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _on_image(self, cam: str, msg: Image) -> None:
+        if self.loop.recorder is not None:
+            self.loop.recorder.on_image(cam, msg_to_rgb(msg), from_time_msg(msg.header.stamp), self.now())
+
+    def _on_joints(self, msg: JointState) -> None:
+        self.q, self.width = joint_state_to_arm(msg)
+        if self.loop.recorder is not None:
+            self.loop.recorder.on_joint_state(self.q, self.width, from_time_msg(msg.header.stamp), self.now())
+
+    def _on_cube(self, msg: PoseStamped) -> None:
+        self.cube = np.array([msg.pose.position.x, msg.pose.position.y, msg.pose.position.z])
+
+    def _on_joy(self, msg: Joy) -> None:
+        if isinstance(self.device, JoyDevice):
+            self.device.push(list(msg.axes), list(msg.buttons), self.now())
+
+    def _on_event(self, name: str, response: Trigger.Response) -> Trigger.Response:
+        try:
+            response.message, response.success = self.loop.event(name, self.now()), True
+        except Exception as exc:  # SessionError / RecorderError: refuse with the reason, keep running
+            response.message, response.success = self.loop.fail(exc, self.now()), False
+        (self.get_logger().info if response.success else self.get_logger().error)(response.message)
+        return response
+
+    def _tick(self) -> None:
+        now, opened = self.now(), self.loop.open_device(time.monotonic())
+        if opened:
+            (self.get_logger().error if opened.startswith("error") else self.get_logger().info)(opened)
+        if not self.loop.device_open or now <= 0.0:
+            return
+        ee = None if self.q is None else fr3_fk(self.q)[0]
+        ctx = DeviceContext(now, 1.0 / self.cfg.control_rate_hz, ee, self.width, self.cube)
+        result = self.loop.step(ctx)
+        for m in result.messages:
+            (self.get_logger().error if m.startswith("error") else self.get_logger().info)(m)
+        if result.action is not None:  # a short chunk of the held target: late points are dropped, not all
+            acts = np.repeat(result.action[None, :], self.p["chunk_points"], axis=0)  # (N, 4)
+            chunk = ActionChunk(now + self.p["lead_s"], ctx.dt, acts, 0, now, "ee_position", EE_ACTION_NAMES)
+            self.chunk_pub.publish(chunk_to_multidof_trajectory(chunk, TOP_DOWN_XYZW))
+        self.status_pub.publish(String(data=json.dumps({**self.loop.status(now), "pid": os.getpid()})))
+
+
+def main(args: list[str] | None = None) -> int:
+    """Run the teleop node until SIGINT."""
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = TeleopNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except ValueError as exc:
+        print(f"teleop_node: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if node is not None:
+            node.loop.shutdown()
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

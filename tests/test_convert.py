@@ -1,0 +1,89 @@
+"""Export round trips: LeRobot v3 (parquet) and robomimic HDF5, read back following their schemas."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+from dm1.data.convert import export_lerobot, export_robomimic, read_lerobot, read_robomimic
+from dm1.data.episode import read_episode
+from dm1.data.synthetic import make_synthetic_dataset
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("convert") / "ds"
+    make_synthetic_dataset(out, n_episodes=3, episode_len=10, image_size=(16, 20))
+    return out
+
+
+def _source(dataset):
+    return [read_episode(p) for p in sorted(dataset.glob("episode_*.h5"))]
+
+
+def test_lerobot_v3_round_trip_is_exact(dataset, tmp_path):
+    root = export_lerobot(dataset, tmp_path / "lerobot", task="lift the red cube")
+    info = json.loads((root / "meta/info.json").read_text())
+    assert info["codebase_version"] == "v3.0" and info["total_episodes"] == 3 and info["total_frames"] == 30
+    assert info["features"]["observation.images.front"]["dtype"] == "image"
+    assert info["features"]["observation.state"]["names"][:3] == ["ee_pos_0", "ee_pos_1", "ee_pos_2"]
+    assert (root / "data/chunk-000/file-000.parquet").is_file()
+    assert set(json.loads((root / "meta/stats.json").read_text())) == {"action", "observation.state"}
+    back = read_lerobot(root)
+    for src, ep in zip(_source(dataset), back, strict=True):
+        assert ep["task"] == "lift the red cube" and ep["success"] == src.success
+        np.testing.assert_array_equal(ep["action"], src.actions)
+        np.testing.assert_array_equal(ep["state"][:, :3], src.proprio["ee_pos"])
+        np.testing.assert_array_equal(ep["images"]["wrist"], src.images["wrist"])  # PNG is lossless
+        np.testing.assert_allclose(ep["timestamp"], src.timestamps - src.timestamps[0], atol=1e-6)
+
+
+def test_lerobot_splits_data_files_by_size(dataset, tmp_path):
+    root = export_lerobot(dataset, tmp_path / "lerobot", data_file_mb=1e-6)
+    assert len(list((root / "data/chunk-000").glob("file-*.parquet"))) == 3
+    assert [ep["action"].shape[0] for ep in read_lerobot(root)] == [10, 10, 10]
+
+
+def test_robomimic_round_trip_follows_its_layout(dataset, tmp_path):
+    path = export_robomimic(dataset, tmp_path / "demo.hdf5")
+    with h5py.File(path) as f:
+        assert sorted(f["data"]) == ["demo_0", "demo_1", "demo_2"]
+        assert f["data"].attrs["total"] == 30
+        assert json.loads(f["data"].attrs["env_args"])["env_kwargs"]["control_freq"] == 20.0
+        assert f["data/demo_0"].attrs["num_samples"] == 10
+    back = read_robomimic(path)
+    for src, demo in zip(_source(dataset), back, strict=True):
+        np.testing.assert_allclose(demo["actions"], src.actions)
+        np.testing.assert_array_equal(demo["obs"]["front_image"], src.images["front"])
+        np.testing.assert_allclose(demo["obs"]["gripper_width"], src.proprio["gripper_width"])
+        assert demo["dones"][-1] == 1 and demo["dones"][:-1].sum() == 0
+        assert demo["rewards"].sum() == (1.0 if src.success else 0.0)
+
+
+def test_export_refuses_to_overwrite(dataset, tmp_path):
+    (tmp_path / "exists.hdf5").write_bytes(b"keep")
+    with pytest.raises(FileExistsError, match="exists.hdf5"):
+        export_robomimic(dataset, tmp_path / "exists.hdf5")
+    (tmp_path / "lr").mkdir()
+    with pytest.raises(FileExistsError, match="lr"):
+        export_lerobot(dataset, tmp_path / "lr")
+
+
+def test_export_of_empty_dataset_names_the_directory(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no episodes to export"):
+        export_robomimic(tmp_path / "empty", tmp_path / "x.hdf5")
+
+
+def test_convert_command_writes_robomimic(dataset, tmp_path, capsys):
+    import argparse
+
+    from dm1.data.tools import register_tools
+
+    parser = argparse.ArgumentParser(prog="dm1 data")
+    register_tools(parser.add_subparsers(dest="cmd"), only=("convert",))
+    args = parser.parse_args(["convert", str(dataset), str(tmp_path / "rm.hdf5"), "--to", "robomimic"])
+    assert args.func(args) == 0
+    assert len(read_robomimic(tmp_path / "rm.hdf5")) == 3

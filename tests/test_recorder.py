@@ -1,0 +1,183 @@
+"""Recorder: synchronized steps in the episode format, all timestamps kept, clear errors, no corruption."""
+
+from __future__ import annotations
+
+import errno
+
+import h5py
+import numpy as np
+import pytest
+from dm1.data.episode import read_episode
+from dm1.data.index import DatasetIndex
+from dm1.data.tools import check_episode
+from dm1.teleop.recorder import EpisodeRecorder, RecorderConfig, RecorderError, TimedEpisodeWriter
+
+HOME_Q = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
+
+
+def _config(tmp_path, **kw) -> RecorderConfig:
+    return RecorderConfig(out_dir=tmp_path / "ds", min_free_mb=0.0, **kw)
+
+
+def _feed(rec: EpisodeRecorder, t: float, frame_t: float | None = None) -> None:
+    ft = t if frame_t is None else frame_t
+    for cam in rec.config.camera_names:
+        rec.on_image(cam, np.full((24, 32, 3), int(ft * 10) % 255, np.uint8), ft - 0.01, ft)
+    rec.on_joint_state(HOME_Q, 0.08, t - 0.002, t)
+
+
+def _record(rec: EpisodeRecorder, steps: int, t0: float = 10.0) -> None:
+    for i in range(steps):
+        t = t0 + i * 0.05
+        _feed(rec, t)
+        assert rec.tick(t, np.array([0.5, 0.0, 0.3 + 0.001 * i, 0.0]))
+
+
+def test_recorded_episode_reads_back_with_all_timestamps(tmp_path):
+    rec = EpisodeRecorder(_config(tmp_path))
+    rec.start(0)
+    _record(rec, 12)
+    path = rec.stop_save(success=True)
+    ep = read_episode(path)
+    assert ep.length == 12 and ep.success and ep.action_space == "ee_position"
+    assert ep.images["front"].shape == (12, 24, 32, 3)
+    assert set(ep.proprio) == {"ee_pos", "ee_quat_xyzw", "gripper_width", "joint_pos"}
+    np.testing.assert_allclose(ep.proprio["gripper_width"][:, 0], 0.08)
+    np.testing.assert_allclose(ep.actions[:, 2], 0.3 + 0.001 * np.arange(12), atol=1e-6)
+    with h5py.File(path) as f:
+        np.testing.assert_allclose(f["timing/front_capture"][()], ep.timestamps - 0.01)
+        np.testing.assert_allclose(f["timing/joint_receive"][()], ep.timestamps)
+
+
+def test_ticks_before_all_inputs_arrive_are_skipped_and_counted(tmp_path):
+    rec = EpisodeRecorder(_config(tmp_path))
+    rec.start(0)
+    rec.on_joint_state(HOME_Q, 0.08, 1.0, 1.0)
+    assert not rec.tick(1.0, np.zeros(4) + 0.5)  # no camera frame yet
+    _feed(rec, 1.05)
+    assert rec.tick(1.05, np.array([0.5, 0, 0.3, 0]))
+    assert rec.qa_summary()["skipped_not_ready"] == 1
+    rec.stop_save(False)
+
+
+def test_repeated_camera_frames_are_counted_as_dropped(tmp_path):
+    rec = EpisodeRecorder(_config(tmp_path))
+    rec.start(0)
+    for i in range(6):
+        t = 1.0 + 0.05 * i
+        _feed(rec, t, frame_t=1.0 if i < 3 else t)  # the camera stalls for the first 3 ticks
+        rec.tick(t, np.array([0.5, 0, 0.3, 0]))
+    assert rec.qa_summary()["repeat_front"] == 2
+    path = rec.stop_save(False)
+    qa = check_episode(path)  # `dm1 data validate` sees the recorder's counters and the repeats
+    assert qa.recorder_qa["frames"] == 6 and qa.recorder_qa["repeat_front"] == 2
+    assert qa.dropped_frames == {"front": 2, "wrist": 2}
+
+
+def test_existing_output_file_fails_with_clear_message(tmp_path):
+    cfg = _config(tmp_path)
+    cfg.out_dir.mkdir()
+    (cfg.out_dir / "episode_000000.h5").write_bytes(b"precious")
+    rec = EpisodeRecorder(cfg)
+    with pytest.raises(RecorderError, match="output already exists.*episode_000000.h5"):
+        rec.start(0)
+    assert not rec.recording
+    assert (cfg.out_dir / "episode_000000.h5").read_bytes() == b"precious"
+
+
+def test_unwritable_output_directory_fails_with_clear_message(tmp_path):
+    (tmp_path / "file").write_text("x")
+    rec = EpisodeRecorder(RecorderConfig(out_dir=tmp_path / "file" / "ds", min_free_mb=0))
+    with pytest.raises(RecorderError, match="cannot create output directory"):
+        rec.start(0)
+
+
+def test_low_disk_space_refuses_to_start(tmp_path):
+    rec = EpisodeRecorder(RecorderConfig(out_dir=tmp_path / "ds", min_free_mb=1e12))
+    with pytest.raises(RecorderError, match="not enough disk space"):
+        rec.start(0)
+
+
+class _DiskFullWriter(TimedEpisodeWriter):
+    """Fails like a full disk after a few steps (h5py raises OSError with errno ENOSPC)."""
+
+    def append(self, *args, **kwargs):
+        if self.length >= 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        super().append(*args, **kwargs)
+
+
+def test_disk_full_mid_episode_drops_it_and_recorder_recovers(tmp_path):
+    rec = EpisodeRecorder(_config(tmp_path), writer_factory=_DiskFullWriter)
+    rec.start(0)
+    _record(rec, 3)
+    _feed(rec, 20.0)
+    with pytest.raises(RecorderError, match="disk full"):
+        rec.tick(20.0, np.array([0.5, 0, 0.3, 0]))
+    assert not rec.recording
+    assert list(rec.config.out_dir.iterdir()) == []  # the partial file is deleted to free space
+    rec._writer_factory = TimedEpisodeWriter
+    rec.start(1)
+    _record(rec, 2, t0=30.0)
+    assert read_episode(rec.stop_save(True)).length == 2
+
+
+def test_discard_removes_the_episode(tmp_path):
+    rec = EpisodeRecorder(_config(tmp_path))
+    rec.start(0)
+    _record(rec, 4)
+    rec.discard()
+    assert list(rec.config.out_dir.iterdir()) == []
+
+
+def test_abandoned_episode_stays_partial_and_is_quarantined(tmp_path):
+    rec = EpisodeRecorder(_config(tmp_path))
+    rec.start(0)
+    _record(rec, 4)
+    rec.stop_save(True)
+    rec.start(1)
+    _record(rec, 4, t0=50.0)
+    rec.abandon()
+    index = DatasetIndex(rec.config.out_dir).scan()
+    assert index.incomplete == ["episode_000001.h5.partial"]
+    moved = index.quarantine()
+    assert [p.name for p in moved] == ["episode_000001.h5.partial"]
+    assert [e["file"] for e in index.episodes] == ["episode_000000.h5"]
+
+
+def test_config_rejects_unknown_proprio_key(tmp_path):
+    with pytest.raises(ValueError, match="unknown proprio key"):
+        RecorderConfig(out_dir=tmp_path, proprio_keys=("ee_pos", "elbow_mood"))
+
+
+# ---- MCAP mirror ------------------------------------------------------------------------------------------
+def test_mcap_mirror_round_trips_raw_ros_messages(tmp_path):
+    from dm1.teleop.mcap_mirror import McapMirror
+    from mcap_ros2.reader import read_ros2_messages
+    from rclpy.serialization import serialize_message
+    from sensor_msgs.msg import Image, JointState
+
+    mirror = McapMirror(tmp_path / "mcap")
+    path = mirror.open("episode_000000")
+    img = Image(height=2, width=3, encoding="rgb8", step=9, data=bytes(range(18)))
+    mirror.write("/camera/front/color/image_raw", "sensor_msgs/msg/Image", serialize_message(img), 1_000)
+    js = JointState(name=["fr3_joint1"], position=[0.25])
+    mirror.write("/joint_states", "sensor_msgs/msg/JointState", serialize_message(js), 2_000)
+    assert mirror.close() == path and path.is_file()
+    msgs = list(read_ros2_messages(path))
+    assert [m.channel.topic for m in msgs] == ["/camera/front/color/image_raw", "/joint_states"]
+    assert bytes(msgs[0].ros_msg.data) == bytes(range(18)) and list(msgs[1].ros_msg.position) == [0.25]
+    with pytest.raises(FileExistsError, match="episode_000000.mcap"):
+        mirror.open("episode_000000")
+
+
+def test_mcap_mirror_discard_and_abandon(tmp_path):
+    from dm1.teleop.mcap_mirror import McapMirror
+
+    mirror = McapMirror(tmp_path)
+    mirror.open("episode_000001")
+    mirror.discard()
+    assert list(tmp_path.iterdir()) == []
+    mirror.open("episode_000002")
+    mirror.abandon()
+    assert [p.name for p in tmp_path.iterdir()] == ["episode_000002.mcap.partial"]
