@@ -1,0 +1,396 @@
+"""Export a dm1 episode directory to other dataset layouts, and read them back.
+
+- **LeRobot v3** (`export_lerobot`): `meta/info.json` (codebase_version "v3.0", features, fps, paths),
+  `meta/stats.json`, `meta/tasks.parquet`, `meta/episodes/chunk-000/file-000.parquet` (one row per episode
+  with its data file and global index range), `data/chunk-XXX/file-YYY.parquet` (one row per frame;
+  episodes are appended to a file until it exceeds `data_files_size_in_mb`). Images are stored inline as
+  `image` features (struct {bytes: PNG, path}) — no video encoder needed. `observation.state` concatenates the
+  proprio keys (names `<key>_<i>`). Requires `pyarrow`.
+- **robomimic HDF5** (`export_robomimic`): `data/demo_<i>/{actions, obs/<key>, rewards, dones}` with
+  `demo_<i>.attrs["num_samples"]`, `data.attrs["env_args"]` (JSON), `data.attrs["total"]` and `mask/train`.
+  Cameras become `obs/<camera>_image`; rewards are sparse (1 at the last step of a successful episode).
+  No simulator `states` are stored (franky-sim episodes cannot be replayed by robomimic).
+
+`read_lerobot` / `read_robomimic` read those layouts back (used by the round-trip tests).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from dm1.data.episode import Episode, read_episode
+from dm1.data.tools import episode_files
+
+LEROBOT_VERSION = "v3.0"
+DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+EPISODES_PATH = "meta/episodes/chunk-000/file-000.parquet"
+CHUNKS_SIZE = 1000
+
+
+def _pyarrow() -> Any:
+    try:
+        import pyarrow
+        import pyarrow.parquet  # noqa: F401
+    except ImportError as exc:
+        raise RuntimeError(
+            "LeRobot export needs the 'pyarrow' package (pip install pyarrow); it is not installed"
+        ) from exc
+    return pyarrow
+
+
+def _episodes(src: Path, success_only: bool) -> list[Path]:
+    files = episode_files(src)
+    if success_only:
+        files = [p for p in files if read_episode(p, load_images=False).success]
+    if not files:
+        raise ValueError(f"{src}: no {'successful ' if success_only else ''}episodes to export")
+    return files
+
+
+def _png(img: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def _unpng(data: bytes) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def _state(ep: Episode) -> np.ndarray:
+    return np.concatenate([ep.proprio[k] for k in ep.proprio_keys], axis=1).astype(np.float32)  # (T, P)
+
+
+def _state_names(ep: Episode) -> list[str]:
+    return [f"{k}_{i}" for k in ep.proprio_keys for i in range(ep.proprio[k].shape[1])]
+
+
+def _stats(x: np.ndarray) -> dict[str, Any]:
+    x = x.reshape(len(x), -1).astype(np.float64)
+    return {
+        "min": x.min(0).tolist(),
+        "max": x.max(0).tolist(),
+        "mean": x.mean(0).tolist(),
+        "std": x.std(0).tolist(),
+        "count": [len(x)],
+    }
+
+
+def _tasks_table(pa: Any, task: str) -> Any:
+    # pandas-compatible: the task string is the DataFrame index (as LeRobot writes it).
+    pandas_meta = {
+        "index_columns": ["task"],
+        "column_indexes": [],
+        "columns": [
+            {"name": "task_index", "field_name": "task_index", "pandas_type": "int64", "numpy_type": "int64"},
+            {"name": "task", "field_name": "task", "pandas_type": "unicode", "numpy_type": "object"},
+        ],
+        "creator": {"library": "dm1"},
+    }
+    table = pa.table({"task_index": pa.array([0], pa.int64()), "task": pa.array([task], pa.string())})
+    return table.replace_schema_metadata({b"pandas": json.dumps(pandas_meta).encode()})
+
+
+def export_lerobot(
+    src: str | Path,
+    out: str | Path,
+    task: str = "lift the cube",
+    robot_type: str = "franka_fr3",
+    success_only: bool = False,
+    data_file_mb: float = 100.0,
+    progress: bool = False,
+) -> Path:
+    """Write the episodes of `src` as a LeRobot v3 dataset in `out` (must not exist). Returns `out`."""
+    from tqdm import tqdm
+
+    src, out = Path(src), Path(out)
+    if out.exists():
+        raise FileExistsError(f"output {out} already exists; choose a new directory")
+    pa = _pyarrow()
+    import pyarrow.parquet as pq
+
+    files = _episodes(src, success_only)
+    first = read_episode(files[0], load_images=False)
+    cams = first.camera_names
+    features: dict[str, Any] = {
+        f"observation.images.{c}": {
+            "dtype": "image",
+            "shape": list(first.image_shapes[c]),
+            "names": ["height", "width", "channel"],
+        }
+        for c in cams
+    }
+    features["observation.state"] = {
+        "dtype": "float32",
+        "shape": [sum(first.proprio[k].shape[1] for k in first.proprio_keys)],
+        "names": _state_names(first),
+    }
+    features["action"] = {"dtype": "float32", "shape": [len(first.action_names)], "names": first.action_names}
+    for name, dtype in [
+        ("timestamp", "float32"),
+        ("frame_index", "int64"),
+        ("episode_index", "int64"),
+        ("index", "int64"),
+        ("task_index", "int64"),
+    ]:
+        features[name] = {"dtype": dtype, "shape": [1], "names": None}
+    image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    schema = pa.schema(
+        [(f"observation.images.{c}", image_type) for c in cams]
+        + [
+            ("observation.state", pa.list_(pa.float32())),
+            ("action", pa.list_(pa.float32())),
+            ("timestamp", pa.float32()),
+            ("frame_index", pa.int64()),
+            ("episode_index", pa.int64()),
+            ("index", pa.int64()),
+            ("task_index", pa.int64()),
+        ]
+    )
+    (out / "meta").mkdir(parents=True)
+    ep_rows: dict[str, list[Any]] = {
+        k: []
+        for k in (
+            "episode_index",
+            "tasks",
+            "length",
+            "success",
+            "data/chunk_index",
+            "data/file_index",
+            "dataset_from_index",
+            "dataset_to_index",
+            "meta/episodes/chunk_index",
+            "meta/episodes/file_index",
+        )
+    }
+    all_actions, all_states = [], []
+    writer, file_index, start = None, 0, 0
+    for ei, path in enumerate(tqdm(files, desc="lerobot", unit="ep", disable=not progress)):
+        ep = read_episode(path)
+        if ep.camera_names != cams or ep.action_names != first.action_names:
+            raise ValueError(f"{path}: cameras/actions differ from {files[0].name}; cannot export together")
+        T = ep.length
+        state = _state(ep)
+        cols: dict[str, Any] = {
+            f"observation.images.{c}": pa.array(
+                [{"bytes": _png(img), "path": None} for img in ep.images[c]], image_type
+            )
+            for c in cams
+        }
+        cols["observation.state"] = pa.array(list(state), pa.list_(pa.float32()))
+        cols["action"] = pa.array(list(ep.actions), pa.list_(pa.float32()))
+        cols["timestamp"] = pa.array((ep.timestamps - ep.timestamps[0]).astype(np.float32))
+        cols["frame_index"] = pa.array(np.arange(T, dtype=np.int64))
+        cols["episode_index"] = pa.array(np.full(T, ei, dtype=np.int64))
+        cols["index"] = pa.array(np.arange(start, start + T, dtype=np.int64))
+        cols["task_index"] = pa.array(np.zeros(T, dtype=np.int64))
+        target = out / DATA_PATH.format(
+            chunk_index=file_index // CHUNKS_SIZE, file_index=file_index % CHUNKS_SIZE
+        )
+        if writer is not None and target.stat().st_size > data_file_mb * 1e6:
+            writer.close()
+            file_index += 1
+            target = out / DATA_PATH.format(
+                chunk_index=file_index // CHUNKS_SIZE, file_index=file_index % CHUNKS_SIZE
+            )
+            writer = None
+        if writer is None:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            writer = pq.ParquetWriter(target, schema)
+        writer.write_table(pa.table(cols, schema=schema))
+        for k, v in [
+            ("episode_index", ei),
+            ("tasks", [task]),
+            ("length", T),
+            ("success", ep.success),
+            ("data/chunk_index", file_index // CHUNKS_SIZE),
+            ("data/file_index", file_index % CHUNKS_SIZE),
+            ("dataset_from_index", start),
+            ("dataset_to_index", start + T),
+            ("meta/episodes/chunk_index", 0),
+            ("meta/episodes/file_index", 0),
+        ]:
+            ep_rows[k].append(v)
+        all_actions.append(ep.actions)
+        all_states.append(state)
+        start += T
+    assert writer is not None
+    writer.close()
+    (out / EPISODES_PATH).parent.mkdir(parents=True)
+    pq.write_table(pa.table(ep_rows), out / EPISODES_PATH)
+    pq.write_table(_tasks_table(pa, task), out / "meta/tasks.parquet")
+    stats = {
+        "action": _stats(np.concatenate(all_actions)),
+        "observation.state": _stats(np.concatenate(all_states)),
+    }
+    (out / "meta/stats.json").write_text(json.dumps(stats, indent=1) + "\n")
+    info = {
+        "codebase_version": LEROBOT_VERSION,
+        "robot_type": robot_type,
+        "total_episodes": len(files),
+        "total_frames": start,
+        "total_tasks": 1,
+        "chunks_size": CHUNKS_SIZE,
+        "data_files_size_in_mb": data_file_mb,
+        "video_files_size_in_mb": 200,
+        "fps": first.control_rate_hz,
+        "splits": {"train": f"0:{len(files)}"},
+        "data_path": DATA_PATH,
+        "video_path": None,
+        "features": features,
+        "dm1": {"action_space": first.action_space, "frame": first.frame, "source": str(src)},
+    }
+    (out / "meta/info.json").write_text(json.dumps(info, indent=2) + "\n")
+    return out
+
+
+def read_lerobot(root: str | Path) -> list[dict[str, Any]]:
+    """Read a LeRobot v3 dataset (inline images): per episode `{images, state, action, timestamp, task}`."""
+    _pyarrow()
+    import pyarrow.parquet as pq
+
+    root = Path(root)
+    info = json.loads((root / "meta/info.json").read_text())
+    if info.get("codebase_version") != LEROBOT_VERSION:
+        raise ValueError(
+            f"{root}/meta/info.json: codebase_version expected {LEROBOT_VERSION}, "
+            f"found {info.get('codebase_version')}"
+        )
+    tasks = pq.read_table(root / "meta/tasks.parquet").to_pydict()
+    task_names = dict(zip(tasks["task_index"], tasks["task"], strict=True))
+    episodes = pq.read_table(root / EPISODES_PATH).to_pylist()
+    image_keys = [k for k, f in info["features"].items() if f["dtype"] == "image"]
+    tables: dict[tuple[int, int], dict[str, list[Any]]] = {}
+    result = []
+    for e in episodes:
+        key = (e["data/chunk_index"], e["data/file_index"])
+        if key not in tables:
+            path = root / info["data_path"].format(chunk_index=key[0], file_index=key[1])
+            tables[key] = pq.read_table(path).to_pydict()
+        data = tables[key]
+        rows = [
+            i for i, g in enumerate(data["index"]) if e["dataset_from_index"] <= g < e["dataset_to_index"]
+        ]
+        if len(rows) != e["length"]:
+            raise ValueError(
+                f"{root}: episode {e['episode_index']} expected {e['length']} frames, found {len(rows)}"
+            )
+        result.append(
+            {
+                "episode_index": e["episode_index"],
+                "success": e.get("success"),
+                "task": task_names[data["task_index"][rows[0]]],
+                "images": {
+                    k.removeprefix("observation.images."): np.stack(
+                        [_unpng(data[k][i]["bytes"]) for i in rows]
+                    )
+                    for k in image_keys
+                },
+                "state": np.asarray([data["observation.state"][i] for i in rows], np.float32),
+                "action": np.asarray([data["action"][i] for i in rows], np.float32),
+                "timestamp": np.asarray([data["timestamp"][i] for i in rows], np.float32),
+            }
+        )
+    return result
+
+
+def export_robomimic(
+    src: str | Path,
+    out_path: str | Path,
+    env_name: str = "dm1_franky_sim_lift",
+    success_only: bool = False,
+    progress: bool = False,
+) -> Path:
+    """Write the episodes of `src` as one robomimic HDF5 file `out_path` (must not exist); returns it."""
+    from tqdm import tqdm
+
+    src, out_path = Path(src), Path(out_path)
+    if out_path.exists():
+        raise FileExistsError(f"output {out_path} already exists; choose a new file name")
+    files = _episodes(src, success_only)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(out_path.name + ".partial")
+    total = 0
+    names = []
+    with h5py.File(tmp, "w") as f:
+        data = f.create_group("data")
+        for i, path in enumerate(tqdm(files, desc="robomimic", unit="ep", disable=not progress)):
+            ep = read_episode(path)
+            g = data.create_group(f"demo_{i}")
+            T = ep.length
+            g.create_dataset("actions", data=ep.actions.astype(np.float64))
+            for c in ep.camera_names:
+                g.create_dataset(f"obs/{c}_image", data=ep.images[c], chunks=(1, *ep.images[c].shape[1:]))
+            for k in ep.proprio_keys:
+                g.create_dataset(f"obs/{k}", data=ep.proprio[k].astype(np.float64))
+            rewards = np.zeros(T)
+            dones = np.zeros(T, dtype=np.int64)
+            dones[-1] = 1
+            if ep.success:
+                rewards[-1] = 1.0
+            g.create_dataset("rewards", data=rewards)
+            g.create_dataset("dones", data=dones)
+            g.attrs["num_samples"] = T
+            g.attrs["success"] = ep.success
+            g.attrs["source_file"] = path.name
+            total += T
+            names.append(f"demo_{i}")
+        env_args = {
+            "env_name": env_name,
+            "type": 2,
+            "env_kwargs": {
+                "control_freq": first_rate(files[0]),
+                "action_space": read_episode(files[0], load_images=False).action_space,
+                "frame": "fr3_link0",
+                "source": "dm1",
+            },
+        }
+        data.attrs["env_args"] = json.dumps(env_args)
+        data.attrs["total"] = total
+        f.create_dataset("mask/train", data=np.array(names, dtype="S"))
+    tmp.replace(out_path)
+    return out_path
+
+
+def first_rate(path: Path) -> float:
+    """Control rate (Hz) of one episode file."""
+    return read_episode(path, load_images=False).control_rate_hz
+
+
+def read_robomimic(path: str | Path) -> list[dict[str, Any]]:
+    """Read a robomimic HDF5 file: per demo (by index) `{actions, obs, rewards, dones, num_samples}`."""
+    path = Path(path)
+    out = []
+    with h5py.File(path, "r") as f:
+        if "data" not in f or "env_args" not in f["data"].attrs:
+            raise ValueError(f"{path}: not a robomimic file (missing data group or data.attrs['env_args'])")
+        demos = sorted(f["data"].keys(), key=lambda n: int(n.split("_")[1]))
+        for name in demos:
+            g = f["data"][name]
+            n = int(g.attrs["num_samples"])
+            if g["actions"].shape[0] != n:
+                raise ValueError(
+                    f"{path}: {name}/actions has {g['actions'].shape[0]} rows, num_samples says {n}"
+                )
+            out.append(
+                {
+                    "name": name,
+                    "num_samples": n,
+                    "actions": g["actions"][()],
+                    "obs": {k: g["obs"][k][()] for k in g["obs"]},
+                    "rewards": g["rewards"][()],
+                    "dones": g["dones"][()],
+                    "env_args": json.loads(f["data"].attrs["env_args"]),
+                }
+            )
+    return out
