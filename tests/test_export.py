@@ -1,0 +1,134 @@
+"""ONNX export of the real DM1Policy: parity with torch, a valid card, atomic publication, clear failures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from dm1.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from dm1.config import DataConfig, ModelConfig, TrainConfig
+from dm1.export import ExportError, build_policy, export_model, random_inputs, torch_predict
+from dm1.modelcard import load_card
+from dm1.network import DM1Network
+from dm1.normalization import Normalizer
+from dm1.runtime import PolicyRuntime
+
+SMALL = dict(  # noqa: C408 - keyword style mirrors ModelConfig
+    image_size=(32, 32), vit_channels=32, vit_heads=2, spatial_emb_dim=32, mlp_width=64, time_emb_dim=8
+)
+
+
+def make_checkpoint(root: Path, seed: int = 0, extra: dict | None = None, **model_kw) -> Path:
+    """A real checkpoint directory (safetensors + JSON) holding randomly initialised DM1 weights."""
+    torch.manual_seed(seed)
+    cfg = TrainConfig(data=DataConfig(dataset_dir=str(root / "no_dataset")), model=ModelConfig(**model_kw))
+    net = DM1Network(cfg.model)
+    state = net.state_dict()
+    norms = {
+        "proprio": Normalizer(np.array([0.2, -0.3, 0.0, 0.0]), np.array([0.7, 0.3, 0.5, 0.08])),
+        "action": Normalizer(np.array([0.2, -0.3, 0.0, 0.0]), np.array([0.7, 0.3, 0.5, 1.0])),
+    }
+    return save_checkpoint(
+        root / "ckpt",
+        state,
+        state,
+        {"state": {}, "param_groups": []},
+        step=10,
+        train_cfg=cfg,
+        normalizers=norms,
+        dataset_sha256="ab" * 32,
+        extra=extra,
+    )
+
+
+def test_small_policy_export_matches_torch_and_card(tmp_path: Path) -> None:
+    ckpt_dir = make_checkpoint(tmp_path, extra={"dataset_schema": {"control_rate_hz": 15.0}}, **SMALL)
+    result = export_model(ckpt_dir, tmp_path / "models" / "small")
+    assert result.max_abs_diff <= 1e-4
+    assert sorted(p.name for p in result.path.iterdir()) == ["model.onnx", "model_card.json"]
+    assert not [p for p in result.path.parent.iterdir() if p.name.startswith(".")], "no temp dirs left"
+    card = load_card(result.path)
+    assert card.name == "small" and card.camera_names == ["front", "wrist"]
+    assert card.cameras[0].shape == (32, 32, 3)
+    assert card.proprio.keys == ["ee_pos", "gripper_width"] and card.proprio.units == ["m", "m"]
+    assert card.action.space == "ee_position" and card.action.control_rate_hz == 15.0
+    assert card.action.orientation_xyzw == [1.0, 0.0, 0.0, 0.0]
+    assert card.dataset_sha256 == "ab" * 32 and card.parameters == result.parameters > 0
+    assert card.normalization["action"]["max"] == [0.7, 0.3, 0.5, 1.0]
+
+    # Independent check via the robot-side runtime, on fresh inputs, against the checkpoint's torch policy.
+    policy = build_policy(load_checkpoint(ckpt_dir))
+    rt = PolicyRuntime.load(result.path)
+    for seed in (11, 12):
+        images, proprio, noise = random_inputs(
+            card, np.array([0.2, -0.3, 0, 0]), np.array([0.7, 0.3, 0.5, 0.08]), seed
+        )
+        actions = rt.predict(images, proprio, noise)
+        assert np.max(np.abs(actions - torch_predict(policy, images, proprio, noise))) <= 1e-4
+        assert np.all(actions >= policy.action_min.numpy() - 1e-5) and np.all(
+            actions <= policy.action_max.numpy() + 1e-5
+        )
+
+
+def test_default_size_policy_export_matches_torch(tmp_path: Path) -> None:
+    result = export_model(make_checkpoint(tmp_path), tmp_path / "default")
+    assert result.max_abs_diff <= 1e-4
+    card = load_card(result.path)
+    assert card.cameras[0].shape == (96, 96, 3) and card.noise_shape == (4, 4)
+    assert 1_500_000 < card.parameters < 3_000_000
+
+
+def test_existing_model_dir_is_not_overwritten_without_force(tmp_path: Path) -> None:
+    out = tmp_path / "m"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    with pytest.raises(ExportError, match="already exists"):
+        export_model(make_checkpoint(tmp_path, **SMALL), out)
+    assert (out / "keep.txt").read_text() == "x"
+
+
+def test_pickle_checkpoint_is_refused(tmp_path: Path) -> None:
+    pt = tmp_path / "policy.pt"
+    pt.write_bytes(b"\x80\x04K\x01.")
+    with pytest.raises(CheckpointError, match="pickle"):
+        export_model(pt, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_parity_failure_publishes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dm1.export as export
+
+    ckpt_dir = make_checkpoint(tmp_path, **SMALL)
+    real = export.torch_predict
+    monkeypatch.setattr(export, "torch_predict", lambda *a: real(*a) + 1e-3)  # torch drifts from the graph
+    with pytest.raises(ExportError, match=r"ONNX vs torch: expected max abs diff <= 0.0001, found 0.001"):
+        export_model(ckpt_dir, tmp_path / "models" / "bad")
+    assert list((tmp_path / "models").iterdir()) == []
+
+
+def test_checkpoint_with_wrong_weights_is_reported(tmp_path: Path) -> None:
+    ckpt_dir = make_checkpoint(tmp_path, **SMALL)
+    meta = json.loads((ckpt_dir / "checkpoint.json").read_text())
+    meta["train_config"]["model"]["mlp_width"] = 96  # config no longer fits the saved weights
+    (ckpt_dir / "checkpoint.json").write_text(json.dumps(meta))
+    with pytest.raises(ExportError, match="model.safetensors does not fit DM1Network"):
+        export_model(ckpt_dir, tmp_path / "out")
+
+
+def test_inference_benchmark_times_both_runtimes_on_the_same_model(tmp_path: Path) -> None:
+    from dm1.bench_inference import run_inference_benchmark
+
+    ckpt_dir = make_checkpoint(tmp_path, **SMALL)
+    model = export_model(ckpt_dir, tmp_path / "m").path
+    res = run_inference_benchmark(model, checkpoint_dir=ckpt_dir, iters=6, warmup=2, num_threads=1)
+    for key in ("onnxruntime", "onnxruntime_session", "torch", "torch_k5"):
+        assert res[key]["median_ms"] > 0 and res[key]["p99_ms"] >= res[key]["median_ms"]
+    assert res["onnxruntime"]["n"] == res["torch"]["n"] == 6
+    assert res["providers"] == ["CPUExecutionProvider"] and res["parameters"] == load_card(model).parameters
+    assert res["max_abs_diff"] <= 1e-4 and res["torch_weights"] == "checkpoint"
+    # Without a checkpoint the torch side is rebuilt from the card (same architecture, timing only).
+    res = run_inference_benchmark(model, iters=2, warmup=1, num_threads=1)
+    assert res["torch_weights"].startswith("random") and "max_abs_diff" not in res
