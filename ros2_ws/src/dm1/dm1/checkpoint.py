@@ -1,0 +1,236 @@
+"""Training checkpoints as safetensors + JSON only (never pickle).
+
+A checkpoint is a directory ``<run>/checkpoints/step_<NNNNNNNN>/`` holding:
+
+- ``model.safetensors``: the EMA weights (the weights to evaluate and export);
+- ``model_raw.safetensors``: the raw (online) weights;
+- ``trainer_state.safetensors``: optimizer tensors (``optim.<param>.<name>``) and extra tensors such as
+  generator states (``extra.<name>``);
+- ``checkpoint.json``: format version, step, training config, normalizers, dataset sha256, metrics, the
+  optimizer's scalar structure (param groups, non-tensor state), extra JSON and the sha256 of every file.
+
+It is written to a hidden temporary directory and renamed into place, so a crash never leaves a half
+checkpoint under the final name. ``load_checkpoint`` verifies the file hashes and refuses pickle formats.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from dm1.config import TrainConfig
+from dm1.data.episode import _sync_dir
+from dm1.data.index import file_sha256
+from dm1.normalization import Normalizer
+
+FORMAT_VERSION = 1
+CHECKPOINTS_DIR = "checkpoints"
+META_FILE = "checkpoint.json"
+MODEL_FILE, RAW_FILE, STATE_FILE = "model.safetensors", "model_raw.safetensors", "trainer_state.safetensors"
+PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
+_STEP_RE = re.compile(r"^step_(\d+)$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt, or in a refused (pickle) format."""
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint; tensors on the CPU."""
+
+    path: Path
+    step: int
+    train_config: TrainConfig
+    normalizers: dict[str, Normalizer]
+    dataset_sha256: str
+    metrics: dict[str, Any]
+    model_state: dict[str, torch.Tensor]  # EMA weights
+    raw_state: dict[str, torch.Tensor]
+    optimizer_state: dict[str, Any]  # ready for ``optimizer.load_state_dict``
+    extra_tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _cpu_tensors(state: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in state.items():
+        if not isinstance(v, torch.Tensor):
+            raise TypeError(f"{where}[{k!r}]: expected a tensor, found {type(v).__name__}")
+        out[k] = v.detach().to("cpu").contiguous().clone()  # clone: safetensors refuses shared storage
+    return out
+
+
+def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split ``optimizer.state_dict()`` into tensors and a JSON-able structure."""
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, pstate in state["state"].items():
+        for name, value in pstate.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim.{pid}.{name}"] = value
+            else:
+                scalars.setdefault(str(pid), {})[name] = value
+    return tensors, {"param_groups": state["param_groups"], "scalar_state": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = value
+    for pid, scalars in meta.get("scalar_state", {}).items():
+        state.setdefault(int(pid), {}).update(scalars)
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(
+    directory: str | os.PathLike[str],
+    model_state: dict[str, torch.Tensor],
+    ema_state: dict[str, torch.Tensor],
+    optimizer_state: dict[str, Any],
+    step: int,
+    train_cfg: TrainConfig,
+    normalizers: dict[str, Normalizer],
+    dataset_sha256: str,
+    metrics: dict[str, Any] | None = None,
+    extra_tensors: dict[str, torch.Tensor] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint directory atomically (replacing one of the same name) and return its path."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = directory.with_name(f".{directory.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    optim_tensors, optim_meta = _flatten_optimizer(optimizer_state)
+    state_tensors = dict(optim_tensors)
+    state_tensors.update({f"extra.{k}": v for k, v in (extra_tensors or {}).items()})
+    save_file(_cpu_tensors(ema_state, "ema_state"), tmp / MODEL_FILE, metadata={"weights": "ema"})
+    save_file(_cpu_tensors(model_state, "model_state"), tmp / RAW_FILE, metadata={"weights": "raw"})
+    save_file(_cpu_tensors(state_tensors, "trainer_state"), tmp / STATE_FILE)
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "step": int(step),
+        "train_config": train_cfg.to_dict(),
+        "normalizers": {k: v.to_dict() for k, v in normalizers.items()},
+        "dataset_sha256": dataset_sha256,
+        "metrics": metrics or {},
+        "optimizer": optim_meta,
+        "extra": extra or {},
+        "files": {name: file_sha256(tmp / name) for name in (MODEL_FILE, RAW_FILE, STATE_FILE)},
+    }
+    with open(tmp / META_FILE, "w", encoding="utf-8") as f:
+        json.dump(meta, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    if directory.exists():
+        old = directory.with_name(f".{directory.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(directory, old)
+        os.replace(tmp, directory)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, directory)
+    _sync_dir(directory.parent)
+    return directory
+
+
+def _refuse_pickle(path: Path) -> None:
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise CheckpointError(
+            f"{path}: refusing to load a pickle-based checkpoint ({path.suffix}); dm1 checkpoints are "
+            f"directories of safetensors + {META_FILE} (pickle can execute code on load)"
+        )
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """Load a checkpoint directory (or its ``checkpoint.json``); tensors on the CPU, hashes verified.
+
+    Raises:
+        CheckpointError: pickle formats (``.pt``, ``.pth``, ``.pkl``, ``.ckpt`` ...), a missing or corrupt
+            file, a hash mismatch or an unknown format version; the message names the file.
+    """
+    path = Path(path)
+    _refuse_pickle(path)
+    if path.is_file() and path.name == META_FILE:
+        path = path.parent
+    meta_path = path / META_FILE
+    if not meta_path.is_file():
+        pickles = (
+            sorted(p.name for p in path.glob("*") if p.suffix.lower() in PICKLE_SUFFIXES)
+            if path.is_dir()
+            else []
+        )
+        hint = f"; found pickle files {pickles}, which are refused" if pickles else ""
+        raise CheckpointError(f"{path}: not a dm1 checkpoint (missing {META_FILE}){hint}")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{meta_path}: unreadable JSON ({exc})") from exc
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{meta_path}: format_version: expected {FORMAT_VERSION}, found {meta.get('format_version')!r}"
+        )
+    tensors = {}
+    for name in (MODEL_FILE, RAW_FILE, STATE_FILE):
+        fpath = path / name
+        if not fpath.is_file():
+            raise CheckpointError(f"{fpath}: missing checkpoint file")
+        expected = meta.get("files", {}).get(name)
+        found = file_sha256(fpath)
+        if expected != found:
+            raise CheckpointError(f"{fpath}: sha256 mismatch (expected {expected}, found {found})")
+        try:
+            tensors[name] = load_file(fpath, device="cpu")
+        except (SafetensorError, OSError) as exc:
+            raise CheckpointError(f"{fpath}: unreadable safetensors ({exc})") from exc
+    try:
+        cfg = TrainConfig.from_dict(meta["train_config"], where=f"{meta_path} train_config")
+        norms = {
+            k: Normalizer.from_dict(v, where=f"{meta_path} normalizers.{k}")
+            for k, v in meta["normalizers"].items()
+        }
+        state = tensors[STATE_FILE]
+        return Checkpoint(
+            path=path,
+            step=int(meta["step"]),
+            train_config=cfg,
+            normalizers=norms,
+            dataset_sha256=str(meta["dataset_sha256"]),
+            metrics=dict(meta.get("metrics", {})),
+            model_state=tensors[MODEL_FILE],
+            raw_state=tensors[RAW_FILE],
+            optimizer_state=_unflatten_optimizer(state, meta["optimizer"]),
+            extra_tensors={k[len("extra.") :]: v for k, v in state.items() if k.startswith("extra.")},
+            extra=dict(meta.get("extra", {})),
+        )
+    except KeyError as exc:
+        raise CheckpointError(f"{meta_path}: missing field {exc}") from exc
+
+
+def checkpoint_dir(run_dir: str | os.PathLike[str], step: int) -> Path:
+    """``<run_dir>/checkpoints/step_<step:08d>``."""
+    return Path(run_dir) / CHECKPOINTS_DIR / f"step_{step:08d}"
+
+
+def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
+    """The complete checkpoint with the highest step under ``<run_dir>/checkpoints`` (None if none)."""
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    best: tuple[int, Path] | None = None
+    for p in root.glob("step_*") if root.is_dir() else []:
+        m = _STEP_RE.match(p.name)
+        if m and (p / META_FILE).is_file() and (best is None or int(m.group(1)) > best[0]):
+            best = (int(m.group(1)), p)
+    return best[1] if best else None

@@ -1,0 +1,160 @@
+"""`dm1 data <action>`: dataset tools (`synth`, `info`, `validate`).
+
+Actions are registered in ``ACTIONS`` (name -> (add_arguments, handler)); later issues add theirs there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    h, _, w = text.lower().partition("x")
+    try:
+        size = (int(h), int(w or h))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or HxW, found {text!r}") from None
+    return size
+
+
+def _add_synth(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--out", required=True, help="dataset directory (episodes are appended)")
+    p.add_argument("--episodes", type=int, default=20, help="number of episodes")
+    p.add_argument("--length", type=int, default=48, help="steps per episode (a lift takes about 40)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--image-size", type=_image_size, default=(96, 96), help="N or HxW (default 96)")
+    p.add_argument("--cameras", default="front,wrist", help="comma-separated camera names")
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from dm1.data.synthetic import make_synthetic_dataset
+
+    cams = tuple(c.strip() for c in args.cameras.split(",") if c.strip())
+    index = make_synthetic_dataset(args.out, args.episodes, args.length, args.seed, cams, args.image_size)
+    print(
+        f"wrote {args.episodes} episodes to {args.out}: {len(index.episodes)} episodes, "
+        f"{index.total_steps} steps, dataset_sha256 {index.dataset_sha256[:16]}"
+    )
+    return 0
+
+
+def _add_info(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", help="dataset directory or one episode file")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _episode_summary(ep: Any) -> dict[str, Any]:
+    return {
+        "file": ep.path.name,
+        "length": ep.length,
+        "success": ep.success,
+        "duration_s": float(ep.timestamps[-1] - ep.timestamps[0]),
+        "cameras": {c: list(s) for c, s in ep.image_shapes.items()},
+        "proprio": {k: int(v.shape[1]) for k, v in ep.proprio.items()},
+        "action_space": ep.action_space,
+        "action_names": ep.action_names,
+        "control_rate_hz": ep.control_rate_hz,
+        "frame": ep.frame,
+        "created": ep.created,
+    }
+
+
+def _info(args: argparse.Namespace) -> int:
+    from dm1.data.episode import read_episode
+    from dm1.data.index import DatasetIndex
+
+    path = Path(args.path)
+    if path.is_file():
+        out = _episode_summary(read_episode(path, load_images=False))
+    else:
+        index = DatasetIndex(path).update()
+        out = index.to_dict()
+        out.pop("episodes")
+        out["success_rate"] = (
+            sum(e["success"] for e in index.episodes) / len(index.episodes) if index.episodes else None
+        )
+        if index.episodes:
+            out["first_episode"] = _episode_summary(read_episode(index.episode_paths()[0], load_images=False))
+    if args.json:
+        print(json.dumps(out, indent=1))
+    else:
+        for k, v in out.items():
+            print(f"{k}: {v}")
+    return 0
+
+
+def _add_validate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", help="dataset directory")
+    p.add_argument("--quarantine", action="store_true", help="move incomplete/invalid files to quarantine/")
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from dm1.data.episode import EpisodeFormatError, read_episode
+    from dm1.data.index import DatasetIndex
+
+    index = DatasetIndex(args.path).scan()
+    problems = [f"invalid: {e['error']}" for e in index.invalid]
+    problems += [f"incomplete: {index.directory / n} (writer never closed it)" for n in index.incomplete]
+    schema: dict[str, Any] | None = None
+    for p in index.episode_paths():
+        try:
+            ep = read_episode(p, load_images=True)  # full read: catches corrupt image chunks too
+        except EpisodeFormatError as exc:
+            problems.append(f"invalid: {exc}")
+            continue
+        s = _episode_summary(ep)
+        this = {k: s[k] for k in ("cameras", "proprio", "action_space", "action_names", "control_rate_hz")}
+        if schema is None:
+            schema = this
+        elif this != schema:
+            problems.append(f"inconsistent: {p}: schema {this} differs from the first episode's {schema}")
+    if args.quarantine and (index.incomplete or index.invalid):
+        for moved in index.quarantine():
+            print(f"quarantined {moved}")
+        problems = [q for q in problems if not q.startswith(("incomplete", "invalid"))]
+    else:
+        index.write()
+    for q in problems:
+        print(q, file=sys.stderr)
+    print(f"{len(index.episodes)} complete episodes, {index.total_steps} steps, {len(problems)} problems")
+    return 1 if problems else 0
+
+
+ACTIONS: dict[
+    str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]
+] = {
+    "synth": (_add_synth, _synth, "write a synthetic toy Lift dataset (same schema as the twin)"),
+    "info": (_add_info, _info, "summarise a dataset directory or an episode file"),
+    "validate": (_add_validate, _validate, "check every episode; optionally quarantine bad files"),
+}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `data` subcommand and its actions."""
+    p = subparsers.add_parser(
+        "data", help="dataset tools: synth, info, validate", description="Episode dataset tools."
+    )
+    sub = p.add_subparsers(dest="data_action", metavar="<action>")
+    for name, (add_args, handler, help_text) in ACTIONS.items():
+        ap = sub.add_parser(name, help=help_text, description=help_text)
+        add_args(ap)
+        ap.set_defaults(func=_guarded(handler))
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Turn expected user errors into one-line messages and exit code 2."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except (ValueError, FileNotFoundError, FileExistsError) as exc:
+            print(f"dm1 data {args.data_action}: error: {exc}", file=sys.stderr)
+            return 2
+
+    return run

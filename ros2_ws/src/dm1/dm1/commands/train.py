@@ -1,0 +1,87 @@
+"""`dm1 train --config CONFIG [--out DIR] [--steps N] [--resume] [--set key=value ...]`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `train` subcommand."""
+    p = subparsers.add_parser(
+        "train",
+        help="train a DM1 policy on recorded or synthetic episodes",
+        description="Train a DM1 (MeanFlow + dispersive) policy. Writes config.yaml, metrics.csv, loss.png "
+        "and checkpoints/step_<N>/ (safetensors + JSON) into the run directory.",
+    )
+    p.add_argument("--config", required=True, help="training YAML, e.g. configs/tiny.yaml")
+    p.add_argument("--out", help="run directory (default: out_dir from the config)")
+    p.add_argument("--steps", type=int, help="total optimizer steps (overrides the config)")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the run dir")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, dotted for nested keys (e.g. --set model.mlp_width=256); repeatable",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` strings to a nested config dict; values are parsed as YAML scalars/lists."""
+    import yaml
+
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set: expected KEY=VALUE, found {item!r}")
+        node = cfg
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise ValueError(f"--set {key}: {part!r} is not a config section")
+            node = node[part]
+        if parts[-1] not in node:
+            raise ValueError(f"--set {key}: unknown key {parts[-1]!r}; allowed: {sorted(node)}")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    """Handler of `dm1 train`."""
+    from pathlib import Path
+
+    from dm1.checkpoint import CheckpointError
+    from dm1.config import TrainConfig, load_train_config
+
+    try:
+        d = apply_overrides(load_train_config(args.config).to_dict(), args.set)
+        if args.steps is not None:
+            d["steps"] = args.steps
+            d["warmup_steps"] = min(d["warmup_steps"], args.steps)
+        if args.out:
+            d["out_dir"] = args.out
+        cfg = TrainConfig.from_dict(d, where=f"{args.config} (after overrides)")
+        if not Path(cfg.data.dataset_dir).is_dir():
+            raise ValueError(
+                f"data.dataset_dir {cfg.data.dataset_dir!r} does not exist; record episodes or make toy data "
+                f"with `dm1 data synth -o {cfg.data.dataset_dir} --episodes 8 "
+                f"--image-size {cfg.model.image_size[0]}x{cfg.model.image_size[1]}`"
+            )
+        from dm1.train.trainer import Trainer
+
+        trainer = Trainer(cfg, resume=args.resume, progress=not args.no_progress)
+        summary = trainer.fit()
+    except (ValueError, FileExistsError, CheckpointError) as exc:
+        print(f"dm1 train: error: {exc}", file=sys.stderr)
+        return 2
+    m = summary["metrics"]
+    print(
+        f"done: step {summary['step']}, loss {m.get('loss', float('nan')):.4f} "
+        f"(L_MF {m.get('loss_mf', float('nan')):.4f}); checkpoint {summary['checkpoint']}; "
+        f"metrics {summary['metrics_csv']}; plot {summary['plot']}"
+    )
+    return 0

@@ -1,0 +1,405 @@
+"""One-file-per-episode HDF5 format: crash-safe writer, validating reader and a directory index.
+
+Layout (docs/architecture.md): ``obs/<camera>`` uint8 (T,H,W,3); ``obs/<proprio key>`` float32 (T,d);
+``actions`` float32 (T,Da); ``timestamps`` float64 (T,); file attributes ``control_rate_hz``,
+``action_space``, ``action_names``, ``camera_names``, ``proprio_keys``, ``units`` (JSON), ``frame``,
+``success``, ``created``, ``format_version``.
+
+Durability: an episode is written to ``<name>.h5.partial`` and renamed to ``<name>.h5`` only by
+``EpisodeWriter.close``. A process killed mid-episode therefore leaves at most one ``.partial`` file,
+which ``DatasetIndex`` reports as incomplete and can move to ``quarantine/``; every completed episode is its
+own file.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+FORMAT_VERSION = 1
+PARTIAL_SUFFIX = ".partial"
+INDEX_FILE = "index.json"
+QUARANTINE_DIR = "quarantine"
+#: Per-step action dimension of each action space (docs/architecture.md, "Action spaces").
+ACTION_SPACE_DIMS: dict[str, int] = {"ee_position": 4, "joint_position": 8}
+_REQUIRED_ATTRS = (
+    "control_rate_hz",
+    "action_space",
+    "action_names",
+    "camera_names",
+    "proprio_keys",
+    "units",
+    "frame",
+    "success",
+    "created",
+    "format_version",
+)
+_EPISODE_RE = re.compile(r"^episode_(\d+)\.h5$")
+
+
+class EpisodeFormatError(ValueError):
+    """An episode file, or a step appended to one, does not match the episode format."""
+
+
+def _sync_dir(directory: Path) -> None:
+    """fsync a directory so that a rename inside it survives a power loss (best effort)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _sync_dir(path.parent)
+
+
+class EpisodeWriter:
+    """Appends one episode step by step to ``<path>.partial`` and publishes it as ``<path>`` on ``close``.
+
+    Args:
+        path: final file name, e.g. ``data/episode_000012.h5``. Neither it nor its ``.partial`` may exist.
+        camera_names: camera names; every step must carry exactly these images, uint8 (H, W, 3).
+        proprio_spec: proprio key -> dimension, e.g. ``{"ee_pos": 3, "gripper_width": 1}``.
+        action_names: one name per action dimension (length must match ``action_space``).
+        action_space: ``ee_position`` or ``joint_position``.
+        control_rate_hz: rate at which actions were issued.
+        units: field -> unit string (JSON-serialisable), recorded for audit.
+        frame: reference frame of positions (``fr3_link0``).
+        flush_every: flush HDF5 buffers to disk every this many steps.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        camera_names: tuple[str, ...] | list[str],
+        proprio_spec: dict[str, int],
+        action_names: tuple[str, ...] | list[str],
+        action_space: str,
+        control_rate_hz: float,
+        units: dict[str, Any] | None = None,
+        frame: str = "fr3_link0",
+        flush_every: int = 20,
+    ) -> None:
+        self.path = Path(path)
+        self.partial_path = self.path.with_name(self.path.name + PARTIAL_SUFFIX)
+        if self.path.suffix != ".h5":
+            raise ValueError(f"episode path {self.path} must end with .h5")
+        if action_space not in ACTION_SPACE_DIMS:
+            raise ValueError(
+                f"action_space must be one of {sorted(ACTION_SPACE_DIMS)}, found {action_space!r}"
+            )
+        if len(action_names) != ACTION_SPACE_DIMS[action_space]:
+            raise ValueError(
+                f"action_names for {action_space!r} must have {ACTION_SPACE_DIMS[action_space]} entries, "
+                f"found {len(action_names)}"
+            )
+        if not camera_names or len(set(camera_names)) != len(camera_names):
+            raise ValueError(f"camera_names must be non-empty and unique, found {list(camera_names)}")
+        if not proprio_spec or any(int(d) < 1 for d in proprio_spec.values()):
+            raise ValueError(f"proprio_spec must map keys to dimensions >= 1, found {proprio_spec}")
+        clash = set(camera_names) & set(proprio_spec)
+        if clash:
+            raise ValueError(f"camera and proprio names must differ, both contain {sorted(clash)}")
+        if not (np.isfinite(control_rate_hz) and control_rate_hz > 0):
+            raise ValueError(f"control_rate_hz must be > 0, found {control_rate_hz}")
+        if flush_every < 1:
+            raise ValueError(f"flush_every must be >= 1, found {flush_every}")
+        for p in (self.path, self.partial_path):
+            if p.exists():
+                raise FileExistsError(f"refusing to overwrite existing episode file {p}")
+        self.camera_names = tuple(camera_names)
+        self.proprio_spec = {k: int(v) for k, v in proprio_spec.items()}
+        self.action_names = tuple(action_names)
+        self.action_space = action_space
+        self.control_rate_hz = float(control_rate_hz)
+        self.units = dict(units or {})
+        self.frame = frame
+        self.flush_every = flush_every
+        self.length = 0
+        self._last_t = -np.inf
+        self._image_shapes: dict[str, tuple[int, int, int]] = {}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # "x" mode fails if the file appeared in between (second writer on the same name).
+        self._file: h5py.File | None = h5py.File(self.partial_path, "x")
+        self._write_attrs(success=False)
+
+    def _write_attrs(self, success: bool) -> None:
+        assert self._file is not None
+        a = self._file.attrs
+        a["control_rate_hz"] = self.control_rate_hz
+        a["action_space"] = self.action_space
+        a["action_names"] = json.dumps(list(self.action_names))
+        a["camera_names"] = json.dumps(list(self.camera_names))
+        a["proprio_keys"] = json.dumps(list(self.proprio_spec))
+        a["proprio_dims"] = json.dumps(list(self.proprio_spec.values()))
+        a["units"] = json.dumps(self.units)
+        a["frame"] = self.frame
+        a["success"] = bool(success)
+        a.setdefault("created", _dt.datetime.now(_dt.UTC).isoformat())
+        a["format_version"] = FORMAT_VERSION
+
+    def _create(self, name: str, shape: tuple[int, ...], dtype: Any) -> None:
+        assert self._file is not None
+        chunk_rows = 1 if len(shape) == 3 else 256  # one image per chunk; small vectors in blocks
+        self._file.create_dataset(
+            name, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype, chunks=(chunk_rows, *shape)
+        )
+
+    def append(
+        self,
+        images: dict[str, np.ndarray],
+        proprio: dict[str, np.ndarray],
+        action: np.ndarray,
+        timestamp: float,
+    ) -> None:
+        """Validate one step and append it. Raises ``EpisodeFormatError`` naming the offending field."""
+        if self._file is None:
+            raise RuntimeError(f"episode {self.path} is already closed")
+        if set(images) != set(self.camera_names):
+            raise EpisodeFormatError(
+                f"images: expected cameras {list(self.camera_names)}, found {list(images)}"
+            )
+        if set(proprio) != set(self.proprio_spec):
+            raise EpisodeFormatError(
+                f"proprio: expected keys {list(self.proprio_spec)}, found {list(proprio)}"
+            )
+        step_images = {}
+        for cam in self.camera_names:
+            img = np.asarray(images[cam])
+            if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+                raise EpisodeFormatError(
+                    f"images[{cam!r}]: expected uint8 (H, W, 3), found {img.dtype} {tuple(img.shape)}"
+                )
+            expected = self._image_shapes.get(cam, img.shape)
+            if img.shape != expected:
+                raise EpisodeFormatError(f"images[{cam!r}]: expected shape {expected}, found {img.shape}")
+            step_images[cam] = img
+        step_proprio = {
+            k: _finite_vector(f"proprio[{k!r}]", proprio[k], d) for k, d in self.proprio_spec.items()
+        }
+        step_action = _finite_vector("action", action, len(self.action_names))
+        t = float(timestamp)
+        if not np.isfinite(t) or t <= self._last_t:
+            raise EpisodeFormatError(f"timestamp: expected finite and > {self._last_t}, found {timestamp}")
+        if self.length == 0:
+            for cam, img in step_images.items():
+                self._image_shapes[cam] = img.shape
+                self._create(f"obs/{cam}", img.shape, np.uint8)
+            for k, d in self.proprio_spec.items():
+                self._create(f"obs/{k}", (d,), np.float32)
+            self._create("actions", (len(self.action_names),), np.float32)
+            self._create("timestamps", (), np.float64)
+        n = self.length
+        rows = {f"obs/{c}": v for c, v in step_images.items()}
+        rows.update({f"obs/{k}": v for k, v in step_proprio.items()})
+        rows["actions"] = step_action
+        rows["timestamps"] = np.float64(t)
+        for name, value in rows.items():
+            ds = self._file[name]
+            ds.resize(n + 1, axis=0)
+            ds[n] = value
+        self.length = n + 1
+        self._last_t = t
+        if self.length % self.flush_every == 0:
+            self._file.flush()
+
+    def close(self, success: bool) -> Path:
+        """Finish the episode: record ``success``, flush, fsync and rename ``.partial`` to the final name."""
+        if self._file is None:
+            raise RuntimeError(f"episode {self.path} is already closed")
+        if self.length == 0:
+            self.discard()
+            raise EpisodeFormatError(f"{self.path}: refusing to save an episode with no steps")
+        self._write_attrs(success=success)
+        self._file.flush()
+        self._file.close()
+        self._file = None
+        with open(self.partial_path, "rb+") as f:
+            os.fsync(f.fileno())
+        if self.path.exists():
+            raise FileExistsError(f"refusing to overwrite existing episode file {self.path}")
+        os.replace(self.partial_path, self.path)
+        _sync_dir(self.path.parent)
+        return self.path
+
+    def discard(self) -> None:
+        """Drop the open episode: close and delete its ``.partial`` file."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self.partial_path.unlink(missing_ok=True)
+
+    def abandon(self) -> None:
+        """Close the file handle but leave the ``.partial`` on disk (as a crash would) for inspection."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> EpisodeWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # Not closed explicitly (error or forgotten close): keep the evidence as .partial, never publish it.
+        self.abandon()
+
+
+def _finite_vector(name: str, value: Any, dim: int) -> np.ndarray:
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "fiu":
+        raise EpisodeFormatError(f"{name}: expected a numeric vector of {dim}, found dtype {arr.dtype}")
+    arr = arr.astype(np.float32).reshape(-1) if arr.ndim <= 1 else arr
+    if arr.shape != (dim,):
+        raise EpisodeFormatError(f"{name}: expected shape ({dim},), found {np.shape(value)}")
+    if not np.all(np.isfinite(arr)):
+        raise EpisodeFormatError(f"{name}: expected finite values, found {arr.tolist()}")
+    return arr
+
+
+@dataclass
+class Episode:
+    """One episode read from disk; arrays are numpy, images uint8 (T, H, W, 3) (empty dict if not loaded)."""
+
+    path: Path
+    images: dict[str, np.ndarray]
+    proprio: dict[str, np.ndarray]
+    actions: np.ndarray  # (T, Da) float32
+    timestamps: np.ndarray  # (T,) float64
+    camera_names: list[str]
+    proprio_keys: list[str]
+    action_names: list[str]
+    action_space: str
+    control_rate_hz: float
+    units: dict[str, Any]
+    frame: str
+    success: bool
+    created: str
+    format_version: int
+    image_shapes: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+
+    @property
+    def length(self) -> int:
+        """Number of steps T."""
+        return int(self.actions.shape[0])
+
+
+def read_episode(path: str | os.PathLike[str], load_images: bool = True) -> Episode:
+    """Read and validate one complete episode file.
+
+    Raises:
+        EpisodeFormatError: naming the file and what is wrong (partial, unreadable, bad field).
+    """
+    path = Path(path)
+    if path.name.endswith(PARTIAL_SUFFIX):
+        raise EpisodeFormatError(f"{path}: incomplete episode (.partial, the writer never closed it)")
+    if not path.is_file():
+        raise EpisodeFormatError(f"{path}: episode file not found")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise EpisodeFormatError(f"{path}: not a readable HDF5 episode ({exc})") from exc
+    try:
+        return _read_open(path, f, load_images)
+    except (KeyError, OSError, TypeError, json.JSONDecodeError) as exc:
+        raise EpisodeFormatError(f"{path}: corrupt episode ({type(exc).__name__}: {exc})") from exc
+    finally:
+        f.close()
+
+
+def _read_open(path: Path, f: h5py.File, load_images: bool) -> Episode:
+    def bad(msg: str) -> EpisodeFormatError:
+        return EpisodeFormatError(f"{path}: {msg}")
+
+    missing = [a for a in _REQUIRED_ATTRS if a not in f.attrs]
+    if missing:
+        raise bad(f"missing attributes {missing}")
+    version = int(f.attrs["format_version"])
+    if version != FORMAT_VERSION:
+        raise bad(f"format_version: expected {FORMAT_VERSION}, found {version}")
+    meta = {k: f.attrs[k] for k in _REQUIRED_ATTRS}
+    cams = json.loads(meta["camera_names"])
+    keys = json.loads(meta["proprio_keys"])
+    names = json.loads(meta["action_names"])
+    space = str(meta["action_space"])
+    if space not in ACTION_SPACE_DIMS:
+        raise bad(f"action_space: expected one of {sorted(ACTION_SPACE_DIMS)}, found {space!r}")
+    for name in ["actions", "timestamps", *[f"obs/{c}" for c in cams], *[f"obs/{k}" for k in keys]]:
+        if name not in f:
+            raise bad(f"missing dataset {name!r}")
+    actions = f["actions"][()]
+    timestamps = f["timestamps"][()]
+    T = actions.shape[0]
+    if T == 0:
+        raise bad("episode has no steps")
+    if actions.dtype != np.float32 or actions.shape != (T, len(names)):
+        raise bad(f"actions: expected float32 ({T}, {len(names)}), found {actions.dtype} {actions.shape}")
+    if timestamps.dtype != np.float64 or timestamps.shape != (T,):
+        raise bad(f"timestamps: expected float64 ({T},), found {timestamps.dtype} {timestamps.shape}")
+    if T > 1 and not np.all(np.diff(timestamps) > 0):
+        raise bad("timestamps: expected strictly increasing")
+    proprio = {}
+    for k in keys:
+        arr = f[f"obs/{k}"][()]
+        if arr.dtype != np.float32 or arr.ndim != 2 or arr.shape[0] != T:
+            raise bad(f"obs/{k}: expected float32 ({T}, d), found {arr.dtype} {arr.shape}")
+        proprio[k] = arr
+    for name, arr in [
+        ("actions", actions),
+        ("timestamps", timestamps),
+        *[(f"obs/{k}", v) for k, v in proprio.items()],
+    ]:
+        if not np.all(np.isfinite(arr)):
+            raise bad(f"{name}: contains non-finite values")
+    images, shapes = {}, {}
+    for c in cams:
+        ds = f[f"obs/{c}"]
+        if ds.dtype != np.uint8 or ds.ndim != 4 or ds.shape[0] != T or ds.shape[3] != 3:
+            raise bad(f"obs/{c}: expected uint8 ({T}, H, W, 3), found {ds.dtype} {ds.shape}")
+        shapes[c] = tuple(int(s) for s in ds.shape[1:])
+        if load_images:
+            images[c] = ds[()]
+    return Episode(
+        path=path,
+        images=images,
+        proprio=proprio,
+        actions=actions,
+        timestamps=timestamps,
+        camera_names=cams,
+        proprio_keys=keys,
+        action_names=names,
+        action_space=space,
+        control_rate_hz=float(meta["control_rate_hz"]),
+        units=json.loads(meta["units"]),
+        frame=str(meta["frame"]),
+        success=bool(meta["success"]),
+        created=str(meta["created"]),
+        format_version=version,
+        image_shapes=shapes,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    # DatasetIndex lives in dm1.data.index (file size); `from dm1.data.episode import DatasetIndex` works.
+    if name in ("DatasetIndex", "file_sha256", "next_episode_path"):
+        from dm1.data import index
+
+        return getattr(index, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,155 @@
+"""Directory index of episode files (``index.json``), sha256s, and quarantine of incomplete episodes."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from dm1.data.episode import (
+    _EPISODE_RE,
+    FORMAT_VERSION,
+    INDEX_FILE,
+    PARTIAL_SUFFIX,
+    QUARANTINE_DIR,
+    EpisodeFormatError,
+    _sync_dir,
+    atomic_write_text,
+    read_episode,
+)
+
+
+def file_sha256(path: Path, block: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def next_episode_path(directory: str | os.PathLike[str]) -> Path:
+    """``episode_<n>.h5`` with n above every number already used (complete, partial, quarantined)."""
+    d = Path(directory)
+    used = [-1]
+    for p in [*d.glob("episode_*"), *(d / QUARANTINE_DIR).glob("episode_*")]:
+        m = _EPISODE_RE.match(p.name.removesuffix(PARTIAL_SUFFIX))
+        if m:
+            used.append(int(m.group(1)))
+    return d / f"episode_{max(used) + 1:06d}.h5"
+
+
+class DatasetIndex:
+    """Index of a directory of episode files, kept in ``index.json`` (rewritten atomically).
+
+    ``scan()`` validates every ``*.h5`` (reusing sha256s of unchanged files from the previous index), lists
+    ``*.h5.partial`` files as incomplete and unreadable ``*.h5`` files as invalid.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+        if not self.directory.is_dir():
+            raise FileNotFoundError(f"dataset directory {self.directory} does not exist")
+        self.episodes: list[dict[str, Any]] = []
+        self.incomplete: list[str] = []
+        self.invalid: list[dict[str, str]] = []
+
+    @property
+    def index_path(self) -> Path:
+        """Path of ``index.json``."""
+        return self.directory / INDEX_FILE
+
+    def _previous(self) -> dict[str, dict[str, Any]]:
+        try:
+            data = json.loads(self.index_path.read_text())
+            return {e["file"]: e for e in data.get("episodes", [])}
+        except (OSError, ValueError, KeyError, TypeError):
+            return {}
+
+    def scan(self) -> DatasetIndex:
+        """Re-read the directory (validating episodes); returns self."""
+        previous = self._previous()
+        self.episodes, self.invalid = [], []
+        for p in sorted(self.directory.glob("*.h5")):
+            st = p.stat()
+            old = previous.get(p.name)
+            if old and old.get("size") == st.st_size and old.get("mtime_ns") == st.st_mtime_ns:
+                self.episodes.append(old)
+                continue
+            try:
+                ep = read_episode(p, load_images=False)
+            except EpisodeFormatError as exc:
+                self.invalid.append({"file": p.name, "error": str(exc)})
+                continue
+            self.episodes.append(
+                {
+                    "file": p.name,
+                    "length": ep.length,
+                    "success": ep.success,
+                    "sha256": file_sha256(p),
+                    "size": st.st_size,
+                    "mtime_ns": st.st_mtime_ns,
+                }
+            )
+        self.incomplete = sorted(p.name for p in self.directory.glob(f"*.h5{PARTIAL_SUFFIX}"))
+        return self
+
+    @property
+    def dataset_sha256(self) -> str:
+        """Stable hash of the dataset: sha256 over the sorted (file name, file sha256) pairs."""
+        h = hashlib.sha256()
+        for e in sorted(self.episodes, key=lambda e: e["file"]):
+            h.update(f"{e['file']}:{e['sha256']}\n".encode())
+        return h.hexdigest()
+
+    @property
+    def total_steps(self) -> int:
+        """Sum of episode lengths."""
+        return sum(int(e["length"]) for e in self.episodes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``index.json`` content."""
+        return {
+            "format_version": FORMAT_VERSION,
+            "dataset_sha256": self.dataset_sha256,
+            "num_episodes": len(self.episodes),
+            "total_steps": self.total_steps,
+            "episodes": self.episodes,
+            "incomplete": self.incomplete,
+            "invalid": self.invalid,
+        }
+
+    def write(self) -> Path:
+        """Atomically (re)write ``index.json``."""
+        atomic_write_text(self.index_path, json.dumps(self.to_dict(), indent=1) + "\n")
+        return self.index_path
+
+    def update(self) -> DatasetIndex:
+        """``scan()`` then ``write()``; returns self."""
+        self.scan().write()
+        return self
+
+    def quarantine(self, include_invalid: bool = True) -> list[Path]:
+        """Move incomplete (and by default invalid) episode files into ``quarantine/``; returns new paths."""
+        self.scan()
+        names = list(self.incomplete) + ([e["file"] for e in self.invalid] if include_invalid else [])
+        moved = []
+        if names:
+            qdir = self.directory / QUARANTINE_DIR
+            qdir.mkdir(exist_ok=True)
+            for name in names:
+                target = qdir / name
+                if target.exists():
+                    target = qdir / f"{name}.{_dt.datetime.now(_dt.UTC).strftime('%Y%m%dT%H%M%S%f')}"
+                os.replace(self.directory / name, target)
+                moved.append(target)
+            _sync_dir(self.directory)
+        self.update()
+        return moved
+
+    def episode_paths(self, success_only: bool = False) -> list[Path]:
+        """Paths of the indexed complete episodes (optionally only successful ones), sorted by name."""
+        return [self.directory / e["file"] for e in self.episodes if e["success"] or not success_only]

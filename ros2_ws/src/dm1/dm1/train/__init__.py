@@ -1,0 +1,1 @@
+"""Training: ``Trainer`` (``dm1 train``), LR schedule, metric plots, training benchmark."""

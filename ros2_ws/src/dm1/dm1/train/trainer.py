@@ -1,0 +1,294 @@
+"""DM1 behaviour-cloning trainer: AdamW, warm-up + cosine LR, EMA, random-shift augmentation, MeanFlow (+
+dispersive) or flow-matching objective, CSV metrics, periodic safetensors checkpoints and exact resume.
+
+Run directory layout: ``config.yaml`` (resolved config), ``metrics.csv``, ``loss.png``,
+``checkpoints/step_<N>/`` (see ``dm1.checkpoint``).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import math
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dm1.augment import random_shift_dict
+from dm1.checkpoint import checkpoint_dir, latest_checkpoint, load_checkpoint, save_checkpoint
+from dm1.config import TrainConfig, save_train_config
+from dm1.data.dataset import WindowDataset
+from dm1.dispersive import dispersive_forward
+from dm1.meanflow import flow_matching_loss, meanflow_loss
+from dm1.network import DM1Network, count_parameters
+from dm1.train.schedule import lr_at
+
+CSV_FIELDS = (
+    "step",
+    "lr",
+    "loss",
+    "loss_mf",
+    "loss_disp",
+    "grad_disp_enc",
+    "mse_flow",
+    "mse_mean",
+    "samples_per_s",
+)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; other names are passed to ``torch.device``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"TrainConfig.device: {name!r} requested but CUDA is not available")
+    return torch.device(name)
+
+
+class EMA:
+    """Exponential moving average of a module's parameters (buffers are copied)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, decay: float) -> None:
+        """ema <- decay * ema + (1 - decay) * model; decay 0 is a hard copy."""
+        for e, p in zip(self.model.parameters(), model.parameters(), strict=True):
+            e.lerp_(p.detach(), 1.0 - decay)
+        for e, b in zip(self.model.buffers(), model.buffers(), strict=True):
+            e.copy_(b)
+
+
+class Trainer:
+    """Trains a ``DM1Network`` on the episodes of ``cfg.data.dataset_dir``.
+
+    Args:
+        cfg: the validated training config.
+        out_dir: run directory (default ``cfg.out_dir``).
+        resume: continue from the latest checkpoint in ``out_dir`` (exact step, optimizer, EMA, RNG states).
+            Without it an ``out_dir`` that already holds checkpoints is refused.
+        progress: show a tqdm progress bar.
+        log: where one-line messages go.
+    """
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        out_dir: str | Path | None = None,
+        resume: bool = False,
+        progress: bool = True,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.cfg, self.progress, self.log = cfg, progress, log
+        self.out_dir = Path(out_dir or cfg.out_dir)
+        if cfg.num_threads > 0:
+            torch.set_num_threads(cfg.num_threads)
+        self.device = resolve_device(cfg.device)
+        ckpt_path = latest_checkpoint(self.out_dir)
+        if ckpt_path is not None and not resume:
+            raise FileExistsError(
+                f"{self.out_dir} already holds checkpoints ({ckpt_path.name}); "
+                "pass --resume or choose another --out"
+            )
+        ckpt = load_checkpoint(ckpt_path) if (resume and ckpt_path is not None) else None
+        if resume and ckpt is None:
+            log(f"resume: no checkpoint in {self.out_dir}, starting from step 0")
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed % 2**32)
+        torch.manual_seed(cfg.seed)
+        self.dataset = WindowDataset(
+            cfg.data.dataset_dir, cfg.model, cfg.data, normalizers=ckpt.normalizers if ckpt else None
+        ).to(self.device)
+        self.net = DM1Network(cfg.model).to(self.device)
+        self.ema = EMA(self.net)
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)  # noise, (t, r), augmentation
+        self.data_gen = torch.Generator().manual_seed(cfg.seed + 1)  # batch indices (CPU)
+        self.encoder_params = [*self.net.encoders.parameters(), *self.net.spatial.parameters()]
+        self.step = 0
+        if ckpt is not None:
+            self._restore(ckpt)
+
+    def _restore(self, ckpt: Any) -> None:
+        if ckpt.train_config.model != self.cfg.model:
+            raise ValueError(
+                f"{ckpt.path}: model config differs from the run config; cannot resume "
+                f"(checkpoint {ckpt.train_config.model.to_dict()} vs config {self.cfg.model.to_dict()})"
+            )
+        if ckpt.dataset_sha256 != self.dataset.dataset_sha256:
+            raise ValueError(
+                f"{ckpt.path}: dataset changed since the checkpoint (dataset_sha256 expected "
+                f"{ckpt.dataset_sha256}, found {self.dataset.dataset_sha256}); start a new run instead"
+            )
+        self.net.load_state_dict(ckpt.raw_state)
+        self.ema.model.load_state_dict(ckpt.model_state)
+        self.opt.load_state_dict(ckpt.optimizer_state)
+        self.gen.set_state(ckpt.extra_tensors["gen_state"])
+        self.data_gen.set_state(ckpt.extra_tensors["data_gen_state"])
+        torch.set_rng_state(ckpt.extra_tensors["torch_rng_state"])
+        if self.device.type == "cuda" and "cuda_rng_state" in ckpt.extra_tensors:
+            torch.cuda.set_rng_state(ckpt.extra_tensors["cuda_rng_state"], self.device)
+        self.step = ckpt.step
+        self.log(f"resumed from {ckpt.path} at step {self.step}")
+
+    # -- one optimisation step -------------------------------------------------------------------------------
+    def train_step(self, measure_grad: bool = False) -> dict[str, float]:
+        """One AdamW step on a random batch; returns float metrics (``grad_disp_enc`` when measured)."""
+        cfg = self.cfg
+        lr = lr_at(self.step, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.steps)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        batch = self.dataset.sample_batch(cfg.batch_size, self.data_gen)
+        pad = cfg.data.random_shift_pad
+        images = random_shift_dict(batch["images"], pad, self.gen) if pad > 0 else batch["images"]
+        self.net.train()
+        objective = meanflow_loss if cfg.objective == "meanflow" else flow_matching_loss
+        loss_mf, metrics = objective(
+            self.net, batch["actions"], images, batch["proprio"], cfg.meanflow, self.gen
+        )
+        out = {"lr": lr, "loss_mf": float(loss_mf.detach())}
+        out.update({k: float(v) for k, v in metrics.items() if k in ("mse_flow", "mse_mean")})
+        total = loss_mf
+        if cfg.dispersive.enabled:
+            term, _ = dispersive_forward(
+                self.net, batch["images"], batch["proprio"], cfg.dispersive, self.gen, shift_pad=pad
+            )
+            total = total + term
+            out["loss_disp"] = float(term.detach())
+            if measure_grad:
+                out["grad_disp_enc"] = self._grad_norm(term)
+        if not torch.isfinite(total):
+            raise FloatingPointError(f"non-finite training loss {float(total)} at step {self.step}")
+        self.opt.zero_grad(set_to_none=True)
+        total.backward()
+        self.opt.step()
+        self.step += 1
+        self._update_ema()
+        out["loss"] = float(total.detach())
+        return out
+
+    def _grad_norm(self, term: torch.Tensor) -> float:
+        """||d term / d encoder params||_2 (the dispersive gradient that reaches the observation encoder)."""
+        if not term.requires_grad:
+            return 0.0
+        grads = torch.autograd.grad(term, self.encoder_params, retain_graph=True, allow_unused=True)
+        return math.sqrt(sum(float(g.pow(2).sum()) for g in grads if g is not None))
+
+    def _update_ema(self) -> None:
+        cfg = self.cfg
+        if self.step <= cfg.ema_start_step:
+            self.ema.update(self.net, 0.0)  # hard copy until EMA starts
+        elif self.step % cfg.ema_every == 0:
+            self.ema.update(self.net, cfg.ema_decay)
+
+    # -- loop ------------------------------------------------------------------------------------------------
+    def fit(self, until: int | None = None) -> dict[str, Any]:
+        """Train up to ``cfg.steps`` (or stop early at step ``until``, with a checkpoint there, as a
+        preempted job would); returns a summary (final step, last metrics, paths)."""
+        from tqdm import tqdm
+
+        from dm1.train.plots import plot_metrics
+
+        cfg = self.cfg
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        save_train_config(cfg, self.out_dir / "config.yaml")
+        csv_path = self.out_dir / "metrics.csv"
+        _truncate_csv(csv_path, self.step)
+        self.log(
+            f"training {count_parameters(self.net):,} parameters on {len(self.dataset)} windows from "
+            f"{len(self.dataset.episode_files)} episodes, device {self.device}, "
+            f"steps {self.step}->{cfg.steps}"
+        )
+        acc: dict[str, list[float]] = {}
+        last: dict[str, Any] = {}
+        t0 = time.perf_counter()
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, dynamic_ncols=True)
+        with open(csv_path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+            if f.tell() == 0:
+                writer.writeheader()
+            end = cfg.steps if until is None else min(until, cfg.steps)
+            while self.step < end:
+                m = self.train_step(measure_grad=(self.step + 1) % cfg.log_every == 0)
+                for k, v in m.items():
+                    acc.setdefault(k, []).append(v)
+                bar.update(1)
+                bar.set_postfix(loss=f"{m['loss']:.4f}", l_mf=f"{m['loss_mf']:.4f}")
+                if self.step % cfg.log_every == 0 or self.step == end:
+                    elapsed = time.perf_counter() - t0
+                    last = {k: float(np.mean(v)) for k, v in acc.items() if k != "grad_disp_enc"}
+                    last.update(step=self.step, lr=m["lr"], grad_disp_enc=m.get("grad_disp_enc", ""))
+                    last["samples_per_s"] = len(acc["loss"]) * cfg.batch_size / max(elapsed, 1e-9)
+                    writer.writerow({k: last.get(k, "") for k in CSV_FIELDS})
+                    f.flush()
+                    acc, t0 = {}, time.perf_counter()
+                if self.step % cfg.checkpoint_every == 0 or self.step == end:
+                    self.save(last)
+        bar.close()
+        plot_path = plot_metrics(csv_path, self.out_dir / "loss.png")
+        final = latest_checkpoint(self.out_dir)
+        return {
+            "step": self.step,
+            "metrics": last,
+            "checkpoint": final,
+            "metrics_csv": csv_path,
+            "plot": plot_path,
+        }
+
+    def _rng_states(self) -> dict[str, torch.Tensor]:
+        # The global torch RNG drives dropout; the generators drive noise, (t, r), augmentation and batches.
+        states = {
+            "gen_state": self.gen.get_state(),
+            "data_gen_state": self.data_gen.get_state(),
+            "torch_rng_state": torch.get_rng_state(),
+        }
+        if self.device.type == "cuda":
+            states["cuda_rng_state"] = torch.cuda.get_rng_state(self.device)
+        return states
+
+    def save(self, metrics: dict[str, Any] | None = None) -> Path:
+        """Write a checkpoint for the current step."""
+        return save_checkpoint(
+            checkpoint_dir(self.out_dir, self.step),
+            self.net.state_dict(),
+            self.ema.model.state_dict(),
+            self.opt.state_dict(),
+            self.step,
+            self.cfg,
+            self.dataset.normalizers,
+            self.dataset.dataset_sha256,
+            metrics or {},
+            extra_tensors=self._rng_states(),
+            extra={
+                "dataset_schema": {  # read by dm1.export for the model card
+                    "action_space": self.dataset.action_space,
+                    "action_names": self.dataset.action_names,
+                    "control_rate_hz": self.dataset.control_rate_hz,
+                    "units": self.dataset.units,
+                    "frame": self.dataset.frame,
+                    "proprio_keys": list(self.cfg.data.proprio_keys),
+                },
+                "episodes": self.dataset.episode_files,
+                "parameters": count_parameters(self.net),
+            },
+        )
+
+
+def _truncate_csv(path: Path, step: int) -> None:
+    """Drop CSV rows logged after ``step`` (a resumed run rewrites them)."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if int(float(r["step"])) <= step]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        w.writeheader()
+        w.writerows({k: r.get(k, "") for k in CSV_FIELDS} for r in rows)

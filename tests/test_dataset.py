@@ -1,0 +1,106 @@
+"""Training windows: counts, alignment with the episodes, normalisation, history, schema checks; toy data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from dm1.config import DataConfig, ModelConfig
+from dm1.data.dataset import WindowDataset
+from dm1.data.episode import read_episode
+from dm1.data.synthetic import make_synthetic_dataset
+from dm1.normalization import Normalizer
+
+
+@pytest.fixture(scope="module")
+def toy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("toy")
+    make_synthetic_dataset(out, n_episodes=3, episode_len=40, seed=1, image_size=(32, 32))
+    return out
+
+
+def _cfgs(toy_dir: Path, **model: object) -> tuple[ModelConfig, DataConfig]:
+    m = ModelConfig(image_size=(32, 32), chunk_length=4, **model)
+    return m, DataConfig(dataset_dir=str(toy_dir))
+
+
+def test_toy_expert_lifts_the_cube_in_every_episode(toy_dir: Path) -> None:
+    for p in sorted(toy_dir.glob("episode_*.h5")):
+        ep = read_episode(p)
+        assert ep.success, p
+        assert ep.actions[-1, 2] == pytest.approx(0.20, abs=1e-6) and ep.actions[-1, 3] == 1.0
+        assert ep.proprio["gripper_width"][0, 0] == pytest.approx(0.08)
+        assert ep.image_shapes == {"front": (32, 32, 3), "wrist": (32, 32, 3)}
+
+
+def test_one_window_per_step_where_a_full_chunk_fits(toy_dir: Path) -> None:
+    ds = WindowDataset(toy_dir, *_cfgs(toy_dir))
+    assert len(ds) == 3 * (40 - 4 + 1) and ds.num_steps == 120
+    assert len(ds.episode_windows(2)) == 37
+
+
+def test_normalised_proprio_and_actions_lie_in_unit_range(toy_dir: Path) -> None:
+    ds = WindowDataset(toy_dir, *_cfgs(toy_dir))
+    for t in (ds.proprio, ds.actions):
+        assert t.dtype == torch.float32
+        assert float(t.min()) >= -1.0 - 1e-6 and float(t.max()) <= 1.0 + 1e-6
+        assert float(t.min()) < -0.99 and float(t.max()) > 0.99  # min-max fitted on this data
+    batch = ds.sample_batch(8, torch.Generator().manual_seed(0))
+    assert batch["images"]["front"].dtype == torch.uint8 and batch["images"]["front"].shape == (8, 32, 32, 3)
+    assert batch["proprio"].shape == (8, 4) and batch["actions"].shape == (8, 4, 4)
+
+
+def test_window_matches_the_episode_it_came_from(toy_dir: Path) -> None:
+    ds = WindowDataset(toy_dir, *_cfgs(toy_dir))
+    ep = read_episode(toy_dir / ds.episode_files[1])
+    i = 5
+    item = ds[int(ds.episode_windows(1)[i])]
+    actions = ds.normalizers["action"].denormalize(item["actions"].numpy())
+    np.testing.assert_allclose(actions, ep.actions[i : i + 4], atol=1e-6)
+    proprio = ds.normalizers["proprio"].denormalize(item["proprio"].numpy())
+    np.testing.assert_allclose(
+        proprio, np.r_[ep.proprio["ee_pos"][i], ep.proprio["gripper_width"][i]], atol=1e-6
+    )
+    np.testing.assert_array_equal(item["images"]["wrist"].numpy(), ep.images["wrist"][i])
+
+
+def test_observation_history_repeats_the_first_frame_at_episode_start(toy_dir: Path) -> None:
+    ds = WindowDataset(toy_dir, *_cfgs(toy_dir, obs_history=2, proprio_dim=4))
+    first, second = ds[0], ds[1]
+    assert first["images"]["front"].shape == (2, 32, 32, 3) and first["proprio"].shape == (8,)
+    torch.testing.assert_close(first["images"]["front"][0], first["images"]["front"][1])
+    torch.testing.assert_close(second["images"]["front"][0], first["images"]["front"][1])
+    torch.testing.assert_close(first["proprio"][:4], first["proprio"][4:])
+
+
+def test_given_normalizers_are_used_instead_of_refitting(toy_dir: Path) -> None:
+    wide = {
+        "proprio": Normalizer(min=np.full(4, -10.0), max=np.full(4, 10.0)),
+        "action": Normalizer(min=np.full(4, -10.0), max=np.full(4, 10.0)),
+    }
+    ds = WindowDataset(toy_dir, *_cfgs(toy_dir), normalizers=wide)
+    assert ds.normalizers is wide and float(ds.actions.abs().max()) < 0.2
+
+
+def test_image_size_mismatch_names_file_and_field(toy_dir: Path) -> None:
+    m = ModelConfig(image_size=(48, 48))
+    with pytest.raises(
+        ValueError, match=r"episode_000000\.h5: obs/front: expected images of \(H, W\) = \(48, 48\)"
+    ):
+        WindowDataset(toy_dir, m, DataConfig(dataset_dir=str(toy_dir)))
+
+
+def test_missing_dataset_dir_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="data.dataset_dir"):
+        WindowDataset(tmp_path / "nope", *_cfgs(tmp_path))
+    with pytest.raises(ValueError, match="no usable episode"):
+        WindowDataset(tmp_path, *_cfgs(tmp_path))
+
+
+def test_dataset_hash_is_stable_across_loads(toy_dir: Path) -> None:
+    a = WindowDataset(toy_dir, *_cfgs(toy_dir)).dataset_sha256
+    b = WindowDataset(toy_dir, *_cfgs(toy_dir)).dataset_sha256
+    sub = WindowDataset(toy_dir, *_cfgs(toy_dir), episodes=["episode_000000.h5"]).dataset_sha256
+    assert a == b and len(a) == 64 and sub != a

@@ -1,0 +1,162 @@
+"""Training: overfitting one episode, exact resume, dispersive-gradient logging, `dm1 train` end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from dm1.checkpoint import latest_checkpoint, load_checkpoint
+from dm1.config import TrainConfig, load_train_config
+from dm1.data.episode import EpisodeWriter, read_episode
+from dm1.data.synthetic import make_synthetic_dataset
+from dm1.meanflow import sample
+from dm1.train.trainer import Trainer
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "configs" / "tiny.yaml"
+
+
+def _cfg(dataset_dir: Path, **overrides: object) -> TrainConfig:
+    d = load_train_config(TINY).to_dict()
+    d["data"]["dataset_dir"] = str(dataset_dir)
+    for key, value in overrides.items():
+        section, _, name = key.rpartition("__")
+        (d[section] if section else d)[name] = value
+    d["warmup_steps"] = min(d["warmup_steps"], d["steps"])
+    return TrainConfig.from_dict(d)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("tiny_data")
+    make_synthetic_dataset(out, n_episodes=2, episode_len=40, seed=0, image_size=(32, 32))
+    return out
+
+
+def _rows(run: Path) -> list[dict[str, str]]:
+    with open(run / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _one_short_episode(tmp: Path, steps: int) -> Path:
+    """The first ``steps`` steps of a toy episode (approach + descend), saved as one successful episode."""
+    make_synthetic_dataset(tmp / "src", n_episodes=1, episode_len=40, seed=3, image_size=(32, 32))
+    src = read_episode(tmp / "src" / "episode_000000.h5")
+    spec = {k: v.shape[1] for k, v in src.proprio.items()}
+    w = EpisodeWriter(
+        tmp / "one" / "episode_000000.h5", src.camera_names, spec, src.action_names, "ee_position", 20.0
+    )
+    for i in range(steps):
+        images = {c: src.images[c][i] for c in src.camera_names}
+        w.append(images, {k: v[i] for k, v in src.proprio.items()}, src.actions[i], src.timestamps[i])
+    w.close(success=True)
+    return tmp / "one"
+
+
+@pytest.mark.slow
+def test_overfitting_one_episode_drives_loss_down_and_one_step_sample_reproduces_it(tmp_path: Path) -> None:
+    data = _one_short_episode(tmp_path, steps=16)  # 13 windows
+    cfg = _cfg(
+        data,
+        steps=600,
+        lr=2e-3,
+        min_lr=2e-4,
+        log_every=10,
+        checkpoint_every=600,
+        ema_start_step=600,  # evaluate the trained weights themselves (EMA = hard copy)
+        model__mlp_width=256,
+        data__random_shift_pad=0,
+        dispersive__variant="none",
+    )
+    trainer = Trainer(cfg, out_dir=tmp_path / "run", progress=False)
+    trainer.fit()
+    rows = _rows(tmp_path / "run")
+    first, last = float(rows[0]["loss_mf"]), float(rows[-1]["loss_mf"])
+    assert first / last >= 10.0, f"MeanFlow loss only fell from {first:.3f} to {last:.3f}"
+
+    ds, net = trainer.dataset, trainer.ema.model.eval()
+    batch = ds.gather(ds.episode_windows(0))
+    target = ds.normalizers["action"].denormalize(batch["actions"].numpy())  # (13, 4, 4) metres / command
+    g = torch.Generator().manual_seed(123)
+    for _ in range(3):  # several noise draws: the one-step policy must ignore the noise on this data
+        noise = torch.randn(batch["actions"].shape, generator=g)
+        pred = ds.normalizers["action"].denormalize(
+            sample(net, batch["images"], batch["proprio"], noise, 1).numpy()
+        )
+        pos_err = np.abs(pred[..., :3] - target[..., :3])
+        # The expert moves at most 2 cm per step; a mean error under half of that puts every chunk on the
+        # right waypoints (untrained, the error is ~10 cm).
+        assert pos_err.mean() < 0.01, f"mean position error {pos_err.mean() * 100:.2f} cm"
+        # The controller thresholds the gripper command at 0.5: the thresholded commands must agree.
+        np.testing.assert_array_equal(pred[..., 3] > 0.5, target[..., 3] > 0.5)
+
+
+def test_resume_continues_exactly_where_the_run_stopped(tiny_data: Path, tmp_path: Path) -> None:
+    cfg = _cfg(tiny_data, steps=12, checkpoint_every=6, log_every=3, batch_size=8, model__dropout=0.1)
+    straight = Trainer(cfg, out_dir=tmp_path / "a", progress=False)
+    straight.fit()
+    Trainer(cfg, out_dir=tmp_path / "b", progress=False).fit(until=6)  # "preempted" at step 6
+    assert load_checkpoint(latest_checkpoint(tmp_path / "b")).step == 6
+    resumed = Trainer(cfg, out_dir=tmp_path / "b", resume=True, progress=False)
+    assert resumed.step == 6
+    resumed.fit()
+    for (k, a), b in zip(straight.net.state_dict().items(), resumed.net.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
+    for a, b in zip(straight.ema.model.parameters(), resumed.ema.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert [r["step"] for r in _rows(tmp_path / "b")] == ["3", "6", "9", "12"]
+    assert [r["loss"] for r in _rows(tmp_path / "b")] == [r["loss"] for r in _rows(tmp_path / "a")]
+
+
+def test_existing_run_is_not_overwritten_without_resume(tiny_data: Path, tmp_path: Path) -> None:
+    cfg = _cfg(tiny_data, steps=2, checkpoint_every=2, log_every=1, batch_size=4)
+    Trainer(cfg, out_dir=tmp_path / "run", progress=False).fit()
+    with pytest.raises(FileExistsError, match="--resume"):
+        Trainer(cfg, out_dir=tmp_path / "run", progress=False)
+
+
+def test_dispersive_gradient_on_the_encoder_is_logged(tiny_data: Path, tmp_path: Path) -> None:
+    cfg = _cfg(tiny_data, steps=4, log_every=2, checkpoint_every=4, batch_size=8)
+    assert cfg.dispersive.variant == "infonce_l2" and cfg.dispersive.targets == ("cond",)
+    Trainer(cfg, out_dir=tmp_path / "run", progress=False).fit()
+    rows = _rows(tmp_path / "run")
+    assert len(rows) == 2
+    for r in rows:
+        assert float(r["grad_disp_enc"]) > 0.0 and float(r["loss_disp"]) < 0.0  # log-mean-exp <= 0
+        assert float(r["loss"]) == pytest.approx(float(r["loss_mf"]) + float(r["loss_disp"]), rel=1e-5)
+
+
+def _dm1(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dm1.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_dm1_train_cli_runs_end_to_end_and_resumes(tmp_path: Path) -> None:
+    data, run = tmp_path / "data", tmp_path / "run"
+    synth = _dm1("data", "synth", "-o", str(data), "--episodes", "2", "--length", "40", "--image-size", "32")
+    assert synth.returncode == 0, synth.stderr
+    args = ["train", "--config", str(TINY), "--set", f"data.dataset_dir={data}", "--out", str(run)]
+    first = _dm1(
+        *args, "--steps", "10", "--no-progress", "--set", "checkpoint_every=5", "--set", "log_every=5"
+    )
+    assert first.returncode == 0, first.stderr
+    ckpt = run / "checkpoints" / "step_00000010"
+    for p in (ckpt / "model.safetensors", ckpt / "checkpoint.json", run / "metrics.csv", run / "loss.png"):
+        assert p.is_file() and p.stat().st_size > 0, p
+    meta = json.loads((ckpt / "checkpoint.json").read_text())
+    assert meta["step"] == 10 and meta["normalizers"]["action"]["min"] and len(meta["dataset_sha256"]) == 64
+    assert (run / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    again = _dm1(*args, "--steps", "10", "--no-progress")
+    assert again.returncode == 2 and "--resume" in again.stderr
+    resumed = _dm1(*args, "--steps", "14", "--no-progress", "--resume", "--set", "log_every=2")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from" in resumed.stdout and (run / "checkpoints" / "step_00000014").is_dir()
+    bad = _dm1("train", "--config", str(TINY), "--set", "model.nope=1")
+    assert bad.returncode == 2 and "unknown key 'nope'" in bad.stderr
