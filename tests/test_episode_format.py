@@ -183,14 +183,18 @@ def test_dataset_hash_is_stable_and_tracks_content(tmp_path: Path) -> None:
 
 
 def test_data_validate_reports_then_quarantines_an_incomplete_episode(tmp_path: Path) -> None:
-    _write(tmp_path / "episode_000000.h5", 3)
+    complete = _writer(tmp_path / "episode_000000.h5")
+    for i in range(3):
+        images, proprio, _, stamp = _step(i)
+        complete.append(images, proprio, np.array([0.5, 0.0, 0.2, 0.0], np.float32), stamp)  # in range
+    complete.close(True)
     _writer(tmp_path / "episode_000001.h5").append(*_step(0))  # never closed
     cmd = [sys.executable, "-m", "dm1.cli", "data", "validate", str(tmp_path)]
-    found = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert (
-        found.returncode == 1 and "incomplete" in found.stderr and "episode_000001.h5.partial" in found.stderr
-    )
-    fixed = subprocess.run([*cmd, "--quarantine"], capture_output=True, text=True, timeout=120)
+    found = subprocess.run([*cmd, "--no-quarantine"], capture_output=True, text=True, timeout=120)
+    report = found.stdout + found.stderr
+    assert found.returncode == 1 and "incomplete" in report and "episode_000001.h5.partial" in report
+    assert (tmp_path / "episode_000001.h5.partial").exists()  # report only: nothing moved
+    fixed = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert fixed.returncode == 0, fixed.stderr
     assert (tmp_path / "quarantine" / "episode_000001.h5.partial").exists()
     assert json.loads((tmp_path / "index.json").read_text())["num_episodes"] == 1

@@ -1,4 +1,4 @@
-"""`dm1 data <action>`: dataset tools (`synth`, `info`, `validate`).
+"""`dm1 data <action>`: dataset tools (`synth`, `collect`, `info`, `validate`, `stats`, `plot`, `convert`).
 
 Actions are registered in ``ACTIONS`` (name -> (add_arguments, handler)); later issues add theirs there.
 """
@@ -88,41 +88,23 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_validate(p: argparse.ArgumentParser) -> None:
-    p.add_argument("path", help="dataset directory")
-    p.add_argument("--quarantine", action="store_true", help="move incomplete/invalid files to quarantine/")
+def _add_collect(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--out", required=True, help="dataset directory (episodes are appended)")
+    p.add_argument("--episodes", type=int, default=50, help="expert episodes to attempt")
+    p.add_argument("--seed", type=int, default=0, help="first cube seed (episode i uses seed + i)")
+    p.add_argument("--keep-failures", action="store_true", help="also keep failed episodes (success=False)")
 
 
-def _validate(args: argparse.Namespace) -> int:
-    from dm1.data.episode import EpisodeFormatError, read_episode
-    from dm1.data.index import DatasetIndex
+def _collect(args: argparse.Namespace) -> int:
+    from dm1.sim.collect import collect_expert_demos
 
-    index = DatasetIndex(args.path).scan()
-    problems = [f"invalid: {e['error']}" for e in index.invalid]
-    problems += [f"incomplete: {index.directory / n} (writer never closed it)" for n in index.incomplete]
-    schema: dict[str, Any] | None = None
-    for p in index.episode_paths():
-        try:
-            ep = read_episode(p, load_images=True)  # full read: catches corrupt image chunks too
-        except EpisodeFormatError as exc:
-            problems.append(f"invalid: {exc}")
-            continue
-        s = _episode_summary(ep)
-        this = {k: s[k] for k in ("cameras", "proprio", "action_space", "action_names", "control_rate_hz")}
-        if schema is None:
-            schema = this
-        elif this != schema:
-            problems.append(f"inconsistent: {p}: schema {this} differs from the first episode's {schema}")
-    if args.quarantine and (index.incomplete or index.invalid):
-        for moved in index.quarantine():
-            print(f"quarantined {moved}")
-        problems = [q for q in problems if not q.startswith(("incomplete", "invalid"))]
-    else:
-        index.write()
-    for q in problems:
-        print(q, file=sys.stderr)
-    print(f"{len(index.episodes)} complete episodes, {index.total_steps} steps, {len(problems)} problems")
-    return 1 if problems else 0
+    summary = collect_expert_demos(args.out, args.episodes, seed=args.seed, keep_failures=args.keep_failures)
+    print(
+        f"{summary.successes}/{summary.attempted} expert successes, {summary.kept} episodes kept "
+        f"in {args.out} "
+        f"({summary.sim_s:.0f} sim s in {summary.wall_s:.0f} wall s)"
+    )
+    return 0
 
 
 ACTIONS: dict[
@@ -130,20 +112,25 @@ ACTIONS: dict[
 ] = {
     "synth": (_add_synth, _synth, "write a synthetic toy Lift dataset (same schema as the twin)"),
     "info": (_add_info, _info, "summarise a dataset directory or an episode file"),
-    "validate": (_add_validate, _validate, "check every episode; optionally quarantine bad files"),
+    "collect": (_add_collect, _collect, "record scripted-expert Lift demos on the twin (in-process, no ROS)"),
 }
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `data` subcommand and its actions."""
     p = subparsers.add_parser(
-        "data", help="dataset tools: synth, info, validate", description="Episode dataset tools."
+        "data",
+        help="dataset tools: synth, collect, info, validate, stats, plot, convert",
+        description="Episode dataset tools.",
     )
     sub = p.add_subparsers(dest="data_action", metavar="<action>")
     for name, (add_args, handler, help_text) in ACTIONS.items():
         ap = sub.add_parser(name, help=help_text, description=help_text)
         add_args(ap)
         ap.set_defaults(func=_guarded(handler))
+    from dm1.data.tools import register_tools
+
+    register_tools(sub, only=("validate", "stats", "plot", "convert"))
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 

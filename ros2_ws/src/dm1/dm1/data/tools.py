@@ -261,7 +261,8 @@ def _validate(args: argparse.Namespace) -> int:
         f"quarantined {report['quarantined']}; report: {Path(args.dataset) / 'qa_report.md'}",
         file=sys.stderr,
     )
-    return 1 if bad or report["num_episodes"] == 0 else 0
+    unresolved = set(report["incomplete"]) - set(report["quarantined"])  # partial files left in place
+    return 1 if bad or unresolved or report["num_episodes"] == 0 else 0
 
 
 def _stats(args: argparse.Namespace) -> int:

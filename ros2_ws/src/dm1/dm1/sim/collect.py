@@ -1,0 +1,141 @@
+"""In-process demo collection on the twin: scripted expert → franky → franky-sim, recorded to episodes.
+
+This is the fast path for bulk data (no ROS transport): the same `Twin`, `FrankyBackend`, expert and
+`EpisodeWriter` that the teleop node uses, stepped in simulation time at the control rate. Each step
+records the newest rendered frame of every camera, the measured proprio (`ee_pos`, `gripper_width`) and
+the commanded `ee_position` action. Only successful episodes are kept unless `keep_failures`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from dm1.data.episode import EpisodeWriter
+from dm1.data.index import next_episode_path
+from dm1.sim.config import TwinConfig
+from dm1.sim.expert import apply_ee_position_action, expert_for
+
+ACTION_NAMES = ("ee_x", "ee_y", "ee_z", "gripper")
+PROPRIO_SPEC = {"ee_pos": 3, "gripper_width": 1}
+UNITS = {"ee_pos": "m", "gripper_width": "m", "actions": ["m", "m", "m", "1 (close >= 0.5)"]}
+
+
+@dataclass(frozen=True)
+class CollectionSummary:
+    """What `collect_expert_demos` did."""
+
+    attempted: int
+    kept: int
+    successes: int
+    wall_s: float
+    sim_s: float
+
+
+def collect_expert_demos(
+    out_dir: str | Path,
+    episodes: int,
+    seed: int = 0,
+    cfg: TwinConfig | None = None,
+    rate_hz: float = 20.0,
+    max_sim_s: float = 20.0,
+    post_success_s: float = 0.5,
+    keep_failures: bool = False,
+    progress: bool = True,
+) -> CollectionSummary:
+    """Record `episodes` scripted-expert Lift episodes into `out_dir/episode_XXXXXX.h5` (seeded cubes)."""
+    from dm1.control.franky_backend import FrankyBackend
+    from dm1.sim.twin import Twin
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = cfg or TwinConfig(seed=seed)
+    cams = tuple(cfg.cameras)
+    wall0 = time.monotonic()
+    kept = successes = 0
+    sim_total = 0.0
+    with Twin(cfg) as twin:
+        backend = FrankyBackend(twin.robot_host)
+        expert = expert_for(cfg)
+        try:
+            bar = tqdm(range(episodes), desc="expert demos", disable=not progress)
+            for i in bar:
+                path = next_episode_path(out)
+                ok, sim_s = _record_episode(
+                    twin,
+                    backend,
+                    expert,
+                    path,
+                    cams,
+                    seed + i,
+                    rate_hz,
+                    max_sim_s,
+                    post_success_s,
+                    keep_failures,
+                )
+                successes += ok
+                kept += ok or keep_failures
+                sim_total += sim_s
+                bar.set_postfix(success=f"{successes}/{i + 1}")
+        finally:
+            backend.close()
+    return CollectionSummary(episodes, kept, successes, time.monotonic() - wall0, sim_total)
+
+
+def _record_episode(
+    twin,
+    backend,
+    expert,
+    path: Path,
+    cams: tuple[str, ...],
+    seed: int,
+    rate_hz: float,
+    max_sim_s: float,
+    post_success_s: float,
+    keep_failures: bool,
+) -> tuple[bool, float]:
+    backend.set_gripper(False)
+    backend.home()
+    twin.reset(seed=seed)
+    expert.reset()
+    period = 1.0 / rate_hz
+    writer = EpisodeWriter(path, cams, PROPRIO_SPEC, ACTION_NAMES, "ee_position", rate_hz, units=UNITS)
+    t0 = twin.sim_time()
+    success_at: float | None = None
+    step = 0
+    try:
+        while True:
+            if not twin.wait_sim_time(t0 + step * period, timeout_s=30.0):
+                raise TimeoutError(f"twin simulation time stalled at {twin.sim_time():.3f} s")
+            now = twin.sim_time()
+            if success_at is None and twin.is_success():
+                success_at = now
+            if (success_at is not None and now - success_at >= post_success_s) or now - t0 >= max_sim_s:
+                break
+            frames = {c: twin.latest_frame(c) for c in cams}
+            if any(f is None for f in frames.values()):
+                step += 1
+                continue  # cameras not rendered yet (first tick after start)
+            state = backend.read_state()
+            action = expert.act(state.ee_pos, state.gripper_width, twin.cube_pose().pos, now - t0)
+            apply_ee_position_action(backend, action)
+            writer.append(
+                {c: f.rgb for c, f in frames.items()},
+                {"ee_pos": state.ee_pos, "gripper_width": np.array([state.gripper_width])},
+                action,
+                now,
+            )
+            step += 1
+    except BaseException:
+        writer.discard()
+        raise
+    success = success_at is not None
+    if success or keep_failures:
+        writer.close(success=success)
+    else:
+        writer.discard()
+    return success, twin.sim_time() - t0
