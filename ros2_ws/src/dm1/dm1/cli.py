@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sim",
     "launch",
     "eval",
+    "ablate",
     "bench",
     "demo",
 )

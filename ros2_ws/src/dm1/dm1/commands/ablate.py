@@ -1,0 +1,84 @@
+"""`dm1 ablate --runs DIR... [--episodes N] [--steps 1,5] [--fm-steps 1,5,10]`: the issue-6 ablation table.
+
+Evaluates every trained run directory in-process on the twin (same core, same twin, no ROS transport) at each
+number of sampler steps, times one inference of every configuration in the same process, and writes
+`ablation.json`, `ablation.md` and plots to `--out`. See `dm1.evaluation.ablation`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers like 1,5, found {text!r}"
+        ) from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected integers >= 1, found {text!r}")
+    return values
+
+
+def _handler(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from dm1.evaluation.ablation import AblationConfig, run_ablation
+    from dm1.evaluation.inprocess import InProcessConfig, TwinContext
+
+    try:
+        cfg = AblationConfig(
+            episodes=args.episodes,
+            seed=args.seed,
+            steps=args.steps,
+            fm_steps=args.fm_steps,
+            onnx_one_step=not args.torch_only,
+            timing_iters=args.timing_iters,
+            threads=args.threads,
+            oracle=args.oracle,
+        )
+        context = TwinContext(InProcessConfig(max_sim_s=args.max_sim_s), host=args.host)
+        result = run_ablation(args.runs, args.out, cfg, context=context)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"dm1 ablate: error: {exc}", file=sys.stderr)
+        return 2
+    print((Path(args.out) / "ablation.md").read_text())
+    print(f"{len(result['rows'])} rows; wrote {Path(args.out) / 'ablation.json'}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `dm1 ablate`."""
+    p = sub.add_parser(
+        "ablate", help="in-process ablation table (DM1 / MeanFlow / flow matching)", description=__doc__
+    )
+    p.add_argument("--runs", nargs="+", required=True, help="`dm1 train` run directories")
+    p.add_argument("--episodes", type=int, default=20, help="seeded episodes per run and K")
+    p.add_argument(
+        "--steps", type=_ints, default=(1, 5), help="sampler steps for MeanFlow models (default 1,5)"
+    )
+    p.add_argument("--fm-steps", type=_ints, default=(1, 5, 10), help="steps for flow matching (1,5,10)")
+    p.add_argument("--seed", type=int, default=1000, help="first cube/noise seed (differs from training)")
+    p.add_argument("--max-sim-s", type=float, default=20.0, help="time limit per episode (simulation s)")
+    p.add_argument("--timing-iters", type=int, default=200, help="timed inferences per configuration")
+    p.add_argument("--threads", type=int, default=1, help="inference threads (torch and onnxruntime)")
+    p.add_argument("--torch-only", action="store_true", help="run K = 1 in torch instead of the ONNX export")
+    p.add_argument("--oracle", action="store_true", help="also evaluate the privileged scripted expert")
+    p.add_argument("--host", default=None, help="loopback address for franky-sim (default: first free)")
+    p.add_argument("--out", default="runs/ablation/eval", help="output directory")
+    p.set_defaults(func=_handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m dm1.commands.ablate ...` (works before `ablate` is listed in `dm1.cli.COMMAND_MODULES`)."""
+    parser = argparse.ArgumentParser(prog="dm1")
+    register(parser.add_subparsers())
+    args = parser.parse_args(["ablate", *(sys.argv[1:] if argv is None else argv)])
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

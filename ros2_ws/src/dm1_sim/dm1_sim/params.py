@@ -1,0 +1,59 @@
+"""Typed, bounded ROS parameters of the twin node, turned into a validated `TwinConfig`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dm1.sim.config import MAX_IMAGE_SIZE, CameraSpec, TwinConfig
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.node import Node
+
+
+def _desc(
+    text: str, lo: float | None = None, hi: float | None = None, integer: bool = False
+) -> ParameterDescriptor:
+    d = ParameterDescriptor(description=text, read_only=True)
+    if lo is not None and hi is not None:
+        if integer:
+            d.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=1)]
+        else:
+            d.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
+    return d
+
+
+#: name -> (default, descriptor); every parameter is read-only (the scene is built once at start).
+PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
+    "host": ("", _desc("loopback address for franky-sim (127.x.y.z); empty = first free")),
+    "seed": (0, _desc("seed of the cube reset stream", 0, 2**31 - 1, integer=True)),
+    "cameras": (["front", "wrist"], _desc("camera names; each must be a preset (front, wrist)")),
+    "camera_width": (96, _desc("image width (px)", 1, MAX_IMAGE_SIZE, integer=True)),
+    "camera_height": (96, _desc("image height (px)", 1, MAX_IMAGE_SIZE, integer=True)),
+    "camera_fps": (20.0, _desc("frames per simulated second", 0.1, 120.0)),
+    "realtime": (True, _desc("pace physics to wall time (false = as fast as possible)")),
+    "clock_period_s": (0.005, _desc("simulated seconds between /clock messages", 0.001, 0.1)),
+    "state_rate_hz": (20.0, _desc("rate of /twin/cube_pose and /twin/success (wall Hz)", 1.0, 200.0)),
+    "success_height": (0.10, _desc("cube lift above the table that counts as success (m)", 0.01, 0.9)),
+    "success_hold_s": (0.5, _desc("sim seconds the cube must stay lifted", 0.0, 60.0)),
+}
+
+
+def declare_parameters(node: Node) -> dict[str, Any]:
+    """Declare every twin parameter on `node` and return their values."""
+    return {
+        name: node.declare_parameter(name, default, desc).value
+        for name, (default, desc) in PARAMETERS.items()
+    }
+
+
+def twin_config_from_parameters(values: dict[str, Any]) -> TwinConfig:
+    """A validated `TwinConfig` from parameter values (raises ValueError naming the bad parameter)."""
+    size = {"width": int(values["camera_width"]), "height": int(values["camera_height"])}
+    cameras = {str(n): CameraSpec(fps=float(values["camera_fps"]), **size) for n in values["cameras"]}
+    return TwinConfig(
+        host=str(values["host"]) or None,
+        cameras=cameras,
+        seed=int(values["seed"]),
+        realtime=bool(values["realtime"]),
+        success_height=float(values["success_height"]),
+        success_hold_s=float(values["success_hold_s"]),
+    )

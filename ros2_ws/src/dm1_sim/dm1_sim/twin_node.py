@@ -1,0 +1,132 @@
+"""`twin_node`: the franky-sim digital twin on ROS 2 (/clock, cameras, cube pose, success, reset).
+
+Publishes `/clock` from simulation time, `/camera/<name>/color/{image_raw,camera_info}` stamped with the sim
+time of each render, `/twin/cube_pose`, `/twin/success`, and `/twin/robot_host` (transient local: where franky
+connects). Service `/twin/reset` (std_srvs/Trigger) puts the cube at the next seeded random pose. Joint states
+and arm motion belong to the controller node, which connects to the announced robot host.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import rclpy
+from dm1.sim.renderer import CameraFrame
+from dm1.sim.twin import Twin
+from geometry_msgs.msg import PoseStamped
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import Bool, String
+from std_srvs.srv import Trigger
+
+from dm1_sim.conversions import camera_info_msg, pose_msg, rgb_to_image_msg, stamp_from_seconds
+from dm1_sim.params import declare_parameters, twin_config_from_parameters
+
+IMAGE_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+LATCHED_QOS = QoSProfile(
+    depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+)
+
+
+class TwinNode(Node):
+    """Thin ROS wrapper around `dm1.sim.twin.Twin`."""
+
+    def __init__(self) -> None:
+        super().__init__("twin")
+        self.params = declare_parameters(self)
+        cfg = twin_config_from_parameters(self.params)  # ValueError naming the bad parameter
+        self.twin = Twin(cfg)
+        self.image_pubs = {
+            n: self.create_publisher(Image, f"/camera/{n}/color/image_raw", IMAGE_QOS) for n in cfg.cameras
+        }
+        self.info_pubs = {
+            n: self.create_publisher(CameraInfo, f"/camera/{n}/color/camera_info", IMAGE_QOS)
+            for n in cfg.cameras
+        }
+        self.clock_pub = self.create_publisher(Clock, "/clock", 10)
+        self.cube_pub = self.create_publisher(PoseStamped, "/twin/cube_pose", 10)
+        self.success_pub = self.create_publisher(Bool, "/twin/success", 10)
+        self.host_pub = self.create_publisher(String, "/twin/robot_host", LATCHED_QOS)
+        self.publish_errors = 0
+        self.twin.start()
+        self.twin.add_frame_listener(self._on_frame)
+        self.host_pub.publish(String(data=self.twin.robot_host))
+        self._last_clock = -1.0
+        self.create_timer(min(self.params["clock_period_s"], 0.005), self._on_clock_timer)
+        self.create_timer(1.0 / self.params["state_rate_hz"], self._on_state_timer)
+        self.create_service(Trigger, "/twin/reset", self._on_reset)
+        self.get_logger().info(
+            f"twin up: robot host {self.twin.robot_host}, cameras {sorted(cfg.cameras)}, "
+            f"realtime={cfg.realtime}"
+        )
+
+    def _publish(self, pub, msg) -> None:
+        try:
+            pub.publish(msg)
+        except Exception as exc:  # RCLError when a reliable history is full: drop, count, go on
+            self.publish_errors += 1
+            if self.publish_errors in (1, 10, 100) or self.publish_errors % 1000 == 0:
+                self.get_logger().warning(f"publish failed ({self.publish_errors}x): {exc}")
+
+    def _on_frame(self, frame: CameraFrame) -> None:  # render thread
+        stamp = stamp_from_seconds(frame.stamp_sim_s)
+        frame_id = f"camera_{frame.name}_color_optical_frame"
+        h, w, _ = frame.rgb.shape
+        self._publish(self.image_pubs[frame.name], rgb_to_image_msg(frame.rgb, stamp, frame_id))
+        self._publish(self.info_pubs[frame.name], camera_info_msg(w, h, frame.intrinsics, stamp, frame_id))
+
+    def _on_clock_timer(self) -> None:
+        now = self.twin.sim_time()
+        if now - self._last_clock >= self.params["clock_period_s"] - 1e-9:
+            self._last_clock = now
+            self._publish(self.clock_pub, Clock(clock=stamp_from_seconds(now)))
+
+    def _on_state_timer(self) -> None:
+        stamp = stamp_from_seconds(self.twin.sim_time())
+        cube = self.twin.cube_pose()
+        self._publish(self.cube_pub, pose_msg(cube.pos, cube.quat_xyzw, stamp))
+        self._publish(self.success_pub, Bool(data=self.twin.is_success()))
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        try:
+            pose = self.twin.reset()
+        except Exception as exc:
+            response.success, response.message = False, f"reset failed: {exc}"
+            return response
+        response.success = True
+        response.message = json.dumps({"pos": pose.pos.tolist(), "quat_xyzw": pose.quat_xyzw.tolist()})
+        return response
+
+    def destroy_node(self) -> None:
+        self.twin.stop()
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    """Run the twin node until SIGINT."""
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = TwinNode()
+        executor = MultiThreadedExecutor(num_threads=2)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except ValueError as exc:
+        print(f"twin_node: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if node is not None:
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

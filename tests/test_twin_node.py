@@ -1,0 +1,124 @@
+"""The twin node as a real ROS 2 process: robot host, /clock, camera topics at their sim-time rate, reset."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+
+import numpy as np
+import pytest
+from conftest import free_loopback_host, wait_for
+
+pytestmark = pytest.mark.slow
+
+FPS = 20.0
+
+
+@pytest.fixture
+def listener(ros_env):
+    import rclpy
+    from geometry_msgs.msg import PoseStamped
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from rosgraph_msgs.msg import Clock
+    from sensor_msgs.msg import CameraInfo, Image
+    from std_msgs.msg import Bool, String
+    from std_srvs.srv import Trigger
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("twin_test_listener", context=context)
+    got: dict[str, list] = {k: [] for k in ("host", "clock", "front", "wrist", "info", "cube", "success")}
+    lock = threading.Lock()
+
+    def keep(key):
+        def cb(msg):
+            with lock:
+                got[key].append(msg)
+
+        return cb
+
+    latched = QoSProfile(
+        depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+    )
+    node.create_subscription(String, "/twin/robot_host", keep("host"), latched)
+    node.create_subscription(Clock, "/clock", keep("clock"), 50)
+    node.create_subscription(Image, "/camera/front/color/image_raw", keep("front"), 50)
+    node.create_subscription(Image, "/camera/wrist/color/image_raw", keep("wrist"), 50)
+    node.create_subscription(CameraInfo, "/camera/front/color/camera_info", keep("info"), 50)
+    node.create_subscription(PoseStamped, "/twin/cube_pose", keep("cube"), 10)
+    node.create_subscription(Bool, "/twin/success", keep("success"), 10)
+    reset = node.create_client(Trigger, "/twin/reset")
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+
+    def snapshot(key):
+        with lock:
+            return list(got[key])
+
+    yield node, snapshot, reset
+    executor.shutdown()
+    node.destroy_node()
+    rclpy.shutdown(context=context)
+
+
+def _stamp(msg) -> float:
+    return msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
+
+
+def test_twin_node_publishes_clock_cameras_and_resets_the_cube(procs, listener):
+    node, got, reset = listener
+    host = free_loopback_host()
+    args = ["--ros-args", "-p", f"host:={host}", "-p", "realtime:=false", "-p", f"camera_fps:={FPS}"]
+    procs.start("twin", [sys.executable, "-m", "dm1_sim.twin_node", *args])
+    wait_for(lambda: got("host"), timeout=120, what="/twin/robot_host (see twin.log)")
+    assert got("host")[-1].data == host
+
+    wait_for(lambda: len(got("front")) >= 50, timeout=240, what="50 front images")
+    clocks = [c.clock.sec + 1e-9 * c.clock.nanosec for c in got("clock")]
+    assert len(clocks) > 10 and np.all(np.diff(clocks) >= 0)
+
+    front = got("front")
+    img = front[-1]
+    assert (img.encoding, img.height, img.width, img.step) == ("rgb8", 96, 96, 288)
+    assert img.header.frame_id == "camera_front_color_optical_frame"
+    rgb = np.frombuffer(bytes(img.data), np.uint8).reshape(96, 96, 3)
+    assert rgb.std() > 5
+    stamps = np.array(sorted(_stamp(m) for m in front))
+    span = stamps[-1] - stamps[0]
+    assert len(stamps) - 1 == pytest.approx(span * FPS, abs=1.5), "front rate in simulation time"
+    assert np.allclose(np.diff(stamps), 1.0 / FPS, atol=0.002)
+    assert got("wrist") and got("wrist")[-1].header.frame_id == "camera_wrist_color_optical_frame"
+    info = got("info")[-1]
+    assert info.k[0] > 0 and info.k[2] == 48.0 and info.header.frame_id == "camera_front_color_optical_frame"
+
+    assert reset.wait_for_service(timeout_sec=30)
+    from std_srvs.srv import Trigger
+
+    future = reset.call_async(Trigger.Request())
+    wait_for(future.done, timeout=60, what="/twin/reset response")
+    response = future.result()
+    assert response.success, response.message
+    target = np.array(json.loads(response.message)["pos"])
+
+    def cube_at_target():
+        cubes = got("cube")
+        if not cubes:
+            return False
+        p = cubes[-1].pose.position
+        return np.linalg.norm(np.array([p.x, p.y]) - target[:2]) < 3e-3
+
+    wait_for(cube_at_target, timeout=60, what="/twin/cube_pose at the reset pose")
+    assert got("success") and got("success")[-1].data is False
+
+
+def test_bad_camera_parameter_stops_the_node_with_a_clear_error(procs, ros_env):
+    args = ["--ros-args", "-p", f"host:={free_loopback_host()}", "-p", "cameras:=[front, side]"]
+    proc = procs.start("bad_twin", [sys.executable, "-m", "dm1_sim.twin_node", *args])
+    wait_for(lambda: proc.poll() is not None, timeout=60, what="the twin node to exit")
+    assert proc.returncode == 2
+    log = procs.log("bad_twin")
+    assert "cameras.side" in log and "preset" in log
