@@ -93,3 +93,16 @@ def test_watchdog_expires_after_timeout_on_injected_clock() -> None:
     assert dog.expired(5.1001)
     with pytest.raises(ValueError, match="Watchdog.timeout_s"):
         Watchdog(0.0)
+
+
+def test_replanned_chunk_starting_one_period_ahead_blends_without_a_jump() -> None:
+    """Replan-every-tick: a new chunk's first point lies one period ahead; the target must not jump to it."""
+    sched = ChunkSchedule(chunk_timeout_s=0.5, max_future_s=1.0)
+    sched.offer(chunk(stamp=0.0, start=0.0, step=0.01), now=0.0)
+    before = sched.target_at(0.05).position.copy()  # halfway between points 0 and 1
+    assert sched.offer(chunk(stamp=0.1, start=0.02, step=0.01), now=0.05) == ChunkSchedule.ACCEPTED
+    at_handover = sched.target_at(0.05).position
+    np.testing.assert_allclose(at_handover, before, atol=1e-12)  # continuous at the hand-over
+    first = np.array([0.5, 0.02, 0.3])
+    np.testing.assert_allclose(sched.target_at(0.075).position, 0.5 * (before + first), atol=1e-9)
+    np.testing.assert_allclose(sched.target_at(0.1).position, first, atol=1e-12)

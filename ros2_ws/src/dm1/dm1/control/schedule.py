@@ -112,6 +112,9 @@ class ChunkSchedule:
         self.max_future_s = max_future_s
         self.watchdog = Watchdog(chunk_timeout_s)
         self._chunk: TimedChunk | None = None
+        # Where the target was when the newest chunk arrived: the blend starts there, so a new chunk whose
+        # first point lies one period ahead does not make the target jump (prefix-consistent hand-over).
+        self._anchor: tuple[float, ScheduledTarget] | None = None
 
     @property
     def chunk(self) -> TimedChunk | None:
@@ -121,6 +124,7 @@ class ChunkSchedule:
     def clear(self) -> None:
         """Forget the current chunk (the next target is None until a new chunk arrives)."""
         self._chunk = None
+        self._anchor = None
         self.watchdog.reset()
 
     def offer(self, chunk: TimedChunk, now: float) -> str:
@@ -136,6 +140,8 @@ class ChunkSchedule:
             return self.FUTURE
         if times[-1] < now:
             return self.LATE
+        current = self.target_at(now)
+        self._anchor = (now, current) if current is not None and now < times[0] else None
         self._chunk = chunk
         self.watchdog.kick(now)
         return self.ACCEPTED
@@ -150,7 +156,9 @@ class ChunkSchedule:
             return None
         # Points before `now` are dropped: i = index of the last point at or before now (bracket [i, i+1]).
         i = int(np.searchsorted(times, now, side="right")) - 1
-        if i < 0:  # the chunk starts in the (near) future: aim at its first point
+        if i < 0 and self._anchor is not None:  # blend from the hand-over target to the first point
+            return _blend(self._anchor, now, chunk)
+        if i < 0:  # the chunk starts in the (near) future and nothing ran before: aim at its first point
             return ScheduledTarget(
                 chunk.positions[0].copy(),
                 np.zeros(chunk.positions.shape[1]),
@@ -169,3 +177,21 @@ class ChunkSchedule:
             qb = qb if np.dot(qa, qb) >= 0 else -qb  # shortest path; nlerp is enough between nearby points
             quat = (1.0 - f) * qa + f * qb
         return ScheduledTarget(pos, vel, float(grip), quat)
+
+
+def _blend(anchor: tuple[float, ScheduledTarget], now: float, chunk: TimedChunk) -> ScheduledTarget:
+    """Linear blend from the target at hand-over time `anchor` to the chunk's first point at `now`."""
+    t0, start = anchor
+    t1 = float(chunk.times[0])
+    f = 0.0 if t1 <= t0 else min(max((now - t0) / (t1 - t0), 0.0), 1.0)
+    end = chunk.positions[0]
+    pos = (1.0 - f) * start.position + f * end  # (D,)
+    vel = np.zeros_like(pos) if t1 <= t0 else (end - start.position) / (t1 - t0)
+    quat = None
+    if chunk.quat_xyzw is not None:
+        qb = chunk.quat_xyzw[0]
+        qa = qb if start.quat_xyzw is None else start.quat_xyzw
+        qb = qb if np.dot(qa, qb) >= 0 else -qb
+        quat = (1.0 - f) * qa + f * qb
+    grip = start.gripper if f < 0.5 else float(chunk.gripper[0])
+    return ScheduledTarget(pos, vel, float(grip), quat)
