@@ -1,0 +1,25 @@
+"""Camera drivers without ROS (`dm1.camera.realsense`: pyrealsense2 devices, `.db3` playback, recording)."""
+
+from dm1.camera.realsense import (
+    CameraConfig,
+    CameraFrame,
+    ClockMapper,
+    FrameDropCounter,
+    Intrinsics,
+    NoDeviceError,
+    RealSenseCamera,
+    list_devices,
+)
+from dm1.camera.recording import record_synthetic
+
+__all__ = [
+    "CameraConfig",
+    "CameraFrame",
+    "ClockMapper",
+    "FrameDropCounter",
+    "Intrinsics",
+    "NoDeviceError",
+    "RealSenseCamera",
+    "list_devices",
+    "record_synthetic",
+]

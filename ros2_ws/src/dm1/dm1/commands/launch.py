@@ -1,0 +1,364 @@
+"""`dm1 launch franka [--use-sim] [--model DIR] ...`: a pure-Python launcher for the dm1 node graph.
+
+Machines without `ros2 launch` (PyPI rclpy) start the same graph as `dm1_bringup/launch/franka.launch.py`
+(both read `dm1.launch_graph.franka_graph`). Nodes start in order as child processes
+(`python -m <module> --ros-args -p ...`); each waits for the previous one's readiness check (a message on
+its `ready_topic`, or its name in the ROS graph), every wait bounded. Output is prefixed with the node name.
+Ctrl-C or SIGTERM stops every node (SIGINT, then SIGTERM, then SIGKILL, in reverse start order); the
+launcher exits non-zero when a required node dies or does not become ready.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import importlib.util
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import IO, Any
+
+CHILD_ENV_DEFAULTS = {
+    "MUJOCO_GL": "egl",
+    "PYOPENGL_PLATFORM": "egl",
+    "FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA",
+    "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp",
+    "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `dm1 launch`."""
+    p = subparsers.add_parser("launch", help="start the dm1 node graph (twin or robot, controller, policy)")
+    p.add_argument("graph", choices=["franka"], help="graph to launch")
+    p.add_argument(
+        "--use-sim", action="store_true", help="franky-sim digital twin instead of robot + RealSense"
+    )
+    p.add_argument("--model", help="exported model directory (model.onnx + model_card.json)")
+    p.add_argument("--no-policy", action="store_true", help="bring up the graph without the policy node")
+    p.add_argument("--cameras", default="front,wrist", help="comma-separated camera names")
+    p.add_argument("--robot-ip", default="", help="FCI address of the robot (real robot only)")
+    p.add_argument("--sim-host", default="127.0.0.1", help="loopback address shared by twin and controller")
+    p.add_argument(
+        "--external-cameras", action="store_true", help="cameras from another driver (realsense2_camera)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="twin scene seed")
+    p.add_argument("--rviz", action="store_true", help="start rviz2 (ROS host only)")
+    p.add_argument("--record", action="store_true", help="start the teleop recorder")
+    p.add_argument("--record-dir", default="data/episodes", help="recorder output directory")
+    p.add_argument("--foxglove", action="store_true", help="start the Foxglove live bridge")
+    p.add_argument("--foxglove-port", type=int, default=8765, help="Foxglove websocket port")
+    p.add_argument("--foxglove-mcap", default="", help="also record the Foxglove stream to this .mcap")
+    p.add_argument("--config-dir", help="parameter YAML directory (default: dm1_bringup/config)")
+    p.add_argument("--shutdown-timeout", type=float, default=10.0, help="seconds per node before escalating")
+    p.add_argument("--dry-run", action="store_true", help="print the node commands and exit")
+    p.set_defaults(func=_handle)
+
+
+def _handle(args: argparse.Namespace) -> int:
+    from dm1.launch_graph import LaunchArgs, franka_graph
+
+    try:
+        launch_args = LaunchArgs(
+            robot_ip=args.robot_ip,
+            model=args.model,
+            cameras=args.cameras,
+            use_sim=args.use_sim,
+            sim_host=args.sim_host,
+            external_cameras=args.external_cameras,
+            rviz=args.rviz,
+            record=args.record,
+            record_dir=args.record_dir,
+            foxglove=args.foxglove,
+            foxglove_port=args.foxglove_port,
+            foxglove_mcap=args.foxglove_mcap,
+            no_policy=args.no_policy,
+            seed=args.seed,
+            config_dir=args.config_dir,
+        )
+        specs = franka_graph(launch_args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"dm1 launch: {exc}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        for spec in specs:
+            print(shlex.join(spec.command(sys.executable)))
+        return 0
+    return GraphRunner(specs, shutdown_timeout=args.shutdown_timeout).run()
+
+
+class GraphRunner:
+    """Starts `NodeSpec`s as child processes, supervises them and shuts them down.
+
+    Args:
+        specs: nodes in start order (`dm1.launch_graph.NodeSpec`).
+        env: child environment (default: this process's, plus dm1's DDS/rendering defaults).
+        shutdown_timeout: seconds to wait after SIGINT before SIGTERM (then 3 s before SIGKILL).
+        out: stream for prefixed output.
+    """
+
+    def __init__(
+        self,
+        specs: list[Any],
+        env: dict[str, str] | None = None,
+        shutdown_timeout: float = 10.0,
+        out: IO[str] | None = None,
+    ) -> None:
+        self.specs = specs
+        self.env = dict(os.environ if env is None else env)
+        for key, value in CHILD_ENV_DEFAULTS.items():
+            self.env.setdefault(key, value)
+        self.env["PYTHONUNBUFFERED"] = "1"
+        self.shutdown_timeout = shutdown_timeout
+        self.out = out or sys.stdout
+        self.procs: list[tuple[Any, subprocess.Popen[bytes]]] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._pumps: list[threading.Thread] = []
+
+    def log(self, msg: str) -> None:
+        """One launcher line, prefixed `[launch]`."""
+        with self._lock:
+            self.out.write(f"[launch] {msg}\n")
+            self.out.flush()
+
+    def request_stop(self, signum: int = signal.SIGTERM, *_: Any) -> None:
+        """Ask the supervisor loop to shut down (signal handler)."""
+        if not self._stop.is_set():
+            self._stop.set()
+            self.log(f"received {signal.Signals(signum).name}: shutting down")
+
+    def run(self) -> int:
+        """Start, supervise until a signal or a required node's death, shut down. Returns the exit code."""
+        old = {s: signal.signal(s, self.request_stop) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        code = 0
+        try:
+            specs = self._preflight()
+            if specs is None:
+                return 2
+            code = self._start_all(specs)
+            if code == 0 and not self._stop.is_set():
+                self.log(f"graph up: {', '.join(s.name for s, _ in self.procs)} (Ctrl-C to stop)")
+                code = self._supervise()
+        finally:
+            self.shutdown()
+            for s, handler in old.items():
+                signal.signal(s, handler)
+        self.log(f"exit code {code}")
+        return code
+
+    def _preflight(self) -> list[Any] | None:
+        """Drop optional nodes whose program is missing; fail (None) when a required one is missing."""
+        runnable = []
+        for spec in self.specs:
+            missing = _missing_program(spec)
+            if missing is None:
+                runnable.append(spec)
+            elif spec.required:
+                self.log(f"ERROR: required node {spec.name}: {missing}")
+                return None
+            else:
+                self.log(f"skipping optional node {spec.name}: {missing}")
+        return runnable
+
+    def _start_all(self, specs: list[Any]) -> int:
+        probe: _GraphProbe | None = None
+        try:
+            for spec in specs:
+                if self._stop.is_set():
+                    return 0
+                proc = self._spawn(spec)
+                if probe is None:
+                    probe = _GraphProbe(self.env)
+                if not self._wait_ready(spec, proc, probe):
+                    return 0 if self._stop.is_set() else 1
+        finally:
+            if probe is not None:
+                probe.close()
+        return 0
+
+    def _spawn(self, spec: Any) -> subprocess.Popen[bytes]:
+        cmd = spec.command(sys.executable)
+        self.log(f"starting {spec.name}: {' '.join(cmd)}")
+        # Own process group: a terminal Ctrl-C reaches only the launcher, which then stops the nodes one by
+        # one (a second SIGINT during a node's cleanup would interrupt it).
+        proc = subprocess.Popen(
+            cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, process_group=0
+        )
+        self.procs.append((spec, proc))
+        pump = threading.Thread(target=self._pump, args=(spec.name, proc.stdout), daemon=True)
+        pump.start()
+        self._pumps.append(pump)
+        return proc
+
+    def _pump(self, name: str, stream: IO[bytes]) -> None:
+        for raw in iter(stream.readline, b""):
+            with self._lock:
+                self.out.write(f"[{name}] {raw.decode(errors='replace').rstrip()}\n")
+                self.out.flush()
+
+    def _wait_ready(self, spec: Any, proc: subprocess.Popen[bytes], probe: _GraphProbe) -> bool:
+        what = f"a message on {spec.ready_topic}" if spec.ready_topic else "its node in the ROS graph"
+        if spec.ready_topic:
+            probe.watch(spec.ready_topic, spec.ready_type)
+        deadline = time.monotonic() + spec.ready_timeout_s
+        while time.monotonic() < deadline:
+            if self._stop.is_set():
+                return False
+            if proc.poll() is not None:
+                level = "ERROR: required" if spec.required else "optional"
+                self.log(f"{level} node {spec.name} exited with code {proc.returncode} before it was ready")
+                return not spec.required
+            ready = probe.seen(spec.ready_topic) if spec.ready_topic else probe.has_node(spec.name)
+            if ready:
+                self.log(f"{spec.name} ready ({what})")
+                return True
+            probe.spin(0.05)
+        if spec.required:
+            self.log(f"ERROR: {spec.name} not ready after {spec.ready_timeout_s:.0f} s (waited for {what})")
+            return False
+        self.log(f"optional node {spec.name} not ready after {spec.ready_timeout_s:.0f} s; continuing")
+        return True
+
+    def _supervise(self) -> int:
+        reported: set[str] = set()
+        while not self._stop.wait(0.1):
+            for spec, proc in self.procs:
+                if proc.poll() is None or spec.name in reported:
+                    continue
+                reported.add(spec.name)
+                if spec.required:
+                    if self._stop.wait(0.3):  # Ctrl-C in a terminal reaches the children too: not a crash
+                        return 0
+                    self.log(
+                        f"ERROR: required node {spec.name} exited with code {proc.returncode}; shutting down"
+                    )
+                    return 1
+                self.log(f"optional node {spec.name} exited with code {proc.returncode}")
+        return 0
+
+    def shutdown(self) -> None:
+        """Stop the children one by one in reverse start order (the controller leaves before the robot/twin):
+        SIGINT, then SIGTERM after `shutdown_timeout`, then SIGKILL after 3 s more."""
+        live = [(s, p) for s, p in reversed(self.procs) if p.poll() is None]
+        if live:
+            self.log(f"stopping {', '.join(s.name for s, _ in live)}")
+        for spec, proc in live:
+            for sig, timeout in (
+                (signal.SIGINT, self.shutdown_timeout),
+                (signal.SIGTERM, 3.0),
+                (signal.SIGKILL, 5.0),
+            ):
+                if proc.poll() is not None:
+                    break
+                if sig != signal.SIGINT:
+                    self.log(f"{spec.name} still running: sending {signal.Signals(sig).name}")
+                _send(proc, sig)
+                _wait_all([proc], timeout)
+        for pump in self._pumps:
+            pump.join(timeout=2.0)
+
+
+def _send(proc: subprocess.Popen[bytes], sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)  # the node and anything it started
+
+
+def _wait_all(procs: list[subprocess.Popen[bytes]], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+
+
+def _missing_program(spec: Any) -> str | None:
+    """Why `spec` cannot start here (None = it can)."""
+    if spec.module:
+        try:
+            found = importlib.util.find_spec(spec.module) is not None
+        except ModuleNotFoundError:
+            found = False
+        return None if found else f"python module {spec.module} not installed"
+    if os.path.sep in spec.executable:
+        return None if os.access(spec.executable, os.X_OK) else f"{spec.executable} is not executable"
+    return (
+        None if shutil.which(spec.executable) else f"{spec.executable} not found on PATH (needs a ROS host)"
+    )
+
+
+class _GraphProbe:
+    """A private rclpy context the launcher uses to check readiness (node names, first message on a topic)."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        import rclpy
+        from rclpy.signals import SignalHandlerOptions
+
+        for key in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "RMW_IMPLEMENTATION"):
+            if key in env:
+                os.environ[key] = env[key]
+        self._rclpy = rclpy
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, signal_handler_options=SignalHandlerOptions.NO)
+        self.node = rclpy.create_node("dm1_launch", context=self.context)
+        self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._seen: set[str] = set()
+        self._subs: list[Any] = []
+        self._watch: dict[str, str] = {}
+
+    def watch(self, topic: str, type_name: str) -> None:
+        """Record the first message on `topic`, once a publisher exists (its durability is matched, so a
+        latched topic delivers its last message and no incompatible-QoS warning is raised)."""
+        self._watch[topic] = type_name
+
+    def _subscribe_when_published(self) -> None:
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+        for topic, type_name in list(self._watch.items()):
+            infos = self.node.get_publishers_info_by_topic(topic)
+            if not infos:
+                continue
+            latched = any(i.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL for i in infos)
+            # A latched (transient-local) message reaches a late joiner only over a reliable reader; for live
+            # topics best effort matches every publisher and never slows one down.
+            if latched:
+                qos = QoSProfile(
+                    depth=1,
+                    reliability=ReliabilityPolicy.RELIABLE,
+                    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                )
+            else:
+                qos = QoSProfile(
+                    depth=1, reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE
+                )
+            pkg, _, cls = type_name.split("/")
+            msg_type = getattr(importlib.import_module(f"{pkg}.msg"), cls)
+            self._subs.append(
+                self.node.create_subscription(msg_type, topic, lambda _m, t=topic: self._seen.add(t), qos)
+            )
+            del self._watch[topic]
+
+    def seen(self, topic: str) -> bool:
+        """Whether a message arrived on `topic`."""
+        return topic in self._seen
+
+    def has_node(self, name: str) -> bool:
+        """Whether a node called `name` is in the ROS graph."""
+        return name in self.node.get_node_names()
+
+    def spin(self, timeout: float) -> None:
+        """Process callbacks for up to `timeout` seconds."""
+        self._subscribe_when_published()
+        self.executor.spin_once(timeout_sec=timeout)
+
+    def close(self) -> None:
+        """Leave the ROS graph."""
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self._rclpy.shutdown(context=self.context)

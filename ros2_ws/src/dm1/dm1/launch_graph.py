@@ -1,0 +1,350 @@
+"""One declaration of the dm1 node graph, shared by `franka.launch.py` and `dm1 launch`.
+
+ROS-free (no rclpy, no launch): `franka_graph(args)` turns validated `LaunchArgs` into an ordered list of
+`NodeSpec`s. Parameters come from the YAML files in `dm1_bringup/config/` (standard ROS 2 format,
+`<node>: {ros__parameters: {...}}`), overlaid by values derived from the launch arguments
+(file defaults <- launch args). Order = start order: each node may declare a readiness check (`ready_topic`)
+that the launcher waits for before starting the next one.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG_FILES: tuple[str, ...] = ("twin.yaml", "controller.yaml", "policy.yaml", "realsense.yaml")
+_CAMERA_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclass
+class NodeSpec:
+    """One process of the graph.
+
+    Args:
+        package: ROS package that installs the executable (`ros2 run <package> <executable>`).
+        executable: console-script name on a colcon install.
+        module: `python -m` path used by `dm1 launch` (None for non-Python tools such as rviz2).
+        name: ROS node name (also the key in the parameter YAML files).
+        parameters: ROS parameters (`--ros-args -p name:=value`).
+        remappings: `(from, to)` topic remaps.
+        required: when a required node exits, the launcher shuts the whole graph down with a non-zero code.
+        condition: name of a boolean `LaunchArgs` field that enabled this node (for the launch file's
+            `IfCondition`); None = always on. `franka_graph` already filters on it.
+        arguments: extra command-line arguments before `--ros-args`.
+        ready_topic: the launcher waits for a message on this topic (type `ready_type`) before starting
+            the next node; None = wait until the node name appears in the ROS graph.
+        ready_type: message type of `ready_topic`, `pkg/msg/Type`.
+        ready_timeout_s: bound on that wait.
+    """
+
+    package: str
+    executable: str
+    module: str | None
+    name: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+    remappings: list[tuple[str, str]] = field(default_factory=list)
+    required: bool = True
+    condition: str | None = None
+    arguments: list[str] = field(default_factory=list)
+    ready_topic: str | None = None
+    ready_type: str | None = None
+    ready_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not self.name or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.name):
+            raise ValueError(f"NodeSpec.name: expected a valid ROS node name, found {self.name!r}")
+        if (self.ready_topic is None) != (self.ready_type is None):
+            raise ValueError(f"NodeSpec {self.name}: ready_topic and ready_type must be set together")
+        if not self.ready_timeout_s > 0:
+            raise ValueError(
+                f"NodeSpec {self.name}.ready_timeout_s: expected > 0, found {self.ready_timeout_s}"
+            )
+
+    def ros_args(self) -> list[str]:
+        """`--ros-args` part of the command line: node name, parameters (YAML values) and remaps."""
+        out = ["--ros-args", "-r", f"__node:={self.name}"]
+        for key, value in self.parameters.items():
+            if isinstance(value, list | tuple) and len(value) == 0:
+                continue  # ROS cannot type an empty array from the command line: the node default applies
+            out += ["-p", f"{key}:={format_param(value)}"]
+        for src, dst in self.remappings:
+            out += ["-r", f"{src}:={dst}"]
+        return out
+
+    def command(self, python: str) -> list[str]:
+        """Command line for `dm1 launch`: `python -m module ...`, or the executable for non-Python tools."""
+        head = [python, "-m", self.module] if self.module else [self.executable]
+        return head + list(self.arguments) + self.ros_args()
+
+
+def format_param(value: Any) -> str:
+    """A parameter value as the YAML text ROS parses from `-p name:=<text>` (strings stay strings)."""
+    if isinstance(value, tuple):
+        value = list(value)
+    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
+
+
+@dataclass
+class LaunchArgs:
+    """Arguments of `franka.launch.py` and `dm1 launch franka` (validated on construction).
+
+    Args:
+        robot_ip: FCI address of the real robot (required unless `use_sim`).
+        model: exported model directory (`model.onnx` + `model_card.json`); None only with `no_policy`.
+        cameras: camera names (topics `/camera/<name>/color/image_raw`).
+        use_sim: run the franky-sim digital twin instead of the robot and the RealSense cameras.
+        sim_host: loopback address the twin binds and the controller connects to in sim mode.
+        external_cameras: cameras come from another driver (e.g. realsense2_camera, see docs/real-robot.md);
+            do not start `dm1_ros.realsense_node`.
+        rviz: start rviz2 with `dm1_bringup/rviz/dm1.rviz` (needs a ROS host).
+        record: start the teleop recorder (`dm1_ros.teleop_node`), episodes into `record_dir`; it commands the
+            robot, so it needs `no_policy`.
+        record_dir: output directory of the recorder.
+        foxglove: start the Foxglove bridge (websocket on `foxglove_port`, optional MCAP file).
+        foxglove_port: websocket port (0 = any free port).
+        foxglove_mcap: also write the bridged stream to this `.mcap` file ("" = no file).
+        no_policy: bring the graph up without the policy node.
+        seed: seed of the twin's scene randomization.
+        config_dir: directory of the parameter YAML files (default: `dm1_bringup/config`).
+    """
+
+    robot_ip: str = ""
+    model: str | None = None
+    cameras: tuple[str, ...] = ("front", "wrist")
+    use_sim: bool = False
+    sim_host: str = "127.0.0.1"
+    external_cameras: bool = False
+    rviz: bool = False
+    record: bool = False
+    record_dir: str = "data/episodes"
+    foxglove: bool = False
+    foxglove_port: int = 8765
+    foxglove_mcap: str = ""
+    no_policy: bool = False
+    seed: int = 0
+    config_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.cameras, str):
+            self.cameras = tuple(c.strip() for c in self.cameras.split(",") if c.strip())
+        self.cameras = tuple(self.cameras)
+        if not self.cameras:
+            raise ValueError("LaunchArgs.cameras: expected at least one camera name, found none")
+        for cam in self.cameras:
+            if not _CAMERA_NAME.match(cam):
+                raise ValueError(f"LaunchArgs.cameras: expected names like 'front', found {cam!r}")
+        if len(set(self.cameras)) != len(self.cameras):
+            raise ValueError(f"LaunchArgs.cameras: duplicate names in {list(self.cameras)}")
+        if self.use_sim:
+            _check_ip("sim_host", self.sim_host, loopback=True)
+        elif not self.robot_ip:
+            raise ValueError("LaunchArgs.robot_ip: required for the real robot (or pass use_sim), found ''")
+        else:
+            _check_ip("robot_ip", self.robot_ip, loopback=False)
+        if self.record and not self.no_policy:
+            raise ValueError(
+                "LaunchArgs.record: the teleop recorder commands the robot, so it cannot run beside the "
+                "policy; pass no_policy (policy rollouts are recorded by `dm1 eval`)"
+            )
+        if self.model is None and not self.no_policy:
+            raise ValueError(
+                "LaunchArgs.model: expected an exported model directory (or no_policy), found None"
+            )
+        if self.model is not None and not self.no_policy:
+            model = Path(self.model)
+            missing = [f for f in ("model.onnx", "model_card.json") if not (model / f).is_file()]
+            if missing:
+                raise ValueError(
+                    f"LaunchArgs.model: {model} lacks {', '.join(missing)} (expected `dm1 export` output)"
+                )
+        if not 0 <= self.foxglove_port <= 65535:
+            raise ValueError(f"LaunchArgs.foxglove_port: expected 0..65535, found {self.foxglove_port}")
+        if self.seed < 0:
+            raise ValueError(f"LaunchArgs.seed: expected >= 0, found {self.seed}")
+        if self.config_dir is not None and not Path(self.config_dir).is_dir():
+            raise ValueError(f"LaunchArgs.config_dir: {self.config_dir} is not a directory")
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        """Names of all launch arguments (the launch file declares the same)."""
+        return [f.name for f in fields(cls)]
+
+
+def _check_ip(name: str, value: str, *, loopback: bool) -> None:
+    try:
+        addr = ipaddress.ip_address(value)
+    except ValueError:
+        if loopback:
+            raise ValueError(
+                f"LaunchArgs.{name}: expected a loopback IPv4 address, found {value!r}"
+            ) from None
+        return  # a hostname is acceptable for the real robot
+    if loopback and not addr.is_loopback:
+        raise ValueError(f"LaunchArgs.{name}: expected a loopback address (127.x.y.z), found {value!r}")
+
+
+def default_config_dir() -> Path:
+    """The parameter-file directory: $DM1_BRINGUP_CONFIG, the source tree, or the installed share dir."""
+    env = os.environ.get("DM1_BRINGUP_CONFIG")
+    if env:
+        return Path(env)
+    source = Path(__file__).resolve().parents[2] / "dm1_bringup" / "config"
+    if source.is_dir():
+        return source
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        return Path(get_package_share_directory("dm1_bringup")) / "config"
+    except Exception as exc:  # PackageNotFoundError or ament_index missing
+        raise FileNotFoundError(
+            f"dm1_bringup config directory not found (set DM1_BRINGUP_CONFIG): {exc}"
+        ) from exc
+
+
+def load_param_files(config_dir: Path) -> dict[str, dict[str, Any]]:
+    """Read every `*.yaml` in `config_dir`: `{node_name: {param: value}}` (ROS 2 parameter-file format)."""
+    out: dict[str, dict[str, Any]] = {}
+    for path in sorted(Path(config_dir).glob("*.yaml")):
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of node names, found {type(data).__name__}")
+        for node, body in data.items():
+            params = body.get("ros__parameters") if isinstance(body, dict) else None
+            if not isinstance(params, dict):
+                raise ValueError(
+                    f"{path}: node {node!r} expected a 'ros__parameters' mapping, found {body!r}"
+                )
+            out.setdefault(str(node).lstrip("/"), {}).update(params)
+    return out
+
+
+def _camera_topics(cameras: tuple[str, ...]) -> list[str]:
+    return [f"/camera/{c}/color/image_raw" for c in cameras]
+
+
+def franka_graph(args: LaunchArgs) -> list[NodeSpec]:
+    """The node graph for `args`, in start order (conditions already applied)."""
+    files = load_param_files(Path(args.config_dir) if args.config_dir else default_config_dir())
+
+    def params(node: str, **overrides: Any) -> dict[str, Any]:
+        merged = dict(files.get(node, {}))
+        merged.update(overrides)
+        if args.use_sim and node != "twin":
+            merged["use_sim_time"] = True  # the twin publishes /clock
+        return merged
+
+    cams = list(args.cameras)
+    ros = {"package": "dm1_ros"}
+    graph: list[NodeSpec] = []
+    if args.use_sim:
+        twin = params("twin", host=args.sim_host, seed=args.seed, cameras=cams)
+        graph.append(
+            NodeSpec(
+                "dm1_sim",
+                "twin_node",
+                "dm1_sim.twin_node",
+                "twin",
+                twin,
+                ready_topic="/twin/robot_host",
+                ready_type="std_msgs/msg/String",
+                ready_timeout_s=90.0,
+            )
+        )
+    elif not args.external_cameras:
+        cam = params("realsense_node", camera_names=cams)
+        graph.append(
+            NodeSpec(
+                **ros,
+                executable="realsense_node",
+                module="dm1_ros.realsense_node",
+                name="realsense_node",
+                parameters=cam,
+                ready_topic=f"/camera/{cams[0]}/color/camera_info",
+                ready_type="sensor_msgs/msg/CameraInfo",
+            )
+        )
+    robot_ip = args.sim_host if args.use_sim else args.robot_ip
+    graph.append(
+        NodeSpec(
+            **ros,
+            executable="controller_node",
+            module="dm1_ros.controller_node",
+            name="controller_node",
+            parameters=params("controller_node", robot_ip=robot_ip),
+            ready_topic="/joint_states",
+            ready_type="sensor_msgs/msg/JointState",
+            ready_timeout_s=60.0,
+        )
+    )
+    if not args.no_policy:
+        # Real cameras stream 640x480 etc.: the policy resamples to the model's input size.
+        policy = params(
+            "policy_node",
+            model_dir=str(Path(str(args.model)).resolve()),
+            autostart=True,
+            resize_images=not args.use_sim,
+        )
+        graph.append(
+            NodeSpec(
+                **ros,
+                executable="policy_node",
+                module="dm1_ros.policy_node",
+                name="policy_node",
+                parameters=policy,
+            )
+        )
+    if args.record:
+        rec = params("teleop", out_dir=str(Path(args.record_dir).resolve()), record=True, cameras=cams)
+        graph.append(
+            NodeSpec(
+                **ros,
+                executable="teleop_node",
+                module="dm1_ros.teleop_node",
+                name="teleop",
+                parameters=rec,
+                condition="record",
+            )
+        )
+    if args.foxglove:
+        fox = params(
+            "foxglove_node",
+            port=args.foxglove_port,
+            mcap_path=args.foxglove_mcap,
+            image_topics=_camera_topics(args.cameras),
+        )
+        graph.append(
+            NodeSpec(
+                **ros,
+                executable="foxglove_node",
+                module="dm1_ros.foxglove_node",
+                name="foxglove_node",
+                parameters=fox,
+                required=False,
+                condition="foxglove",
+            )
+        )
+    if args.rviz:
+        graph.append(
+            NodeSpec(
+                "rviz2",
+                "rviz2",
+                None,
+                "rviz2",
+                params("rviz2"),
+                required=False,
+                condition="rviz",
+                arguments=["-d", str(rviz_config_path())],
+            )
+        )
+    return graph
+
+
+def rviz_config_path() -> Path:
+    """`dm1_bringup/rviz/dm1.rviz` next to the parameter files."""
+    return default_config_dir().parent / "rviz" / "dm1.rviz"

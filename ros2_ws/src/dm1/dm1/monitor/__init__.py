@@ -1,0 +1,1 @@
+"""Monitoring outside the control path (Foxglove live view and MCAP recording)."""

@@ -1,0 +1,175 @@
+"""The node graph is declared once (`dm1.launch_graph`) and `franka.launch.py` builds exactly that graph."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO
+from dm1.launch_graph import LaunchArgs, NodeSpec, franka_graph, load_param_files
+
+LAUNCH_FILE = REPO / "ros2_ws/src/dm1_bringup/launch/franka.launch.py"
+CONFIG_DIR = REPO / "ros2_ws/src/dm1_bringup/config"
+
+
+def _launch_module():
+    spec = importlib.util.spec_from_file_location("franka_launch", LAUNCH_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path) -> Path:
+    """A directory shaped like `dm1 export` output (the graph only checks that the files exist)."""
+    (tmp_path / "model.onnx").write_bytes(b"")
+    (tmp_path / "model_card.json").write_text("{}")
+    return tmp_path
+
+
+def _by_name(graph: list[NodeSpec]) -> dict[str, NodeSpec]:
+    return {spec.name: spec for spec in graph}
+
+
+def test_sim_graph_starts_twin_then_controller_then_policy_on_sim_time(model_dir: Path) -> None:
+    graph = franka_graph(LaunchArgs(use_sim=True, model=str(model_dir), sim_host="127.0.3.4"))
+    assert [s.name for s in graph] == ["twin", "controller_node", "policy_node"]
+    nodes = _by_name(graph)
+    assert nodes["twin"].parameters["host"] == nodes["controller_node"].parameters["robot_ip"] == "127.0.3.4"
+    assert "use_sim_time" not in nodes["twin"].parameters  # the twin is the clock
+    assert nodes["controller_node"].parameters["use_sim_time"] is True
+    assert nodes["policy_node"].parameters["use_sim_time"] is True
+    assert nodes["policy_node"].parameters["autostart"] is True
+    assert nodes["policy_node"].parameters["model_dir"] == str(model_dir.resolve())
+    assert nodes["twin"].ready_topic == "/twin/robot_host"
+    assert nodes["controller_node"].ready_topic == "/joint_states"
+    assert all(s.required for s in graph)
+
+
+def test_robot_graph_uses_realsense_and_the_robot_ip_without_sim_time(model_dir: Path) -> None:
+    graph = franka_graph(LaunchArgs(robot_ip="172.16.0.2", model=str(model_dir), cameras="front"))
+    assert [s.name for s in graph] == ["realsense_node", "controller_node", "policy_node"]
+    nodes = _by_name(graph)
+    assert nodes["controller_node"].parameters["robot_ip"] == "172.16.0.2"
+    assert nodes["realsense_node"].parameters["camera_names"] == ["front"]
+    assert nodes["policy_node"].parameters["resize_images"] is True  # 640x480 frames -> the model's size
+    assert not any(s.parameters.get("use_sim_time") for s in graph)
+
+
+def test_external_cameras_replace_the_realsense_node(model_dir: Path) -> None:
+    args = LaunchArgs(robot_ip="172.16.0.2", model=str(model_dir), external_cameras=True)
+    assert [s.name for s in franka_graph(args)] == ["controller_node", "policy_node"]
+
+
+def test_rviz_config_shows_robot_cameras_path_and_safety_box() -> None:
+    rviz = yaml.safe_load((REPO / "ros2_ws/src/dm1_bringup/rviz/dm1.rviz").read_text())
+    displays = rviz["Visualization Manager"]["Displays"]
+    topics = {d["Topic"]["Value"] for d in displays if "Topic" in d}
+    assert {"/camera/front/color/image_raw", "/camera/wrist/color/image_raw", "/dm1/predicted_path"} <= topics
+    assert "/dm1/safety_box" in topics
+    assert any(d["Class"] == "rviz_default_plugins/RobotModel" for d in displays)
+    assert rviz["Visualization Manager"]["Global Options"]["Fixed Frame"] == "fr3_link0"
+
+
+def test_optional_nodes_appear_only_when_asked_and_are_not_required() -> None:
+    base = {"use_sim": True, "no_policy": True}
+    assert [s.name for s in franka_graph(LaunchArgs(**base))] == ["twin", "controller_node"]
+    graph = _by_name(franka_graph(LaunchArgs(**base, foxglove=True, rviz=True, record=True)))
+    assert graph["teleop"].parameters["record"] is True
+    assert graph["foxglove_node"].required is False and graph["foxglove_node"].condition == "foxglove"
+    assert graph["rviz2"].module is None and graph["rviz2"].arguments[0] == "-d"
+    assert graph["rviz2"].arguments[1].endswith("dm1_bringup/rviz/dm1.rviz")
+    assert graph["teleop"].condition == "record"
+
+
+def test_file_defaults_are_overridden_by_launch_arguments(tmp_path: Path) -> None:
+    (tmp_path / "controller.yaml").write_text(
+        "controller_node:\n  ros__parameters:\n    robot_ip: '10.0.0.1'\n    control_rate_hz: 250.0\n"
+    )
+    graph = _by_name(
+        franka_graph(LaunchArgs(robot_ip="172.16.0.2", no_policy=True, config_dir=str(tmp_path)))
+    )
+    params = graph["controller_node"].parameters
+    assert params["control_rate_hz"] == 250.0  # from the file
+    assert params["robot_ip"] == "172.16.0.2"  # launch argument wins
+
+
+def test_shipped_parameter_files_cover_every_node() -> None:
+    params = load_param_files(CONFIG_DIR)
+    nodes = {"twin", "controller_node", "policy_node", "realsense_node", "teleop", "foxglove_node"}
+    assert nodes <= set(params)
+    assert params["controller_node"]["relative_dynamics_factor"] <= 0.3  # safe default
+
+
+def test_malformed_parameter_file_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text("policy_node:\n  params:\n    x: 1\n")
+    with pytest.raises(
+        ValueError, match=r"bad.yaml: node 'policy_node' expected a 'ros__parameters' mapping"
+    ):
+        load_param_files(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"no_policy": True}, r"LaunchArgs.robot_ip: required"),
+        ({"use_sim": True, "sim_host": "10.0.0.5", "no_policy": True}, r"sim_host: expected a loopback"),
+        ({"use_sim": True, "cameras": "front,Wrist!", "no_policy": True}, r"cameras: expected names"),
+        ({"use_sim": True, "cameras": "", "no_policy": True}, r"cameras: expected at least one"),
+        ({"use_sim": True}, r"LaunchArgs.model: expected an exported model directory"),
+        ({"use_sim": True, "model": "/nonexistent"}, r"lacks model.onnx, model_card.json"),
+        ({"use_sim": True, "no_policy": True, "foxglove_port": 70000}, r"foxglove_port: expected 0..65535"),
+        ({"use_sim": True, "record": True, "model": "/m"}, r"record: the teleop recorder commands the robot"),
+    ],
+)
+def test_bad_launch_arguments_are_refused_with_the_field_named(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        LaunchArgs(**kwargs)
+
+
+def test_ros_args_quote_values_the_way_ros_parses_them() -> None:
+    spec = NodeSpec(
+        "p",
+        "e",
+        "m.n",
+        "node",
+        {"s": "true", "b": True, "e": [], "l": ["a", "b"], "ip": "127.0.0.1"},
+        remappings=[("/a", "/b")],
+    )
+    args = spec.ros_args()
+    assert args[:3] == ["--ros-args", "-r", "__node:=node"]
+    assert "s:='true'" in args and "b:=true" in args and "l:=[a, b]" in args and "ip:=127.0.0.1" in args
+    assert not any(a.startswith("e:=") for a in args)  # empty arrays are left to the node default
+    assert args[-2:] == ["-r", "/a:=/b"]
+
+
+def test_launch_file_declares_every_launch_argument() -> None:
+    module = _launch_module()
+    declared = [name for name, _, _ in module.ARGUMENTS]
+    assert sorted(declared) == sorted(LaunchArgs.field_names())
+    assert all(description for _, _, description in module.ARGUMENTS)
+
+
+def test_launch_file_builds_the_same_graph_as_franka_graph(model_dir: Path) -> None:
+    module = _launch_module()
+    from_launch = module.node_specs(use_sim="true", model=str(model_dir), rviz="true", cameras="front")
+    direct = franka_graph(LaunchArgs(use_sim=True, model=str(model_dir), rviz=True, cameras=("front",)))
+    assert from_launch == direct
+    with pytest.raises(ValueError, match=r"launch argument use_sim: expected true/false, found 'maybe'"):
+        module.node_specs(use_sim="maybe")
+
+
+def test_launch_file_generates_a_launch_description_where_launch_ros_exists(model_dir: Path) -> None:
+    if importlib.util.find_spec("launch_ros") is None:
+        pytest.skip("launch_ros not installed (no ROS 2 host); the pure part is tested above")
+    description = _launch_module().generate_launch_description()
+    assert len(description.entities) == len(_launch_module().ARGUMENTS) + 1
+
+
+def test_parameter_yaml_files_are_valid_ros_parameter_files() -> None:
+    for path in CONFIG_DIR.glob("*.yaml"):
+        data = yaml.safe_load(path.read_text())
+        for node, body in data.items():
+            assert set(body) == {"ros__parameters"}, f"{path.name}: {node}"

@@ -1,0 +1,254 @@
+"""`dm1 launch`: the pure-Python launcher starts real ROS 2 processes in order, supervises and stops them."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO, free_loopback_host, wait_for
+from dm1.commands.launch import GraphRunner
+from dm1.launch_graph import NodeSpec
+from policy_toy_model import build_toy_model
+
+# A minimal real rclpy node: publishes std_msgs/String on `topic` (if set) and exits with code 3 once the
+# file `die_file` exists (if set). It exits 0 on SIGINT.
+DUMMY_NODE = """
+import os, sys, rclpy
+from rclpy.node import Node
+from std_msgs.msg import String
+rclpy.init(args=sys.argv)
+node = Node("dummy")
+topic = node.declare_parameter("topic", "").value
+die_file = node.declare_parameter("die_file", "").value
+pub = node.create_publisher(String, topic, 10) if topic else None
+try:
+    while rclpy.ok():
+        rclpy.spin_once(node, timeout_sec=0.05)
+        if pub is not None:
+            pub.publish(String(data="hi"))
+        if die_file and os.path.exists(die_file):
+            sys.exit(3)
+except KeyboardInterrupt:
+    pass
+"""
+
+
+def _dummy(name: str, required: bool = True, **params: object) -> NodeSpec:
+    ready = {"ready_topic": params["topic"], "ready_type": "std_msgs/msg/String"} if "topic" in params else {}
+    return NodeSpec(
+        "test",
+        sys.executable,
+        None,
+        name,
+        dict(params),
+        required=required,
+        arguments=["-c", DUMMY_NODE],
+        ready_timeout_s=30.0,
+        **ready,
+    )
+
+
+def _run_runner(
+    specs: list[NodeSpec], env: dict[str, str], kill_after_up: list[Path] = ()
+) -> tuple[int, str]:
+    """Run the launcher in this (main) thread; once the graph is up, create the `kill_after_up` files."""
+    out = io.StringIO()
+
+    def trigger() -> None:
+        deadline = time.monotonic() + 120
+        while "graph up" not in out.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for path in kill_after_up:
+            path.touch()
+
+    helper = threading.Thread(target=trigger, daemon=True)
+    helper.start()
+    code = GraphRunner(specs, env=env, shutdown_timeout=5.0, out=out).run()
+    for path in kill_after_up:
+        path.touch()  # startup failed: make sure no dummy outlives the test
+    return code, out.getvalue()
+
+
+def test_required_node_death_stops_the_graph_with_nonzero_exit(
+    ros_env: dict[str, str], tmp_path: Path
+) -> None:
+    die = tmp_path / "die_second"
+    specs = [
+        _dummy("first", topic="/launch_test/first"),
+        _dummy("second", die_file=str(die)),  # ready by node name; dies once the graph is up
+    ]
+    code, log = _run_runner(specs, ros_env, kill_after_up=[die])
+    assert code == 1, log
+    assert "first ready (a message on /launch_test/first)" in log
+    assert "second ready (its node in the ROS graph)" in log
+    assert "ERROR: required node second exited with code 3; shutting down" in log
+    assert log.index("starting first") < log.index("first ready") < log.index("starting second")
+    assert "stopping first" in log and "Traceback" not in log
+
+
+def test_optional_node_death_keeps_the_graph_running(ros_env: dict[str, str], tmp_path: Path) -> None:
+    helper_dies, main_dies = tmp_path / "helper", tmp_path / "main"
+    specs = [
+        _dummy("main_node", die_file=str(main_dies)),
+        _dummy("helper", required=False, die_file=str(helper_dies)),
+    ]
+    out = io.StringIO()
+    runner = GraphRunner(specs, env=ros_env, shutdown_timeout=5.0, out=out)
+
+    def trigger() -> None:
+        deadline = time.monotonic() + 120
+        while "graph up" not in out.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        helper_dies.touch()
+        while "optional node helper exited" not in out.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        main_dies.touch()  # the graph was still up after the optional node died
+
+    threading.Thread(target=trigger, daemon=True).start()
+    code = runner.run()
+    for path in (helper_dies, main_dies):
+        path.touch()  # no dummy outlives the test
+    log = out.getvalue()
+    assert "optional node helper exited with code 3" in log
+    assert log.index("optional node helper exited") < log.index("required node main_node exited with code 3")
+    assert code == 1
+
+
+def test_missing_required_program_fails_before_starting_anything(ros_env: dict[str, str]) -> None:
+    specs = [_dummy("first"), NodeSpec("pkg", "x", "dm1_no_such_module.node", "ghost")]
+    code, log = _run_runner(specs, ros_env)
+    assert code == 2
+    assert "required node ghost: python module dm1_no_such_module.node not installed" in log
+    assert "starting" not in log
+
+
+def test_missing_optional_program_is_skipped(ros_env: dict[str, str], tmp_path: Path) -> None:
+    die = tmp_path / "die_only"
+    specs = [
+        NodeSpec("rviz2", "dm1-no-such-rviz2", None, "rviz2", required=False),
+        _dummy("only", die_file=str(die)),
+    ]
+    code, log = _run_runner(specs, ros_env, kill_after_up=[die])
+    assert "skipping optional node rviz2: dm1-no-such-rviz2 not found on PATH" in log
+    assert "starting only" in log and code == 1
+
+
+def test_node_that_never_becomes_ready_aborts_startup(ros_env: dict[str, str]) -> None:
+    spec = _dummy("silent")
+    spec.ready_topic, spec.ready_type, spec.ready_timeout_s = "/launch_test/never", "std_msgs/msg/String", 3.0
+    code, log = _run_runner([spec, _dummy("after")], ros_env)
+    assert code == 1
+    assert "silent not ready after 3 s (waited for a message on /launch_test/never)" in log
+    assert "starting after" not in log
+    assert "stopping silent" in log
+
+
+def _graph_state(ros_env: dict[str, str]):
+    import rclpy
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    node = rclpy.create_node("launch_test_observer", context=ctx)
+    return ctx, node
+
+
+@pytest.mark.slow
+def test_dm1_launch_sim_graph_with_policy_comes_up_and_stops_on_sigint(
+    procs, ros_env, tmp_path: Path
+) -> None:
+    """`dm1 launch franka --use-sim --model M`: twin, controller, policy up; chunks flow; SIGINT stops all."""
+    import rclpy
+    from trajectory_msgs.msg import MultiDOFJointTrajectory
+
+    model = build_toy_model(tmp_path / "toy", cameras={"front": (96, 96, 3)}, control_rate_hz=10.0)
+    cmd = [
+        str(Path(sys.executable).parent / "dm1"),
+        "launch",
+        "franka",
+        "--use-sim",
+        "--model",
+        str(model),
+        "--sim-host",
+        free_loopback_host(),
+        "--cameras",
+        "front",
+        "--shutdown-timeout",
+        "10",
+    ]
+    launcher = procs.start("launch", cmd)
+    ctx, node = _graph_state(ros_env)
+    chunks: list[MultiDOFJointTrajectory] = []
+    node.create_subscription(MultiDOFJointTrajectory, "/dm1/action_chunk/cartesian", chunks.append, 10)
+    executor = rclpy.executors.SingleThreadedExecutor(context=ctx)
+    executor.add_node(node)
+    names = {"twin", "controller_node", "policy_node"}
+    try:
+        wait_for(
+            lambda: "graph up" in procs.log("launch") or launcher.poll() is not None, 180, 0.5, "graph up"
+        )
+        assert launcher.poll() is None, procs.log("launch")
+        wait_for(lambda: names <= set(node.get_node_names()), 30, 0.2, f"{names} in the ROS graph")
+        topics = {t for t, _ in node.get_topic_names_and_types()}
+        assert {"/clock", "/joint_states", "/camera/front/color/image_raw", "/twin/robot_host"} <= topics
+        wait_for(lambda: executor.spin_once(timeout_sec=0.1) or chunks, 60, 0.0, "a policy chunk")
+        os.kill(launcher.pid, signal.SIGINT)  # the launcher alone: it must stop its children
+        launcher.wait(timeout=60)
+        assert launcher.returncode == 0, procs.log("launch")
+        wait_for(lambda: not names & set(node.get_node_names()), 30, 0.5, "nodes to leave the graph")
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)
+    log = procs.log("launch")
+    for name in ("twin", "controller_node", "policy_node"):
+        assert f"[launch] {name} ready" in log, log
+    assert log.index("[launch] twin ready") < log.index("[launch] starting controller_node")
+    assert "exit code 0" in log and "still running" not in log  # every node stopped on SIGINT
+
+
+def test_dry_run_prints_one_command_per_node(ros_env: dict[str, str]) -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dm1.cli",
+            "launch",
+            "franka",
+            "--use-sim",
+            "--no-policy",
+            "--foxglove",
+            "--dry-run",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=ros_env,
+        cwd=REPO,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert [ln.split()[2] for ln in lines] == [
+        "dm1_sim.twin_node",
+        "dm1_ros.controller_node",
+        "dm1_ros.foxglove_node",
+    ]
+    assert all("use_sim_time:=true" in ln for ln in lines[1:])
+
+
+def test_bad_arguments_fail_with_a_clear_message(ros_env: dict[str, str]) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "dm1.cli", "launch", "franka", "--model", "/nonexistent/model"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=ros_env,
+    )
+    assert out.returncode == 2
+    assert "robot_ip" in out.stderr
