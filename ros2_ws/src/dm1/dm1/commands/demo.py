@@ -13,7 +13,9 @@ def _handler(args: argparse.Namespace) -> int:
     from dm1.commands.eval import run_ros_eval
 
     out = Path(args.out or "runs/demo")
-    summary, records = run_ros_eval(args.model, args.episodes, args.seed, out, args.max_sim_s)
+    summary, records = run_ros_eval(
+        args.model, args.episodes, args.seed, out, args.max_sim_s, sim_host=args.sim_host
+    )
     print(f"\nmodel {args.model} on the franky-sim twin, through twin → policy node → controller → franky")
     for r in records:
         verdict = "success" if r["success"] else "failure"

@@ -54,7 +54,13 @@ def stop_graph(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
 
 
 def run_ros_eval(
-    model: str, episodes: int, seed: int, out_dir: Path, max_sim_s: float, progress: bool = True
+    model: str,
+    episodes: int,
+    seed: int,
+    out_dir: Path,
+    max_sim_s: float,
+    progress: bool = True,
+    sim_host: str = "127.0.0.1",
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Run the evaluation; returns (summary dict, per-episode records)."""
     import rclpy
@@ -65,7 +71,7 @@ def run_ros_eval(
     from dm1.evaluation import summarize, write_report
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    graph = start_graph(model, seed, out_dir / "launch.log")
+    graph = start_graph(model, seed, out_dir / "launch.log", ["--sim-host", sim_host])
     records: list[dict[str, Any]] = []
     try:
         with rclpy.init():
@@ -101,7 +107,13 @@ def run_ros_eval(
 def _handler(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/eval/{Path(args.model).name}")
     summary, _ = run_ros_eval(
-        args.model, args.episodes, args.seed, out, args.max_sim_s, progress=not args.json
+        args.model,
+        args.episodes,
+        args.seed,
+        out,
+        args.max_sim_s,
+        progress=not args.json,
+        sim_host=args.sim_host,
     )
     if args.update_card:
         card_path = Path(args.model) / "model_card.json"
@@ -131,6 +143,7 @@ def add_eval_arguments(p: argparse.ArgumentParser, episodes: int) -> None:
     p.add_argument("--max-sim-s", type=float, default=20.0, help="time limit per episode (simulation s)")
     p.add_argument("--out", default=None, help="report directory (default runs/eval/<model name>)")
     p.add_argument("--json", action="store_true", help="print the summary as one line of JSON")
+    p.add_argument("--sim-host", default="127.0.0.1", help="loopback address of the twin's franky server")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

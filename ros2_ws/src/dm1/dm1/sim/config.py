@@ -168,6 +168,8 @@ class TwinConfig:
         shadows: Shadows in offscreen rendering (much slower on software EGL).
         max_render_backlog: Snapshots waiting for the render thread before physics waits for it, so frames
             keep their rate in simulation time even when rendering is slow.
+        render_lockstep: Physics waits while a snapshot renders, so frames reach subscribers at the sim time
+            they show (instantaneous exposure); False pipelines rendering (faster, tens of ms of sim latency).
     """
 
     host: str | None = None
@@ -184,6 +186,7 @@ class TwinConfig:
     multisample: bool = False
     shadows: bool = False
     max_render_backlog: int = 2
+    render_lockstep: bool = True
 
     def __post_init__(self) -> None:
         if self.host is not None and (not isinstance(self.host, str) or not self.host.startswith("127.")):

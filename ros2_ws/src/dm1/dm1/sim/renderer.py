@@ -68,6 +68,7 @@ class CameraRenderer:
         shadows: bool = False,
         max_backlog: int = 2,
         put_timeout_s: float = 0.5,
+        lockstep: bool = True,
     ) -> None:
         self._model = model
         self._cameras = dict(cameras)
@@ -77,6 +78,12 @@ class CameraRenderer:
         self._next_due: dict[str, float | None] = dict.fromkeys(cameras)
         self._queue: queue.Queue[object] = queue.Queue(maxsize=max_backlog)
         self._put_timeout_s = put_timeout_s
+        # Lockstep: the physics thread waits until the snapshot is rendered, so simulated time does not
+        # advance while the (slow, software) renderer works and a frame is delivered at the sim time it shows,
+        # as a real camera exposure is instantaneous relative to the scene. Without it, frames arrive tens of
+        # ms of sim time after their stamp on this CPU.
+        self._lockstep = lockstep
+        self._rendered = threading.Event()
         self._listeners: list[Callable[[CameraFrame], None]] = []
         self._latest: dict[str, CameraFrame] = {}
         self._lock = threading.Lock()
@@ -107,8 +114,11 @@ class CameraRenderer:
             return
         snap = _Snapshot(now, data.qpos.copy(), tuple(due))
         start = time.monotonic()
+        self._rendered.clear()
         try:
             self._queue.put(snap, timeout=self._put_timeout_s)
+            if self._lockstep and not self._rendered.wait(self._put_timeout_s):
+                log.warning("render thread took over %.1f s; physics continues", self._put_timeout_s)
         except queue.Full:
             self.frames_dropped += len(due)
             log.warning("render thread stalled for %.1f s; dropped frames for %s", self._put_timeout_s, due)
@@ -194,6 +204,7 @@ class CameraRenderer:
                             callback(frame)
                         except Exception:  # a bad listener must not kill the cameras
                             log.exception("camera frame listener failed")
+                self._rendered.set()
         finally:
             for renderer in renderers.values():
                 renderer.close()

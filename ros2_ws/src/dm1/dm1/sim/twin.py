@@ -91,7 +91,11 @@ class Twin:
         mujoco.mj_forward(model, data)
         self._cache(data)
         self._renderer = CameraRenderer(
-            model, self.cfg.cameras, self.cfg.shadows, self.cfg.max_render_backlog
+            model,
+            self.cfg.cameras,
+            self.cfg.shadows,
+            self.cfg.max_render_backlog,
+            lockstep=self.cfg.render_lockstep,
         )
         try:
             self._renderer.start()
