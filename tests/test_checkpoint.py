@@ -128,3 +128,4 @@ def test_latest_checkpoint_picks_the_highest_complete_step(tmp_path: Path) -> No
     (tmp_path / "checkpoints" / "step_00000099").mkdir()  # no checkpoint.json: an interrupted write
     latest = latest_checkpoint(tmp_path)
     assert latest == checkpoint_dir(tmp_path, 20) and load_checkpoint(latest).step == 20
+    assert load_checkpoint(tmp_path).step == 20  # a run directory loads its newest complete checkpoint

@@ -156,7 +156,9 @@ def _refuse_pickle(path: Path) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
-    """Load a checkpoint directory (or its ``checkpoint.json``); tensors on the CPU, hashes verified.
+    """Load a checkpoint directory, its ``checkpoint.json``, or a run directory (its newest checkpoint).
+
+    Tensors are loaded on the CPU and every file's hash is verified.
 
     Raises:
         CheckpointError: pickle formats (``.pt``, ``.pth``, ``.pkl``, ``.ckpt`` ...), a missing or corrupt
@@ -166,6 +168,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     _refuse_pickle(path)
     if path.is_file() and path.name == META_FILE:
         path = path.parent
+    if path.is_dir() and not (path / META_FILE).exists() and (path / CHECKPOINTS_DIR).is_dir():
+        latest = latest_checkpoint(path)  # a run directory: its newest complete checkpoint
+        path = latest if latest is not None else path
     meta_path = path / META_FILE
     if not meta_path.is_file():
         pickles = (
