@@ -21,10 +21,16 @@ SMALL = dict(  # noqa: C408 - keyword style mirrors ModelConfig
 )
 
 
-def make_checkpoint(root: Path, seed: int = 0, extra: dict | None = None, **model_kw) -> Path:
+def make_checkpoint(
+    root: Path, seed: int = 0, extra: dict | None = None, objective: str = "meanflow", **model_kw
+) -> Path:
     """A real checkpoint directory (safetensors + JSON) holding randomly initialised DM1 weights."""
     torch.manual_seed(seed)
-    cfg = TrainConfig(data=DataConfig(dataset_dir=str(root / "no_dataset")), model=ModelConfig(**model_kw))
+    cfg = TrainConfig(
+        data=DataConfig(dataset_dir=str(root / "no_dataset")),
+        model=ModelConfig(**model_kw),
+        objective=objective,
+    )
     net = DM1Network(cfg.model)
     state = net.state_dict()
     norms = {
@@ -88,6 +94,13 @@ def test_existing_model_dir_is_not_overwritten_without_force(tmp_path: Path) -> 
     with pytest.raises(ExportError, match="already exists"):
         export_model(make_checkpoint(tmp_path, **SMALL), out)
     assert (out / "keep.txt").read_text() == "x"
+
+
+def test_flow_matching_checkpoint_is_not_exported_as_a_one_step_policy(tmp_path: Path) -> None:
+    ckpt = make_checkpoint(tmp_path, objective="flow_matching", **SMALL)
+    with pytest.raises(ExportError, match="objective"):
+        export_model(ckpt, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_pickle_checkpoint_is_refused(tmp_path: Path) -> None:

@@ -214,6 +214,12 @@ def export_model(
         raise ExportError(f"{out}: already exists (pass overwrite=True / --force to replace it)")
     ckpt = load_checkpoint(checkpoint_dir)
     cfg = ckpt.train_config
+    if cfg.objective != "meanflow":
+        raise ExportError(
+            f"{ckpt.path}: train_config.objective: expected 'meanflow' (the ONNX graph is the one-step "
+            f"u(eps, t=1, r=0) policy), found {cfg.objective!r}; evaluate flow-matching runs with K-step "
+            "sampling via `dm1 ablate`"
+        )
     if cfg.model.obs_history != 1:
         raise ExportError(
             f"{ckpt.path}: train_config.model.obs_history: expected 1 (the ONNX contract takes one frame), "

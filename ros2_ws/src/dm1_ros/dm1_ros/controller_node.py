@@ -41,6 +41,11 @@ NODE_PARAMS = {
     "control_rate_hz": (100.0, "executor tick rate (node clock)", (1.0, 1000.0)),
     "joint_state_rate_hz": (200.0, "/joint_states rate (node clock)", (1.0, 1000.0)),
     "relative_dynamics_factor": (0.2, "franky dynamics scale for home moves", (0.01, 1.0)),
+    "realtime_config": (
+        "auto",
+        "libfranka RT: enforce | ignore | auto (ignore only with use_sim_time)",
+        None,
+    ),
 }
 
 
@@ -70,7 +75,13 @@ class ControllerNode(Node):
         self.limits = SafetyLimits(**limits)  # ValueError naming the bad field -> the node refuses to start
         if not p["robot_ip"]:
             raise ValueError("parameter robot_ip: expected the FCI / franky-sim host, found ''")
-        self.backend = FrankyBackend(p["robot_ip"], p["relative_dynamics_factor"], mode=p["mode"])
+        rt = p["realtime_config"]
+        if rt not in ("auto", "enforce", "ignore"):
+            raise ValueError(f"realtime_config: expected auto | enforce | ignore, found {rt!r}")
+        realtime = rt == "enforce" or (rt == "auto" and not self.get_parameter("use_sim_time").value)
+        self.backend = FrankyBackend(
+            p["robot_ip"], p["relative_dynamics_factor"], mode=p["mode"], realtime=realtime
+        )
         self.executor_ = ChunkExecutor(self.backend, self.limits, self._now, mode=p["mode"])
         self.lock = threading.Lock()
         self.js_pub = self.create_publisher(JointState, "/joint_states", 10)

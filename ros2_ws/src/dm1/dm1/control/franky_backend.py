@@ -86,6 +86,8 @@ class FrankyBackend:
         joint_stiffness: (7,) joint impedance (Nm/rad).
         hold_lead_s: `hold()` places the target at pose + velocity * lead, so the arm brakes without rebound.
         gripper: connect the gripper (False for arm-only setups).
+        realtime: libfranka's real-time enforcement (`RealtimeConfig.Enforce`, needs a PREEMPT_RT kernel;
+            use on the real robot). False (`Ignore`) for franky-sim, whose state packets are the clock.
     """
 
     def __init__(
@@ -101,6 +103,7 @@ class FrankyBackend:
         gripper_speed: float = 0.05,
         gripper_force: float = 40.0,
         gripper_open_width: float = 0.08,
+        realtime: bool = False,
     ) -> None:
         if mode not in ("cartesian", "joint"):
             raise ValueError(f"FrankyBackend.mode: expected 'cartesian' or 'joint', found {mode!r}")
@@ -121,7 +124,8 @@ class FrankyBackend:
         self._lock = threading.RLock()
         self._tracker: franky.CartesianImpedanceTracker | franky.JointImpedanceTracker | None = None
         self._fault: str | None = None
-        self.robot = franky.Robot(host, realtime_config=franky.RealtimeConfig.Ignore)
+        rt = franky.RealtimeConfig.Enforce if realtime else franky.RealtimeConfig.Ignore
+        self.robot = franky.Robot(host, realtime_config=rt)
         self.robot.relative_dynamics_factor = relative_dynamics_factor
         self.robot.recover_from_errors()
         self._gripper = (
