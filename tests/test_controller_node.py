@@ -155,6 +155,27 @@ def test_chunks_move_arm_smoothly_then_hold_when_publisher_stops(rig: Rig) -> No
 
 
 @pytest.mark.slow
+def test_empty_chunk_from_policy_holds_arm_before_the_watchdog(rig: Rig) -> None:
+    """The policy publishes an empty chunk when its inputs go stale: hold at once, not 100 ms later."""
+    p0 = rig.ee()
+    t_start = rig.arm.time
+
+    def path(t: float) -> np.ndarray:  # 6 cm/s along +y
+        return p0 + np.array([0.0, 0.06, 0.0]) * float(np.clip(t - t_start, 0.0, 2.0))
+
+    rig.stream(path, 0.8)
+    hold = MultiDOFJointTrajectory(joint_names=["fr3_hand_tcp", "gripper"])
+    t_hold = rig.arm.time
+    hold.header.stamp, hold.header.frame_id = to_time_msg(t_hold), "policy: stale"
+    rig.chunk_pub.publish(hold)
+    rig.arm.wait_sim(0.4)
+    after = [s for s in list(rig.states) if s[0] >= t_hold + 0.15]  # 150 ms of deceleration, no watchdog wait
+    assert after, "no joint states after the hold"
+    assert max(np.abs(s[2]).max() for s in after) < 0.05, "arm still moving 150 ms after the explicit hold"
+    wait_for(lambda: rig.last_status("stop_requests") not in ("", "0"), 10, what="stop request counted")
+
+
+@pytest.mark.slow
 def test_nan_and_malformed_chunks_do_not_move_arm(rig: Rig) -> None:
     q0, p0 = rig.states[-1][1], rig.ee()
     bad = np.array([p0 + np.array([0.0, 0.1, 0.0])] * 10)

@@ -52,6 +52,7 @@ class TwinStandIn:
         self.joint_pub = self.node.create_publisher(JointState, "/joint_states", 10)
         self.t = 1.0
         self.chunks: list[tuple[float, float, list[float]]] = []  # (t0, clock at receipt, time_from_start)
+        self.holds: list[float] = []  # clock at receipt of each empty (hold) chunk
         self.diags: list[tuple[float, int, str]] = []  # (clock at receipt, level, message)
         self.markers = 0
         self.node.create_subscription(
@@ -61,6 +62,9 @@ class TwinStandIn:
         self.node.create_subscription(MarkerArray, "/dm1/predicted_path", self._on_markers, 10)
 
     def _on_chunk(self, msg) -> None:
+        if not msg.points:  # the node's explicit "hold now" (no usable observation)
+            self.holds.append(self.t)
+            return
         tfs = [self.from_time(p.time_from_start) for p in msg.points]
         self.chunks.append((self.from_time(msg.header.stamp), self.t, tfs))
 
@@ -138,6 +142,7 @@ def test_node_publishes_future_chunks_and_stops_when_a_camera_dies(procs, rclpy_
     twin.run(1.0, cams=("front",), lockstep=False)  # the wrist camera dies
     late = [c for c in twin.chunks if c[1] > stop + 2 * DT + 0.05]
     assert late == [], f"chunks published {len(late)} times after the wrist camera stopped"
+    assert [h for h in twin.holds if h > stop], "no explicit hold published for the controller"
     named = wait_for(
         lambda: [d for d in twin.diags if d[0] > stop and "wrist" in d[2]], 10, what="diagnostic"
     )
@@ -145,9 +150,9 @@ def test_node_publishes_future_chunks_and_stops_when_a_camera_dies(procs, rclpy_
     assert "limit 100 ms" in named[0][2] or "no frame" in named[0][2]
 
     assert client.transition("deactivate") and client.get_state() == "inactive"
-    n = len(twin.chunks)
+    n, h = len(twin.chunks), len(twin.holds)
     twin.run(0.3, cams=("front", "wrist"), lockstep=False)
-    assert len(twin.chunks) == n  # an inactive node never commands
+    assert len(twin.chunks) == n and len(twin.holds) == h  # an inactive node never commands
     assert client.transition("cleanup") and client.get_state() == "unconfigured"
     assert client.transition("shutdown") and client.get_state() == "finalized"
 

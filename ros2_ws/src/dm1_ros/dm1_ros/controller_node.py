@@ -108,6 +108,9 @@ class ControllerNode(Node):
         with self.lock:
             if self.homing:
                 return
+            if not msg.points:  # an empty chunk is the policy's explicit "hold now" (stale inputs)
+                self.executor_.stop(msg.header.frame_id or "empty chunk")
+                return
             try:
                 if isinstance(msg, MultiDOFJointTrajectory):
                     t0, tfs, acts, quats = multidof_trajectory_to_arrays(msg)

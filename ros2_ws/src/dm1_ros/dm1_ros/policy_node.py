@@ -73,6 +73,7 @@ class PolicyNode(LifecycleNode):
         msg_type = MultiDOFJointTrajectory if cart else JointTrajectory
         topic = "/dm1/action_chunk/cartesian" if cart else "/dm1/action_chunk/joint"
         self._chunk_pub = self.create_lifecycle_publisher(msg_type, topic, 10)
+        self._chunk_type = msg_type
         self._marker_pub = self.create_lifecycle_publisher(MarkerArray, "/dm1/predicted_path", 10)
         qos = qos_profile_sensor_data  # best effort: matches reliable and best-effort camera drivers
         self._subs = [
@@ -132,7 +133,10 @@ class PolicyNode(LifecycleNode):
                 status = cv.diagnostic_status("dm1/policy_node/ledger", "ok", "ms since capture", values)
                 self._ledger_pub.publish(cv.diagnostic_array(self.now_s(), [status]))
             self._marker_pub.publish(chunk_to_markers(out.chunk, lifetime_s=2 * self.session.period_s))
-        elif out.kind != "executing":
+        elif out.kind != "executing":  # stale/missing input, non-finite output, late: hold the arm now
+            hold = self._chunk_type()  # no points = "hold" for the controller (before its watchdog fires)
+            hold.header.stamp, hold.header.frame_id = cv.to_time_msg(self.now_s()), f"policy: {out.kind}"
+            self._chunk_pub.publish(hold)
             self.get_logger().warning(f"no chunk: {out.reason}", throttle_duration_sec=2.0)
         self._diagnose(out.kind, out.reason or "publishing chunks", force=out.kind != self._last_kind)
         self._last_kind = out.kind

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 IDLE, ACTIVE, HOLDING, FAULT = "idle", "active", "holding", "fault"
 COUNTERS = (
     "accepted",
+    "stop_requests",
     "rejected_nonfinite",
     "rejected_malformed",
     "ignored_older",
@@ -114,6 +115,13 @@ class ChunkExecutor:
             return result
         key = {ChunkSchedule.OLDER: "ignored_older", ChunkSchedule.FUTURE: "rejected_future"}[result]
         return self._refuse(key, f"chunk {result}")
+
+    def stop(self, reason: str) -> None:
+        """Explicit hold request from upstream (the policy's inputs went stale): hold now, not after the
+        watchdog timeout. The next chunk starts again from the measured state."""
+        self.counters["stop_requests"] += 1
+        if self.state != FAULT:
+            self._hold(f"stop requested: {reason}")
 
     def count_malformed(self, reason: str) -> None:
         """Count a message that could not be converted to a chunk (wrong names, lengths) and log why."""
