@@ -13,6 +13,7 @@ from dm1.policy import NODE_PARAMETERS, PolicySession, config_from_parameters
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rcl_interfaces.msg import ParameterType as T
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
 from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
@@ -42,7 +43,9 @@ class PolicyNode(LifecycleNode):
     def __init__(self, **kwargs) -> None:
         super().__init__("policy_node", **kwargs)
         for name, (default, text, bounds) in NODE_PARAMETERS.items():
-            self.declare_parameter(name, default, _descriptor(default, text, bounds))
+            # an empty list default would be typed BYTE_ARRAY by rclpy: declare string arrays by type
+            value = Parameter.Type.STRING_ARRAY if default == [] else default
+            self.declare_parameter(name, value, _descriptor(default, text, bounds))
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._ledger_pub = self.create_publisher(DiagnosticArray, "/dm1/policy/ledger", 50)  # one per chunk
         self.session: PolicySession | None = None
@@ -51,7 +54,8 @@ class PolicyNode(LifecycleNode):
         self._last_diag, self._last_kind = -1.0, ""
 
     def p(self, name: str):
-        return self.get_parameter(name).value
+        value = self.get_parameter(name).value
+        return [] if value is None and NODE_PARAMETERS[name][0] == [] else value
 
     def now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9

@@ -1,0 +1,156 @@
+"""Faults injected into the whole stack: twin → policy node → controller node → franky → franky-sim.
+
+The test process relays the twin's wrist camera to the policy node (so it can cut that one camera), records
+`/joint_states` and the chunks, and kills nodes. Every wait is bounded; times are simulation time.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import free_loopback_host, wait_for
+from policy_toy_model import build_toy_model
+
+ARM = [f"fr3_joint{i}" for i in range(1, 8)]
+SETTLE_S = 0.15  # deceleration allowed after a hold (sim s)
+
+
+class StackProbe:
+    """Relays the wrist camera, records joint velocities and chunk stamps in sim time."""
+
+    def __init__(self) -> None:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.parameter import Parameter
+        from sensor_msgs.msg import Image, JointState
+        from trajectory_msgs.msg import MultiDOFJointTrajectory
+
+        self.ctx = rclpy.Context()
+        rclpy.init(context=self.ctx)
+        self.node = rclpy.create_node(
+            "stack_probe", context=self.ctx, parameter_overrides=[Parameter("use_sim_time", value=True)]
+        )
+        self.relay_on = True
+        self.last_relayed = -1.0
+        self.states: list[tuple[float, np.ndarray]] = []  # (stamp, |dq| max)
+        self.chunks: list[tuple[float, float, int]] = []  # (receive sim time, header stamp, points)
+        self.relay = self.node.create_publisher(Image, "/test/wrist", 10)
+        self.node.create_subscription(Image, "/camera/wrist/color/image_raw", self._on_wrist, 10)
+        self.node.create_subscription(JointState, "/joint_states", self._on_js, 50)
+        self.node.create_subscription(
+            MultiDOFJointTrajectory, "/dm1/action_chunk/cartesian", self._on_chunk, 50
+        )
+        self.executor = SingleThreadedExecutor(context=self.ctx)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def now(self) -> float:
+        return self.node.get_clock().now().nanoseconds * 1e-9
+
+    def _on_wrist(self, msg) -> None:
+        if self.relay_on:
+            self.relay.publish(msg)
+            self.last_relayed = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+
+    def _on_js(self, msg) -> None:
+        idx = [msg.name.index(n) for n in ARM]
+        dq = np.abs(np.asarray(msg.velocity)[idx]).max()
+        self.states.append((msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9, dq))
+
+    def _on_chunk(self, msg) -> None:
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        self.chunks.append((self.now(), stamp, len(msg.points)))
+
+    def wait_sim(self, seconds: float, wall_timeout: float = 120.0) -> None:
+        end = self.now() + seconds
+        wait_for(lambda: self.now() >= end, wall_timeout, what=f"{seconds} s of simulation time")
+
+    def max_speed_after(self, t: float) -> float:
+        after = [dq for s, dq in self.states if s >= t]
+        assert after, f"no joint states after t={t:.3f}"
+        return float(max(after))
+
+    def close(self) -> None:
+        import rclpy
+
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.ctx)
+
+
+@pytest.fixture
+def stack(procs, ros_env, tmp_path: Path):
+    """Twin + controller + policy (a jittering toy model, so the arm keeps moving) as real processes."""
+    host = free_loopback_host()
+    model = build_toy_model(
+        tmp_path / "toy",
+        cameras={"front": (96, 96, 3), "wrist": (96, 96, 3)},
+        proprio_keys=("ee_pos", "gripper_width"),
+        control_rate_hz=20.0,
+        noise_scale=0.02,  # targets jump ~2 cm per tick around a hover point: the arm never settles
+    )
+    py = sys.executable
+    procs.start("twin", [py, "-m", "dm1_sim.twin_node", "--ros-args", "-p", f"host:={host}"])
+    wait_for(lambda: "twin up" in procs.log("twin"), 120, what="the twin's franky-sim server")
+    sim = ["-p", "use_sim_time:=true"]
+    procs.start(
+        "controller", [py, "-m", "dm1_ros.controller_node", "--ros-args", "-p", f"robot_ip:={host}", *sim]
+    )
+    policy_args = [
+        "-p",
+        f"model_dir:={model}",
+        "-p",
+        "autostart:=true",
+        "-p",
+        'camera_topics:=["wrist=/test/wrist"]',
+    ]
+    procs.start("policy", [py, "-m", "dm1_ros.policy_node", "--ros-args", *policy_args, *sim])
+    probe = StackProbe()
+    try:
+        wait_for(lambda: len(probe.chunks) > 20, 180, what="chunks from the policy node through the stack")
+        yield probe, procs
+    finally:
+        probe.close()
+
+
+@pytest.mark.slow
+def test_arm_moves_under_policy_with_future_stamped_chunks(stack) -> None:
+    probe, procs = stack
+    probe.wait_sim(1.0)
+    start = probe.now() - 0.8
+    assert probe.max_speed_after(start) > 0.05, "the arm did not move under policy control"
+    moving = [(r, s) for r, s, n in probe.chunks if n > 0 and r >= start]
+    assert moving and all(s > r - 0.06 for r, s in moving), "chunks stamped in the past (beyond transport)"
+
+
+@pytest.mark.slow
+def test_camera_that_stops_publishing_holds_the_arm(stack) -> None:
+    probe, procs = stack
+    probe.wait_sim(1.0)
+    assert probe.max_speed_after(probe.now() - 0.5) > 0.05, "the arm was not moving before the fault"
+    probe.relay_on = False  # the wrist camera dies
+    probe.wait_sim(1.0)
+    stale_at = probe.last_relayed + 0.1  # the frame passes the policy's 100 ms age limit
+    assert probe.max_speed_after(stale_at + 0.05 + SETTLE_S) < 0.05, (
+        "arm still moving 150 ms after the next control tick once the camera went stale"
+    )
+    late = [c for c in probe.chunks if c[0] > stale_at + 0.06 and c[2] > 0]
+    assert not late, f"{len(late)} chunks with actions after the camera went stale"
+
+
+@pytest.mark.slow
+def test_killing_the_policy_node_holds_the_arm(stack) -> None:
+    probe, procs = stack
+    probe.wait_sim(1.0)
+    procs.stop("policy", sig=signal.SIGKILL)
+    killed_at = probe.now()
+    probe.wait_sim(1.0)
+    last_chunk = max(r for r, _, n in probe.chunks if n > 0)
+    assert last_chunk <= killed_at + 0.05
+    assert probe.max_speed_after(last_chunk + 0.1 + SETTLE_S) < 0.05, "arm still moving after the watchdog"
