@@ -165,3 +165,14 @@ def test_predicted_path_markers_follow_the_ee_in_both_action_spaces() -> None:
     np.testing.assert_allclose(pos[0], fr3_fk(joint.actions[0, :7].astype(np.float64))[0])
     np.testing.assert_array_equal(grip, joint.actions[:, 7])
     assert clear_markers().markers[0].action == Marker.DELETEALL
+
+
+def test_safety_box_marker_spans_the_workspace_limits() -> None:
+    from dm1.control.limits import SafetyLimits
+    from dm1_ros.chunk_markers import safety_box_markers
+
+    lim = SafetyLimits()
+    (box,) = safety_box_markers(lim.workspace_min, lim.workspace_max).markers
+    lo, hi = np.asarray(lim.workspace_min), np.asarray(lim.workspace_max)
+    np.testing.assert_allclose([box.pose.position.x, box.pose.position.y, box.pose.position.z], (lo + hi) / 2)
+    np.testing.assert_allclose([box.scale.x, box.scale.y, box.scale.z], hi - lo)

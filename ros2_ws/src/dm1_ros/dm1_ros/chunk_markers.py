@@ -65,3 +65,17 @@ def clear_markers(frame_id: str = BASE_FRAME) -> MarkerArray:
     m = Marker(ns=NAMESPACE, action=Marker.DELETEALL)
     m.header.frame_id = frame_id
     return MarkerArray(markers=[m])
+
+
+def safety_box_markers(lo: np.ndarray, hi: np.ndarray, frame_id: str = BASE_FRAME) -> MarkerArray:
+    """The controller's workspace box (min corner `lo`, max corner `hi`, m) as a translucent CUBE."""
+    lo, hi = np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)
+    box = Marker(
+        ns="dm1_safety_box", id=0, type=Marker.CUBE, action=Marker.ADD, color=_color(1.0, 0.5, 0.0, 0.15)
+    )
+    box.header.frame_id = frame_id
+    center, size = 0.5 * (lo + hi), hi - lo
+    box.pose.position = Point(x=float(center[0]), y=float(center[1]), z=float(center[2]))
+    box.pose.orientation.w = 1.0
+    box.scale.x, box.scale.y, box.scale.z = (float(v) for v in size)
+    return MarkerArray(markers=[box])

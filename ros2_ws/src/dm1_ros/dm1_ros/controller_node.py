@@ -20,10 +20,13 @@ from dm1.control.schedule import TimedChunk
 from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor, ParameterType
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile
 from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
+from visualization_msgs.msg import MarkerArray
 
+from dm1_ros.chunk_markers import safety_box_markers
 from dm1_ros.conversions import (
     diagnostic_array,
     diagnostic_status,
@@ -86,6 +89,9 @@ class ControllerNode(Node):
         self.lock = threading.Lock()
         self.js_pub = self.create_publisher(JointState, "/joint_states", 10)
         self.status_pub = self.create_publisher(DiagnosticArray, "/dm1/controller/status", 10)
+        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.box_pub = self.create_publisher(MarkerArray, "/dm1/safety_box", latched)  # for rviz
+        self.box_pub.publish(safety_box_markers(self.limits.workspace_min, self.limits.workspace_max))
         self.create_subscription(MultiDOFJointTrajectory, "/dm1/action_chunk/cartesian", self._on_chunk, 10)
         self.create_subscription(JointTrajectory, "/dm1/action_chunk/joint", self._on_chunk, 10)
         self.create_service(Trigger, "/dm1/controller/recover", self._on_recover)
