@@ -19,7 +19,7 @@ setup(
     ],
     install_requires=["setuptools"],
     zip_safe=True,
-    description="DM1 core: ROS-free network, MeanFlow + dispersive training, datasets, ONNX export, runtime, twin, safety.",
+    description="DM1 core: ROS-free network, MeanFlow + dispersive training, data, ONNX export, runtime.",
     license="Apache-2.0",
     entry_points={"console_scripts": ["dm1 = dm1.cli:main"]},
 )

@@ -19,7 +19,7 @@ setup(
     ],
     install_requires=["setuptools"],
     zip_safe=True,
-    description="dm1 digital twin node: franky-sim FR3 Lift scene with rendered cameras, /clock, reset and success.",
+    description="dm1 digital twin node: franky-sim FR3 Lift scene, rendered cameras, /clock, reset.",
     license="Apache-2.0",
     entry_points={"console_scripts": ["twin_node = dm1_sim.twin_node:main"]},
 )

@@ -1,8 +1,8 @@
 """The `dm1` command line: `dm1 <command> ...`.
 
-Each command lives in `dm1.commands.<module>` and defines `register(subparsers)`, which adds its parser and sets
-`func` to a handler `(args) -> int`. Handlers import heavy dependencies (torch, mujoco, rclpy) lazily so that
-`dm1 --help` stays fast.
+Each command lives in `dm1.commands.<module>` and defines `register(subparsers)`, which adds its parser and
+sets `func` to a handler `(args) -> int`. Handlers import heavy dependencies (torch, mujoco, rclpy) lazily,
+so `dm1 --help` stays fast.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ COMMAND_MODULES: tuple[str, ...] = (
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the top-level parser with every available subcommand registered."""
-    parser = argparse.ArgumentParser(prog="dm1", description="DM1 one-step policies: train, export, run on a Franka.")
+    parser = argparse.ArgumentParser(
+        prog="dm1", description="DM1 one-step policies: train, export, run on a Franka."
+    )
     sub = parser.add_subparsers(dest="command", metavar="<command>")
     for name in COMMAND_MODULES:
         try:

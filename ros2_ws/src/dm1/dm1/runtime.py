@@ -217,32 +217,54 @@ class PolicyRuntime:
         rng: np.random.Generator | None,
     ) -> dict[str, np.ndarray]:
         """Validate one observation and return the session feeds (batch dimension added); see `predict`."""
-        if not isinstance(images, Mapping):
-            raise InputError(
-                f"images: expected a dict camera name → (H, W, 3) uint8, found {type(images).__name__}"
-            )
-        expected, found = set(self._image_specs), set(images)
-        if expected != found:
-            raise InputError(
-                f"images: expected cameras {sorted(expected)}, found {sorted(found)} "
-                f"(missing {sorted(expected - found)}, unexpected {sorted(found - expected)})"
-            )
-        feeds: dict[str, np.ndarray] = {}
-        for name, shape in self._image_specs.items():
-            img = images[name]
-            if not isinstance(img, np.ndarray):
-                raise InputError(f"images['{name}']: expected numpy.ndarray, found {type(img).__name__}")
-            if img.dtype != np.uint8:
-                raise InputError(f"images['{name}']: expected dtype uint8, found {img.dtype}")
-            if img.shape != shape:
-                raise InputError(f"images['{name}']: expected shape {shape} (H, W, 3), found {img.shape}")
-            feeds[f"image_{name}"] = np.ascontiguousarray(img)[None]
-        feeds["proprio"] = _float_input("proprio", proprio, (self._proprio_dim,))[None]
-        if noise is None:
-            gen = rng if rng is not None else self._rng
-            noise = gen.standard_normal(self._noise_shape, dtype=np.float32)
-        feeds["noise"] = _float_input("noise", noise, self._noise_shape)[None]
+        images, p, z = validate_observation(
+            self.card, images, proprio, noise, rng if rng is not None else self._rng
+        )
+        feeds = {f"image_{name}": img[None] for name, img in images.items()}  # (1, H, W, 3)
+        feeds["proprio"], feeds["noise"] = p[None], z[None]  # (1, P), (1, Ta, Da)
         return feeds
+
+
+def validate_observation(
+    card: ModelCard,
+    images: Mapping[str, np.ndarray],
+    proprio: np.ndarray,
+    noise: np.ndarray | None,
+    rng: np.random.Generator | None,
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Check one observation against `card`.
+
+    Returns (images {camera: (H, W, 3) uint8}, proprio (P,) f32, noise (Ta, Da) f32, drawn from `rng` when
+    None). Raises `InputError` naming the field, what was expected and what was found.
+    """
+    if not isinstance(images, Mapping):
+        raise InputError(
+            f"images: expected a dict camera name → (H, W, 3) uint8, found {type(images).__name__}"
+        )
+    specs = {c.name: tuple(c.shape) for c in card.cameras}
+    noise_shape = tuple(card.noise_shape)
+    expected, found = set(specs), set(images)
+    if expected != found:
+        raise InputError(
+            f"images: expected cameras {sorted(expected)}, found {sorted(found)} "
+            f"(missing {sorted(expected - found)}, unexpected {sorted(found - expected)})"
+        )
+    out: dict[str, np.ndarray] = {}
+    for name, shape in specs.items():
+        img = images[name]
+        if not isinstance(img, np.ndarray):
+            raise InputError(f"images['{name}']: expected numpy.ndarray, found {type(img).__name__}")
+        if img.dtype != np.uint8:
+            raise InputError(f"images['{name}']: expected dtype uint8, found {img.dtype}")
+        if img.shape != shape:
+            raise InputError(f"images['{name}']: expected shape {shape} (H, W, 3), found {img.shape}")
+        out[name] = np.ascontiguousarray(img)
+    p = _float_input("proprio", proprio, (card.proprio.dim,))
+    if noise is None:
+        noise = (rng if rng is not None else np.random.default_rng()).standard_normal(
+            noise_shape, dtype=np.float32
+        )
+    return out, p, _float_input("noise", noise, noise_shape)
 
 
 def _float_input(name: str, value: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

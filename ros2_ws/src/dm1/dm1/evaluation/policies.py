@@ -57,38 +57,6 @@ class PolicyFn(Protocol):
         ...
 
 
-def check_inputs(
-    card: ModelCard,
-    images: Mapping[str, np.ndarray],
-    proprio: np.ndarray,
-    noise: np.ndarray | None,
-    rng: np.random.Generator | None,
-) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """Validate one observation against `card`; returns (images, proprio (P,) f32, noise (Ta, Da) f32).
-
-    Raises ValueError naming the field, what was expected and what was found.
-    """
-    want = {c.name: tuple(c.shape) for c in card.cameras}
-    if set(images) != set(want):
-        raise ValueError(f"images: expected cameras {sorted(want)}, found {sorted(images)}")
-    out: dict[str, np.ndarray] = {}
-    for name, shape in want.items():
-        img = np.asarray(images[name])
-        if img.dtype != np.uint8 or img.shape != shape:
-            raise ValueError(f"images['{name}']: expected {shape} uint8, found {img.shape} {img.dtype}")
-        out[name] = np.ascontiguousarray(img)
-    p = np.asarray(proprio, dtype=np.float32).reshape(-1)
-    if p.shape != (card.proprio.dim,) or not np.all(np.isfinite(p)):
-        raise ValueError(f"proprio: expected {card.proprio.dim} finite values, found {np.asarray(proprio)!r}")
-    shape = tuple(card.noise_shape)
-    if noise is None:
-        noise = (rng or np.random.default_rng()).standard_normal(shape, dtype=np.float32)
-    z = np.asarray(noise, dtype=np.float32)
-    if z.shape != shape or not np.all(np.isfinite(z)):
-        raise ValueError(f"noise: expected finite values of shape {shape}, found shape {z.shape}")
-    return out, p, z
-
-
 class OnnxPolicy:
     """The exported one-step model (`model.onnx` + `model_card.json`) through onnxruntime."""
 
@@ -192,10 +160,10 @@ class TorchCheckpointPolicy:
     ) -> np.ndarray:
         """K-step sample → de-normalised (Ta, Da) float32."""
         from dm1.meanflow import sample
-        from dm1.runtime import OutputError
+        from dm1.runtime import OutputError, validate_observation
 
         torch = self._torch
-        imgs, p, z = check_inputs(self.card, images, proprio, noise, rng)
+        imgs, p, z = validate_observation(self.card, images, proprio, noise, rng)
         with torch.inference_mode():
             timgs = {k: torch.from_numpy(v)[None] for k, v in imgs.items()}  # (1, H, W, 3) uint8
             p_n = self.policy.normalize_proprio(torch.from_numpy(p)[None])  # (1, P)
