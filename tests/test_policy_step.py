@@ -136,6 +136,15 @@ def test_seeded_noise_is_reproducible(tmp_path: Path) -> None:
     assert not np.allclose(a, c)
 
 
+def test_zero_noise_scale_gives_the_deterministic_centre(tmp_path: Path) -> None:
+    rt = PolicyRuntime.load(build_toy_model(tmp_path / "noisy", noise_scale=0.1))
+    a = PolicyStep(rt, FakeClock(100.0), seed=3, noise_scale=0.0).run(observe(rt, 99.99)).chunk.actions
+    b = PolicyStep(rt, FakeClock(100.0), seed=4, noise_scale=0.0).run(observe(rt, 99.99)).chunk.actions
+    np.testing.assert_array_equal(a, b)  # no noise: the seed no longer matters
+    with pytest.raises(ValueError, match="noise_scale"):
+        PolicyStep(rt, FakeClock(100.0), noise_scale=1.5)
+
+
 def test_invalid_mode_and_rate_are_refused(runtime) -> None:
     with pytest.raises(ValueError, match="mode.*'sometimes'"):
         PolicyStep(runtime, FakeClock(), mode="sometimes")

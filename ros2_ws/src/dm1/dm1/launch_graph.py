@@ -111,6 +111,7 @@ class LaunchArgs:
         foxglove_mcap: also write the bridged stream to this `.mcap` file ("" = no file).
         no_policy: bring the graph up without the policy node.
         seed: seed of the twin's scene randomization.
+        noise_scale: the policy's sampler noise scale (1 = trained distribution, 0 = deterministic).
         config_dir: directory of the parameter YAML files (default: `dm1_bringup/config`).
     """
 
@@ -128,6 +129,7 @@ class LaunchArgs:
     foxglove_mcap: str = ""
     no_policy: bool = False
     seed: int = 0
+    noise_scale: float = 1.0
     config_dir: str | None = None
 
     def __post_init__(self) -> None:
@@ -165,6 +167,8 @@ class LaunchArgs:
                 )
         if not 0 <= self.foxglove_port <= 65535:
             raise ValueError(f"LaunchArgs.foxglove_port: expected 0..65535, found {self.foxglove_port}")
+        if not 0.0 <= self.noise_scale <= 1.0:
+            raise ValueError(f"LaunchArgs.noise_scale: expected 0..1, found {self.noise_scale}")
         if self.seed < 0:
             raise ValueError(f"LaunchArgs.seed: expected >= 0, found {self.seed}")
         if self.config_dir is not None and not Path(self.config_dir).is_dir():
@@ -289,6 +293,7 @@ def franka_graph(args: LaunchArgs) -> list[NodeSpec]:
             model_dir=str(Path(str(args.model)).resolve()),
             autostart=True,
             resize_images=not args.use_sim,
+            noise_scale=float(args.noise_scale),
         )
         graph.append(
             NodeSpec(

@@ -33,6 +33,7 @@ ARGUMENTS: list[tuple[str, str, str]] = [
     ("foxglove_mcap", "", "also write the Foxglove stream to this .mcap file"),
     ("no_policy", "false", "bring the graph up without the policy node"),
     ("seed", "0", "twin scene seed"),
+    ("noise_scale", "1.0", "policy sampler noise scale: 1 = trained distribution, 0 = deterministic"),
     ("config_dir", "", "parameter YAML directory (default: dm1_bringup/config)"),
 ]
 OPTIONAL_FLAGS = ("rviz", "foxglove")  # monitoring nodes, always declared, behind IfCondition
@@ -63,6 +64,12 @@ def launch_args_from(values: dict[str, str]) -> LaunchArgs:
             typed[key] = int(raw[key])
         except ValueError:
             raise ValueError(f"launch argument {key}: expected an integer, found {raw[key]!r}") from None
+    try:
+        typed["noise_scale"] = float(raw["noise_scale"])
+    except ValueError:
+        raise ValueError(
+            f"launch argument noise_scale: expected a number, found {raw['noise_scale']!r}"
+        ) from None
     return LaunchArgs(**typed)  # type: ignore[arg-type]
 
 

@@ -14,7 +14,13 @@ def _handler(args: argparse.Namespace) -> int:
 
     out = Path(args.out or "runs/demo")
     summary, records = run_ros_eval(
-        args.model, args.episodes, args.seed, out, args.max_sim_s, sim_host=args.sim_host
+        args.model,
+        args.episodes,
+        args.seed,
+        out,
+        args.max_sim_s,
+        sim_host=args.sim_host,
+        noise_scale=args.noise_scale,
     )
     print(f"\nmodel {args.model} on the franky-sim twin, through twin → policy node → controller → franky")
     for r in records:

@@ -61,6 +61,7 @@ def run_ros_eval(
     max_sim_s: float,
     progress: bool = True,
     sim_host: str = "127.0.0.1",
+    noise_scale: float = 1.0,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Run the evaluation; returns (summary dict, per-episode records)."""
     import rclpy
@@ -71,7 +72,9 @@ def run_ros_eval(
     from dm1.evaluation import summarize, write_report
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    graph = start_graph(model, seed, out_dir / "launch.log", ["--sim-host", sim_host])
+    graph = start_graph(
+        model, seed, out_dir / "launch.log", ["--sim-host", sim_host, "--noise-scale", str(noise_scale)]
+    )
     records: list[dict[str, Any]] = []
     try:
         with rclpy.init():
@@ -100,6 +103,7 @@ def run_ros_eval(
         stop_graph(graph)
     summary = summarize(records, model=str(model), through_ros=True, seed=seed, machine=machine_description())
     summary.extra["max_sim_s"] = max_sim_s
+    summary.extra["noise_scale"] = noise_scale
     write_report(summary, out_dir, records)
     return summary.to_dict(), records
 
@@ -144,6 +148,7 @@ def add_eval_arguments(p: argparse.ArgumentParser, episodes: int) -> None:
     p.add_argument("--out", default=None, help="report directory (default runs/eval/<model name>)")
     p.add_argument("--json", action="store_true", help="print the summary as one line of JSON")
     p.add_argument("--sim-host", default="127.0.0.1", help="loopback address of the twin's franky server")
+    p.add_argument("--noise-scale", type=float, default=1.0, help="policy sampler noise scale (0..1)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -45,6 +45,7 @@ class InProcessConfig:
         resize_images: resample camera frames to the card's size (else sizes must match).
         extra_hold_s: keep running this long after success (0 = stop at success).
         stall_timeout_s: wall seconds without simulation progress before the episode is failed.
+        noise_scale: scale of the sampler noise (the policy node's `noise_scale`).
     """
 
     max_sim_s: float = 20.0
@@ -56,6 +57,7 @@ class InProcessConfig:
     resize_images: bool = False
     extra_hold_s: float = 0.0
     stall_timeout_s: float = 30.0
+    noise_scale: float = 1.0
 
     def __post_init__(self) -> None:
         for name in (
@@ -231,6 +233,7 @@ class InProcessEvaluator:
                 control_rate_hz=cfg.policy_rate_hz,
                 seed=seed,
                 resize_images=cfg.resize_images,
+                noise_scale=cfg.noise_scale,
             ),
         )
         policy.reset()

@@ -26,6 +26,11 @@ NODE_PARAMETERS: dict[str, tuple[Any, str, tuple[float, float] | None]] = {
     "mode": ("replan_every_tick", f"one of {list(MODES)}", None),
     "control_rate_hz": (0.0, "tick and chunk rate [Hz]; 0 = the model card's", (0.0, 1000.0)),
     "seed": (-1, "MeanFlow noise seed; -1 = random", (-1, 2**31 - 1)),
+    "noise_scale": (
+        1.0,
+        "scale of the sampler's noise: 1 = trained distribution, 0 = deterministic",
+        (0.0, 1.0),
+    ),
     "resize_images": (False, "resample wrong-size frames instead of rejecting them", None),
     "autostart": (False, "configure and activate at startup", None),
 }
@@ -54,6 +59,7 @@ class PolicyConfig:
         seed: MeanFlow noise seed; None → random.
         resize_images: resample wrong-size frames instead of rejecting them.
         camera_topics: per-camera topic overrides; cameras not listed use the card's topic.
+        noise_scale: scale of the sampler noise (1 = trained distribution, 0 = deterministic centre).
     """
 
     max_obs_age_s: float = 0.1
@@ -63,6 +69,7 @@ class PolicyConfig:
     seed: int | None = None
     resize_images: bool = False
     camera_topics: dict[str, str] = field(default_factory=dict)
+    noise_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -87,6 +94,7 @@ def config_from_parameters(values: dict[str, Any]) -> PolicyConfig:
         seed=None if seed < 0 else seed,
         resize_images=bool(values["resize_images"]),
         camera_topics=parse_camera_topics(values["camera_topics"]),
+        noise_scale=float(values.get("noise_scale", 1.0)),
     )
 
 
@@ -113,7 +121,9 @@ class PolicySession:
             cfg.max_obs_age_s, sync_tolerance_s=cfg.sync_tolerance_s, resize=cfg.resize_images
         )
         self.assembler = ObservationAssembler(self.card, obs_cfg)
-        self.step = PolicyStep(runtime, clock, cfg.mode, cfg.control_rate_hz, cfg.seed)
+        self.step = PolicyStep(
+            runtime, clock, cfg.mode, cfg.control_rate_hz, cfg.seed, noise_scale=cfg.noise_scale
+        )
         self._last_now = -np.inf
 
     @property

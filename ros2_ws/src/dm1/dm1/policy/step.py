@@ -90,6 +90,8 @@ class PolicyStep:
         mode: one of `MODES`.
         control_rate_hz: spacing of the chunk; None → the card's `action.control_rate_hz`.
         seed: seed of the MeanFlow noise generator (None → random).
+        noise_scale: scale of the noise ε fed to the one-step sampler (1 = the trained distribution, 0 = its
+            deterministic centre; a sampling temperature).
         perf: monotonic clock for processing durations.
         history: ledgers kept for the latency summary.
     """
@@ -103,6 +105,7 @@ class PolicyStep:
         seed: int | None = None,
         perf: Callable[[], float] = time.perf_counter,
         history: int = 200,
+        noise_scale: float = 1.0,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"PolicyStep.mode: expected one of {list(MODES)}, found {mode!r}")
@@ -116,6 +119,9 @@ class PolicyStep:
         self.names: tuple[str, ...] = tuple(card.action.names)
         self.out_shape = (int(card.action.chunk_length), len(self.names))
         self.noise_shape = tuple(card.noise_shape)
+        if not (np.isfinite(noise_scale) and 0.0 <= noise_scale <= 1.0):
+            raise ValueError(f"PolicyStep.noise_scale: expected a number in [0, 1], found {noise_scale!r}")
+        self.noise_scale = float(noise_scale)
         self.rng = np.random.default_rng(seed)
         self.ledgers: deque[LatencyLedger] = deque(maxlen=history)
         self.counts: dict[str, int] = dict.fromkeys(
@@ -145,7 +151,7 @@ class PolicyStep:
             return self.skip()
         received_ms = (max(obs.received.values()) - obs.oldest_stamp) * 1e3
         tick_ms = (now - obs.oldest_stamp) * 1e3
-        noise = self.rng.standard_normal(self.noise_shape, dtype=np.float32)  # (Ta, Da)
+        noise = self.noise_scale * self.rng.standard_normal(self.noise_shape, dtype=np.float32)  # (Ta, Da)
         t_start = self.perf()
         try:
             actions = np.asarray(self.runtime.predict(obs.images, obs.proprio, noise=noise))  # (Ta, Da)
