@@ -13,7 +13,6 @@ from dm1.policy import NODE_PARAMETERS, PolicySession, config_from_parameters
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rcl_interfaces.msg import ParameterType as T
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
 from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
@@ -29,7 +28,8 @@ LEVEL = {"ok": "ok", "executing": "ok", "stale": "warn", "late": "warn"}  # any 
 def _descriptor(default, text: str, bounds) -> ParameterDescriptor:
     kind = {str: T.PARAMETER_STRING, list: T.PARAMETER_STRING_ARRAY, float: T.PARAMETER_DOUBLE,
             int: T.PARAMETER_INTEGER, bool: T.PARAMETER_BOOL}[type(default)]  # fmt: skip
-    d = ParameterDescriptor(description=text, type=kind)
+    # rclpy types an empty list default as BYTE_ARRAY: let string-array overrides through
+    d = ParameterDescriptor(description=text, type=kind, dynamic_typing=kind == T.PARAMETER_STRING_ARRAY)
     if bounds and kind == T.PARAMETER_DOUBLE:
         d.floating_point_range = [FloatingPointRange(from_value=bounds[0], to_value=bounds[1])]
     elif bounds:
@@ -43,9 +43,7 @@ class PolicyNode(LifecycleNode):
     def __init__(self, **kwargs) -> None:
         super().__init__("policy_node", **kwargs)
         for name, (default, text, bounds) in NODE_PARAMETERS.items():
-            # an empty list default would be typed BYTE_ARRAY by rclpy: declare string arrays by type
-            value = Parameter.Type.STRING_ARRAY if default == [] else default
-            self.declare_parameter(name, value, _descriptor(default, text, bounds))
+            self.declare_parameter(name, default, _descriptor(default, text, bounds))
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._ledger_pub = self.create_publisher(DiagnosticArray, "/dm1/policy/ledger", 50)  # one per chunk
         self.session: PolicySession | None = None
@@ -54,8 +52,7 @@ class PolicyNode(LifecycleNode):
         self._last_diag, self._last_kind = -1.0, ""
 
     def p(self, name: str):
-        value = self.get_parameter(name).value
-        return [] if value is None and NODE_PARAMETERS[name][0] == [] else value
+        return self.get_parameter(name).value
 
     def now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
