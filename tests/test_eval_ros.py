@@ -32,7 +32,8 @@ def test_short_eval_runs_episodes_through_ros_and_writes_the_report(tmp_path: Pa
     assert summary["through_ros"] is True and summary["episodes"] == 2
     assert summary["success_rate"] == 0.0  # the toy model hovers; it never lifts the cube
     assert summary["chunks"] > 20, "the policy node published (almost) no chunks while active"
-    assert summary["latency_ms"]["published_ms"]["count"] == summary["chunks"]
+    # one ledger per published chunk; at most one per episode may still be in flight at deactivation
+    assert summary["chunks"] - 2 <= summary["latency_ms"]["published_ms"]["count"] <= summary["chunks"]
     assert summary["episode_sim_s"]["median"] >= 2.0  # each episode ran to its simulated time limit
     written = json.loads((out / "eval.json").read_text())
     assert written["episodes"] == 2 and (out / "report.md").exists() and (out / "success.png").exists()

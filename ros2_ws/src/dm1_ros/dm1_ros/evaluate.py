@@ -64,6 +64,8 @@ class EvalDriver:
         self._success = bool(msg.data)
 
     def _on_chunk(self, msg: MultiDOFJointTrajectory | JointTrajectory) -> None:
+        if not msg.points:  # the policy's explicit hold (stale input): not a chunk of actions
+            return
         self._chunks += 1
         now, stamp = self.sim_now(), from_time_msg(msg.header.stamp)
         self.chunk_log.append((now, stamp))
