@@ -14,6 +14,7 @@ import sys
 import rclpy
 from dm1.sim.renderer import CameraFrame
 from dm1.sim.twin import Twin
+from dm1_ros.conversions import image_to_msg, to_time_msg
 from geometry_msgs.msg import PoseStamped
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
@@ -23,7 +24,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
-from dm1_sim.conversions import camera_info_msg, pose_msg, rgb_to_image_msg, stamp_from_seconds
+from dm1_sim.conversions import camera_info_msg, pose_msg
 from dm1_sim.params import declare_parameters, twin_config_from_parameters
 
 IMAGE_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
@@ -73,20 +74,22 @@ class TwinNode(Node):
                 self.get_logger().warning(f"publish failed ({self.publish_errors}x): {exc}")
 
     def _on_frame(self, frame: CameraFrame) -> None:  # render thread
-        stamp = stamp_from_seconds(frame.stamp_sim_s)
+        stamp = to_time_msg(frame.stamp_sim_s)
         frame_id = f"camera_{frame.name}_color_optical_frame"
         h, w, _ = frame.rgb.shape
-        self._publish(self.image_pubs[frame.name], rgb_to_image_msg(frame.rgb, stamp, frame_id))
+        self._publish(
+            self.image_pubs[frame.name], image_to_msg(frame.rgb, "rgb8", frame.stamp_sim_s, frame_id)
+        )
         self._publish(self.info_pubs[frame.name], camera_info_msg(w, h, frame.intrinsics, stamp, frame_id))
 
     def _on_clock_timer(self) -> None:
         now = self.twin.sim_time()
         if now - self._last_clock >= self.params["clock_period_s"] - 1e-9:
             self._last_clock = now
-            self._publish(self.clock_pub, Clock(clock=stamp_from_seconds(now)))
+            self._publish(self.clock_pub, Clock(clock=to_time_msg(now)))
 
     def _on_state_timer(self) -> None:
-        stamp = stamp_from_seconds(self.twin.sim_time())
+        stamp = to_time_msg(self.twin.sim_time())
         cube = self.twin.cube_pose()
         self._publish(self.cube_pub, pose_msg(cube.pos, cube.quat_xyzw, stamp))
         self._publish(self.success_pub, Bool(data=self.twin.is_success()))
