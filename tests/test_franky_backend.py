@@ -117,18 +117,24 @@ def test_streamed_targets_track_without_stopping(sim_arm: SimArm) -> None:
 
 
 @pytest.mark.slow
-def test_hold_brings_arm_to_rest_within_150ms(sim_arm: SimArm) -> None:
+def test_hold_brings_arm_to_rest_within_150ms_and_it_stays_there(sim_arm: SimArm) -> None:
     backend = FrankyBackend(sim_arm.host, gripper=False)
     try:
         p0 = backend.read_state().ee_pos
-        _stream(backend, sim_arm, lambda t: p0 + np.array([0.0, 0.1 * t, 0.0]), 0.6)
+        speed = 0.3  # m/s, the teleop/expert top speed
+        _stream(backend, sim_arm, lambda t: p0 + np.array([0.0, speed * t, 0.0]), 0.5)
         moving = backend.read_state()
-        assert np.linalg.norm(moving.ee_vel) > 0.05, "arm should be moving before hold"
+        assert np.linalg.norm(moving.ee_vel) > 0.2, "arm should be moving fast before hold"
         backend.hold()
         sim_arm.wait_sim(0.15)
         state = backend.read_state()
         assert np.abs(state.dq).max() < 0.05, f"still moving after 150 ms: dq={state.dq}"
         assert np.linalg.norm(state.ee_pos - moving.ee_pos) < 0.03
+        peak = 0.0  # no rebound: it stays at rest for the next 0.45 s
+        for _ in range(45):
+            sim_arm.wait_sim(0.01)
+            peak = max(peak, float(np.abs(backend.read_state().dq).max()))
+        assert peak < 0.05, f"rebound after the hold: max |dq| {peak:.3f} rad/s"
     finally:
         backend.close()
 
@@ -190,6 +196,8 @@ def test_bad_backend_arguments_are_refused() -> None:
         FrankyBackend("127.0.0.1", mode="velocity")
     with pytest.raises(ValueError, match="relative_dynamics_factor"):
         FrankyBackend("127.0.0.1", relative_dynamics_factor=0.0)
+    with pytest.raises(ValueError, match="translational_damping"):
+        FrankyBackend("127.0.0.1", translational_damping=-1.0)
 
 
 @pytest.mark.slow
