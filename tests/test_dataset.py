@@ -43,7 +43,7 @@ def test_one_window_per_step_where_a_full_chunk_fits(toy_dir: Path) -> None:
 
 def test_normalised_proprio_and_actions_lie_in_unit_range(toy_dir: Path) -> None:
     ds = WindowDataset(toy_dir, *_cfgs(toy_dir))
-    for t in (ds.proprio, ds.actions):
+    for t in (ds.proprio, ds.action_chunks):
         assert t.dtype == torch.float32
         assert float(t.min()) >= -1.0 - 1e-6 and float(t.max()) <= 1.0 + 1e-6
         assert float(t.min()) < -0.99 and float(t.max()) > 0.99  # min-max fitted on this data
@@ -81,7 +81,7 @@ def test_given_normalizers_are_used_instead_of_refitting(toy_dir: Path) -> None:
         "action": Normalizer(min=np.full(4, -10.0), max=np.full(4, 10.0)),
     }
     ds = WindowDataset(toy_dir, *_cfgs(toy_dir), normalizers=wide)
-    assert ds.normalizers is wide and float(ds.actions.abs().max()) < 0.2
+    assert ds.normalizers is wide and float(ds.action_chunks.abs().max()) < 0.2
 
 
 def test_image_size_mismatch_names_file_and_field(toy_dir: Path) -> None:
@@ -104,3 +104,22 @@ def test_dataset_hash_is_stable_across_loads(toy_dir: Path) -> None:
     b = WindowDataset(toy_dir, *_cfgs(toy_dir)).dataset_sha256
     sub = WindowDataset(toy_dir, *_cfgs(toy_dir), episodes=["episode_000000.h5"]).dataset_sha256
     assert a == b and len(a) == 64 and sub != a
+
+
+def test_relative_actions_are_offsets_from_the_observed_ee_position(toy_dir: Path) -> None:
+    ds = WindowDataset(toy_dir, *_cfgs(toy_dir, relative_action_dims=3))
+    ep = read_episode(toy_dir / ds.episode_files[1])
+    i = 5
+    item = ds[int(ds.episode_windows(1)[i])]
+    chunk = ds.normalizers["action"].denormalize(item["actions"].numpy())  # (Ta, Da)
+    expected = ep.actions[i : i + 4].copy()
+    expected[:, :3] -= ep.proprio["ee_pos"][i]
+    np.testing.assert_allclose(chunk, expected, atol=1e-6)
+    assert float(ds.action_chunks.min()) < -0.99 and float(ds.action_chunks.max()) > 0.99
+
+
+def test_relative_actions_need_the_anchor_key_first(toy_dir: Path) -> None:
+    m = ModelConfig(image_size=(32, 32), chunk_length=4, relative_action_dims=3)
+    data = DataConfig(dataset_dir=str(toy_dir), proprio_keys=("gripper_width", "ee_pos"))
+    with pytest.raises(ValueError, match=r"relative_action_dims=3: expected data.proprio_keys to start"):
+        WindowDataset(toy_dir, m, data)

@@ -92,9 +92,9 @@ def test_bad_observation_inputs_are_named():
         net.encode_obs({**imgs, "front": imgs["front"][0]}, torch.zeros(2, 4))
 
 
-def _policy(seed: int = 0) -> tuple[DM1Policy, Normalizer, Normalizer]:
+def _policy(seed: int = 0, **model: object) -> tuple[DM1Policy, Normalizer, Normalizer]:
     torch.manual_seed(seed)
-    cfg = ModelConfig(camera_names=("front", "wrist"), **SMALL)
+    cfg = ModelConfig(camera_names=("front", "wrist"), **SMALL, **model)
     rng = np.random.default_rng(seed)
     pn = Normalizer.fit(rng.normal(size=(50, 4)))
     an = Normalizer.fit(rng.normal(size=(50, 4)) * 0.1)
@@ -114,6 +114,28 @@ def test_policy_one_step_equals_clipped_noise_minus_velocity_denormalized():
     assert np.allclose(actions.numpy(), expected, atol=1e-5)
     assert not policy.training and not policy.net.training
     assert torch.allclose(policy.sample(imgs, proprio_raw, noise, steps=1), actions, atol=1e-6)
+
+
+def test_relative_policy_adds_the_observed_position_back():
+    absolute, _, an = _policy(relative_action_dims=0)
+    relative, _, _ = _policy(relative_action_dims=3)
+    relative.net.load_state_dict(absolute.net.state_dict())
+    imgs, proprio_raw, noise = _images(absolute.net.cfg, 2), torch.randn(2, 4), torch.randn(2, 4, 4)
+    with torch.no_grad():
+        offsets = absolute(imgs, proprio_raw, noise)  # (B, Ta, Da) what the net predicts
+        out = relative(imgs, proprio_raw, noise)
+        k_step = relative.sample(imgs, proprio_raw, noise, steps=1)
+    expected = offsets.clone()
+    expected[:, :, :3] += proprio_raw[:, None, :3]  # gripper (dim 3) stays absolute
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(k_step, expected, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="relative actions needs proprio_raw"):
+        relative.denormalize_action(torch.zeros(1, 4, 4))
+
+
+def test_relative_action_dims_cannot_exceed_the_proprio_or_action_width():
+    with pytest.raises(ValueError, match=r"relative_action_dims: expected an int in \[0, min\(action_dim"):
+        ModelConfig(**SMALL, relative_action_dims=5)
 
 
 def test_policy_k_step_sampler_stays_inside_the_action_range():
@@ -137,9 +159,10 @@ def test_policy_stays_in_eval_mode_and_rejects_bad_stats():
         DM1Policy(policy.net, np.zeros(4), np.ones(4), np.zeros(4), np.ones(3))
 
 
-def test_policy_exports_to_onnx_and_matches_torch(tmp_path):
+@pytest.mark.parametrize("relative_action_dims", [0, 3])
+def test_policy_exports_to_onnx_and_matches_torch(tmp_path, relative_action_dims):
     ort = pytest.importorskip("onnxruntime")
-    policy, _, _ = _policy()
+    policy, _, _ = _policy(relative_action_dims=relative_action_dims)
     imgs = _images(policy.net.cfg, 1)
     proprio, noise = torch.randn(1, 4), torch.randn(1, 4, 4)
 

@@ -146,6 +146,10 @@ class ModelConfig(_ConfigMixin):
     mlp_width: int = 768
     mlp_blocks: int = 1
     dropout: float = 0.1
+    # The first `relative_action_dims` action dims are offsets from the same proprio dims of the newest
+    # frame (e.g. 3: [x, y, z] relative to the observed ee_pos). The policy adds the observed values back,
+    # so exported models still output absolute actions. 0 = absolute actions.
+    relative_action_dims: int = 0
 
     def __post_init__(self) -> None:
         _coerce(self)
@@ -177,6 +181,13 @@ class ModelConfig(_ConfigMixin):
             self.time_emb_dim,
         )
         _check(0.0 <= self.dropout < 1.0, c, "dropout", "a float in [0, 1)", self.dropout)
+        _check(
+            0 <= self.relative_action_dims <= min(self.action_dim, self.proprio_dim),
+            c,
+            "relative_action_dims",
+            f"an int in [0, min(action_dim, proprio_dim) = {min(self.action_dim, self.proprio_dim)}]",
+            self.relative_action_dims,
+        )
 
     @property
     def num_tokens(self) -> int:

@@ -273,16 +273,26 @@ class DM1Policy(nn.Module):
         scale = self.proprio_max - self.proprio_min + EPS
         return 2.0 * ((proprio_raw.float() - self.proprio_min) / scale - 0.5)
 
-    def denormalize_action(self, a: Tensor) -> Tensor:
-        """(B, Ta, Da) in [-1, 1] -> raw action units."""
-        return (a + 1.0) / 2.0 * (self.action_max - self.action_min + EPS) + self.action_min
+    def denormalize_action(self, a: Tensor, proprio_raw: Tensor | None = None) -> Tensor:
+        """(B, Ta, Da) in [-1, 1] -> raw action units. With `relative_action_dims` R > 0 the first R dims
+        are offsets: the newest proprio frame's first R values (from `proprio_raw` (B, P*To)) are added."""
+        out = (a + 1.0) / 2.0 * (self.action_max - self.action_min + EPS) + self.action_min  # (B, Ta, Da)
+        rel = self.net.cfg.relative_action_dims
+        if rel == 0:
+            return out
+        if proprio_raw is None:
+            raise ValueError("denormalize_action: a model with relative actions needs proprio_raw")
+        p = self.net.cfg.proprio_dim
+        anchor = proprio_raw[:, -p:][:, :rel].to(out.dtype)  # (B, R) newest frame
+        pad = torch.zeros_like(out[:, 0, rel:])  # (B, Da - R)
+        return out + torch.cat([anchor, pad], dim=-1).unsqueeze(1)
 
     def forward(self, images: dict[str, Tensor], proprio_raw: Tensor, noise: Tensor) -> Tensor:
         """One step: images per camera, proprio_raw (B, P*To), noise (B, Ta, Da) -> actions (B, Ta, Da)."""
         cond = self.net.encode_obs(images, self.normalize_proprio(proprio_raw))
         ones = torch.ones_like(noise[:, 0, 0])  # (B,) t = 1
         u = self.net.velocity(noise, ones, ones * 0.0, cond)
-        return self.denormalize_action(torch.clamp(noise - u, -1.0, 1.0))
+        return self.denormalize_action(torch.clamp(noise - u, -1.0, 1.0), proprio_raw)
 
     def sample(self, images: dict[str, Tensor], proprio_raw: Tensor, noise: Tensor, steps: int) -> Tensor:
         """K-step sampler on t_k = 1 - k/K, clipping after every step; de-normalised (B, Ta, Da)."""
@@ -294,4 +304,4 @@ class DM1Policy(nn.Module):
         for k in range(steps):
             t, r = 1.0 - k / steps, 1.0 - (k + 1) / steps
             z = torch.clamp(z - (t - r) * self.net.velocity(z, ones * t, ones * r, cond), -1.0, 1.0)
-        return self.denormalize_action(z)
+        return self.denormalize_action(z, proprio_raw)

@@ -4,6 +4,9 @@ A window starts at every step i where a full chunk fits (i + chunk_length <= T, 
 ``actions[i : i + Ta]`` and the observation is taken at i (with ``obs_history`` frames i-h+1..i, repeating
 the first frame of the episode where the history runs past its start). Images stay uint8; proprio and actions
 are min-max normalised to [-1, 1] with ``Normalizer``s fitted on the data (or given, e.g. on resume).
+With ``ModelConfig.relative_action_dims`` R > 0 the first R action dims of every chunk are taken relative to
+the newest observed proprio frame (e.g. EE targets minus the observed ee_pos), and the action normaliser is
+fitted on those offsets.
 
 Batches come from ``sample_batch`` (index random windows into preloaded tensors, on the training device),
 which on a 2-core CPU is far cheaper than a per-item ``DataLoader``; ``__getitem__`` exists for inspection.
@@ -24,6 +27,9 @@ from dm1.config import PROPRIO_KEY_DIMS, DataConfig, ModelConfig
 from dm1.data.episode import Episode, read_episode
 from dm1.data.index import DatasetIndex
 from dm1.normalization import Normalizer
+
+#: Proprio key whose values relative actions are offsets from, per action space.
+_RELATIVE_ANCHOR = {"ee_position": "ee_pos", "joint_position": "joint_pos"}
 
 
 class WindowDataset(torch.utils.data.Dataset):
@@ -134,17 +140,6 @@ class WindowDataset(torch.utils.data.Dataset):
             [np.concatenate([ep.proprio[k] for k in self.data_cfg.proprio_keys], axis=1) for ep in eps]
         )  # (N, P)
         actions = np.concatenate([ep.actions for ep in eps])  # (N, Da)
-        if normalizers is None:
-            normalizers = {"proprio": Normalizer.fit(proprio), "action": Normalizer.fit(actions)}
-        for name, arr in (("proprio", proprio), ("action", actions)):
-            if name not in normalizers or normalizers[name].dim != arr.shape[1]:
-                raise ValueError(f"normalizers[{name!r}]: expected a Normalizer of dim {arr.shape[1]}")
-        self.normalizers = normalizers
-        self.images = {
-            c: torch.from_numpy(np.concatenate([ep.images[c] for ep in eps])) for c in m.camera_names
-        }
-        self.proprio = torch.from_numpy(normalizers["proprio"].normalize(proprio).astype(np.float32))
-        self.actions = torch.from_numpy(normalizers["action"].normalize(actions).astype(np.float32))
         # Window starts and observation-history frame indices into the concatenated arrays.
         starts, hist = [], []
         offset = 0
@@ -153,14 +148,45 @@ class WindowDataset(torch.utils.data.Dataset):
                 starts.append(offset + i)
                 hist.append([offset + max(i - k, 0) for k in range(m.obs_history - 1, -1, -1)])
             offset += T
-        self.window_starts = torch.tensor(starts, dtype=torch.long)  # (W,)
-        self.obs_index = torch.tensor(hist, dtype=torch.long)  # (W, h), oldest first
+        window_starts = np.asarray(starts, dtype=np.int64)  # (W,)
+        obs_index = np.asarray(hist, dtype=np.int64).reshape(len(starts), m.obs_history)  # (W, h)
+        chunks = actions[window_starts[:, None] + np.arange(m.chunk_length)]  # (W, Ta, Da)
+        rel = m.relative_action_dims
+        anchor_key = _RELATIVE_ANCHOR.get(self.action_space)
+        if rel and (anchor_key is None or self.data_cfg.proprio_keys[0] != anchor_key):
+            raise ValueError(
+                f"{self.dataset_dir}: model.relative_action_dims={rel}: expected data.proprio_keys to start "
+                f"with {anchor_key!r} for action space {self.action_space!r}, "
+                f"found {list(self.data_cfg.proprio_keys)}"
+            )
+        if rel:  # offsets from the newest observed frame (ModelConfig.relative_action_dims)
+            chunks = chunks.copy()
+            chunks[..., :rel] -= proprio[obs_index[:, -1], None, :rel]
+        if normalizers is None:
+            normalizers = {
+                "proprio": Normalizer.fit(proprio),
+                "action": Normalizer.fit(chunks.reshape(-1, chunks.shape[-1])),
+            }
+        for name, arr in (("proprio", proprio), ("action", actions)):
+            if name not in normalizers or normalizers[name].dim != arr.shape[1]:
+                raise ValueError(f"normalizers[{name!r}]: expected a Normalizer of dim {arr.shape[1]}")
+        self.normalizers = normalizers
+        self.images = {
+            c: torch.from_numpy(np.concatenate([ep.images[c] for ep in eps])) for c in m.camera_names
+        }
+        self.proprio = torch.from_numpy(normalizers["proprio"].normalize(proprio).astype(np.float32))
+        self.action_chunks = torch.from_numpy(
+            normalizers["action"].normalize(chunks).astype(np.float32)
+        )  # (W, Ta, Da), normalised
+        self.window_starts = torch.from_numpy(window_starts)
+        self.obs_index = torch.from_numpy(obs_index)
 
     def to(self, device: str | torch.device) -> WindowDataset:
         """Move the preloaded tensors to ``device``; returns self."""
         self.device = torch.device(device)
         self.images = {c: v.to(self.device) for c, v in self.images.items()}
-        self.proprio, self.actions = self.proprio.to(self.device), self.actions.to(self.device)
+        self.proprio = self.proprio.to(self.device)
+        self.action_chunks = self.action_chunks.to(self.device)
         self.window_starts, self.obs_index = (
             self.window_starts.to(self.device),
             self.obs_index.to(self.device),
@@ -174,7 +200,7 @@ class WindowDataset(torch.utils.data.Dataset):
     @property
     def num_steps(self) -> int:
         """Total number of steps in the selected episodes."""
-        return int(self.actions.shape[0])
+        return int(sum(self.episode_lengths))
 
     def gather(self, windows: torch.Tensor) -> dict[str, Any]:
         """Batch of windows (B,): proprio (B, P*h), actions (B, Ta, Da), images {cam: uint8 (B, H, W, 3)}.
@@ -191,10 +217,7 @@ class WindowDataset(torch.utils.data.Dataset):
             H, W = x.shape[1:3]
             images[cam] = x if h == 1 else x.reshape(B, h, H, W, 3)
         proprio = self.proprio.index_select(0, flat).reshape(B, -1)  # (B, P*h)
-        steps = self.window_starts[windows][:, None] + torch.arange(
-            self.model_cfg.chunk_length, device=self.device
-        )
-        actions = self.actions[steps]  # (B, Ta, Da)
+        actions = self.action_chunks[windows]  # (B, Ta, Da)
         return {"images": images, "proprio": proprio, "actions": actions}
 
     def sample_batch(self, batch_size: int, generator: torch.Generator | None = None) -> dict[str, Any]:

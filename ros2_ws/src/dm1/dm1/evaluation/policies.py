@@ -175,7 +175,8 @@ class TorchCheckpointPolicy:
                 steps=self.steps,
                 instantaneous=self.objective == "flow_matching",
             )
-            out = self.policy.denormalize_action(a_n)[0].numpy().astype(np.float32)  # (Ta, Da)
+            out = self.policy.denormalize_action(a_n, torch.from_numpy(p)[None])  # (1, Ta, Da)
+            out = out[0].numpy().astype(np.float32)  # (Ta, Da)
         if not np.all(np.isfinite(out)):
             raise OutputError(
                 f"actions: expected finite values, found {int(np.sum(~np.isfinite(out)))} NaN/Inf"
