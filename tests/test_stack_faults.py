@@ -17,7 +17,7 @@ from conftest import free_loopback_host, wait_for
 from policy_toy_model import build_toy_model
 
 ARM = [f"fr3_joint{i}" for i in range(1, 8)]
-SETTLE_S = 0.5  # hold to rest through the whole stack (sim s): ~0.2 s, then a small impedance rebound
+SETTLE_S = 0.2  # hold to rest through the whole stack (sim s): measured 0.12-0.14 s (goal 0.15) + CI margin
 
 
 class StackProbe:
@@ -143,7 +143,8 @@ def test_camera_that_stops_publishing_holds_the_arm(stack) -> None:
     # detection at the next 20 Hz tick (50 ms) + delivery; generous for a loaded CI machine
     assert t_hold <= stale_at + 0.15, f"hold published {1000 * (t_hold - stale_at):.0f} ms after stale"
     speed = probe.max_speed_after(t_hold + SETTLE_S)
-    assert speed < 0.05, f"arm still moving ({speed:.3f} rad/s) 0.5 s after the policy's hold"
+    profile = [(round(t - t_hold, 3), round(dq, 3)) for t, dq in probe.states if t > t_hold - 0.05][::5]
+    assert speed < 0.05, f"arm moving ({speed:.3f} rad/s) {1000 * SETTLE_S:.0f} ms after the hold: {profile}"
     late = [c for c in probe.chunks if c[0] > t_hold and c[2] > 0]
     assert not late, f"{len(late)} chunks with actions after the policy declared its input stale"
 

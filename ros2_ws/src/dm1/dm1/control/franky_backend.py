@@ -88,7 +88,9 @@ class FrankyBackend:
             ~240 ms with a rebound. 200 Ns/m brakes it in ~80 ms without rebound (franky-sim, measured);
             with the velocity feed-forward of streamed targets it does not slow tracking. None = franky's.
         joint_stiffness: (7,) joint impedance (Nm/rad).
-        hold_lead_s: `hold()` places the target at pose + velocity * lead, so the arm brakes without rebound.
+        hold_lead_s: `hold()` places the target at pose + velocity * lead, so the arm brakes without rebound;
+            the lead grows to the stopping time |v| / (2 * hold_decel) at higher speeds.
+        hold_decel: braking deceleration the hold target assumes (m/s^2).
         gripper: connect the gripper (False for arm-only setups).
         realtime: libfranka's real-time enforcement (`RealtimeConfig.Enforce`, needs a PREEMPT_RT kernel;
             use on the real robot). False (`Ignore`) for franky-sim, whose state packets are the clock.
@@ -104,6 +106,7 @@ class FrankyBackend:
         translational_damping: float | None = 200.0,
         joint_stiffness: tuple[float, ...] = DEFAULT_JOINT_STIFFNESS,
         hold_lead_s: float = 0.03,
+        hold_decel: float = 6.0,
         gripper: bool = True,
         gripper_speed: float = 0.05,
         gripper_force: float = 40.0,
@@ -123,6 +126,8 @@ class FrankyBackend:
             )
         self.mode = mode
         self._rdf = relative_dynamics_factor
+        if not hold_decel > 0:
+            raise ValueError(f"FrankyBackend.hold_decel: expected > 0 m/s^2, found {hold_decel}")
         if translational_damping is not None and not translational_damping > 0:
             raise ValueError(
                 f"FrankyBackend.translational_damping: expected > 0 Ns/m or None, "
@@ -131,7 +136,7 @@ class FrankyBackend:
         self._k_trans, self._k_rot = translational_stiffness, rotational_stiffness
         self._d_trans = translational_damping
         self._k_joint = np.asarray(joint_stiffness, dtype=float)
-        self._hold_lead = hold_lead_s
+        self._hold_lead, self._hold_decel = hold_lead_s, hold_decel
         self._lock = threading.RLock()
         self._tracker: franky.CartesianImpedanceTracker | franky.JointImpedanceTracker | None = None
         self._fault: str | None = None
@@ -240,9 +245,8 @@ class FrankyBackend:
             s = self.robot.state
             if self.mode == "cartesian":
                 vel = np.asarray(self.robot.current_cartesian_velocity.end_effector_twist.linear)
-                target = franky.Affine(
-                    np.asarray(s.O_T_EE.translation) + self._hold_lead * vel, s.O_T_EE.quaternion
-                )
+                lead = max(self._hold_lead, float(np.linalg.norm(vel)) / (2.0 * self._hold_decel))
+                target = franky.Affine(np.asarray(s.O_T_EE.translation) + lead * vel, s.O_T_EE.quaternion)
                 self._tracker.set_target(target)
             else:
                 self._tracker.set_target(np.asarray(s.q) + self._hold_lead * np.asarray(s.dq))

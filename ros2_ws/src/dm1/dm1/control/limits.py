@@ -20,7 +20,8 @@ class SafetyLimits:
     velocity_scale: fraction of FR3 joint velocity limits allowed for the commanded target's rate of change.
     max_joint_step: max |target - measured q| per joint (rad), i.e. the largest tracking error commanded.
     max_ee_step: max ||target - measured EE position|| (m).
-    max_ee_speed: max rate of change of the commanded EE position (m/s).
+    max_ee_speed: max rate of change of the commanded EE position (m/s); 0.35 by default (teleop and the
+        scripted expert move at 0.3), so a hold from full speed settles within 150 ms on the FR3.
     workspace_min / workspace_max: EE box (m, fr3_link0) the targets are clipped to.
     chunk_timeout_s: a chunk older than this (receive time, node clock) is stale -> hold.
     max_future_s: reject chunks whose first action lies further than this in the future.
@@ -35,7 +36,7 @@ class SafetyLimits:
     velocity_scale: float = 0.3
     max_joint_step: float = 0.1
     max_ee_step: float = 0.04
-    max_ee_speed: float = 0.5
+    max_ee_speed: float = 0.35
     workspace_min: tuple[float, float, float] = (0.25, -0.40, 0.02)
     workspace_max: tuple[float, float, float] = (0.80, 0.40, 0.60)
     chunk_timeout_s: float = 0.1
