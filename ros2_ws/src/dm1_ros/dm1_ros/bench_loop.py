@@ -3,7 +3,8 @@
 Runs episodes of a model through twin → policy node → controller node → franky until `seconds` of simulated
 time are covered, and reports the observation→chunk latency (policy ledger: tick → published), missed control
 ticks (expected ticks at the card's rate while active minus chunks received) and the fraction of chunk
-boundaries at which the end-effector speed (FK of `/joint_states`) dips below 20 % of its running median.
+boundaries at which the end-effector speed (FK of `/joint_states`) dips below 20 % of its running median while
+the chunk itself commands motion (a policy that deliberately stops, e.g. to grasp, is not a hand-over dip).
 """
 
 from __future__ import annotations
@@ -25,27 +26,30 @@ def boundary_dip_fraction(
     times: np.ndarray,
     ee: np.ndarray,
     boundaries: np.ndarray,
+    commanded: np.ndarray | None = None,
     window_s: float = 1.0,
     dip: float = 0.2,
     moving_speed: float = 0.01,
 ) -> tuple[float, int]:
     """Fraction of chunk boundaries where EE speed < `dip` × running median speed (while the arm moves).
 
-    times (N,), ee (N, 3) sampled positions; boundaries (M,) chunk start times. Boundaries where the running
-    median speed is below `moving_speed` (m/s: the arm is deliberately still) are not counted.
-    Returns (fraction, boundaries counted).
+    times (N,), ee (N, 3) sampled positions; boundaries (M,) chunk start times; commanded (M,) the EE speed
+    each chunk commands (m/s, nan = unknown). Boundaries where the running median speed is below
+    `moving_speed` (m/s: the arm is deliberately still), or whose chunk itself commands less than `dip` x that
+    median (the policy slows on purpose), are not counted. Returns (fraction, boundaries counted).
     """
     if len(times) < 3:
         return 0.0, 0
     speed = np.linalg.norm(np.diff(ee, axis=0), axis=1) / np.maximum(np.diff(times), 1e-6)
     mid = 0.5 * (times[1:] + times[:-1])
     dips = counted = 0
-    for b in boundaries:
+    cmd = np.full(len(boundaries), np.nan) if commanded is None else np.asarray(commanded, dtype=float)
+    for b, wanted in zip(boundaries, cmd, strict=True):
         win = (mid > b - window_s) & (mid <= b)
         if win.sum() < 5:
             continue
         median = float(np.median(speed[win]))
-        if median < moving_speed:
+        if median < moving_speed or wanted < dip * median:  # nan (unknown) compares False: counted
             continue
         at = int(np.clip(np.searchsorted(mid, b), 0, len(speed) - 1))
         counted += 1
@@ -96,8 +100,9 @@ def run_loop_benchmark(args: Any) -> dict[str, Any]:
     times = np.array([t for t, _ in samples])
     order = np.argsort(times)
     ee = np.array([p for _, p in samples])[order] if samples else np.zeros((0, 3))
-    boundaries = np.array([stamp for _, stamp in driver.chunk_log])
-    frac, counted = boundary_dip_fraction(times[order], ee, boundaries)
+    boundaries = np.array([stamp for _, stamp, _ in driver.chunk_log])
+    commanded = np.array([speed for _, _, speed in driver.chunk_log])
+    frac, counted = boundary_dip_fraction(times[order], ee, boundaries, commanded)
     lat = np.asarray(latencies, dtype=float)
     expected = int(active_s * rate)
     result = {

@@ -8,6 +8,7 @@ node's per-tick latency ledger (`/dm1/policy/ledger`) and checks that every chun
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -36,6 +37,19 @@ class EpisodeOutcome:
     ledger_ms: dict[str, list[float]] = field(default_factory=dict)
 
 
+def _commanded_speed(msg: MultiDOFJointTrajectory | JointTrajectory) -> float:
+    """EE speed (m/s) a Cartesian chunk commands between its first two points; nan otherwise."""
+    if not isinstance(msg, MultiDOFJointTrajectory) or len(msg.points) < 2:
+        return float("nan")
+    a, b = msg.points[0], msg.points[1]
+    if not a.transforms or not b.transforms:
+        return float("nan")
+    dt = from_time_msg(b.time_from_start) - from_time_msg(a.time_from_start)
+    ta, tb = a.transforms[0].translation, b.transforms[0].translation
+    dist = math.dist((ta.x, ta.y, ta.z), (tb.x, tb.y, tb.z))
+    return dist / dt if dt > 0 else float("nan")
+
+
 class EvalDriver:
     """Runs seeded episodes against a live graph. All waits are bounded (wall clock as a safety net)."""
 
@@ -51,7 +65,9 @@ class EvalDriver:
         self._chunks = 0
         self._past = 0
         self._ledger: dict[str, list[float]] = {}
-        self.chunk_log: list[tuple[float, float]] = []  # (receive sim time, header stamp) of every chunk
+        # (receive sim time, header stamp, commanded EE speed m/s between the first two points; nan for joint
+        # chunks or single points) of every chunk with actions
+        self.chunk_log: list[tuple[float, float, float]] = []
         self.node.create_subscription(Bool, "/twin/success", self._on_success, 10)
         self.node.create_subscription(DiagnosticArray, "/dm1/policy/ledger", self._on_ledger, 50)
         self.node.create_subscription(
@@ -68,7 +84,7 @@ class EvalDriver:
             return
         self._chunks += 1
         now, stamp = self.sim_now(), from_time_msg(msg.header.stamp)
-        self.chunk_log.append((now, stamp))
+        self.chunk_log.append((now, stamp, _commanded_speed(msg)))
         if stamp < now:
             self._past += 1
 

@@ -1,0 +1,42 @@
+"""The chunk-boundary dip metric of `dm1 bench loop` on synthetic EE traces."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy")
+from dm1_ros.bench_loop import boundary_dip_fraction  # noqa: E402
+
+
+def _trace(stop_at: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """EE moving at 0.2 m/s along x, sampled at 100 Hz for 3 s; standing still for 0.1 s from `stop_at`."""
+    t = np.arange(0.0, 3.0, 0.01)
+    v = np.full_like(t, 0.2)
+    if stop_at is not None:
+        v[(t >= stop_at) & (t < stop_at + 0.1)] = 0.0
+    x = np.concatenate([[0.0], np.cumsum(v[:-1] * 0.01)])
+    return t, np.stack([x, np.zeros_like(x), np.zeros_like(x)], axis=1)
+
+
+def test_smooth_motion_has_no_boundary_dips() -> None:
+    t, ee = _trace(None)
+    boundaries = np.arange(1.2, 2.9, 0.05)
+    frac, counted = boundary_dip_fraction(t, ee, boundaries, np.full(len(boundaries), 0.2))
+    assert counted == len(boundaries) and frac == 0.0
+
+
+def test_a_stop_while_the_chunk_commands_motion_is_a_dip() -> None:
+    t, ee = _trace(stop_at=2.0)
+    boundaries = np.array([1.5, 2.05, 2.5])
+    frac, counted = boundary_dip_fraction(t, ee, boundaries, np.full(3, 0.2))
+    assert counted == 3 and frac == pytest.approx(1 / 3)
+
+
+def test_a_stop_the_policy_commands_is_not_a_dip() -> None:
+    t, ee = _trace(stop_at=2.0)
+    boundaries = np.array([1.5, 2.05, 2.5])
+    frac, counted = boundary_dip_fraction(t, ee, boundaries, np.array([0.2, 0.0, 0.2]))
+    assert counted == 2 and frac == 0.0
+    unknown, _ = boundary_dip_fraction(t, ee, boundaries)  # no commanded speeds: every boundary counts
+    assert unknown == pytest.approx(1 / 3)
