@@ -25,6 +25,13 @@ def _desc(
 PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
     "host": ("", _desc("loopback address for franky-sim (127.x.y.z); empty = first free")),
     "seed": (0, _desc("seed of the cube reset stream", 0, 2**31 - 1, integer=True)),
+    "seeded_resets": (
+        False,
+        _desc(
+            "true: the n-th /twin/reset (n = 0, 1, ...) places the cube from seed + n alone, like "
+            "`dm1 data collect --seed`; false: from one random stream seeded by seed"
+        ),
+    ),
     "cameras": (["front", "wrist"], _desc("camera names; each must be a preset (front, wrist)")),
     "camera_width": (96, _desc("image width (px)", 1, MAX_IMAGE_SIZE, integer=True)),
     "camera_height": (96, _desc("image height (px)", 1, MAX_IMAGE_SIZE, integer=True)),

@@ -2,7 +2,8 @@
 
 Publishes `/clock` from simulation time, `/camera/<name>/color/{image_raw,camera_info}` stamped with the sim
 time of each render, `/twin/cube_pose`, `/twin/success`, and `/twin/robot_host` (transient local: where franky
-connects). Service `/twin/reset` (std_srvs/Trigger) puts the cube at the next seeded random pose. Joint states
+connects). Service `/twin/reset` (std_srvs/Trigger) puts the cube at the next seeded random pose (with
+`seeded_resets`, reset n uses seed + n, the poses of the in-process `dm1 data collect --seed`). Joint states
 and arm motion belong to the controller node, which connects to the announced robot host.
 """
 
@@ -53,6 +54,7 @@ class TwinNode(Node):
         self.success_pub = self.create_publisher(Bool, "/twin/success", 10)
         self.host_pub = self.create_publisher(String, "/twin/robot_host", LATCHED_QOS)
         self.publish_errors = 0
+        self.resets = 0  # /twin/reset calls served (the seed offset with seeded_resets)
         self.twin.start()
         self.twin.add_frame_listener(self._on_frame)
         self.host_pub.publish(String(data=self.twin.robot_host))
@@ -95,13 +97,17 @@ class TwinNode(Node):
         self._publish(self.success_pub, Bool(data=self.twin.is_success()))
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        seed = self.params["seed"] + self.resets if self.params["seeded_resets"] else None
         try:
-            pose = self.twin.reset()
+            pose = self.twin.reset(seed=seed)
         except Exception as exc:
             response.success, response.message = False, f"reset failed: {exc}"
             return response
+        self.resets += 1
         response.success = True
-        response.message = json.dumps({"pos": pose.pos.tolist(), "quat_xyzw": pose.quat_xyzw.tolist()})
+        response.message = json.dumps(
+            {"pos": pose.pos.tolist(), "quat_xyzw": pose.quat_xyzw.tolist(), "seed": seed}
+        )
         return response
 
     def destroy_node(self) -> None:

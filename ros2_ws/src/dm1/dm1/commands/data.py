@@ -89,22 +89,80 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _add_collect(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-o", "--out", required=True, help="dataset directory (episodes are appended)")
+    p.add_argument(
+        "-o",
+        "--out",
+        required=True,
+        help="dataset directory (episodes are appended; a different dataset there is refused)",
+    )
     p.add_argument("--episodes", type=int, default=50, help="expert episodes to attempt")
     p.add_argument("--seed", type=int, default=0, help="first cube seed (episode i uses seed + i)")
     p.add_argument("--keep-failures", action="store_true", help="also keep failed episodes (success=False)")
+    p.add_argument("--max-sim-s", type=float, default=20.0, help="time limit per episode (simulation s)")
+    p.add_argument(
+        "--via-teleop",
+        action="store_true",
+        help="record through the ROS 2 graph (twin + controller + teleop node, device scripted) instead of "
+        "in-process; writes <out>/launch.log",
+    )
+    p.add_argument(
+        "--sim-host", default="127.0.0.1", help="--via-teleop: loopback address of the twin's franky server"
+    )
+    p.add_argument("--json", action="store_true", help="print the summary as one line of JSON")
 
 
 def _collect(args: argparse.Namespace) -> int:
-    from dm1.sim.collect import collect_expert_demos
-
-    summary = collect_expert_demos(args.out, args.episodes, seed=args.seed, keep_failures=args.keep_failures)
-    print(
-        f"{summary.successes}/{summary.attempted} expert successes, {summary.kept} episodes kept "
-        f"in {args.out} "
-        f"({summary.sim_s:.0f} sim s in {summary.wall_s:.0f} wall s)"
-    )
+    try:
+        out = _run_collect(args)
+    except KeyboardInterrupt:
+        print(
+            "dm1 data collect: interrupted; the open episode was discarded, saved episodes are kept",
+            file=sys.stderr,
+        )
+        return 130
+    except (RuntimeError, TimeoutError) as exc:  # the graph failed (--via-teleop) or the twin stalled
+        print(f"dm1 data collect: error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(
+            f"{out['successes']}/{out['episodes']} expert successes, {out['kept']} episodes kept "
+            f"in {args.out} ({out['sim_s']:.0f} sim s in {out['wall_s']:.0f} wall s, {out['via']})"
+        )
     return 0
+
+
+def _run_collect(args: argparse.Namespace) -> dict[str, Any]:
+    """Run in-process or through the teleop node; returns the summary dict."""
+    if args.via_teleop:
+        from dm1.commands.collect_teleop import collect_via_teleop
+
+        out = collect_via_teleop(
+            args.out,
+            args.episodes,
+            seed=args.seed,
+            max_sim_s=args.max_sim_s,
+            keep_failures=args.keep_failures,
+            sim_host=args.sim_host,
+            progress=not args.json,
+        )
+    else:
+        from dataclasses import asdict
+
+        from dm1.sim.collect import collect_expert_demos
+
+        summary = collect_expert_demos(
+            args.out,
+            args.episodes,
+            seed=args.seed,
+            max_sim_s=args.max_sim_s,
+            keep_failures=args.keep_failures,
+            progress=not args.json,
+        )
+        out = {"out": args.out, "via": "in-process", **asdict(summary)}
+        out["episodes"] = out.pop("attempted")
+    return out
 
 
 ACTIONS: dict[
@@ -112,7 +170,11 @@ ACTIONS: dict[
 ] = {
     "synth": (_add_synth, _synth, "write a synthetic toy Lift dataset (same schema as the twin)"),
     "info": (_add_info, _info, "summarise a dataset directory or an episode file"),
-    "collect": (_add_collect, _collect, "record scripted-expert Lift demos on the twin (in-process, no ROS)"),
+    "collect": (
+        _add_collect,
+        _collect,
+        "record scripted-expert Lift demos on the twin (in-process, or through ROS 2 with --via-teleop)",
+    ),
 }
 
 

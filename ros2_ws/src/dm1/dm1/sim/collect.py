@@ -2,8 +2,11 @@
 
 This is the fast path for bulk data (no ROS transport): the same `Twin`, `FrankyBackend`, expert and
 `EpisodeWriter` that the teleop node uses, stepped in simulation time at the control rate. Each step
-records the newest rendered frame of every camera, the measured proprio (`ee_pos`, `gripper_width`) and
-the commanded `ee_position` action. Only successful episodes are kept unless `keep_failures`.
+records the newest rendered frame of every camera, the proprio (`ee_pos`, `gripper_width`) computed from the
+measured joints by `dm1.proprio` (as the teleop recorder and the policy node do) and the commanded
+`ee_position` action. Only successful episodes are kept unless `keep_failures`. Episodes carry the same
+metadata as those recorded through the teleop node (`dm1 data collect --via-teleop`: `LIFT_PROPRIO_KEYS`,
+`EE_ACTION_NAMES`, `episode_units`), and neither path appends to a directory holding a different dataset.
 """
 
 from __future__ import annotations
@@ -17,12 +20,24 @@ from tqdm import tqdm
 
 from dm1.data.episode import EpisodeWriter
 from dm1.data.index import next_episode_path
+from dm1.data.schema import EpisodeSchema, check_append_compatible
+from dm1.proprio import compute_proprio, proprio_dims
 from dm1.sim.config import TwinConfig
 from dm1.sim.expert import apply_ee_position_action, expert_for
+from dm1.teleop.recorder import EE_ACTION_NAMES, episode_units
 
-ACTION_NAMES = ("ee_x", "ee_y", "ee_z", "gripper")
-PROPRIO_SPEC = {"ee_pos": 3, "gripper_width": 1}
-UNITS = {"ee_pos": "m", "gripper_width": "m", "actions": ["m", "m", "m", "1 (close >= 0.5)"]}
+#: Proprio keys of the Lift demos (both collection paths; `configs/lift_twin.yaml` trains on them).
+LIFT_PROPRIO_KEYS = ("ee_pos", "gripper_width")
+ACTION_NAMES = EE_ACTION_NAMES
+PROPRIO_SPEC = dict(zip(LIFT_PROPRIO_KEYS, proprio_dims(LIFT_PROPRIO_KEYS), strict=True))
+UNITS = episode_units("ee_position", LIFT_PROPRIO_KEYS)
+
+
+def lift_schema(
+    cameras: tuple[str, ...], image_size: tuple[int, int] | None, rate_hz: float
+) -> EpisodeSchema:
+    """The episode schema both Lift collection paths write (cameras and image size from the twin)."""
+    return EpisodeSchema(tuple(cameras), image_size, LIFT_PROPRIO_KEYS, "ee_position", ACTION_NAMES, rate_hz)
 
 
 @dataclass(frozen=True)
@@ -52,9 +67,11 @@ def collect_expert_demos(
     from dm1.sim.twin import Twin
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     cfg = cfg or TwinConfig(seed=seed)
     cams = tuple(cfg.cameras)
+    sizes = {(c.height, c.width) for c in cfg.cameras.values()}
+    check_append_compatible(out, lift_schema(cams, sizes.pop() if len(sizes) == 1 else None, rate_hz))
+    out.mkdir(parents=True, exist_ok=True)
     wall0 = time.monotonic()
     kept = successes = 0
     sim_total = 0.0
@@ -84,6 +101,13 @@ def collect_expert_demos(
         finally:
             backend.close()
     return CollectionSummary(episodes, kept, successes, time.monotonic() - wall0, sim_total)
+
+
+def _proprio(state) -> dict[str, np.ndarray]:
+    """`LIFT_PROPRIO_KEYS` from the measured joints through `dm1.proprio` (numpy FK, one source of truth)."""
+    vec = compute_proprio(LIFT_PROPRIO_KEYS, state.q, state.gripper_width)
+    ends = np.cumsum(list(PROPRIO_SPEC.values()))
+    return {k: vec[e - d : e] for (k, d), e in zip(PROPRIO_SPEC.items(), ends, strict=True)}
 
 
 def _record_episode(
@@ -123,12 +147,7 @@ def _record_episode(
             state = backend.read_state()
             action = expert.act(state.ee_pos, state.gripper_width, twin.cube_pose().pos, now - t0)
             apply_ee_position_action(backend, action)
-            writer.append(
-                {c: f.rgb for c, f in frames.items()},
-                {"ee_pos": state.ee_pos, "gripper_width": np.array([state.gripper_width])},
-                action,
-                now,
-            )
+            writer.append({c: f.rgb for c, f in frames.items()}, _proprio(state), action, now)
             step += 1
     except BaseException:
         writer.discard()

@@ -38,6 +38,7 @@ class DeviceContext:
         gripper_width: measured gripper width (m) or None.
         cube_pos: object position from the twin (3,) or None (scripted expert only).
         episode_time: seconds since the current episode started (0 when idle).
+        recording: an episode is open (the teleop loop sets it each tick; True when used alone).
     """
 
     now: float
@@ -46,6 +47,7 @@ class DeviceContext:
     gripper_width: float | None = None
     cube_pos: np.ndarray | None = None
     episode_time: float = 0.0
+    recording: bool = True
 
 
 @dataclass
@@ -339,7 +341,9 @@ class ScriptedExpertDevice:
     """The twin's scripted lift expert as a device: absolute `[x, y, z, gripper]` targets each tick.
 
     Needs the measured EE position, gripper width and cube position in the context; returns None (→ deadman)
-    until all three are known. `expert_factory` defaults to `dm1.sim.expert.expert_for(TwinConfig())`.
+    until all three are known, and between episodes (`ctx.recording` false): the expert drives the arm only
+    while an episode is open, so the arm can be homed and the scene reset in between without it moving
+    away. `expert_factory` defaults to `dm1.sim.expert.expert_for(TwinConfig())`.
     """
 
     name = "scripted"
@@ -367,6 +371,8 @@ class ScriptedExpertDevice:
 
     def read(self, ctx: DeviceContext) -> DeviceCommand | None:
         if self._expert is None or ctx.ee_pos is None or ctx.gripper_width is None or ctx.cube_pos is None:
+            return None
+        if not ctx.recording:
             return None
         out = np.asarray(
             self._expert.act(ctx.ee_pos, ctx.gripper_width, ctx.cube_pos, ctx.episode_time), float

@@ -4,8 +4,10 @@
 twin) and the latest measurements. It returns the `ee_position` action `[x, y, z, gripper]` to publish, or
 None when nothing may be published (no fresh device input within the deadman timeout, or no measurement yet):
 the controller's watchdog then holds the arm, and the loop keeps its own target frozen so motion resumes
-without a jump. Recording errors (existing file, disk full) end the episode and put the loop in hold (target
-frozen, device ignored) until the next successful `start`; the tick never raises for them.
+without a jump. Each `start` re-seeds the target from the measured pose, so an episode begins where the arm
+is (e.g. after `/dm1/controller/home`), not at the previous episode's last target. Recording errors (existing
+file, disk full) end the episode and put the loop in hold (target frozen, device ignored) until the next
+successful `start`; the tick never raises for them.
 """
 
 from __future__ import annotations
@@ -153,6 +155,7 @@ class TeleopLoop:
                 self.session.next_index = max(self.session.next_index, int(stem.split("_")[1]))
             index = self.session.start(now)
             self.hold, self.last_error, self.episode_t0 = False, "", now
+            self.target = None  # re-seeded from the measured pose (the arm may have been homed since)
             reset = getattr(self.device, "reset", None)
             if reset is not None:
                 reset()
@@ -171,6 +174,7 @@ class TeleopLoop:
     def step(self, ctx: DeviceContext) -> TickResult:
         """One control tick at `ctx.now` (see module docstring)."""
         now, result = ctx.now, TickResult(None, False)
+        ctx.recording = self.session.recording
         if self.session.recording:
             ctx.episode_time = now - self.episode_t0
         cmd = self.device.read(ctx)

@@ -29,6 +29,18 @@ from dm1.proprio import compute_proprio, proprio_dims, proprio_units
 EE_ACTION_NAMES = ("x", "y", "z", "gripper")
 
 
+def episode_units(action_space: str, proprio_keys: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """The `units` attribute of an episode: per action dimension, per proprio key, and timestamps.
+
+    Shared by the teleop recorder and the in-process twin collection, so both write the same metadata.
+    """
+    return {
+        "actions": ["m", "m", "m", "1"] if action_space == "ee_position" else ["rad"] * 7 + ["1"],
+        "proprio": dict(zip(proprio_keys, proprio_units(proprio_keys), strict=True)),
+        "timestamps": "s",
+    }
+
+
 class RecorderError(RuntimeError):
     """Recording cannot start or continue (message says which file and why)."""
 
@@ -171,15 +183,7 @@ class EpisodeRecorder:
                 f"expected >= {self.config.min_free_mb:.0f} MB"
             )
         dims = proprio_dims(self.config.proprio_keys)
-        units = {
-            "actions": ["m", "m", "m", "1"]
-            if self.config.action_space == "ee_position"
-            else ["rad"] * 7 + ["1"],
-            "proprio": dict(
-                zip(self.config.proprio_keys, proprio_units(self.config.proprio_keys), strict=True)
-            ),
-            "timestamps": "s",
-        }
+        units = episode_units(self.config.action_space, self.config.proprio_keys)
         try:
             self._writer = self._writer_factory(
                 path,

@@ -1,0 +1,206 @@
+"""`dm1 data collect --via-teleop`: scripted Lift demos recorded by the teleop node on the twin, over ROS 2.
+
+Starts `dm1 launch franka --use-sim --no-policy --record` (twin, controller, teleop node) as a child process
+group, with a parameter overlay on the bringup config: the teleop node's `device: scripted` and the Lift
+proprio keys, and the twin's `seeded_resets` (episode i gets the cube of seed S + i, the poses of the
+in-process `dm1 data collect --seed S`). `dm1_ros.teleop_collect.CollectDriver` then drives the episodes.
+Ctrl-C or SIGTERM discards the open episode and stops the graph. ROS (rclpy, dm1_ros) is imported only
+inside `collect_via_teleop`, so the core stays ROS-free.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONTROL_RATE_HZ = 20.0  # the teleop node's recording rate, = the in-process collection rate
+
+
+def write_config_overlay(src: Path, dst: Path) -> dict[str, dict[str, Any]]:
+    """Copy the bringup parameter files from `src` to `dst` and add `zz_collect.yaml` (read last: it wins).
+
+    Returns the merged parameters (node name -> parameters) the launched graph will use.
+    """
+    from dm1.launch_graph import load_param_files
+    from dm1.sim.collect import LIFT_PROPRIO_KEYS
+
+    for path in sorted(Path(src).glob("*.yaml")):
+        shutil.copy(path, dst / path.name)
+    overlay = {
+        "teleop": {
+            "ros__parameters": {
+                "device": "scripted",
+                "record": True,
+                "mcap": False,
+                "proprio_keys": list(LIFT_PROPRIO_KEYS),
+                "control_rate_hz": CONTROL_RATE_HZ,
+            }
+        },
+        "twin": {"ros__parameters": {"seeded_resets": True}},
+    }
+    (dst / "zz_collect.yaml").write_text(
+        "# written by `dm1 data collect --via-teleop`\n" + yaml.safe_dump(overlay, sort_keys=False)
+    )
+    return load_param_files(dst)
+
+
+def _graph_command(out: Path, seed: int, sim_host: str, config_dir: Path) -> list[str]:
+    """`dm1 launch franka --use-sim --no-policy --record ...` as a command line."""
+    return [
+        sys.executable,
+        "-m",
+        "dm1.cli",
+        "launch",
+        "franka",
+        "--use-sim",
+        "--no-policy",
+        "--record",
+        "--record-dir",
+        str(out),
+        "--seed",
+        str(seed),
+        "--sim-host",
+        sim_host,
+        "--config-dir",
+        str(config_dir),
+    ]
+
+
+def _raise_interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"received {signal.Signals(signum).name}")
+
+
+def collect_via_teleop(
+    out_dir: str | Path,
+    episodes: int,
+    seed: int = 0,
+    max_sim_s: float = 20.0,
+    post_success_s: float = 0.5,
+    keep_failures: bool = False,
+    sim_host: str = "127.0.0.1",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Record `episodes` scripted episodes through the teleop node into `out_dir`; returns a summary dict.
+
+    Raises ValueError when `out_dir` holds a dataset with another schema (nothing is started then), and
+    RuntimeError / TimeoutError when the graph fails (see `<out_dir>/launch.log`).
+    """
+    from dm1.commands.eval import stop_graph
+    from dm1.data.schema import check_append_compatible
+    from dm1.launch_graph import default_config_dir
+    from dm1.sim.collect import lift_schema
+
+    if episodes < 1:
+        raise ValueError(f"--episodes: expected >= 1, found {episodes}")
+    if not max_sim_s > 0:
+        raise ValueError(f"--max-sim-s: expected > 0, found {max_sim_s}")
+    out = Path(out_dir).resolve()
+    wall0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="dm1_collect_cfg_") as tmp:
+        params = write_config_overlay(default_config_dir(), Path(tmp))
+        twin = params.get("twin", {})
+        size = (int(twin.get("camera_height", 96)), int(twin.get("camera_width", 96)))
+        cams = tuple(twin.get("cameras", ("front", "wrist")))
+        existing = check_append_compatible(out, lift_schema(cams, size, CONTROL_RATE_HZ))
+        out.mkdir(parents=True, exist_ok=True)
+        log_path = out / "launch.log"
+        with open(log_path, "wb") as log:
+            graph = subprocess.Popen(
+                _graph_command(out, seed, sim_host, Path(tmp)),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a terminal Ctrl-C reaches only this process; it stops the graph
+            )
+        old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            records, startup_s = _drive(
+                graph, log_path, episodes, max_sim_s, post_success_s, keep_failures, progress
+            )
+        finally:
+            signal.signal(signal.SIGTERM, old_term)
+            old_int = signal.signal(
+                signal.SIGINT, signal.SIG_IGN
+            )  # a second Ctrl-C must not orphan the graph
+            try:
+                stop_graph(graph)
+            finally:
+                signal.signal(signal.SIGINT, old_int)
+    wall_s = time.monotonic() - wall0
+    episode_wall = sum(r["wall_s"] for r in records)
+    return {
+        "out": str(out),
+        "via": "teleop",
+        "episodes": len(records),
+        "successes": sum(r["success"] for r in records),
+        "kept": sum(r["saved"] for r in records),
+        "existing_episodes": existing,
+        "seed": seed,
+        "wall_s": wall_s,
+        "startup_wall_s": startup_s,
+        "wall_s_per_episode": episode_wall / len(records) if records else None,
+        "sim_s": sum(r["sim_s"] for r in records),
+        "max_sim_s": max_sim_s,
+        "records": records,
+    }
+
+
+def _drive(
+    graph: subprocess.Popen[bytes],
+    log_path: Path,
+    episodes: int,
+    max_sim_s: float,
+    post_success_s: float,
+    keep_failures: bool,
+    progress: bool,
+) -> tuple[list[dict[str, Any]], float]:
+    """Wait for the graph, run the episodes; returns (per-episode records, startup wall seconds)."""
+    import rclpy
+    from dm1_ros.teleop_collect import CollectDriver
+    from rclpy.signals import SignalHandlerOptions
+    from tqdm import tqdm
+
+    t0 = time.monotonic()
+    records: list[dict[str, Any]] = []
+    # No rclpy SIGINT handler: Ctrl-C raises KeyboardInterrupt here and the context stays usable for discard.
+    with rclpy.init(signal_handler_options=SignalHandlerOptions.NO):
+        driver = CollectDriver()
+        try:
+            deadline = time.monotonic() + 240.0
+            while True:
+                if graph.poll() is not None:
+                    raise RuntimeError(f"the launched graph exited early: see {log_path}")
+                try:
+                    driver.wait_ready(timeout_s=10.0)
+                    break
+                except TimeoutError:
+                    if time.monotonic() > deadline:
+                        raise
+            startup_s = time.monotonic() - t0
+            bar = tqdm(range(episodes), desc="teleop demos", disable=not progress)
+            wins = 0
+            for i in bar:
+                if graph.poll() is not None:
+                    raise RuntimeError(f"the launched graph exited: see {log_path}")
+                outcome = driver.run_episode(i, max_sim_s, post_success_s, keep_failures)
+                wins += outcome.success
+                records.append(asdict(outcome))
+                bar.set_postfix(success=f"{wins}/{i + 1}")
+        except BaseException:
+            if graph.poll() is None:
+                try:
+                    driver.abort()
+                except Exception as exc:  # noqa: BLE001 - the original error matters more
+                    print(f"dm1 data collect: could not discard the open episode: {exc}", file=sys.stderr)
+            raise
+        finally:
+            driver.close()
+    return records, startup_s
