@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from dm1.control.backend import TWIN_HOME_DYNAMICS
+
 CONFIG_FILES: tuple[str, ...] = ("twin.yaml", "controller.yaml", "policy.yaml", "realsense.yaml")
 _CAMERA_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -274,13 +276,15 @@ def franka_graph(args: LaunchArgs) -> list[NodeSpec]:
             )
         )
     robot_ip = args.sim_host if args.use_sim else args.robot_ip
+    # The twin homes faster than the real arm's YAML default (nobody stands next to it).
+    sim_controller = {"relative_dynamics_factor": TWIN_HOME_DYNAMICS} if args.use_sim else {}
     graph.append(
         NodeSpec(
             **ros,
             executable="controller_node",
             module="dm1_ros.controller_node",
             name="controller_node",
-            parameters=params("controller_node", robot_ip=robot_ip),
+            parameters=params("controller_node", robot_ip=robot_ip, **sim_controller),
             ready_topic="/joint_states",
             ready_type="sensor_msgs/msg/JointState",
             ready_timeout_s=60.0,

@@ -333,9 +333,10 @@ class TwinContext:
 
 
 def _franky_backend(host: str, mode: str) -> Any:
+    from dm1.control.backend import TWIN_HOME_DYNAMICS
     from dm1.control.franky_backend import FrankyBackend
 
-    return FrankyBackend(host, mode=mode)
+    return FrankyBackend(host, relative_dynamics_factor=TWIN_HOME_DYNAMICS, mode=mode)
 
 
 def evaluate_in_process(

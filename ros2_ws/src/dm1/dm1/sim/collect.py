@@ -63,6 +63,7 @@ def collect_expert_demos(
     progress: bool = True,
 ) -> CollectionSummary:
     """Record `episodes` scripted-expert Lift episodes into `out_dir/episode_XXXXXX.h5` (seeded cubes)."""
+    from dm1.control.backend import TWIN_HOME_DYNAMICS
     from dm1.control.franky_backend import FrankyBackend
     from dm1.sim.twin import Twin
 
@@ -76,7 +77,7 @@ def collect_expert_demos(
     kept = successes = 0
     sim_total = 0.0
     with Twin(cfg) as twin:
-        backend = FrankyBackend(twin.robot_host)
+        backend = FrankyBackend(twin.robot_host, relative_dynamics_factor=TWIN_HOME_DYNAMICS)
         expert = expert_for(cfg)
         try:
             bar = tqdm(range(episodes), desc="expert demos", disable=not progress)

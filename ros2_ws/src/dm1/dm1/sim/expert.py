@@ -236,9 +236,10 @@ def run_expert_episodes(
 
 def connect_backend(host: str) -> RobotBackend:
     """The controller's franky backend (`FrankyBackend`, Cartesian impedance) connected to `host`."""
+    from dm1.control.backend import TWIN_HOME_DYNAMICS
     from dm1.control.franky_backend import FrankyBackend
 
-    return FrankyBackend(host)
+    return FrankyBackend(host, relative_dynamics_factor=TWIN_HOME_DYNAMICS)
 
 
 def expert_for(cfg) -> ScriptedLiftExpert:  # cfg: dm1.sim.config.TwinConfig
