@@ -2,28 +2,28 @@
 # Issue-6 ablation in one command: DM1 (λ 0.1/0.5/0.9) vs MeanFlow λ=0 vs flow matching, K=1 and K=5 (flow
 # matching also K=10), evaluated in-process on the twin, table written to docs/ablation.md.
 #
-#   scripts/ablation.sh            # CPU budget (default): 50 demos, 1 seed, 1500 steps at batch 32, 20 episodes
-#   scripts/ablation.sh --gpu      # GPU recipe: 100 demos, 3 seeds, 20000 steps at batch 256, 50 episodes
+#   scripts/ablation.sh            # CPU budget (default): 200 teleop-node demos, 1 seed, 1500 steps at batch 32, 20 episodes
+#   scripts/ablation.sh --gpu      # GPU recipe: 200 demos, 3 seeds, 20000 steps at batch 256, 50 episodes
 #   scripts/ablation.sh --seeds 2 --steps 3000 --episodes 30 --demos 80   # any budget in between
 #   scripts/ablation.sh --dry-run  # print the commands only
 #
 # Estimated wall time on the 2-core development CPU (measured 3.1 s per training step at batch 64 with the full
 # 1.78 M-parameter network on 96x96 images, so ~1.6 s at batch 32; twin episodes at 0.4-0.8x real time):
-# demos ~15 min, training ~40 min per run x 5 runs, evaluation ~1.5-2 h (12 configurations x 20 episodes),
+# demos ~1 h (200 through the teleop node), training ~40 min per run x 5 runs, evaluation ~1.5-2 h (12 configurations x 20 episodes),
 # i.e. about 5-6 h in total. Stages are resumable: finished demos, runs and exports are reused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 PY=.venv/bin/python
 
-PROFILE=cpu DEMOS=50 SEEDS=1 STEPS=1500 BATCH=32 EPISODES=20 MAX_SIM_S=12 DEVICE=cpu DRY=0
+PROFILE=cpu DEMOS=200 SEEDS=1 STEPS=1500 BATCH=32 EPISODES=20 MAX_SIM_S=12 DEVICE=cpu DRY=0
 EMA=(--set ema_every=1 --set ema_start_step=300 --set checkpoint_every=500 --set num_threads=2)
 CONFIGS=(dm1_l01 dm1_l05 dm1_l09 meanflow flowmatch)
-DATA=data/twin_lift_demos
+DATA=data/lift_teleop
 ROOT=runs/ablation
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    --gpu) PROFILE=gpu DEMOS=100 SEEDS=3 STEPS=20000 BATCH=256 EPISODES=50 MAX_SIM_S=20 DEVICE=cuda EMA=() ;;
+    --gpu) PROFILE=gpu DEMOS=200 SEEDS=3 STEPS=20000 BATCH=256 EPISODES=50 MAX_SIM_S=20 DEVICE=cuda EMA=() ;;
     --seeds) SEEDS=$2; shift ;;
     --steps) STEPS=$2; shift ;;
     --batch) BATCH=$2; shift ;;
@@ -41,11 +41,11 @@ run() { echo "+ $*"; if [[ $DRY == 0 ]]; then "$@"; fi; }
 stamp() { date +%s; }
 T0=$(stamp)
 
-# 1. Demonstrations: the scripted expert on the twin (seeds 0..DEMOS-1; evaluation uses seeds from 1000).
+# 1. Demonstrations: the scripted expert through the teleop node on the twin (cube seeds 100..; evaluation
+#    draws its cube poses from seed 1000). Appends to an existing dataset of the same schema.
 have=$(ls "$DATA"/episode_*.h5 2>/dev/null | wc -l || true)
 if (( have < DEMOS )); then
-  run $PY -c "from dm1.sim.collect import collect_expert_demos as c; \
-print(c('$DATA', $((DEMOS - have)), seed=$have))"
+  run $PY -m dm1.cli data collect --via-teleop -o "$DATA" --episodes $((DEMOS - have)) --seed $((100 + have))
 fi
 T1=$(stamp)
 
