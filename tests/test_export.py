@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -79,6 +80,39 @@ def test_small_policy_export_matches_torch_and_card(tmp_path: Path) -> None:
         )
 
 
+def test_export_publishes_the_optimized_graph_and_it_still_matches_torch(tmp_path: Path) -> None:
+    import onnx
+
+    ckpt_dir = make_checkpoint(tmp_path, **SMALL)
+    fast = export_model(ckpt_dir, tmp_path / "fast")
+    plain = export_model(ckpt_dir, tmp_path / "plain", optimize=False)
+    assert fast.rewrites["fuse_attention"] == 2 and fast.rewrites["fold_input_scaling"] == 2  # one per camera
+    assert plain.rewrites == {}
+    ops = {n.op_type for n in onnx.load(str(fast.path / "model.onnx")).graph.node}
+    plain_ops = {n.op_type for n in onnx.load(str(plain.path / "model.onnx")).graph.node}
+    assert "Attention" in ops and "Softmax" not in ops
+    assert "Attention" not in plain_ops and "Softmax" in plain_ops
+    # The card's hash is the published (optimized) file's, and both graphs match torch within 1e-4.
+    assert (
+        load_card(fast.path).onnx_sha256
+        == hashlib.sha256((fast.path / "model.onnx").read_bytes()).hexdigest()
+    )
+    assert fast.max_abs_diff <= 1e-4 and plain.max_abs_diff <= 1e-4
+    policy = build_policy(load_checkpoint(ckpt_dir))
+    card = load_card(fast.path)
+    rt_fast, rt_plain = PolicyRuntime.load(fast.path), PolicyRuntime.load(plain.path)
+    for seed in (21, 22):
+        images, proprio, noise = random_inputs(
+            card, np.array([0.2, -0.3, 0, 0]), np.array([0.7, 0.3, 0.5, 0.08]), seed
+        )
+        reference = torch_predict(policy, images, proprio, noise)
+        assert np.max(np.abs(rt_fast.predict(images, proprio, noise) - reference)) <= 1e-4
+        assert (
+            np.max(np.abs(rt_fast.predict(images, proprio, noise) - rt_plain.predict(images, proprio, noise)))
+            <= 1e-4
+        )
+
+
 def test_default_size_policy_export_matches_torch(tmp_path: Path) -> None:
     result = export_model(make_checkpoint(tmp_path), tmp_path / "default")
     assert result.max_abs_diff <= 1e-4
@@ -142,6 +176,8 @@ def test_inference_benchmark_times_both_runtimes_on_the_same_model(tmp_path: Pat
     assert res["onnxruntime"]["n"] == res["torch"]["n"] == 6
     assert res["providers"] == ["CPUExecutionProvider"] and res["parameters"] == load_card(model).parameters
     assert res["max_abs_diff"] <= 1e-4 and res["torch_weights"] == "checkpoint"
+    assert res["onnxruntime_options"]["spinning"] == "run" and res["threads"] == 1
+    assert res["onnxruntime_options"]["fused_attention_nodes"] == 2  # the exported graph is the optimized one
     # Without a checkpoint the torch side is rebuilt from the card (same architecture, timing only).
     res = run_inference_benchmark(model, iters=2, warmup=1, num_threads=1)
     assert res["torch_weights"].startswith("random") and "max_abs_diff" not in res

@@ -232,3 +232,47 @@ def test_runtime_imports_and_runs_without_torch(toy_model_dir: Path) -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_session_options_are_tuned_for_batch_one_latency() -> None:
+    import onnxruntime as ort
+    from dm1.runtime import SPIN_DURATION_US, session_options
+
+    so = session_options(2)
+    assert so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert so.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
+    assert (so.intra_op_num_threads, so.inter_op_num_threads) == (2, 1)
+    # Default "run": idle workers spin (bounded) between the operators of one run, and stop when it returns.
+    assert so.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    assert so.get_session_config_entry("session.intra_op.spin_duration_us") == str(SPIN_DURATION_US)
+    assert so.get_session_config_entry("session.force_spinning_stop") == "1"
+    never = session_options(1, spinning="never")
+    assert never.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    off = session_options(1, spinning=False)  # the former boolean API still means "never"
+    assert off.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    always = session_options(1, spinning="always")
+    assert always.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    with pytest.raises(RuntimeError, match="does not have configuration"):  # onnxruntime's default: unset
+        always.get_session_config_entry("session.force_spinning_stop")
+    with pytest.raises(ModelLoadError, match=r"spinning: expected one of \['run', 'always', 'never'\]"):
+        session_options(1, spinning="sometimes")
+    with pytest.raises(ModelLoadError, match="num_threads: expected >= 1, found 0"):
+        session_options(0)
+
+
+def test_runtime_session_gets_the_tuned_options(toy_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dm1.runtime as runtime
+
+    created: list[dict] = []
+    real = runtime.ort.InferenceSession
+
+    def spy(*args, **kwargs):
+        created.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runtime.ort, "InferenceSession", spy)
+    rt = PolicyRuntime.load(toy_model_dir, num_threads=1)
+    (kwargs,) = created
+    assert kwargs["sess_options"].intra_op_num_threads == 1
+    assert kwargs["disabled_optimizers"] == ["SkipLayerNormFusion"]
+    assert rt.predict(*toy_inputs()).shape == (TA, DA)

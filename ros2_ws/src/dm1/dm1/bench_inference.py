@@ -26,6 +26,15 @@ def _stats(samples_s: list[float]) -> dict[str, float]:
     }
 
 
+def _graph_nodes(onnx_path: Path) -> list[Any]:
+    """Nodes of the ONNX graph (empty when the `onnx` package is not installed)."""
+    try:
+        import onnx
+    except ImportError:  # pragma: no cover - onnx ships with the export extras
+        return []
+    return list(onnx.load(str(onnx_path), load_external_data=False).graph.node)
+
+
 def _torch_runtime(card: Any, checkpoint_dir: str | None, threads: int):
     import torch
 
@@ -56,19 +65,22 @@ def run_inference_benchmark(
     warmup: int = 50,
     k_steps: int = 5,
     num_threads: int | None = None,
+    spinning: bool | str = "run",
 ) -> dict[str, Any]:
     """Median/p99 batch-1 latency of onnxruntime and torch eager (interleaved), plus torch K-step timing.
 
     Returns {"onnxruntime": {...}, "onnxruntime_session": {...}, "torch": {...}, "torch_k<K>": {...},
-    "speedup": torch/onnxruntime median, "machine", "providers", "threads", "parameters", "max_abs_diff"}.
+    "speedup": torch/onnxruntime median, "machine", "providers", "threads", "onnxruntime_options",
+    "parameters", "max_abs_diff"}. Both runtimes get `num_threads` intra-op threads (torch: `set_num_threads`)
+    and the same pre-drawn inputs; `spinning` is the onnxruntime idle-worker policy (`dm1.runtime`).
     """
     from dm1.commands.bench import machine_description
-    from dm1.runtime import PolicyRuntime, default_num_threads
+    from dm1.runtime import DISABLED_OPTIMIZERS, PolicyRuntime, default_num_threads
 
     if iters < 1 or warmup < 0:
         raise ValueError(f"iters/warmup: expected iters >= 1 and warmup >= 0, found {iters}/{warmup}")
     threads = num_threads or default_num_threads()
-    rt = PolicyRuntime.load(model_dir, num_threads=threads)
+    rt = PolicyRuntime.load(model_dir, num_threads=threads, spinning=spinning)
     card = rt.card
     trt, torch_weights = _torch_runtime(card, str(checkpoint_dir) if checkpoint_dir else None, threads)
 
@@ -122,6 +134,13 @@ def run_inference_benchmark(
     result["machine"] = machine_description()
     result["providers"] = rt.providers
     result["threads"] = threads
+    result["onnxruntime_options"] = {
+        "spinning": spinning,
+        "disabled_optimizers": list(DISABLED_OPTIMIZERS),
+        "fused_attention_nodes": sum(
+            n.op_type == "Attention" for n in _graph_nodes(Path(model_dir) / "model.onnx")
+        ),
+    }
     result["parameters"] = card.parameters
     result["model_dir"] = str(Path(model_dir))
     result["torch_weights"] = torch_weights

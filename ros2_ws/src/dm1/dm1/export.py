@@ -5,7 +5,10 @@ weights, eval mode (no dropout, no augmentation), min-max normalisation of propr
 clipping of actions inside the graph. ONNX I/O (docs/architecture.md): inputs `image_<camera>` (1, H, W, 3)
 uint8, `proprio` (1, P) float32, `noise` (1, Ta, Da) float32; output `actions` (1, Ta, Da) float32.
 
-The export is verified before it is published: `onnx.checker`, then the runtime that the robot uses
+The traced graph is then rewritten for batch-1 CPU latency (`dm1.onnx_optimize`: image scaling folded into
+the first convolution, hand-written attention fused into onnxruntime's `Attention`; `optimize=False` /
+`--no-optimize` keeps the plain opset graph). The export is verified before it is published: `onnx.checker`,
+then the runtime that the robot uses
 (`dm1.runtime.PolicyRuntime`, which re-checks hash and I/O against the card) against torch on random inputs;
 any difference above `tolerance` fails the export. Files are written to a hidden temporary directory and
 renamed into place, so a failed export leaves nothing under the final name.
@@ -18,7 +21,7 @@ import re
 import shutil
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +68,7 @@ class ExportResult:
     max_abs_diff: float
     parameters: int
     seconds: float
+    rewrites: dict[str, int] = field(default_factory=dict)
 
 
 class OnnxPolicy(nn.Module):
@@ -206,6 +210,7 @@ def export_model(
     tolerance: float = DEFAULT_TOLERANCE,
     overwrite: bool = False,
     verify_samples: int = 4,
+    optimize: bool = True,
 ) -> ExportResult:
     """Export, verify and publish; see the module docstring. Raises `ExportError` (or `CheckpointError`)."""
     start = time.monotonic()
@@ -243,13 +248,14 @@ def export_model(
         )
         onnx_path = tmp / ONNX_FILENAME
         _trace_to_onnx(OnnxPolicy(policy, cams).eval(), args, onnx_path, cams, opset)
+        rewrites = _optimize_onnx(onnx_path) if optimize else {}
         card = build_card(ckpt, name or out.name, sha256_file(onnx_path), parameters)
         card.save(tmp / CARD_FILENAME)
         max_diff = _verify(tmp, policy, card, p_norm.min, p_norm.max, verify_samples, tolerance)
         _publish(tmp, out, overwrite)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return ExportResult(out, max_diff, parameters, time.monotonic() - start)
+    return ExportResult(out, max_diff, parameters, time.monotonic() - start, rewrites)
 
 
 def export_onnx(
@@ -284,6 +290,22 @@ def _trace_to_onnx(
         onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"{path.name}: onnx.checker rejected the exported graph: {exc}") from exc
+
+
+def _optimize_onnx(path: Path) -> dict[str, int]:
+    """Apply `dm1.onnx_optimize.optimize_graph` to the file in place and re-check it; returns the rewrites."""
+    import onnx
+
+    from dm1.onnx_optimize import optimize_graph
+
+    model = onnx.load(str(path))
+    rewrites = optimize_graph(model)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"{path.name}: onnx.checker rejected the optimized graph: {exc}") from exc
+    onnx.save(model, str(path))
+    return rewrites
 
 
 def _verify(

@@ -65,23 +65,44 @@ def select_providers(requested: Sequence[str] | None = None) -> list[str]:
     return chosen or list(available)
 
 
-def session_options(num_threads: int | None = None, spinning: bool = False) -> ort.SessionOptions:
+#: Spin policies for the intra-op pool's idle workers (see `session_options`).
+SPIN_POLICIES: tuple[str, ...] = ("run", "always", "never")
+#: How long an idle worker spins for the next operator of the same run before it sleeps (microseconds).
+SPIN_DURATION_US = 400
+#: onnxruntime graph rewrites left off. SkipLayerNormFusion: in the exported DM1 graph its CPU kernel took
+#: ~110 us per call at (1, 121, 128) against ~25 us for the Add + LayerNormalization it replaces (profiled,
+#: onnxruntime 1.32); end to end, 2 threads, the bundled model ran ~3 % faster without it.
+DISABLED_OPTIMIZERS: tuple[str, ...] = ("SkipLayerNormFusion",)
+
+
+def session_options(num_threads: int | None = None, spinning: bool | str = "run") -> ort.SessionOptions:
     """Options tuned for batch-1 latency on a small CPU: all graph optimizations, sequential execution.
 
-    `spinning=False` parks idle pool threads instead of busy-waiting: on a shared 2-core host (ROS nodes,
-    controller, cameras) spinning workers steal the cores other processes need and made the median worse.
+    spinning: what idle intra-op workers do between operators. "run" (the default) spins for
+    at most `SPIN_DURATION_US` while a `run()` is in progress, so handing each of the graph's ~100 operators
+    to the pool does not cost a futex wake-up, and stops spinning the moment `run()` returns
+    (`session.force_spinning_stop`): between control ticks the pool sleeps and leaves the cores to the ROS
+    nodes, controller and cameras. "always" (True) is onnxruntime's default: workers keep spinning after a run
+    too. "never" (False) always parks them, which costs a wake-up per operator.
     """
     if num_threads is None:
         num_threads = default_num_threads()
     if num_threads < 1:
         raise ModelLoadError(f"num_threads: expected >= 1, found {num_threads}")
+    policy = ("always" if spinning else "never") if isinstance(spinning, bool) else spinning
+    if policy not in SPIN_POLICIES:
+        raise ModelLoadError(f"spinning: expected one of {list(SPIN_POLICIES)} or a bool, found {spinning!r}")
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.intra_op_num_threads = num_threads
     so.inter_op_num_threads = 1
     so.log_severity_level = 3  # errors only
-    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0" if policy == "never" else "1")
+    so.add_session_config_entry("session.inter_op.allow_spinning", "0")  # sequential: the pool is unused
+    if policy == "run":
+        so.add_session_config_entry("session.intra_op.spin_duration_us", str(SPIN_DURATION_US))
+        so.add_session_config_entry("session.force_spinning_stop", "1")
     return so
 
 
@@ -123,12 +144,12 @@ class PolicyRuntime:
         model_dir: str | os.PathLike[str],
         providers: Sequence[str] | None = None,
         num_threads: int | None = None,
-        spinning: bool = False,
+        spinning: bool | str = "run",
     ) -> PolicyRuntime:
         """Load `model.onnx` + `model_card.json` from `model_dir`; verify hash and graph I/O vs the card.
 
         providers: execution providers (default TensorRT → CUDA → CPU, those available); num_threads: intra-op
-        threads (default: this process's cores, at most 4); spinning: let idle pool threads busy-wait.
+        threads (default: this process's cores, at most 4); spinning: idle-worker policy (`session_options`).
         Raises `ModelLoadError` naming the file and what was expected and found.
         """
         path = Path(model_dir)
@@ -162,6 +183,7 @@ class PolicyRuntime:
                 data,
                 sess_options=session_options(num_threads, spinning),
                 providers=select_providers(providers),
+                disabled_optimizers=list(DISABLED_OPTIMIZERS),
             )
         except ModelLoadError:
             raise

@@ -34,7 +34,11 @@ def _run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         from dm1.bench_inference import run_inference_benchmark
 
         return run_inference_benchmark(
-            args.model, checkpoint_dir=args.checkpoint, iters=args.iters, warmup=args.warmup
+            args.model,
+            checkpoint_dir=args.checkpoint,
+            iters=args.iters,
+            warmup=args.warmup,
+            spinning=args.spinning,
         )
     if kind == "train":
         from dm1.train.bench import run_train_benchmark
@@ -74,6 +78,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="models/dm1_lift", help="model directory (inference, loop)")
     p.add_argument("--checkpoint", default=None, help="checkpoint directory for the torch comparison")
     p.add_argument("--iters", type=int, default=500)
+    p.add_argument(
+        "--spinning",
+        choices=["run", "always", "never"],
+        default="run",
+        help="onnxruntime idle-worker policy (inference; see dm1.runtime.session_options)",
+    )
     p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--seconds", type=float, default=20.0, help="simulated seconds to run (twin, loop)")
     p.add_argument("--batch-sizes", default="32,64", help="training batch sizes (train)")

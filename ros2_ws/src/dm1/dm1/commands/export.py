@@ -23,6 +23,7 @@ def _handler(args: argparse.Namespace) -> int:
             opset=args.opset,
             tolerance=args.tolerance,
             overwrite=args.force,
+            optimize=not args.no_optimize,
         )
     except (CheckpointError, ExportError, ModelCardError) as exc:
         print(f"dm1 export: error: {exc}", file=sys.stderr)
@@ -31,6 +32,7 @@ def _handler(args: argparse.Namespace) -> int:
         "model_dir": str(result.path),
         "parameters": result.parameters,
         "onnx_vs_torch_max_abs_diff": result.max_abs_diff,
+        "graph_rewrites": result.rewrites,
         "seconds": round(result.seconds, 2),
     }
     print(json.dumps(summary, indent=2))
@@ -46,4 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     p.add_argument("--tolerance", type=float, default=1e-4, help="max |ONNX - torch| allowed (default 1e-4)")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
+    p.add_argument(
+        "--no-optimize",
+        action="store_true",
+        help="publish the plain traced graph (no export-time rewrites such as the fused Attention)",
+    )
     p.set_defaults(func=_handler)
