@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, free_loopback_host, wait_for
+from dm1.commands.graph_process import launch_command
 from dm1.commands.launch import GraphRunner
 from dm1.launch_graph import NodeSpec
 from policy_toy_model import build_toy_model
@@ -215,17 +216,7 @@ def test_dm1_launch_sim_graph_with_policy_comes_up_and_stops_on_sigint(
 
 def test_dry_run_prints_one_command_per_node(ros_env: dict[str, str]) -> None:
     out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "dm1.cli",
-            "launch",
-            "franka",
-            "--use-sim",
-            "--no-policy",
-            "--foxglove",
-            "--dry-run",
-        ],
+        launch_command("--use-sim", "--no-policy", "--foxglove", "--dry-run"),
         capture_output=True,
         text=True,
         timeout=60,
@@ -244,7 +235,7 @@ def test_dry_run_prints_one_command_per_node(ros_env: dict[str, str]) -> None:
 
 def test_bad_arguments_fail_with_a_clear_message(ros_env: dict[str, str]) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "dm1.cli", "launch", "franka", "--model", "/nonexistent/model"],
+        launch_command("--model", "/nonexistent/model"),
         capture_output=True,
         text=True,
         timeout=60,

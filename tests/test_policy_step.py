@@ -145,6 +145,29 @@ def test_zero_noise_scale_gives_the_deterministic_centre(tmp_path: Path) -> None
         PolicyStep(rt, FakeClock(100.0), noise_scale=1.5)
 
 
+def test_ensembling_blends_overlapping_replans_and_restarts_after_a_hold(tmp_path: Path) -> None:
+    rt = PolicyRuntime.load(
+        build_toy_model(tmp_path / "noisy", noise_scale=0.1, chunk_length=TA, control_rate_hz=RATE)
+    )
+    clock_raw, clock_ens = FakeClock(100.0), FakeClock(100.0)
+    raw = PolicyStep(rt, clock_raw, seed=5)  # same seed: the same noise, so the same raw chunks
+    ens = PolicyStep(rt, clock_ens, seed=5, ensemble_alpha=0.5)
+    chunks = []
+    for i, stale in enumerate((False, False, True, False)):
+        clock_raw.t = clock_ens.t = 100.0 + i / RATE
+        obs = StaleReason("front", "missing", "no frame") if stale else observe(rt, clock_raw.t - 0.01)
+        chunks.append((raw.run(obs).chunk, ens.run(obs).chunk))
+    (r0, e0), (r1, e1), (_, hold), (r3, e3) = chunks
+    np.testing.assert_array_equal(e0.actions, r0.actions)  # nothing to blend with yet
+    overlap = np.interp(r1.times, e0.times, e0.actions[:, 0])[: len(e0.times) - 1]
+    np.testing.assert_allclose(
+        e1.actions[: len(overlap), 0], 0.5 * r1.actions[: len(overlap), 0] + 0.5 * overlap
+    )
+    np.testing.assert_array_equal(e1.actions[-1], r1.actions[-1])  # an instant only the new chunk plans
+    assert hold is None
+    np.testing.assert_array_equal(e3.actions, r3.actions)  # after a hold the next chunk starts afresh
+
+
 def test_invalid_mode_and_rate_are_refused(runtime) -> None:
     with pytest.raises(ValueError, match="mode.*'sometimes'"):
         PolicyStep(runtime, FakeClock(), mode="sometimes")

@@ -114,6 +114,7 @@ class LaunchArgs:
         no_policy: bring the graph up without the policy node.
         seed: seed of the twin's scene randomization.
         noise_scale: the policy's sampler noise scale (1 = trained distribution, 0 = deterministic).
+        ensemble_alpha: the policy's temporal ensembling weight of the newest chunk (1 = off).
         config_dir: directory of the parameter YAML files (default: `dm1_bringup/config`).
     """
 
@@ -132,6 +133,7 @@ class LaunchArgs:
     no_policy: bool = False
     seed: int = 0
     noise_scale: float = 1.0
+    ensemble_alpha: float = 1.0
     config_dir: str | None = None
 
     def __post_init__(self) -> None:
@@ -171,6 +173,8 @@ class LaunchArgs:
             raise ValueError(f"LaunchArgs.foxglove_port: expected 0..65535, found {self.foxglove_port}")
         if not 0.0 <= self.noise_scale <= 1.0:
             raise ValueError(f"LaunchArgs.noise_scale: expected 0..1, found {self.noise_scale}")
+        if not 0.0 < self.ensemble_alpha <= 1.0:
+            raise ValueError(f"LaunchArgs.ensemble_alpha: expected (0, 1], found {self.ensemble_alpha}")
         if self.seed < 0:
             raise ValueError(f"LaunchArgs.seed: expected >= 0, found {self.seed}")
         if self.config_dir is not None and not Path(self.config_dir).is_dir():
@@ -298,6 +302,7 @@ def franka_graph(args: LaunchArgs) -> list[NodeSpec]:
             autostart=True,
             resize_images=not args.use_sim,
             noise_scale=float(args.noise_scale),
+            ensemble_alpha=float(args.ensemble_alpha),
         )
         graph.append(
             NodeSpec(

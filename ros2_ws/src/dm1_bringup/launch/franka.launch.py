@@ -34,6 +34,7 @@ ARGUMENTS: list[tuple[str, str, str]] = [
     ("no_policy", "false", "bring the graph up without the policy node"),
     ("seed", "0", "twin scene seed"),
     ("noise_scale", "1.0", "policy sampler noise scale: 1 = trained distribution, 0 = deterministic"),
+    ("ensemble_alpha", "1.0", "policy temporal ensembling: weight of the newest chunk, 1 = off"),
     ("config_dir", "", "parameter YAML directory (default: dm1_bringup/config)"),
 ]
 OPTIONAL_FLAGS = ("rviz", "foxglove")  # monitoring nodes, always declared, behind IfCondition
@@ -64,12 +65,11 @@ def launch_args_from(values: dict[str, str]) -> LaunchArgs:
             typed[key] = int(raw[key])
         except ValueError:
             raise ValueError(f"launch argument {key}: expected an integer, found {raw[key]!r}") from None
-    try:
-        typed["noise_scale"] = float(raw["noise_scale"])
-    except ValueError:
-        raise ValueError(
-            f"launch argument noise_scale: expected a number, found {raw['noise_scale']!r}"
-        ) from None
+    for key in ("noise_scale", "ensemble_alpha"):
+        try:
+            typed[key] = float(raw[key])
+        except ValueError:
+            raise ValueError(f"launch argument {key}: expected a number, found {raw[key]!r}") from None
     return LaunchArgs(**typed)  # type: ignore[arg-type]
 
 

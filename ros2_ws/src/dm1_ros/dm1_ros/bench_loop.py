@@ -59,14 +59,15 @@ def boundary_dip_fraction(
 
 def run_loop_benchmark(args: Any) -> dict[str, Any]:
     """Measure the closed loop for `args.seconds` simulated seconds with model `args.model`."""
-    from dm1.commands.eval import start_graph, stop_graph
+    from dm1.commands.graph_process import start_graph, stop_graph, wait_graph_ready
     from dm1.modelcard import load_card
 
     card = load_card(Path(args.model) / "model_card.json")
     rate = float(card.action.control_rate_hz)
     out = Path("runs/bench_loop")
     out.mkdir(parents=True, exist_ok=True)
-    graph = start_graph(args.model, args.seed, out / "launch.log")
+    policy_args = ["--noise-scale", str(args.noise_scale), "--ensemble-alpha", str(args.ensemble_alpha)]
+    graph = start_graph(args.model, args.seed, out / "launch.log", policy_args)
     samples: list[tuple[float, np.ndarray]] = []
     latencies: list[float] = []  # observation assembled (tick) → chunk published, ms
     capture: list[float] = []  # image capture → chunk published, ms
@@ -82,7 +83,7 @@ def run_loop_benchmark(args: Any) -> dict[str, Any]:
 
             driver.node.create_subscription(JointState, "/joint_states", on_js, 50)
             try:
-                driver.wait_ready(timeout_s=180.0)
+                wait_graph_ready(graph, driver, out / "launch.log", 180.0, (TimeoutError, RuntimeError))
                 episode = 0
                 while active_s < args.seconds:
                     outcome = driver.run_episode(episode, max_sim_s=min(20.0, args.seconds - active_s + 1.0))
@@ -120,6 +121,8 @@ def run_loop_benchmark(args: Any) -> dict[str, Any]:
         "boundaries_counted": counted,
         "sim_seconds": active_s,
         "model": str(args.model),
+        "noise_scale": float(args.noise_scale),
+        "ensemble_alpha": float(args.ensemble_alpha),
         "note": (
             "obs_to_chunk: observation assembled at the tick -> chunk published (policy node ledger); "
             "capture_to_chunk adds the image age (20 Hz cameras); twin + stack share this CPU"

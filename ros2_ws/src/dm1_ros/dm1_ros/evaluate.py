@@ -12,15 +12,13 @@ import math
 import time
 from dataclasses import dataclass, field
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.node import Node
-from rclpy.parameter import Parameter
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
 
 from dm1_ros.conversions import from_time_msg
+from dm1_ros.graph_client import GraphClient
 from dm1_ros.lifecycle_client import LifecycleClient
 
 
@@ -50,14 +48,11 @@ def _commanded_speed(msg: MultiDOFJointTrajectory | JointTrajectory) -> float:
     return dist / dt if dt > 0 else float("nan")
 
 
-class EvalDriver:
+class EvalDriver(GraphClient):
     """Runs seeded episodes against a live graph. All waits are bounded (wall clock as a safety net)."""
 
     def __init__(self, policy_node: str = "policy_node", service_timeout_s: float = 60.0) -> None:
-        self.node: Node = rclpy.create_node(
-            "dm1_eval", parameter_overrides=[Parameter("use_sim_time", value=True)]
-        )
-        self.timeout_s = service_timeout_s
+        super().__init__("dm1_eval", service_timeout_s)
         self.lifecycle = LifecycleClient(policy_node, node=self.node, timeout_s=service_timeout_s)
         self._reset = self.node.create_client(Trigger, "/twin/reset")
         self._home = self.node.create_client(Trigger, "/dm1/controller/home")
@@ -98,30 +93,7 @@ class EvalDriver:
                 except ValueError:
                     continue
 
-    # -- helpers ---------------------------------------------------------------------------------------------
-    def sim_now(self) -> float:
-        """Node clock (simulation time from /clock)."""
-        return self.node.get_clock().now().nanoseconds * 1e-9
-
-    def spin(self, seconds: float) -> None:
-        """Process callbacks for about `seconds` of wall time."""
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            rclpy.spin_once(self.node, timeout_sec=min(0.02, max(end - time.monotonic(), 0.0)))
-
-    def call(self, client, what: str) -> str:
-        """Call a Trigger service; raise with the service's message if it fails."""
-        if not client.wait_for_service(timeout_sec=self.timeout_s):
-            raise TimeoutError(f"service {client.srv_name} not available after {self.timeout_s:.0f} s")
-        future = client.call_async(Trigger.Request())
-        rclpy.spin_until_future_complete(self.node, future, timeout_sec=self.timeout_s)
-        if not future.done():
-            raise TimeoutError(f"{what}: {client.srv_name} did not answer within {self.timeout_s:.0f} s")
-        result = future.result()
-        if not result.success:
-            raise RuntimeError(f"{what} failed: {result.message}")
-        return result.message
-
+    # -- graph ---------------------------------------------------------------------------------------------
     def wait_ready(self, timeout_s: float = 120.0) -> None:
         """Wait until /clock runs and the policy node answers its lifecycle services."""
         deadline = time.monotonic() + timeout_s
@@ -139,8 +111,8 @@ class EvalDriver:
         wall0 = time.monotonic()
         if self.lifecycle.get_state() == "active":
             self.lifecycle.transition("deactivate")
-        self.call(self._home, "home")
-        self.call(self._reset, "reset")
+        self.trigger(self._home, "home")
+        self.trigger(self._reset, "reset")
         self._success = None
         deadline = time.monotonic() + 30.0
         while self._success is not False:  # wait for the twin to report the reset scene (not lifted)
@@ -166,7 +138,3 @@ class EvalDriver:
             self._past,
             {k: list(v) for k, v in self._ledger.items()},
         )
-
-    def close(self) -> None:
-        """Destroy the client node."""
-        self.node.destroy_node()

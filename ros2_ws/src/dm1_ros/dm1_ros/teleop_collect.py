@@ -18,20 +18,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import rclpy
 from dm1.control.backend import TOP_DOWN_XYZW
 from dm1.kinematics import fr3_fk
 from dm1.policy.step import ActionChunk
 from dm1.teleop.recorder import EE_ACTION_NAMES
 from geometry_msgs.msg import PoseStamped
-from rclpy.node import Node
-from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 from dm1_ros.conversions import chunk_to_multidof_trajectory, joint_state_to_arm
+from dm1_ros.graph_client import GraphClient
 
 SERVICES = {
     "reset": "/twin/reset",
@@ -56,14 +54,11 @@ class CollectOutcome:
     frames: int
 
 
-class CollectDriver:
+class CollectDriver(GraphClient):
     """Runs scripted episodes through the teleop node of a live graph (see the module docstring)."""
 
     def __init__(self, service_timeout_s: float = 120.0) -> None:
-        self.node: Node = rclpy.create_node(
-            "dm1_collect", parameter_overrides=[Parameter("use_sim_time", value=True)]
-        )
-        self.timeout_s = service_timeout_s
+        super().__init__("dm1_collect", service_timeout_s)
         self._clients = {k: self.node.create_client(Trigger, v) for k, v in SERVICES.items()}
         self._chunk_pub = self.node.create_publisher(
             MultiDOFJointTrajectory, "/dm1/action_chunk/cartesian", 10
@@ -101,16 +96,6 @@ class CollectDriver:
             return
 
     # -- helpers ---------------------------------------------------------------------------------------------
-    def sim_now(self) -> float:
-        """Node clock (simulation time from /clock)."""
-        return self.node.get_clock().now().nanoseconds * 1e-9
-
-    def spin(self, seconds: float) -> None:
-        """Process callbacks for about `seconds` of wall time."""
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            rclpy.spin_once(self.node, timeout_sec=min(0.02, max(end - time.monotonic(), 0.0)))
-
     def wait_until(self, predicate: Any, sim_limit_s: float, wall_limit_s: float, what: str) -> bool:
         """Spin until `predicate()` or `sim_limit_s` of simulation time; False on the sim limit.
 
@@ -131,17 +116,7 @@ class CollectDriver:
 
     def call(self, name: str, check: bool = True) -> tuple[bool, str]:
         """Call a Trigger service by short name; with `check`, raise with its message when it fails."""
-        client = self._clients[name]
-        if not client.wait_for_service(timeout_sec=self.timeout_s):
-            raise TimeoutError(f"service {client.srv_name} not available after {self.timeout_s:.0f} s")
-        future = client.call_async(Trigger.Request())
-        rclpy.spin_until_future_complete(self.node, future, timeout_sec=self.timeout_s)
-        if not future.done():
-            raise TimeoutError(f"{client.srv_name} did not answer within {self.timeout_s:.0f} s")
-        result = future.result()
-        if check and not result.success:
-            raise RuntimeError(f"{client.srv_name} failed: {result.message}")
-        return bool(result.success), str(result.message)
+        return self.trigger(self._clients[name], check=check)
 
     def wait_ready(self, timeout_s: float = 120.0) -> None:
         """Wait until /clock runs, joint states and the teleop status arrive, and the services exist."""
@@ -259,10 +234,6 @@ class CollectDriver:
                 self.call("discard", check=False)
             finally:
                 self.recording = False
-
-    def close(self) -> None:
-        """Destroy the client node."""
-        self.node.destroy_node()
 
 
 def _episode_file(message: str) -> str | None:

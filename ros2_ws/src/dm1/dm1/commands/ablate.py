@@ -41,7 +41,10 @@ def _handler(args: argparse.Namespace) -> int:
             oracle=args.oracle,
         )
         context = TwinContext(
-            InProcessConfig(max_sim_s=args.max_sim_s, noise_scale=args.noise_scale), host=args.host
+            InProcessConfig(
+                max_sim_s=args.max_sim_s, noise_scale=args.noise_scale, ensemble_alpha=args.ensemble_alpha
+            ),
+            host=args.host,
         )
         result = run_ablation(args.runs, args.out, cfg, context=context)
     except (ValueError, FileNotFoundError) as exc:
@@ -70,6 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--torch-only", action="store_true", help="run K = 1 in torch instead of the ONNX export")
     p.add_argument("--oracle", action="store_true", help="also evaluate the privileged scripted expert")
     p.add_argument("--noise-scale", type=float, default=1.0, help="sampler noise scale (policy temperature)")
+    p.add_argument("--ensemble-alpha", type=float, default=1.0, help="chunk ensembling weight, 1 = off")
     p.add_argument("--host", default=None, help="loopback address for franky-sim (default: first free)")
     p.add_argument("--out", default="runs/ablation/eval", help="output directory")
     p.set_defaults(func=_handler)

@@ -89,4 +89,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-sizes", default="32,64", help="training batch sizes (train)")
     p.add_argument("--steps", type=int, default=20, help="timed training steps (train)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--noise-scale", type=float, default=1.0, help="policy sampler noise scale (loop)")
+    p.add_argument("--ensemble-alpha", type=float, default=1.0, help="policy chunk ensembling weight (loop)")
     p.set_defaults(func=_handler)

@@ -55,12 +55,9 @@ def write_config_overlay(src: Path, dst: Path) -> dict[str, dict[str, Any]]:
 
 def _graph_command(out: Path, seed: int, sim_host: str, config_dir: Path) -> list[str]:
     """`dm1 launch franka --use-sim --no-policy --record ...` as a command line."""
-    return [
-        sys.executable,
-        "-m",
-        "dm1.cli",
-        "launch",
-        "franka",
+    from dm1.commands.graph_process import launch_command
+
+    return launch_command(
         "--use-sim",
         "--no-policy",
         "--record",
@@ -72,7 +69,7 @@ def _graph_command(out: Path, seed: int, sim_host: str, config_dir: Path) -> lis
         sim_host,
         "--config-dir",
         str(config_dir),
-    ]
+    )
 
 
 def _raise_interrupt(signum: int, _frame: Any) -> None:
@@ -94,7 +91,7 @@ def collect_via_teleop(
     Raises ValueError when `out_dir` holds a dataset with another schema (nothing is started then), and
     RuntimeError / TimeoutError when the graph fails (see `<out_dir>/launch.log`).
     """
-    from dm1.commands.eval import stop_graph
+    from dm1.commands.graph_process import stop_graph
     from dm1.data.schema import check_append_compatible
     from dm1.launch_graph import default_config_dir
     from dm1.sim.collect import lift_schema
@@ -168,22 +165,15 @@ def _drive(
     from rclpy.signals import SignalHandlerOptions
     from tqdm import tqdm
 
+    from dm1.commands.graph_process import wait_graph_ready
+
     t0 = time.monotonic()
     records: list[dict[str, Any]] = []
     # No rclpy SIGINT handler: Ctrl-C raises KeyboardInterrupt here and the context stays usable for discard.
     with rclpy.init(signal_handler_options=SignalHandlerOptions.NO):
         driver = CollectDriver()
         try:
-            deadline = time.monotonic() + 240.0
-            while True:
-                if graph.poll() is not None:
-                    raise RuntimeError(f"the launched graph exited early: see {log_path}")
-                try:
-                    driver.wait_ready(timeout_s=10.0)
-                    break
-                except TimeoutError:
-                    if time.monotonic() > deadline:
-                        raise
+            wait_graph_ready(graph, driver, log_path, 240.0)
             startup_s = time.monotonic() - t0
             bar = tqdm(range(episodes), desc="teleop demos", disable=not progress)
             wins = 0

@@ -135,33 +135,23 @@ def _collect(args: argparse.Namespace) -> int:
 
 def _run_collect(args: argparse.Namespace) -> dict[str, Any]:
     """Run in-process or through the teleop node; returns the summary dict."""
+    common = {
+        "seed": args.seed,
+        "max_sim_s": args.max_sim_s,
+        "keep_failures": args.keep_failures,
+        "progress": not args.json,
+    }
     if args.via_teleop:
         from dm1.commands.collect_teleop import collect_via_teleop
 
-        out = collect_via_teleop(
-            args.out,
-            args.episodes,
-            seed=args.seed,
-            max_sim_s=args.max_sim_s,
-            keep_failures=args.keep_failures,
-            sim_host=args.sim_host,
-            progress=not args.json,
-        )
-    else:
-        from dataclasses import asdict
+        return collect_via_teleop(args.out, args.episodes, sim_host=args.sim_host, **common)
+    from dataclasses import asdict
 
-        from dm1.sim.collect import collect_expert_demos
+    from dm1.sim.collect import collect_expert_demos
 
-        summary = collect_expert_demos(
-            args.out,
-            args.episodes,
-            seed=args.seed,
-            max_sim_s=args.max_sim_s,
-            keep_failures=args.keep_failures,
-            progress=not args.json,
-        )
-        out = {"out": args.out, "via": "in-process", **asdict(summary)}
-        out["episodes"] = out.pop("attempted")
+    summary = collect_expert_demos(args.out, args.episodes, **common)
+    out = {"out": args.out, "via": "in-process", **asdict(summary)}
+    out["episodes"] = out.pop("attempted")
     return out
 
 

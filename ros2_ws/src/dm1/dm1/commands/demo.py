@@ -21,6 +21,7 @@ def _handler(args: argparse.Namespace) -> int:
         args.max_sim_s,
         sim_host=args.sim_host,
         noise_scale=args.noise_scale,
+        ensemble_alpha=args.ensemble_alpha,
     )
     print(f"\nmodel {args.model} on the franky-sim twin, through twin → policy node → controller → franky")
     for r in records:

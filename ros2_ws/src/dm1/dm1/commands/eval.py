@@ -8,49 +8,10 @@ then writes `eval.json` (success rate ± binomial s.e., episode time, latency le
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
-
-
-def start_graph(
-    model: str, seed: int, log_path: Path, extra: list[str] | None = None
-) -> subprocess.Popen[bytes]:
-    """Start the twin + controller + policy graph (`dm1 launch franka --use-sim`) in its own process group."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "dm1.cli",
-        "launch",
-        "franka",
-        "--use-sim",
-        "--model",
-        model,
-        "--seed",
-        str(seed),
-    ]
-    log = open(log_path, "wb")  # noqa: SIM115 - lives as long as the child process
-    return subprocess.Popen(cmd + (extra or []), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def stop_graph(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
-    """SIGINT the launcher's process group, then SIGKILL what is left."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGINT)
-        proc.wait(timeout=timeout_s)
-    except (subprocess.TimeoutExpired, ProcessLookupError):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
 
 
 def run_ros_eval(
@@ -62,6 +23,7 @@ def run_ros_eval(
     progress: bool = True,
     sim_host: str = "127.0.0.1",
     noise_scale: float = 1.0,
+    ensemble_alpha: float = 1.0,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Run the evaluation; returns (summary dict, per-episode records)."""
     import rclpy
@@ -69,27 +31,19 @@ def run_ros_eval(
     from tqdm import tqdm
 
     from dm1.commands.bench import machine_description
+    from dm1.commands.graph_process import start_graph, stop_graph, wait_graph_ready
     from dm1.evaluation import summarize, write_report
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    graph = start_graph(
-        model, seed, out_dir / "launch.log", ["--sim-host", sim_host, "--noise-scale", str(noise_scale)]
-    )
+    policy_args = ["--noise-scale", str(noise_scale), "--ensemble-alpha", str(ensemble_alpha)]
+    graph = start_graph(model, seed, out_dir / "launch.log", ["--sim-host", sim_host, *policy_args])
     records: list[dict[str, Any]] = []
     try:
         with rclpy.init():
             driver = EvalDriver()
             try:
-                deadline = time.monotonic() + 180.0
-                while True:
-                    if graph.poll() is not None:
-                        raise RuntimeError(f"the launched graph exited early: see {out_dir / 'launch.log'}")
-                    try:
-                        driver.wait_ready(timeout_s=10.0)
-                        break
-                    except (TimeoutError, RuntimeError):
-                        if time.monotonic() > deadline:
-                            raise
+                # RuntimeError too: the policy node may still be configuring (loading the model)
+                wait_graph_ready(graph, driver, out_dir / "launch.log", 180.0, (TimeoutError, RuntimeError))
                 bar = tqdm(range(episodes), desc="eval episodes", disable=not progress)
                 wins = 0
                 for i in bar:
@@ -104,6 +58,7 @@ def run_ros_eval(
     summary = summarize(records, model=str(model), through_ros=True, seed=seed, machine=machine_description())
     summary.extra["max_sim_s"] = max_sim_s
     summary.extra["noise_scale"] = noise_scale
+    summary.extra["ensemble_alpha"] = ensemble_alpha
     write_report(summary, out_dir, records)
     return summary.to_dict(), records
 
@@ -118,6 +73,8 @@ def _handler(args: argparse.Namespace) -> int:
         args.max_sim_s,
         progress=not args.json,
         sim_host=args.sim_host,
+        noise_scale=args.noise_scale,
+        ensemble_alpha=args.ensemble_alpha,
     )
     if args.update_card:
         card_path = Path(args.model) / "model_card.json"
@@ -149,6 +106,9 @@ def add_eval_arguments(p: argparse.ArgumentParser, episodes: int) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as one line of JSON")
     p.add_argument("--sim-host", default="127.0.0.1", help="loopback address of the twin's franky server")
     p.add_argument("--noise-scale", type=float, default=1.0, help="policy sampler noise scale (0..1)")
+    p.add_argument(
+        "--ensemble-alpha", type=float, default=1.0, help="policy chunk ensembling weight (0..1], 1 = off"
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:

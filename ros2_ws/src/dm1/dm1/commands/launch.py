@@ -50,6 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="twin scene seed")
     p.add_argument("--noise-scale", type=float, default=1.0, help="policy sampler noise scale (0..1)")
+    p.add_argument(
+        "--ensemble-alpha", type=float, default=1.0, help="policy chunk ensembling weight (0..1], 1 = off"
+    )
     p.add_argument("--rviz", action="store_true", help="start rviz2 (ROS host only)")
     p.add_argument("--record", action="store_true", help="start the teleop recorder")
     p.add_argument("--record-dir", default="data/episodes", help="recorder output directory")
@@ -82,6 +85,7 @@ def _handle(args: argparse.Namespace) -> int:
             no_policy=args.no_policy,
             seed=args.seed,
             noise_scale=args.noise_scale,
+            ensemble_alpha=args.ensemble_alpha,
             config_dir=args.config_dir,
         )
         specs = franka_graph(launch_args)

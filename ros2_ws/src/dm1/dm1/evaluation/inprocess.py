@@ -46,6 +46,7 @@ class InProcessConfig:
         extra_hold_s: keep running this long after success (0 = stop at success).
         stall_timeout_s: wall seconds without simulation progress before the episode is failed.
         noise_scale: scale of the sampler noise (the policy node's `noise_scale`).
+        ensemble_alpha: temporal ensembling weight (the policy node's `ensemble_alpha`; 1 = off).
     """
 
     max_sim_s: float = 20.0
@@ -58,6 +59,7 @@ class InProcessConfig:
     extra_hold_s: float = 0.0
     stall_timeout_s: float = 30.0
     noise_scale: float = 1.0
+    ensemble_alpha: float = 1.0
 
     def __post_init__(self) -> None:
         for name in (
@@ -234,6 +236,7 @@ class InProcessEvaluator:
                 seed=seed,
                 resize_images=cfg.resize_images,
                 noise_scale=cfg.noise_scale,
+                ensemble_alpha=cfg.ensemble_alpha,
             ),
         )
         policy.reset()

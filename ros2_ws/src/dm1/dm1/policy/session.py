@@ -31,6 +31,11 @@ NODE_PARAMETERS: dict[str, tuple[Any, str, tuple[float, float] | None]] = {
         "scale of the sampler's noise: 1 = trained distribution, 0 = deterministic",
         (0.0, 1.0),
     ),
+    "ensemble_alpha": (
+        1.0,
+        "temporal ensembling of overlapping chunks: weight of the newest prediction; 1 = off",
+        (0.01, 1.0),
+    ),
     "resize_images": (False, "resample wrong-size frames instead of rejecting them", None),
     "autostart": (False, "configure and activate at startup", None),
 }
@@ -60,6 +65,7 @@ class PolicyConfig:
         resize_images: resample wrong-size frames instead of rejecting them.
         camera_topics: per-camera topic overrides; cameras not listed use the card's topic.
         noise_scale: scale of the sampler noise (1 = trained distribution, 0 = deterministic centre).
+        ensemble_alpha: weight of the newest chunk where it overlaps the previous one (1 = off).
     """
 
     max_obs_age_s: float = 0.1
@@ -70,8 +76,13 @@ class PolicyConfig:
     resize_images: bool = False
     camera_topics: dict[str, str] = field(default_factory=dict)
     noise_scale: float = 1.0
+    ensemble_alpha: float = 1.0
 
     def __post_init__(self) -> None:
+        if not (np.isfinite(self.ensemble_alpha) and 0.0 < self.ensemble_alpha <= 1.0):
+            raise ValueError(
+                f"PolicyConfig.ensemble_alpha: expected a number in (0, 1], found {self.ensemble_alpha!r}"
+            )
         if self.mode not in MODES:
             raise ValueError(f"PolicyConfig.mode: expected one of {list(MODES)}, found {self.mode!r}")
         rate = self.control_rate_hz
@@ -95,6 +106,7 @@ def config_from_parameters(values: dict[str, Any]) -> PolicyConfig:
         resize_images=bool(values["resize_images"]),
         camera_topics=parse_camera_topics(values["camera_topics"]),
         noise_scale=float(values.get("noise_scale", 1.0)),
+        ensemble_alpha=float(values.get("ensemble_alpha", 1.0)),
     )
 
 
@@ -122,7 +134,13 @@ class PolicySession:
         )
         self.assembler = ObservationAssembler(self.card, obs_cfg)
         self.step = PolicyStep(
-            runtime, clock, cfg.mode, cfg.control_rate_hz, cfg.seed, noise_scale=cfg.noise_scale
+            runtime,
+            clock,
+            cfg.mode,
+            cfg.control_rate_hz,
+            cfg.seed,
+            noise_scale=cfg.noise_scale,
+            ensemble_alpha=cfg.ensemble_alpha,
         )
         self._last_now = -np.inf
 

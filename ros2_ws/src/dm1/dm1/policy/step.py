@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from dm1.policy.ensemble import ChunkEnsembler
 from dm1.policy.observation import Observation, StaleReason
 from dm1.runtime import OutputError
 
@@ -92,6 +93,8 @@ class PolicyStep:
         seed: seed of the MeanFlow noise generator (None → random).
         noise_scale: scale of the noise ε fed to the one-step sampler (1 = the trained distribution, 0 = its
             deterministic centre; a sampling temperature).
+        ensemble_alpha: temporal ensembling of overlapping chunks (`dm1.policy.ensemble`): weight of the
+            newest prediction in (0, 1]; 1 = off (each chunk as inferred).
         perf: monotonic clock for processing durations.
         history: ledgers kept for the latency summary.
     """
@@ -106,6 +109,7 @@ class PolicyStep:
         perf: Callable[[], float] = time.perf_counter,
         history: int = 200,
         noise_scale: float = 1.0,
+        ensemble_alpha: float = 1.0,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"PolicyStep.mode: expected one of {list(MODES)}, found {mode!r}")
@@ -123,6 +127,7 @@ class PolicyStep:
             raise ValueError(f"PolicyStep.noise_scale: expected a number in [0, 1], found {noise_scale!r}")
         self.noise_scale = float(noise_scale)
         self.rng = np.random.default_rng(seed)
+        self.ensembler = ChunkEnsembler(ensemble_alpha)
         self.ledgers: deque[LatencyLedger] = deque(maxlen=history)
         self.counts: dict[str, int] = dict.fromkeys(
             ("ok", "stale", "nonfinite", "error", "late", "executing"), 0
@@ -134,6 +139,7 @@ class PolicyStep:
     def reset(self) -> None:
         """Forget the chunk being executed (on activation / deactivation)."""
         self.current = None
+        self.ensembler.reset()
 
     def wants_inference(self, now: float) -> bool:
         """In `chunk_then_replan`, False while the current chunk still has actions ahead of its last one."""
@@ -183,6 +189,7 @@ class PolicyStep:
             space=self.space,
             names=self.names,
         )
+        chunk = self.ensembler.blend(chunk)
         pre = tick_ms + preprocess_ms
         ledger = LatencyLedger(
             obs.oldest_stamp, received_ms, tick_ms, pre, pre + (t_inferred - t_start) * 1e3
@@ -217,6 +224,7 @@ class PolicyStep:
 
     def _fail(self, kind: str, reason: str) -> StepOutcome:
         self.counts[kind] += 1
-        if kind != "executing":
+        if kind != "executing":  # no chunk this tick: the controller holds, the next chunk starts afresh
             self.last_reason = reason
+            self.ensembler.reset()
         return StepOutcome(None, reason, None, kind)

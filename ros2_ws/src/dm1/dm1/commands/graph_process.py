@@ -1,0 +1,74 @@
+"""The launched graph as a child process: start it, wait until it answers, stop it.
+
+Used by `dm1 eval`, `dm1 data collect --via-teleop` and `dm1 bench loop`: the graph
+(`dm1 launch franka --use-sim ...`) runs in its own process group with its output in a log file; the caller's
+rclpy driver (anything with `wait_ready(timeout_s)`) tells when it is ready.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Protocol
+
+
+class ReadyProbe(Protocol):
+    """A client of the graph that can tell when the graph is ready (e.g. `dm1_ros.evaluate.EvalDriver`)."""
+
+    def wait_ready(self, timeout_s: float = ...) -> None: ...
+
+
+def launch_command(*args: str) -> list[str]:
+    """`dm1 launch franka ARGS...` as a command line for this interpreter."""
+    return [sys.executable, "-m", "dm1.cli", "launch", "franka", *args]
+
+
+def start_graph(
+    model: str, seed: int, log_path: Path, extra: list[str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start the twin + controller + policy graph (`dm1 launch franka --use-sim`) in its own process group."""
+    cmd = launch_command("--use-sim", "--model", model, "--seed", str(seed))
+    log = open(log_path, "wb")  # noqa: SIM115 - lives as long as the child process
+    return subprocess.Popen(cmd + (extra or []), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop_graph(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+    """SIGINT the launcher's process group, then SIGKILL what is left."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=timeout_s)
+    except (subprocess.TimeoutExpired, ProcessLookupError):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def wait_graph_ready(
+    graph: subprocess.Popen[bytes],
+    probe: ReadyProbe,
+    log_path: Path,
+    deadline_s: float = 240.0,
+    retry_on: tuple[type[BaseException], ...] = (TimeoutError,),
+) -> float:
+    """Poll `probe.wait_ready` in 10 s slices until it succeeds; returns the wall seconds it took.
+
+    Raises RuntimeError (naming `log_path`) as soon as the graph exits, and re-raises the probe's last error
+    (one of `retry_on`) after `deadline_s` of wall time.
+    """
+    t0 = time.monotonic()
+    while True:
+        if graph.poll() is not None:
+            raise RuntimeError(f"the launched graph exited early (code {graph.returncode}): see {log_path}")
+        try:
+            probe.wait_ready(timeout_s=10.0)
+            return time.monotonic() - t0
+        except retry_on:
+            if time.monotonic() - t0 > deadline_s:
+                raise

@@ -1,0 +1,59 @@
+"""`GraphClient`: the rclpy client side shared by the drivers of a live dm1 graph (evaluation, collection).
+
+A node on simulation time (`/clock` from the twin) with bounded spinning and bounded Trigger calls; the
+drivers (`dm1_ros.evaluate.EvalDriver`, `dm1_ros.teleop_collect.CollectDriver`) add their subscriptions and
+episode logic on top.
+"""
+
+from __future__ import annotations
+
+import time
+
+import rclpy
+from rclpy.client import Client
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from std_srvs.srv import Trigger
+
+
+class GraphClient:
+    """A sim-time client node of a running graph. Every wait is bounded (wall clock as a safety net)."""
+
+    def __init__(self, node_name: str, service_timeout_s: float) -> None:
+        self.node: Node = rclpy.create_node(
+            node_name, parameter_overrides=[Parameter("use_sim_time", value=True)]
+        )
+        self.timeout_s = service_timeout_s
+
+    def sim_now(self) -> float:
+        """Node clock (simulation time from /clock)."""
+        return self.node.get_clock().now().nanoseconds * 1e-9
+
+    def spin(self, seconds: float) -> None:
+        """Process callbacks for about `seconds` of wall time."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            rclpy.spin_once(self.node, timeout_sec=min(0.02, max(end - time.monotonic(), 0.0)))
+
+    def trigger(self, client: Client, what: str = "", check: bool = True) -> tuple[bool, str]:
+        """Call a Trigger service; returns (success, message); with `check`, raise on failure.
+
+        Raises TimeoutError when the service does not exist or answer within the service timeout.
+        """
+        prefix = f"{what}: " if what else ""
+        if not client.wait_for_service(timeout_sec=self.timeout_s):
+            raise TimeoutError(
+                f"{prefix}service {client.srv_name} not available after {self.timeout_s:.0f} s"
+            )
+        future = client.call_async(Trigger.Request())
+        rclpy.spin_until_future_complete(self.node, future, timeout_sec=self.timeout_s)
+        if not future.done():
+            raise TimeoutError(f"{prefix}{client.srv_name} did not answer within {self.timeout_s:.0f} s")
+        result = future.result()
+        if check and not result.success:
+            raise RuntimeError(f"{prefix}{client.srv_name} failed: {result.message}")
+        return bool(result.success), str(result.message)
+
+    def close(self) -> None:
+        """Destroy the client node."""
+        self.node.destroy_node()

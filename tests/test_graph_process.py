@@ -1,0 +1,74 @@
+"""`dm1.commands.graph_process`: waiting for a launched graph fails fast and names the log."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from dm1.commands.graph_process import launch_command, wait_graph_ready
+
+
+class Probe:
+    """Stands in for an rclpy driver: fails `fails` times with `error`, then reports ready."""
+
+    def __init__(self, fails: int, error: type[BaseException] = TimeoutError) -> None:
+        self.fails, self.error, self.calls = fails, error, 0
+
+    def wait_ready(self, timeout_s: float = 10.0) -> None:
+        self.calls += 1
+        if self.calls <= self.fails:
+            raise self.error("not yet")
+
+
+def _sleeper(seconds: float) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({seconds})"])
+
+
+def test_graph_ready_after_retries_returns() -> None:
+    graph = _sleeper(30)
+    try:
+        probe = Probe(fails=2)
+        wait_graph_ready(graph, probe, Path("launch.log"), deadline_s=60.0)
+        assert probe.calls == 3
+    finally:
+        graph.kill()
+        graph.wait()
+
+
+def test_graph_that_exits_raises_naming_the_log(tmp_path: Path) -> None:
+    graph = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    graph.wait(timeout=30)
+    with pytest.raises(RuntimeError, match=r"exited early \(code 3\).*launch\.log"):
+        wait_graph_ready(graph, Probe(fails=0), tmp_path / "launch.log")
+
+
+def test_probe_error_outside_retry_on_propagates_at_once() -> None:
+    graph = _sleeper(30)
+    try:
+        probe = Probe(fails=5, error=RuntimeError)
+        with pytest.raises(RuntimeError, match="not yet"):
+            wait_graph_ready(graph, probe, Path("launch.log"), retry_on=(TimeoutError,))
+        assert probe.calls == 1
+    finally:
+        graph.kill()
+        graph.wait()
+
+
+def test_deadline_reraises_the_probe_error() -> None:
+    graph = _sleeper(30)
+    try:
+        probe = Probe(fails=1000)
+        with pytest.raises(TimeoutError, match="not yet"):
+            wait_graph_ready(graph, probe, Path("launch.log"), deadline_s=0.0)
+        assert probe.calls == 1
+    finally:
+        graph.kill()
+        graph.wait()
+
+
+def test_launch_command_runs_this_interpreter() -> None:
+    cmd = launch_command("--use-sim", "--dry-run")
+    assert cmd[0] == sys.executable and cmd[1:5] == ["-m", "dm1.cli", "launch", "franka"]
+    assert cmd[5:] == ["--use-sim", "--dry-run"]
