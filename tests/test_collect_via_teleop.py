@@ -134,11 +134,17 @@ def test_collect_via_teleop_saves_valid_successful_episodes_for_training(ros_env
 
 
 @pytest.mark.slow
-def test_interrupt_discards_the_open_episode_and_stops_the_graph(ros_env, tmp_path: Path) -> None:
+def test_interrupt_of_background_run_discards_open_episode_and_stops_graph(ros_env, tmp_path: Path) -> None:
     out = tmp_path / "ds"
     out.mkdir()
     with open(tmp_path / "collect.log", "wb") as log:
-        proc = subprocess.Popen(_collect_cmd(out, 5), env=ros_env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(  # SIGINT ignored at start, as in a shell's background job (`cmd &`)
+            _collect_cmd(out, 5),
+            env=ros_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        )
     try:
         launch_log = out / "launch.log"
         wait_for(

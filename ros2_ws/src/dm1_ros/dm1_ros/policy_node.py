@@ -62,7 +62,9 @@ class PolicyNode(LifecycleNode):
 
         try:
             cfg = config_from_parameters({name: self.p(name) for name in NODE_PARAMETERS})
-            runtime = PolicyRuntime.load(self.p("model_dir"))
+            runtime = PolicyRuntime.load(
+                self.p("model_dir"), num_threads=cfg.inference_threads, spinning=cfg.spinning
+            )
             self.session = PolicySession(runtime, self.now_s, cfg)
             runtime.warmup(3)
         except Exception as exc:  # noqa: BLE001 - any load/parameter error leaves the node unconfigured

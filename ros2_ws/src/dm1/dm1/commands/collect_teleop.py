@@ -117,20 +117,20 @@ def collect_via_teleop(
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # a terminal Ctrl-C reaches only this process; it stops the graph
             )
-        old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+        # Both signals explicitly: a job started in the background (`cmd &`) inherits SIGINT *ignored*, and
+        # Python then installs no Ctrl-C handler of its own.
+        old = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             records, startup_s = _drive(
                 graph, log_path, episodes, max_sim_s, post_success_s, keep_failures, progress
             )
         finally:
-            signal.signal(signal.SIGTERM, old_term)
-            old_int = signal.signal(
-                signal.SIGINT, signal.SIG_IGN
-            )  # a second Ctrl-C must not orphan the graph
+            signal.signal(signal.SIGTERM, old[signal.SIGTERM])
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not orphan the graph
             try:
                 stop_graph(graph)
             finally:
-                signal.signal(signal.SIGINT, old_int)
+                signal.signal(signal.SIGINT, old[signal.SIGINT])
     wall_s = time.monotonic() - wall0
     episode_wall = sum(r["wall_s"] for r in records)
     return {

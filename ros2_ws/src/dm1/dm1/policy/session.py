@@ -15,6 +15,7 @@ import numpy as np
 
 from dm1.policy.observation import ObservationAssembler, ObservationConfig
 from dm1.policy.step import MODES, PolicyStep, StepOutcome
+from dm1.runtime import SPIN_POLICIES
 
 #: Parameters of the policy node: name -> (default, description, (min, max) or None). Read on configure.
 NODE_PARAMETERS: dict[str, tuple[Any, str, tuple[float, float] | None]] = {
@@ -35,6 +36,12 @@ NODE_PARAMETERS: dict[str, tuple[Any, str, tuple[float, float] | None]] = {
         1.0,
         "temporal ensembling of overlapping chunks: weight of the newest prediction; 1 = off",
         (0.01, 1.0),
+    ),
+    "inference_threads": (0, "onnxruntime intra-op threads; 0 = this host's cores, at most 4", (0, 64)),
+    "spinning": (
+        "run",
+        "onnxruntime idle workers: run = spin only during an inference, always, never",
+        None,
     ),
     "resize_images": (False, "resample wrong-size frames instead of rejecting them", None),
     "autostart": (False, "configure and activate at startup", None),
@@ -66,6 +73,8 @@ class PolicyConfig:
         camera_topics: per-camera topic overrides; cameras not listed use the card's topic.
         noise_scale: scale of the sampler noise (1 = trained distribution, 0 = deterministic centre).
         ensemble_alpha: weight of the newest chunk where it overlaps the previous one (1 = off).
+        inference_threads: onnxruntime intra-op threads; None = the runtime's default.
+        spinning: onnxruntime idle-worker policy, one of `dm1.runtime.SPIN_POLICIES`.
     """
 
     max_obs_age_s: float = 0.1
@@ -77,8 +86,18 @@ class PolicyConfig:
     camera_topics: dict[str, str] = field(default_factory=dict)
     noise_scale: float = 1.0
     ensemble_alpha: float = 1.0
+    inference_threads: int | None = None
+    spinning: str = "run"
 
     def __post_init__(self) -> None:
+        if self.spinning not in SPIN_POLICIES:
+            raise ValueError(
+                f"PolicyConfig.spinning: expected one of {list(SPIN_POLICIES)}, found {self.spinning!r}"
+            )
+        if self.inference_threads is not None and self.inference_threads < 1:
+            raise ValueError(
+                f"PolicyConfig.inference_threads: expected >= 1 or None, found {self.inference_threads}"
+            )
         if not (np.isfinite(self.ensemble_alpha) and 0.0 < self.ensemble_alpha <= 1.0):
             raise ValueError(
                 f"PolicyConfig.ensemble_alpha: expected a number in (0, 1], found {self.ensemble_alpha!r}"
@@ -107,6 +126,8 @@ def config_from_parameters(values: dict[str, Any]) -> PolicyConfig:
         camera_topics=parse_camera_topics(values["camera_topics"]),
         noise_scale=float(values.get("noise_scale", 1.0)),
         ensemble_alpha=float(values.get("ensemble_alpha", 1.0)),
+        inference_threads=int(values.get("inference_threads", 0)) or None,
+        spinning=str(values.get("spinning", "run")),
     )
 
 
