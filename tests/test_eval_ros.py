@@ -35,5 +35,10 @@ def test_short_eval_runs_episodes_through_ros_and_writes_the_report(tmp_path: Pa
     # one ledger per published chunk; at most one per episode may still be in flight at deactivation
     assert summary["chunks"] - 2 <= summary["latency_ms"]["published_ms"]["count"] <= summary["chunks"]
     assert summary["episode_sim_s"]["median"] >= 2.0  # each episode ran to its simulated time limit
+    # the toy hovers above home: the cube is measured (poses + FK) and the episode counts as "did not reach"
+    assert summary["outcomes"] == {"did_not_reach": 2}, summary["outcomes"]
+    episodes = json.loads((out / "episodes.json").read_text())
+    for e in episodes:
+        assert 0.03 < e["min_ee_cube_m"] < 1.0 and abs(e["max_cube_lift_m"]) < 0.01, e
     written = json.loads((out / "eval.json").read_text())
     assert written["episodes"] == 2 and (out / "report.md").exists() and (out / "success.png").exists()

@@ -131,7 +131,8 @@ def test_scripted_oracle_lifts_the_cube_and_the_harness_registers_success(twin) 
     assert rec.executor_counts["accepted"] == rec.chunks and rec.executor_counts["faults"] == 0
     assert rec.ledger_ms["published_ms"], "latency ledger recorded per chunk"
     summary = summarize([rec.to_dict()], "oracle", through_ros=False, seed=3, machine="test")
-    assert summary.successes == 1 and summary.episodes == 1
+    assert summary.successes == 1 and summary.episodes == 1 and summary.outcomes == {"success": 1}
+    assert rec.min_ee_cube_m < 0.03 and rec.max_cube_lift_m > 0.1  # the gripper reached and lifted the cube
 
 
 @pytest.mark.slow

@@ -8,16 +8,22 @@ node's per-tick latency ledger (`/dm1/policy/ledger`) and checks that every chun
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import time
 from dataclasses import dataclass, field
 
 from diagnostic_msgs.msg import DiagnosticArray
+from dm1.evaluation.progress import EpisodeProgress
+from dm1.kinematics import fr3_fk
+from geometry_msgs.msg import PoseStamped
+from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
 
-from dm1_ros.conversions import from_time_msg
+from dm1_ros.conversions import from_time_msg, joint_state_to_arm
 from dm1_ros.graph_client import GraphClient
 from dm1_ros.lifecycle_client import LifecycleClient
 
@@ -33,6 +39,8 @@ class EpisodeOutcome:
     chunks: int
     past_stamped_chunks: int
     ledger_ms: dict[str, list[float]] = field(default_factory=dict)
+    min_ee_cube_m: float = float("nan")  # closest TCP-to-cube-centre distance (dm1.evaluation.progress)
+    max_cube_lift_m: float = float("nan")  # highest rise of the cube above its start
 
 
 def _commanded_speed(msg: MultiDOFJointTrajectory | JointTrajectory) -> float:
@@ -69,6 +77,9 @@ class EvalDriver(GraphClient):
             MultiDOFJointTrajectory, "/dm1/action_chunk/cartesian", self._on_chunk, 10
         )
         self.node.create_subscription(JointTrajectory, "/dm1/action_chunk/joint", self._on_chunk, 10)
+        self.progress: EpisodeProgress | None = None  # set while an episode runs
+        self.node.create_subscription(PoseStamped, "/twin/cube_pose", self._on_cube, 10)
+        self.node.create_subscription(JointState, "/joint_states", self._on_joints, 10)
 
     # -- callbacks -------------------------------------------------------------------------------------------
     def _on_success(self, msg: Bool) -> None:
@@ -82,6 +93,20 @@ class EvalDriver(GraphClient):
         self.chunk_log.append((now, stamp, _commanded_speed(msg)))
         if stamp < now:
             self._past += 1
+
+    def _on_cube(self, msg: PoseStamped) -> None:
+        if self.progress is not None:
+            p = msg.pose.position
+            self.progress.on_cube((p.x, p.y, p.z))
+
+    def _on_joints(self, msg: JointState) -> None:
+        if self.progress is None:
+            return
+        try:
+            q, _ = joint_state_to_arm(msg)
+        except ValueError:
+            return
+        self.progress.on_ee(fr3_fk(q)[0])
 
     def _on_ledger(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
@@ -112,7 +137,7 @@ class EvalDriver(GraphClient):
         if self.lifecycle.get_state() == "active":
             self.lifecycle.transition("deactivate")
         self.trigger(self._home, "home")
-        self.trigger(self._reset, "reset")
+        _, reply = self.trigger(self._reset, "reset")
         self._success = None
         deadline = time.monotonic() + 30.0
         while self._success is not False:  # wait for the twin to report the reset scene (not lifted)
@@ -120,6 +145,10 @@ class EvalDriver(GraphClient):
                 raise TimeoutError("/twin/success did not report False after reset")
             self.spin(0.05)
         self._chunks, self._past, self._ledger = 0, 0, {}
+        self.progress = EpisodeProgress()
+        # The reset's reply names the new cube position, the episode's start (else: the first /twin/cube_pose)
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            self.progress.on_cube(json.loads(reply)["pos"])
         if not self.lifecycle.transition("activate"):
             raise RuntimeError("policy node refused to activate")
         t0 = self.sim_now()
@@ -129,6 +158,7 @@ class EvalDriver(GraphClient):
             self.spin(0.05)
         duration = self.sim_now() - t0
         self.lifecycle.transition("deactivate")
+        progress, self.progress = self.progress.as_record(), None
         return EpisodeOutcome(
             index,
             bool(self._success),
@@ -137,4 +167,5 @@ class EvalDriver(GraphClient):
             self._chunks,
             self._past,
             {k: list(v) for k, v in self._ledger.items()},
+            **progress,
         )

@@ -25,6 +25,8 @@ import numpy as np
 
 from dm1.control.schedule import TimedChunk
 from dm1.evaluation.policies import PolicyFn
+from dm1.evaluation.progress import EpisodeProgress
+from dm1.kinematics import fr3_fk
 from dm1.policy.session import PolicyConfig, PolicySession
 from dm1.policy.step import MODES, ActionChunk
 
@@ -102,6 +104,8 @@ class EpisodeRecord:
     executor_counts: dict[str, int] = field(default_factory=dict)
     success_at_s: float | None = None
     error: str | None = None
+    min_ee_cube_m: float = float("nan")  # closest TCP-to-cube-centre distance (dm1.evaluation.progress)
+    max_cube_lift_m: float = float("nan")  # highest rise of the cube above its start
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dict."""
@@ -246,6 +250,7 @@ class InProcessEvaluator:
         next_policy = t0
         fed: dict[str, float] = {}
         rec = EpisodeRecord(index, seed, False, 0.0, 0.0)
+        progress = EpisodeProgress()
         k = 0
         while True:
             if not twin.wait_sim_time(t0 + k * ctrl_dt, timeout_s=cfg.stall_timeout_s):
@@ -260,6 +265,8 @@ class InProcessEvaluator:
                 break
             state = backend.read_state()
             session.on_joint_state(now, state.q, state.gripper_width)
+            progress.on_cube(twin.cube_pose().pos)
+            progress.on_ee(fr3_fk(state.q)[0])
             for name in session.topics:
                 frame = twin.latest_frame(name)
                 if frame is not None and frame.stamp_sim_s > fed.get(name, -np.inf):
@@ -284,6 +291,8 @@ class InProcessEvaluator:
         rec.sim_duration_s = twin.sim_time() - t0
         rec.wall_s = time.monotonic() - wall0
         rec.policy_counts = dict(session.step.counts)
+        reached = progress.as_record()
+        rec.min_ee_cube_m, rec.max_cube_lift_m = reached["min_ee_cube_m"], reached["max_cube_lift_m"]
         rec.executor_counts = dict(status.counters)
         if status.fault is not None:
             rec.error = f"executor fault: {status.fault}"

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from dm1.evaluation.progress import FAILURE_MODES, failure_mode
+
 
 def binomial_stderr(successes: int, n: int) -> float:
     """Standard error sqrt(p(1-p)/n) of a success rate (0 for n = 0)."""
@@ -53,6 +55,7 @@ class EvalSummary:
     chunks: int
     seed: int
     machine: str
+    outcomes: dict[str, int] = field(default_factory=dict)  # episodes per `FAILURE_MODES` entry
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -67,6 +70,7 @@ def summarize(
     n = len(records)
     wins = sum(bool(r["success"]) for r in records)
     ledger: dict[str, list[float]] = {}
+    modes = [failure_mode(r) for r in records]
     for r in records:
         for key, vals in r.get("ledger_ms", {}).items():
             ledger.setdefault(key, []).extend(vals)
@@ -84,6 +88,7 @@ def summarize(
         chunks=sum(int(r.get("chunks", 0)) for r in records),
         seed=seed,
         machine=machine,
+        outcomes={m: modes.count(m) for m in FAILURE_MODES if modes.count(m)},
     )
 
 
@@ -139,6 +144,9 @@ def write_report(
         f"- episode duration (sim s): median {summary.episode_sim_s['median']:.2f}, "
         f"wall s median {summary.episode_wall_s['median']:.2f}",
         f"- chunks: {summary.chunks}, stamped in the past on arrival: {summary.past_stamped_chunks}",
+        "- outcomes: "
+        + (", ".join(f"{k} {v}" for k, v in summary.outcomes.items()) or "-")
+        + " (reach: TCP within 3 cm of the cube centre; lift: cube 2 cm up; success: 10 cm, held)",
         "",
         "| latency stage (ms) | median | p99 | samples |",
         "|---|---|---|---|",

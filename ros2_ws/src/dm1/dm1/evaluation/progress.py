@@ -1,0 +1,64 @@
+"""How far a Lift episode got: the closest approach of the gripper to the cube and the highest lift.
+
+`EpisodeProgress` is fed the cube position and the end-effector (TCP) position as they arrive (from
+`/twin/cube_pose` and FK of `/joint_states` in `dm1 eval`, from the twin directly in-process) and
+`failure_mode` turns the numbers into the reason an episode failed, so a report says *why* the success rate
+is what it is (the arm never reached the cube, reached it but never lifted it, or lifted it and lost it).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+REACH_M = 0.03  # TCP within this distance of the cube centre counts as "reached" (cube: 5 cm)
+LIFT_M = 0.02  # the cube's centre this far above its start counts as "lifted" (success needs 0.10 m)
+FAILURE_MODES: tuple[str, ...] = ("success", "did_not_reach", "did_not_lift", "lifted_not_held", "unknown")
+
+
+@dataclass
+class EpisodeProgress:
+    """Running minima/maxima over one episode (positions in fr3_link0, metres)."""
+
+    min_ee_cube_m: float = math.inf
+    max_cube_lift_m: float = -math.inf
+    _cube_start_z: float | None = None
+    _cube: np.ndarray | None = None
+
+    def on_cube(self, pos: np.ndarray) -> None:
+        """A cube position (3,); the first one of the episode is its start."""
+        p = np.asarray(pos, dtype=float)
+        if self._cube_start_z is None:
+            self._cube_start_z = float(p[2])
+        self._cube = p
+        self.max_cube_lift_m = max(self.max_cube_lift_m, float(p[2]) - self._cube_start_z)
+
+    def on_ee(self, pos: np.ndarray) -> None:
+        """A TCP position (3,); measured against the latest cube position."""
+        if self._cube is not None:
+            dist = float(np.linalg.norm(np.asarray(pos, dtype=float) - self._cube))
+            self.min_ee_cube_m = min(self.min_ee_cube_m, dist)
+
+    def as_record(self) -> dict[str, float]:
+        """`{"min_ee_cube_m", "max_cube_lift_m"}` for an episode record (nan where nothing arrived)."""
+
+        def finite(v: float) -> float:
+            return v if math.isfinite(v) else float("nan")
+
+        return {"min_ee_cube_m": finite(self.min_ee_cube_m), "max_cube_lift_m": finite(self.max_cube_lift_m)}
+
+
+def failure_mode(record: dict[str, Any]) -> str:
+    """One of `FAILURE_MODES` for an episode record (`success`, `min_ee_cube_m`, `max_cube_lift_m`)."""
+    if record.get("success"):
+        return "success"
+    reach = float(record.get("min_ee_cube_m", float("nan")))
+    lift = float(record.get("max_cube_lift_m", float("nan")))
+    if not (math.isfinite(reach) and math.isfinite(lift)):
+        return "unknown"
+    if lift >= LIFT_M:
+        return "lifted_not_held"
+    return "did_not_reach" if reach > REACH_M else "did_not_lift"
