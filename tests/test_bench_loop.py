@@ -40,3 +40,16 @@ def test_a_stop_the_policy_commands_is_not_a_dip() -> None:
     assert counted == 2 and frac == 0.0
     unknown, _ = boundary_dip_fraction(t, ee, boundaries)  # no commanded speeds: every boundary counts
     assert unknown == pytest.approx(1 / 3)
+
+
+def test_trace_is_saved_with_the_dipped_boundaries_marked(tmp_path) -> None:
+    from dm1_ros.bench_loop import boundary_dips, write_trace
+
+    t, ee = _trace(stop_at=2.0)
+    boundaries = np.array([1.5, 2.02, 2.5])
+    flags = boundary_dips(t, ee, boundaries, np.full(3, 0.2))
+    assert flags.tolist() == [0, 1, 0]
+    write_trace(tmp_path, t, ee, boundaries, flags)
+    saved = np.load(tmp_path / "trace.npz")
+    assert saved["dip_flags"].tolist() == [0, 1, 0] and saved["ee"].shape == ee.shape
+    assert (tmp_path / "speed.png").stat().st_size > 1000

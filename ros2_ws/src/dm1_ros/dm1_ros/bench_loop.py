@@ -22,6 +22,34 @@ from dm1_ros.conversions import from_time_msg, joint_state_to_arm
 from dm1_ros.evaluate import EvalDriver
 
 
+def boundary_dips(
+    times: np.ndarray,
+    ee: np.ndarray,
+    boundaries: np.ndarray,
+    commanded: np.ndarray | None = None,
+    window_s: float = 1.0,
+    dip: float = 0.2,
+    moving_speed: float = 0.01,
+) -> np.ndarray:
+    """Per boundary: 1 = dip, 0 = no dip, -1 = not counted (see `boundary_dip_fraction`); shape (M,)."""
+    flags = np.full(len(boundaries), -1, dtype=int)
+    if len(times) < 3:
+        return flags
+    speed = np.linalg.norm(np.diff(ee, axis=0), axis=1) / np.maximum(np.diff(times), 1e-6)
+    mid = 0.5 * (times[1:] + times[:-1])
+    cmd = np.full(len(boundaries), np.nan) if commanded is None else np.asarray(commanded, dtype=float)
+    for i, (b, wanted) in enumerate(zip(boundaries, cmd, strict=True)):
+        win = (mid > b - window_s) & (mid <= b)
+        if win.sum() < 5:
+            continue
+        median = float(np.median(speed[win]))
+        if median < moving_speed or wanted < dip * median:  # nan (unknown) compares False: counted
+            continue
+        at = int(np.clip(np.searchsorted(mid, b), 0, len(speed) - 1))
+        flags[i] = int(speed[at] < dip * median)
+    return flags
+
+
 def boundary_dip_fraction(
     times: np.ndarray,
     ee: np.ndarray,
@@ -38,23 +66,36 @@ def boundary_dip_fraction(
     `moving_speed` (m/s: the arm is deliberately still), or whose chunk itself commands less than `dip` x that
     median (the policy slows on purpose), are not counted. Returns (fraction, boundaries counted).
     """
-    if len(times) < 3:
-        return 0.0, 0
+    flags = boundary_dips(times, ee, boundaries, commanded, window_s, dip, moving_speed)
+    counted = int(np.sum(flags >= 0))
+    return (float(np.sum(flags == 1)) / counted if counted else 0.0), counted
+
+
+def write_trace(
+    out: Path, times: np.ndarray, ee: np.ndarray, boundaries: np.ndarray, flags: np.ndarray
+) -> None:
+    """`trace.npz` (the raw samples) and `speed.png` (EE speed with the dipped boundaries marked)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    np.savez_compressed(out / "trace.npz", times=times, ee=ee, boundaries=boundaries, dip_flags=flags)
+    if len(times) < 2:
+        return
     speed = np.linalg.norm(np.diff(ee, axis=0), axis=1) / np.maximum(np.diff(times), 1e-6)
-    mid = 0.5 * (times[1:] + times[:-1])
-    dips = counted = 0
-    cmd = np.full(len(boundaries), np.nan) if commanded is None else np.asarray(commanded, dtype=float)
-    for b, wanted in zip(boundaries, cmd, strict=True):
-        win = (mid > b - window_s) & (mid <= b)
-        if win.sum() < 5:
-            continue
-        median = float(np.median(speed[win]))
-        if median < moving_speed or wanted < dip * median:  # nan (unknown) compares False: counted
-            continue
-        at = int(np.clip(np.searchsorted(mid, b), 0, len(speed) - 1))
-        counted += 1
-        dips += speed[at] < dip * median
-    return (dips / counted if counted else 0.0), counted
+    fig, ax = plt.subplots(figsize=(10, 3.5))
+    ax.plot(0.5 * (times[1:] + times[:-1]), speed, lw=0.8, color="#4c72b0", label="EE speed")
+    for b in boundaries[flags == 1]:
+        ax.axvline(b, color="#c44e52", lw=0.6, alpha=0.7)
+    ax.set_xlabel("simulation time (s)")
+    ax.set_ylabel("m/s")
+    ax.set_title(
+        f"EE speed; red: chunk boundaries with a dip ({int(np.sum(flags == 1))} of {int(np.sum(flags >= 0))})"
+    )
+    fig.tight_layout()
+    fig.savefig(out / "speed.png", dpi=110)
+    plt.close(fig)
 
 
 def run_loop_benchmark(args: Any) -> dict[str, Any]:
@@ -103,7 +144,10 @@ def run_loop_benchmark(args: Any) -> dict[str, Any]:
     ee = np.array([p for _, p in samples])[order] if samples else np.zeros((0, 3))
     boundaries = np.array([stamp for _, stamp, _ in driver.chunk_log])
     commanded = np.array([speed for _, _, speed in driver.chunk_log])
-    frac, counted = boundary_dip_fraction(times[order], ee, boundaries, commanded)
+    flags = boundary_dips(times[order], ee, boundaries, commanded)
+    counted = int(np.sum(flags >= 0))
+    frac = float(np.sum(flags == 1)) / counted if counted else 0.0
+    write_trace(out, times[order], ee, boundaries, flags)
     lat = np.asarray(latencies, dtype=float)
     expected = int(active_s * rate)
     result = {

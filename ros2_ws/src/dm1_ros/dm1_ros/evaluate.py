@@ -27,6 +27,8 @@ from dm1_ros.conversions import from_time_msg, joint_state_to_arm
 from dm1_ros.graph_client import GraphClient
 from dm1_ros.lifecycle_client import LifecycleClient
 
+PROGRESS_PERIOD_S = 0.02  # TCP-to-cube distance sampled at 50 Hz (0.3 m/s: 6 mm between samples)
+
 
 @dataclass
 class EpisodeOutcome:
@@ -78,6 +80,7 @@ class EvalDriver(GraphClient):
         )
         self.node.create_subscription(JointTrajectory, "/dm1/action_chunk/joint", self._on_chunk, 10)
         self.progress: EpisodeProgress | None = None  # set while an episode runs
+        self._last_fk = -math.inf
         self.node.create_subscription(PoseStamped, "/twin/cube_pose", self._on_cube, 10)
         self.node.create_subscription(JointState, "/joint_states", self._on_joints, 10)
 
@@ -100,8 +103,11 @@ class EvalDriver(GraphClient):
             self.progress.on_cube((p.x, p.y, p.z))
 
     def _on_joints(self, msg: JointState) -> None:
-        if self.progress is None:
+        stamp = from_time_msg(msg.header.stamp)
+        # FK at most every PROGRESS_PERIOD_S (joint states come at >= 100 Hz; this client shares the CPU)
+        if self.progress is None or stamp - self._last_fk < PROGRESS_PERIOD_S:
             return
+        self._last_fk = stamp
         try:
             q, _ = joint_state_to_arm(msg)
         except ValueError:
@@ -145,7 +151,7 @@ class EvalDriver(GraphClient):
                 raise TimeoutError("/twin/success did not report False after reset")
             self.spin(0.05)
         self._chunks, self._past, self._ledger = 0, 0, {}
-        self.progress = EpisodeProgress()
+        self.progress, self._last_fk = EpisodeProgress(), -math.inf
         # The reset's reply names the new cube position, the episode's start (else: the first /twin/cube_pose)
         with contextlib.suppress(ValueError, KeyError, TypeError):
             self.progress.on_cube(json.loads(reply)["pos"])
