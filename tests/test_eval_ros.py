@@ -42,3 +42,42 @@ def test_short_eval_runs_episodes_through_ros_and_writes_the_report(tmp_path: Pa
         assert 0.03 < e["min_ee_cube_m"] < 1.0 and abs(e["max_cube_lift_m"]) < 0.01, e
     written = json.loads((out / "eval.json").read_text())
     assert written["episodes"] == 2 and (out / "report.md").exists() and (out / "success.png").exists()
+
+
+@pytest.mark.slow
+def test_interrupted_eval_reports_finished_episodes_and_stops_graph(tmp_path: Path, ros_env: dict) -> None:
+    import signal
+    import time
+
+    model = build_toy_model(
+        tmp_path / "toy",
+        cameras={"front": (96, 96, 3), "wrist": (96, 96, 3)},
+        proprio_keys=("ee_pos", "gripper_width"),
+        control_rate_hz=20.0,
+    )
+    out = tmp_path / "eval"
+    cmd = [
+        sys.executable, "-m", "dm1.cli", "eval", "--model", str(model), "--episodes", "50",
+        "--max-sim-s", "1", "--sim-host", free_loopback_host(), "--out", str(out), "--json",
+    ]  # fmt: skip
+    with open(tmp_path / "eval.log", "wb") as log:  # SIGINT ignored at start, as in a background job
+        proc = subprocess.Popen(
+            cmd, env=ros_env, stdout=subprocess.PIPE, stderr=log,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 400
+        while b"success=0/1" not in (tmp_path / "eval.log").read_bytes():  # tqdm: the first episode ended
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "eval.log").read_text()
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        stdout, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert proc.returncode == 0, (tmp_path / "eval.log").read_text()[-3000:]
+    summary = json.loads(stdout.decode().strip().splitlines()[-1])
+    assert 1 <= summary["episodes"] < 50 and summary["extra"]["interrupted_after"] == summary["episodes"]
+    assert json.loads((out / "eval.json").read_text())["episodes"] == summary["episodes"]
+    assert "[launch] exit code" in (out / "launch.log").read_text()  # the graph was stopped

@@ -11,7 +11,6 @@ inside `collect_via_teleop`, so the core stays ROS-free.
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -72,10 +71,6 @@ def _graph_command(out: Path, seed: int, sim_host: str, config_dir: Path) -> lis
     )
 
 
-def _raise_interrupt(signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt(f"received {signal.Signals(signum).name}")
-
-
 def collect_via_teleop(
     out_dir: str | Path,
     episodes: int,
@@ -91,7 +86,7 @@ def collect_via_teleop(
     Raises ValueError when `out_dir` holds a dataset with another schema (nothing is started then), and
     RuntimeError / TimeoutError when the graph fails (see `<out_dir>/launch.log`).
     """
-    from dm1.commands.graph_process import stop_graph
+    from dm1.commands.graph_process import graph_stopped_after
     from dm1.data.schema import check_append_compatible
     from dm1.launch_graph import default_config_dir
     from dm1.sim.collect import lift_schema
@@ -117,20 +112,10 @@ def collect_via_teleop(
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # a terminal Ctrl-C reaches only this process; it stops the graph
             )
-        # Both signals explicitly: a job started in the background (`cmd &`) inherits SIGINT *ignored*, and
-        # Python then installs no Ctrl-C handler of its own.
-        old = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
+        with graph_stopped_after(graph):
             records, startup_s = _drive(
                 graph, log_path, episodes, max_sim_s, post_success_s, keep_failures, progress
             )
-        finally:
-            signal.signal(signal.SIGTERM, old[signal.SIGTERM])
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not orphan the graph
-            try:
-                stop_graph(graph)
-            finally:
-                signal.signal(signal.SIGINT, old[signal.SIGINT])
     wall_s = time.monotonic() - wall0
     episode_wall = sum(r["wall_s"] for r in records)
     return {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -28,54 +29,69 @@ def run_ros_eval(
     """Run the evaluation; returns (summary dict, per-episode records)."""
     import rclpy
     from dm1_ros.evaluate import EvalDriver
+    from rclpy.signals import SignalHandlerOptions
     from tqdm import tqdm
 
     from dm1.commands.bench import machine_description
-    from dm1.commands.graph_process import start_graph, stop_graph, wait_graph_ready
+    from dm1.commands.graph_process import graph_stopped_after, start_graph, wait_graph_ready
     from dm1.evaluation import summarize, write_report
 
     out_dir.mkdir(parents=True, exist_ok=True)
     policy_args = ["--noise-scale", str(noise_scale), "--ensemble-alpha", str(ensemble_alpha)]
     graph = start_graph(model, seed, out_dir / "launch.log", ["--sim-host", sim_host, *policy_args])
     records: list[dict[str, Any]] = []
-    try:
-        with rclpy.init():
-            driver = EvalDriver()
-            try:
-                # RuntimeError too: the policy node may still be configuring (loading the model)
-                wait_graph_ready(graph, driver, out_dir / "launch.log", 180.0, (TimeoutError, RuntimeError))
-                bar = tqdm(range(episodes), desc="eval episodes", disable=not progress)
-                wins = 0
-                for i in bar:
+    interrupted = False
+    with graph_stopped_after(graph), rclpy.init(signal_handler_options=SignalHandlerOptions.NO):
+        driver = EvalDriver()
+        try:
+            # RuntimeError too: the policy node may still be configuring (loading the model)
+            wait_graph_ready(graph, driver, out_dir / "launch.log", 180.0, (TimeoutError, RuntimeError))
+            bar = tqdm(range(episodes), desc="eval episodes", disable=not progress)
+            wins = 0
+            for i in bar:
+                try:
                     outcome = driver.run_episode(i, max_sim_s=max_sim_s)
-                    wins += outcome.success
-                    records.append(asdict(outcome))
-                    bar.set_postfix(success=f"{wins}/{i + 1}")
-            finally:
-                driver.close()
-    finally:
-        stop_graph(graph)
+                except KeyboardInterrupt:  # Ctrl-C / SIGTERM: report the episodes that finished
+                    interrupted = True
+                    bar.write(f"interrupted during episode {i}: reporting the {len(records)} finished ones")
+                    break
+                wins += outcome.success
+                records.append(asdict(outcome))
+                bar.set_postfix(success=f"{wins}/{i + 1}")
+        finally:
+            driver.close()
+    if interrupted and not records:
+        raise KeyboardInterrupt("interrupted before the first episode finished")
     summary = summarize(records, model=str(model), through_ros=True, seed=seed, machine=machine_description())
     summary.extra["max_sim_s"] = max_sim_s
     summary.extra["noise_scale"] = noise_scale
     summary.extra["ensemble_alpha"] = ensemble_alpha
+    if interrupted:
+        summary.extra["interrupted_after"] = len(records)
     write_report(summary, out_dir, records)
     return summary.to_dict(), records
 
 
 def _handler(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/eval/{Path(args.model).name}")
-    summary, _ = run_ros_eval(
-        args.model,
-        args.episodes,
-        args.seed,
-        out,
-        args.max_sim_s,
-        progress=not args.json,
-        sim_host=args.sim_host,
-        noise_scale=args.noise_scale,
-        ensemble_alpha=args.ensemble_alpha,
-    )
+    if args.episodes < 1:
+        print(f"dm1 eval: error: --episodes: expected >= 1, found {args.episodes}", file=sys.stderr)
+        return 2
+    try:
+        summary, _ = run_ros_eval(
+            args.model,
+            args.episodes,
+            args.seed,
+            out,
+            args.max_sim_s,
+            progress=not args.json,
+            sim_host=args.sim_host,
+            noise_scale=args.noise_scale,
+            ensemble_alpha=args.ensemble_alpha,
+        )
+    except KeyboardInterrupt:
+        print("dm1 eval: interrupted before an episode finished; nothing to report", file=sys.stderr)
+        return 130
     if args.update_card:
         card_path = Path(args.model) / "model_card.json"
         card = json.loads(card_path.read_text())
@@ -83,6 +99,11 @@ def _handler(args: argparse.Namespace) -> int:
         tmp = card_path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(card, indent=2) + "\n")
         tmp.replace(card_path)
+    if "interrupted_after" in summary["extra"]:
+        print(
+            f"dm1 eval: interrupted: the report covers the {summary['episodes']} finished episodes",
+            file=sys.stderr,
+        )
     if args.json:
         print(json.dumps(summary))
     else:

@@ -13,14 +13,39 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class ReadyProbe(Protocol):
     """A client of the graph that can tell when the graph is ready (e.g. `dm1_ros.evaluate.EvalDriver`)."""
 
     def wait_ready(self, timeout_s: float = ...) -> None: ...
+
+
+def _raise_interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"received {signal.Signals(signum).name}")
+
+
+@contextlib.contextmanager
+def graph_stopped_after(graph: subprocess.Popen[bytes]) -> Iterator[None]:
+    """Run the block with the graph (SIGINT/SIGTERM raise KeyboardInterrupt in it), then stop the graph.
+
+    SIGINT explicitly too: a job started in the background (`cmd &`) inherits SIGINT *ignored*, and Python
+    then installs no Ctrl-C handler of its own. While the graph is being stopped SIGINT is ignored, so a
+    second Ctrl-C cannot orphan it.
+    """
+    old = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old[signal.SIGTERM])
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            stop_graph(graph)
+        finally:
+            signal.signal(signal.SIGINT, old[signal.SIGINT])
 
 
 def launch_command(*args: str) -> list[str]:
