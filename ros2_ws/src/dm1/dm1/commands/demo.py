@@ -6,6 +6,7 @@ A short `dm1 eval` (3 episodes by default) that prints success and the latency l
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -13,16 +14,20 @@ def _handler(args: argparse.Namespace) -> int:
     from dm1.commands.eval import run_ros_eval
 
     out = Path(args.out or "runs/demo")
-    summary, records = run_ros_eval(
-        args.model,
-        args.episodes,
-        args.seed,
-        out,
-        args.max_sim_s,
-        sim_host=args.sim_host,
-        noise_scale=args.noise_scale,
-        ensemble_alpha=args.ensemble_alpha,
-    )
+    try:
+        summary, records = run_ros_eval(
+            args.model,
+            args.episodes,
+            args.seed,
+            out,
+            args.max_sim_s,
+            sim_host=args.sim_host,
+            noise_scale=args.noise_scale,
+            ensemble_alpha=args.ensemble_alpha,
+        )
+    except KeyboardInterrupt:
+        print("dm1 demo: interrupted before an episode finished", file=sys.stderr)
+        return 130
     print(f"\nmodel {args.model} on the franky-sim twin, through twin → policy node → controller → franky")
     for r in records:
         verdict = "success" if r["success"] else "failure"
