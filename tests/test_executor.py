@@ -160,3 +160,26 @@ def test_out_of_limit_joint_chunk_is_clipped_before_the_backend() -> None:
         run(ex, clock, 0.05)
     assert backend.q[0] == pytest.approx(SafetyLimits().q_upper[0])
     assert "joint_limit" in ex.last_clamp.reasons
+
+
+def test_home_opens_a_closed_gripper_before_the_move() -> None:
+    ex, backend, clock = make()
+    ex.on_chunk(ee_chunk(clock.t, grip=1.0))
+    run(ex, clock, 0.05)
+    assert backend.gripper_closed  # the policy closed it (on the cube, or on nothing)
+    ex.home()
+    names = [(n, a) for n, a in backend.calls if n in ("gripper", "home")]
+    assert names[-2:] == [("gripper", (False,)), ("home", (None,))], names
+    assert not backend.gripper_closed and ex.state == IDLE
+    n = len(backend.calls)
+    ex.on_chunk(ee_chunk(clock.t, grip=0.0))  # an open command after homing: no redundant gripper call
+    run(ex, clock, 0.05)
+    assert all(name != "gripper" for name, _ in backend.calls[n:])
+
+
+def test_home_can_keep_the_gripper_as_it_is() -> None:
+    ex, backend, clock = make()
+    ex.on_chunk(ee_chunk(clock.t, grip=1.0))
+    run(ex, clock, 0.05)
+    ex.home(open_gripper=False)
+    assert backend.gripper_closed

@@ -153,6 +153,22 @@ def test_gripper_closes_and_opens_on_change_only(sim_arm: SimArm) -> None:
 
 
 @pytest.mark.slow
+def test_home_opens_a_gripper_closed_on_nothing(sim_arm: SimArm) -> None:
+    from dm1.control.executor import GRIPPER_OPEN_M, ChunkExecutor
+    from dm1.control.limits import SafetyLimits
+
+    backend = FrankyBackend(sim_arm.host, relative_dynamics_factor=0.5)
+    try:
+        backend.set_gripper(True)
+        wait_for(lambda: backend.read_state().gripper_width < 0.01, 30, what="gripper closed")
+        ChunkExecutor(backend, SafetyLimits(), time.monotonic).home(gripper_timeout_s=30.0)
+        assert backend.read_state().gripper_width >= GRIPPER_OPEN_M  # open when home returns
+        assert not backend.read_state().gripper_closed_cmd
+    finally:
+        backend.close()
+
+
+@pytest.mark.slow
 def test_reflex_latches_fault_until_recover(sim_arm: SimArm) -> None:
     backend = FrankyBackend(sim_arm.host, gripper=False)
     try:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 from dm1.control.backend import TOP_DOWN_XYZW
+from dm1.control.executor import GRIPPER_OPEN_M
 from dm1.kinematics import fr3_fk
 from dm1.policy.step import ActionChunk
 from dm1.teleop.recorder import EE_ACTION_NAMES
@@ -37,7 +38,7 @@ SERVICES = {
     "recover": "/dm1/controller/recover",
     **{n: f"/teleop/{n}" for n in ("start", "stop_save", "discard", "mark_success", "mark_failure")},
 }
-OPEN_WIDTH_M = 0.07  # a gripper at least this wide counts as open (franky-sim opens to 0.08 m)
+OPEN_WIDTH_M = GRIPPER_OPEN_M
 
 
 @dataclass

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -22,6 +23,8 @@ from dm1.control.safety import SafetyFilter, SafetyReport, nonfinite_reason
 from dm1.control.schedule import ChunkSchedule, TimedChunk
 
 log = logging.getLogger(__name__)
+
+GRIPPER_OPEN_M = 0.07  # a gripper at least this wide counts as open (the Franka Hand opens to 0.08 m)
 
 IDLE, ACTIVE, HOLDING, FAULT = "idle", "active", "holding", "fault"
 COUNTERS = (
@@ -225,13 +228,32 @@ class ChunkExecutor:
         self._prev_target = None
         self._gripper_closed = None
 
-    def home(self, q: np.ndarray | None = None) -> None:
-        """Blocking move home (between episodes); refused while faulted. Leaves the executor IDLE."""
+    def home(
+        self, q: np.ndarray | None = None, open_gripper: bool = True, gripper_timeout_s: float = 5.0
+    ) -> None:
+        """Blocking move home (between episodes); refused while faulted. Leaves the executor IDLE.
+
+        With `open_gripper` (default) the gripper is opened first and the move ends once it is open (at
+        least `GRIPPER_OPEN_M`, bounded by `gripper_timeout_s` of wall time): an episode starts as the
+        demonstrations did, never with a gripper still closed on nothing from the previous one.
+        """
         if self.state == FAULT:
             raise RobotFault(f"home refused: fault latched ({self.fault}); call recover() first")
         self.schedule.clear()
         self._prev_target = None
+        if open_gripper:
+            self.backend.set_gripper(False)
+            self._gripper_closed = False
         self.backend.home(q)
+        if open_gripper:
+            deadline = time.monotonic() + gripper_timeout_s
+            while self.backend.read_state().gripper_width < GRIPPER_OPEN_M:
+                if time.monotonic() > deadline:
+                    log.warning(
+                        "home: gripper not open after %.1f s (something in the fingers?)", gripper_timeout_s
+                    )
+                    break
+                time.sleep(0.01)
         self.state, self.reasons = IDLE, ["homed"]
 
     def status(self) -> ExecutorStatus:
