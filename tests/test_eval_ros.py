@@ -12,14 +12,19 @@ from conftest import free_loopback_host
 from policy_toy_model import build_toy_model
 
 
-@pytest.mark.slow
-def test_short_eval_runs_episodes_through_ros_and_writes_the_report(tmp_path: Path, ros_env: dict) -> None:
-    model = build_toy_model(
+def _lift_shaped_toy(tmp_path: Path) -> Path:
+    """A toy ONNX policy with the bundled model's inputs (two 96x96 cameras, ee_pos + gripper, 20 Hz)."""
+    return build_toy_model(
         tmp_path / "toy",
         cameras={"front": (96, 96, 3), "wrist": (96, 96, 3)},
         proprio_keys=("ee_pos", "gripper_width"),
         control_rate_hz=20.0,
     )
+
+
+@pytest.mark.slow
+def test_short_eval_runs_episodes_through_ros_and_writes_the_report(tmp_path: Path, ros_env: dict) -> None:
+    model = _lift_shaped_toy(tmp_path)
     out = tmp_path / "eval"
     cmd = [
         sys.executable, "-m", "dm1.cli", "eval", "--model", str(model), "--episodes", "2", "--max-sim-s", "2",
@@ -49,12 +54,7 @@ def test_interrupted_eval_reports_finished_episodes_and_stops_graph(tmp_path: Pa
     import signal
     import time
 
-    model = build_toy_model(
-        tmp_path / "toy",
-        cameras={"front": (96, 96, 3), "wrist": (96, 96, 3)},
-        proprio_keys=("ee_pos", "gripper_width"),
-        control_rate_hz=20.0,
-    )
+    model = _lift_shaped_toy(tmp_path)
     out = tmp_path / "eval"
     cmd = [
         sys.executable, "-m", "dm1.cli", "eval", "--model", str(model), "--episodes", "50",

@@ -11,20 +11,11 @@ from pathlib import Path
 
 
 def _handler(args: argparse.Namespace) -> int:
-    from dm1.commands.eval import run_ros_eval
+    from dm1.commands.eval import run_from_args
 
     out = Path(args.out or "runs/demo")
     try:
-        summary, records = run_ros_eval(
-            args.model,
-            args.episodes,
-            args.seed,
-            out,
-            args.max_sim_s,
-            sim_host=args.sim_host,
-            noise_scale=args.noise_scale,
-            ensemble_alpha=args.ensemble_alpha,
-        )
+        summary, records = run_from_args(args, out)
     except KeyboardInterrupt:
         print("dm1 demo: interrupted before an episode finished", file=sys.stderr)
         return 130

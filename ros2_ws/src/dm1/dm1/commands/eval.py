@@ -72,23 +72,30 @@ def run_ros_eval(
     return summary.to_dict(), records
 
 
+def run_from_args(
+    args: argparse.Namespace, out: Path, progress: bool = True
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """`run_ros_eval` with the arguments of `add_eval_arguments` (shared by `dm1 eval` and `dm1 demo`)."""
+    return run_ros_eval(
+        args.model,
+        args.episodes,
+        args.seed,
+        out,
+        args.max_sim_s,
+        progress=progress,
+        sim_host=args.sim_host,
+        noise_scale=args.noise_scale,
+        ensemble_alpha=args.ensemble_alpha,
+    )
+
+
 def _handler(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/eval/{Path(args.model).name}")
     if args.episodes < 1:
         print(f"dm1 eval: error: --episodes: expected >= 1, found {args.episodes}", file=sys.stderr)
         return 2
     try:
-        summary, _ = run_ros_eval(
-            args.model,
-            args.episodes,
-            args.seed,
-            out,
-            args.max_sim_s,
-            progress=not args.json,
-            sim_host=args.sim_host,
-            noise_scale=args.noise_scale,
-            ensemble_alpha=args.ensemble_alpha,
-        )
+        summary, _ = run_from_args(args, out, progress=not args.json)
     except KeyboardInterrupt:
         print("dm1 eval: interrupted before an episode finished; nothing to report", file=sys.stderr)
         return 130
