@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 
 pytest.importorskip("rclpy")
-from dm1_ros.bench_loop import boundary_dip_fraction  # noqa: E402
+from dm1_ros.bench_loop import boundary_dips, dip_fraction  # noqa: E402
+
+
+def boundary_dip_fraction(*args: object) -> tuple[float, int]:
+    return dip_fraction(boundary_dips(*args))
 
 
 def _trace(stop_at: float | None) -> tuple[np.ndarray, np.ndarray]:
@@ -43,7 +47,7 @@ def test_a_stop_the_policy_commands_is_not_a_dip() -> None:
 
 
 def test_trace_is_saved_with_the_dipped_boundaries_marked(tmp_path) -> None:
-    from dm1_ros.bench_loop import boundary_dips, write_trace
+    from dm1_ros.bench_loop import write_trace
 
     t, ee = _trace(stop_at=2.0)
     boundaries = np.array([1.5, 2.02, 2.5])

@@ -22,6 +22,12 @@ from dm1_ros.conversions import from_time_msg, joint_state_to_arm
 from dm1_ros.evaluate import EvalDriver
 
 
+def ee_speed(times: np.ndarray, ee: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(midpoint times (N-1,), EE speed m/s (N-1,)) from sampled times (N,) and positions (N, 3)."""
+    speed = np.linalg.norm(np.diff(ee, axis=0), axis=1) / np.maximum(np.diff(times), 1e-6)
+    return 0.5 * (times[1:] + times[:-1]), speed
+
+
 def boundary_dips(
     times: np.ndarray,
     ee: np.ndarray,
@@ -31,12 +37,17 @@ def boundary_dips(
     dip: float = 0.2,
     moving_speed: float = 0.01,
 ) -> np.ndarray:
-    """Per boundary: 1 = dip, 0 = no dip, -1 = not counted (see `boundary_dip_fraction`); shape (M,)."""
+    """Per chunk boundary: 1 = EE speed < `dip` × running median speed (a dip), 0 = no dip, -1 = not counted.
+
+    times (N,), ee (N, 3) sampled positions; boundaries (M,) chunk start times; commanded (M,) the EE speed
+    each chunk commands (m/s, nan = unknown). Boundaries where the running median speed is below
+    `moving_speed` (m/s: the arm is deliberately still), or whose chunk itself commands less than `dip` x that
+    median (the policy slows on purpose), are not counted. Returns (M,) ints; see `dip_fraction`.
+    """
     flags = np.full(len(boundaries), -1, dtype=int)
     if len(times) < 3:
         return flags
-    speed = np.linalg.norm(np.diff(ee, axis=0), axis=1) / np.maximum(np.diff(times), 1e-6)
-    mid = 0.5 * (times[1:] + times[:-1])
+    mid, speed = ee_speed(times, ee)
     cmd = np.full(len(boundaries), np.nan) if commanded is None else np.asarray(commanded, dtype=float)
     for i, (b, wanted) in enumerate(zip(boundaries, cmd, strict=True)):
         win = (mid > b - window_s) & (mid <= b)
@@ -50,23 +61,8 @@ def boundary_dips(
     return flags
 
 
-def boundary_dip_fraction(
-    times: np.ndarray,
-    ee: np.ndarray,
-    boundaries: np.ndarray,
-    commanded: np.ndarray | None = None,
-    window_s: float = 1.0,
-    dip: float = 0.2,
-    moving_speed: float = 0.01,
-) -> tuple[float, int]:
-    """Fraction of chunk boundaries where EE speed < `dip` × running median speed (while the arm moves).
-
-    times (N,), ee (N, 3) sampled positions; boundaries (M,) chunk start times; commanded (M,) the EE speed
-    each chunk commands (m/s, nan = unknown). Boundaries where the running median speed is below
-    `moving_speed` (m/s: the arm is deliberately still), or whose chunk itself commands less than `dip` x that
-    median (the policy slows on purpose), are not counted. Returns (fraction, boundaries counted).
-    """
-    flags = boundary_dips(times, ee, boundaries, commanded, window_s, dip, moving_speed)
+def dip_fraction(flags: np.ndarray) -> tuple[float, int]:
+    """(fraction of counted boundaries that dipped, boundaries counted) from `boundary_dips` flags."""
     counted = int(np.sum(flags >= 0))
     return (float(np.sum(flags == 1)) / counted if counted else 0.0), counted
 
@@ -83,16 +79,14 @@ def write_trace(
     np.savez_compressed(out / "trace.npz", times=times, ee=ee, boundaries=boundaries, dip_flags=flags)
     if len(times) < 2:
         return
-    speed = np.linalg.norm(np.diff(ee, axis=0), axis=1) / np.maximum(np.diff(times), 1e-6)
+    frac, counted = dip_fraction(flags)
     fig, ax = plt.subplots(figsize=(10, 3.5))
-    ax.plot(0.5 * (times[1:] + times[:-1]), speed, lw=0.8, color="#4c72b0", label="EE speed")
+    ax.plot(*ee_speed(times, ee), lw=0.8, color="#4c72b0", label="EE speed")
     for b in boundaries[flags == 1]:
         ax.axvline(b, color="#c44e52", lw=0.6, alpha=0.7)
     ax.set_xlabel("simulation time (s)")
     ax.set_ylabel("m/s")
-    ax.set_title(
-        f"EE speed; red: chunk boundaries with a dip ({int(np.sum(flags == 1))} of {int(np.sum(flags >= 0))})"
-    )
+    ax.set_title(f"EE speed; red: chunk boundaries with a dip ({int(np.sum(flags == 1))} of {counted})")
     fig.tight_layout()
     fig.savefig(out / "speed.png", dpi=110)
     plt.close(fig)
@@ -100,15 +94,15 @@ def write_trace(
 
 def run_loop_benchmark(args: Any) -> dict[str, Any]:
     """Measure the closed loop for `args.seconds` simulated seconds with model `args.model`."""
-    from dm1.commands.graph_process import start_graph, stop_graph, wait_graph_ready
+    from dm1.commands.graph_process import policy_launch_args, start_graph, stop_graph, wait_graph_ready
     from dm1.modelcard import load_card
 
     card = load_card(Path(args.model) / "model_card.json")
     rate = float(card.action.control_rate_hz)
     out = Path("runs/bench_loop")
     out.mkdir(parents=True, exist_ok=True)
-    policy_args = ["--noise-scale", str(args.noise_scale), "--ensemble-alpha", str(args.ensemble_alpha)]
-    graph = start_graph(args.model, args.seed, out / "launch.log", policy_args)
+    policy = policy_launch_args(args.noise_scale, args.ensemble_alpha)
+    graph = start_graph(args.model, args.seed, out / "launch.log", policy)
     samples: list[tuple[float, np.ndarray]] = []
     latencies: list[float] = []  # observation assembled (tick) → chunk published, ms
     capture: list[float] = []  # image capture → chunk published, ms
@@ -145,8 +139,7 @@ def run_loop_benchmark(args: Any) -> dict[str, Any]:
     boundaries = np.array([stamp for _, stamp, _ in driver.chunk_log])
     commanded = np.array([speed for _, _, speed in driver.chunk_log])
     flags = boundary_dips(times[order], ee, boundaries, commanded)
-    counted = int(np.sum(flags >= 0))
-    frac = float(np.sum(flags == 1)) / counted if counted else 0.0
+    frac, counted = dip_fraction(flags)
     write_trace(out, times[order], ee, boundaries, flags)
     lat = np.asarray(latencies, dtype=float)
     expected = int(active_s * rate)

@@ -33,12 +33,17 @@ def run_ros_eval(
     from tqdm import tqdm
 
     from dm1.commands.bench import machine_description
-    from dm1.commands.graph_process import graph_stopped_after, start_graph, wait_graph_ready
+    from dm1.commands.graph_process import (
+        graph_stopped_after,
+        policy_launch_args,
+        start_graph,
+        wait_graph_ready,
+    )
     from dm1.evaluation import summarize, write_report
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    policy_args = ["--noise-scale", str(noise_scale), "--ensemble-alpha", str(ensemble_alpha)]
-    graph = start_graph(model, seed, out_dir / "launch.log", ["--sim-host", sim_host, *policy_args])
+    policy = policy_launch_args(noise_scale, ensemble_alpha)
+    graph = start_graph(model, seed, out_dir / "launch.log", ["--sim-host", sim_host, *policy])
     records: list[dict[str, Any]] = []
     interrupted = False
     with graph_stopped_after(graph), rclpy.init(signal_handler_options=SignalHandlerOptions.NO):

@@ -53,6 +53,11 @@ def launch_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "dm1.cli", "launch", "franka", *args]
 
 
+def policy_launch_args(noise_scale: float, ensemble_alpha: float) -> list[str]:
+    """The policy's sampler settings as `dm1 launch franka` arguments."""
+    return ["--noise-scale", str(noise_scale), "--ensemble-alpha", str(ensemble_alpha)]
+
+
 def start_graph(
     model: str, seed: int, log_path: Path, extra: list[str] | None = None
 ) -> subprocess.Popen[bytes]:
