@@ -5,6 +5,7 @@
 #   scripts/ablation.sh            # CPU budget (default): 200 teleop-node demos, 1 seed, 1500 steps at batch 32, 20 episodes
 #   scripts/ablation.sh --gpu      # GPU recipe: 200 demos, 3 seeds, 20000 steps at batch 256, 50 episodes
 #   scripts/ablation.sh --seeds 2 --steps 3000 --episodes 30 --demos 80   # any budget in between
+#   scripts/ablation.sh --configs dm1_l05,meanflow,flowmatch --steps 3000  # a subset of configs/ablation/
 #   scripts/ablation.sh --dry-run  # print the commands only
 #
 # Estimated wall time on the 2-core development CPU (measured 3.1 s per training step at batch 64 with the full
@@ -17,7 +18,9 @@ source scripts/env.sh
 PY=.venv/bin/python
 
 PROFILE=cpu DEMOS=200 SEEDS=1 STEPS=1500 BATCH=32 EPISODES=20 MAX_SIM_S=12 DEVICE=cpu DRY=0
-EMA=(--set ema_every=1 --set ema_start_step=300 --set checkpoint_every=500 --set num_threads=2)
+# CPU recipe = the bundled model's (configs/dm1_lift_cpu.yaml): lr 3e-4 with a short warm-up suits small batches.
+EMA=(--set ema_every=1 --set ema_start_step=300 --set checkpoint_every=500 --set num_threads=2
+  --set lr=3e-4 --set min_lr=3e-5 --set warmup_steps=100)
 CONFIGS=(dm1_l01 dm1_l05 dm1_l09 meanflow flowmatch)
 DATA=data/lift_teleop
 ROOT=runs/ablation
@@ -29,9 +32,10 @@ while [[ $# -gt 0 ]]; do
     --batch) BATCH=$2; shift ;;
     --episodes) EPISODES=$2; shift ;;
     --demos) DEMOS=$2; shift ;;
+    --configs) IFS=, read -r -a CONFIGS <<< "$2"; shift ;;
     --out) ROOT=$2; shift ;;
     --dry-run) DRY=1 ;;
-    -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "ablation.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -77,6 +81,7 @@ if [[ $DRY == 0 ]]; then
     echo ""
     echo "Recipe ($PROFILE): $DEMOS scripted-expert demos, $SEEDS training seed(s) per method, $STEPS steps at"
     echo "batch $BATCH on $DEVICE, $EPISODES episodes per configuration (limit $MAX_SIM_S s of simulation)."
+    echo "Configurations: ${CONFIGS[*]} (configs/ablation/); training overrides: ${EMA[*]:-none}."
     echo "Stage wall times: demos $(((T1 - T0) / 60)) min, training $(((T2 - T1) / 60)) min," \
       "evaluation $(((T3 - T2) / 60)) min. Numbers are reported as measured, whatever they show."
     echo ""

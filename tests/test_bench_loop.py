@@ -57,3 +57,28 @@ def test_trace_is_saved_with_the_dipped_boundaries_marked(tmp_path) -> None:
     saved = np.load(tmp_path / "trace.npz")
     assert saved["dip_flags"].tolist() == [0, 1, 0] and saved["ee"].shape == ee.shape
     assert (tmp_path / "speed.png").stat().st_size > 1000
+
+
+def _cartesian_chunk(xs: list[float], dt: float = 0.05):
+    from builtin_interfaces.msg import Duration
+    from geometry_msgs.msg import Transform
+    from trajectory_msgs.msg import MultiDOFJointTrajectory, MultiDOFJointTrajectoryPoint
+
+    msg = MultiDOFJointTrajectory()
+    for i, x in enumerate(xs):
+        tr = Transform()
+        tr.translation.x = x
+        ns = round(i * dt * 1e9)
+        msg.points.append(
+            MultiDOFJointTrajectoryPoint(transforms=[tr], time_from_start=Duration(sec=0, nanosec=ns))
+        )
+    return msg
+
+
+def test_commanded_speed_is_the_slowest_segment_of_the_chunk() -> None:
+    from dm1_ros.evaluate import commanded_speed
+
+    # 0.2 m/s for two segments, then the chunk stops (a deliberate slowdown inside its horizon)
+    assert commanded_speed(_cartesian_chunk([0.0, 0.01, 0.02, 0.02])) == pytest.approx(0.0)
+    assert commanded_speed(_cartesian_chunk([0.0, 0.01, 0.02, 0.03])) == pytest.approx(0.2)
+    assert np.isnan(commanded_speed(_cartesian_chunk([0.0])))  # one point: no speed to read

@@ -4,7 +4,8 @@ Runs episodes of a model through twin → policy node → controller node → fr
 time are covered, and reports the observation→chunk latency (policy ledger: tick → published), missed control
 ticks (expected ticks at the card's rate while active minus chunks received) and the fraction of chunk
 boundaries at which the end-effector speed (FK of `/joint_states`) dips below 20 % of its running median while
-the chunk itself commands motion (a policy that deliberately stops, e.g. to grasp, is not a hand-over dip).
+the chunk itself commands motion over its whole horizon (`dm1_ros.evaluate.commanded_speed`, its slowest
+segment: a policy that deliberately slows or stops, e.g. to grasp, is not a hand-over dip).
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ def boundary_dips(
 ) -> np.ndarray:
     """Per chunk boundary: 1 = EE speed < `dip` × running median speed (a dip), 0 = no dip, -1 = not counted.
 
-    times (N,), ee (N, 3) sampled positions; boundaries (M,) chunk start times; commanded (M,) the EE speed
-    each chunk commands (m/s, nan = unknown). Boundaries where the running median speed is below
+    times (N,), ee (N, 3) sampled positions; boundaries (M,) chunk start times; commanded (M,) the slowest EE
+    speed each chunk commands (m/s, nan = unknown). Boundaries where the running median speed is below
     `moving_speed` (m/s: the arm is deliberately still), or whose chunk itself commands less than `dip` x that
     median (the policy slows on purpose), are not counted. Returns (M,) ints; see `dip_fraction`.
     """

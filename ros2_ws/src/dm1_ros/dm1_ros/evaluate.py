@@ -14,6 +14,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from dm1.evaluation.progress import EpisodeProgress
 from dm1.kinematics import fr3_fk
@@ -45,17 +46,27 @@ class EpisodeOutcome:
     max_cube_lift_m: float = float("nan")  # highest rise of the cube above its start
 
 
-def _commanded_speed(msg: MultiDOFJointTrajectory | JointTrajectory) -> float:
-    """EE speed (m/s) a Cartesian chunk commands between its first two points; nan otherwise."""
+def commanded_speed(msg: MultiDOFJointTrajectory | JointTrajectory) -> float:
+    """Slowest EE speed (m/s) a Cartesian chunk commands between consecutive points; nan otherwise.
+
+    The minimum over the whole chunk, so a chunk that decelerates anywhere in its horizon (descent onto the
+    cube, grasp) reads as slow: `dm1 bench loop` does not count a speed dip at such a chunk's boundary.
+    """
     if not isinstance(msg, MultiDOFJointTrajectory) or len(msg.points) < 2:
         return float("nan")
-    a, b = msg.points[0], msg.points[1]
-    if not a.transforms or not b.transforms:
+    if not all(p.transforms for p in msg.points):
         return float("nan")
-    dt = from_time_msg(b.time_from_start) - from_time_msg(a.time_from_start)
-    ta, tb = a.transforms[0].translation, b.transforms[0].translation
-    dist = math.dist((ta.x, ta.y, ta.z), (tb.x, tb.y, tb.z))
-    return dist / dt if dt > 0 else float("nan")
+    times = np.array([from_time_msg(p.time_from_start) for p in msg.points])  # (P,)
+    pos = np.array(
+        [
+            [p.transforms[0].translation.x, p.transforms[0].translation.y, p.transforms[0].translation.z]
+            for p in msg.points
+        ]
+    )  # (P, 3)
+    dt = np.diff(times)  # (P-1,)
+    if np.any(dt <= 0):
+        return float("nan")
+    return float(np.min(np.linalg.norm(np.diff(pos, axis=0), axis=1) / dt))
 
 
 class EvalDriver(GraphClient):
@@ -70,7 +81,7 @@ class EvalDriver(GraphClient):
         self._chunks = 0
         self._past = 0
         self._ledger: dict[str, list[float]] = {}
-        # (receive sim time, header stamp, commanded EE speed m/s between the first two points; nan for joint
+        # (receive sim time, header stamp, slowest commanded EE speed m/s in the chunk; nan for joint
         # chunks or single points) of every chunk with actions
         self.chunk_log: list[tuple[float, float, float]] = []
         self.node.create_subscription(Bool, "/twin/success", self._on_success, 10)
@@ -93,7 +104,7 @@ class EvalDriver(GraphClient):
             return
         self._chunks += 1
         now, stamp = self.sim_now(), from_time_msg(msg.header.stamp)
-        self.chunk_log.append((now, stamp, _commanded_speed(msg)))
+        self.chunk_log.append((now, stamp, commanded_speed(msg)))
         if stamp < now:
             self._past += 1
 
