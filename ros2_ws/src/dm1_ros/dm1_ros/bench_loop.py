@@ -107,6 +107,7 @@ def run_loop_benchmark(args: Any) -> dict[str, Any]:
     samples: list[tuple[float, np.ndarray]] = []
     latencies: list[float] = []  # observation assembled (tick) → chunk published, ms
     capture: list[float] = []  # image capture → chunk published, ms
+    stages: dict[str, list[float]] = {"preprocess": [], "inference": [], "publish": []}  # ms per stage
     active_s = 0.0
     chunks = 0
     try:
@@ -128,6 +129,10 @@ def run_loop_benchmark(args: Any) -> dict[str, Any]:
                     led = outcome.ledger_ms
                     pub, tick = led.get("published_ms", []), led.get("tick_ms", [])
                     latencies += [p - t for p, t in zip(pub, tick, strict=False)]
+                    pre, inf = led.get("preprocessed_ms", []), led.get("inferred_ms", [])
+                    stages["preprocess"] += [a - b for a, b in zip(pre, tick, strict=False)]
+                    stages["inference"] += [a - b for a, b in zip(inf, pre, strict=False)]
+                    stages["publish"] += [a - b for a, b in zip(pub, inf, strict=False)]
                     capture += pub
                     episode += 1
             finally:
@@ -152,6 +157,11 @@ def run_loop_benchmark(args: Any) -> dict[str, Any]:
         "capture_to_chunk_ms": {
             "median": float(np.median(capture)) if capture else float("nan"),
             "p99": float(np.percentile(capture, 99)) if capture else float("nan"),
+        },
+        "stages_ms": {
+            name: {"median": float(np.median(v)), "p99": float(np.percentile(v, 99))}
+            for name, v in stages.items()
+            if v
         },
         "missed_ticks": max(expected - chunks, 0),
         "ticks": expected,
