@@ -75,10 +75,32 @@ def _cartesian_chunk(xs: list[float], dt: float = 0.05):
     return msg
 
 
-def test_commanded_speed_is_the_slowest_segment_of_the_chunk() -> None:
-    from dm1_ros.evaluate import commanded_speed
+def test_commanded_speed_is_net_motion_to_the_chunk_end_inside_the_box() -> None:
+    from dm1_ros.bench_loop import net_commanded_speed
 
-    # 0.2 m/s for two segments, then the chunk stops (a deliberate slowdown inside its horizon)
-    assert commanded_speed(_cartesian_chunk([0.0, 0.01, 0.02, 0.02])) == pytest.approx(0.0)
-    assert commanded_speed(_cartesian_chunk([0.0, 0.01, 0.02, 0.03])) == pytest.approx(0.2)
-    assert np.isnan(commanded_speed(_cartesian_chunk([0.0])))  # one point: no speed to read
+    t = np.arange(0.0, 1.0, 0.01)
+    ee = np.zeros((len(t), 3))
+    ee[:, 2] = 0.02  # resting on the box floor
+    boundaries = np.array([0.5, 0.5, 0.5])
+    ends = np.array([
+        [0.65, 0.03, 0.0, 0.02],  # 3 cm along x in 0.15 s: 0.2 m/s
+        [0.65, 0.0, 0.0, 0.021],  # jitters back to where it is: ~0
+        [0.65, 0.0, 0.0, -0.05],  # pushes down through the floor, clipped to it: 0
+    ])  # fmt: skip
+    box = (np.array([0.0, -1.0, 0.02]), np.array([1.0, 1.0, 1.0]))
+    speed = net_commanded_speed(t, ee, ends, boundaries, box)
+    assert speed == pytest.approx([0.2, 0.001 / 0.15, 0.0], abs=1e-6)
+
+
+def test_chunk_positions_are_absolute_times_and_points() -> None:
+    from builtin_interfaces.msg import Time
+    from dm1_ros.bench_loop import chunk_positions
+
+    msg = _cartesian_chunk([0.0, 0.01, 0.02])
+    msg.header.stamp = Time(sec=3, nanosec=0)
+    rows = chunk_positions(msg)
+    assert rows.shape == (3, 4)
+    assert rows[:, 0] == pytest.approx([3.0, 3.05, 3.1]) and rows[:, 1] == pytest.approx([0.0, 0.01, 0.02])
+    from trajectory_msgs.msg import MultiDOFJointTrajectory
+
+    assert chunk_positions(MultiDOFJointTrajectory()) is None  # the policy's hold: nothing to record

@@ -4,8 +4,9 @@ Runs episodes of a model through twin → policy node → controller node → fr
 time are covered, and reports the observation→chunk latency (policy ledger: tick → published), missed control
 ticks (expected ticks at the card's rate while active minus chunks received) and the fraction of chunk
 boundaries at which the end-effector speed (FK of `/joint_states`) dips below 20 % of its running median while
-the chunk itself commands motion over its whole horizon (`dm1_ros.evaluate.commanded_speed`, its slowest
-segment: a policy that deliberately slows or stops, e.g. to grasp, is not a hand-over dip).
+the chunk itself commands motion (`net_commanded_speed`: from the measured EE to the chunk's last point,
+clipped to the controller's workspace box; a policy that deliberately stops, jitters in place while it
+grasps, or pushes against the box floor is not a hand-over dip).
 """
 
 from __future__ import annotations
@@ -16,11 +17,15 @@ from typing import Any
 
 import numpy as np
 import rclpy
+from dm1.control.limits import SafetyLimits
 from dm1.kinematics import fr3_fk
 from sensor_msgs.msg import JointState
+from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 from dm1_ros.conversions import from_time_msg, joint_state_to_arm
 from dm1_ros.evaluate import EvalDriver
+
+CARTESIAN_TOPIC = "/dm1/action_chunk/cartesian"
 
 
 def ee_speed(times: np.ndarray, ee: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -68,16 +73,60 @@ def dip_fraction(flags: np.ndarray) -> tuple[float, int]:
     return (float(np.sum(flags == 1)) / counted if counted else 0.0), counted
 
 
+def net_commanded_speed(
+    times: np.ndarray,
+    ee: np.ndarray,
+    ends: np.ndarray,
+    boundaries: np.ndarray,
+    box: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
+    """(M,) m/s: straight-line speed from the measured EE at each boundary to its chunk's last point.
+
+    times (N,), ee (N, 3) sampled positions; ends (M, 4) time (s) and x, y, z of each chunk's last point;
+    boundaries (M,) chunk start times; box (lo, hi) clips the end points as the controller's safety filter
+    does.
+    Net motion, not the speed between points: a chunk that jitters around the grasp point commands ~0.
+    """
+    target = ends[:, 1:] if box is None else np.clip(ends[:, 1:], box[0], box[1])  # (M, 3)
+    at = np.clip(np.searchsorted(times, boundaries), 0, len(times) - 1)  # (M,)
+    dt = np.maximum(ends[:, 0] - boundaries, 1e-3)
+    return np.linalg.norm(target - ee[at], axis=1) / dt
+
+
+def chunk_positions(msg: MultiDOFJointTrajectory) -> np.ndarray | None:
+    """(P, 4): absolute time (s) and x, y, z (m) of each point of a Cartesian chunk; None for a hold."""
+    if not msg.points or not all(p.transforms for p in msg.points):
+        return None
+    t0 = from_time_msg(msg.header.stamp)
+    rows = []
+    for p in msg.points:
+        tr = p.transforms[0].translation
+        rows.append([t0 + from_time_msg(p.time_from_start), tr.x, tr.y, tr.z])
+    return np.array(rows)
+
+
 def write_trace(
-    out: Path, times: np.ndarray, ee: np.ndarray, boundaries: np.ndarray, flags: np.ndarray
+    out: Path,
+    times: np.ndarray,
+    ee: np.ndarray,
+    boundaries: np.ndarray,
+    flags: np.ndarray,
+    chunk_points: np.ndarray | None = None,
 ) -> None:
-    """`trace.npz` (the raw samples) and `speed.png` (EE speed with the dipped boundaries marked)."""
+    """`trace.npz` (the raw samples) and `speed.png` (EE speed with the dipped boundaries marked).
+
+    chunk_points: optional (M, P, 4) per Cartesian chunk (see `chunk_positions`), saved for diagnosing dips:
+    what the chunk at a dipped boundary commanded.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    np.savez_compressed(out / "trace.npz", times=times, ee=ee, boundaries=boundaries, dip_flags=flags)
+    extra = {} if chunk_points is None else {"chunk_points": chunk_points}
+    np.savez_compressed(
+        out / "trace.npz", times=times, ee=ee, boundaries=boundaries, dip_flags=flags, **extra
+    )
     if len(times) < 2:
         return
     frac, counted = dip_fraction(flags)
@@ -105,6 +154,9 @@ def run_loop_benchmark(args: Any) -> dict[str, Any]:
     policy = policy_launch_args(args.noise_scale, args.ensemble_alpha)
     graph = start_graph(args.model, args.seed, out / "launch.log", policy)
     samples: list[tuple[float, np.ndarray]] = []
+    chunk_points: list[np.ndarray] = []  # (P, 4) per Cartesian chunk: absolute time, x, y, z
+    chunk_stamps: list[float] = []  # header stamp (first action's time) of each
+    episode_ends: list[float] = []  # sim time at which each episode's policy was deactivated
     latencies: list[float] = []  # observation assembled (tick) → chunk published, ms
     capture: list[float] = []  # image capture → chunk published, ms
     stages: dict[str, list[float]] = {"preprocess": [], "inference": [], "publish": []}  # ms per stage
@@ -118,12 +170,20 @@ def run_loop_benchmark(args: Any) -> dict[str, Any]:
                 q, _ = joint_state_to_arm(msg)
                 samples.append((from_time_msg(msg.header.stamp), fr3_fk(q)[0]))
 
+            def on_chunk(msg: MultiDOFJointTrajectory) -> None:
+                points = chunk_positions(msg)
+                if points is not None:
+                    chunk_points.append(points)
+                    chunk_stamps.append(from_time_msg(msg.header.stamp))
+
             driver.node.create_subscription(JointState, "/joint_states", on_js, 50)
+            driver.node.create_subscription(MultiDOFJointTrajectory, CARTESIAN_TOPIC, on_chunk, 50)
             try:
                 wait_graph_ready(graph, driver, out / "launch.log", 180.0, (TimeoutError, RuntimeError))
                 episode = 0
                 while active_s < args.seconds:
                     outcome = driver.run_episode(episode, max_sim_s=min(20.0, args.seconds - active_s + 1.0))
+                    episode_ends.append(driver.sim_now())  # the policy was just deactivated
                     active_s += outcome.sim_duration_s
                     chunks += outcome.chunks
                     led = outcome.ledger_ms
@@ -142,11 +202,18 @@ def run_loop_benchmark(args: Any) -> dict[str, Any]:
     times = np.array([t for t, _ in samples])
     order = np.argsort(times)
     ee = np.array([p for _, p in samples])[order] if samples else np.zeros((0, 3))
-    boundaries = np.array([stamp for _, stamp, _ in driver.chunk_log])
-    commanded = np.array([speed for _, _, speed in driver.chunk_log])
+    boundaries = np.array(chunk_stamps)
+    ends = np.array([c[-1] for c in chunk_points]).reshape(-1, 4)
+    limits = SafetyLimits()
+    box = (np.array(limits.workspace_min), np.array(limits.workspace_max))
+    commanded = net_commanded_speed(times[order], ee, ends, boundaries, box) if len(times) else None
+    if commanded is not None:  # chunks cut short by the episode's end (policy deactivated) command nothing
+        e = np.array(episode_ends)[None, :]  # (1, E)
+        commanded[np.any((boundaries[:, None] <= e) & (e < ends[:, :1]), axis=1)] = 0.0
     flags = boundary_dips(times[order], ee, boundaries, commanded)
     frac, counted = dip_fraction(flags)
-    write_trace(out, times[order], ee, boundaries, flags)
+    same_length = len({len(c) for c in chunk_points}) == 1
+    write_trace(out, times[order], ee, boundaries, flags, np.stack(chunk_points) if same_length else None)
     lat = np.asarray(latencies, dtype=float)
     expected = int(active_s * rate)
     result = {

@@ -14,7 +14,6 @@ import math
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from dm1.evaluation.progress import EpisodeProgress
 from dm1.kinematics import fr3_fk
@@ -46,29 +45,6 @@ class EpisodeOutcome:
     max_cube_lift_m: float = float("nan")  # highest rise of the cube above its start
 
 
-def commanded_speed(msg: MultiDOFJointTrajectory | JointTrajectory) -> float:
-    """Slowest EE speed (m/s) a Cartesian chunk commands between consecutive points; nan otherwise.
-
-    The minimum over the whole chunk, so a chunk that decelerates anywhere in its horizon (descent onto the
-    cube, grasp) reads as slow: `dm1 bench loop` does not count a speed dip at such a chunk's boundary.
-    """
-    if not isinstance(msg, MultiDOFJointTrajectory) or len(msg.points) < 2:
-        return float("nan")
-    if not all(p.transforms for p in msg.points):
-        return float("nan")
-    times = np.array([from_time_msg(p.time_from_start) for p in msg.points])  # (P,)
-    pos = np.array(
-        [
-            [p.transforms[0].translation.x, p.transforms[0].translation.y, p.transforms[0].translation.z]
-            for p in msg.points
-        ]
-    )  # (P, 3)
-    dt = np.diff(times)  # (P-1,)
-    if np.any(dt <= 0):
-        return float("nan")
-    return float(np.min(np.linalg.norm(np.diff(pos, axis=0), axis=1) / dt))
-
-
 class EvalDriver(GraphClient):
     """Runs seeded episodes against a live graph. All waits are bounded (wall clock as a safety net)."""
 
@@ -81,9 +57,8 @@ class EvalDriver(GraphClient):
         self._chunks = 0
         self._past = 0
         self._ledger: dict[str, list[float]] = {}
-        # (receive sim time, header stamp, slowest commanded EE speed m/s in the chunk; nan for joint
-        # chunks or single points) of every chunk with actions
-        self.chunk_log: list[tuple[float, float, float]] = []
+        # (receive sim time, header stamp) of every chunk with actions
+        self.chunk_log: list[tuple[float, float]] = []
         self.node.create_subscription(Bool, "/twin/success", self._on_success, 10)
         self.node.create_subscription(DiagnosticArray, "/dm1/policy/ledger", self._on_ledger, 50)
         self.node.create_subscription(
@@ -104,7 +79,7 @@ class EvalDriver(GraphClient):
             return
         self._chunks += 1
         now, stamp = self.sim_now(), from_time_msg(msg.header.stamp)
-        self.chunk_log.append((now, stamp, commanded_speed(msg)))
+        self.chunk_log.append((now, stamp))
         if stamp < now:
             self._past += 1
 
