@@ -57,8 +57,6 @@ class EvalDriver(GraphClient):
         self._chunks = 0
         self._past = 0
         self._ledger: dict[str, list[float]] = {}
-        # (receive sim time, header stamp) of every chunk with actions
-        self.chunk_log: list[tuple[float, float]] = []
         self.node.create_subscription(Bool, "/twin/success", self._on_success, 10)
         self.node.create_subscription(DiagnosticArray, "/dm1/policy/ledger", self._on_ledger, 50)
         self.node.create_subscription(
@@ -78,9 +76,7 @@ class EvalDriver(GraphClient):
         if not msg.points:  # the policy's explicit hold (stale input): not a chunk of actions
             return
         self._chunks += 1
-        now, stamp = self.sim_now(), from_time_msg(msg.header.stamp)
-        self.chunk_log.append((now, stamp))
-        if stamp < now:
+        if from_time_msg(msg.header.stamp) < self.sim_now():
             self._past += 1
 
     def _on_cube(self, msg: PoseStamped) -> None:
