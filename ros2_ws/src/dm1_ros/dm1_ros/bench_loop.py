@@ -45,9 +45,10 @@ def boundary_dips(
 ) -> np.ndarray:
     """Per chunk boundary: 1 = EE speed < `dip` × running median speed (a dip), 0 = no dip, -1 = not counted.
 
-    times (N,), ee (N, 3) sampled positions; boundaries (M,) chunk start times; commanded (M,) the slowest EE
-    speed each chunk commands (m/s, nan = unknown). Boundaries where the running median speed is below
-    `moving_speed` (m/s: the arm is deliberately still), or whose chunk itself commands less than `dip` x that
+    times (N,), ee (N, 3) sampled positions; boundaries (M,) chunk start times; commanded (M,) the EE
+    speed each chunk commands (m/s, nan = unknown; see `net_commanded_speed`). Boundaries where the running
+    median speed is below `moving_speed` (m/s: the arm is deliberately still), or whose chunk itself commands
+    less than `dip` x that
     median (the policy slows on purpose), are not counted. Returns (M,) ints; see `dip_fraction`.
     """
     flags = np.full(len(boundaries), -1, dtype=int)
