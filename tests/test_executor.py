@@ -74,9 +74,11 @@ def test_stale_chunk_holds_robot() -> None:
     run(ex, clock, 0.1)  # no new chunk for > chunk_timeout_s
     assert ex.state == HOLDING
     assert ("hold", ()) in backend.calls
-    n_moves = len(backend.motion_calls())
+    n_moves, n_holds = len(backend.motion_calls()), backend.calls.count(("hold", ()))
     run(ex, clock, 0.3)
     assert len(backend.motion_calls()) == n_moves, "no motion commands while holding"
+    assert backend.calls.count(("hold", ())) - n_holds == 30, "the backend brakes on every tick while holding"
+    assert ex.counters["holds"] == 1
     assert "watchdog" in ex.status().reasons[0]
 
 

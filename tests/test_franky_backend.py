@@ -125,15 +125,19 @@ def test_hold_brings_arm_to_rest_within_150ms_and_it_stays_there(sim_arm: SimArm
         _stream(backend, sim_arm, lambda t: p0 + np.array([0.0, speed * t, 0.0]), 0.5)
         moving = backend.read_state()
         assert np.linalg.norm(moving.ee_vel) > 0.2, "arm should be moving fast before hold"
-        backend.hold()
-        sim_arm.wait_sim(0.15)
+        for _ in range(15):  # the executor calls hold() on every 100 Hz tick while holding
+            backend.hold()
+            sim_arm.wait_sim(0.01)
         state = backend.read_state()
         assert np.abs(state.dq).max() < 0.05, f"still moving after 150 ms: dq={state.dq}"
         assert np.linalg.norm(state.ee_pos - moving.ee_pos) < 0.03
-        peak = 0.0  # no rebound: it stays at rest for the next 0.45 s
+        peak, y_rest = 0.0, state.ee_pos[1]  # no rebound: it stays at rest for the next 0.45 s
         for _ in range(45):
+            backend.hold()
             sim_arm.wait_sim(0.01)
-            peak = max(peak, float(np.abs(backend.read_state().dq).max()))
+            now = backend.read_state()
+            peak = max(peak, float(np.abs(now.dq).max()))
+            assert now.ee_pos[1] > y_rest - 0.001, "the hold pulled the arm back along its path"
         assert peak < 0.05, f"rebound after the hold: max |dq| {peak:.3f} rad/s"
     finally:
         backend.close()

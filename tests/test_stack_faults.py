@@ -17,9 +17,8 @@ from conftest import free_loopback_host, wait_for
 from policy_toy_model import build_toy_model
 
 ARM = [f"fr3_joint{i}" for i in range(1, 8)]
-# Hold to rest through the whole stack (sim s): measured 0.12-0.14 s (goal 0.15) + CI margin. Open bug
-# (2026-11-28): on a busy host this test failed in 3 of 5 full CI runs; in one the arm was already moving at
-# 1.3-2 rad/s before the fault and reached 4.6 rad/s after the hold (see docs/benchmarks.md).
+# Hold to rest through the whole stack (sim s): 0.05-0.17 s after the hold in 10 runs of the brake-then-latch
+# hold (2026-11-28; the one-shot hold target before it overshot and crept back, failing 3 of 5 full CI runs).
 SETTLE_S = 0.2
 
 

@@ -69,7 +69,10 @@ class RobotBackend(Protocol):
         ...
 
     def hold(self) -> None:
-        """Decelerate to a stop near the current pose and keep holding it."""
+        """Decelerate to a stop near the current pose and keep holding it.
+
+        Called on every control tick while holding; the first call after streaming starts the stop.
+        """
         ...
 
     def home(self, q: np.ndarray | None = None) -> None:

@@ -165,6 +165,8 @@ class ChunkExecutor:
             self.state = HOLDING
             self.reasons = [reason]
             log.info("holding: %s", reason)
+        elif self.state == HOLDING:
+            self.backend.hold()  # every tick: the backend brakes until the arm is at rest, then latches
         self._prev_target = None  # the next activation starts from the measured state
         self.schedule.clear()
 

@@ -87,10 +87,16 @@ class FrankyBackend:
             unit mass: the FR3's apparent EE mass (a few kg) then rings, and a hold from 0.3 m/s settled in
             ~240 ms with a rebound. 200 Ns/m brakes it in ~80 ms without rebound (franky-sim, measured);
             with the velocity feed-forward of streamed targets it does not slow tracking. None = franky's.
+        nullspace_stiffness: Cartesian mode: stiffness (Nm/rad, critically damped) of a posture task pulling
+            the redundant joint toward the posture the tracker started in, projected into the Jacobian
+            nullspace. Without it the FR3's self-motion is undamped: under jittery targets the joints drifted
+            up to 1.4 rad in 6 s and kept moving after the EE stopped (franky-sim, measured). 0 disables.
         joint_stiffness: (7,) joint impedance (Nm/rad).
-        hold_lead_s: `hold()` places the target at pose + velocity * lead, so the arm brakes without rebound;
-            the lead grows to the stopping time |v| / (2 * hold_decel) at higher speeds.
-        hold_decel: braking deceleration the hold target assumes (m/s^2).
+        hold_brake_s: `hold()` first brakes with damping only (the target follows the measured pose, so no
+            spring pulls the arm back to where the hold began), for at most this long (robot time) ...
+        hold_rest_speed: ... or until the arm is slower than this (m/s at the EE; rad/s in joint mode); then
+            the target latches at the pose reached. A fixed target set once at the hold overshot by up to
+            2.6 cm from 0.3 m/s and crept back at 0.1-0.3 rad/s for 0.3-0.6 s (franky-sim, measured).
         gripper: connect the gripper (False for arm-only setups).
         realtime: libfranka's real-time enforcement (`RealtimeConfig.Enforce`, needs a PREEMPT_RT kernel;
             use on the real robot). False (`Ignore`) for franky-sim, whose state packets are the clock.
@@ -104,9 +110,10 @@ class FrankyBackend:
         translational_stiffness: float = 1500.0,
         rotational_stiffness: float = 150.0,
         translational_damping: float | None = 200.0,
+        nullspace_stiffness: float = 20.0,
         joint_stiffness: tuple[float, ...] = DEFAULT_JOINT_STIFFNESS,
-        hold_lead_s: float = 0.03,
-        hold_decel: float = 6.0,
+        hold_brake_s: float = 0.2,
+        hold_rest_speed: float = 0.02,
         gripper: bool = True,
         gripper_speed: float = 0.05,
         gripper_force: float = 40.0,
@@ -126,8 +133,11 @@ class FrankyBackend:
             )
         self.mode = mode
         self._rdf = relative_dynamics_factor
-        if not hold_decel > 0:
-            raise ValueError(f"FrankyBackend.hold_decel: expected > 0 m/s^2, found {hold_decel}")
+        if not hold_brake_s >= 0 or not hold_rest_speed >= 0 or not nullspace_stiffness >= 0:
+            raise ValueError(
+                "FrankyBackend: hold_brake_s, hold_rest_speed and nullspace_stiffness must be >= 0, found "
+                f"{hold_brake_s}, {hold_rest_speed}, {nullspace_stiffness}"
+            )
         if translational_damping is not None and not translational_damping > 0:
             raise ValueError(
                 f"FrankyBackend.translational_damping: expected > 0 Ns/m or None, "
@@ -136,7 +146,10 @@ class FrankyBackend:
         self._k_trans, self._k_rot = translational_stiffness, rotational_stiffness
         self._d_trans = translational_damping
         self._k_joint = np.asarray(joint_stiffness, dtype=float)
-        self._hold_lead, self._hold_decel = hold_lead_s, hold_decel
+        self._k_null = nullspace_stiffness
+        self._brake_s, self._rest_speed = hold_brake_s, hold_rest_speed
+        self._brake_start: float | None = None  # robot time the current hold began; None while streaming
+        self._hold_latched = False
         self._lock = threading.RLock()
         self._tracker: franky.CartesianImpedanceTracker | franky.JointImpedanceTracker | None = None
         self._fault: str | None = None
@@ -200,11 +213,16 @@ class FrankyBackend:
                     damping = None
                     if self._d_trans is not None:  # rotational: franky's critical 2*sqrt(k_rot)
                         damping = np.array([self._d_trans] * 3 + [2.0 * np.sqrt(self._k_rot)] * 3)
+                    posture = None
+                    if self._k_null > 0:
+                        q_start = np.asarray(self.robot.state.q, dtype=float)
+                        posture = franky.PostureTask(q_start, self._k_null)
                     self._tracker = franky.CartesianImpedanceTracker(
                         self.robot,
                         translational_stiffness=self._k_trans,
                         rotational_stiffness=self._k_rot,
                         damping=damping,
+                        posture_task=posture,
                     )
                 else:
                     self._tracker = franky.JointImpedanceTracker(self.robot, stiffness=self._k_joint)
@@ -222,6 +240,7 @@ class FrankyBackend:
         twist = None if lin_vel is None else franky.Twist(np.asarray(lin_vel, dtype=float), np.zeros(3))
         with self._lock:
             self._ready_tracker().set_target(pose, twist)
+            self._brake_start = None
 
     def send_joint_target(self, q: np.ndarray, dq: np.ndarray | None = None) -> None:
         if self.mode != "joint":
@@ -230,6 +249,7 @@ class FrankyBackend:
             self._ready_tracker().set_target(
                 np.asarray(q, dtype=float), None if dq is None else np.asarray(dq, dtype=float)
             )
+            self._brake_start = None
 
     def set_gripper(self, close: bool) -> None:
         if self._fault is not None:
@@ -238,18 +258,30 @@ class FrankyBackend:
             self._gripper.request(close)
 
     def hold(self) -> None:
+        """Brake, then hold: call on every control tick while holding (the first call starts the stop).
+
+        While braking the target is the measured pose (damping only: nothing pulls the arm back along its
+        path); once the arm is slower than `hold_rest_speed`, or after `hold_brake_s`, the target latches
+        at the pose reached and later calls do nothing until streaming resumes.
+        """
         with self._lock:
             self._poll()
             if self._tracker is None:
                 return  # not streaming: franky (or the robot's idle controller) already holds the arm
             s = self.robot.state
+            now = s.time.to_sec()
+            if self._brake_start is None:
+                self._brake_start, self._hold_latched = now, False
+            if self._hold_latched:
+                return
             if self.mode == "cartesian":
-                vel = np.asarray(self.robot.current_cartesian_velocity.end_effector_twist.linear)
-                lead = max(self._hold_lead, float(np.linalg.norm(vel)) / (2.0 * self._hold_decel))
-                target = franky.Affine(np.asarray(s.O_T_EE.translation) + lead * vel, s.O_T_EE.quaternion)
-                self._tracker.set_target(target)
+                speed = float(np.linalg.norm(self.robot.current_cartesian_velocity.end_effector_twist.linear))
+                self._tracker.set_target(franky.Affine(np.asarray(s.O_T_EE.translation), s.O_T_EE.quaternion))
             else:
-                self._tracker.set_target(np.asarray(s.q) + self._hold_lead * np.asarray(s.dq))
+                speed = float(np.abs(np.asarray(s.dq)).max())
+                self._tracker.set_target(np.asarray(s.q, dtype=float))
+            if speed <= self._rest_speed or now - self._brake_start >= self._brake_s:
+                self._hold_latched = True
 
     def _stop_tracker(self) -> None:
         if self._tracker is not None:
