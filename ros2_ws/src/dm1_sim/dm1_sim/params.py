@@ -41,6 +41,16 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
     "state_rate_hz": (20.0, _desc("rate of /twin/cube_pose and /twin/success (wall Hz)", 1.0, 200.0)),
     "success_height": (0.10, _desc("cube lift above the table that counts as success (m)", 0.01, 0.9)),
     "success_hold_s": (0.5, _desc("sim seconds the cube must stay lifted", 0.0, 60.0)),
+    "cpu_nice": (
+        10,
+        _desc(
+            "niceness the twin adds to its own process: the simulated world yields the CPU to the stack "
+            "under test, as on a robot PC that runs no simulator (0 = same priority)",
+            0,
+            19,
+            integer=True,
+        ),
+    ),
 }
 
 

@@ -10,6 +10,7 @@ and arm motion belong to the controller node, which connects to the announced ro
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import rclpy
@@ -41,6 +42,8 @@ class TwinNode(Node):
         super().__init__("twin")
         self.params = declare_parameters(self)
         cfg = twin_config_from_parameters(self.params)  # ValueError naming the bad parameter
+        if self.params["cpu_nice"]:  # before the physics and render threads start (they inherit it)
+            os.nice(int(self.params["cpu_nice"]))
         self.twin = Twin(cfg)
         self.image_pubs = {
             n: self.create_publisher(Image, f"/camera/{n}/color/image_raw", IMAGE_QOS) for n in cfg.cameras
