@@ -59,20 +59,15 @@ def test_trace_is_saved_with_the_dipped_boundaries_marked(tmp_path) -> None:
     assert (tmp_path / "speed.png").stat().st_size > 1000
 
 
-def _cartesian_chunk(xs: list[float], dt: float = 0.05):
-    from builtin_interfaces.msg import Duration
-    from geometry_msgs.msg import Transform
-    from trajectory_msgs.msg import MultiDOFJointTrajectory, MultiDOFJointTrajectoryPoint
+def _cartesian_chunk(xs: list[float], dt: float = 0.05, t0: float = 0.0):
+    """A chunk as the policy node publishes it (fr3_hand_tcp + gripper transforms per point)."""
+    from dm1.policy.step import ActionChunk
+    from dm1_ros.conversions import chunk_to_multidof_trajectory
 
-    msg = MultiDOFJointTrajectory()
-    for i, x in enumerate(xs):
-        tr = Transform()
-        tr.translation.x = x
-        ns = round(i * dt * 1e9)
-        msg.points.append(
-            MultiDOFJointTrajectoryPoint(transforms=[tr], time_from_start=Duration(sec=0, nanosec=ns))
-        )
-    return msg
+    acts = np.zeros((len(xs), 4), dtype=np.float32)
+    acts[:, 0] = xs
+    chunk = ActionChunk(t0, dt, acts, 0, t0, "ee_position", ("x", "y", "z", "gripper"))
+    return chunk_to_multidof_trajectory(chunk, (1.0, 0.0, 0.0, 0.0))
 
 
 def test_commanded_speed_is_net_motion_to_the_chunk_end_inside_the_box() -> None:
@@ -96,8 +91,8 @@ def test_chunk_positions_are_absolute_times_and_points() -> None:
     from builtin_interfaces.msg import Time
     from dm1_ros.bench_loop import chunk_positions
 
-    msg = _cartesian_chunk([0.0, 0.01, 0.02])
-    msg.header.stamp = Time(sec=3, nanosec=0)
+    msg = _cartesian_chunk([0.0, 0.01, 0.02], t0=3.0)
+    assert msg.header.stamp == Time(sec=3, nanosec=0)
     rows = chunk_positions(msg)
     assert rows.shape == (3, 4)
     assert rows[:, 0] == pytest.approx([3.0, 3.05, 3.1]) and rows[:, 1] == pytest.approx([0.0, 0.01, 0.02])

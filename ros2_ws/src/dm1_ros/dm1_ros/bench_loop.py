@@ -22,7 +22,7 @@ from dm1.kinematics import fr3_fk
 from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import MultiDOFJointTrajectory
 
-from dm1_ros.conversions import from_time_msg, joint_state_to_arm
+from dm1_ros.conversions import from_time_msg, joint_state_to_arm, multidof_trajectory_to_arrays
 from dm1_ros.evaluate import EvalDriver
 
 CARTESIAN_TOPIC = "/dm1/action_chunk/cartesian"
@@ -48,8 +48,8 @@ def boundary_dips(
     times (N,), ee (N, 3) sampled positions; boundaries (M,) chunk start times; commanded (M,) the EE
     speed each chunk commands (m/s, nan = unknown; see `net_commanded_speed`). Boundaries where the running
     median speed is below `moving_speed` (m/s: the arm is deliberately still), or whose chunk itself commands
-    less than `dip` x that
-    median (the policy slows on purpose), are not counted. Returns (M,) ints; see `dip_fraction`.
+    less than `dip` x that median (the policy slows on purpose), are not counted. Returns (M,) ints; see
+    `dip_fraction`.
     """
     flags = np.full(len(boundaries), -1, dtype=int)
     if len(times) < 3:
@@ -95,15 +95,15 @@ def net_commanded_speed(
 
 
 def chunk_positions(msg: MultiDOFJointTrajectory) -> np.ndarray | None:
-    """(P, 4): absolute time (s) and x, y, z (m) of each point of a Cartesian chunk; None for a hold."""
-    if not msg.points or not all(p.transforms for p in msg.points):
+    """(P, 4): absolute time (s) and x, y, z (m) of each point of a Cartesian chunk; None for a hold or a
+    message the controller would refuse as malformed (the same conversion decides)."""
+    if not msg.points:
         return None
-    t0 = from_time_msg(msg.header.stamp)
-    rows = []
-    for p in msg.points:
-        tr = p.transforms[0].translation
-        rows.append([t0 + from_time_msg(p.time_from_start), tr.x, tr.y, tr.z])
-    return np.array(rows)
+    try:
+        t0, tfs, acts, _ = multidof_trajectory_to_arrays(msg)  # (P,), (P, 4) [x, y, z, grip]
+    except ValueError:
+        return None
+    return np.column_stack([t0 + tfs, acts[:, :3]])
 
 
 def write_trace(
