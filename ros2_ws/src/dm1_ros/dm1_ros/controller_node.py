@@ -174,7 +174,8 @@ class ControllerNode(Node):
         except Exception as exc:  # noqa: BLE001 - reported to the caller
             res.success, res.message = False, str(exc)
         finally:
-            self.homing = False
+            with self.lock:
+                self.homing = False
         self._publish_status()
         return res
 
