@@ -7,17 +7,15 @@ operator services `/dm1/controller/recover` and `/dm1/controller/home` (std_srvs
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import threading
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from dm1.control.executor import FAULT, HOLDING, ChunkExecutor
+from dm1.control.executor import ChunkExecutor
 from dm1.control.franky_backend import FrankyBackend
 from dm1.control.limits import SafetyLimits
-from dm1.control.schedule import TimedChunk
-from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor, ParameterType
+from dm1.control.parameters import CONTROLLER_PARAMETERS, SAFETY_PARAMETERS, check_controller_parameters
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile
@@ -30,34 +28,10 @@ from dm1_ros.chunk_markers import safety_box_markers
 from dm1_ros.conversions import (
     diagnostic_array,
     diagnostic_status,
-    joint_trajectory_to_arrays,
     make_joint_state,
-    multidof_trajectory_to_arrays,
+    msg_to_timed_chunk,
 )
-
-_T = ParameterType
-_KIND = {str: _T.PARAMETER_STRING, float: _T.PARAMETER_DOUBLE, int: _T.PARAMETER_INTEGER}
-# name: (default, description, (min, max) or None)
-NODE_PARAMS = {
-    "robot_ip": ("", "FCI / franky-sim host", None),
-    "mode": ("cartesian", "cartesian (ee_position chunks) | joint (joint_position chunks)", None),
-    "control_rate_hz": (100.0, "executor tick rate (node clock)", (1.0, 1000.0)),
-    "joint_state_rate_hz": (200.0, "/joint_states rate (node clock)", (1.0, 1000.0)),
-    "relative_dynamics_factor": (0.2, "franky dynamics scale for home moves", (0.01, 1.0)),
-    "realtime_config": (
-        "auto",
-        "libfranka RT: enforce | ignore | auto (ignore only with use_sim_time)",
-        None,
-    ),
-}
-
-
-def _desc(text: str, default: object, bounds: tuple[float, float] | None) -> ParameterDescriptor:
-    kind = _T.PARAMETER_DOUBLE_ARRAY if isinstance(default, tuple) else _KIND[type(default)]
-    d = ParameterDescriptor(description=text, type=kind)
-    if bounds is not None:
-        d.floating_point_range = [FloatingPointRange(from_value=bounds[0], to_value=bounds[1], step=0.0)]
-    return d
+from dm1_ros.params import declare_table
 
 
 class ControllerNode(Node):
@@ -65,23 +39,10 @@ class ControllerNode(Node):
 
     def __init__(self) -> None:
         super().__init__("controller_node")
-        p = {k: self.declare_parameter(k, d, _desc(t, d, b)).value for k, (d, t, b) in NODE_PARAMS.items()}
-        limits = {}
-        for f in dataclasses.fields(SafetyLimits):
-            d = f.default
-            value = self.declare_parameter(
-                f"safety.{f.name}",
-                list(d) if isinstance(d, tuple) else d,
-                _desc(f"SafetyLimits.{f.name}", d, None),
-            ).value
-            limits[f.name] = tuple(value) if isinstance(d, tuple) else value
-        self.limits = SafetyLimits(**limits)  # ValueError naming the bad field -> the node refuses to start
-        if not p["robot_ip"]:
-            raise ValueError("parameter robot_ip: expected the FCI / franky-sim host, found ''")
-        rt = p["realtime_config"]
-        if rt not in ("auto", "enforce", "ignore"):
-            raise ValueError(f"realtime_config: expected auto | enforce | ignore, found {rt!r}")
-        realtime = rt == "enforce" or (rt == "auto" and not self.get_parameter("use_sim_time").value)
+        p = declare_table(self, CONTROLLER_PARAMETERS)
+        # ValueError naming the bad field or value -> the node refuses to start
+        self.limits = SafetyLimits(**declare_table(self, SAFETY_PARAMETERS, prefix="safety."))
+        realtime = check_controller_parameters(p, self.get_parameter("use_sim_time").value)
         self.backend = FrankyBackend(
             p["robot_ip"], p["relative_dynamics_factor"], mode=p["mode"], realtime=realtime
         )
@@ -118,12 +79,7 @@ class ControllerNode(Node):
                 self.executor_.stop(msg.header.frame_id or "empty chunk")
                 return
             try:
-                if isinstance(msg, MultiDOFJointTrajectory):
-                    t0, tfs, acts, quats = multidof_trajectory_to_arrays(msg)
-                    chunk = TimedChunk(t0, tfs, acts[:, :3], acts[:, 3], kind="cartesian", quat_xyzw=quats)
-                else:
-                    t0, tfs, acts = joint_trajectory_to_arrays(msg)
-                    chunk = TimedChunk(t0, tfs, acts[:, :7], acts[:, 7], kind="joint")
+                chunk = msg_to_timed_chunk(msg)
             except (ValueError, IndexError) as exc:
                 self.executor_.count_malformed(f"malformed chunk: {exc}")
                 return
@@ -146,15 +102,7 @@ class ControllerNode(Node):
 
     def _publish_status(self) -> None:
         st = self.executor_.status()
-        level = {FAULT: "error", HOLDING: "warn"}.get(st.state, "ok")
-        values = {"state": st.state, "reasons": "; ".join(st.reasons), **st.counters}
-        if st.last_clamp is not None:
-            values.update(
-                last_clamp=",".join(st.last_clamp.reasons),
-                clamp_original=st.last_clamp.original.round(4),
-                clamp_safe=st.last_clamp.safe.round(4),
-            )
-        diag = diagnostic_status("dm1/controller", level, st.fault or st.state, values)
+        diag = diagnostic_status("dm1/controller", st.level, st.fault or st.state, st.values())
         self.status_pub.publish(diagnostic_array(self._now(), [diag]))
 
     def _on_recover(self, _req, res):

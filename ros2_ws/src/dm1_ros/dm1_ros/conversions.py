@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from builtin_interfaces.msg import Duration, Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from dm1.control.schedule import TimedChunk
 from dm1.policy.step import ActionChunk
 from geometry_msgs.msg import Quaternion, Transform, Vector3
 from sensor_msgs.msg import Image, JointState
@@ -284,6 +285,15 @@ def msg_to_chunk(msg: JointTrajectory | MultiDOFJointTrajectory) -> ActionChunk:
     dt = float(tfs[1] - tfs[0]) if len(tfs) > 1 else 0.0
     start = t0 + float(tfs[0]) if len(tfs) else t0
     return ActionChunk(start, dt, acts.astype(np.float32), 0, float("nan"), space, names)
+
+
+def msg_to_timed_chunk(msg: JointTrajectory | MultiDOFJointTrajectory) -> TimedChunk:
+    """A received trajectory as the controller's `TimedChunk`; ValueError/IndexError on a malformed one."""
+    if isinstance(msg, MultiDOFJointTrajectory):
+        t0, tfs, acts, quats = multidof_trajectory_to_arrays(msg)
+        return TimedChunk(t0, tfs, acts[:, :3], acts[:, 3], kind="cartesian", quat_xyzw=quats)
+    t0, tfs, acts = joint_trajectory_to_arrays(msg)
+    return TimedChunk(t0, tfs, acts[:, :7], acts[:, 7], kind="joint")
 
 
 # ------------------------------------------------------------------------------------------------ diagnostics

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from diagnostic_msgs.msg import DiagnosticArray
 from dm1.policy import NODE_PARAMETERS, PolicySession, config_from_parameters
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-from rcl_interfaces.msg import ParameterType as T
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
@@ -20,21 +18,10 @@ from visualization_msgs.msg import MarkerArray
 
 from dm1_ros import conversions as cv
 from dm1_ros.chunk_markers import chunk_to_markers, clear_markers
+from dm1_ros.params import declare_table
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 LEVEL = {"ok": "ok", "executing": "ok", "stale": "warn", "late": "warn"}  # any other kind: error
-
-
-def _descriptor(default, text: str, bounds) -> ParameterDescriptor:
-    kind = {str: T.PARAMETER_STRING, list: T.PARAMETER_STRING_ARRAY, float: T.PARAMETER_DOUBLE,
-            int: T.PARAMETER_INTEGER, bool: T.PARAMETER_BOOL}[type(default)]  # fmt: skip
-    # rclpy types an empty list default as BYTE_ARRAY: let string-array overrides through
-    d = ParameterDescriptor(description=text, type=kind, dynamic_typing=kind == T.PARAMETER_STRING_ARRAY)
-    if bounds and kind == T.PARAMETER_DOUBLE:
-        d.floating_point_range = [FloatingPointRange(from_value=bounds[0], to_value=bounds[1])]
-    elif bounds:
-        d.integer_range = [IntegerRange(from_value=bounds[0], to_value=bounds[1], step=1)]
-    return d
 
 
 class PolicyNode(LifecycleNode):
@@ -42,8 +29,7 @@ class PolicyNode(LifecycleNode):
 
     def __init__(self, **kwargs) -> None:
         super().__init__("policy_node", **kwargs)
-        for name, (default, text, bounds) in NODE_PARAMETERS.items():
-            self.declare_parameter(name, default, _descriptor(default, text, bounds))
+        declare_table(self, NODE_PARAMETERS)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._ledger_pub = self.create_publisher(DiagnosticArray, "/dm1/policy/ledger", 50)  # one per chunk
         self.session: PolicySession | None = None

@@ -13,7 +13,7 @@ import sys
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from dm1.camera.realsense import CameraConfig, CameraFrame, NoDeviceError, RealSenseCamera
-from rcl_interfaces.msg import IntegerRange, ParameterDescriptor, ParameterType
+from rcl_interfaces.msg import ParameterDescriptor, ParameterType
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
@@ -21,13 +21,9 @@ from rclpy.parameter import Parameter
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, Image
 
+from dm1_ros.params import descriptor
+
 STR_ARRAY = ParameterDescriptor(type=ParameterType.PARAMETER_STRING_ARRAY)
-
-
-def _int(lo: int, hi: int, text: str) -> ParameterDescriptor:
-    return ParameterDescriptor(
-        description=text, integer_range=[IntegerRange(from_value=lo, to_value=hi, step=1)]
-    )
 
 
 class RealSenseNode(Node):
@@ -39,7 +35,7 @@ class RealSenseNode(Node):
         serials = list(p("serials", Parameter.Type.STRING_ARRAY, STR_ARRAY).value or [])
         names = list(p("camera_names", ["front"], STR_ARRAY).value)
         mode = {
-            k: p(k, d, _int(1, 4096, f"{k} of color/depth")).value
+            k: p(k, d, descriptor(d, f"{k} of color/depth", (1, 4096))).value
             for k, d in (("width", 640), ("height", 480), ("fps", 30))
         }
         depth = p("enable_depth", False).value

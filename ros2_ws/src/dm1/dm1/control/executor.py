@@ -56,6 +56,22 @@ class ExecutorStatus:
     consecutive_late: int = 0
     extra: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def level(self) -> str:
+        """Diagnostic level: error when faulted, warn when holding, ok otherwise."""
+        return {FAULT: "error", HOLDING: "warn"}.get(self.state, "ok")
+
+    def values(self) -> dict[str, object]:
+        """Key/values for a diagnostic message: state, reasons, counters and the last clamp (rounded)."""
+        out: dict[str, object] = {"state": self.state, "reasons": "; ".join(self.reasons), **self.counters}
+        if self.last_clamp is not None:
+            out.update(
+                last_clamp=",".join(self.last_clamp.reasons),
+                clamp_original=self.last_clamp.original.round(4),
+                clamp_safe=self.last_clamp.safe.round(4),
+            )
+        return out
+
 
 class ChunkExecutor:
     """Runs action chunks on a `RobotBackend` at the controller rate.

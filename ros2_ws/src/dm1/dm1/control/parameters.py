@@ -1,0 +1,45 @@
+"""The controller node's parameters as plain tables (ROS-free, so they are testable and documented here).
+
+Each table maps ``name -> (default, description, (lo, hi) or None)``; `dm1_ros.params.declare_table` turns
+it into typed, bounded ROS parameters. Safety limits are declared as ``safety.<field>`` of `SafetyLimits`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from dm1.control.limits import SafetyLimits
+
+CONTROLLER_PARAMETERS: dict[str, tuple[Any, str, tuple[float, float] | None]] = {
+    "robot_ip": ("", "FCI / franky-sim host", None),
+    "mode": ("cartesian", "cartesian (ee_position chunks) | joint (joint_position chunks)", None),
+    "control_rate_hz": (100.0, "executor tick rate (node clock)", (1.0, 1000.0)),
+    "joint_state_rate_hz": (200.0, "/joint_states rate (node clock)", (1.0, 1000.0)),
+    "relative_dynamics_factor": (0.2, "franky dynamics scale for home moves", (0.01, 1.0)),
+    "realtime_config": (
+        "auto",
+        "libfranka RT: enforce | ignore | auto (ignore only with use_sim_time)",
+        None,
+    ),
+}
+
+#: `SafetyLimits` fields with their defaults (declared under the ``safety.`` prefix).
+SAFETY_PARAMETERS: dict[str, tuple[Any, str, None]] = {
+    f.name: (f.default, f"SafetyLimits.{f.name}", None) for f in dataclasses.fields(SafetyLimits)
+}
+
+
+def check_controller_parameters(values: dict[str, Any], use_sim_time: bool) -> bool:
+    """Validate the node's parameter values; returns whether libfranka's real-time mode is enforced.
+
+    Raises ValueError naming the parameter, the expected and the found value.
+    """
+    if not values["robot_ip"]:
+        raise ValueError("parameter robot_ip: expected the FCI / franky-sim host, found ''")
+    if values["mode"] not in ("cartesian", "joint"):
+        raise ValueError(f"parameter mode: expected cartesian | joint, found {values['mode']!r}")
+    rt = values["realtime_config"]
+    if rt not in ("auto", "enforce", "ignore"):
+        raise ValueError(f"parameter realtime_config: expected auto | enforce | ignore, found {rt!r}")
+    return rt == "enforce" or (rt == "auto" and not use_sim_time)

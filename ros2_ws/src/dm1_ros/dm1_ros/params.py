@@ -1,0 +1,65 @@
+"""Typed, bounded ROS parameters from plain tables: one descriptor builder shared by every dm1 node.
+
+A table maps ``name -> (default, description, bounds)``; the default fixes the type (str, bool, int, float,
+list of str, tuple of float) and ``bounds`` (``(lo, hi)`` or None) becomes the descriptor's integer or
+floating-point range, so out-of-range values are refused by rclpy when the node starts or is reconfigured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import ParameterType as T
+from rclpy.node import Node
+
+#: name -> (default, description, (lo, hi) or None)
+ParamTable = Mapping[str, tuple[Any, str, "tuple[float, float] | None"]]
+
+_KIND = {
+    str: T.PARAMETER_STRING,
+    bool: T.PARAMETER_BOOL,
+    int: T.PARAMETER_INTEGER,
+    float: T.PARAMETER_DOUBLE,
+    list: T.PARAMETER_STRING_ARRAY,
+    tuple: T.PARAMETER_DOUBLE_ARRAY,
+}
+
+
+def descriptor(
+    default: Any, text: str = "", bounds: tuple[float, float] | None = None, read_only: bool = False
+) -> ParameterDescriptor:
+    """A descriptor typed after ``default`` with ``bounds`` as its range (ints: integer range, step 1)."""
+    try:
+        kind = _KIND[type(default)]
+    except KeyError:
+        kinds, found = [k.__name__ for k in _KIND], type(default).__name__
+        raise TypeError(f"parameter default: expected one of {kinds}, found {found}") from None
+    # rclpy types an empty list default as BYTE_ARRAY: let string-array overrides through
+    d = ParameterDescriptor(
+        description=text, type=kind, read_only=read_only, dynamic_typing=kind == T.PARAMETER_STRING_ARRAY
+    )
+    if bounds is not None and kind == T.PARAMETER_DOUBLE:
+        d.floating_point_range = [FloatingPointRange(from_value=float(bounds[0]), to_value=float(bounds[1]))]
+    elif bounds is not None and kind == T.PARAMETER_INTEGER:
+        d.integer_range = [IntegerRange(from_value=int(bounds[0]), to_value=int(bounds[1]), step=1)]
+    elif bounds is not None:
+        raise TypeError(f"parameter bounds: only int and float parameters take a range, found {kind}")
+    return d
+
+
+def declare_table(node: Node, table: ParamTable, prefix: str = "", read_only: bool = False) -> dict[str, Any]:
+    """Declare every entry of ``table`` on ``node`` (names prefixed); returns name -> value (unprefixed).
+
+    Tuple defaults are declared as double arrays and returned as tuples.
+    """
+    values = {}
+    for name, (default, text, bounds) in table.items():
+        value = node.declare_parameter(
+            prefix + name,
+            list(default) if isinstance(default, tuple) else default,
+            descriptor(default, text, bounds, read_only),
+        ).value
+        values[name] = tuple(value) if isinstance(default, tuple) else value
+    return values

@@ -1,0 +1,116 @@
+"""Typed, bounded ROS parameters from tables (`dm1_ros.params`) and the controller's parameter checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from dm1.control.executor import FAULT, HOLDING, ExecutorStatus
+from dm1.control.limits import SafetyLimits
+from dm1.control.parameters import CONTROLLER_PARAMETERS, SAFETY_PARAMETERS, check_controller_parameters
+from dm1.control.safety import SafetyReport
+
+rclpy = pytest.importorskip("rclpy")
+from dm1_ros.params import declare_table, descriptor  # noqa: E402
+from rcl_interfaces.msg import ParameterType  # noqa: E402
+from rclpy.exceptions import InvalidParameterValueException  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+
+TABLE = {
+    "rate_hz": (20.0, "rate", (1.0, 200.0)),
+    "points": (5, "points", (1, 50)),
+    "name": ("front", "a name", None),
+    "flag": (False, "a flag", None),
+    "topics": ([], "string list, empty by default", None),
+    "box": ((0.1, 0.2, 0.3), "three floats", None),
+}
+
+
+@pytest.fixture
+def ctx(ros_env):
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        yield context
+    finally:
+        rclpy.shutdown(context=context)
+
+
+def _node(ctx, overrides: list[Parameter] | None = None):
+    return rclpy.create_node("params_test", context=ctx, parameter_overrides=overrides or [])
+
+
+def test_table_declares_typed_parameters_and_returns_tuples_for_float_arrays(ctx) -> None:
+    node = _node(ctx, [Parameter("box", value=[0.5, 0.6, 0.7]), Parameter("topics", value=["a=/b"])])
+    values = declare_table(node, TABLE, prefix="x.")
+    assert values == {
+        "rate_hz": 20.0,
+        "points": 5,
+        "name": "front",
+        "flag": False,
+        "topics": [],
+        "box": (0.1, 0.2, 0.3),
+    }  # overrides without the prefix do not apply
+    node.destroy_node()
+    node = _node(ctx, [Parameter("box", value=[0.5, 0.6, 0.7]), Parameter("topics", value=["a=/b"])])
+    values = declare_table(node, TABLE)
+    assert values["box"] == (0.5, 0.6, 0.7) and values["topics"] == ["a=/b"]
+    assert node.describe_parameter("points").integer_range[0].to_value == 50
+    assert node.describe_parameter("rate_hz").type == ParameterType.PARAMETER_DOUBLE
+    node.destroy_node()
+
+
+def test_out_of_range_override_is_refused_at_declaration_and_at_runtime(ctx) -> None:
+    node = _node(ctx, [Parameter("rate_hz", value=500.0)])
+    with pytest.raises(InvalidParameterValueException):
+        declare_table(node, TABLE)
+    node.destroy_node()
+    node = _node(ctx)
+    declare_table(node, TABLE)
+    result = node.set_parameters([Parameter("points", value=0)])[0]
+    assert not result.successful and node.get_parameter("points").value == 5
+    node.destroy_node()
+
+
+def test_read_only_table_cannot_be_changed_after_start(ctx) -> None:
+    node = _node(ctx)
+    declare_table(node, TABLE, read_only=True)
+    assert not node.set_parameters([Parameter("name", value="wrist")])[0].successful
+    node.destroy_node()
+
+
+def test_descriptor_rejects_unsupported_defaults_and_bounds_on_strings() -> None:
+    with pytest.raises(TypeError, match="parameter default: expected one of .* found dict"):
+        descriptor({}, "bad")
+    with pytest.raises(TypeError, match="only int and float"):
+        descriptor("x", "bad", (0, 1))
+
+
+def test_controller_parameter_check_names_the_bad_value() -> None:
+    good = {name: default for name, (default, _, _) in CONTROLLER_PARAMETERS.items()}
+    good["robot_ip"] = "10.0.0.2"
+    assert check_controller_parameters(good, use_sim_time=False) is True  # a real arm: RT enforced
+    assert check_controller_parameters(good, use_sim_time=True) is False  # the twin runs on sim time
+    assert check_controller_parameters(good | {"realtime_config": "enforce"}, use_sim_time=True) is True
+    for bad, match in (
+        ({"robot_ip": ""}, "robot_ip: expected the FCI"),
+        ({"mode": "velocity"}, "mode: expected cartesian | joint, found 'velocity'"),
+        ({"realtime_config": "yes"}, "realtime_config: expected auto | enforce | ignore, found 'yes'"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            check_controller_parameters(good | bad, use_sim_time=False)
+
+
+def test_safety_table_covers_every_limit_with_its_default() -> None:
+    defaults = SafetyLimits()
+    assert set(SAFETY_PARAMETERS) == set(defaults.to_dict())
+    assert SAFETY_PARAMETERS["workspace_min"][0] == defaults.workspace_min
+
+
+def test_executor_status_values_carry_the_last_clamp_and_level() -> None:
+    report = SafetyReport(np.array([0.9, 0.0, 0.3]), np.array([0.8, 0.0, 0.3]), ["workspace"])
+    st = ExecutorStatus(HOLDING, ["watchdog"], {"ticks": 3}, last_clamp=report)
+    values = st.values()
+    assert values["state"] == HOLDING and values["reasons"] == "watchdog" and values["ticks"] == 3
+    assert values["last_clamp"] == "workspace" and np.allclose(values["clamp_safe"], [0.8, 0.0, 0.3])
+    assert st.level == "warn" and ExecutorStatus(FAULT, [], {}).level == "error"
+    assert ExecutorStatus("active", [], {}).level == "ok"
