@@ -7,6 +7,7 @@ evaluation on the twin is tested in tests/test_inprocess_eval.py.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -19,10 +20,12 @@ from dm1.evaluation.ablation import (
     MatrixEntry,
     RunInfo,
     describe_run,
+    episode_config,
     method_label,
     plan_matrix,
     run_ablation,
 )
+from dm1.evaluation.inprocess import InProcessConfig, TwinContext
 from dm1.evaluation.policies import PolicyFn, oracle_card
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,6 +117,7 @@ def test_seeds_pool_into_one_row_per_method_and_k_with_binomial_stderr(tmp_path:
 
     # dm1_s0 wins every 2nd episode, dm1_s1 every 5th, fm every episode.
     ctx = FakeContext({"dm1_s0": 2, "dm1_s1": 5, "fm_s0": 1})
+    ctx.inprocess = InProcessConfig(max_sim_s=12.0, ensemble_alpha=0.5)
     result = run_ablation([], tmp_path, cfg, context=ctx, loader=loader, runs=runs, log=lambda _: None)
     assert ctx.closed and all(c[1:] == (10, 0) for c in ctx.calls)  # same episodes and seeds for everyone
     rows = {(r["method"], r["steps"]): r for r in result["rows"]}
@@ -130,6 +134,9 @@ def test_seeds_pool_into_one_row_per_method_and_k_with_binomial_stderr(tmp_path:
     assert all(t["iters"] == 10 and t["median_ms"] >= 0 for t in result["timings_ms"].values())
     assert all(p.calls == 2 + 10 for p in made.values())  # warm-up + timed; the fake context never predicts
     saved = json.loads((tmp_path / "ablation.json").read_text())
+    # the episode settings that change the outcome are recorded with the numbers
+    assert saved["meta"]["episode_config"]["ensemble_alpha"] == 0.5
+    assert saved["meta"]["episode_config"]["max_sim_s"] == 12.0
     assert saved["rows"] == json.loads(json.dumps(result["rows"]))
     assert saved["summaries"]["dm1_s1 K=5 torch"]["successes"] == 2
     md = (tmp_path / "ablation.md").read_text()
@@ -137,6 +144,11 @@ def test_seeds_pool_into_one_row_per_method_and_k_with_binomial_stderr(tmp_path:
     assert "| Flow matching | 10 | torch | 100.0 | 0.0 | 10 |" in md
     assert "| dm1_s0 K=1 torch |" in md and "| fm_s0 K=10 torch |" in md  # the timing table
     assert (tmp_path / "report" / "success.png").is_file()
+
+
+def test_default_twin_context_records_the_default_episode_settings() -> None:
+    recorded = episode_config(TwinContext())
+    assert recorded == dataclasses.asdict(InProcessConfig()) and recorded["ensemble_alpha"] == 1.0
 
 
 def test_bad_ablation_settings_name_the_field() -> None:

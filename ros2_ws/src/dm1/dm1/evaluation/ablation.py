@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -285,6 +285,16 @@ def markdown_table(rows: Sequence[Row], meta: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def episode_config(context: Any) -> dict[str, Any] | None:
+    """The in-process episode settings (time limit, noise scale, ensembling) the context ran with."""
+    from dm1.evaluation.inprocess import InProcessConfig, TwinContext
+
+    if isinstance(context, TwinContext):
+        return asdict(context.inprocess or InProcessConfig())
+    inprocess = getattr(context, "inprocess", None)
+    return asdict(inprocess) if is_dataclass(inprocess) else None
+
+
 def run_ablation(
     run_dirs: Sequence[str | Path],
     out_dir: str | Path,
@@ -341,6 +351,7 @@ def run_ablation(
         "machine": machine_description(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "config": asdict(cfg),
+        "episode_config": episode_config(context),
         "runs": [asdict(r) for r in runs],
     }
     summaries = {
