@@ -27,6 +27,7 @@ from dm1.evaluation.ablation import (
 )
 from dm1.evaluation.inprocess import InProcessConfig, TwinContext
 from dm1.evaluation.policies import PolicyFn, oracle_card
+from dm1.policy_defaults import DEFAULT_ENSEMBLE_ALPHA
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs" / "ablation"
@@ -148,7 +149,8 @@ def test_seeds_pool_into_one_row_per_method_and_k_with_binomial_stderr(tmp_path:
 
 def test_default_twin_context_records_the_default_episode_settings() -> None:
     recorded = episode_config(TwinContext())
-    assert recorded == dataclasses.asdict(InProcessConfig()) and recorded["ensemble_alpha"] == 1.0
+    assert recorded == dataclasses.asdict(InProcessConfig())
+    assert recorded["ensemble_alpha"] == DEFAULT_ENSEMBLE_ALPHA == 0.5
 
 
 def test_bad_ablation_settings_name_the_field() -> None:

@@ -173,3 +173,29 @@ def test_parameter_yaml_files_are_valid_ros_parameter_files() -> None:
         data = yaml.safe_load(path.read_text())
         for node, body in data.items():
             assert set(body) == {"ros__parameters"}, f"{path.name}: {node}"
+
+
+def test_every_entry_point_runs_the_policy_with_the_same_ensembling_default(model_dir: Path) -> None:
+    """Launch file, pip-only runner, policy node, in-process evaluation and every CLI share one default."""
+    from dm1.cli import build_parser
+    from dm1.evaluation.inprocess import InProcessConfig
+    from dm1.policy import NODE_PARAMETERS, PolicyConfig, config_from_parameters
+    from dm1.policy_defaults import DEFAULT_ENSEMBLE_ALPHA
+
+    launch = _launch_module()
+    declared = {name: default for name, default, _ in launch.ARGUMENTS}
+    assert float(declared["ensemble_alpha"]) == DEFAULT_ENSEMBLE_ALPHA
+    sim = {"use_sim": True, "model": str(model_dir)}
+    from_launch = launch.launch_args_from({k: str(v) for k, v in sim.items()}).ensemble_alpha
+    assert from_launch == LaunchArgs(**sim).ensemble_alpha == DEFAULT_ENSEMBLE_ALPHA
+    assert NODE_PARAMETERS["ensemble_alpha"][0] == PolicyConfig().ensemble_alpha == DEFAULT_ENSEMBLE_ALPHA
+    values = {name: default for name, (default, _, _) in NODE_PARAMETERS.items() if name != "ensemble_alpha"}
+    assert config_from_parameters(values).ensemble_alpha == DEFAULT_ENSEMBLE_ALPHA
+    assert InProcessConfig().ensemble_alpha == DEFAULT_ENSEMBLE_ALPHA
+    parser = build_parser()
+    for argv in (["eval"], ["launch", "franka"], ["bench", "loop"], ["ablate", "--runs", "r"], ["demo"]):
+        args = parser.parse_args(argv)
+        assert args.ensemble_alpha == DEFAULT_ENSEMBLE_ALPHA, argv
+    # the graph hands it to the policy node (which would otherwise fall back to its own default)
+    graph = _by_name(franka_graph(LaunchArgs(use_sim=True, model=str(model_dir))))
+    assert graph["policy_node"].parameters["ensemble_alpha"] == DEFAULT_ENSEMBLE_ALPHA

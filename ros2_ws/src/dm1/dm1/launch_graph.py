@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from dm1.control.backend import TWIN_HOME_DYNAMICS
+from dm1.policy_defaults import DEFAULT_ENSEMBLE_ALPHA
 
 CONFIG_FILES: tuple[str, ...] = ("twin.yaml", "controller.yaml", "policy.yaml", "realsense.yaml")
 _CAMERA_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -133,7 +134,7 @@ class LaunchArgs:
     no_policy: bool = False
     seed: int = 0
     noise_scale: float = 1.0
-    ensemble_alpha: float = 1.0
+    ensemble_alpha: float = DEFAULT_ENSEMBLE_ALPHA
     config_dir: str | None = None
 
     def __post_init__(self) -> None:

@@ -12,6 +12,7 @@ shuts the whole launch down. `node_specs()` is the pure part (no launch import),
 from __future__ import annotations
 
 from dm1.launch_graph import LaunchArgs, NodeSpec, franka_graph
+from dm1.policy_defaults import DEFAULT_ENSEMBLE_ALPHA
 
 # (name, default, description): the same names as dm1.launch_graph.LaunchArgs.
 ARGUMENTS: list[tuple[str, str, str]] = [
@@ -34,7 +35,11 @@ ARGUMENTS: list[tuple[str, str, str]] = [
     ("no_policy", "false", "bring the graph up without the policy node"),
     ("seed", "0", "twin scene seed"),
     ("noise_scale", "1.0", "policy sampler noise scale: 1 = trained distribution, 0 = deterministic"),
-    ("ensemble_alpha", "1.0", "policy temporal ensembling: weight of the newest chunk, 1 = off"),
+    (
+        "ensemble_alpha",
+        str(DEFAULT_ENSEMBLE_ALPHA),
+        "policy temporal ensembling: weight of the newest chunk, 1 = off",
+    ),
     ("config_dir", "", "parameter YAML directory (default: dm1_bringup/config)"),
 ]
 OPTIONAL_FLAGS = ("rviz", "foxglove")  # monitoring nodes, always declared, behind IfCondition

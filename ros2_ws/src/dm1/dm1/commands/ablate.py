@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from dm1.policy_defaults import DEFAULT_ENSEMBLE_ALPHA
+
 
 def _ints(text: str) -> tuple[int, ...]:
     try:
@@ -73,7 +75,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--torch-only", action="store_true", help="run K = 1 in torch instead of the ONNX export")
     p.add_argument("--oracle", action="store_true", help="also evaluate the privileged scripted expert")
     p.add_argument("--noise-scale", type=float, default=1.0, help="sampler noise scale (policy temperature)")
-    p.add_argument("--ensemble-alpha", type=float, default=1.0, help="chunk ensembling weight, 1 = off")
+    p.add_argument(
+        "--ensemble-alpha",
+        type=float,
+        default=DEFAULT_ENSEMBLE_ALPHA,
+        help="chunk ensembling weight, 1 = off; default %(default)s",
+    )
     p.add_argument("--host", default=None, help="loopback address for franky-sim (default: first free)")
     p.add_argument("--out", default="runs/ablation/eval", help="output directory")
     p.set_defaults(func=_handler)

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dm1.policy_defaults import DEFAULT_ENSEMBLE_ALPHA
+
 
 def machine_description() -> str:
     """CPU model and core count, e.g. 'Intel Xeon ... (2 cores)'."""
@@ -90,5 +92,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=20, help="timed training steps (train)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--noise-scale", type=float, default=1.0, help="policy sampler noise scale (loop)")
-    p.add_argument("--ensemble-alpha", type=float, default=1.0, help="policy chunk ensembling weight (loop)")
+    p.add_argument(
+        "--ensemble-alpha",
+        type=float,
+        default=DEFAULT_ENSEMBLE_ALPHA,
+        help="policy chunk ensembling weight (loop)",
+    )
     p.set_defaults(func=_handler)

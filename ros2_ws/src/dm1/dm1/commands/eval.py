@@ -14,6 +14,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from dm1.policy_defaults import DEFAULT_ENSEMBLE_ALPHA
+
 
 def run_ros_eval(
     model: str,
@@ -24,7 +26,7 @@ def run_ros_eval(
     progress: bool = True,
     sim_host: str = "127.0.0.1",
     noise_scale: float = 1.0,
-    ensemble_alpha: float = 1.0,
+    ensemble_alpha: float = DEFAULT_ENSEMBLE_ALPHA,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Run the evaluation; returns (summary dict, per-episode records)."""
     import rclpy
@@ -140,7 +142,10 @@ def add_eval_arguments(p: argparse.ArgumentParser, episodes: int) -> None:
     p.add_argument("--sim-host", default="127.0.0.1", help="loopback address of the twin's franky server")
     p.add_argument("--noise-scale", type=float, default=1.0, help="policy sampler noise scale (0..1)")
     p.add_argument(
-        "--ensemble-alpha", type=float, default=1.0, help="policy chunk ensembling weight (0..1], 1 = off"
+        "--ensemble-alpha",
+        type=float,
+        default=DEFAULT_ENSEMBLE_ALPHA,
+        help="policy chunk ensembling weight (0..1], 1 = off; default %(default)s",
     )
 
 

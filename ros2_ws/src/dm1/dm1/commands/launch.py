@@ -24,6 +24,8 @@ import threading
 import time
 from typing import IO, Any
 
+from dm1.policy_defaults import DEFAULT_ENSEMBLE_ALPHA
+
 CHILD_ENV_DEFAULTS = {
     "MUJOCO_GL": "egl",
     "PYOPENGL_PLATFORM": "egl",
@@ -51,7 +53,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="twin scene seed")
     p.add_argument("--noise-scale", type=float, default=1.0, help="policy sampler noise scale (0..1)")
     p.add_argument(
-        "--ensemble-alpha", type=float, default=1.0, help="policy chunk ensembling weight (0..1], 1 = off"
+        "--ensemble-alpha",
+        type=float,
+        default=DEFAULT_ENSEMBLE_ALPHA,
+        help="policy chunk ensembling weight (0..1], 1 = off; default %(default)s",
     )
     p.add_argument("--rviz", action="store_true", help="start rviz2 (ROS host only)")
     p.add_argument("--record", action="store_true", help="start the teleop recorder")

@@ -29,6 +29,7 @@ from dm1.evaluation.progress import EpisodeProgress
 from dm1.kinematics import fr3_fk
 from dm1.policy.session import PolicyConfig, PolicySession
 from dm1.policy.step import MODES, ActionChunk
+from dm1.policy_defaults import DEFAULT_ENSEMBLE_ALPHA
 
 MODE_FOR_SPACE = {"ee_position": "cartesian", "joint_position": "joint"}
 
@@ -61,7 +62,7 @@ class InProcessConfig:
     extra_hold_s: float = 0.0
     stall_timeout_s: float = 30.0
     noise_scale: float = 1.0
-    ensemble_alpha: float = 1.0
+    ensemble_alpha: float = DEFAULT_ENSEMBLE_ALPHA
 
     def __post_init__(self) -> None:
         for name in (

@@ -15,6 +15,7 @@ import numpy as np
 
 from dm1.policy.observation import ObservationAssembler, ObservationConfig
 from dm1.policy.step import MODES, PolicyStep, StepOutcome
+from dm1.policy_defaults import DEFAULT_ENSEMBLE_ALPHA
 from dm1.runtime import SPIN_POLICIES
 
 #: Parameters of the policy node: name -> (default, description, (min, max) or None). Read on configure.
@@ -33,7 +34,7 @@ NODE_PARAMETERS: dict[str, tuple[Any, str, tuple[float, float] | None]] = {
         (0.0, 1.0),
     ),
     "ensemble_alpha": (
-        1.0,
+        DEFAULT_ENSEMBLE_ALPHA,
         "temporal ensembling of overlapping chunks: weight of the newest prediction; 1 = off",
         (0.01, 1.0),
     ),
@@ -85,7 +86,7 @@ class PolicyConfig:
     resize_images: bool = False
     camera_topics: dict[str, str] = field(default_factory=dict)
     noise_scale: float = 1.0
-    ensemble_alpha: float = 1.0
+    ensemble_alpha: float = DEFAULT_ENSEMBLE_ALPHA
     inference_threads: int | None = None
     spinning: str = "run"
 
@@ -125,7 +126,7 @@ def config_from_parameters(values: dict[str, Any]) -> PolicyConfig:
         resize_images=bool(values["resize_images"]),
         camera_topics=parse_camera_topics(values["camera_topics"]),
         noise_scale=float(values.get("noise_scale", 1.0)),
-        ensemble_alpha=float(values.get("ensemble_alpha", 1.0)),
+        ensemble_alpha=float(values.get("ensemble_alpha", DEFAULT_ENSEMBLE_ALPHA)),
         inference_threads=int(values.get("inference_threads", 0)) or None,
         spinning=str(values.get("spinning", "run")),
     )
