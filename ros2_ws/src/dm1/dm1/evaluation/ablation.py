@@ -287,10 +287,6 @@ def markdown_table(rows: Sequence[Row], meta: dict[str, Any]) -> str:
 
 def episode_config(context: Any) -> dict[str, Any] | None:
     """The in-process episode settings (time limit, noise scale, ensembling) the context ran with."""
-    from dm1.evaluation.inprocess import InProcessConfig, TwinContext
-
-    if isinstance(context, TwinContext):
-        return asdict(context.inprocess or InProcessConfig())
     inprocess = getattr(context, "inprocess", None)
     return asdict(inprocess) if is_dataclass(inprocess) else None
 

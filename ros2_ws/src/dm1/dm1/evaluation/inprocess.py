@@ -310,10 +310,10 @@ class TwinContext:
     """
 
     def __init__(self, inprocess: Any = None, host: str | None = None, twin: Any = None) -> None:
-        self.inprocess, self.host = inprocess, host
+        self.inprocess, self.host = inprocess or InProcessConfig(), host
         self.twin: Any = twin
         self._own = twin is None
-        self._ev: Any = None if twin is None else InProcessEvaluator(twin, inprocess)
+        self._ev: Any = None if twin is None else InProcessEvaluator(twin, self.inprocess)
 
     def evaluate(self, policy: PolicyFn, episodes: int, seed: int) -> list[dict[str, Any]]:
         """Run the episodes; the twin's cameras must match every card."""
