@@ -59,6 +59,15 @@ def test_table_declares_typed_parameters_and_returns_tuples_for_float_arrays(ctx
     node.destroy_node()
 
 
+def test_empty_list_in_a_yaml_parameter_file_is_an_empty_list(ctx, tmp_path) -> None:
+    yaml = tmp_path / "params.yaml"
+    yaml.write_text("params_test:\n  ros__parameters:\n    topics: []\n    name: wrist\n")
+    node = rclpy.create_node("params_test", context=ctx, cli_args=["--ros-args", "--params-file", str(yaml)])
+    values = declare_table(node, TABLE)
+    assert values["topics"] == [] and values["name"] == "wrist"  # the file was applied
+    node.destroy_node()
+
+
 def test_out_of_range_override_is_refused_at_declaration_and_at_runtime(ctx) -> None:
     node = _node(ctx, [Parameter("rate_hz", value=500.0)])
     with pytest.raises(InvalidParameterValueException):

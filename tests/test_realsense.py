@@ -157,7 +157,10 @@ def test_realsense_node_replays_a_recording_bit_exact(procs, ros_env: dict[str, 
 
     colors = _frames(6)
     record_synthetic(tmp_path / "rec_wrist.db3", colors, frame_numbers=[0, 1, 2, 4, 5, 6])  # one gap per loop
+    shipped = Path(__file__).parents[1] / "ros2_ws/src/dm1_bringup/config/realsense.yaml"
     args = [
+        "--params-file",  # the bringup file (serials: []), then the test's own settings
+        str(shipped),
         "-p",
         "camera_names:=[wrist]",
         "-p",

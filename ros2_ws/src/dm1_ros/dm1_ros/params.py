@@ -52,7 +52,8 @@ def descriptor(
 def declare_table(node: Node, table: ParamTable, prefix: str = "", read_only: bool = False) -> dict[str, Any]:
     """Declare every entry of ``table`` on ``node`` (names prefixed); returns name -> value (unprefixed).
 
-    Tuple defaults are declared as double arrays and returned as tuples.
+    Tuple defaults are declared as double arrays and returned as tuples; a list parameter set to `[]` in a
+    YAML parameter file (which rclpy leaves unset) is returned as `[]`.
     """
     values = {}
     for name, (default, text, bounds) in table.items():
@@ -61,5 +62,7 @@ def declare_table(node: Node, table: ParamTable, prefix: str = "", read_only: bo
             list(default) if isinstance(default, tuple) else default,
             descriptor(default, text, bounds, read_only),
         ).value
+        if value is None and isinstance(default, list):  # `name: []` in a YAML parameter file: no type, unset
+            value = []
         values[name] = tuple(value) if isinstance(default, tuple) else value
     return values

@@ -12,18 +12,14 @@ import sys
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from dm1.camera.realsense import CameraConfig, CameraFrame, NoDeviceError, RealSenseCamera
-from rcl_interfaces.msg import ParameterDescriptor, ParameterType
+from dm1.camera.realsense import NODE_PARAMETERS, CameraConfig, CameraFrame, NoDeviceError, RealSenseCamera
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.parameter import Parameter
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, Image
 
-from dm1_ros.params import descriptor
-
-STR_ARRAY = ParameterDescriptor(type=ParameterType.PARAMETER_STRING_ARRAY)
+from dm1_ros.params import declare_table
 
 
 class RealSenseNode(Node):
@@ -31,25 +27,13 @@ class RealSenseNode(Node):
 
     def __init__(self) -> None:
         super().__init__("realsense_node")
-        p = self.declare_parameter
-        serials = list(p("serials", Parameter.Type.STRING_ARRAY, STR_ARRAY).value or [])
-        names = list(p("camera_names", ["front"], STR_ARRAY).value)
-        mode = {
-            k: p(k, d, descriptor(d, f"{k} of color/depth", (1, 4096))).value
-            for k, d in (("width", 640), ("height", 480), ("fps", 30))
-        }
-        depth = p("enable_depth", False).value
-        playback = p(
-            "playback_file", "", ParameterDescriptor(description=".db3 to replay; {name} = camera")
-        ).value
-        common = dict(
-            mode,
-            enable_depth=depth,
-            align_depth=p("align_depth", True).value,
-            playback_realtime=p("playback_realtime", True).value,
-            playback_repeat=p("playback_repeat", False).value,
-        )
-        period = p("diagnostics_period_s", 1.0).value
+        params = declare_table(self, NODE_PARAMETERS)
+        names, serials, playback = params["camera_names"], list(params["serials"]), params["playback_file"]
+        mode = {k: params[k] for k in ("width", "height", "fps")}
+        depth = params["enable_depth"]
+        keys = ("enable_depth", "align_depth", "playback_realtime", "playback_repeat")
+        common = dict(mode, **{k: params[k] for k in keys})
+        period = params["diagnostics_period_s"]
         if serials and len(serials) != len(names):
             raise ValueError(f"parameter serials: expected one per camera {names}, found {serials}")
         if playback and len(names) > 1 and "{name}" not in playback:

@@ -26,8 +26,24 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+#: Parameters of `dm1_ros.realsense_node`: name -> (default, description, bounds) for `dm1_ros.params`.
+NODE_PARAMETERS: dict[str, tuple[Any, str, tuple[float, float] | None]] = {
+    "camera_names": (["front"], "camera names: topics /camera/<name>/color/...", None),
+    "serials": ([], "device serial per camera, in camera_names order; empty = the first device", None),
+    "width": (640, "color/depth width [px]", (1, 4096)),
+    "height": (480, "color/depth height [px]", (1, 4096)),
+    "fps": (30, "color/depth frame rate [Hz]", (1, 300)),
+    "enable_depth": (False, "also publish depth (aligned_depth_to_color)", None),
+    "align_depth": (True, "align depth to the color frame", None),
+    "playback_file": ("", ".db3 recording to replay instead of a device; {name} = camera name", None),
+    "playback_realtime": (True, "pace playback at the recorded rate", None),
+    "playback_repeat": (False, "loop the recording", None),
+    "diagnostics_period_s": (1.0, "period of /diagnostics [s]", (0.05, 60.0)),
+}
 
 
 class NoDeviceError(RuntimeError):
