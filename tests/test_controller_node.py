@@ -45,6 +45,7 @@ class Rig:
         self.status: list[dict[str, str]] = []
         self.node.create_subscription(JointState, "/joint_states", self._on_js, 100)
         self.node.create_subscription(DiagnosticArray, "/dm1/controller/status", self._on_status, 10)
+        self._clock_lock, self._clock_on = threading.Lock(), True
         self.arm.post_step.append(self._tick_clock)
         self.executor = SingleThreadedExecutor(context=self.ctx)
         self.executor.add_node(self.node)
@@ -57,8 +58,9 @@ class Rig:
         assert self.proc.poll() is None, procs.log("controller")
 
     def _tick_clock(self, arm: SimArm) -> None:
-        if arm.steps % 2 == 0:
-            self.clock_pub.publish(Clock(clock=to_time_msg(arm.time)))
+        with self._clock_lock:  # the physics thread; close() turns it off before destroying the publisher
+            if self._clock_on and arm.steps % 2 == 0:
+                self.clock_pub.publish(Clock(clock=to_time_msg(arm.time)))
 
     def _on_js(self, msg: JointState) -> None:
         self.states.append(
@@ -106,6 +108,8 @@ class Rig:
 
     def close(self) -> None:
         self.procs.stop("controller")
+        with self._clock_lock:
+            self._clock_on = False
         self.executor.shutdown()
         self.node.destroy_node()
         rclpy.shutdown(context=self.ctx)

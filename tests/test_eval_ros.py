@@ -43,6 +43,7 @@ def test_short_eval_runs_episodes_through_ros_and_writes_the_report(tmp_path: Pa
     # the toy hovers above home: the cube is measured (poses + FK) and the episode counts as "did not reach"
     assert summary["outcomes"] == {"did_not_reach": 2}, summary["outcomes"]
     episodes = json.loads((out / "episodes.json").read_text())
+    assert [e["seed"] for e in episodes] == [1000, 1001]  # the twin's seeded resets, named per episode
     for e in episodes:
         assert 0.03 < e["min_ee_cube_m"] < 1.0 and abs(e["max_cube_lift_m"]) < 0.01, e
     written = json.loads((out / "eval.json").read_text())

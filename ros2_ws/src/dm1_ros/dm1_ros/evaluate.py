@@ -43,6 +43,7 @@ class EpisodeOutcome:
     ledger_ms: dict[str, list[float]] = field(default_factory=dict)
     min_ee_cube_m: float = float("nan")  # closest TCP-to-cube-centre distance (dm1.evaluation.progress)
     max_cube_lift_m: float = float("nan")  # highest rise of the cube above its start
+    seed: int | None = None  # the cube pose's seed, as the twin's reset reply names it (None: unseeded)
 
 
 class EvalDriver(GraphClient):
@@ -135,8 +136,11 @@ class EvalDriver(GraphClient):
         self._chunks, self._past, self._ledger = 0, 0, {}
         self.progress, self._last_fk = EpisodeProgress(), -math.inf
         # The reset's reply names the new cube position, the episode's start (else: the first /twin/cube_pose)
-        with contextlib.suppress(ValueError, KeyError, TypeError):
-            self.progress.on_cube(json.loads(reply)["pos"])
+        pose: dict = {}
+        with contextlib.suppress(ValueError, TypeError):
+            pose = json.loads(reply)
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            self.progress.on_cube(pose["pos"])
         if not self.lifecycle.transition("activate"):
             raise RuntimeError("policy node refused to activate")
         t0 = self.sim_now()
@@ -156,4 +160,5 @@ class EvalDriver(GraphClient):
             self._past,
             {k: list(v) for k, v in self._ledger.items()},
             **progress,
+            seed=pose.get("seed") if isinstance(pose, dict) else None,
         )

@@ -64,6 +64,7 @@ def run_ros_eval(
                     break
                 wins += outcome.success
                 records.append(asdict(outcome))
+                _save_episodes(out_dir, records)  # a crash later loses no finished episode
                 bar.set_postfix(success=f"{wins}/{i + 1}")
         finally:
             driver.close()
@@ -73,10 +74,18 @@ def run_ros_eval(
     summary.extra["max_sim_s"] = max_sim_s
     summary.extra["noise_scale"] = noise_scale
     summary.extra["ensemble_alpha"] = ensemble_alpha
+    summary.extra["onnx_sha256"] = _card(Path(model)).get("onnx_sha256")
     if interrupted:
         summary.extra["interrupted_after"] = len(records)
     write_report(summary, out_dir, records)
     return summary.to_dict(), records
+
+
+def _save_episodes(out_dir: Path, records: list[dict[str, Any]]) -> None:
+    """Atomically (re)write `episodes.json` with the episodes finished so far."""
+    tmp = out_dir / "episodes.json.tmp"
+    tmp.write_text(json.dumps(records, indent=1) + "\n")
+    tmp.replace(out_dir / "episodes.json")
 
 
 def run_from_args(
@@ -96,16 +105,44 @@ def run_from_args(
     )
 
 
+def _card(model: Path) -> dict[str, Any]:
+    path = model / "model_card.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _merge(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """`--merge`: one report over the episodes of finished evaluations; checks the card's model first."""
+    from dm1.evaluation import write_report
+    from dm1.evaluation.merge import merge_runs
+
+    merged, records = merge_runs(args.merge)
+    if args.update_card:
+        want, found = _card(Path(args.model)).get("onnx_sha256"), merged.extra.get("onnx_sha256")
+        same_path = Path(merged.model).resolve() == Path(args.model).resolve()
+        if (found is not None and found != want) or (found is None and not same_path):
+            raise ValueError(
+                f"--update-card: the merged runs evaluated {merged.model} (onnx_sha256 {found}); expected "
+                f"the model of --model {args.model} (onnx_sha256 {want})"
+            )
+    write_report(merged, out, records)
+    return merged.to_dict()
+
+
 def _handler(args: argparse.Namespace) -> int:
-    out = Path(args.out or f"runs/eval/{Path(args.model).name}")
+    out = Path(args.out or f"runs/eval/{Path(args.model).name}{'_merged' if args.merge else ''}")
     if args.episodes < 1:
         print(f"dm1 eval: error: --episodes: expected >= 1, found {args.episodes}", file=sys.stderr)
         return 2
     try:
-        summary, _ = run_from_args(args, out, progress=not args.json)
+        summary = _merge(args, out) if args.merge else run_from_args(args, out, progress=not args.json)[0]
     except KeyboardInterrupt:
         print("dm1 eval: interrupted before an episode finished; nothing to report", file=sys.stderr)
         return 130
+    except (ValueError, FileNotFoundError) as exc:
+        if not args.merge:
+            raise
+        print(f"dm1 eval: error: --merge: {exc}", file=sys.stderr)
+        return 2
     if args.update_card:
         card_path = Path(args.model) / "model_card.json"
         card = json.loads(card_path.read_text())
@@ -154,4 +191,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="closed-loop evaluation on the twin through ROS 2", description=__doc__)
     add_eval_arguments(p, episodes=200)
     p.add_argument("--update-card", action="store_true", help="store the summary in the model card")
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="DIR",
+        default=None,
+        help="run nothing: one report over finished evaluations (same model and settings, disjoint seeds)",
+    )
     p.set_defaults(func=_handler)

@@ -1,0 +1,102 @@
+"""One report from several finished evaluations of the same model and settings (`dm1 eval --merge`).
+
+A 200-episode evaluation through the full ROS 2 stack takes over an hour on a 2-core machine, so it is often
+run in parts (`--seed 1000 --episodes 50`, `--seed 1050 ...`). `merge_runs` reads each part's `eval.json` and
+`episodes.json` (written by `dm1.evaluation.write_report`), checks that the parts evaluated the same model
+with the same episode settings on disjoint cube seeds, and summarizes all their episodes as one evaluation
+(success rate and binomial s.e. over every episode, latency over every tick).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from dm1.evaluation.report import EvalSummary, summarize
+
+#: `extra` entries that must agree between merged parts (episode settings and model identity).
+MUST_AGREE = ("max_sim_s", "noise_scale", "ensemble_alpha", "onnx_sha256")
+
+
+def _read_json(path: Path) -> Any:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found (expected a finished `dm1 eval` report directory)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def load_run(run_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(`eval.json`, `episodes.json` records) of one finished evaluation; every record gets its `seed`.
+
+    Records written before episodes carried their seed get `summary seed + index` (the twin's seeded resets).
+    """
+    run = Path(run_dir)
+    summary = _read_json(run / "eval.json")
+    records = _read_json(run / "episodes.json")
+    if not isinstance(summary, dict) or not isinstance(records, list):
+        raise ValueError(f"{run}: expected eval.json to hold an object and episodes.json a list")
+    if len(records) != summary.get("episodes"):
+        raise ValueError(
+            f"{run / 'episodes.json'}: expected {summary.get('episodes')} records (eval.json episodes), "
+            f"found {len(records)}"
+        )
+    for i, rec in enumerate(records):
+        if rec.get("seed") is None:
+            rec["seed"] = int(summary["seed"]) + int(rec.get("index", i))
+    return summary, records
+
+
+def merge_runs(run_dirs: Sequence[str | Path], machine: str | None = None) -> tuple[EvalSummary, list[dict]]:
+    """One `EvalSummary` over every episode of `run_dirs`, in the given order.
+
+    Raises ValueError naming the directory and field when the parts differ in model, `through_ros`, or an
+    episode setting (`MUST_AGREE`, compared where both parts recorded it), or when a cube seed repeats.
+    """
+    if len(run_dirs) < 2:
+        raise ValueError(f"merge: expected at least 2 evaluation directories, found {len(run_dirs)}")
+    parts = [(Path(d), *load_run(d)) for d in run_dirs]
+    first_dir, first, _ = parts[0]
+    seen: dict[int, Path] = {}
+    records: list[dict[str, Any]] = []
+    for run, summary, recs in parts:
+        for name in ("model", "through_ros"):
+            if summary.get(name) != first.get(name):
+                raise ValueError(
+                    f"{run / 'eval.json'}: {name}: expected {first.get(name)!r} (as {first_dir}), "
+                    f"found {summary.get(name)!r}"
+                )
+        for name in MUST_AGREE:
+            a, b = first["extra"].get(name), summary["extra"].get(name)
+            if a is not None and b is not None and a != b:
+                raise ValueError(
+                    f"{run / 'eval.json'}: extra.{name}: expected {a!r} (as {first_dir}), found {b!r}"
+                )
+        for rec in recs:
+            seed = int(rec["seed"])
+            if seed in seen:
+                raise ValueError(
+                    f"{run / 'episodes.json'}: cube seed {seed}: expected seeds not evaluated before, "
+                    f"found it already in {seen[seed]}"
+                )
+            seen[seed] = run
+        records.extend(recs)
+    merged = summarize(
+        records,
+        model=first["model"],
+        through_ros=bool(first["through_ros"]),
+        seed=min(seen),
+        machine=machine or first["machine"],
+    )
+    for name in MUST_AGREE:  # the agreed settings, from whichever part recorded them
+        values = [s["extra"][name] for _, s, _ in parts if s["extra"].get(name) is not None]
+        if values:
+            merged.extra[name] = values[0]
+    merged.extra["merged_from"] = [
+        {"dir": str(run), "seed": s["seed"], "episodes": s["episodes"], "successes": s["successes"]}
+        for run, s, _ in parts
+    ]
+    return merged, records

@@ -1,0 +1,102 @@
+"""`dm1 eval --merge`: one report over an evaluation run in parts (`dm1.evaluation.merge`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from dm1.cli import main
+from dm1.evaluation import summarize, write_report
+from dm1.evaluation.merge import load_run, merge_runs
+
+SETTINGS = {"max_sim_s": 20.0, "noise_scale": 1.0, "ensemble_alpha": 0.5, "onnx_sha256": "ab" * 32}
+
+
+def _part(
+    root: Path, name: str, seed: int, wins: list[bool], model: str = "models/m", **extra: object
+) -> Path:
+    """A finished evaluation directory as `dm1 eval` writes it (seeds seed.. in order)."""
+    records = [
+        {"index": i, "seed": seed + i, "success": w, "sim_duration_s": 3.0 + i, "wall_s": 20.0,
+         "min_ee_cube_m": 0.01, "max_cube_lift_m": 0.12 if w else 0.0,
+         "ledger_ms": {"published_ms": [5.0 + i]}}
+        for i, w in enumerate(wins)
+    ]  # fmt: skip
+    summary = summarize(records, model=model, through_ros=True, seed=seed, machine="test host")
+    summary.extra.update({**SETTINGS, **extra})
+    write_report(summary, root / name, records)
+    return root / name
+
+
+def test_merge_summarizes_every_episode_of_the_parts(tmp_path: Path) -> None:
+    a = _part(tmp_path, "a", 1000, [True, True, False])
+    b = _part(tmp_path, "b", 1003, [True, False])
+    merged, records = merge_runs([a, b])
+    assert (merged.episodes, merged.successes, merged.seed) == (5, 3, 1000)
+    assert merged.stderr == pytest.approx((0.6 * 0.4 / 5) ** 0.5)
+    assert [r["seed"] for r in records] == [1000, 1001, 1002, 1003, 1004]
+    assert merged.latency_ms["published_ms"]["count"] == 5  # every tick of every part
+    assert merged.outcomes == {"success": 3, "did_not_lift": 2}
+    assert merged.extra["ensemble_alpha"] == 0.5
+    assert [p["successes"] for p in merged.extra["merged_from"]] == [2, 1]
+
+
+def test_records_without_a_seed_get_the_twins_seeded_reset_order(tmp_path: Path) -> None:
+    a = _part(tmp_path, "a", 1000, [True, False])
+    old = json.loads((a / "episodes.json").read_text())
+    (a / "episodes.json").write_text(json.dumps([{k: v for k, v in r.items() if k != "seed"} for r in old]))
+    _, records = load_run(a)
+    assert [r["seed"] for r in records] == [1000, 1001]
+
+
+@pytest.mark.parametrize(
+    ("second", "message"),
+    [
+        ({"seed": 1002}, "cube seed 1002"),  # overlaps the first part's seeds 1000..1002
+        ({"seed": 1010, "ensemble_alpha": 1.0}, "extra.ensemble_alpha: expected 0.5"),
+        ({"seed": 1010, "onnx_sha256": "cd" * 32}, "extra.onnx_sha256"),
+        ({"seed": 1010, "model": "models/other"}, "model: expected 'models/m'"),
+    ],
+)
+def test_parts_that_differ_are_refused_with_the_field(tmp_path: Path, second: dict, message: str) -> None:
+    a = _part(tmp_path, "a", 1000, [True, True, True])
+    b = _part(tmp_path, "b", wins=[True], **second)
+    with pytest.raises(ValueError, match=message) as err:
+        merge_runs([a, b])
+    assert str(b) in str(err.value)
+
+
+def test_a_truncated_part_is_refused(tmp_path: Path) -> None:
+    a = _part(tmp_path, "a", 1000, [True, True])
+    b = _part(tmp_path, "b", 1002, [True, True])
+    (b / "episodes.json").write_text(json.dumps(json.loads((b / "episodes.json").read_text())[:1]))
+    with pytest.raises(ValueError, match=r"episodes.json: expected 2 records"):
+        merge_runs([a, b])
+    (b / "episodes.json").unlink()
+    with pytest.raises(FileNotFoundError, match="episodes.json: not found"):
+        merge_runs([a, b])
+
+
+def test_cli_merge_writes_the_report_and_updates_only_the_matching_card(tmp_path: Path, capsys) -> None:
+    model = tmp_path / "models" / "m"
+    model.mkdir(parents=True)
+    card = {"name": "m", "onnx_sha256": SETTINGS["onnx_sha256"], "evaluation": None}
+    (model / "model_card.json").write_text(json.dumps(card))
+    a = _part(tmp_path, "a", 1000, [True, True], model=str(model))
+    b = _part(tmp_path, "b", 1002, [False, True], model=str(model))
+    out = tmp_path / "merged"
+    argv = ["eval", "--merge", str(a), str(b), "--model", str(model), "--out", str(out), "--json"]
+    assert main([*argv, "--update-card"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (summary["episodes"], summary["successes"]) == (4, 3)
+    assert json.loads((out / "eval.json").read_text())["episodes"] == 4 and (out / "report.md").exists()
+    assert json.loads((model / "model_card.json").read_text())["evaluation"]["episodes"] == 4
+
+    other = tmp_path / "models" / "other"
+    other.mkdir()
+    (other / "model_card.json").write_text(json.dumps({**card, "onnx_sha256": "ef" * 32}))
+    argv[argv.index(str(model))] = str(other)
+    assert main([*argv, "--update-card"]) == 2
+    assert "onnx_sha256" in capsys.readouterr().err
+    assert json.loads((other / "model_card.json").read_text())["evaluation"] is None
