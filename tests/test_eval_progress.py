@@ -7,6 +7,7 @@ import math
 import numpy as np
 from dm1.evaluation import summarize
 from dm1.evaluation.progress import EpisodeProgress, failure_mode
+from dm1.evaluation.report import failure_table
 
 CUBE = np.array([0.5, 0.0, 0.025])
 
@@ -46,3 +47,27 @@ def test_summary_counts_outcomes() -> None:
     s = summarize(records, model="m", through_ros=True, seed=0, machine="x")
     assert s.outcomes == {"success": 1, "did_not_reach": 2}
     assert s.to_dict()["outcomes"] == {"success": 1, "did_not_reach": 2}
+
+
+def test_progress_counts_grasp_attempts_and_where_the_episode_ended() -> None:
+    p = EpisodeProgress()
+    p.on_cube(CUBE)
+    widths = (0.08, 0.05, 0.05, 0.079, 0.0, 0.002)  # open, closes on the cube, reopens, closes on nothing
+    for i, w in enumerate(widths):
+        p.on_ee(CUBE + np.array([0.0, 0.0, 0.1 - 0.01 * i]), w)
+    rec = p.as_record()
+    assert rec["grasps"] == 2
+    assert math.isclose(rec["final_gripper_width_m"], 0.002) and math.isclose(rec["final_ee_cube_m"], 0.05)
+    p.on_ee(CUBE, 0.0)  # still closed: no new attempt
+    assert p.as_record()["grasps"] == 2
+
+
+def test_failure_table_names_each_failed_seed_and_how_it_ended() -> None:
+    ok = {**_record(True, 0.01, 0.12), "seed": 7}
+    end = {"final_ee_cube_m": 0.02, "final_gripper_width_m": 0.001, "grasps": 3}
+    missed = {**_record(False, 0.012, 0.0), "seed": 8, **end}
+    lines = failure_table([ok, missed])
+    rows = [line for line in lines if line.startswith("| 8 ")]
+    assert rows == ["| 8 | did_not_lift | 1.2 | 0.0 | 2.0 | 0.1 | 3 |"]
+    assert not any(line.startswith("| 7 ") for line in lines)
+    assert failure_table([ok]) == []

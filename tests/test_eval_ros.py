@@ -46,6 +46,7 @@ def test_short_eval_runs_episodes_through_ros_and_writes_the_report(tmp_path: Pa
     assert [e["seed"] for e in episodes] == [1000, 1001]  # the twin's seeded resets, named per episode
     for e in episodes:
         assert 0.03 < e["min_ee_cube_m"] < 1.0 and abs(e["max_cube_lift_m"]) < 0.01, e
+        assert e["final_ee_cube_m"] >= e["min_ee_cube_m"] and 0.0 <= e["final_gripper_width_m"] <= 0.081, e
     written = json.loads((out / "eval.json").read_text())
     assert written["episodes"] == 2 and (out / "report.md").exists() and (out / "success.png").exists()
 

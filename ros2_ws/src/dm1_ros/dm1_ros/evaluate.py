@@ -43,6 +43,9 @@ class EpisodeOutcome:
     ledger_ms: dict[str, list[float]] = field(default_factory=dict)
     min_ee_cube_m: float = float("nan")  # closest TCP-to-cube-centre distance (dm1.evaluation.progress)
     max_cube_lift_m: float = float("nan")  # highest rise of the cube above its start
+    final_ee_cube_m: float = float("nan")  # TCP-to-cube distance when the episode ended
+    final_gripper_width_m: float = float("nan")  # measured gripper width when the episode ended
+    grasps: int = 0  # open → closed transitions of the gripper
     seed: int | None = None  # the cube pose's seed, as the twin's reset reply names it (None: unseeded)
 
 
@@ -92,10 +95,10 @@ class EvalDriver(GraphClient):
             return
         self._last_fk = stamp
         try:
-            q, _ = joint_state_to_arm(msg)
+            q, width = joint_state_to_arm(msg)
         except ValueError:
             return
-        self.progress.on_ee(fr3_fk(q)[0])
+        self.progress.on_ee(fr3_fk(q)[0], width)
 
     def _on_ledger(self, msg: DiagnosticArray) -> None:
         for status in msg.status:

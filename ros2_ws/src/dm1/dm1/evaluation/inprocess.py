@@ -107,6 +107,9 @@ class EpisodeRecord:
     error: str | None = None
     min_ee_cube_m: float = float("nan")  # closest TCP-to-cube-centre distance (dm1.evaluation.progress)
     max_cube_lift_m: float = float("nan")  # highest rise of the cube above its start
+    final_ee_cube_m: float = float("nan")  # TCP-to-cube distance when the episode ended
+    final_gripper_width_m: float = float("nan")  # measured gripper width when the episode ended
+    grasps: int = 0  # open → closed transitions of the gripper
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dict."""
@@ -267,7 +270,7 @@ class InProcessEvaluator:
             state = backend.read_state()
             session.on_joint_state(now, state.q, state.gripper_width)
             progress.on_cube(twin.cube_pose().pos)
-            progress.on_ee(fr3_fk(state.q)[0])
+            progress.on_ee(fr3_fk(state.q)[0], state.gripper_width)
             for name in session.topics:
                 frame = twin.latest_frame(name)
                 if frame is not None and frame.stamp_sim_s > fed.get(name, -np.inf):
@@ -292,8 +295,8 @@ class InProcessEvaluator:
         rec.sim_duration_s = twin.sim_time() - t0
         rec.wall_s = time.monotonic() - wall0
         rec.policy_counts = dict(session.step.counts)
-        reached = progress.as_record()
-        rec.min_ee_cube_m, rec.max_cube_lift_m = reached["min_ee_cube_m"], reached["max_cube_lift_m"]
+        for name, value in progress.as_record().items():
+            setattr(rec, name, value)
         rec.executor_counts = dict(status.counters)
         if status.fault is not None:
             rec.error = f"executor fault: {status.fault}"

@@ -92,6 +92,33 @@ def summarize(
     )
 
 
+def failure_table(records: Sequence[dict[str, Any]], max_rows: int = 50) -> list[str]:
+    """Markdown rows, one per failed episode: its seed, outcome and where it ended (empty if none failed)."""
+    failed = [r for r in records if not r.get("success")]
+    if not failed:
+        return []
+
+    def cm(r: dict[str, Any], key: str) -> str:
+        value = float(r.get(key, float("nan")))
+        return f"{100 * value:.1f}" if math.isfinite(value) else "-"
+
+    lines = [
+        "",
+        "| failed episode (cube seed) | outcome | closest TCP–cube cm | highest lift cm | at the end: "
+        "TCP–cube cm | at the end: gripper cm | grasps |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in failed[:max_rows]:
+        lines.append(
+            f"| {r.get('seed', r.get('index', '?'))} | {failure_mode(r)} | {cm(r, 'min_ee_cube_m')} | "
+            f"{cm(r, 'max_cube_lift_m')} | {cm(r, 'final_ee_cube_m')} | {cm(r, 'final_gripper_width_m')} | "
+            f"{r.get('grasps', '-')} |"
+        )
+    if len(failed) > max_rows:
+        lines.append(f"| … {len(failed) - max_rows} more in episodes.json | | | | | | |")
+    return lines
+
+
 def write_report(
     summary: EvalSummary,
     out_dir: str | Path,
@@ -153,6 +180,7 @@ def write_report(
     ]
     for key, st in summary.latency_ms.items():
         lines.append(f"| {key} | {st['median']:.2f} | {st['p99']:.2f} | {st['count']} |")
+    lines += failure_table(records)
     if len(configs) > 1:
         lines += ["", "| configuration | episodes | success % | s.e. |", "|---|---|---|---|"]
         for name, s in configs.items():
