@@ -42,12 +42,22 @@ def test_merge_summarizes_every_episode_of_the_parts(tmp_path: Path) -> None:
     assert [p["successes"] for p in merged.extra["merged_from"]] == [2, 1]
 
 
-def test_records_without_a_seed_get_the_twins_seeded_reset_order(tmp_path: Path) -> None:
-    a = _part(tmp_path, "a", 1000, [True, False])
-    old = json.loads((a / "episodes.json").read_text())
-    (a / "episodes.json").write_text(json.dumps([{k: v for k, v in r.items() if k != "seed"} for r in old]))
+def test_parts_drawn_from_the_twins_reset_stream_merge_only_with_other_streams(tmp_path: Path) -> None:
+    def unseeded(part: Path) -> Path:  # a twin without seeded_resets (and evaluations before seeds were kept)
+        records = json.loads((part / "episodes.json").read_text())
+        (part / "episodes.json").write_text(json.dumps([{**r, "seed": None} for r in records]))
+        return part
+
+    a = unseeded(_part(tmp_path, "a", 1000, [True, False]))
     _, records = load_run(a)
-    assert [r["seed"] for r in records] == [1000, 1001]
+    assert [r["stream"] for r in records] == [[1000, 0], [1000, 1]]
+    b = unseeded(_part(tmp_path, "b", 1050, [True]))
+    merged, _ = merge_runs([a, b])
+    assert (merged.episodes, merged.successes, merged.seed) == (3, 2, 1000)
+    again = unseeded(_part(tmp_path, "again", 1000, [True]))
+    with pytest.raises(ValueError, match="reset 0 of the stream of seed 1000"):
+        merge_runs([a, again])
+    assert "| stream 1000 #1 | did_not_lift |" in (write_report(merged, tmp_path / "m", records)).read_text()
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,8 @@
 A 200-episode evaluation through the full ROS 2 stack takes over an hour on a 2-core machine, so it is often
 run in parts (`--seed 1000 --episodes 50`, `--seed 1050 ...`). `merge_runs` reads each part's `eval.json` and
 `episodes.json` (written by `dm1.evaluation.write_report`), checks that the parts evaluated the same model
-with the same episode settings on disjoint cube seeds, and summarizes all their episodes as one evaluation
+with the same episode settings on different cube poses (`pose_key`: each episode's seed, or its place in the
+twin's reset stream), and summarizes all their episodes as one evaluation
 (success rate and binomial s.e. over every episode, latency over every tick).
 """
 
@@ -29,10 +30,20 @@ def _read_json(path: Path) -> Any:
         raise ValueError(f"{path}: not valid JSON ({exc})") from exc
 
 
-def load_run(run_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(`eval.json`, `episodes.json` records) of one finished evaluation; every record gets its `seed`.
+def pose_key(record: dict[str, Any]) -> tuple:
+    """What fixes an episode's cube pose: its own seed, or (stream seed, reset index) for a twin without
+    `seeded_resets` (and for records written before episodes carried their seed)."""
+    if record.get("seed") is not None:
+        return ("seed", int(record["seed"]))
+    stream, index = record["stream"]
+    return ("stream", int(stream), int(index))
 
-    Records written before episodes carried their seed get `summary seed + index` (the twin's seeded resets).
+
+def load_run(run_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(`eval.json`, `episodes.json` records) of one finished evaluation.
+
+    A record without its own cube `seed` gets `stream: [eval seed, index]`: its pose was the index-th draw of
+    the twin's reset stream seeded by the evaluation's seed.
     """
     run = Path(run_dir)
     summary = _read_json(run / "eval.json")
@@ -46,7 +57,7 @@ def load_run(run_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]
         )
     for i, rec in enumerate(records):
         if rec.get("seed") is None:
-            rec["seed"] = int(summary["seed"]) + int(rec.get("index", i))
+            rec["stream"] = [int(summary["seed"]), int(rec.get("index", i))]
     return summary, records
 
 
@@ -60,7 +71,7 @@ def merge_runs(run_dirs: Sequence[str | Path], machine: str | None = None) -> tu
         raise ValueError(f"merge: expected at least 2 evaluation directories, found {len(run_dirs)}")
     parts = [(Path(d), *load_run(d)) for d in run_dirs]
     first_dir, first, _ = parts[0]
-    seen: dict[int, Path] = {}
+    seen: dict[tuple, Path] = {}
     records: list[dict[str, Any]] = []
     for run, summary, recs in parts:
         for name in ("model", "through_ros"):
@@ -76,19 +87,24 @@ def merge_runs(run_dirs: Sequence[str | Path], machine: str | None = None) -> tu
                     f"{run / 'eval.json'}: extra.{name}: expected {a!r} (as {first_dir}), found {b!r}"
                 )
         for rec in recs:
-            seed = int(rec["seed"])
-            if seed in seen:
-                raise ValueError(
-                    f"{run / 'episodes.json'}: cube seed {seed}: expected seeds not evaluated before, "
-                    f"found it already in {seen[seed]}"
+            key = pose_key(rec)
+            if key in seen:
+                what = (
+                    f"cube seed {key[1]}"
+                    if key[0] == "seed"
+                    else f"reset {key[2]} of the stream of seed {key[1]}"
                 )
-            seen[seed] = run
+                raise ValueError(
+                    f"{run / 'episodes.json'}: {what}: expected cube poses not evaluated before, found it "
+                    f"already in {seen[key]}"
+                )
+            seen[key] = run
         records.extend(recs)
     merged = summarize(
         records,
         model=first["model"],
         through_ros=bool(first["through_ros"]),
-        seed=min(seen),
+        seed=int(first["seed"]),
         machine=machine or first["machine"],
     )
     for name in MUST_AGREE:  # the agreed settings, from whichever part recorded them

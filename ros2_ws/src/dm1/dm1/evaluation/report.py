@@ -92,6 +92,14 @@ def summarize(
     )
 
 
+def _pose(record: dict[str, Any]) -> str:
+    if record.get("seed") is not None:
+        return str(record["seed"])
+    if record.get("stream"):
+        return f"stream {record['stream'][0]} #{record['stream'][1]}"
+    return f"episode {record.get('index', '?')}"
+
+
 def failure_table(records: Sequence[dict[str, Any]], max_rows: int = 50) -> list[str]:
     """Markdown rows, one per failed episode: its seed, outcome and where it ended (empty if none failed)."""
     failed = [r for r in records if not r.get("success")]
@@ -110,7 +118,7 @@ def failure_table(records: Sequence[dict[str, Any]], max_rows: int = 50) -> list
     ]
     for r in failed[:max_rows]:
         lines.append(
-            f"| {r.get('seed', r.get('index', '?'))} | {failure_mode(r)} | {cm(r, 'min_ee_cube_m')} | "
+            f"| {_pose(r)} | {failure_mode(r)} | {cm(r, 'min_ee_cube_m')} | "
             f"{cm(r, 'max_cube_lift_m')} | {cm(r, 'final_ee_cube_m')} | {cm(r, 'final_gripper_width_m')} | "
             f"{r.get('grasps', '-')} |"
         )
