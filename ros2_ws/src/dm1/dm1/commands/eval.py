@@ -196,6 +196,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         nargs="+",
         metavar="DIR",
         default=None,
-        help="run nothing: one report over finished evaluations (same model and settings, disjoint seeds)",
+        help="run nothing: one report over finished evaluations (same model and settings, other cube poses)",
     )
     p.set_defaults(func=_handler)

@@ -65,7 +65,7 @@ def merge_runs(run_dirs: Sequence[str | Path], machine: str | None = None) -> tu
     """One `EvalSummary` over every episode of `run_dirs`, in the given order.
 
     Raises ValueError naming the directory and field when the parts differ in model, `through_ros`, or an
-    episode setting (`MUST_AGREE`, compared where both parts recorded it), or when a cube seed repeats.
+    episode setting (`MUST_AGREE`, compared where both parts recorded it), or when a cube pose repeats.
     """
     if len(run_dirs) < 2:
         raise ValueError(f"merge: expected at least 2 evaluation directories, found {len(run_dirs)}")
