@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 from diagnostic_msgs.msg import DiagnosticArray
-from dm1.evaluation.progress import EpisodeProgress
+from dm1.evaluation.progress import EpisodeProgress, ProgressFields
 from dm1.kinematics import fr3_fk
 from geometry_msgs.msg import PoseStamped
 from sensor_msgs.msg import JointState
@@ -31,7 +31,7 @@ PROGRESS_PERIOD_S = 0.02  # TCP-to-cube distance sampled at 50 Hz (0.3 m/s: 6 mm
 
 
 @dataclass
-class EpisodeOutcome:
+class EpisodeOutcome(ProgressFields):
     """One evaluated episode (times in simulation seconds unless named wall)."""
 
     index: int
@@ -41,12 +41,16 @@ class EpisodeOutcome:
     chunks: int
     past_stamped_chunks: int
     ledger_ms: dict[str, list[float]] = field(default_factory=dict)
-    min_ee_cube_m: float = float("nan")  # closest TCP-to-cube-centre distance (dm1.evaluation.progress)
-    max_cube_lift_m: float = float("nan")  # highest rise of the cube above its start
-    final_ee_cube_m: float = float("nan")  # TCP-to-cube distance when the episode ended
-    final_gripper_width_m: float = float("nan")  # measured gripper width when the episode ended
-    grasps: int = 0  # open → closed transitions of the gripper
     seed: int | None = None  # the cube pose's seed, as the twin's reset reply names it (None: unseeded)
+
+
+def _json_object(text: str) -> dict:
+    """`text` as a JSON object ({} when it is not one)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 class EvalDriver(GraphClient):
@@ -139,9 +143,7 @@ class EvalDriver(GraphClient):
         self._chunks, self._past, self._ledger = 0, 0, {}
         self.progress, self._last_fk = EpisodeProgress(), -math.inf
         # The reset's reply names the new cube position, the episode's start (else: the first /twin/cube_pose)
-        pose: dict = {}
-        with contextlib.suppress(ValueError, TypeError):
-            pose = json.loads(reply)
+        pose = _json_object(reply)
         with contextlib.suppress(KeyError, TypeError, ValueError):
             self.progress.on_cube(pose["pos"])
         if not self.lifecycle.transition("activate"):
@@ -163,5 +165,5 @@ class EvalDriver(GraphClient):
             self._past,
             {k: list(v) for k, v in self._ledger.items()},
             **progress,
-            seed=pose.get("seed") if isinstance(pose, dict) else None,
+            seed=pose.get("seed"),
         )

@@ -42,6 +42,7 @@ def run_ros_eval(
         wait_graph_ready,
     )
     from dm1.evaluation import summarize, write_report
+    from dm1.evaluation.report import write_episodes
 
     out_dir.mkdir(parents=True, exist_ok=True)
     policy = policy_launch_args(noise_scale, ensemble_alpha)
@@ -64,7 +65,7 @@ def run_ros_eval(
                     break
                 wins += outcome.success
                 records.append(asdict(outcome))
-                _save_episodes(out_dir, records)  # a crash later loses no finished episode
+                write_episodes(out_dir, records)  # a crash later loses no finished episode
                 bar.set_postfix(success=f"{wins}/{i + 1}")
         finally:
             driver.close()
@@ -79,13 +80,6 @@ def run_ros_eval(
         summary.extra["interrupted_after"] = len(records)
     write_report(summary, out_dir, records)
     return summary.to_dict(), records
-
-
-def _save_episodes(out_dir: Path, records: list[dict[str, Any]]) -> None:
-    """Atomically (re)write `episodes.json` with the episodes finished so far."""
-    tmp = out_dir / "episodes.json.tmp"
-    tmp.write_text(json.dumps(records, indent=1) + "\n")
-    tmp.replace(out_dir / "episodes.json")
 
 
 def run_from_args(

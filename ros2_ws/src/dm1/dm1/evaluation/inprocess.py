@@ -25,7 +25,7 @@ import numpy as np
 
 from dm1.control.schedule import TimedChunk
 from dm1.evaluation.policies import PolicyFn
-from dm1.evaluation.progress import EpisodeProgress
+from dm1.evaluation.progress import EpisodeProgress, ProgressFields
 from dm1.kinematics import fr3_fk
 from dm1.policy.session import PolicyConfig, PolicySession
 from dm1.policy.step import MODES, ActionChunk
@@ -90,7 +90,7 @@ class InProcessConfig:
 
 
 @dataclass
-class EpisodeRecord:
+class EpisodeRecord(ProgressFields):
     """One evaluated episode; `to_dict()` is the record format of `dm1.evaluation.report.summarize`."""
 
     index: int
@@ -105,11 +105,6 @@ class EpisodeRecord:
     executor_counts: dict[str, int] = field(default_factory=dict)
     success_at_s: float | None = None
     error: str | None = None
-    min_ee_cube_m: float = float("nan")  # closest TCP-to-cube-centre distance (dm1.evaluation.progress)
-    max_cube_lift_m: float = float("nan")  # highest rise of the cube above its start
-    final_ee_cube_m: float = float("nan")  # TCP-to-cube distance when the episode ended
-    final_gripper_width_m: float = float("nan")  # measured gripper width when the episode ended
-    grasps: int = 0  # open → closed transitions of the gripper
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dict."""

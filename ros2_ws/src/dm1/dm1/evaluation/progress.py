@@ -21,6 +21,20 @@ LIFT_M = 0.02  # the cube's centre this far above its start counts as "lifted" (
 FAILURE_MODES: tuple[str, ...] = ("success", "did_not_reach", "did_not_lift", "lifted_not_held", "unknown")
 
 
+@dataclass(kw_only=True)
+class ProgressFields:
+    """How far an episode got, as stored in every episode record (`EpisodeProgress.as_record()` fills them).
+
+    Keyword-only, so episode record dataclasses can inherit these fields after their positional ones.
+    """
+
+    min_ee_cube_m: float = float("nan")  # closest TCP-to-cube-centre distance (dm1.evaluation.progress)
+    max_cube_lift_m: float = float("nan")  # highest rise of the cube above its start
+    final_ee_cube_m: float = float("nan")  # TCP-to-cube distance when the episode ended
+    final_gripper_width_m: float = float("nan")  # measured gripper width when the episode ended
+    grasps: int = 0  # open → closed transitions of the gripper
+
+
 @dataclass
 class EpisodeProgress:
     """Running minima/maxima over one episode (positions in fr3_link0, metres)."""

@@ -92,6 +92,14 @@ def summarize(
     )
 
 
+def write_episodes(out_dir: str | Path, records: Sequence[dict[str, Any]]) -> None:
+    """Atomically (re)write `out_dir/episodes.json` (a crash mid-write leaves the previous file)."""
+    out = Path(out_dir)
+    tmp = out / "episodes.json.tmp"
+    tmp.write_text(json.dumps(list(records), indent=1) + "\n")
+    tmp.replace(out / "episodes.json")
+
+
 def _pose(record: dict[str, Any]) -> str:
     if record.get("seed") is not None:
         return str(record["seed"])
@@ -142,7 +150,7 @@ def write_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
-    (out / "episodes.json").write_text(json.dumps(list(records), indent=1) + "\n")
+    write_episodes(out, records)
     configs = configurations or {summary.model: summary}
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
