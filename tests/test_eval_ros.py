@@ -72,6 +72,9 @@ def test_interrupted_eval_reports_finished_episodes_and_stops_graph(tmp_path: Pa
         while b"success=0/1" not in (tmp_path / "eval.log").read_bytes():  # tqdm: the first episode ended
             assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "eval.log").read_text()
             time.sleep(0.2)
+        # saved when the episode ended (before the progress bar shows it): a crash now would lose nothing
+        saved = json.loads((out / "episodes.json").read_text())
+        assert len(saved) >= 1 and saved[0]["index"] == 0 and not (out / "eval.json").exists()
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=120)
     finally:
