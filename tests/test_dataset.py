@@ -41,6 +41,25 @@ def test_one_window_per_step_where_a_full_chunk_fits(toy_dir: Path) -> None:
     assert len(ds.episode_windows(2)) == 37
 
 
+def test_windows_holding_a_perturbed_action_are_left_out(tmp_path: Path) -> None:
+    import h5py
+
+    make_synthetic_dataset(tmp_path, n_episodes=2, episode_len=40, seed=1, image_size=(32, 32))
+    first = sorted(tmp_path.glob("episode_*.h5"))[0]
+    with h5py.File(first, "a") as f:  # steps 10..14 are a deliberate miss
+        f.create_dataset("perturbed", data=np.isin(np.arange(40), range(10, 15)))
+    ds = WindowDataset(tmp_path, *_cfgs(tmp_path))
+    # chunk length 4: windows starting at 7..14 contain a perturbed step; 37 - 8 remain
+    kept = ds.episode_windows(0)
+    assert len(kept) == 29 and len(ds.episode_windows(1)) == 37 and len(ds) == 66
+    starts = ds.window_starts[kept].tolist()
+    assert starts == [*range(0, 7), *range(15, 37)]
+    ep = read_episode(first)
+    item = ds[int(kept[7])]  # the first window after the miss: observed at step 15, actions 15..18
+    expected = ds.normalizers["action"].normalize(ep.actions[15:19])
+    np.testing.assert_allclose(item["actions"].numpy(), expected, atol=1e-5)
+
+
 def test_normalised_proprio_and_actions_lie_in_unit_range(toy_dir: Path) -> None:
     ds = WindowDataset(toy_dir, *_cfgs(toy_dir))
     for t in (ds.proprio, ds.action_chunks):

@@ -59,6 +59,26 @@ def test_episode_round_trip_preserves_data_and_attributes(tmp_path: Path) -> Non
         assert json.loads(f.attrs["camera_names"]) == list(CAMS)
 
 
+def test_perturbed_steps_round_trip_and_are_absent_when_none(tmp_path: Path) -> None:
+    w = _writer(tmp_path / "episode_000000.h5")
+    for i in range(6):
+        w.append(*_step(i), perturbed=i in (2, 3))
+    ep = read_episode(w.close(True))
+    assert ep.perturbed is not None and ep.perturbed.tolist() == [False, False, True, True, False, False]
+    clean = read_episode(_write(tmp_path / "episode_000001.h5", 3))
+    assert clean.perturbed is None
+    with h5py.File(clean.path) as f:
+        assert "perturbed" not in f  # files without recovery demos keep the plain layout
+
+
+def test_bad_perturbed_dataset_names_file_and_field(tmp_path: Path) -> None:
+    path = _write(tmp_path / "episode_000000.h5", 4)
+    with h5py.File(path, "a") as f:
+        f.create_dataset("perturbed", data=np.zeros(3, dtype=np.int8))
+    with pytest.raises(EpisodeFormatError, match=r"episode_000000\.h5: perturbed: expected bool \(4,\)"):
+        read_episode(path)
+
+
 def test_open_episode_exists_only_as_partial_until_close(tmp_path: Path) -> None:
     final = tmp_path / "episode_000000.h5"
     w = _writer(final)

@@ -14,18 +14,28 @@ from dm1.sim.expert import (
 )
 
 
-def _kinematic_rollout(expert: ScriptedLiftExpert, cube: np.ndarray, steps: int = 200, grasp_ok: bool = True):
-    """Point-mass EE that reaches each target exactly; the cube follows a closed gripper when grasp_ok."""
+def _kinematic_rollout(
+    expert: ScriptedLiftExpert,
+    cube: np.ndarray,
+    steps: int = 200,
+    grasp_ok: bool = True,
+    flags: list[bool] | None = None,
+):
+    """Point-mass EE that reaches each target exactly; the cube follows a closed gripper when grasp_ok and
+    the fingers close within 1 cm of its centre (otherwise they close on nothing)."""
     ee, width, actions, phases = np.array([0.554, 0.0, 0.521]), 0.08, [], []
     cube = cube.copy()
     for k in range(steps):
         a = expert.act(ee, width, cube, 0.05 * k)
         actions.append(a)
         phases.append(expert.phase)
+        if flags is not None:
+            flags.append(expert.perturbed)
         ee = a[:3].astype(float)
         closed = a[3] >= 0.5
-        width = (0.047 if grasp_ok else 0.0) if closed else 0.08
-        if closed and grasp_ok and np.linalg.norm(ee - cube) < 0.02:
+        on_cube = grasp_ok and np.linalg.norm(ee[:2] - cube[:2]) < 0.01
+        width = (0.047 if on_cube else 0.0) if closed else 0.08
+        if closed and on_cube and np.linalg.norm(ee - cube) < 0.02:
             cube = ee.copy()
     return np.array(actions), phases, cube
 
@@ -58,6 +68,34 @@ def test_missed_grasp_reopens_and_tries_again():
     assert Phase.APPROACH in phases[phases.index(Phase.LIFT) :]
 
 
+def test_deliberate_miss_is_flagged_then_recovered_at_the_cube_centre():
+    expert = ScriptedLiftExpert()
+    expert.reset(miss_rng=np.random.default_rng(7))
+    cube0 = np.array([0.5, -0.1, 0.025])
+    flags: list[bool] = []
+    actions, phases, cube = _kinematic_rollout(expert, cube0, steps=300, flags=flags)
+    closes = np.flatnonzero((actions[1:, 3] >= 0.5) & (actions[:-1, 3] < 0.5)) + 1  # open -> closed
+    assert len(closes) == 2, closes  # the deliberate miss, then the real grasp
+    miss_xy, grasp_xy = actions[closes[0], :2], actions[closes[1], :2]
+    assert np.linalg.norm(miss_xy - cube0[:2]) >= expert.miss_offset - 1e-6  # aimed off the centre
+    np.testing.assert_allclose(grasp_xy, cube0[:2], atol=0.01)  # the recovery re-centres
+    flags_arr = np.array(flags)
+    assert flags_arr[closes[0]] and not flags_arr[closes[1]]
+    # one contiguous perturbed stretch from the descent of the miss until the expert notices it
+    first, last = np.flatnonzero(flags_arr)[[0, -1]]
+    assert flags_arr[first : last + 1].all() and phases[first] is Phase.DESCEND
+    assert phases[last + 1] is Phase.APPROACH and actions[last + 1, 3] == 0.0  # re-opens to re-try
+    assert expert.retries == 1 and cube[2] > 0.2
+
+
+def test_without_a_miss_rng_nothing_is_perturbed():
+    expert = ScriptedLiftExpert()
+    expert.reset()
+    flags: list[bool] = []
+    _kinematic_rollout(expert, np.array([0.5, 0.1, 0.025]), flags=flags)
+    assert not any(flags) and expert.retries == 0
+
+
 def test_bad_actions_are_rejected_before_reaching_the_robot():
     class Recorder:
         calls: list = []
@@ -86,3 +124,24 @@ def test_scripted_expert_lifts_the_cube_and_success_turns_true_with_franky():
         assert twin.is_success()
         assert twin.cube_pose().pos[2] - cfg.cube_rest_z >= cfg.success_height
         assert twin.renderer.frames_rendered > 0  # cameras kept rendering throughout
+
+
+@pytest.mark.slow
+def test_recovery_demo_records_the_miss_as_perturbed_and_still_lifts(tmp_path) -> None:
+    from dm1.data.episode import read_episode
+    from dm1.sim.collect import collect_expert_demos
+
+    cams = {"front": CameraSpec(fps=10.0, width=32, height=32)}
+    cfg = TwinConfig(host=free_loopback_host(), cameras=cams, realtime=False, seed=3)
+    summary = collect_expert_demos(
+        tmp_path, 1, seed=3001, cfg=cfg, max_sim_s=15.0, progress=False, recovery_fraction=1.0
+    )
+    assert summary.kept == 1 and summary.successes == 1
+    ep = read_episode(tmp_path / "episode_000000.h5", load_images=False)
+    assert ep.success and ep.perturbed is not None
+    bad = np.flatnonzero(ep.perturbed)
+    assert len(bad) == bad[-1] - bad[0] + 1 and bad[-1] < ep.length - 10  # one stretch, then the recovery
+    width = ep.proprio["gripper_width"][:, 0]
+    assert width[bad].min() < 0.005  # the deliberate miss closed on nothing
+    after = width[bad[-1] + 1 :]
+    assert after.max() > 0.07 and 0.03 < after[-1] < 0.06  # re-opened, then holds the 5 cm cube

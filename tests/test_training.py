@@ -121,6 +121,39 @@ def test_existing_run_is_not_overwritten_without_resume(tiny_data: Path, tmp_pat
         Trainer(cfg, out_dir=tmp_path / "run", progress=False)
 
 
+def test_fine_tuning_starts_from_the_checkpoints_weights_and_normalizers(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    base_cfg = _cfg(tiny_data, steps=4, checkpoint_every=4, log_every=2, batch_size=4)
+    Trainer(base_cfg, out_dir=tmp_path / "base", progress=False).fit()
+    base = load_checkpoint(latest_checkpoint(tmp_path / "base"))
+    more = tmp_path / "more"  # new data: the two old episodes plus one more
+    make_synthetic_dataset(more, n_episodes=3, episode_len=40, seed=5, image_size=(32, 32))
+    cfg = _cfg(more, steps=2, checkpoint_every=2, log_every=1, batch_size=4, init_from=str(tmp_path / "base"))
+    tuned = Trainer(cfg, out_dir=tmp_path / "tuned", progress=False)
+    assert tuned.step == 0
+    start = tuned.net.state_dict()
+    assert start.keys() == base.model_state.keys()
+    for k, a in base.model_state.items():
+        torch.testing.assert_close(start[k], a, rtol=0, atol=0, msg=k)  # the EMA weights are the start
+    for k, norm in base.normalizers.items():  # the network's input/output scaling is kept, not refitted
+        assert tuned.dataset.normalizers[k].to_dict() == norm.to_dict()
+    tuned.fit()
+    saved = load_checkpoint(latest_checkpoint(tmp_path / "tuned"))
+    assert saved.step == 2 and saved.train_config.init_from == str(tmp_path / "base")
+
+
+def test_fine_tuning_a_different_network_is_refused_naming_the_checkpoint(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    Trainer(
+        _cfg(tiny_data, steps=2, checkpoint_every=2, batch_size=4), out_dir=tmp_path / "a", progress=False
+    ).fit()
+    cfg = _cfg(tiny_data, steps=2, batch_size=4, model__mlp_width=64, init_from=str(tmp_path / "a"))
+    with pytest.raises(ValueError, match=r"init_from .*step_0*2: model config differs"):
+        Trainer(cfg, out_dir=tmp_path / "b", progress=False)
+
+
 def test_dispersive_gradient_on_the_encoder_is_logged(tiny_data: Path, tmp_path: Path) -> None:
     cfg = _cfg(tiny_data, steps=4, log_every=2, checkpoint_every=4, batch_size=8)
     assert cfg.dispersive.variant == "infonce_l2" and cfg.dispersive.targets == ("cond",)

@@ -340,6 +340,9 @@ class TrainConfig(_ConfigMixin):
     device: str = "auto"
     out_dir: str = "runs/dm1"
     num_threads: int = 0  # 0 = torch default
+    #: Fine-tuning: a checkpoint (or run directory) whose EMA weights and normalizers start this run at step 0
+    #: (fresh optimizer and schedule); "" = train from scratch. Its model config must equal ``model``.
+    init_from: str = ""
 
     def save(self, path: str | Path) -> None:
         """Write this config as YAML (see `save_train_config`)."""

@@ -100,6 +100,13 @@ def _add_collect(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-failures", action="store_true", help="also keep failed episodes (success=False)")
     p.add_argument("--max-sim-s", type=float, default=20.0, help="time limit per episode (simulation s)")
     p.add_argument(
+        "--recovery-fraction",
+        type=float,
+        default=0.0,
+        help="in-process only: fraction of episodes whose first grasp is a deliberate miss that the expert "
+        "then recovers from (the miss is marked `perturbed` and not learned; default 0)",
+    )
+    p.add_argument(
         "--via-teleop",
         action="store_true",
         help="record through the ROS 2 graph (twin + controller + teleop node, device scripted) instead of "
@@ -120,7 +127,7 @@ def _collect(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
-    except (RuntimeError, TimeoutError) as exc:  # the graph failed (--via-teleop) or the twin stalled
+    except (RuntimeError, TimeoutError, ValueError) as exc:  # graph failed, twin stalled or a bad option
         print(f"dm1 data collect: error: {exc}", file=sys.stderr)
         return 1
     if args.json:
@@ -142,6 +149,8 @@ def _run_collect(args: argparse.Namespace) -> dict[str, Any]:
         "progress": not args.json,
     }
     if args.via_teleop:
+        if args.recovery_fraction:
+            raise ValueError("--recovery-fraction: only in-process collection records recovery demos")
         from dm1.commands.collect_teleop import collect_via_teleop
 
         return collect_via_teleop(args.out, args.episodes, sim_host=args.sim_host, **common)
@@ -149,7 +158,8 @@ def _run_collect(args: argparse.Namespace) -> dict[str, Any]:
 
     from dm1.sim.collect import collect_expert_demos
 
-    summary = collect_expert_demos(args.out, args.episodes, **common)
+    recovery = args.recovery_fraction
+    summary = collect_expert_demos(args.out, args.episodes, recovery_fraction=recovery, **common)
     out = {"out": args.out, "via": "in-process", **asdict(summary)}
     out["episodes"] = out.pop("attempted")
     return out

@@ -20,6 +20,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, help="total optimizer steps (overrides the config)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the run dir")
     p.add_argument(
+        "--init-from",
+        metavar="CHECKPOINT",
+        help="fine-tune: start from this checkpoint's (or run's newest) EMA weights and normalizers, with a "
+        "fresh optimizer and schedule (sets init_from in the config)",
+    )
+    p.add_argument(
         "--set",
         action="append",
         default=[],
@@ -64,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
             d["warmup_steps"] = min(d["warmup_steps"], args.steps)
         if args.out:
             d["out_dir"] = args.out
+        if args.init_from:
+            d["init_from"] = args.init_from
         cfg = TrainConfig.from_dict(d, where=f"{args.config} (after overrides)")
         if not Path(cfg.data.dataset_dir).is_dir():
             raise ValueError(

@@ -2,8 +2,9 @@
 
 A window starts at every step i where a full chunk fits (i + chunk_length <= T, no end padding): the target is
 ``actions[i : i + Ta]`` and the observation is taken at i (with ``obs_history`` frames i-h+1..i, repeating
-the first frame of the episode where the history runs past its start). Images stay uint8; proprio and actions
-are min-max normalised to [-1, 1] with ``Normalizer``s fitted on the data (or given, e.g. on resume).
+the first frame of the episode where the history runs past its start); a window whose chunk contains a
+``perturbed`` step (a recovery demonstration's deliberate miss) is left out. Images stay uint8; proprio and
+actions are min-max normalised to [-1, 1] with ``Normalizer``s fitted on the data (or given, e.g. on resume).
 With ``ModelConfig.relative_action_dims`` R > 0 the first R action dims of every chunk are taken relative to
 the newest observed proprio frame (e.g. EE targets minus the observed ee_pos), and the action normaliser is
 fitted on those offsets.
@@ -143,8 +144,13 @@ class WindowDataset(torch.utils.data.Dataset):
         # Window starts and observation-history frame indices into the concatenated arrays.
         starts, hist = [], []
         offset = 0
-        for T in self.episode_lengths:
-            for i in range(T - m.chunk_length + 1):
+        self.windows_per_episode: list[int] = []
+        for ep, T in zip(eps, self.episode_lengths, strict=True):
+            bad = np.zeros(T, dtype=bool) if ep.perturbed is None else ep.perturbed
+            # a window is kept when none of its chunk's actions is a deliberate mistake
+            keep = np.convolve(bad, np.ones(m.chunk_length, dtype=int), mode="valid") == 0  # (T - Ta + 1,)
+            self.windows_per_episode.append(int(keep.sum()))
+            for i in np.flatnonzero(keep).tolist():
                 starts.append(offset + i)
                 hist.append([offset + max(i - k, 0) for k in range(m.obs_history - 1, -1, -1)])
             offset += T
@@ -235,9 +241,8 @@ class WindowDataset(torch.utils.data.Dataset):
 
     def episode_windows(self, episode: int) -> torch.Tensor:
         """Window indices (W_e,) of the ``episode``-th selected episode, in time order."""
-        per_ep = [T - self.model_cfg.chunk_length + 1 for T in self.episode_lengths]
-        start = sum(per_ep[:episode])
-        return torch.arange(start, start + per_ep[episode])
+        start = sum(self.windows_per_episode[:episode])
+        return torch.arange(start, start + self.windows_per_episode[episode])
 
 
 def _entries_sha256(entries: list[dict[str, Any]]) -> str:

@@ -3,7 +3,9 @@
 Layout (docs/architecture.md): ``obs/<camera>`` uint8 (T,H,W,3); ``obs/<proprio key>`` float32 (T,d);
 ``actions`` float32 (T,Da); ``timestamps`` float64 (T,); file attributes ``control_rate_hz``,
 ``action_space``, ``action_names``, ``camera_names``, ``proprio_keys``, ``units`` (JSON), ``frame``,
-``success``, ``created``, ``format_version``.
+``success``, ``created``, ``format_version``. Optional: ``perturbed`` bool (T,), steps whose action is a
+deliberate mistake of a recovery demonstration (``dm1.sim.expert``; written only when some step is; training
+learns from the steps after it, never the mistake).
 
 Durability: an episode is written to ``<name>.h5.partial`` and renamed to ``<name>.h5`` only by
 ``EpisodeWriter.close``. A process killed mid-episode therefore leaves at most one ``.partial`` file,
@@ -135,6 +137,7 @@ class EpisodeWriter:
         self.frame = frame
         self.flush_every = flush_every
         self.length = 0
+        self._perturbed: list[bool] = []
         self._last_t = -np.inf
         self._image_shapes: dict[str, tuple[int, int, int]] = {}
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -170,8 +173,12 @@ class EpisodeWriter:
         proprio: dict[str, np.ndarray],
         action: np.ndarray,
         timestamp: float,
+        perturbed: bool = False,
     ) -> None:
-        """Validate one step and append it. Raises ``EpisodeFormatError`` naming the offending field."""
+        """Validate one step and append it. Raises ``EpisodeFormatError`` naming the offending field.
+
+        ``perturbed`` marks the step's action as a deliberate mistake (a recovery demo's injected miss).
+        """
         if self._file is None:
             raise RuntimeError(f"episode {self.path} is already closed")
         if set(images) != set(self.camera_names):
@@ -218,6 +225,7 @@ class EpisodeWriter:
             ds.resize(n + 1, axis=0)
             ds[n] = value
         self.length = n + 1
+        self._perturbed.append(bool(perturbed))
         self._last_t = t
         if self.length % self.flush_every == 0:
             self._file.flush()
@@ -230,6 +238,8 @@ class EpisodeWriter:
             self.discard()
             raise EpisodeFormatError(f"{self.path}: refusing to save an episode with no steps")
         self._write_attrs(success=success)
+        if any(self._perturbed):
+            self._file.create_dataset("perturbed", data=np.asarray(self._perturbed, dtype=bool))
         self._file.flush()
         self._file.close()
         self._file = None
@@ -294,6 +304,7 @@ class Episode:
     created: str
     format_version: int
     image_shapes: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    perturbed: np.ndarray | None = None  # (T,) bool; None = no step perturbed
 
     @property
     def length(self) -> int:
@@ -368,6 +379,11 @@ def _read_open(path: Path, f: h5py.File, load_images: bool) -> Episode:
     ]:
         if not np.all(np.isfinite(arr)):
             raise bad(f"{name}: contains non-finite values")
+    perturbed = None
+    if "perturbed" in f:
+        perturbed = f["perturbed"][()]
+        if perturbed.dtype != np.bool_ or perturbed.shape != (T,):
+            raise bad(f"perturbed: expected bool ({T},), found {perturbed.dtype} {perturbed.shape}")
     images, shapes = {}, {}
     for c in cams:
         ds = f[f"obs/{c}"]
@@ -393,6 +409,7 @@ def _read_open(path: Path, f: h5py.File, load_images: bool) -> Episode:
         created=str(meta["created"]),
         format_version=version,
         image_shapes=shapes,
+        perturbed=perturbed,
     )
 
 

@@ -61,8 +61,16 @@ def collect_expert_demos(
     post_success_s: float = 0.5,
     keep_failures: bool = False,
     progress: bool = True,
+    recovery_fraction: float = 0.0,
 ) -> CollectionSummary:
-    """Record `episodes` scripted-expert Lift episodes into `out_dir/episode_XXXXXX.h5` (seeded cubes)."""
+    """Record `episodes` scripted-expert Lift episodes into `out_dir/episode_XXXXXX.h5` (seeded cubes).
+
+    With `recovery_fraction` f > 0 about a fraction f of the episodes are recovery demonstrations: the
+    expert's first grasp is a deliberate miss (`ScriptedLiftExpert.reset(miss_rng=...)`), recorded with
+    `perturbed` steps, then it re-tries. Which episodes, and their misses, follow from the cube seed alone.
+    """
+    if not 0.0 <= recovery_fraction <= 1.0:
+        raise ValueError(f"recovery_fraction: expected a value in [0, 1], found {recovery_fraction!r}")
     from dm1.control.backend import TWIN_HOME_DYNAMICS
     from dm1.control.franky_backend import FrankyBackend
     from dm1.sim.twin import Twin
@@ -94,6 +102,7 @@ def collect_expert_demos(
                     max_sim_s,
                     post_success_s,
                     keep_failures,
+                    recovery_fraction,
                 )
                 successes += ok
                 kept += ok or keep_failures
@@ -122,11 +131,13 @@ def _record_episode(
     max_sim_s: float,
     post_success_s: float,
     keep_failures: bool,
+    recovery_fraction: float = 0.0,
 ) -> tuple[bool, float]:
     backend.set_gripper(False)
     backend.home()
     twin.reset(seed=seed)
-    expert.reset()
+    rng = np.random.default_rng([seed, 0x5EC0])  # own stream: the cube pose does not depend on it
+    expert.reset(miss_rng=rng if rng.random() < recovery_fraction else None)
     period = 1.0 / rate_hz
     writer = EpisodeWriter(path, cams, PROPRIO_SPEC, ACTION_NAMES, "ee_position", rate_hz, units=UNITS)
     t0 = twin.sim_time()
@@ -148,7 +159,8 @@ def _record_episode(
             state = backend.read_state()
             action = expert.act(state.ee_pos, state.gripper_width, twin.cube_pose().pos, now - t0)
             apply_ee_position_action(backend, action)
-            writer.append({c: f.rgb for c, f in frames.items()}, _proprio(state), action, now)
+            images = {c: f.rgb for c, f in frames.items()}
+            writer.append(images, _proprio(state), action, now, perturbed=expert.perturbed)
             step += 1
     except BaseException:
         writer.discard()

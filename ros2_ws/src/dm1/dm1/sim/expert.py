@@ -5,6 +5,11 @@ target (m, fr3_link0; orientation fixed top-down) and a gripper command in [0, 1
 most `max_step` per call, so at 20 Hz the commanded path is smooth. `run_expert_episode` drives a
 `RobotBackend` with those actions exactly as the controller does with policy or teleop actions
 (`apply_ee_position_action`).
+
+Recovery demonstrations: `reset(miss_rng=rng)` makes the episode's first grasp a deliberate miss (aimed
+`miss_offset` off the cube centre, closed, lifted for a random while) before the expert notices and re-tries.
+While the deliberate miss runs, `expert.perturbed` is True; recorders store it per step so training learns
+the recovery and never the miss (`dm1.data.dataset.WindowDataset` drops windows that contain such steps).
 """
 
 from __future__ import annotations
@@ -44,6 +49,11 @@ class ScriptedLiftExpert:
         z_tol: Height tolerance for reaching the hover and grasp heights (m).
         close_s: Sim time to keep still with the gripper closing before lifting (s).
         min_grasp_width: A closed gripper narrower than this holds nothing (m).
+        miss_offset: Horizontal distance of a deliberate miss's grasp point from the cube centre (m, range
+            [miss_offset, 1.5 * miss_offset]); only used after `reset(miss_rng=...)`.
+        miss_lift_max_s: A deliberate miss lifts the (empty) gripper for up to this long (s) before re-trying.
+        miss_descend_s: A deliberate miss closes after this long in the descent even if the fingers rest on
+            the cube and the grasp height is never reached (s).
     """
 
     table_top_z: float = 0.0
@@ -56,19 +66,38 @@ class ScriptedLiftExpert:
     z_tol: float = 0.012
     close_s: float = 0.6
     min_grasp_width: float = 0.01
+    miss_offset: float = 0.04
+    miss_lift_max_s: float = 1.5
+    miss_descend_s: float = 1.2
 
     def __post_init__(self) -> None:
         if not 0 < self.max_step <= 0.05:
             raise ValueError(f"ScriptedLiftExpert.max_step: expected (0, 0.05] m, found {self.max_step!r}")
+        if not 0 < self.miss_offset <= 0.1:
+            raise ValueError(
+                f"ScriptedLiftExpert.miss_offset: expected (0, 0.1] m, found {self.miss_offset!r}"
+            )
         self.reset()
 
-    def reset(self) -> None:
-        """Forget the episode state (call at every episode start)."""
+    def reset(self, miss_rng: np.random.Generator | None = None) -> None:
+        """Forget the episode state (call at every episode start).
+
+        With `miss_rng` the episode's first grasp is a deliberate miss: a grasp point `miss_offset`..1.5 ×
+        `miss_offset` off the cube centre in a random direction and a lift of 0..`miss_lift_max_s` before the
+        expert re-tries (see `perturbed`).
+        """
         self.phase = Phase.APPROACH
         self._cmd: np.ndarray | None = None
         self._phase_t = 0.0
         self._grasp_xy = np.zeros(2)
         self.retries = 0
+        self._miss: tuple[np.ndarray, float] | None = None  # (xy offset (2,), lift time) of a planned miss
+        self.perturbed = False  # True while a deliberate miss runs (its actions must not be learned)
+        if miss_rng is not None:
+            angle = miss_rng.uniform(0.0, 2 * np.pi)
+            dist = self.miss_offset * miss_rng.uniform(1.0, 1.5)
+            offset = dist * np.array([np.cos(angle), np.sin(angle)])
+            self._miss = (offset, float(miss_rng.uniform(0.0, self.miss_lift_max_s)))
 
     def _goal(self, ee: np.ndarray, cube: np.ndarray, width: float, t: float) -> tuple[np.ndarray, float]:
         hover_z = cube[2] + self.hover
@@ -82,7 +111,14 @@ class ScriptedLiftExpert:
             return np.array([cube[0], cube[1], hover_z]), 0.0
         if self.phase is Phase.DESCEND:
             goal = np.array([cube[0], cube[1], max(cube[2] + self.grasp_dz, floor_z)])
-            if abs(ee[2] - goal[2]) < 0.006 and np.linalg.norm(ee[:2] - cube[:2]) < 2 * self.xy_tol:
+            if self._miss is not None:  # deliberate miss: aim off the centre, close where the fingers stop
+                self.perturbed = True
+                goal[:2] += self._miss[0]
+                if t - self._phase_t >= self.miss_descend_s:
+                    self._grasp_xy = goal[:2].copy()
+                    self._enter(Phase.CLOSE, t)
+                    return goal, 0.0
+            if abs(ee[2] - goal[2]) < 0.006 and np.linalg.norm(ee[:2] - goal[:2]) < 2 * self.xy_tol:
                 self._grasp_xy = goal[:2].copy()
                 self._enter(Phase.CLOSE, t)
             return goal, 0.0
@@ -93,6 +129,11 @@ class ScriptedLiftExpert:
             return goal.copy(), 1.0
         # LIFT
         lost = width < self.min_grasp_width or (ee[2] - cube[2] > 0.05 and t - self._phase_t > 0.5)
+        if self._miss is not None:  # deliberate miss: keep lifting the (probably empty) gripper a while
+            if t - self._phase_t < self._miss[1]:
+                lost = False
+            elif lost:  # the expert notices; from here on it demonstrates the recovery
+                self._miss, self.perturbed = None, False
         if lost:
             self.retries += 1
             self._enter(Phase.APPROACH, t)

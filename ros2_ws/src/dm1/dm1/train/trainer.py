@@ -101,11 +101,16 @@ class Trainer:
         ckpt = load_checkpoint(ckpt_path) if (resume and ckpt_path is not None) else None
         if resume and ckpt is None:
             log(f"resume: no checkpoint in {self.out_dir}, starting from step 0")
+        # fine-tuning starts from another run's weights and normalizers (a resumed run has its own)
+        init = load_checkpoint(cfg.init_from) if (cfg.init_from and ckpt is None) else None
         random.seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
         torch.manual_seed(cfg.seed)
         self.dataset = WindowDataset(
-            cfg.data.dataset_dir, cfg.model, cfg.data, normalizers=ckpt.normalizers if ckpt else None
+            cfg.data.dataset_dir,
+            cfg.model,
+            cfg.data,
+            normalizers=ckpt.normalizers if ckpt else init.normalizers if init else None,
         ).to(self.device)
         self.net = DM1Network(cfg.model).to(self.device)
         self.ema = EMA(self.net)
@@ -116,6 +121,19 @@ class Trainer:
         self.step = 0
         if ckpt is not None:
             self._restore(ckpt)
+        elif init is not None:
+            self._init_weights(init)
+
+    def _init_weights(self, init: Any) -> None:
+        """Start from ``init``'s EMA weights (network and EMA); optimizer, schedule and step start fresh."""
+        if init.train_config.model != self.cfg.model:
+            raise ValueError(
+                f"init_from {init.path}: model config differs from the run config "
+                f"(checkpoint {init.train_config.model.to_dict()} vs config {self.cfg.model.to_dict()})"
+            )
+        self.net.load_state_dict(init.model_state)
+        self.ema.model.load_state_dict(init.model_state)
+        self.log(f"fine-tuning from {init.path} (step {init.step}, its normalizers)")
 
     def _restore(self, ckpt: Any) -> None:
         if ckpt.train_config.model != self.cfg.model:
