@@ -30,6 +30,10 @@ def test_info_summarises_episodes(dataset):
     assert info["num_episodes"] == 3 and info["total_steps"] == 36
     assert info["cameras"] == {"front": [16, 16, 3], "wrist": [16, 16, 3]}
     assert info["action_space"] == "ee_position" and info["control_rate_hz"] == 20.0
+    assert info["recovery_episodes"] == 0
+    with h5py.File(dataset / "episode_000001.h5", "a") as f:
+        f.create_dataset("perturbed", data=np.arange(12) < 3)
+    assert dataset_info(dataset)["recovery_episodes"] == 1
 
 
 def test_validate_clean_dataset_passes_and_writes_reports(dataset, capsys):

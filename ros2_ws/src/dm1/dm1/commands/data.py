@@ -61,6 +61,7 @@ def _episode_summary(ep: Any) -> dict[str, Any]:
         "control_rate_hz": ep.control_rate_hz,
         "frame": ep.frame,
         "created": ep.created,
+        "perturbed_steps": 0 if ep.perturbed is None else int(ep.perturbed.sum()),  # recovery demos' misses
     }
 
 

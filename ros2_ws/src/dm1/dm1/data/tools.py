@@ -186,6 +186,7 @@ def dataset_info(directory: Path) -> dict[str, Any]:
         "total_steps": int(sum(lengths)),
         "episode_length": {"min": min(lengths), "max": max(lengths), "mean": float(np.mean(lengths))},
         "success_rate": float(np.mean([e.success for e in eps])),
+        "recovery_episodes": sum(e.perturbed is not None for e in eps),  # with a deliberate, unlearned miss
         "cameras": {c: list(first.image_shapes[c]) for c in first.camera_names},
         "proprio_keys": first.proprio_keys,
         "action_space": first.action_space,
