@@ -88,6 +88,45 @@ def test_scripted_device_idles_between_episodes_and_start_reseeds_the_target() -
     assert tick(1.3, ee).action is None  # idle again once the deadman times out
 
 
+def test_overlay_passes_the_recovery_fraction_and_seed_to_the_teleop_node(tmp_path: Path) -> None:
+    from dm1.commands.collect_teleop import write_config_overlay
+    from dm1.launch_graph import default_config_dir
+
+    params = write_config_overlay(default_config_dir(), tmp_path, recovery_fraction=0.25, seed=3000)
+    assert (
+        params["teleop"]["scripted_recovery_fraction"] == 0.25 and params["teleop"]["scripted_seed"] == 3000
+    )
+
+
+def test_scripted_recovery_demo_is_recorded_with_its_miss_marked_perturbed(tmp_path: Path) -> None:
+    from dm1.data.episode import read_episode
+    from dm1.sim.expert import ScriptedLiftExpert
+    from dm1.teleop.recorder import EpisodeRecorder, RecorderConfig
+
+    dev = ScriptedExpertDevice(expert_factory=ScriptedLiftExpert, recovery_fraction=1.0, seed=3)
+    rec = EpisodeRecorder(RecorderConfig(out_dir=tmp_path / "ds", min_free_mb=0.0))
+    loop = TeleopLoop(TeleopConfig(), dev, rec)
+    assert loop.open_device(0.0)
+    q = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
+    ee, grip, cube = np.array([0.5, 0.0, 0.3]), 0.0, np.array([0.5, 0.0, 0.025])
+    loop.event("start", 1.0)
+    for k in range(160):  # a point-mass arm that follows the target; the fingers never hold anything
+        t = 1.0 + 0.05 * k
+        for cam in rec.config.camera_names:
+            rec.on_image(cam, np.zeros((24, 32, 3), np.uint8), t - 0.01, t)
+        width = 0.0 if grip >= 0.5 else 0.08
+        rec.on_joint_state(q, width, t - 0.002, t)
+        out = loop.step(DeviceContext(t, 0.05, ee_pos=ee, gripper_width=width, cube_pos=cube))
+        ee, grip = out.action[:3].astype(float), float(out.action[3])
+    loop.event("stop_save", 9.0)
+    ep = read_episode(tmp_path / "ds" / "episode_000000.h5", load_images=False)
+    assert ep.perturbed is not None
+    bad = np.flatnonzero(ep.perturbed)
+    assert bad[0] > 0 and len(bad) == bad[-1] - bad[0] + 1 and bad[-1] < ep.length - 1
+    assert ep.actions[bad, 3].max() == 1.0  # the miss closed the gripper; after it the expert re-opens
+    assert ep.actions[bad[-1] + 1, 3] == 0.0
+
+
 # ---- slow: the real command --------------------------------------------------------------------------------
 def _collect_cmd(out: Path, episodes: int, *extra: str) -> list[str]:
     return [

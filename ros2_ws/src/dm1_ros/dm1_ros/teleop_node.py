@@ -50,7 +50,8 @@ class TeleopNode(Node):
         )
         rc.min_free_mb = p["min_free_mb"]  # bounded by its descriptor
         mirror = McapMirror(Path(p["out_dir"]) / "mcap") if p["mcap"] else None
-        self.device = make_device(p["device"])
+        scripted = {"recovery_fraction": p["scripted_recovery_fraction"], "seed": p["scripted_seed"]}
+        self.device = make_device(p["device"], **(scripted if p["device"] == "scripted" else {}))
         self.loop = TeleopLoop(self.cfg, self.device, EpisodeRecorder(rc) if p["record"] else None, mirror)
         self.q, self.width, self.cube = None, None, None  # joints (7,), gripper width m, object position (3,)
         reliable = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)

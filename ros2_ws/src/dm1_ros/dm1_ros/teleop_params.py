@@ -29,6 +29,12 @@ PARAMETERS: ParamTable = {
     "min_free_mb": (100.0, "refuse to start an episode with less free disk (MB)", (0.0, 1e7)),
     "joy_topic": ("/joy", "sensor_msgs/Joy input topic (device joy)", None),
     "cube_topic": ("/twin/cube_pose", "object pose (PoseStamped) for the scripted expert", None),
+    "scripted_recovery_fraction": (
+        0.0,
+        "device scripted: fraction of demos that start with a deliberate, unlearned miss (recovery demos)",
+        (0.0, 1.0),
+    ),
+    "scripted_seed": (0, "device scripted: seed of the recovery-demo draws", (0, 2**31 - 1)),
 }
 
 

@@ -24,7 +24,9 @@ import yaml
 CONTROL_RATE_HZ = 20.0  # the teleop node's recording rate, = the in-process collection rate
 
 
-def write_config_overlay(src: Path, dst: Path) -> dict[str, dict[str, Any]]:
+def write_config_overlay(
+    src: Path, dst: Path, recovery_fraction: float = 0.0, seed: int = 0
+) -> dict[str, dict[str, Any]]:
     """Copy the bringup parameter files from `src` to `dst` and add `zz_collect.yaml` (read last: it wins).
 
     Returns the merged parameters (node name -> parameters) the launched graph will use.
@@ -42,6 +44,8 @@ def write_config_overlay(src: Path, dst: Path) -> dict[str, dict[str, Any]]:
                 "mcap": False,
                 "proprio_keys": list(LIFT_PROPRIO_KEYS),
                 "control_rate_hz": CONTROL_RATE_HZ,
+                "scripted_recovery_fraction": float(recovery_fraction),
+                "scripted_seed": int(seed),
             }
         },
         "twin": {"ros__parameters": {"seeded_resets": True}},
@@ -80,8 +84,12 @@ def collect_via_teleop(
     keep_failures: bool = False,
     sim_host: str = "127.0.0.1",
     progress: bool = True,
+    recovery_fraction: float = 0.0,
 ) -> dict[str, Any]:
     """Record `episodes` scripted episodes through the teleop node into `out_dir`; returns a summary dict.
+
+    `recovery_fraction` > 0 makes that fraction of them recovery demos (the teleop node's
+    `scripted_recovery_fraction`, drawn from `seed`).
 
     Raises ValueError when `out_dir` holds a dataset with another schema (nothing is started then), and
     RuntimeError / TimeoutError when the graph fails (see `<out_dir>/launch.log`).
@@ -95,10 +103,12 @@ def collect_via_teleop(
         raise ValueError(f"--episodes: expected >= 1, found {episodes}")
     if not max_sim_s > 0:
         raise ValueError(f"--max-sim-s: expected > 0, found {max_sim_s}")
+    if not 0.0 <= recovery_fraction <= 1.0:
+        raise ValueError(f"--recovery-fraction: expected a value in [0, 1], found {recovery_fraction}")
     out = Path(out_dir).resolve()
     wall0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="dm1_collect_cfg_") as tmp:
-        params = write_config_overlay(default_config_dir(), Path(tmp))
+        params = write_config_overlay(default_config_dir(), Path(tmp), recovery_fraction, seed)
         twin = params.get("twin", {})
         size = (int(twin.get("camera_height", 96)), int(twin.get("camera_width", 96)))
         cams = tuple(twin.get("cameras", ("front", "wrist")))

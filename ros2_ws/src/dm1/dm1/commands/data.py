@@ -104,8 +104,8 @@ def _add_collect(p: argparse.ArgumentParser) -> None:
         "--recovery-fraction",
         type=float,
         default=0.0,
-        help="in-process only: fraction of episodes whose first grasp is a deliberate miss that the expert "
-        "then recovers from (the miss is marked `perturbed` and not learned; default 0)",
+        help="fraction of episodes whose first grasp is a deliberate miss that the expert then recovers "
+        "from (the miss is marked `perturbed` and not learned; default 0)",
     )
     p.add_argument(
         "--via-teleop",
@@ -128,7 +128,7 @@ def _collect(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
-    except (RuntimeError, TimeoutError, ValueError) as exc:  # graph failed, twin stalled or a bad option
+    except (RuntimeError, TimeoutError) as exc:  # the graph failed (--via-teleop) or the twin stalled
         print(f"dm1 data collect: error: {exc}", file=sys.stderr)
         return 1
     if args.json:
@@ -149,17 +149,17 @@ def _run_collect(args: argparse.Namespace) -> dict[str, Any]:
         "keep_failures": args.keep_failures,
         "progress": not args.json,
     }
+    recovery = args.recovery_fraction
     if args.via_teleop:
-        if args.recovery_fraction:
-            raise ValueError("--recovery-fraction: only in-process collection records recovery demos")
         from dm1.commands.collect_teleop import collect_via_teleop
 
-        return collect_via_teleop(args.out, args.episodes, sim_host=args.sim_host, **common)
+        return collect_via_teleop(
+            args.out, args.episodes, sim_host=args.sim_host, recovery_fraction=recovery, **common
+        )
     from dataclasses import asdict
 
     from dm1.sim.collect import collect_expert_demos
 
-    recovery = args.recovery_fraction
     summary = collect_expert_demos(args.out, args.episodes, recovery_fraction=recovery, **common)
     out = {"out": args.out, "via": "in-process", **asdict(summary)}
     out["episodes"] = out.pop("attempted")

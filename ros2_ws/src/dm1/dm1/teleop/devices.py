@@ -61,6 +61,8 @@ class DeviceCommand:
         gripper: absolute gripper command in [0, 1] (1 = close), or None to keep the previous one.
         enable: enable/deadman button state (True for devices without one).
         events: episode-control events from this tick, a subset of `EVENTS`.
+        perturbed: the command is a deliberate mistake (a scripted recovery demo's miss: recorded, not
+            learned).
     """
 
     stamp: float
@@ -69,6 +71,7 @@ class DeviceCommand:
     gripper: float | None = None
     enable: bool = True
     events: tuple[str, ...] = ()
+    perturbed: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in ("delta", "absolute"):
@@ -344,13 +347,22 @@ class ScriptedExpertDevice:
     until all three are known, and between episodes (`ctx.recording` false): the expert drives the arm only
     while an episode is open, so the arm can be homed and the scene reset in between without it moving
     away. `expert_factory` defaults to `dm1.sim.expert.expert_for(TwinConfig())`.
+
+    With `recovery_fraction` f > 0 a fraction f of the demonstrations (drawn from `seed`) start with a
+    deliberate miss (`ScriptedLiftExpert.reset(miss_rng=...)`); its commands carry `perturbed=True`.
     """
 
     name = "scripted"
 
-    def __init__(self, expert_factory: Callable[[], Any] | None = None) -> None:
+    def __init__(
+        self, expert_factory: Callable[[], Any] | None = None, recovery_fraction: float = 0.0, seed: int = 0
+    ) -> None:
+        if not 0.0 <= recovery_fraction <= 1.0:
+            raise ValueError(f"scripted: recovery_fraction: expected [0, 1], found {recovery_fraction!r}")
         self._factory = expert_factory
         self._expert: Any = None
+        self._recovery_fraction = recovery_fraction
+        self._rng = np.random.default_rng(seed)
 
     def open(self) -> None:
         if self._factory is None:
@@ -365,9 +377,11 @@ class ScriptedExpertDevice:
         self._expert = self._factory()
 
     def reset(self) -> None:
-        """Start a fresh demonstration (new expert state)."""
+        """Start a fresh demonstration (new expert state; a planned miss for a recovery demo)."""
         if self._factory is not None:
             self._expert = self._factory()
+            if self._recovery_fraction > 0 and self._rng.random() < self._recovery_fraction:
+                self._expert.reset(miss_rng=self._rng)
 
     def read(self, ctx: DeviceContext) -> DeviceCommand | None:
         if self._expert is None or ctx.ee_pos is None or ctx.gripper_width is None or ctx.cube_pos is None:
@@ -379,7 +393,9 @@ class ScriptedExpertDevice:
         )
         if out.shape != (4,) or not np.all(np.isfinite(out)):
             raise ValueError(f"scripted expert: expected 4 finite values [x, y, z, gripper], found {out!r}")
-        return DeviceCommand(ctx.now, "absolute", out[:3], float(np.clip(out[3], 0.0, 1.0)))
+        grip = float(np.clip(out[3], 0.0, 1.0))
+        perturbed = bool(getattr(self._expert, "perturbed", False))
+        return DeviceCommand(ctx.now, "absolute", out[:3], grip, perturbed=perturbed)
 
     def close(self) -> None:
         self._expert = None

@@ -206,7 +206,7 @@ class TeleopLoop:
         result.action = action
         if self.recorder is not None and self.session.recording:
             try:
-                self.recorder.tick(now, action)
+                self.recorder.tick(now, action, perturbed=cmd is not None and cmd.perturbed)
             except RecorderError as exc:
                 result.messages.append(self.fail(exc, now))
         return result

@@ -206,8 +206,10 @@ class EpisodeRecorder:
         self._last_capture = {}
         return path
 
-    def tick(self, now: float, action: np.ndarray) -> bool:
+    def tick(self, now: float, action: np.ndarray, perturbed: bool = False) -> bool:
         """Append one synchronized step (latest inputs + commanded `action`) if recording; True if added.
+
+        `perturbed` marks the action as a deliberate mistake (recovery demos; see `EpisodeWriter.append`).
 
         Raises `RecorderError` (and drops the episode) on a write failure such as a full disk.
         """
@@ -228,7 +230,9 @@ class EpisodeRecorder:
             proprio[k] = proprio_vec[i : i + d]
             i += d
         try:
-            self._writer.append(images, proprio, np.asarray(action, dtype=np.float32), now)
+            self._writer.append(
+                images, proprio, np.asarray(action, dtype=np.float32), now, perturbed=perturbed
+            )
         except OSError as exc:
             full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
             reason = "disk full" if full else (exc.strerror or str(exc))
