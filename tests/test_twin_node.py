@@ -125,3 +125,20 @@ def test_bad_camera_parameter_stops_the_node_with_a_clear_error(procs, ros_env):
     assert proc.returncode == 2
     log = procs.log("bad_twin")
     assert "cameras.side" in log and "preset" in log
+
+
+def test_a_stuck_shutdown_dumps_the_threads_and_exits_within_the_budget(ros_env):
+    """The twin's shutdown watchdog: a thread that never finishes cannot keep the process alive past the
+    budget (the launcher would otherwise escalate to SIGKILL); every thread's stack goes to stderr."""
+    import subprocess
+
+    code = (
+        "import threading, time, dm1_sim.twin_node as t\n"
+        "t.SHUTDOWN_BUDGET_S = 0.5\n"
+        "threading.Thread(target=time.sleep, args=(60,), name='stuck').start()  # non-daemon: blocks exit\n"
+        "t._arm_shutdown_watchdog()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], env=ros_env, capture_output=True, timeout=30)
+    assert proc.returncode == 1
+    err = proc.stderr.decode()
+    assert "Timeout (0:00:00.500000)!" in err and "Thread 0x" in err, err

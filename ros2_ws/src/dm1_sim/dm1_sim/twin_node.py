@@ -9,6 +9,7 @@ and arm motion belong to the controller node, which connects to the announced ro
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import sys
@@ -118,9 +119,19 @@ class TwinNode(Node):
         super().destroy_node()
 
 
+#: Longest a shutdown may take (s) before the twin dumps every thread's stack to stderr and exits (status 1):
+#: below the launcher's default 10 s grace period, so a stuck thread shows in launch.log instead of a SIGKILL.
+SHUTDOWN_BUDGET_S = 5.0
+
+
+def _arm_shutdown_watchdog() -> None:
+    faulthandler.dump_traceback_later(SHUTDOWN_BUDGET_S, exit=True)
+
+
 def main(args: list[str] | None = None) -> int:
     """Run the twin node until SIGINT."""
     rclpy.init(args=args)
+    rclpy.get_default_context().on_shutdown(_arm_shutdown_watchdog)  # SIGINT shuts the context down
     node = None
     try:
         node = TwinNode()
@@ -133,6 +144,7 @@ def main(args: list[str] | None = None) -> int:
         print(f"twin_node: bad configuration: {exc}", file=sys.stderr)
         return 2
     finally:
+        _arm_shutdown_watchdog()
         if node is not None:
             node.destroy_node()
         if rclpy.ok():

@@ -272,6 +272,8 @@ class GraphRunner:
                     self.log(f"{spec.name} still running: sending {signal.Signals(sig).name}")
                 _send(proc, sig)
                 _wait_all([proc], timeout)
+            if proc.returncode not in (None, 0):  # e.g. the twin's shutdown watchdog (its stacks are above)
+                self.log(f"{spec.name} stopped with exit code {proc.returncode}")
         for pump in self._pumps:
             pump.join(timeout=2.0)
 
