@@ -145,3 +145,11 @@ def test_recovery_demo_records_the_miss_as_perturbed_and_still_lifts(tmp_path) -
     assert width[bad].min() < 0.005  # the deliberate miss closed on nothing
     after = width[bad[-1] + 1 :]
     assert after.max() > 0.07 and 0.03 < after[-1] < 0.06  # re-opened, then holds the 5 cm cube
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("miss_offset", 0.0), ("miss_lift_max_s", -1.0), ("miss_descend_s", 0.0)]
+)
+def test_bad_miss_settings_are_refused_naming_the_field(field: str, value: float) -> None:
+    with pytest.raises(ValueError, match=rf"ScriptedLiftExpert\.{field}: expected"):
+        ScriptedLiftExpert(**{field: value})

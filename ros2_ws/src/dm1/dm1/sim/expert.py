@@ -77,6 +77,11 @@ class ScriptedLiftExpert:
             raise ValueError(
                 f"ScriptedLiftExpert.miss_offset: expected (0, 0.1] m, found {self.miss_offset!r}"
             )
+        for name in ("miss_lift_max_s", "miss_descend_s"):
+            if not 0 < getattr(self, name) <= 10:
+                raise ValueError(
+                    f"ScriptedLiftExpert.{name}: expected (0, 10] s, found {getattr(self, name)!r}"
+                )
         self.reset()
 
     def reset(self, miss_rng: np.random.Generator | None = None) -> None:

@@ -103,6 +103,11 @@ class Trainer:
             log(f"resume: no checkpoint in {self.out_dir}, starting from step 0")
         # fine-tuning starts from another run's weights and normalizers (a resumed run has its own)
         init = load_checkpoint(cfg.init_from) if (cfg.init_from and ckpt is None) else None
+        if init is not None and init.train_config.model != cfg.model:  # before loading the dataset
+            raise ValueError(
+                f"init_from {init.path}: model config differs from the run config "
+                f"(checkpoint {init.train_config.model.to_dict()} vs config {cfg.model.to_dict()})"
+            )
         random.seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
         torch.manual_seed(cfg.seed)
@@ -126,11 +131,6 @@ class Trainer:
 
     def _init_weights(self, init: Any) -> None:
         """Start from ``init``'s EMA weights (network and EMA); optimizer, schedule and step start fresh."""
-        if init.train_config.model != self.cfg.model:
-            raise ValueError(
-                f"init_from {init.path}: model config differs from the run config "
-                f"(checkpoint {init.train_config.model.to_dict()} vs config {self.cfg.model.to_dict()})"
-            )
         self.net.load_state_dict(init.model_state)
         self.ema.model.load_state_dict(init.model_state)
         self.log(f"fine-tuning from {init.path} (step {init.step}, its normalizers)")
