@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -11,7 +12,7 @@ from conftest import free_loopback_host, wait_for
 
 franky = pytest.importorskip("franky")
 from dm1.control.backend import RobotBackend, RobotFault  # noqa: E402
-from dm1.control.franky_backend import FrankyBackend  # noqa: E402
+from dm1.control.franky_backend import FrankyBackend, ThreadScheduling  # noqa: E402
 from franky_sim.franka_robot_protocol import MoveStatus, RobotCommand  # noqa: E402
 from franky_sim.franka_server import BaseCommand  # noqa: E402
 from franky_sim.mujoco_simulator import MujocoSimulator  # noqa: E402
@@ -236,5 +237,42 @@ def test_joint_mode_tracks_streamed_joint_targets(sim_arm: SimArm) -> None:
         assert err < 0.01, f"joint steady-state error {err:.4f} rad"
         with pytest.raises(ValueError, match="mode is 'joint'"):
             backend.send_ee_target(np.zeros(3), np.array([1.0, 0.0, 0.0, 0.0]))
+    finally:
+        backend.close()
+
+
+def _threads_by_scheduling() -> dict[int, tuple[int, int]]:
+    from pathlib import Path
+
+    out = {}
+    for t in Path("/proc/self/task").iterdir():
+        tid = int(t.name)
+        try:
+            out[tid] = (os.sched_getscheduler(tid), os.sched_getparam(tid).sched_priority)
+        except ProcessLookupError:
+            continue
+    return out
+
+
+@pytest.mark.slow
+def test_only_frankys_control_thread_keeps_the_real_time_priority(sim_arm: SimArm) -> None:
+    """libfranka raises the thread that connects to SCHED_FIFO 99 (as root, even with RealtimeConfig.Ignore);
+    before this was undone every later callback of a ROS executor, and every process a test runner started
+    afterwards, ran at real-time priority."""
+    own = ThreadScheduling.current()
+    backend = FrankyBackend(sim_arm.host, gripper=False)
+    try:
+        assert ThreadScheduling.current() == own  # the caller got its scheduling back
+        before = set(_threads_by_scheduling())
+        p0 = backend.read_state().ee_pos
+        _stream(backend, sim_arm, lambda t: p0 + np.array([0.0, 0.02 * t, 0.0]), 0.3)
+        assert ThreadScheduling.current() == own
+        rt = backend.control_scheduling
+        new = {tid: s for tid, s in _threads_by_scheduling().items() if tid not in before}
+        assert (rt.policy, rt.priority) in new.values(), (rt, new)  # the tracker's control thread
+        if os.geteuid() == 0:  # libfranka may raise a thread only where the kernel lets it
+            assert rt == ThreadScheduling(os.SCHED_FIFO, os.sched_get_priority_max(os.SCHED_FIFO))
+        backend.home()
+        assert ThreadScheduling.current() == own
     finally:
         backend.close()

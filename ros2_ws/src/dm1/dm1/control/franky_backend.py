@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import franky
 import numpy as np
@@ -22,6 +25,36 @@ from dm1.control.backend import HOME_Q, RobotFault, RobotStateSnapshot
 log = logging.getLogger(__name__)
 
 DEFAULT_JOINT_STIFFNESS = (600.0, 600.0, 600.0, 600.0, 250.0, 150.0, 50.0)  # Nm/rad
+
+
+@dataclass(frozen=True)
+class ThreadScheduling:
+    """A thread's scheduling policy and real-time priority (Linux keeps both per thread)."""
+
+    policy: int
+    priority: int
+
+    @classmethod
+    def current(cls) -> ThreadScheduling:
+        return cls(os.sched_getscheduler(0), os.sched_getparam(0).sched_priority)
+
+    def apply(self) -> None:
+        """Give the calling thread this scheduling (threads it starts afterwards inherit it)."""
+        os.sched_setscheduler(0, self.policy, os.sched_param(self.priority))
+
+
+@contextlib.contextmanager
+def scheduled_as(sched: ThreadScheduling) -> Iterator[None]:
+    """Run the block with the calling thread under `sched`, then restore the thread's own scheduling."""
+    own = ThreadScheduling.current()
+    if own == sched:
+        yield
+        return
+    sched.apply()
+    try:
+        yield
+    finally:
+        own.apply()
 
 
 def _is_preemption(exc: BaseException) -> bool:
@@ -154,7 +187,13 @@ class FrankyBackend:
         self._tracker: franky.CartesianImpedanceTracker | franky.JointImpedanceTracker | None = None
         self._fault: str | None = None
         rt = franky.RealtimeConfig.Enforce if realtime else franky.RealtimeConfig.Ignore
+        # libfranka raises the *calling* thread to SCHED_FIFO 99 where it may (root), even with Ignore, and
+        # franky's 1 kHz control threads inherit it from the thread that starts a motion. Keep that for them
+        # only: the caller (a ROS executor, a test runner and every process it starts) gets its own back.
+        own = ThreadScheduling.current()
         self.robot = franky.Robot(host, realtime_config=rt)
+        self.control_scheduling = ThreadScheduling.current()  #: what franky's control threads run under
+        own.apply()
         self.robot.relative_dynamics_factor = relative_dynamics_factor
         self.robot.recover_from_errors()
         self._gripper = (
@@ -217,15 +256,17 @@ class FrankyBackend:
                     if self._k_null > 0:
                         q_start = np.asarray(self.robot.state.q, dtype=float)
                         posture = franky.PostureTask(q_start, self._k_null)
-                    self._tracker = franky.CartesianImpedanceTracker(
-                        self.robot,
-                        translational_stiffness=self._k_trans,
-                        rotational_stiffness=self._k_rot,
-                        damping=damping,
-                        posture_task=posture,
-                    )
+                    with scheduled_as(self.control_scheduling):  # its control thread starts here
+                        self._tracker = franky.CartesianImpedanceTracker(
+                            self.robot,
+                            translational_stiffness=self._k_trans,
+                            rotational_stiffness=self._k_rot,
+                            damping=damping,
+                            posture_task=posture,
+                        )
                 else:
-                    self._tracker = franky.JointImpedanceTracker(self.robot, stiffness=self._k_joint)
+                    with scheduled_as(self.control_scheduling):
+                        self._tracker = franky.JointImpedanceTracker(self.robot, stiffness=self._k_joint)
             except franky.ControlException as exc:
                 self._latch(exc)
                 raise RobotFault(self._fault) from exc
@@ -286,7 +327,8 @@ class FrankyBackend:
     def _stop_tracker(self) -> None:
         if self._tracker is not None:
             try:
-                self._tracker.stop()
+                with scheduled_as(self.control_scheduling):  # the stop motion may start a control thread
+                    self._tracker.stop()
             except franky.ControlException as exc:
                 if not _is_preemption(exc):
                     self._latch(exc)
@@ -303,7 +345,8 @@ class FrankyBackend:
                 raise RobotFault(self._fault)
             self._stop_tracker()
         try:  # outside the lock, so read_state() (joint states) keeps working during the move
-            self.robot.move(franky.JointMotion(target, relative_dynamics_factor=self._rdf))
+            with scheduled_as(self.control_scheduling):
+                self.robot.move(franky.JointMotion(target, relative_dynamics_factor=self._rdf))
         except franky.ControlException as exc:
             self._latch(exc)
             raise RobotFault(self._fault) from exc
