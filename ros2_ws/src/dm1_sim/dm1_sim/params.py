@@ -51,6 +51,13 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
             integer=True,
         ),
     ),
+    "cpu_idle": (
+        True,
+        _desc(
+            "run every twin thread under SCHED_IDLE: the simulated world gets a core only when the stack "
+            "under test leaves one free (false = cpu_nice alone)"
+        ),
+    ),
 }
 
 

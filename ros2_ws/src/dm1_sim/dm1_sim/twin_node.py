@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import faulthandler
 import json
-import os
 import sys
 
 import rclpy
+from dm1.sim.cpu import yield_cpu
 from dm1.sim.renderer import CameraFrame
 from dm1.sim.twin import Twin
 from dm1_ros.conversions import image_to_msg, to_time_msg
@@ -43,8 +43,8 @@ class TwinNode(Node):
         super().__init__("twin")
         self.params = declare_parameters(self)
         cfg = twin_config_from_parameters(self.params)  # ValueError naming the bad parameter
-        if self.params["cpu_nice"]:  # before the physics and render threads start (they inherit it)
-            os.nice(int(self.params["cpu_nice"]))
+        # before the physics and render threads start: they inherit it
+        yielded = yield_cpu(int(self.params["cpu_nice"]), bool(self.params["cpu_idle"]))
         self.twin = Twin(cfg)
         self.image_pubs = {
             n: self.create_publisher(Image, f"/camera/{n}/color/image_raw", IMAGE_QOS) for n in cfg.cameras
@@ -68,7 +68,7 @@ class TwinNode(Node):
         self.create_service(Trigger, "/twin/reset", self._on_reset)
         self.get_logger().info(
             f"twin up: robot host {self.twin.robot_host}, cameras {sorted(cfg.cameras)}, "
-            f"realtime={cfg.realtime}"
+            f"realtime={cfg.realtime}, cpu: nice {yielded['nice']}, idle {yielded['idle']}"
         )
 
     def _publish(self, pub, msg) -> None:
