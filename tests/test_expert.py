@@ -153,3 +153,30 @@ def test_recovery_demo_records_the_miss_as_perturbed_and_still_lifts(tmp_path) -
 def test_bad_miss_settings_are_refused_naming_the_field(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=rf"ScriptedLiftExpert\.{field}: expected"):
         ScriptedLiftExpert(**{field: value})
+
+
+def test_start_demo_makes_the_given_fraction_recovery_demos_from_its_rng() -> None:
+    expert = ScriptedLiftExpert()
+    rng = np.random.default_rng(7)
+    drawn = [expert.start_demo(0.25, rng) for _ in range(400)]
+    assert 0.18 < np.mean(drawn) < 0.32
+    again = np.random.default_rng(7)
+    assert [expert.start_demo(0.25, again) for _ in range(400)] == drawn  # replayable from the seed
+    assert expert.start_demo(1.0, rng) and expert._miss is not None
+    assert not expert.start_demo(0.0, rng) and expert._miss is None
+
+
+def test_a_bad_recovery_fraction_is_refused_at_every_entry_point(tmp_path) -> None:
+    from dm1.commands.collect_teleop import collect_via_teleop
+    from dm1.sim.collect import collect_expert_demos
+    from dm1.teleop.devices import ScriptedExpertDevice
+
+    with pytest.raises(ValueError, match=r"^recovery_fraction: expected a value in \[0, 1\], found 1\.5"):
+        ScriptedLiftExpert().start_demo(1.5, np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"^recovery_fraction: expected a value in \[0, 1\], found -0\.1"):
+        collect_expert_demos(tmp_path / "a", 1, recovery_fraction=-0.1)
+    with pytest.raises(ValueError, match=r"^scripted: recovery_fraction: expected a value in \[0, 1\]"):
+        ScriptedExpertDevice(recovery_fraction=2.0)
+    with pytest.raises(ValueError, match=r"^--recovery-fraction: expected a value in \[0, 1\], found 3"):
+        collect_via_teleop(tmp_path / "b", 1, recovery_fraction=3.0)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # refused before writing

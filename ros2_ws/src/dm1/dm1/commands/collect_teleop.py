@@ -98,13 +98,13 @@ def collect_via_teleop(
     from dm1.data.schema import check_append_compatible
     from dm1.launch_graph import default_config_dir
     from dm1.sim.collect import lift_schema
+    from dm1.sim.expert import check_recovery_fraction
 
     if episodes < 1:
         raise ValueError(f"--episodes: expected >= 1, found {episodes}")
     if not max_sim_s > 0:
         raise ValueError(f"--max-sim-s: expected > 0, found {max_sim_s}")
-    if not 0.0 <= recovery_fraction <= 1.0:
-        raise ValueError(f"--recovery-fraction: expected a value in [0, 1], found {recovery_fraction}")
+    check_recovery_fraction(recovery_fraction, "--recovery-fraction")
     out = Path(out_dir).resolve()
     wall0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="dm1_collect_cfg_") as tmp:

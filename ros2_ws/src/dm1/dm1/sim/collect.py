@@ -23,7 +23,7 @@ from dm1.data.index import next_episode_path
 from dm1.data.schema import EpisodeSchema, check_append_compatible
 from dm1.proprio import compute_proprio, proprio_dims
 from dm1.sim.config import TwinConfig
-from dm1.sim.expert import apply_ee_position_action, expert_for
+from dm1.sim.expert import apply_ee_position_action, check_recovery_fraction, expert_for
 from dm1.teleop.recorder import EE_ACTION_NAMES, episode_units
 
 #: Proprio keys of the Lift demos (both collection paths; `configs/lift_twin.yaml` trains on them).
@@ -69,8 +69,7 @@ def collect_expert_demos(
     expert's first grasp is a deliberate miss (`ScriptedLiftExpert.reset(miss_rng=...)`), recorded with
     `perturbed` steps, then it re-tries. Which episodes, and their misses, follow from the cube seed alone.
     """
-    if not 0.0 <= recovery_fraction <= 1.0:
-        raise ValueError(f"recovery_fraction: expected a value in [0, 1], found {recovery_fraction!r}")
+    check_recovery_fraction(recovery_fraction)
     from dm1.control.backend import TWIN_HOME_DYNAMICS
     from dm1.control.franky_backend import FrankyBackend
     from dm1.sim.twin import Twin
@@ -137,7 +136,7 @@ def _record_episode(
     backend.home()
     twin.reset(seed=seed)
     rng = np.random.default_rng([seed, 0x5EC0])  # own stream: the cube pose does not depend on it
-    expert.reset(miss_rng=rng if rng.random() < recovery_fraction else None)
+    expert.start_demo(recovery_fraction, rng)
     period = 1.0 / rate_hz
     writer = EpisodeWriter(path, cams, PROPRIO_SPEC, ACTION_NAMES, "ee_position", rate_hz, units=UNITS)
     t0 = twin.sim_time()

@@ -34,6 +34,12 @@ class Phase(enum.Enum):
     LIFT = "lift"
 
 
+
+def check_recovery_fraction(value: float, name: str = "recovery_fraction") -> None:
+    """Raise ValueError naming `name` unless 0 <= value <= 1 (the share of demos that are recovery demos)."""
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name}: expected a value in [0, 1], found {value!r}")
+
 @dataclass
 class ScriptedLiftExpert:
     """Approach above the cube, descend, close, lift; re-tries when the grasp misses.
@@ -83,6 +89,15 @@ class ScriptedLiftExpert:
                     f"ScriptedLiftExpert.{name}: expected (0, 10] s, found {getattr(self, name)!r}"
                 )
         self.reset()
+
+    def start_demo(self, recovery_fraction: float, rng: np.random.Generator) -> bool:
+        """Reset for a new demonstration; with probability `recovery_fraction` (drawn from `rng`, which then
+        also draws the miss) it is a recovery demo that starts with a deliberate miss. Returns whether it is.
+        """
+        check_recovery_fraction(recovery_fraction)
+        recovery = recovery_fraction > 0 and bool(rng.random() < recovery_fraction)
+        self.reset(miss_rng=rng if recovery else None)
+        return recovery
 
     def reset(self, miss_rng: np.random.Generator | None = None) -> None:
         """Forget the episode state (call at every episode start).

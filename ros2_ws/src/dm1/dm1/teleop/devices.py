@@ -357,8 +357,9 @@ class ScriptedExpertDevice:
     def __init__(
         self, expert_factory: Callable[[], Any] | None = None, recovery_fraction: float = 0.0, seed: int = 0
     ) -> None:
-        if not 0.0 <= recovery_fraction <= 1.0:
-            raise ValueError(f"scripted: recovery_fraction: expected [0, 1], found {recovery_fraction!r}")
+        from dm1.sim.expert import check_recovery_fraction  # numpy only; the twin is not loaded
+
+        check_recovery_fraction(recovery_fraction, "scripted: recovery_fraction")
         self._factory = expert_factory
         self._expert: Any = None
         self._recovery_fraction = recovery_fraction
@@ -380,8 +381,7 @@ class ScriptedExpertDevice:
         """Start a fresh demonstration (new expert state; a planned miss for a recovery demo)."""
         if self._factory is not None:
             self._expert = self._factory()
-            if self._recovery_fraction > 0 and self._rng.random() < self._recovery_fraction:
-                self._expert.reset(miss_rng=self._rng)
+            self._expert.start_demo(self._recovery_fraction, self._rng)
 
     def read(self, ctx: DeviceContext) -> DeviceCommand | None:
         if self._expert is None or ctx.ee_pos is None or ctx.gripper_width is None or ctx.cube_pos is None:
