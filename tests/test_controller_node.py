@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 
 import numpy as np
@@ -156,6 +158,15 @@ def test_chunks_move_arm_smoothly_then_hold_when_publisher_stops(rig: Rig) -> No
     assert after, "no joint states after the stop deadline"
     assert max(np.abs(s[2]).max() for s in after) < 0.05, "arm still moving 150 ms after the watchdog"
     wait_for(lambda: rig.last_status("state") == "holding", 10, what="holding status")
+
+    # rt_priority 10: the node's executor thread at SCHED_FIFO 10, franky's control thread alone at 99
+    if os.geteuid() == 0:  # SCHED_FIFO needs root or an rtprio limit (the node warns and runs without)
+        sched = {}
+        for tid in map(int, os.listdir(f"/proc/{rig.proc.pid}/task")):
+            with contextlib.suppress(ProcessLookupError):
+                sched[tid] = (os.sched_getscheduler(tid), os.sched_getparam(tid).sched_priority)
+        assert sched[rig.proc.pid] == (os.SCHED_FIFO, 10), sched  # the main thread spins the executor
+        assert list(sched.values()).count((os.SCHED_FIFO, 99)) == 1, sched
 
 
 @pytest.mark.slow

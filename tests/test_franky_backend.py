@@ -12,7 +12,8 @@ from conftest import free_loopback_host, wait_for
 
 franky = pytest.importorskip("franky")
 from dm1.control.backend import RobotBackend, RobotFault  # noqa: E402
-from dm1.control.franky_backend import FrankyBackend, ThreadScheduling  # noqa: E402
+from dm1.control.franky_backend import FrankyBackend  # noqa: E402
+from dm1.scheduling import ThreadScheduling  # noqa: E402
 from franky_sim.franka_robot_protocol import MoveStatus, RobotCommand  # noqa: E402
 from franky_sim.franka_server import BaseCommand  # noqa: E402
 from franky_sim.mujoco_simulator import MujocoSimulator  # noqa: E402

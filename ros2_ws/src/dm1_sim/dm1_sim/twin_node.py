@@ -14,7 +14,7 @@ import json
 import sys
 
 import rclpy
-from dm1.sim.cpu import yield_cpu
+from dm1.scheduling import yield_cpu
 from dm1.sim.renderer import CameraFrame
 from dm1.sim.twin import Twin
 from dm1_ros.conversions import image_to_msg, to_time_msg

@@ -11,50 +11,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 
 import franky
 import numpy as np
 
 from dm1.control.backend import HOME_Q, RobotFault, RobotStateSnapshot
+from dm1.scheduling import ThreadScheduling, scheduled_as
 
 log = logging.getLogger(__name__)
 
 DEFAULT_JOINT_STIFFNESS = (600.0, 600.0, 600.0, 600.0, 250.0, 150.0, 50.0)  # Nm/rad
-
-
-@dataclass(frozen=True)
-class ThreadScheduling:
-    """A thread's scheduling policy and real-time priority (Linux keeps both per thread)."""
-
-    policy: int
-    priority: int
-
-    @classmethod
-    def current(cls) -> ThreadScheduling:
-        return cls(os.sched_getscheduler(0), os.sched_getparam(0).sched_priority)
-
-    def apply(self) -> None:
-        """Give the calling thread this scheduling (threads it starts afterwards inherit it)."""
-        os.sched_setscheduler(0, self.policy, os.sched_param(self.priority))
-
-
-@contextlib.contextmanager
-def scheduled_as(sched: ThreadScheduling) -> Iterator[None]:
-    """Run the block with the calling thread under `sched`, then restore the thread's own scheduling."""
-    own = ThreadScheduling.current()
-    if own == sched:
-        yield
-        return
-    sched.apply()
-    try:
-        yield
-    finally:
-        own.apply()
 
 
 def _is_preemption(exc: BaseException) -> bool:

@@ -22,6 +22,12 @@ CONTROLLER_PARAMETERS: dict[str, tuple[Any, str, tuple[float, float] | None]] = 
         "libfranka RT: enforce | ignore | auto (ignore only with use_sim_time)",
         None,
     ),
+    "rt_priority": (
+        10,
+        "SCHED_FIFO priority of the node's executor thread, below franky's control thread (99): control "
+        "ticks, holds and chunk hand-overs preempt the policy and the cameras; 0 = normal scheduling",
+        (0, 98),
+    ),
 }
 
 #: `SafetyLimits` fields with their defaults (declared under the ``safety.`` prefix).
