@@ -15,6 +15,7 @@ from dm1.kinematics import (
     quat_xyzw_to_rotation,
 )
 from dm1.proprio import PROPRIO_KEYS, compute_proprio, proprio_dims, proprio_units
+from dm1.scheduling import ThreadScheduling
 
 POS_TOL_M = 1e-3
 ROT_TOL_RAD = 1e-3
@@ -44,7 +45,9 @@ def franky_robot():
     server.init()
     server.run_async(realtime=True)
     try:
+        own = ThreadScheduling.current()  # libfranka raises the connecting thread to SCHED_FIFO 99 (root)
         robot = franky.Robot(server.robot_servers[0].hostname, realtime_config=franky.RealtimeConfig.Ignore)
+        own.apply()
         yield franky, robot
     finally:
         server.cleanup()

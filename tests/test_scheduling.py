@@ -64,8 +64,9 @@ def test_out_of_range_niceness_is_refused_naming_the_parameter(nice: int) -> Non
 RAISE_CHILD = textwrap.dedent(
     """
     import json, os, threading
-    from dm1.scheduling import process_thread_ids, raise_to_fifo
+    from dm1.scheduling import ThreadScheduling, process_thread_ids, raise_to_fifo
 
+    ThreadScheduling(os.SCHED_OTHER, 0).apply()  # whatever the test runner's thread runs under
     hold = threading.Event()
     dds = threading.Thread(target=hold.wait)  # a thread from before the call (like DDS's)
     dds.start()

@@ -381,7 +381,8 @@ class ScriptedExpertDevice:
         """Start a fresh demonstration (new expert state; a planned miss for a recovery demo)."""
         if self._factory is not None:
             self._expert = self._factory()
-            self._expert.start_demo(self._recovery_fraction, self._rng)
+            if self._recovery_fraction > 0:  # a fresh expert is already reset for a plain demo
+                self._expert.start_demo(self._recovery_fraction, self._rng)
 
     def read(self, ctx: DeviceContext) -> DeviceCommand | None:
         if self._expert is None or ctx.ee_pos is None or ctx.gripper_width is None or ctx.cube_pos is None:
