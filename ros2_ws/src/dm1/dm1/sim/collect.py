@@ -66,7 +66,7 @@ def collect_expert_demos(
     """Record `episodes` scripted-expert Lift episodes into `out_dir/episode_XXXXXX.h5` (seeded cubes).
 
     With `recovery_fraction` f > 0 about a fraction f of the episodes are recovery demonstrations: the
-    expert's first grasp is a deliberate miss (`ScriptedLiftExpert.reset(miss_rng=...)`), recorded with
+    expert's first grasp is a deliberate miss (`ScriptedLiftExpert.start_demo`), recorded with
     `perturbed` steps, then it re-tries. Which episodes, and their misses, follow from the cube seed alone.
     """
     check_recovery_fraction(recovery_fraction)

@@ -34,11 +34,11 @@ class Phase(enum.Enum):
     LIFT = "lift"
 
 
-
 def check_recovery_fraction(value: float, name: str = "recovery_fraction") -> None:
     """Raise ValueError naming `name` unless 0 <= value <= 1 (the share of demos that are recovery demos)."""
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"{name}: expected a value in [0, 1], found {value!r}")
+
 
 @dataclass
 class ScriptedLiftExpert:
