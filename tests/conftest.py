@@ -117,3 +117,12 @@ def _no_real_time_priority_leaks_into_later_tests() -> Iterator[None]:
     yield
     if (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority) != own:
         os.sched_setscheduler(0, own[0], os.sched_param(own[1]))
+
+
+def thread_scheduling(pid: int | str = "self") -> dict[int, tuple[int, int]]:
+    """Thread id -> (scheduling policy, real-time priority) for every thread of process `pid`."""
+    out = {}
+    for tid in map(int, os.listdir(f"/proc/{pid}/task")):
+        with contextlib.suppress(ProcessLookupError):  # the thread ended meanwhile
+            out[tid] = (os.sched_getscheduler(tid), os.sched_getparam(tid).sched_priority)
+    return out

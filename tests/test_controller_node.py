@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 
 import numpy as np
 import pytest
-from conftest import PYTHON, wait_for
+from conftest import PYTHON, thread_scheduling, wait_for
 
 rclpy = pytest.importorskip("rclpy")
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
@@ -161,10 +160,7 @@ def test_chunks_move_arm_smoothly_then_hold_when_publisher_stops(rig: Rig) -> No
 
     # rt_priority 10: the node's executor thread at SCHED_FIFO 10, franky's control thread alone at 99
     if os.geteuid() == 0:  # SCHED_FIFO needs root or an rtprio limit (the node warns and runs without)
-        sched = {}
-        for tid in map(int, os.listdir(f"/proc/{rig.proc.pid}/task")):
-            with contextlib.suppress(ProcessLookupError):
-                sched[tid] = (os.sched_getscheduler(tid), os.sched_getparam(tid).sched_priority)
+        sched = thread_scheduling(rig.proc.pid)
         assert sched[rig.proc.pid] == (os.SCHED_FIFO, 10), sched  # the main thread spins the executor
         assert list(sched.values()).count((os.SCHED_FIFO, 99)) == 1, sched
 

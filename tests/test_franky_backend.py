@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import free_loopback_host, wait_for
+from conftest import free_loopback_host, thread_scheduling, wait_for
 
 franky = pytest.importorskip("franky")
 from dm1.control.backend import RobotBackend, RobotFault  # noqa: E402
@@ -242,19 +242,6 @@ def test_joint_mode_tracks_streamed_joint_targets(sim_arm: SimArm) -> None:
         backend.close()
 
 
-def _threads_by_scheduling() -> dict[int, tuple[int, int]]:
-    from pathlib import Path
-
-    out = {}
-    for t in Path("/proc/self/task").iterdir():
-        tid = int(t.name)
-        try:
-            out[tid] = (os.sched_getscheduler(tid), os.sched_getparam(tid).sched_priority)
-        except ProcessLookupError:
-            continue
-    return out
-
-
 @pytest.mark.slow
 def test_only_frankys_control_thread_keeps_the_real_time_priority(sim_arm: SimArm) -> None:
     """libfranka raises the thread that connects to SCHED_FIFO 99 (as root, even with RealtimeConfig.Ignore);
@@ -264,12 +251,12 @@ def test_only_frankys_control_thread_keeps_the_real_time_priority(sim_arm: SimAr
     backend = FrankyBackend(sim_arm.host, gripper=False)
     try:
         assert ThreadScheduling.current() == own  # the caller got its scheduling back
-        before = set(_threads_by_scheduling())
+        before = set(thread_scheduling())
         p0 = backend.read_state().ee_pos
         _stream(backend, sim_arm, lambda t: p0 + np.array([0.0, 0.02 * t, 0.0]), 0.3)
         assert ThreadScheduling.current() == own
         rt = backend.control_scheduling
-        new = {tid: s for tid, s in _threads_by_scheduling().items() if tid not in before}
+        new = {tid: s for tid, s in thread_scheduling().items() if tid not in before}
         assert (rt.policy, rt.priority) in new.values(), (rt, new)  # the tracker's control thread
         if os.geteuid() == 0:  # libfranka may raise a thread only where the kernel lets it
             assert rt == ThreadScheduling(os.SCHED_FIFO, os.sched_get_priority_max(os.SCHED_FIFO))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import sys
 import time
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import wait_for
+from conftest import thread_scheduling, wait_for
 from dm1.kinematics import FR3_HOME_Q
 from policy_toy_model import build_toy_model
 
@@ -123,7 +124,7 @@ def test_node_publishes_future_chunks_and_stops_when_a_camera_dies(procs, rclpy_
 
     cams = {"front": (24, 32, 3), "wrist": (24, 32, 3)}
     model = build_toy_model(tmp_path / "toy", cameras=cams, chunk_length=8, control_rate_hz=1 / DT)
-    procs.start("policy", _node_cmd(model))
+    proc = procs.start("policy", _node_cmd(model))
     twin = TwinStandIn(cams)
     client = LifecycleClient("policy_node", node=twin.node, timeout_s=10.0)
 
@@ -137,6 +138,14 @@ def test_node_publishes_future_chunks_and_stops_when_a_camera_dies(procs, rclpy_
         wait_for(active, 90, what="policy node active")
     except pytest.fail.Exception:
         pytest.fail(f"policy node never became active; its log:\n{procs.log('policy')}")
+
+    # rt_priority 5: the executor (main) thread and onnxruntime's intra-op workers at SCHED_FIFO 5, DDS normal
+    if os.geteuid() == 0:  # SCHED_FIFO needs root or an rtprio limit (the node warns and runs without)
+        sched = thread_scheduling(proc.pid)
+        assert sched[proc.pid] == (os.SCHED_FIFO, 5), sched
+        workers = min(4, len(os.sched_getaffinity(0))) - 1  # inference_threads 0 = the host's cores
+        assert list(sched.values()).count((os.SCHED_FIFO, 5)) >= 1 + workers, sched
+        assert any(policy != os.SCHED_FIFO for policy, _ in sched.values()), sched
 
     twin.run(1.5, cams=("front", "wrist"), lockstep=True)
     assert len(twin.chunks) >= 5, procs.log("policy")

@@ -97,3 +97,11 @@ def test_raise_to_fifo_lifts_the_caller_and_what_it_starts_but_not_older_threads
 def test_a_priority_outside_1_to_98_is_refused(priority: int) -> None:
     with pytest.raises(ValueError, match=r"rt_priority: expected 1\.\.98 \(below libfranka's 99\), found"):
         raise_to_fifo(priority)
+
+
+def test_rt_priority_zero_leaves_the_thread_alone() -> None:
+    from dm1.scheduling import ThreadScheduling, try_raise_to_fifo
+
+    own = ThreadScheduling.current()
+    assert try_raise_to_fifo(0) is None
+    assert ThreadScheduling.current() == own

@@ -1,8 +1,10 @@
 """CPU scheduling of the stack's threads (Linux keeps the policy, real-time priority and niceness per thread).
 
 - franky's 1 kHz control thread: SCHED_FIFO 99, what libfranka sets (`scheduled_as` in `FrankyBackend`).
-- The controller node's executor thread: SCHED_FIFO below it (`raise_to_fifo`), so control ticks, holds and
-  chunk hand-overs preempt the policy's inference and the cameras, never franky's loop.
+- The controller node's executor thread: SCHED_FIFO 10, below it (`raise_to_fifo`), so control ticks, holds
+  and chunk hand-overs preempt the policy's inference and the cameras, never franky's loop.
+- The policy node's executor and onnxruntime threads: SCHED_FIFO 5, below the controller, so an inference is
+  not sliced up by whatever else runs (the cameras' and the recorder's DDS traffic, a simulator, a browser).
 - The digital twin: niced and SCHED_IDLE (`yield_cpu`): on a robot PC nothing simulates the world, so on a
   small development machine the twin takes only what the stack leaves (everything runs on simulation time).
 """
@@ -86,3 +88,18 @@ def raise_to_fifo(priority: int) -> ThreadScheduling:
     sched = ThreadScheduling(os.SCHED_FIFO, priority)
     sched.apply()
     return sched
+
+
+def try_raise_to_fifo(priority: int, name: str = "rt_priority") -> str | None:
+    """`raise_to_fifo` for a node's ``rt_priority`` parameter: 0 does nothing. Returns a warning to log where
+    the kernel refuses (the node then runs at normal priority), else None."""
+    if priority == 0:
+        return None
+    try:
+        raise_to_fifo(priority)
+    except PermissionError as exc:
+        return (
+            f"{name} {priority}: the kernel refused SCHED_FIFO ({exc}); running at normal priority "
+            "(grant rtprio: docs/real-robot.md)"
+        )
+    return None

@@ -16,7 +16,7 @@ from dm1.control.executor import ChunkExecutor
 from dm1.control.franky_backend import FrankyBackend
 from dm1.control.limits import SafetyLimits
 from dm1.control.parameters import CONTROLLER_PARAMETERS, SAFETY_PARAMETERS, check_controller_parameters
-from dm1.scheduling import raise_to_fifo
+from dm1.scheduling import try_raise_to_fifo
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile
@@ -48,14 +48,8 @@ class ControllerNode(Node):
             p["robot_ip"], p["relative_dynamics_factor"], mode=p["mode"], realtime=realtime
         )
         self.executor_ = ChunkExecutor(self.backend, self.limits, self._now, mode=p["mode"])
-        if p["rt_priority"]:  # threads started later (home, executor) inherit it
-            try:
-                raise_to_fifo(p["rt_priority"])
-            except PermissionError as exc:
-                self.get_logger().warning(
-                    f"rt_priority {p['rt_priority']}: the kernel refused SCHED_FIFO ({exc}); running at "
-                    "normal priority (grant rtprio: docs/real-robot.md)"
-                )
+        if warning := try_raise_to_fifo(p["rt_priority"]):  # threads started later (home) inherit it
+            self.get_logger().warning(warning)
         self.lock = threading.Lock()
         self.js_pub = self.create_publisher(JointState, "/joint_states", 10)
         self.status_pub = self.create_publisher(DiagnosticArray, "/dm1/controller/status", 10)

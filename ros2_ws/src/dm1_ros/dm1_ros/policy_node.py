@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from diagnostic_msgs.msg import DiagnosticArray
 from dm1.policy import NODE_PARAMETERS, PolicySession, config_from_parameters
+from dm1.scheduling import try_raise_to_fifo
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
@@ -30,6 +31,8 @@ class PolicyNode(LifecycleNode):
     def __init__(self, **kwargs) -> None:
         super().__init__("policy_node", **kwargs)
         declare_table(self, NODE_PARAMETERS)
+        if warning := try_raise_to_fifo(self.p("rt_priority")):  # onnxruntime's threads inherit it
+            self.get_logger().warning(warning)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._ledger_pub = self.create_publisher(DiagnosticArray, "/dm1/policy/ledger", 50)  # one per chunk
         self.session: PolicySession | None = None

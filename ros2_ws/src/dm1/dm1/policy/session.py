@@ -44,6 +44,12 @@ NODE_PARAMETERS: dict[str, tuple[Any, str, tuple[float, float] | None]] = {
         "onnxruntime idle workers: run = spin only during an inference, always, never",
         None,
     ),
+    "rt_priority": (
+        5,
+        "SCHED_FIFO priority of the node's executor and onnxruntime threads, below the controller's (10): an "
+        "inference is not sliced up by other processes; 0 = normal scheduling",
+        (0, 98),
+    ),
     "resize_images": (False, "resample wrong-size frames instead of rejecting them", None),
     "autostart": (False, "configure and activate at startup", None),
 }
