@@ -113,10 +113,12 @@ def wait_for(predicate, timeout: float, interval: float = 0.05, what: str = "con
 def _no_real_time_priority_leaks_into_later_tests() -> Iterator[None]:
     """Give the test runner's main thread its scheduling back after each test: libfranka raises a thread that
     connects to SCHED_FIFO 99 (as root), and every process started later would inherit it."""
-    own = (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority)
+    from dm1.scheduling import ThreadScheduling
+
+    own = ThreadScheduling.current()
     yield
-    if (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority) != own:
-        os.sched_setscheduler(0, own[0], os.sched_param(own[1]))
+    if ThreadScheduling.current() != own:
+        own.apply()
 
 
 def thread_scheduling(pid: int | str = "self") -> dict[int, tuple[int, int]]:
