@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
@@ -243,3 +244,54 @@ def test_bad_arguments_fail_with_a_clear_message(ros_env: dict[str, str]) -> Non
     )
     assert out.returncode == 2
     assert "robot_ip" in out.stderr
+
+
+LAUNCHER_SCRIPT = """
+import sys
+from dm1.commands.launch import GraphRunner
+from dm1.launch_graph import NodeSpec
+args = {"arguments": ["-c", sys.argv[2]], "ready_timeout_s": 30.0}
+node = NodeSpec("test", sys.executable, None, sys.argv[1], {}, **args)
+sys.exit(GraphRunner([node], shutdown_timeout=5.0).run())
+"""
+
+
+def _pids_running(marker: str) -> list[int]:
+    """PIDs whose command line contains `marker`."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def test_nodes_do_not_outlive_a_killed_launcher(ros_env: dict[str, str]) -> None:
+    """SIGKILL leaves the launcher no chance to stop its nodes; the kernel's parent-death signal does."""
+    name = f"orphan_probe_{os.getpid()}"
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", LAUNCHER_SCRIPT, name, DUMMY_NODE],
+        env=ros_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        for line in launcher.stdout:
+            if "graph up" in line:
+                break
+        node_pids = [p for p in _pids_running(f"__node:={name}") if p != launcher.pid]
+        assert node_pids, "the dummy node is not running"
+        launcher.kill()
+        launcher.wait(timeout=10)
+        gone = lambda: not _pids_running(f"__node:={name}")  # noqa: E731
+        wait_for(gone, 20.0, what="the node to exit after its launcher")
+    finally:
+        for pid in _pids_running(f"__node:={name}"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if launcher.poll() is None:
+            launcher.kill()

@@ -67,8 +67,13 @@ def start_graph(
     return subprocess.Popen(cmd + (extra or []), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def stop_graph(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
-    """SIGINT the launcher's process group, then SIGKILL what is left."""
+def stop_graph(proc: subprocess.Popen[bytes], timeout_s: float = 90.0) -> None:
+    """SIGINT the launcher's process group, then SIGKILL what is left.
+
+    The launcher stops its nodes one by one, escalating per node (SIGINT, 10 s, SIGTERM, 3 s, SIGKILL), so
+    `timeout_s` leaves it time for three nodes that each need the whole escalation. Were the launcher killed
+    before that, its nodes would still get SIGTERM from the kernel (`dm1.commands.launch`).
+    """
     if proc.poll() is not None:
         return
     try:

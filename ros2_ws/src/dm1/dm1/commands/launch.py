@@ -5,13 +5,16 @@ Machines without `ros2 launch` (PyPI rclpy) start the same graph as `dm1_bringup
 (`python -m <module> --ros-args -p ...`); each waits for the previous one's readiness check (a message on
 its `ready_topic`, or its name in the ROS graph), every wait bounded. Output is prefixed with the node name.
 Ctrl-C or SIGTERM stops every node (SIGINT, then SIGTERM, then SIGKILL, in reverse start order); the
-launcher exits non-zero when a required node dies or does not become ready.
+launcher exits non-zero when a required node dies or does not become ready. Should the launcher itself die
+without that shutdown (SIGKILL, a crash), the kernel sends every node SIGTERM (`PR_SET_PDEATHSIG`): no
+controller, policy or twin outlives its launcher.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import importlib
 import importlib.util
 import os
@@ -33,6 +36,18 @@ CHILD_ENV_DEFAULTS = {
     "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp",
     "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
 }
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: the child only calls it (fork -> exec)
+
+
+def _terminate_with_parent(parent_pid: int) -> None:
+    """Run in a node's process between fork and exec: SIGTERM (rclpy's graceful shutdown) once the launcher
+    dies, however it dies; exit at once if it already has."""
+    _prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != parent_pid:
+        os._exit(1)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -199,8 +214,14 @@ class GraphRunner:
         self.log(f"starting {spec.name}: {' '.join(cmd)}")
         # Own process group: a terminal Ctrl-C reaches only the launcher, which then stops the nodes one by
         # one (a second SIGINT during a node's cleanup would interrupt it).
+        parent = os.getpid()
         proc = subprocess.Popen(
-            cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, process_group=0
+            cmd,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            process_group=0,
+            preexec_fn=lambda: _terminate_with_parent(parent),  # noqa: PLW1509 (async-signal-safe: one prctl)
         )
         self.procs.append((spec, proc))
         pump = threading.Thread(target=self._pump, args=(spec.name, proc.stdout), daemon=True)
