@@ -185,3 +185,44 @@ def test_home_can_keep_the_gripper_as_it_is() -> None:
     run(ex, clock, 0.05)
     ex.home(open_gripper=False)
     assert backend.gripper_closed
+
+
+def _moving_chunk(stamp: float, start: np.ndarray, speed_y: float, n: int = 10) -> TimedChunk:
+    """n points 50 ms apart, at `start` at `stamp`, moving along y at speed_y m/s."""
+    tfs = np.arange(n) * 0.05
+    pos = start + np.outer(tfs, [0.0, speed_y, 0.0])
+    return TimedChunk(stamp=stamp, time_from_start=tfs, positions=pos, gripper=np.zeros(n))
+
+
+def test_a_target_jump_at_a_hand_over_keeps_the_arm_moving() -> None:
+    """A chunk every 50 ms along one line at 0.2 m/s; one starts 1 cm further along. The speed limit ramps
+    the target over a few ticks, and those ticks keep a feed-forward velocity along the motion instead of
+    braking to a stop (arrive at rest)."""
+    ex, backend, clock = make()
+    t0 = clock.t
+    for _ in range(4):  # steady streaming: replan every 50 ms along the same line
+        ex.on_chunk(_moving_chunk(clock.t, HOME_EE_POS + [0.0, 0.2 * (clock.t - t0), 0.0], 0.2))
+        run(ex, clock, 0.05)
+    assert ex.state == ACTIVE and backend.velocities[-1] == pytest.approx([0.0, 0.2, 0.0])
+    clamped, sent = ex.counters["clamped"], len(backend.velocities)
+    ahead = HOME_EE_POS + [0.0, 0.2 * (clock.t - t0) + 0.01, 0.0]
+    ex.on_chunk(_moving_chunk(clock.t, ahead, 0.2))
+    run(ex, clock, 0.05)
+    assert ex.counters["clamped"] - clamped >= 2
+    for vel in backend.velocities[sent:]:
+        assert vel is not None and vel[1] >= 0.2 - 1e-9, "the arm is never told to arrive at rest"
+        assert np.linalg.norm(vel) <= SafetyLimits().max_ee_speed + 1e-9
+
+
+def test_a_target_clipped_to_the_workspace_floor_keeps_moving_along_it() -> None:
+    lim = SafetyLimits()
+    floor = np.array([0.5, 0.0, lim.workspace_min[2]])
+    backend, clock = FakeBackend(ee_pos=floor), FakeClock()
+    ex = ChunkExecutor(backend, lim, clock)
+    chunk = _moving_chunk(clock.t, floor - [0.0, 0.0, 0.01], 0.2)  # 1 cm below the floor, moving along y
+    ex.on_chunk(chunk)
+    run(ex, clock, 0.1)
+    assert ex.counters["clamped"] > 0
+    vel = backend.velocities[-1]
+    assert vel is not None and vel[2] == 0.0 and vel[1] == pytest.approx(0.2)
+    assert backend.ee_pos[2] == pytest.approx(lim.workspace_min[2])

@@ -106,3 +106,16 @@ def test_nonfinite_target_raises_naming_the_array() -> None:
         nonfinite_reason(a=np.zeros(3), b=np.array([0.0, np.inf]))
         == "non-finite value in b at index (1,): inf"
     )
+
+
+def test_clipped_velocity_stops_at_a_joint_limit_and_respects_the_velocity_limit() -> None:
+    lim = SafetyLimits()
+    filt = SafetyFilter(lim)
+    previous = lim.q_upper - 0.001
+    previous[1] = 0.0
+    target = previous + np.array([0.5, 0.5, 0, 0, 0, 0, 0])  # joint 0 past its limit, joint 1 far ahead
+    report = filt.filter_joint(target, previous, previous, 0.01)
+    vel = filt.clipped_velocity(report, previous, 0.01, "joint")
+    assert vel[0] == 0.0, "no velocity through the joint limit"
+    assert vel[1] == pytest.approx(lim.dq_max[1] * lim.velocity_scale)
+    assert filt.clipped_velocity(report, None, 0.01, "joint") is None  # no previous target: arrive at rest

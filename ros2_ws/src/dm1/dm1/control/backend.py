@@ -104,6 +104,7 @@ class FakeBackend:
         self.fail_next: str | None = None
         self.stamp = 0.0
         self.calls: list[tuple[str, tuple]] = []
+        self.velocities: list[np.ndarray | None] = []  # feed-forward velocity of every ee/joint target
 
     def read_state(self) -> RobotStateSnapshot:
         return RobotStateSnapshot(
@@ -128,11 +129,13 @@ class FakeBackend:
         self, pos: np.ndarray, quat_xyzw: np.ndarray, lin_vel: np.ndarray | None = None
     ) -> None:
         self._motion("ee", np.array(pos), np.array(quat_xyzw))
+        self.velocities.append(None if lin_vel is None else np.array(lin_vel, dtype=float))
         self.ee_pos = np.array(pos, dtype=float)
         self.ee_quat = np.array(quat_xyzw, dtype=float)
 
     def send_joint_target(self, q: np.ndarray, dq: np.ndarray | None = None) -> None:
         self._motion("joint", np.array(q))
+        self.velocities.append(None if dq is None else np.array(dq, dtype=float))
         self.q = np.array(q, dtype=float)
 
     def set_gripper(self, close: bool) -> None:

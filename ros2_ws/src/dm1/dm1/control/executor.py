@@ -197,7 +197,11 @@ class ChunkExecutor:
             filt = self.safety.filter_ee if self.mode == "cartesian" else self.safety.filter_joint
             report = filt(target.position, measured, self._prev_target, dt)
             safe = report.safe
-            velocity = None if report.clipped else target.velocity
+            velocity = (
+                self.safety.clipped_velocity(report, self._prev_target, dt, self.mode)
+                if report.clipped
+                else target.velocity
+            )
             if report.clipped:
                 self.counters["clamped"] += 1
                 self.last_clamp = report

@@ -112,6 +112,34 @@ class SafetyFilter:
         report.safe = safe
         return report
 
+    def clipped_velocity(
+        self, report: SafetyReport, previous: np.ndarray | None, dt: float, mode: str
+    ) -> np.ndarray | None:
+        """Feed-forward velocity for a target the filter clipped: the safe target stream's own velocity,
+        (safe - previous) / dt, within the speed limit, and zero along every axis (cartesian) or joint held at
+        a bound. Shapes (3,) m/s or (7,) rad/s; None (arrive at rest) without a previous target.
+
+        The requested (chunk) velocity no longer matches a clipped target, and dropping it makes the tracker
+        brake to a stop at the target: a target jump at a chunk hand-over, ramped over a few ticks by the
+        speed limit, then stalls the arm for those ticks although the new chunk keeps it moving.
+        """
+        if previous is None or not dt > 0:
+            return None
+        lim = self.limits
+        safe = report.safe
+        vel = (safe - np.asarray(previous, dtype=float)) / dt
+        if mode == "cartesian":
+            lo, hi = np.asarray(lim.workspace_min), np.asarray(lim.workspace_max)
+            norm = float(np.linalg.norm(vel))
+            if norm > lim.max_ee_speed:
+                vel = vel * (lim.max_ee_speed / norm)
+        else:
+            lo, hi = np.asarray(lim.q_lower), np.asarray(lim.q_upper)
+            cap = np.asarray(lim.dq_max) * lim.velocity_scale
+            vel = np.clip(vel, -cap, cap)
+        vel[((safe <= lo) & (vel < 0)) | ((safe >= hi) & (vel > 0))] = 0.0  # never push through a bound
+        return vel
+
     @staticmethod
     def normalize_quaternion(quat_xyzw: np.ndarray) -> np.ndarray:
         """Unit quaternion (4,); raises ValueError on non-finite or near-zero input."""
