@@ -99,3 +99,63 @@ def test_chunk_positions_are_absolute_times_and_points() -> None:
     from trajectory_msgs.msg import MultiDOFJointTrajectory
 
     assert chunk_positions(MultiDOFJointTrajectory()) is None  # the policy's hold: nothing to record
+
+
+def test_the_running_speed_never_reaches_back_into_the_previous_episode() -> None:
+    """An episode starts from rest after a reset: its first chunks are not dips against the last episode."""
+    t, ee = _trace(None)
+    ee[t >= 2.0] = ee[t >= 2.0][0] + 0.5  # reset at 2.0 s: the arm is teleported home ...
+    ee[t >= 2.0, 0] += np.clip(t[t >= 2.0] - 2.2, 0.0, None) * 0.2  # ... rests 0.2 s, then moves again
+    boundaries = np.array([1.5, 2.05, 2.1, 2.9])
+    assert boundary_dips(t, ee, boundaries, np.full(4, 0.2)).tolist() == [0, 1, 1, 0]  # across the reset
+    flags = boundary_dips(t, ee, boundaries, np.full(4, 0.2), episode_starts=np.array([0.0, 2.0]))
+    assert flags.tolist() == [0, -1, -1, 0]  # too little of the new episode to judge its first chunks
+
+
+def test_one_joint_state_stamped_late_is_not_a_dip() -> None:
+    """A sample stamped a few ms after its measurement: a double step, then a zero one. Not a stop."""
+    t, ee = _trace(None)
+    late = int(np.searchsorted(t, 2.0))
+    t = t.copy()
+    t[late] += 0.008  # measured at 2.00 s, stamped 2.008 s: the step before it looks slow, the next one fast
+    ee[late + 1] = ee[late]  # ... and the next message repeats its state (a zero step)
+    boundaries = np.array([1.5, t[late] + 0.001, 2.5])
+    assert boundary_dips(t, ee, boundaries, np.full(3, 0.2)).tolist() == [0, 0, 0]
+    assert boundary_dips(t, ee, boundaries, np.full(3, 0.2), probe_s=0.001).tolist() == [0, 1, 0]
+
+
+def test_only_chunks_executed_to_their_end_inside_an_episode_count() -> None:
+    from dm1_ros.bench_loop import executed_within_episode
+
+    starts, ends = np.array([1.0, 5.0]), np.array([4.0, 8.0])
+    boundaries = np.array([0.5, 1.0, 3.85, 3.95, 4.2, 5.1, 7.95])
+    chunk_ends = boundaries + 0.1
+    inside = executed_within_episode(boundaries, chunk_ends, starts, ends)
+    # before the first episode; inside; ends on the end; cut by the end; between end and the next start; ...
+    assert inside.tolist() == [False, True, True, False, False, True, False]
+
+
+def test_boundaries_just_before_the_fingers_move_are_the_grasp_phase() -> None:
+    from dm1_ros.bench_loop import near_gripper_motion
+
+    t = np.arange(0.0, 4.0, 0.005)
+    widths = np.full_like(t, 0.08)
+    closing = (t >= 2.0) & (t < 2.3)
+    widths[closing] = 0.08 - 0.1 * (t[closing] - 2.0)  # closes at 10 cm/s from 2.0 s ...
+    widths[t >= 2.3] = 0.05  # ... onto a 5 cm cube
+    boundaries = np.array([1.0, 1.5, 1.9, 2.2, 2.5, 3.0])
+    assert near_gripper_motion(t, widths, boundaries).tolist() == [False, True, True, True, False, False]
+    assert not near_gripper_motion(t, np.full_like(t, 0.08), boundaries).any()  # no grasp, no grasp phase
+
+
+def test_the_grasp_phase_also_covers_settling_on_the_cube_without_a_grasp() -> None:
+    from dm1.sim.config import TwinConfig
+    from dm1_ros.bench_loop import grasp_phase
+
+    cfg = TwinConfig()
+    t = np.arange(0.0, 3.0, 0.005)
+    ee = np.zeros((len(t), 3))
+    on_cube = cfg.table.top_z + 0.5 * cfg.cube_size
+    ee[:, 2] = np.where(t < 1.5, cfg.table.top_z + 0.2, on_cube)  # in transit, then settling on the cube
+    widths = np.full_like(t, 0.08)  # the fingers never move
+    assert grasp_phase(t, ee, widths, np.array([1.0, 2.0])).tolist() == [False, True]

@@ -72,6 +72,9 @@ class EvalDriver(GraphClient):
         )
         self.node.create_subscription(JointTrajectory, "/dm1/action_chunk/joint", self._on_chunk, 10)
         self.progress: EpisodeProgress | None = None  # set while an episode runs
+        # sim times at which the running (or last) episode's policy was activated and its control ended
+        # (success seen or time up; the policy is deactivated right after)
+        self.episode_start_s = self.episode_end_s = math.nan
         self._last_fk = -math.inf
         self.node.create_subscription(PoseStamped, "/twin/cube_pose", self._on_cube, 10)
         self.node.create_subscription(JointState, "/joint_states", self._on_joints, 10)
@@ -148,12 +151,13 @@ class EvalDriver(GraphClient):
             self.progress.on_cube(pose["pos"])
         if not self.lifecycle.transition("activate"):
             raise RuntimeError("policy node refused to activate")
-        t0 = self.sim_now()
+        t0 = self.episode_start_s = self.sim_now()
         while not self._success and self.sim_now() - t0 < max_sim_s:
             if time.monotonic() - wall0 > wall_limit_s:
                 break
             self.spin(0.05)
-        duration = self.sim_now() - t0
+        self.episode_end_s = self.sim_now()
+        duration = self.episode_end_s - t0
         self.lifecycle.transition("deactivate")
         progress, self.progress = self.progress.as_record(), None
         return EpisodeOutcome(
