@@ -6,7 +6,9 @@ ticks (expected ticks at the card's rate while active minus chunks received) and
 boundaries at which the end-effector speed (FK of `/joint_states`) dips below 20 % of its running median while
 the chunk itself commands motion (`net_commanded_speed`: from the measured EE to the chunk's last point,
 clipped to the controller's workspace box; a policy that deliberately stops, jitters in place while it
-grasps, or pushes against the box floor is not a hand-over dip).
+grasps, or pushes against the box floor is not a hand-over dip). The running median never reaches back into
+the previous episode, only chunks executed to their end inside their episode count, and the dips are also
+reported by phase: the grasp (settling on the cube, closing the fingers) and the transit (`grasp_phase`).
 """
 
 from __future__ import annotations
@@ -186,7 +188,7 @@ def write_trace(
     arrays: more arrays saved for diagnosing dips (None ones are left out), e.g. chunk_points (M, P, 4) per
     Cartesian chunk (see `chunk_positions`: what the chunk at a dipped boundary commanded), gripper_width
     (N,), episode_starts / episode_ends (E,) (shaded in the plot) and grasp_phase (M,) bool (see
-    `near_gripper_motion`; its dips are drawn in orange, the others in red).
+    `grasp_phase`; its dips are drawn in orange, the others in red).
     """
     import matplotlib
 
