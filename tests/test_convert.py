@@ -87,3 +87,28 @@ def test_convert_command_writes_robomimic(dataset, tmp_path, capsys):
     args = parser.parse_args(["convert", str(dataset), str(tmp_path / "rm.hdf5"), "--to", "robomimic"])
     assert args.func(args) == 0
     assert len(read_robomimic(tmp_path / "rm.hdf5")) == 3
+
+
+@pytest.fixture(scope="module")
+def recovery_dataset(dataset, tmp_path_factory):
+    """The synthetic dataset with one recovery demo: its first 4 steps are a deliberate miss."""
+    import shutil
+
+    out = tmp_path_factory.mktemp("convert_rec") / "ds"
+    shutil.copytree(dataset, out)
+    with h5py.File(sorted(out.glob("episode_*.h5"))[1], "a") as f:
+        f.create_dataset("perturbed", data=np.arange(10) < 4)
+    return out
+
+
+def test_exports_keep_which_steps_must_not_be_learned(recovery_dataset, tmp_path):
+    marked = [np.zeros(10, bool), np.arange(10) < 4, np.zeros(10, bool)]
+    root = export_lerobot(recovery_dataset, tmp_path / "lerobot")
+    assert json.loads((root / "meta/info.json").read_text())["features"]["perturbed"]["dtype"] == "bool"
+    for want, ep in zip(marked, read_lerobot(root), strict=True):
+        np.testing.assert_array_equal(ep["perturbed"], want)
+    path = export_robomimic(recovery_dataset, tmp_path / "demo.hdf5")
+    for want, demo in zip(marked, read_robomimic(path), strict=True):
+        np.testing.assert_array_equal(demo["perturbed"], want)
+    with h5py.File(path) as f:
+        assert [n.decode() for n in f["mask/unperturbed"][()]] == ["demo_0", "demo_2"]

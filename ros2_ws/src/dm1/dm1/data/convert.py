@@ -5,10 +5,13 @@
   with its data file and global index range), `data/chunk-XXX/file-YYY.parquet` (one row per frame;
   episodes are appended to a file until it exceeds `data_files_size_in_mb`). Images are stored inline as
   `image` features (struct {bytes: PNG, path}) — no video encoder needed. `observation.state` concatenates the
-  proprio keys (names `<key>_<i>`). Requires `pyarrow`.
+  proprio keys (names `<key>_<i>`). The bool feature `perturbed` marks the frames whose action is a recovery
+  demo's deliberate mistake (not to be learned; dm1's own loader drops them). Requires `pyarrow`.
 - **robomimic HDF5** (`export_robomimic`): `data/demo_<i>/{actions, obs/<key>, rewards, dones}` with
   `demo_<i>.attrs["num_samples"]`, `data.attrs["env_args"]` (JSON), `data.attrs["total"]` and `mask/train`.
   Cameras become `obs/<camera>_image`; rewards are sparse (1 at the last step of a successful episode).
+  Each demo also has `perturbed` (bool per step, as above; robomimic's loaders ignore it), and the filter key
+  `mask/unperturbed` lists the demos without any perturbed step.
   No simulator `states` are stored (franky-sim episodes cannot be replayed by robomimic).
 
 `read_lerobot` / `read_robomimic` read those layouts back (used by the round-trip tests).
@@ -73,6 +76,11 @@ def _state(ep: Episode) -> np.ndarray:
 
 def _state_names(ep: Episode) -> list[str]:
     return [f"{k}_{i}" for k in ep.proprio_keys for i in range(ep.proprio[k].shape[1])]
+
+
+def _perturbed(ep: Episode) -> np.ndarray:
+    """(T,) bool: the steps whose action is a deliberate mistake (all False for an ordinary demo)."""
+    return np.zeros(ep.length, dtype=bool) if ep.perturbed is None else np.asarray(ep.perturbed, dtype=bool)
 
 
 def _stats(x: np.ndarray) -> dict[str, Any]:
@@ -142,6 +150,7 @@ def export_lerobot(
         ("episode_index", "int64"),
         ("index", "int64"),
         ("task_index", "int64"),
+        ("perturbed", "bool"),
     ]:
         features[name] = {"dtype": dtype, "shape": [1], "names": None}
     image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
@@ -155,6 +164,7 @@ def export_lerobot(
             ("episode_index", pa.int64()),
             ("index", pa.int64()),
             ("task_index", pa.int64()),
+            ("perturbed", pa.bool_()),
         ]
     )
     (out / "meta").mkdir(parents=True)
@@ -194,6 +204,7 @@ def export_lerobot(
         cols["episode_index"] = pa.array(np.full(T, ei, dtype=np.int64))
         cols["index"] = pa.array(np.arange(start, start + T, dtype=np.int64))
         cols["task_index"] = pa.array(np.zeros(T, dtype=np.int64))
+        cols["perturbed"] = pa.array(_perturbed(ep))
         target = out / DATA_PATH.format(
             chunk_index=file_index // CHUNKS_SIZE, file_index=file_index % CHUNKS_SIZE
         )
@@ -285,6 +296,9 @@ def read_lerobot(root: str | Path) -> list[dict[str, Any]]:
             raise ValueError(
                 f"{root}: episode {e['episode_index']} expected {e['length']} frames, found {len(rows)}"
             )
+        perturbed = np.zeros(len(rows), dtype=bool)  # exports older than the field: nothing marked
+        if "perturbed" in data:
+            perturbed = np.asarray([data["perturbed"][i] for i in rows], dtype=bool)
         result.append(
             {
                 "episode_index": e["episode_index"],
@@ -299,6 +313,7 @@ def read_lerobot(root: str | Path) -> list[dict[str, Any]]:
                 "state": np.asarray([data["observation.state"][i] for i in rows], np.float32),
                 "action": np.asarray([data["action"][i] for i in rows], np.float32),
                 "timestamp": np.asarray([data["timestamp"][i] for i in rows], np.float32),
+                "perturbed": perturbed,
             }
         )
     return result
@@ -321,7 +336,7 @@ def export_robomimic(
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + ".partial")
     total = 0
-    names = []
+    names, unperturbed = [], []
     with h5py.File(tmp, "w") as f:
         data = f.create_group("data")
         for i, path in enumerate(tqdm(files, desc="robomimic", unit="ep", disable=not progress)):
@@ -340,11 +355,14 @@ def export_robomimic(
                 rewards[-1] = 1.0
             g.create_dataset("rewards", data=rewards)
             g.create_dataset("dones", data=dones)
+            g.create_dataset("perturbed", data=_perturbed(ep))
             g.attrs["num_samples"] = T
             g.attrs["success"] = ep.success
             g.attrs["source_file"] = path.name
             total += T
             names.append(f"demo_{i}")
+            if not _perturbed(ep).any():
+                unperturbed.append(f"demo_{i}")
         env_args = {
             "env_name": env_name,
             "type": 2,
@@ -358,6 +376,7 @@ def export_robomimic(
         data.attrs["env_args"] = json.dumps(env_args)
         data.attrs["total"] = total
         f.create_dataset("mask/train", data=np.array(names, dtype="S"))
+        f.create_dataset("mask/unperturbed", data=np.array(unperturbed, dtype="S"))
     tmp.replace(out_path)
     return out_path
 
@@ -390,6 +409,7 @@ def read_robomimic(path: str | Path) -> list[dict[str, Any]]:
                     "obs": {k: g["obs"][k][()] for k in g["obs"]},
                     "rewards": g["rewards"][()],
                     "dones": g["dones"][()],
+                    "perturbed": g["perturbed"][()] if "perturbed" in g else np.zeros(n, dtype=bool),
                     "env_args": json.loads(f["data"].attrs["env_args"]),
                 }
             )
