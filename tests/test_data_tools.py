@@ -106,3 +106,18 @@ def test_validate_reads_recorder_dropped_frames(dataset):
     qa = check_episode(dataset / "episode_000000.h5")
     assert qa.dropped_frames == {"front": 1} and qa.ok
     assert np.isfinite(qa.duration_s)
+
+
+def test_data_info_command_reports_the_index_and_the_recovery_demos(dataset, capsys):
+    from dm1.commands.data import register
+
+    parser = argparse.ArgumentParser(prog="dm1")
+    register(parser.add_subparsers(dest="cmd"))
+    with h5py.File(dataset / "episode_000002.h5", "a") as f:
+        f.create_dataset("perturbed", data=np.arange(12) < 3)
+    args = parser.parse_args(["data", "info", str(dataset), "--json"])
+    assert args.func(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["num_episodes"] == 3 and out["total_steps"] == 36 and len(out["dataset_sha256"]) == 64
+    assert out["recovery_episodes"] == 1 and out["episode_length"]["min"] == 12
+    assert out["first_episode"]["file"] == "episode_000000.h5"

@@ -68,17 +68,15 @@ def _episode_summary(ep: Any) -> dict[str, Any]:
 def _info(args: argparse.Namespace) -> int:
     from dm1.data.episode import read_episode
     from dm1.data.index import DatasetIndex
+    from dm1.data.tools import dataset_info
 
     path = Path(args.path)
     if path.is_file():
         out = _episode_summary(read_episode(path, load_images=False))
     else:
         index = DatasetIndex(path).update()
-        out = index.to_dict()
-        out.pop("episodes")
-        out["success_rate"] = (
-            sum(e["success"] for e in index.episodes) / len(index.episodes) if index.episodes else None
-        )
+        out = {k: v for k, v in index.to_dict().items() if k != "episodes"}  # hash, totals, bad files
+        out |= dataset_info(path)  # lengths, success rate, recovery demos, schema, duration
         if index.episodes:
             out["first_episode"] = _episode_summary(read_episode(index.episode_paths()[0], load_images=False))
     if args.json:
@@ -193,7 +191,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ap.set_defaults(func=_guarded(handler))
     from dm1.data.tools import register_tools
 
-    register_tools(sub, only=("validate", "stats", "plot", "convert"))
+    register_tools(sub)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 

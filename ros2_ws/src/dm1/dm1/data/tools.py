@@ -1,12 +1,14 @@
-"""Dataset tools behind `dm1 data {info,validate,stats,plot}` (registered by `register_tools`).
+"""Dataset tools behind `dm1 data {info,validate,stats,plot,convert}`.
 
-- `info`: episodes, steps, cameras and shapes, action space, rate, success rate, durations.
+- `dataset_info` (`dm1 data info`, which adds the index's hash and counts): episodes, steps, lengths,
+  cameras and shapes, action space, rate, success rate, recovery demos, duration, incomplete files.
 - `validate`: per-episode QA — format, timestamp monotonicity, gaps (a step interval above 1.5 control
   periods), dropped/repeated camera frames (from the recorder's `timing/<cam>_capture`), non-finite or
   out-of-range actions (gripper outside [0, 1], positions outside the workspace box); incomplete `.partial`
   files are quarantined. Writes `qa_report.json` and `qa_report.md`.
 - `stats`: min / max / mean / std of actions and proprio keys (JSON).
 - `plot`: one PNG per episode with the action and joint (or EE) trajectories.
+`register_tools` adds the command-line actions of this module (all but `info`) to `dm1 data`.
 """
 
 from __future__ import annotations
@@ -245,11 +247,6 @@ def plot_episode(path: Path, out_png: Path) -> Path:
 
 
 # ---- CLI ---------------------------------------------------------------------------------------------
-def _info(args: argparse.Namespace) -> int:
-    print(json.dumps(dataset_info(Path(args.dataset)), indent=2))
-    return 0
-
-
 def _validate(args: argparse.Namespace) -> int:
     report = validate_dataset(Path(args.dataset), quarantine=not args.no_quarantine, progress=True)
     if args.json:
@@ -299,11 +296,12 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
-TOOL_NAMES = ("info", "validate", "stats", "plot", "convert")
+TOOL_NAMES = ("validate", "stats", "plot", "convert")
 
 
 def register_tools(data_sub: argparse._SubParsersAction, only: tuple[str, ...] = TOOL_NAMES) -> None:
-    """Add `info`, `validate`, `stats`, `plot` and `convert` (or the subset `only`) to `dm1 data`."""
+    """Add `validate`, `stats`, `plot` and `convert` (or the subset `only`) to `dm1 data` (whose `info` is
+    `dm1.commands.data`: the index and `dataset_info`)."""
     unknown = sorted(set(only) - set(TOOL_NAMES))
     if unknown:
         raise ValueError(f"register_tools: unknown tools {unknown}, expected some of {list(TOOL_NAMES)}")
@@ -316,7 +314,6 @@ def register_tools(data_sub: argparse._SubParsersAction, only: tuple[str, ...] =
         p.set_defaults(func=func)
         return p
 
-    add("info", "summary of a dataset directory", _info)
     if p := add("validate", "per-episode QA report; quarantines incomplete episodes", _validate):
         p.add_argument("--no-quarantine", action="store_true", help="only report, move nothing")
         p.add_argument("--json", action="store_true", help="print the report as JSON instead of Markdown")
