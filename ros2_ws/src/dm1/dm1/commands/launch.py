@@ -39,13 +39,16 @@ CHILD_ENV_DEFAULTS = {
 
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
-_prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: the child only calls it (fork -> exec)
+# Resolved here, so that the child only calls it (between fork and exec). Linux only: elsewhere (a training
+# machine without the robot stack) the launcher still runs, without this guarantee.
+_prctl = getattr(ctypes.CDLL(None), "prctl", None) if sys.platform.startswith("linux") else None
 
 
 def _terminate_with_parent(parent_pid: int) -> None:
     """Run in a node's process between fork and exec: SIGTERM (rclpy's graceful shutdown) once the launcher
     dies, however it dies; exit at once if it already has."""
-    _prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
     if os.getppid() != parent_pid:
         os._exit(1)
 
@@ -221,7 +224,7 @@ class GraphRunner:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             process_group=0,
-            preexec_fn=lambda: _terminate_with_parent(parent),  # noqa: PLW1509 (async-signal-safe: one prctl)
+            preexec_fn=lambda: _terminate_with_parent(parent),  # one prctl and one getppid: fork-safe
         )
         self.procs.append((spec, proc))
         pump = threading.Thread(target=self._pump, args=(spec.name, proc.stdout), daemon=True)

@@ -355,13 +355,14 @@ def export_robomimic(
                 rewards[-1] = 1.0
             g.create_dataset("rewards", data=rewards)
             g.create_dataset("dones", data=dones)
-            g.create_dataset("perturbed", data=_perturbed(ep))
+            marks = _perturbed(ep)  # (T,) bool
+            g.create_dataset("perturbed", data=marks)
             g.attrs["num_samples"] = T
             g.attrs["success"] = ep.success
             g.attrs["source_file"] = path.name
             total += T
             names.append(f"demo_{i}")
-            if not _perturbed(ep).any():
+            if not marks.any():
                 unperturbed.append(f"demo_{i}")
         env_args = {
             "env_name": env_name,
