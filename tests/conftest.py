@@ -123,8 +123,10 @@ def _no_real_time_priority_leaks_into_later_tests() -> Iterator[None]:
 
 def thread_scheduling(pid: int | str = "self") -> dict[int, tuple[int, int]]:
     """Thread id -> (scheduling policy, real-time priority) for every thread of process `pid`."""
+    from dm1.scheduling import process_thread_ids
+
     out = {}
-    for tid in map(int, os.listdir(f"/proc/{pid}/task")):
+    for tid in process_thread_ids(pid):
         with contextlib.suppress(ProcessLookupError):  # the thread ended meanwhile
             out[tid] = (os.sched_getscheduler(tid), os.sched_getparam(tid).sched_priority)
     return out

@@ -49,9 +49,9 @@ def scheduled_as(sched: ThreadScheduling) -> Iterator[None]:
         own.apply()
 
 
-def process_thread_ids() -> list[int]:
-    """Kernel thread ids of every thread of this process (Linux: /proc/self/task)."""
-    return sorted(int(p.name) for p in Path("/proc/self/task").iterdir())
+def process_thread_ids(pid: int | str = "self") -> list[int]:
+    """Kernel thread ids of every thread of process `pid` (default: this one; Linux: /proc/<pid>/task)."""
+    return sorted(int(p.name) for p in Path(f"/proc/{pid}/task").iterdir())
 
 
 def yield_cpu(nice: int, idle: bool) -> dict[str, int | bool]:
