@@ -98,15 +98,16 @@ def procs(ros_env: dict[str, str], tmp_path: Path) -> Iterator[ProcessGroup]:
         group.close()
 
 
-def wait_for(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):
-    """Poll `predicate` until it returns a truthy value or `timeout` seconds pass (then fail the test)."""
+def wait_for(predicate, timeout: float, interval: float = 0.05, what: str = "condition", detail=None):
+    """Poll `predicate` until it returns a truthy value or `timeout` seconds pass (then fail the test, adding
+    `detail()`, e.g. the ends of the processes' logs, to the message)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.1f} s waiting for {what}")
+    pytest.fail(f"timed out after {timeout:.1f} s waiting for {what}" + (f"\n{detail()}" if detail else ""))
 
 
 @pytest.fixture(autouse=True)

@@ -184,14 +184,20 @@ def test_interrupt_of_background_run_discards_open_episode_and_stops_graph(ros_e
             stderr=subprocess.STDOUT,
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
         )
+    launch_log = out / "launch.log"
+
+    def logs() -> str:
+        collect = (tmp_path / "collect.log").read_text(errors="replace")
+        graph = launch_log.read_text(errors="replace") if launch_log.exists() else ""
+        return f"--- collect.log (end) ---\n{collect[-2000:]}\n--- launch.log (end) ---\n{graph[-6000:]}"
+
+    def second_episode_recording() -> bool:
+        if proc.poll() is not None:  # it ended before the interrupt: fail now, with both logs
+            raise AssertionError(f"collect exited with {proc.returncode} before episode 1\n{logs()}")
+        return launch_log.exists() and "recording episode 1" in launch_log.read_text(errors="replace")
+
     try:
-        launch_log = out / "launch.log"
-        wait_for(
-            lambda: launch_log.exists() and "recording episode 1" in launch_log.read_text(errors="replace"),
-            600,
-            interval=0.2,
-            what="the second episode to start recording",
-        )
+        wait_for(second_episode_recording, 420, 0.2, "the second episode to start recording", detail=logs)
         time.sleep(1.0)  # mid-episode
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=120) == 130, (tmp_path / "collect.log").read_text(errors="replace")[-3000:]

@@ -156,6 +156,7 @@ class EvalDriver(GraphClient):
             if time.monotonic() - wall0 > wall_limit_s:
                 break
             self.spin(0.05)
+            self.check_sim_advancing(f"episode {index}")
         self.episode_end_s = self.sim_now()
         duration = self.episode_end_s - t0
         self.lifecycle.transition("deactivate")

@@ -15,6 +15,8 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from std_srvs.srv import Trigger
 
+SIM_STALL_S = 60.0  # wall seconds without /clock advancing before a driver gives up on the twin
+
 
 class GraphClient:
     """A sim-time client node of a running graph. Every wait is bounded (wall clock as a safety net)."""
@@ -24,6 +26,8 @@ class GraphClient:
             node_name, parameter_overrides=[Parameter("use_sim_time", value=True)]
         )
         self.timeout_s = service_timeout_s
+        self._last_sim = -1.0
+        self._sim_advanced_at = time.monotonic()
 
     def sim_now(self) -> float:
         """Node clock (simulation time from /clock)."""
@@ -34,6 +38,19 @@ class GraphClient:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             rclpy.spin_once(self.node, timeout_sec=min(0.02, max(end - time.monotonic(), 0.0)))
+        now = self.sim_now()
+        if now != self._last_sim:
+            self._last_sim, self._sim_advanced_at = now, time.monotonic()
+
+    def check_sim_advancing(self, what: str, stall_s: float = SIM_STALL_S) -> None:
+        """Raise TimeoutError naming `what` when simulation time has not advanced for `stall_s` wall seconds
+        of spinning: the twin stopped (crashed, hung, starved), so a sim-time wait would never end."""
+        stalled = time.monotonic() - self._sim_advanced_at
+        if stalled > stall_s:
+            raise TimeoutError(
+                f"{what}: simulation time stuck at {self._last_sim:.3f} s for {stalled:.0f} s (wall); "
+                "is the twin running? (see the graph's log)"
+            )
 
     def trigger(self, client: Client, what: str = "", check: bool = True) -> tuple[bool, str]:
         """Call a Trigger service; returns (success, message); with `check`, raise on failure.

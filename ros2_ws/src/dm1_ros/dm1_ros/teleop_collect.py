@@ -205,6 +205,7 @@ class CollectDriver(GraphClient):
         success_at: float | None = None
         while True:
             self.spin(0.02)
+            self.check_sim_advancing(f"episode {index}")
             now = self.sim_now()
             if success_at is None and self.success:
                 success_at = now

@@ -1,0 +1,60 @@
+"""`GraphClient`: the sim-time client of a live graph gives up on a stopped twin instead of waiting forever.
+
+Real rclpy pub/sub in one process: a /clock publisher stands in for the twin's clock.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+from builtin_interfaces.msg import Time  # noqa: E402
+from dm1_ros.graph_client import GraphClient  # noqa: E402
+from rosgraph_msgs.msg import Clock  # noqa: E402
+
+
+@pytest.fixture()
+def client_and_clock(ros_env) -> Iterator[tuple[GraphClient, object]]:
+    rclpy.init()
+    client = GraphClient("dm1_test_graph_client", service_timeout_s=1.0)
+    clock_node = rclpy.create_node("dm1_test_clock")
+    pub = clock_node.create_publisher(Clock, "/clock", 10)
+    sim = {"ns": 1_000_000_000}
+
+    def tick(advance: bool) -> None:
+        if advance:
+            sim["ns"] += 5_000_000
+        pub.publish(Clock(clock=Time(sec=sim["ns"] // 10**9, nanosec=sim["ns"] % 10**9)))
+
+    try:
+        yield client, tick
+    finally:
+        clock_node.destroy_node()
+        client.close()
+        rclpy.shutdown()
+
+
+def _spin_with_clock(client: GraphClient, tick, advance: bool, wall_s: float) -> None:
+    end = time.monotonic() + wall_s
+    while time.monotonic() < end:
+        tick(advance)
+        client.spin(0.02)
+        client.check_sim_advancing("episode 0", stall_s=0.5)
+
+
+def test_running_clock_is_not_a_stall(client_and_clock) -> None:
+    client, tick = client_and_clock
+    _spin_with_clock(client, tick, advance=True, wall_s=1.5)  # three stall windows: no error
+    assert client.sim_now() > 1.0
+
+
+def test_stopped_clock_raises_naming_the_episode_and_the_time(client_and_clock) -> None:
+    client, tick = client_and_clock
+    _spin_with_clock(client, tick, advance=True, wall_s=0.3)
+    stuck = client.sim_now()
+    assert stuck > 1.0
+    with pytest.raises(TimeoutError, match=rf"episode 0: simulation time stuck at {stuck:.3f} s"):
+        _spin_with_clock(client, tick, advance=False, wall_s=5.0)  # the same stamp again and again
