@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PKGS=(libusb-1.0-0 libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libopengl0 libglib2.0-0)
+APT_PKGS=(util-linux libusb-1.0-0 libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libopengl0 libglib2.0-0)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -6,7 +6,7 @@ Machines without `ros2 launch` (PyPI rclpy) start the same graph as `dm1_bringup
 its `ready_topic`, or its name in the ROS graph), every wait bounded. Output is prefixed with the node name.
 Ctrl-C or SIGTERM stops every node (SIGINT, then SIGTERM, then SIGKILL, in reverse start order); the
 launcher exits non-zero when a required node dies or does not become ready. Should the launcher itself die
-without that shutdown (SIGKILL, a crash), the kernel sends every node SIGTERM (`PR_SET_PDEATHSIG`): no
+without that shutdown (SIGKILL, a crash), the kernel sends every node SIGTERM (`setpriv --pdeathsig`): no
 controller, policy or twin outlives its launcher.
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import importlib
 import importlib.util
 import os
@@ -38,19 +37,16 @@ CHILD_ENV_DEFAULTS = {
 }
 
 
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
-# Resolved here, so that the child only calls it (between fork and exec). Linux only: elsewhere (a training
-# machine without the robot stack) the launcher still runs, without this guarantee.
-_prctl = getattr(ctypes.CDLL(None), "prctl", None) if sys.platform.startswith("linux") else None
+# util-linux's `setpriv --pdeathsig`: the kernel SIGTERMs the node (rclpy's graceful shutdown) when its
+# parent, the launcher, dies. Through an exec, not a Popen preexec_fn: Python code run between fork and exec
+# in a process with live threads (the output pumps, the readiness probe's DDS threads) can deadlock.
+# Elsewhere (no setpriv: not Linux) the launcher still runs, without this guarantee.
+_SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None
 
 
-def _terminate_with_parent(parent_pid: int) -> None:
-    """Run in a node's process between fork and exec: SIGTERM (rclpy's graceful shutdown) once the launcher
-    dies, however it dies; exit at once if it already has."""
-    if _prctl is not None:
-        _prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-    if os.getppid() != parent_pid:
-        os._exit(1)
+def with_parent_death_signal(cmd: list[str], setpriv: str | None = _SETPRIV) -> list[str]:
+    """`cmd` wrapped so that the kernel sends it SIGTERM once the process that starts it dies."""
+    return [setpriv, "--pdeathsig", "TERM", "--", *cmd] if setpriv else list(cmd)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -184,6 +180,8 @@ class GraphRunner:
 
     def _preflight(self) -> list[Any] | None:
         """Drop optional nodes whose program is missing; fail (None) when a required one is missing."""
+        if _SETPRIV is None:
+            self.log("note: no setpriv (util-linux): should this launcher be killed, its nodes keep running")
         runnable = []
         for spec in self.specs:
             missing = _missing_program(spec)
@@ -217,14 +215,12 @@ class GraphRunner:
         self.log(f"starting {spec.name}: {' '.join(cmd)}")
         # Own process group: a terminal Ctrl-C reaches only the launcher, which then stops the nodes one by
         # one (a second SIGINT during a node's cleanup would interrupt it).
-        parent = os.getpid()
         proc = subprocess.Popen(
-            cmd,
+            with_parent_death_signal(cmd),
             env=self.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             process_group=0,
-            preexec_fn=lambda: _terminate_with_parent(parent),  # one prctl and one getppid: fork-safe
         )
         self.procs.append((spec, proc))
         pump = threading.Thread(target=self._pump, args=(spec.name, proc.stdout), daemon=True)
