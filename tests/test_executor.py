@@ -226,3 +226,28 @@ def test_a_target_clipped_to_the_workspace_floor_keeps_moving_along_it() -> None
     vel = backend.velocities[-1]
     assert vel is not None and vel[2] == 0.0 and vel[1] == pytest.approx(0.2)
     assert backend.ee_pos[2] == pytest.approx(lim.workspace_min[2])
+
+
+def test_a_descent_onto_the_workspace_floor_is_sent_braking() -> None:
+    """A chunk stream descending at 0.3 m/s to 2 cm below the floor: the targets and their feed-forward
+    velocities slow down before the floor (sqrt(2 a d)) instead of arriving at full speed, and end on it."""
+    lim = SafetyLimits()
+    floor = lim.workspace_min[2]
+    start = np.array([0.5, 0.0, floor + 0.06])
+    backend, clock = FakeBackend(ee_pos=start), FakeClock()
+    ex = ChunkExecutor(backend, lim, clock)
+    t0 = clock.t
+    for _ in range(12):  # 0.6 s of chunks, replanned every 50 ms along -z
+        z = max(start[2] - 0.3 * (clock.t - t0), floor - 0.02)
+        tfs = np.arange(4) * 0.05
+        pos = np.tile([0.5, 0.0, 0.0], (4, 1))
+        pos[:, 2] = np.maximum(z - 0.3 * tfs, floor - 0.02)
+        ex.on_chunk(TimedChunk(stamp=clock.t, time_from_start=tfs, positions=pos, gripper=np.zeros(4)))
+        run(ex, clock, 0.05)
+    sent = [args[0] for name, args in backend.calls if name == "ee"]
+    assert len(sent) == len(backend.velocities) > 50
+    for pos, vel in zip(sent[1:], backend.velocities[1:], strict=True):
+        room = np.sqrt(2 * lim.wall_decel * (pos[2] - floor))
+        assert pos[2] >= floor and vel is not None and vel[2] >= -room - 1e-9
+    assert max(-v[2] for v in backend.velocities[1:]) > 0.25  # it did descend fast, away from the floor
+    assert sent[-1][2] == pytest.approx(floor, abs=1e-3)

@@ -223,6 +223,46 @@ def test_bad_backend_arguments_are_refused() -> None:
 
 
 @pytest.mark.slow
+def test_a_full_speed_descent_stops_close_to_the_workspace_floor(sim_arm: SimArm) -> None:
+    """Chunks every 50 ms descend at 0.35 m/s (the speed limit) from home through the workspace floor; the
+    executor clips them to the box. The impedance tracker follows its target with a lag, so a target stream
+    that arrives on the floor at full speed carried the arm 12-13 mm below it; braking into the wall
+    (SafetyLimits.wall_decel) keeps that overshoot to a few mm."""
+    from dm1.control.executor import ChunkExecutor
+    from dm1.control.limits import SafetyLimits
+    from dm1.control.schedule import TimedChunk
+
+    lim = SafetyLimits()
+    floor = lim.workspace_min[2]
+    backend = FrankyBackend(sim_arm.host, gripper=False)
+    try:
+        ex = ChunkExecutor(backend, lim, lambda: sim_arm.time, mode="cartesian")
+        p0 = backend.read_state().ee_pos.copy()
+        t0 = next_chunk = sim_arm.time
+        tfs = np.arange(4) * 0.05  # (4,)
+        zs, speeds = [], []
+        while (now := sim_arm.time) - t0 < 2.5:
+            if now >= next_chunk:
+                pos = np.tile(p0, (4, 1))  # (4, 3)
+                pos[:, 2] = p0[2] - lim.max_ee_speed * (now - t0 + tfs)  # on through the floor
+                ex.on_chunk(TimedChunk(stamp=now, time_from_start=tfs, positions=pos, gripper=np.zeros(4)))
+                next_chunk += 0.05
+            ex.tick(now)
+            state = backend.read_state()
+            zs.append(state.ee_pos[2])
+            speeds.append(float(np.linalg.norm(state.ee_vel)))
+            sim_arm.wait_sim(0.01)
+        assert max(speeds) > 0.3, "the arm never reached full speed"
+        assert ex.counters["clamped"] > 0
+        overshoot = floor - min(zs)
+        assert overshoot < 0.009, f"the arm went {overshoot * 1000:.1f} mm below the workspace floor"
+        assert abs(zs[-1] - floor) < 0.004, f"settled {(zs[-1] - floor) * 1000:.1f} mm from the floor"
+        assert backend.read_state().fault is None
+    finally:
+        backend.close()
+
+
+@pytest.mark.slow
 def test_joint_mode_tracks_streamed_joint_targets(sim_arm: SimArm) -> None:
     backend = FrankyBackend(sim_arm.host, gripper=False, mode="joint")
     try:

@@ -119,3 +119,42 @@ def test_clipped_velocity_stops_at_a_joint_limit_and_respects_the_velocity_limit
     assert vel[0] == 0.0, "no velocity through the joint limit"
     assert vel[1] == pytest.approx(lim.dq_max[1] * lim.velocity_scale)
     assert filt.clipped_velocity(report, None, 0.01, "joint") is None  # no previous target: arrive at rest
+
+
+def test_target_stream_brakes_into_a_workspace_wall_and_then_reaches_it() -> None:
+    """Requests 5 cm below the floor, from 10 cm above it at full speed: the safe targets never leave the box,
+    approach the floor no faster than sqrt(2 a d), and still arrive on it (no stall short of the wall)."""
+    lim = SafetyLimits()
+    filt, dt, floor = SafetyFilter(lim), 0.01, lim.workspace_min[2]
+    prev = np.array([0.5, 0.0, floor + 0.10])
+    speeds = []
+    for _ in range(100):  # 1 s at 100 Hz
+        report = filt.filter_ee(prev - [0.0, 0.0, 0.05], prev, prev, dt)  # measured = previous target
+        step = prev[2] - report.safe[2]
+        assert report.safe[2] >= floor
+        assert step <= np.sqrt(2 * lim.wall_decel * (prev[2] - floor)) * dt + 1e-12
+        speeds.append(step / dt)
+        prev = report.safe
+    assert max(speeds) == pytest.approx(lim.max_ee_speed)  # full speed away from the wall
+    assert "wall_approach" in report.reasons or prev[2] == floor
+    assert prev[2] - floor < 0.001  # arrived (within 1 mm) within the second
+
+
+def test_feedforward_velocity_is_capped_and_brakes_near_a_wall() -> None:
+    lim = SafetyLimits()
+    filt, floor = SafetyFilter(lim), lim.workspace_min[2]
+    mid = np.array([0.5, 0.0, 0.3])
+    fast = filt.limit_feedforward(np.array([0.0, 1.0, 0.0]), mid, "cartesian")
+    assert fast == pytest.approx([0.0, lim.max_ee_speed, 0.0])  # never faster than the safe stream
+    near = np.array([0.5, 0.0, floor + 0.005])
+    down = filt.limit_feedforward(np.array([0.0, 0.0, -0.3]), near, "cartesian")
+    assert down[2] == pytest.approx(-np.sqrt(2 * lim.wall_decel * 0.005))  # 0.14 m/s at 5 mm
+    up = filt.limit_feedforward(np.array([0.0, 0.0, 0.3]), near, "cartesian")
+    assert up[2] == pytest.approx(0.3)  # away from the wall: untouched
+    on = filt.limit_feedforward(np.array([0.1, 0.0, -0.3]), near - [0.0, 0.0, 0.005], "cartesian")
+    assert on == pytest.approx([0.1, 0.0, 0.0])  # on the floor: along it only
+
+
+def test_wall_decel_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="wall_decel: expected a positive finite value"):
+        SafetyLimits(wall_decel=0.0)

@@ -200,7 +200,7 @@ class ChunkExecutor:
             velocity = (
                 self.safety.clipped_velocity(report, self._prev_target, dt, self.mode)
                 if report.clipped
-                else target.velocity
+                else self.safety.limit_feedforward(target.velocity, safe, self.mode)
             )
             if report.clipped:
                 self.counters["clamped"] += 1

@@ -23,6 +23,10 @@ class SafetyLimits:
     max_ee_speed: max rate of change of the commanded EE position (m/s); 0.35 by default (teleop and the
         scripted expert move at 0.3), so a hold from full speed settles within 150 ms on the FR3.
     workspace_min / workspace_max: EE box (m, fr3_link0) the targets are clipped to.
+    wall_decel: m/s²; the commanded EE target approaches a box wall at most at sqrt(2 x wall_decel x its
+        distance to the wall), and its feed-forward velocity likewise, so the arm, which follows the targets
+        with its tracker's lag, stops at the wall instead of overshooting it (at 0.35 m/s the targets start
+        slowing 3 cm before the wall).
     chunk_timeout_s: a chunk older than this (receive time, node clock) is stale -> hold.
     max_future_s: reject chunks whose first action lies further than this in the future.
     max_consecutive_late: fault after this many chunks in a row arrive with every action already past.
@@ -39,6 +43,7 @@ class SafetyLimits:
     max_ee_speed: float = 0.35
     workspace_min: tuple[float, float, float] = (0.25, -0.40, 0.02)
     workspace_max: tuple[float, float, float] = (0.80, 0.40, 0.60)
+    wall_decel: float = 2.0
     chunk_timeout_s: float = 0.1
     max_future_s: float = 1.0
     max_consecutive_late: int = 5
@@ -76,7 +81,7 @@ class SafetyLimits:
             value = getattr(self, name)
             if not 0.0 < value <= upper:
                 raise bad(name, f"0 < value <= {upper}", value)
-        for name in ("max_ee_speed", "chunk_timeout_s", "max_future_s"):
+        for name in ("max_ee_speed", "wall_decel", "chunk_timeout_s", "max_future_s"):
             value = getattr(self, name)
             if not (np.isfinite(value) and value > 0.0):
                 raise bad(name, "a positive finite value", value)

@@ -57,6 +57,17 @@ def _limit_elementwise(
     return limited, bool(np.any(np.abs(limited - target) > 1e-12))
 
 
+def _limit_wall_approach(
+    target: np.ndarray, previous: np.ndarray, lo: np.ndarray, hi: np.ndarray, decel: float, dt: float
+) -> tuple[np.ndarray, bool]:
+    """Per axis, limit the step from `previous` toward a wall of [lo, hi] to sqrt(2 decel d) dt, d = the
+    previous target's distance to that wall: the target stream brakes into the wall. Shapes: (D,)."""
+    room_low = np.sqrt(2.0 * decel * np.maximum(previous - lo, 0.0)) * dt  # (D,) m
+    room_high = np.sqrt(2.0 * decel * np.maximum(hi - previous, 0.0)) * dt
+    limited = previous + np.clip(target - previous, -room_low, room_high)
+    return limited, bool(np.any(np.abs(limited - target) > 1e-12))
+
+
 class SafetyFilter:
     """Applies `SafetyLimits` to joint or EE-position targets. Stateless: all state is passed in."""
 
@@ -99,13 +110,18 @@ class SafetyFilter:
         reason = nonfinite_reason(target=original, measured=measured)
         if reason is not None:
             raise ValueError(f"SafetyFilter.filter_ee: {reason}")
-        safe = np.clip(original, lim.workspace_min, lim.workspace_max)
+        lo, hi = np.asarray(lim.workspace_min), np.asarray(lim.workspace_max)
+        safe = np.clip(original, lo, hi)
         if np.any(safe != original):
             report.reasons.append("workspace")
         if previous is not None:
-            safe, hit = _limit_step(safe, np.asarray(previous, dtype=float), lim.max_ee_speed * max(dt, 0.0))
+            prev, dt = np.asarray(previous, dtype=float), max(dt, 0.0)
+            safe, hit = _limit_step(safe, prev, lim.max_ee_speed * dt)
             if hit:
                 report.reasons.append("ee_speed")
+            safe, hit = _limit_wall_approach(safe, prev, lo, hi, lim.wall_decel, dt)
+            if hit:
+                report.reasons.append("wall_approach")
         safe, hit = _limit_step(safe, measured, lim.max_ee_step)
         if hit:
             report.reasons.append("ee_step")
@@ -116,8 +132,8 @@ class SafetyFilter:
         self, report: SafetyReport, previous: np.ndarray | None, dt: float, mode: str
     ) -> np.ndarray | None:
         """Feed-forward velocity for a target the filter clipped: the safe target stream's own velocity,
-        (safe - previous) / dt, within the speed limit, and zero along every axis (cartesian) or joint held at
-        a bound. Shapes (3,) m/s or (7,) rad/s; None (arrive at rest) without a previous target.
+        (safe - previous) / dt, through `limit_feedforward`. Shapes (3,) m/s or (7,) rad/s; None (arrive at
+        rest) without a previous target.
 
         The requested (chunk) velocity no longer matches a clipped target, and dropping it makes the tracker
         brake to a stop at the target: a target jump at a chunk hand-over, ramped over a few ticks by the
@@ -125,18 +141,29 @@ class SafetyFilter:
         """
         if previous is None or not dt > 0:
             return None
+        stream = (report.safe - np.asarray(previous, dtype=float)) / dt  # (D,)
+        return self.limit_feedforward(stream, report.safe, mode)
+
+    def limit_feedforward(self, velocity: np.ndarray, safe: np.ndarray, mode: str) -> np.ndarray:
+        """The feed-forward velocity sent with the safe target `safe`: (3,) m/s (cartesian) or (7,) rad/s.
+
+        Cartesian: at most the EE speed limit, and toward each box wall at most sqrt(2 x wall_decel x the
+        target's distance to it) (zero at the wall), so the tracker is never told to arrive at a target near
+        a wall faster than the arm can stop there. Joint: within the velocity limit, zero into a joint bound.
+        """
         lim = self.limits
-        safe = report.safe
-        vel = (safe - np.asarray(previous, dtype=float)) / dt
+        vel = np.array(velocity, dtype=float)
         if mode == "cartesian":
-            lo, hi = np.asarray(lim.workspace_min), np.asarray(lim.workspace_max)
             norm = float(np.linalg.norm(vel))
             if norm > lim.max_ee_speed:
-                vel = vel * (lim.max_ee_speed / norm)
-        else:
-            lo, hi = np.asarray(lim.q_lower), np.asarray(lim.q_upper)
-            cap = np.asarray(lim.dq_max) * lim.velocity_scale
-            vel = np.clip(vel, -cap, cap)
+                vel *= lim.max_ee_speed / norm
+            lo, hi = np.asarray(lim.workspace_min), np.asarray(lim.workspace_max)
+            toward_low = np.sqrt(2.0 * lim.wall_decel * np.maximum(safe - lo, 0.0))  # (3,) m/s
+            toward_high = np.sqrt(2.0 * lim.wall_decel * np.maximum(hi - safe, 0.0))
+            return np.clip(vel, -toward_low, toward_high)
+        lo, hi = np.asarray(lim.q_lower), np.asarray(lim.q_upper)
+        cap = np.asarray(lim.dq_max) * lim.velocity_scale
+        vel = np.clip(vel, -cap, cap)
         vel[((safe <= lo) & (vel < 0)) | ((safe >= hi) & (vel > 0))] = 0.0  # never push through a bound
         return vel
 
