@@ -1,9 +1,10 @@
 """`SafetyFilter`: pure functions that turn a requested target into a safe one, with a report.
 
 Order for every target: reject non-finite input; clip to the joint limits / workspace box; limit the rate of
-change of the commanded target (velocity limit x control period, vs the previous *commanded* target); and
-finally limit the distance from the *measured* state (max step), which always wins, so a command never
-jumps away from where the arm actually is.
+change of the commanded target (velocity limit x control period, vs the previous *commanded* target); near a
+box wall, limit its approach speed so that the target stream brakes into the wall (EE targets); and finally
+limit the distance from the *measured* state (max step), which always wins, so a command never jumps away
+from where the arm actually is. `limit_feedforward` applies the same limits to the velocity sent with one.
 """
 
 from __future__ import annotations
