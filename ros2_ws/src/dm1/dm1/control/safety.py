@@ -58,14 +58,21 @@ def _limit_elementwise(
     return limited, bool(np.any(np.abs(limited - target) > 1e-12))
 
 
+def _approach_speeds(
+    at: np.ndarray, lo: np.ndarray, hi: np.ndarray, decel: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per axis, the highest speed toward the low and the high wall of [lo, hi] from which `decel` still stops
+    at the wall: sqrt(2 decel d), d = the distance of `at` to that wall (0 on or past it). Shapes: (D,)."""
+    return np.sqrt(2.0 * decel * np.maximum(at - lo, 0.0)), np.sqrt(2.0 * decel * np.maximum(hi - at, 0.0))
+
+
 def _limit_wall_approach(
     target: np.ndarray, previous: np.ndarray, lo: np.ndarray, hi: np.ndarray, decel: float, dt: float
 ) -> tuple[np.ndarray, bool]:
-    """Per axis, limit the step from `previous` toward a wall of [lo, hi] to sqrt(2 decel d) dt, d = the
-    previous target's distance to that wall: the target stream brakes into the wall. Shapes: (D,)."""
-    room_low = np.sqrt(2.0 * decel * np.maximum(previous - lo, 0.0)) * dt  # (D,) m
-    room_high = np.sqrt(2.0 * decel * np.maximum(hi - previous, 0.0)) * dt
-    limited = previous + np.clip(target - previous, -room_low, room_high)
+    """Per axis, limit the step from `previous` toward a wall to `_approach_speeds(previous)` x dt: the target
+    stream brakes into the wall. Shapes: (D,)."""
+    toward_low, toward_high = _approach_speeds(previous, lo, hi, decel)  # (D,) m/s
+    limited = previous + np.clip(target - previous, -toward_low * dt, toward_high * dt)
     return limited, bool(np.any(np.abs(limited - target) > 1e-12))
 
 
@@ -159,8 +166,7 @@ class SafetyFilter:
             if norm > lim.max_ee_speed:
                 vel *= lim.max_ee_speed / norm
             lo, hi = np.asarray(lim.workspace_min), np.asarray(lim.workspace_max)
-            toward_low = np.sqrt(2.0 * lim.wall_decel * np.maximum(safe - lo, 0.0))  # (3,) m/s
-            toward_high = np.sqrt(2.0 * lim.wall_decel * np.maximum(hi - safe, 0.0))
+            toward_low, toward_high = _approach_speeds(safe, lo, hi, lim.wall_decel)  # (3,) m/s
             return np.clip(vel, -toward_low, toward_high)
         lo, hi = np.asarray(lim.q_lower), np.asarray(lim.q_upper)
         cap = np.asarray(lim.dq_max) * lim.velocity_scale
