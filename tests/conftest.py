@@ -98,6 +98,13 @@ def procs(ros_env: dict[str, str], tmp_path: Path) -> Iterator[ProcessGroup]:
         group.close()
 
 
+def as_background_job(cmd: list[str]) -> list[str]:
+    """`cmd` started with SIGINT ignored, as a shell starts a background job (`cmd &`): through `trap '' INT`
+    and exec, so no Python runs in the forked child (a Popen preexec_fn can deadlock there while the test
+    process has other threads)."""
+    return ["bash", "-c", 'trap "" INT; exec "$@"', "bash", *cmd]
+
+
 def wait_for(predicate, timeout: float, interval: float = 0.05, what: str = "condition", detail=None):
     """Poll `predicate` until it returns a truthy value or `timeout` seconds pass (then fail the test, adding
     `detail()`, e.g. the ends of the processes' logs, to the message)."""

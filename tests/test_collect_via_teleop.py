@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import PYTHON, free_loopback_host, wait_for
+from conftest import PYTHON, as_background_job, free_loopback_host, wait_for
 from dm1.data.schema import EpisodeSchema, check_append_compatible
 from dm1.data.synthetic import make_synthetic_dataset
 from dm1.sim.collect import LIFT_PROPRIO_KEYS, UNITS, lift_schema
@@ -178,11 +178,7 @@ def test_interrupt_of_background_run_discards_open_episode_and_stops_graph(ros_e
     out.mkdir()
     with open(tmp_path / "collect.log", "wb") as log:
         proc = subprocess.Popen(  # SIGINT ignored at start, as in a shell's background job (`cmd &`)
-            _collect_cmd(out, 5),
-            env=ros_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+            as_background_job(_collect_cmd(out, 5)), env=ros_env, stdout=log, stderr=subprocess.STDOUT
         )
     launch_log = out / "launch.log"
 

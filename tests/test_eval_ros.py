@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import free_loopback_host
+from conftest import as_background_job, free_loopback_host
 from policy_toy_model import build_toy_model
 
 
@@ -63,10 +63,7 @@ def test_interrupted_eval_reports_finished_episodes_and_stops_graph(tmp_path: Pa
         "--max-sim-s", "1", "--sim-host", free_loopback_host(), "--out", str(out),
     ]  # fmt: skip
     with open(tmp_path / "eval.log", "wb") as log:  # SIGINT ignored at start, as in a background job
-        proc = subprocess.Popen(
-            cmd, env=ros_env, stdout=log, stderr=subprocess.STDOUT,
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
-        )  # fmt: skip
+        proc = subprocess.Popen(as_background_job(cmd), env=ros_env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 400
         while b"success=0/1" not in (tmp_path / "eval.log").read_bytes():  # tqdm: the first episode ended
