@@ -295,17 +295,18 @@ def run_loop_benchmark(args: Any) -> dict[str, Any]:
     order = np.argsort(times)
     ee = fr3_fk(np.array([q for _, q, _ in samples])[order])[0] if samples else np.zeros((0, 3))  # (N, 3)
     widths = np.array([w for _, _, w in samples])[order] if samples else np.zeros(0)  # (N,) m
+    times = times[order]  # (N,) ascending
+    starts, stops = np.array(episode_starts), np.array(episode_ends)  # (E,) sim s
     boundaries = np.array(chunk_stamps)
     ends = np.array([c[-1] for c in chunk_points]).reshape(-1, 4)
     limits = SafetyLimits()
     box = (np.array(limits.workspace_min), np.array(limits.workspace_max))
-    commanded = net_commanded_speed(times[order], ee, ends, boundaries, box) if len(times) else None
+    commanded = net_commanded_speed(times, ee, ends, boundaries, box) if len(times) else None
     if commanded is not None:  # chunks cut short by the episode's end (policy deactivated) command nothing
-        episodes = (np.array(episode_starts), np.array(episode_ends))
-        commanded[~executed_within_episode(boundaries, ends[:, 0], *episodes)] = 0.0
-    flags = boundary_dips(times[order], ee, boundaries, commanded, episode_starts=np.array(episode_starts))
+        commanded[~executed_within_episode(boundaries, ends[:, 0], starts, stops)] = 0.0
+    flags = boundary_dips(times, ee, boundaries, commanded, episode_starts=starts)
     frac, counted = dip_fraction(flags)
-    grasp = grasp_phase(times[order], ee, widths, boundaries)
+    grasp = grasp_phase(times, ee, widths, boundaries)
     by_phase = {
         phase: {"dips": int(np.sum(flags[mask] == 1)), "counted": int(np.sum(flags[mask] >= 0))}
         for phase, mask in (("grasp", grasp), ("transit", ~grasp))
@@ -313,14 +314,14 @@ def run_loop_benchmark(args: Any) -> dict[str, Any]:
     same_length = len({len(c) for c in chunk_points}) == 1
     write_trace(
         out,
-        times[order],
+        times,
         ee,
         boundaries,
         flags,
         chunk_points=np.stack(chunk_points) if same_length else None,
         gripper_width=widths,
-        episode_starts=np.array(episode_starts),
-        episode_ends=np.array(episode_ends),
+        episode_starts=starts,
+        episode_ends=stops,
         grasp_phase=grasp,
     )
     lat = np.asarray(latencies, dtype=float)
