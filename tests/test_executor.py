@@ -251,3 +251,6 @@ def test_a_descent_onto_the_workspace_floor_is_sent_braking() -> None:
         assert pos[2] >= floor and vel is not None and vel[2] >= -room - 1e-9
     assert max(-v[2] for v in backend.velocities[1:]) > 0.25  # it did descend fast, away from the floor
     assert sent[-1][2] == pytest.approx(floor, abs=1e-3)
+    braking = [a[2] for a in backend.accelerations[1:] if a is not None and a[2] != 0.0]
+    assert braking and set(braking) == {lim.wall_decel}  # the braking deceleration is fed forward, up only
+    assert backend.accelerations[-1] == pytest.approx(np.zeros(3))  # on the floor: nothing left to brake

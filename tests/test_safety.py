@@ -155,6 +155,27 @@ def test_feedforward_velocity_is_capped_and_brakes_near_a_wall() -> None:
     assert on == pytest.approx([0.1, 0.0, 0.0])  # on the floor: along it only
 
 
+def test_a_target_braking_into_a_wall_carries_the_braking_deceleration() -> None:
+    """The acceleration fed forward with a target is +-wall_decel exactly on the axes where its velocity is at
+    the wall-approach cap (the stream brakes at that rate), and 0 for free motion, motion away from a wall,
+    a slow approach and a target already on the wall."""
+    lim = SafetyLimits()
+    filt, floor, ceiling = SafetyFilter(lim), lim.workspace_min[2], lim.workspace_max[2]
+    near = np.array([0.5, 0.0, floor + 0.005])
+    braking = filt.limit_feedforward(np.array([0.1, 0.0, -0.3]), near, "cartesian")
+    assert filt.wall_braking(braking, near) == pytest.approx([0.0, 0.0, lim.wall_decel])  # decelerates
+    top = np.array([0.5, 0.0, ceiling - 0.005])
+    rising = filt.limit_feedforward(np.array([0.0, 0.0, 0.3]), top, "cartesian")
+    assert filt.wall_braking(rising, top) == pytest.approx([0.0, 0.0, -lim.wall_decel])
+    assert filt.wall_braking(np.array([0.0, 0.0, -0.01]), near) == pytest.approx(np.zeros(3))  # slow enough
+    assert filt.wall_braking(np.array([0.0, 0.0, 0.3]), near) == pytest.approx(np.zeros(3))  # leaving it
+    free = np.array([0.5, 0.0, 0.3])
+    assert filt.wall_braking(np.array([0.2, -0.2, -0.2]), free) == pytest.approx(np.zeros(3))
+    on = near - [0.0, 0.0, 0.005]
+    stopped = filt.limit_feedforward(np.array([0.0, 0.0, -0.3]), on, "cartesian")
+    assert filt.wall_braking(stopped, on) == pytest.approx(np.zeros(3))  # arrived: nothing to brake
+
+
 def test_wall_decel_must_be_positive() -> None:
     with pytest.raises(ValueError, match="wall_decel: expected a positive finite value"):
         SafetyLimits(wall_decel=0.0)

@@ -55,9 +55,14 @@ class RobotBackend(Protocol):
         ...
 
     def send_ee_target(
-        self, pos: np.ndarray, quat_xyzw: np.ndarray, lin_vel: np.ndarray | None = None
+        self,
+        pos: np.ndarray,
+        quat_xyzw: np.ndarray,
+        lin_vel: np.ndarray | None = None,
+        lin_acc: np.ndarray | None = None,
     ) -> None:
-        """Stream an EE pose target (non-blocking); `lin_vel` (3,) is an optional velocity feed-forward."""
+        """Stream an EE pose target (non-blocking); `lin_vel` (3,) m/s and `lin_acc` (3,) m/s² are optional
+        velocity and acceleration feed-forwards."""
         ...
 
     def send_joint_target(self, q: np.ndarray, dq: np.ndarray | None = None) -> None:
@@ -105,6 +110,7 @@ class FakeBackend:
         self.stamp = 0.0
         self.calls: list[tuple[str, tuple]] = []
         self.velocities: list[np.ndarray | None] = []  # feed-forward velocity of every ee/joint target
+        self.accelerations: list[np.ndarray | None] = []  # feed-forward acceleration of every ee target
 
     def read_state(self) -> RobotStateSnapshot:
         return RobotStateSnapshot(
@@ -126,10 +132,15 @@ class FakeBackend:
         self.calls.append((name, args))
 
     def send_ee_target(
-        self, pos: np.ndarray, quat_xyzw: np.ndarray, lin_vel: np.ndarray | None = None
+        self,
+        pos: np.ndarray,
+        quat_xyzw: np.ndarray,
+        lin_vel: np.ndarray | None = None,
+        lin_acc: np.ndarray | None = None,
     ) -> None:
         self._motion("ee", np.array(pos), np.array(quat_xyzw))
         self.velocities.append(None if lin_vel is None else np.array(lin_vel, dtype=float))
+        self.accelerations.append(None if lin_acc is None else np.array(lin_acc, dtype=float))
         self.ee_pos = np.array(pos, dtype=float)
         self.ee_quat = np.array(quat_xyzw, dtype=float)
 

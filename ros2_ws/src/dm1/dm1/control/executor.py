@@ -208,7 +208,8 @@ class ChunkExecutor:
                 log.debug("clamped %s: %s -> %s", report.reasons, report.original, report.safe)
         if self.mode == "cartesian":
             quat = state.ee_quat_xyzw if activating or target.quat_xyzw is None else target.quat_xyzw
-            self.backend.send_ee_target(safe, self.safety.normalize_quaternion(quat), velocity)
+            acc = None if velocity is None else self.safety.wall_braking(velocity, safe)
+            self.backend.send_ee_target(safe, self.safety.normalize_quaternion(quat), velocity, acc)
         else:
             self.backend.send_joint_target(safe, velocity)
         self._update_gripper(target.gripper)

@@ -241,14 +241,21 @@ class FrankyBackend:
         return self._tracker
 
     def send_ee_target(
-        self, pos: np.ndarray, quat_xyzw: np.ndarray, lin_vel: np.ndarray | None = None
+        self,
+        pos: np.ndarray,
+        quat_xyzw: np.ndarray,
+        lin_vel: np.ndarray | None = None,
+        lin_acc: np.ndarray | None = None,
     ) -> None:
         if self.mode != "cartesian":
             raise ValueError("FrankyBackend.send_ee_target: backend mode is 'joint'")
         pose = franky.Affine(np.asarray(pos, dtype=float), np.asarray(quat_xyzw, dtype=float))
         twist = None if lin_vel is None else franky.Twist(np.asarray(lin_vel, dtype=float), np.zeros(3))
+        acc = None  # the tracker adds Lambda(q) x this to its wrench
+        if lin_acc is not None:
+            acc = franky.TwistAcceleration(np.asarray(lin_acc, dtype=float), np.zeros(3))
         with self._lock:
-            self._ready_tracker().set_target(pose, twist)
+            self._ready_tracker().set_target(pose, twist, acc)
             self._brake_start = None
 
     def send_joint_target(self, q: np.ndarray, dq: np.ndarray | None = None) -> None:

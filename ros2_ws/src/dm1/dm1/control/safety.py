@@ -4,7 +4,8 @@ Order for every target: reject non-finite input; clip to the joint limits / work
 change of the commanded target (velocity limit x control period, vs the previous *commanded* target); near a
 box wall, limit its approach speed so that the target stream brakes into the wall (EE targets); and finally
 limit the distance from the *measured* state (max step), which always wins, so a command never jumps away
-from where the arm actually is. `limit_feedforward` applies the same limits to the velocity sent with one.
+from where the arm actually is. `limit_feedforward` applies the same limits to the velocity sent with one,
+and `wall_braking` gives the deceleration of a target stream braking into a wall (acceleration feed-forward).
 """
 
 from __future__ import annotations
@@ -173,6 +174,24 @@ class SafetyFilter:
         vel = np.clip(vel, -cap, cap)
         vel[((safe <= lo) & (vel < 0)) | ((safe >= hi) & (vel > 0))] = 0.0  # never push through a bound
         return vel
+
+    def wall_braking(self, velocity: np.ndarray, safe: np.ndarray) -> np.ndarray:
+        """(3,) m/s²: the acceleration feed-forward sent with an EE target `safe` and its feed-forward
+        `velocity` (3,) m/s from `limit_feedforward`. On each axis where that velocity is at its wall-approach
+        cap, the target stream brakes into the wall at `wall_decel` (d/dt sqrt(2 a d) = -a), so the target
+        decelerates at `wall_decel`; elsewhere 0.
+
+        An impedance tracker told only the braking target's pose and velocity lags it by the force needed to
+        stop the arm's mass (m a / k: a few mm) and carries that past the wall; with the deceleration fed
+        forward (Lambda(q) a in franky's Cartesian tracker) the arm brakes with its target.
+        """
+        lim = self.limits
+        vel = np.asarray(velocity, dtype=float)
+        lo, hi = np.asarray(lim.workspace_min), np.asarray(lim.workspace_max)
+        toward_low, toward_high = _approach_speeds(np.asarray(safe, dtype=float), lo, hi, lim.wall_decel)
+        braking_low = (toward_low > 0) & (-vel >= toward_low * (1.0 - 1e-9))  # (3,) at the cap toward lo
+        braking_high = (toward_high > 0) & (vel >= toward_high * (1.0 - 1e-9))
+        return lim.wall_decel * (braking_low.astype(float) - braking_high.astype(float))
 
     @staticmethod
     def normalize_quaternion(quat_xyzw: np.ndarray) -> np.ndarray:
