@@ -158,7 +158,7 @@ def test_feedforward_velocity_is_capped_and_brakes_near_a_wall() -> None:
 def test_a_target_braking_into_a_wall_carries_the_braking_deceleration() -> None:
     """The acceleration fed forward with a target is +-wall_decel exactly on the axes where its velocity is at
     the wall-approach cap (the stream brakes at that rate), and 0 for free motion, motion away from a wall,
-    a slow approach and a target already on the wall."""
+    a slow approach, the last slow millimetres before the wall and a target already on it."""
     lim = SafetyLimits()
     filt, floor, ceiling = SafetyFilter(lim), lim.workspace_min[2], lim.workspace_max[2]
     near = np.array([0.5, 0.0, floor + 0.005])
@@ -168,6 +168,9 @@ def test_a_target_braking_into_a_wall_carries_the_braking_deceleration() -> None
     rising = filt.limit_feedforward(np.array([0.0, 0.0, 0.3]), top, "cartesian")
     assert filt.wall_braking(rising, top) == pytest.approx([0.0, 0.0, -lim.wall_decel])
     assert filt.wall_braking(np.array([0.0, 0.0, -0.01]), near) == pytest.approx(np.zeros(3))  # slow enough
+    close = near - [0.0, 0.0, 0.003]  # 2 mm above the floor: a jittering policy's short steps
+    creeping = filt.limit_feedforward(np.array([0.0, 0.0, -0.3]), close, "cartesian")
+    assert creeping[2] < 0 and filt.wall_braking(creeping, close) == pytest.approx(np.zeros(3))
     assert filt.wall_braking(np.array([0.0, 0.0, 0.3]), near) == pytest.approx(np.zeros(3))  # leaving it
     free = np.array([0.5, 0.0, 0.3])
     assert filt.wall_braking(np.array([0.2, -0.2, -0.2]), free) == pytest.approx(np.zeros(3))

@@ -77,6 +77,9 @@ def _limit_wall_approach(
     return limited, bool(np.any(np.abs(limited - target) > 1e-12))
 
 
+BRAKING_FEEDFORWARD_MIN_SPEED = 0.1  # m/s; see SafetyFilter.wall_braking
+
+
 class SafetyFilter:
     """Applies `SafetyLimits` to joint or EE-position targets. Stateless: all state is passed in."""
 
@@ -184,13 +187,17 @@ class SafetyFilter:
         An impedance tracker told only the braking target's pose and velocity lags it by the force needed to
         stop the arm's mass (m a / k: a few mm) and carries that past the wall; with the deceleration fed
         forward (Lambda(q) a in franky's Cartesian tracker) the arm brakes with its target.
+        Only from `BRAKING_FEEDFORWARD_MIN_SPEED` (0.1 m/s, 2.5 mm from the wall at 2 m/s²) up: a policy that
+        jitters next to a wall sends short braked steps toward it; only their braking halves would be fed
+        forward, a net push away from the wall (the arm then settled 1-3 mm off the box floor at the grasp).
         """
         lim = self.limits
         vel = np.asarray(velocity, dtype=float)
         lo, hi = np.asarray(lim.workspace_min), np.asarray(lim.workspace_max)
         toward_low, toward_high = _approach_speeds(np.asarray(safe, dtype=float), lo, hi, lim.wall_decel)
-        braking_low = (toward_low > 0) & (-vel >= toward_low * (1.0 - 1e-9))  # (3,) at the cap toward lo
-        braking_high = (toward_high > 0) & (vel >= toward_high * (1.0 - 1e-9))
+        fast = np.abs(vel) >= BRAKING_FEEDFORWARD_MIN_SPEED  # (3,)
+        braking_low = fast & (-vel >= toward_low * (1.0 - 1e-9))  # (3,) at the cap toward lo
+        braking_high = fast & (vel >= toward_high * (1.0 - 1e-9))
         return lim.wall_decel * (braking_low.astype(float) - braking_high.astype(float))
 
     @staticmethod
