@@ -263,6 +263,46 @@ def test_a_full_speed_descent_stops_close_to_the_workspace_floor(sim_arm: SimArm
 
 
 @pytest.mark.slow
+def test_a_full_speed_joint_move_into_a_joint_bound_stops_inside_the_margin(sim_arm: SimArm) -> None:
+    """Joint chunks drive the base joint at the velocity limit (0.79 rad/s) through its safety bound (the FR3
+    limit minus `joint_margin`, 0.1 rad). Joint targets are clipped to the bound without braking into it, so
+    the joint tracker's lag carries the joint past it (30 mrad measured); the margin must absorb that, far
+    from the hardware limit, where a real FR3 would stop with a reflex."""
+    from dm1.control.executor import ChunkExecutor
+    from dm1.control.limits import SafetyLimits
+    from dm1.control.schedule import TimedChunk
+
+    lim = SafetyLimits()
+    bound = lim.q_max[0] - lim.joint_margin
+    speed = lim.dq_max[0] * lim.velocity_scale
+    backend = FrankyBackend(sim_arm.host, gripper=False, mode="joint")
+    try:
+        ex = ChunkExecutor(backend, lim, lambda: sim_arm.time, mode="joint")
+        q0 = backend.read_state().q.copy()
+        t0 = next_chunk = sim_arm.time
+        tfs = np.arange(4) * 0.05  # (4,)
+        q1 = []
+        while (now := sim_arm.time) - t0 < (bound - q0[0]) / speed + 1.0:
+            if now >= next_chunk:
+                pos = np.tile(q0, (4, 1))  # (4, 7)
+                pos[:, 0] = q0[0] + speed * (now - t0 + tfs)  # on through the bound
+                chunk = TimedChunk(
+                    stamp=now, time_from_start=tfs, positions=pos, gripper=np.zeros(4), kind="joint"
+                )
+                ex.on_chunk(chunk)
+                next_chunk += 0.05
+            ex.tick(now)
+            q1.append(backend.read_state().q[0])
+            sim_arm.wait_sim(0.01)
+        assert ex.counters["clamped"] > 0 and max(q1) > bound - 0.01, "the joint never reached its bound"
+        past = max(q1) - bound
+        assert past < 0.5 * lim.joint_margin, f"joint 1 went {past * 1000:.0f} mrad past its safety bound"
+        assert abs(q1[-1] - bound) < 0.01 and backend.read_state().fault is None
+    finally:
+        backend.close()
+
+
+@pytest.mark.slow
 def test_joint_mode_tracks_streamed_joint_targets(sim_arm: SimArm) -> None:
     backend = FrankyBackend(sim_arm.host, gripper=False, mode="joint")
     try:
