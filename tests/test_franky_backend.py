@@ -222,6 +222,33 @@ def test_bad_backend_arguments_are_refused() -> None:
         FrankyBackend("127.0.0.1", translational_damping=-1.0)
 
 
+def _chunks_through_a_bound(
+    ex, backend: FrankyBackend, arm: SimArm, axis: int, velocity: float, duration: float
+):
+    """Every 50 ms a fresh 4-point chunk (20 Hz) moves coordinate `axis` of the start pose (EE position, or q
+    in joint mode) at `velocity` (m/s or rad/s, signed) from the first chunk on, for `duration` s of sim time;
+    the executor ticks at 100 Hz. Returns the measured states, one per tick."""
+    from dm1.control.schedule import TimedChunk
+
+    start = backend.read_state()
+    p0 = (start.q if ex.mode == "joint" else start.ee_pos).copy()  # (D,)
+    t0 = next_chunk = arm.time
+    tfs = np.arange(4) * 0.05  # (4,)
+    states = []
+    while (now := arm.time) - t0 < duration:
+        if now >= next_chunk:
+            pos = np.tile(p0, (4, 1))  # (4, D)
+            pos[:, axis] = p0[axis] + velocity * (now - t0 + tfs)
+            ex.on_chunk(
+                TimedChunk(stamp=now, time_from_start=tfs, positions=pos, gripper=np.zeros(4), kind=ex.mode)
+            )
+            next_chunk += 0.05
+        ex.tick(now)
+        states.append(backend.read_state())
+        arm.wait_sim(0.01)
+    return states
+
+
 @pytest.mark.slow
 def test_a_full_speed_descent_stops_close_to_the_workspace_floor(sim_arm: SimArm) -> None:
     """Chunks every 50 ms descend at 0.35 m/s (the speed limit) from home through the workspace floor; the
@@ -230,29 +257,15 @@ def test_a_full_speed_descent_stops_close_to_the_workspace_floor(sim_arm: SimArm
     (SafetyLimits.wall_decel) left 6 mm, and feeding the braking deceleration forward removes the rest."""
     from dm1.control.executor import ChunkExecutor
     from dm1.control.limits import SafetyLimits
-    from dm1.control.schedule import TimedChunk
 
     lim = SafetyLimits()
     floor = lim.workspace_min[2]
     backend = FrankyBackend(sim_arm.host, gripper=False)
     try:
         ex = ChunkExecutor(backend, lim, lambda: sim_arm.time, mode="cartesian")
-        p0 = backend.read_state().ee_pos.copy()
-        t0 = next_chunk = sim_arm.time
-        tfs = np.arange(4) * 0.05  # (4,)
-        zs, speeds = [], []
-        while (now := sim_arm.time) - t0 < 2.5:
-            if now >= next_chunk:
-                pos = np.tile(p0, (4, 1))  # (4, 3)
-                pos[:, 2] = p0[2] - lim.max_ee_speed * (now - t0 + tfs)  # on through the floor
-                ex.on_chunk(TimedChunk(stamp=now, time_from_start=tfs, positions=pos, gripper=np.zeros(4)))
-                next_chunk += 0.05
-            ex.tick(now)
-            state = backend.read_state()
-            zs.append(state.ee_pos[2])
-            speeds.append(float(np.linalg.norm(state.ee_vel)))
-            sim_arm.wait_sim(0.01)
-        assert max(speeds) > 0.3, "the arm never reached full speed"
+        states = _chunks_through_a_bound(ex, backend, sim_arm, 2, -lim.max_ee_speed, 2.5)
+        zs = [s.ee_pos[2] for s in states]
+        assert max(float(np.linalg.norm(s.ee_vel)) for s in states) > 0.3, "the arm never reached full speed"
         assert ex.counters["clamped"] > 0
         overshoot = floor - min(zs)
         assert overshoot < 0.003, f"the arm went {overshoot * 1000:.1f} mm below the workspace floor"
@@ -270,7 +283,6 @@ def test_a_full_speed_joint_move_into_a_joint_bound_stops_inside_the_margin(sim_
     from the hardware limit, where a real FR3 would stop with a reflex."""
     from dm1.control.executor import ChunkExecutor
     from dm1.control.limits import SafetyLimits
-    from dm1.control.schedule import TimedChunk
 
     lim = SafetyLimits()
     bound = lim.q_max[0] - lim.joint_margin
@@ -278,22 +290,8 @@ def test_a_full_speed_joint_move_into_a_joint_bound_stops_inside_the_margin(sim_
     backend = FrankyBackend(sim_arm.host, gripper=False, mode="joint")
     try:
         ex = ChunkExecutor(backend, lim, lambda: sim_arm.time, mode="joint")
-        q0 = backend.read_state().q.copy()
-        t0 = next_chunk = sim_arm.time
-        tfs = np.arange(4) * 0.05  # (4,)
-        q1 = []
-        while (now := sim_arm.time) - t0 < (bound - q0[0]) / speed + 1.0:
-            if now >= next_chunk:
-                pos = np.tile(q0, (4, 1))  # (4, 7)
-                pos[:, 0] = q0[0] + speed * (now - t0 + tfs)  # on through the bound
-                chunk = TimedChunk(
-                    stamp=now, time_from_start=tfs, positions=pos, gripper=np.zeros(4), kind="joint"
-                )
-                ex.on_chunk(chunk)
-                next_chunk += 0.05
-            ex.tick(now)
-            q1.append(backend.read_state().q[0])
-            sim_arm.wait_sim(0.01)
+        duration = (bound - backend.read_state().q[0]) / speed + 1.0
+        q1 = [s.q[0] for s in _chunks_through_a_bound(ex, backend, sim_arm, 0, speed, duration)]
         assert ex.counters["clamped"] > 0 and max(q1) > bound - 0.01, "the joint never reached its bound"
         past = max(q1) - bound
         assert past < 0.5 * lim.joint_margin, f"joint 1 went {past * 1000:.0f} mrad past its safety bound"
