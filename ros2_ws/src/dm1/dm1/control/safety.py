@@ -189,7 +189,8 @@ class SafetyFilter:
         forward (Lambda(q) a in franky's Cartesian tracker) the arm brakes with its target.
         Only from `BRAKING_FEEDFORWARD_MIN_SPEED` (0.1 m/s, 2.5 mm from the wall at 2 m/s²) up: a policy that
         jitters next to a wall sends short braked steps toward it; only their braking halves would be fed
-        forward, a net push away from the wall (the arm then settled 1-3 mm off the box floor at the grasp).
+        forward, a net push away from the wall (the arm then settled up to 3 mm above the box floor at the
+        grasp).
         """
         lim = self.limits
         vel = np.asarray(velocity, dtype=float)
