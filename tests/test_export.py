@@ -181,3 +181,15 @@ def test_inference_benchmark_times_both_runtimes_on_the_same_model(tmp_path: Pat
     # Without a checkpoint the torch side is rebuilt from the card (same architecture, timing only).
     res = run_inference_benchmark(model, iters=2, warmup=1, num_threads=1)
     assert res["torch_weights"].startswith("random") and "max_abs_diff" not in res
+
+
+def test_reference_network_benchmark_times_a_one_camera_network_of_the_reference_size(tmp_path: Path) -> None:
+    from dm1.bench_inference import export_reference_network, run_inference_benchmark
+
+    model, ckpt = export_reference_network(tmp_path)
+    card = load_card(model)
+    assert [c.name for c in card.cameras] == ["agentview"]
+    assert 1_770_000 < card.parameters < 1_790_000  # dm1-method.md 7.2: 1,776,636 with proprio 9, 7 actions
+    res = run_inference_benchmark(model, checkpoint_dir=ckpt, iters=4, warmup=1, num_threads=1)
+    assert res["parameters"] == card.parameters and res["torch_weights"] == "checkpoint"
+    assert res["max_abs_diff"] <= 1e-4  # torch runs the very weights that were exported

@@ -33,15 +33,27 @@ def machine_description() -> str:
 
 def _run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     if kind == "inference":
-        from dm1.bench_inference import run_inference_benchmark
+        from dm1.bench_inference import export_reference_network, run_inference_benchmark
 
-        return run_inference_benchmark(
-            args.model,
-            checkpoint_dir=args.checkpoint,
-            iters=args.iters,
-            warmup=args.warmup,
-            spinning=args.spinning,
+        if not args.reference:
+            return run_inference_benchmark(
+                args.model,
+                checkpoint_dir=args.checkpoint,
+                iters=args.iters,
+                warmup=args.warmup,
+                spinning=args.spinning,
+            )
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="dm1-reference-") as tmp:
+            model, ckpt = export_reference_network(tmp)
+            result = run_inference_benchmark(
+                model, checkpoint_dir=ckpt, iters=args.iters, warmup=args.warmup, spinning=args.spinning
+            )
+        result["model_dir"] = (
+            "reference network (random weights, dm1.bench_inference.export_reference_network)"
         )
+        return result
     if kind == "train":
         from dm1.train.bench import run_train_benchmark
 
@@ -79,6 +91,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--report", help="also write the JSON result to this file")
     p.add_argument("--model", default="models/dm1_lift", help="model directory (inference, loop)")
     p.add_argument("--checkpoint", default=None, help="checkpoint directory for the torch comparison")
+    p.add_argument(
+        "--reference",
+        action="store_true",
+        help="inference: time the DM1 reference-size network (one camera, 1.78 M parameters, random weights) "
+        "instead of --model",
+    )
     p.add_argument("--iters", type=int, default=500)
     p.add_argument(
         "--spinning",
