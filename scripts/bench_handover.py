@@ -30,8 +30,7 @@ def run_once(arm_kind: str, jitter: float, seed: int, speed: float, seconds: flo
     from dm1.control.executor import ChunkExecutor
     from dm1.control.franky_backend import FrankyBackend
     from dm1.control.limits import SafetyLimits
-    from dm1.control.schedule import TimedChunk
-    from test_franky_backend import SimArm
+    from test_franky_backend import SimArm, stream_chunks
 
     stream_velocity = safety.SafetyFilter.clipped_velocity
     if arm_kind == "zero":
@@ -42,27 +41,22 @@ def run_once(arm_kind: str, jitter: float, seed: int, speed: float, seconds: flo
     try:
         ex = ChunkExecutor(backend, SafetyLimits(), lambda: sim.time, mode="cartesian")
         p0 = backend.read_state().ee_pos.copy()
-        t0 = next_chunk = sim.time
+        t0 = sim.time
         ease = 0.3  # s of constant acceleration up to `speed`
+        handovers = []
 
         def y(t: float) -> float:  # nominal path along +y (m)
             return speed * t * t / (2 * ease) if t < ease else speed * (t - ease / 2)
 
-        times, ee, handovers = [], [], []
-        tfs = np.arange(4) * 0.05  # (4,)
-        while (now := sim.time) - t0 < seconds:
-            if now >= next_chunk:
-                el = now - t0
-                pos = p0 + np.outer([y(el + tf) for tf in tfs], [0.0, 1.0, 0.0])  # (4, 3)
-                if el > 0.5:
-                    pos[:, 1] += rng.uniform(-jitter, jitter)
-                    handovers.append(now)
-                ex.on_chunk(TimedChunk(stamp=now, time_from_start=tfs, positions=pos, gripper=np.zeros(4)))
-                next_chunk += 0.05
-            ex.tick(now)
-            times.append(now)
-            ee.append(backend.read_state().ee_pos.copy())
-            sim.wait_sim(0.01)
+        def chunk_positions(el: float, tfs: np.ndarray) -> np.ndarray:
+            pos = p0 + np.outer([y(el + tf) for tf in tfs], [0.0, 1.0, 0.0])  # (4, 3)
+            if el > 0.5:
+                pos[:, 1] += rng.uniform(-jitter, jitter)
+                handovers.append(t0 + el)
+            return pos
+
+        times, states = stream_chunks(ex, backend, sim, chunk_positions, seconds)
+        ee = [s.ee_pos.copy() for s in states]
     finally:
         backend.close()
         sim.close()

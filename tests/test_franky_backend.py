@@ -213,6 +213,31 @@ def test_home_moves_to_joint_target(sim_arm: SimArm) -> None:
         backend.close()
 
 
+@pytest.mark.slow
+def test_a_home_move_past_its_time_limit_is_stopped_and_latched_until_recovery(sim_arm: SimArm) -> None:
+    """A home move that does not finish in time (in the field: a simulator or robot that stopped answering,
+    seen once in 74 teleop episodes as a home service that never replied) is stopped where it is and latched
+    as a fault instead of blocking its caller forever; recover() clears it and homing works again."""
+    backend = FrankyBackend(sim_arm.host, gripper=False, relative_dynamics_factor=0.5)
+    try:
+        q_goal = backend.read_state().q + np.array([0.4, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])  # ~1 s move
+        with pytest.raises(RobotFault, match="did not finish within 0.05 s"):
+            backend.home(q_goal, move_timeout_s=0.05)
+        assert "did not finish" in (backend.read_state().fault or "")
+        sim_arm.wait_sim(0.5)
+        q_stopped = backend.read_state().q
+        sim_arm.wait_sim(0.5)
+        assert np.abs(backend.read_state().q - q_stopped).max() < 2e-3, "still moving after the stop"
+        assert np.abs(q_stopped - q_goal).max() > 0.05, "the move was not cut short"
+        with pytest.raises(RobotFault):
+            backend.home(q_goal)  # refused while latched
+        backend.recover()
+        backend.home(q_goal)
+        assert np.abs(backend.read_state().q - q_goal).max() < 0.01
+    finally:
+        backend.close()
+
+
 def test_bad_backend_arguments_are_refused() -> None:
     with pytest.raises(ValueError, match="mode"):
         FrankyBackend("127.0.0.1", mode="velocity")
@@ -222,31 +247,43 @@ def test_bad_backend_arguments_are_refused() -> None:
         FrankyBackend("127.0.0.1", translational_damping=-1.0)
 
 
-def _chunks_through_a_bound(
-    ex, backend: FrankyBackend, arm: SimArm, axis: int, velocity: float, duration: float
-):
-    """Every 50 ms a fresh 4-point chunk (20 Hz) moves coordinate `axis` of the start pose (EE position, or q
-    in joint mode) at `velocity` (m/s or rad/s, signed) from the first chunk on, for `duration` s of sim time;
-    the executor ticks at 100 Hz. Returns the measured states, one per tick."""
+def stream_chunks(ex, backend: FrankyBackend, arm: SimArm, chunk_positions, duration: float):
+    """Every 50 ms a fresh 4-point chunk (20 Hz) whose targets are `chunk_positions(elapsed, tfs)` -> (4, D)
+    (EE position, or q in joint mode; `elapsed` s since the first chunk, `tfs` the points' time_from_start);
+    the executor ticks at 100 Hz for `duration` s of sim time. Returns (times, states), one per tick."""
     from dm1.control.schedule import TimedChunk
 
-    start = backend.read_state()
-    p0 = (start.q if ex.mode == "joint" else start.ee_pos).copy()  # (D,)
     t0 = next_chunk = arm.time
     tfs = np.arange(4) * 0.05  # (4,)
-    states = []
+    times, states = [], []
     while (now := arm.time) - t0 < duration:
         if now >= next_chunk:
-            pos = np.tile(p0, (4, 1))  # (4, D)
-            pos[:, axis] = p0[axis] + velocity * (now - t0 + tfs)
+            pos = chunk_positions(now - t0, tfs)  # (4, D)
             ex.on_chunk(
                 TimedChunk(stamp=now, time_from_start=tfs, positions=pos, gripper=np.zeros(4), kind=ex.mode)
             )
             next_chunk += 0.05
         ex.tick(now)
+        times.append(now)
         states.append(backend.read_state())
         arm.wait_sim(0.01)
-    return states
+    return times, states
+
+
+def _chunks_through_a_bound(
+    ex, backend: FrankyBackend, arm: SimArm, axis: int, velocity: float, duration: float
+):
+    """`stream_chunks` moving coordinate `axis` of the start pose (EE position, or q in joint mode) at
+    `velocity` (m/s or rad/s, signed) from the first chunk on. Returns the measured states, one per tick."""
+    start = backend.read_state()
+    p0 = (start.q if ex.mode == "joint" else start.ee_pos).copy()  # (D,)
+
+    def along_axis(elapsed: float, tfs: np.ndarray) -> np.ndarray:
+        pos = np.tile(p0, (len(tfs), 1))  # (4, D)
+        pos[:, axis] = p0[axis] + velocity * (elapsed + tfs)
+        return pos
+
+    return stream_chunks(ex, backend, arm, along_axis, duration)[1]
 
 
 @pytest.mark.slow

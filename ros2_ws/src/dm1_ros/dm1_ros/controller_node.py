@@ -7,13 +7,14 @@ operator services `/dm1/controller/recover` and `/dm1/controller/home` (std_srvs
 
 from __future__ import annotations
 
+import faulthandler
 import sys
 import threading
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from dm1.control.executor import ChunkExecutor
-from dm1.control.franky_backend import FrankyBackend
+from dm1.control.franky_backend import HOME_MOVE_TIMEOUT_S, FrankyBackend
 from dm1.control.limits import SafetyLimits
 from dm1.control.parameters import CONTROLLER_PARAMETERS, SAFETY_PARAMETERS, check_controller_parameters
 from dm1.scheduling import try_raise_to_fifo
@@ -119,12 +120,15 @@ class ControllerNode(Node):
         """Blocking franky move home; runs on the side executor, so joint states keep flowing."""
         with self.lock:
             self.homing = True  # ticks and chunks are skipped until the move is done
+        # The move is bounded; should anything else on the way hang, every thread's stack goes to stderr.
+        faulthandler.dump_traceback_later(HOME_MOVE_TIMEOUT_S + 30.0)
         try:
             self.executor_.home()
             res.success, res.message = True, "homed"
         except Exception as exc:  # noqa: BLE001 - reported to the caller
             res.success, res.message = False, str(exc)
         finally:
+            faulthandler.cancel_dump_traceback_later()
             with self.lock:
                 self.homing = False
         self._publish_status()

@@ -23,6 +23,10 @@ from dm1.scheduling import ThreadScheduling, scheduled_as
 log = logging.getLogger(__name__)
 
 DEFAULT_JOINT_STIFFNESS = (600.0, 600.0, 600.0, 600.0, 250.0, 150.0, 50.0)  # Nm/rad
+# Wall-clock bound on the home joint move (a few s on the robot; longer on the twin, which runs at about half
+# real time). Past it the move is stopped and a fault latched, so the home service (gripper + move + settle)
+# answers before its callers give up (`dm1 eval`: 60 s, teleop collection: 120 s).
+HOME_MOVE_TIMEOUT_S = 40.0
 
 
 def _is_preemption(exc: BaseException) -> bool:
@@ -309,8 +313,18 @@ class FrankyBackend:
                     self._latch(exc)
             self._tracker = None
 
-    def home(self, q: np.ndarray | None = None, settle_timeout_s: float = 3.0) -> None:
-        """Blocking joint move to `q` (default HOME_Q), then wait (bounded) until the arm is at rest."""
+    def home(
+        self,
+        q: np.ndarray | None = None,
+        settle_timeout_s: float = 3.0,
+        move_timeout_s: float = HOME_MOVE_TIMEOUT_S,
+    ) -> None:
+        """Blocking joint move to `q` (default HOME_Q), then wait (bounded) until the arm is at rest.
+
+        A move still running after `move_timeout_s` of wall time is stopped and latched as a fault naming how
+        far the robot's clock advanced meanwhile (0 s: the robot or simulator stopped answering); `recover()`
+        clears it.
+        """
         target = np.asarray(HOME_Q if q is None else q, dtype=float)
         if target.shape != (7,) or not np.all(np.isfinite(target)):
             raise ValueError(f"FrankyBackend.home: expected 7 finite joint values, found {target!r}")
@@ -319,12 +333,28 @@ class FrankyBackend:
             if self._fault is not None:
                 raise RobotFault(self._fault)
             self._stop_tracker()
+            robot_t0 = self.robot.state.time.to_sec()
         try:  # outside the lock, so read_state() (joint states) keeps working during the move
             with scheduled_as(self.control_scheduling):
-                self.robot.move(franky.JointMotion(target, relative_dynamics_factor=self._rdf))
+                self.robot.move(
+                    franky.JointMotion(target, relative_dynamics_factor=self._rdf), asynchronous=True
+                )
+            finished = self.robot.join_motion(timeout=move_timeout_s)
         except franky.ControlException as exc:
             self._latch(exc)
             raise RobotFault(self._fault) from exc
+        if not finished:
+            advanced = self.robot.state.time.to_sec() - robot_t0
+            with contextlib.suppress(
+                franky.ControlException, franky.CommandException, franky.NetworkException
+            ):
+                self.robot.stop()  # the move may be what hangs: a failing stop is not a second fault
+            self._fault = (
+                f"home: the joint move did not finish within {move_timeout_s:g} s (robot time advanced "
+                f"{advanced:.2f} s meanwhile); stopped"
+            )
+            log.error("robot fault latched: %s", self._fault)
+            raise RobotFault(self._fault)
         # The motion generator finishes on the desired trajectory; let the measured arm settle too.
         deadline = time.monotonic() + settle_timeout_s
         while time.monotonic() < deadline and np.abs(np.asarray(self.robot.state.dq)).max() > 0.005:
