@@ -143,6 +143,7 @@ class GraphRunner:
         self.shutdown_timeout = shutdown_timeout
         self.out = out or sys.stdout
         self.procs: list[tuple[Any, subprocess.Popen[bytes]]] = []
+        self._probe: _GraphProbe | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._pumps: list[threading.Thread] = []
@@ -173,6 +174,11 @@ class GraphRunner:
                 code = self._supervise()
         finally:
             self.shutdown()
+            if self._probe is not None:
+                # Only now that no node publishes any more: destroying DDS readers while their listener
+                # threads still deliver samples can crash this process (SIGSEGV, ros2/rmw_fastrtps#717).
+                self._probe.close()
+                self._probe = None
             for s, handler in old.items():
                 signal.signal(s, handler)
         self.log(f"exit code {code}")
@@ -195,19 +201,15 @@ class GraphRunner:
         return runnable
 
     def _start_all(self, specs: list[Any]) -> int:
-        probe: _GraphProbe | None = None
-        try:
-            for spec in specs:
-                if self._stop.is_set():
-                    return 0
-                proc = self._spawn(spec)
-                if probe is None:
-                    probe = _GraphProbe(self.env)
-                if not self._wait_ready(spec, proc, probe):
-                    return 0 if self._stop.is_set() else 1
-        finally:
-            if probe is not None:
-                probe.close()
+        """Start the nodes in order, each once the previous is ready (the probe stays until `run` ends)."""
+        for spec in specs:
+            if self._stop.is_set():
+                return 0
+            proc = self._spawn(spec)
+            if self._probe is None:
+                self._probe = _GraphProbe(self.env)
+            if not self._wait_ready(spec, proc, self._probe):
+                return 0 if self._stop.is_set() else 1
         return 0
 
     def _spawn(self, spec: Any) -> subprocess.Popen[bytes]:
