@@ -349,11 +349,12 @@ class FrankyBackend:
                 franky.ControlException, franky.CommandException, franky.NetworkException
             ):
                 self.robot.stop()  # the move may be what hangs: a failing stop is not a second fault
-            self._fault = (
-                f"home: the joint move did not finish within {move_timeout_s:g} s (robot time advanced "
-                f"{advanced:.2f} s meanwhile); stopped"
+            self._latch(
+                TimeoutError(
+                    f"home: the joint move did not finish within {move_timeout_s:g} s (robot time advanced "
+                    f"{advanced:.2f} s meanwhile); stopped"
+                )
             )
-            log.error("robot fault latched: %s", self._fault)
             raise RobotFault(self._fault)
         # The motion generator finishes on the desired trajectory; let the measured arm settle too.
         deadline = time.monotonic() + settle_timeout_s
