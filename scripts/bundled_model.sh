@@ -2,8 +2,8 @@
 # Rebuild the bundled default model models/dm1_lift from nothing, the way it was made (issue 6):
 #   1. 201 scripted Lift demos recorded through the teleop node on the twin (cube seeds 100..300)
 #   2. the base DM1 run: configs/dm1_lift_cpu.yaml, 8000 steps (~52 min on the 2-core development CPU)
-#   3. 60 recovery demos (first grasp a deliberate miss, marked `perturbed` and not learned; cube seeds
-#      3000..3059), added to a copy of the 201 (hard links)
+#   3. 60 recovery demos recorded the same way (first grasp a deliberate miss, marked `perturbed` and not
+#      learned; cube seeds 3000..3059, ~33 s each), added to a copy of the 201 (hard links)
 #   4. fine-tuning the base run on the 261 demos: 3000 steps, lr 2e-4, its normalizers (~23 min)
 #   5. export to models/dm1_lift, then 200 episodes through the full ROS 2 stack (2 x 100, cube seeds
 #      1000..1199, ~23 s each) merged into the model card's `evaluation`
@@ -42,8 +42,8 @@ if [[ ! -d $REC ]]; then  # the 201 demos (hard links, no copy), then the recove
 fi
 have=$(count $REC)
 if (( have < 261 )); then
-  run $PY -m dm1.cli data collect -o $REC --episodes $((261 - have)) --seed $((3000 + have - 201)) \
-    --recovery-fraction 1
+  run $PY -m dm1.cli data collect --via-teleop -o $REC --episodes $((261 - have)) \
+    --seed $((3000 + have - 201)) --recovery-fraction 1
 fi
 if [[ ! -d $TUNED/checkpoints/step_00003000 ]]; then
   resume=(); [[ -d $TUNED/checkpoints ]] && resume=(--resume)

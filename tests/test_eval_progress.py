@@ -71,3 +71,15 @@ def test_failure_table_names_each_failed_seed_and_how_it_ended() -> None:
     assert rows == ["| 8 | did_not_lift | 1.2 | 0.0 | 2.0 | 0.1 | 3 |"]
     assert not any(line.startswith("| 7 ") for line in lines)
     assert failure_table([ok]) == []
+
+
+def test_an_episode_ended_by_a_controller_fault_is_counted_and_named_as_one() -> None:
+    faulted = {**_record(False, 0.01, 0.0), "seed": 9, "fault": "reflex: ControlException: cartesian_reflex"}
+    success_despite = {**_record(True, 0.01, 0.12), "fault": "late chunk"}  # success was seen first
+    assert failure_mode(faulted) == "controller_fault"
+    assert failure_mode({**faulted, "fault": None}) == "did_not_lift"  # no fault: how far it got
+    assert failure_mode(success_despite) == "success"
+    s = summarize([faulted, _record(False, 0.08, 0.0)], model="m", through_ros=True, seed=0, machine="x")
+    assert s.outcomes == {"controller_fault": 1, "did_not_reach": 1}
+    rows = [line for line in failure_table([faulted]) if line.startswith("| 9 ")]
+    assert rows and rows[0].startswith("| 9 | controller_fault: reflex: ControlException: cartesian_reflex |")

@@ -83,3 +83,66 @@ def test_interrupted_eval_reports_finished_episodes_and_stops_graph(tmp_path: Pa
     assert 1 <= summary["episodes"] < 50 and summary["extra"]["interrupted_after"] == summary["episodes"]
     assert "interrupted: the report covers" in (tmp_path / "eval.log").read_text()
     assert "[launch] exit code" in (out / "launch.log").read_text()  # the graph was stopped
+
+
+@pytest.mark.slow
+def test_a_reflex_mid_episode_fails_it_as_a_controller_fault_and_the_next_episode_recovers(
+    tmp_path: Path, ros_env: dict
+) -> None:
+    import time
+
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from std_srvs.srv import Trigger
+    from trajectory_msgs.msg import MultiDOFJointTrajectory
+
+    model = _lift_shaped_toy(tmp_path)
+    out = tmp_path / "eval"
+    cmd = [
+        sys.executable, "-m", "dm1.cli", "eval", "--model", str(model), "--episodes", "2", "--max-sim-s", "4",
+        "--sim-host", free_loopback_host(), "--out", str(out), "--json",
+    ]  # fmt: skip
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    node = rclpy.create_node("reflex_drill", context=ctx)
+    executor = SingleThreadedExecutor(context=ctx)
+    executor.add_node(node)
+    chunks: list[int] = []
+    node.create_subscription(
+        MultiDOFJointTrajectory, "/dm1/action_chunk/cartesian", lambda m: chunks.append(len(m.points)), 10
+    )
+    log_path = tmp_path / "eval.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, env=ros_env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 400
+        while sum(1 for n in chunks if n) < 5:  # episode 0 runs under the policy
+            assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()[-3000:]
+            executor.spin_once(timeout_sec=0.1)
+        client = node.create_client(Trigger, "/twin/inject_reflex")
+        assert client.wait_for_service(timeout_sec=30), "/twin/inject_reflex not available"
+        for _ in range(20):  # "nothing to abort" while the controller holds (no motion runs): try again
+            future = client.call_async(Trigger.Request())
+            executor.spin_until_future_complete(future, timeout_sec=60)
+            assert future.done(), "/twin/inject_reflex did not answer"
+            if future.result().success:
+                break
+        assert future.result().success, future.result().message
+        proc.wait(timeout=400)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)
+    assert proc.returncode == 0, log_path.read_text()[-3000:]
+    first, second = json.loads((out / "episodes.json").read_text())
+    assert first["fault"] and "reflex" in first["fault"].lower(), first
+    assert not first["success"] and first["sim_duration_s"] < 3.5, first  # the fault ended it, not time
+    # the next episode's home was refused (fault latched), then recovered, homed and ran its full time
+    assert second["recovered"] and second["fault"] is None, second
+    assert second["sim_duration_s"] >= 4.0 and second["chunks"] > 20, second
+    summary = json.loads((out / "eval.json").read_text())
+    assert summary["outcomes"] == {"controller_fault": 1, "did_not_reach": 1}, summary["outcomes"]
+    assert "controller_fault: " in (out / "report.md").read_text()

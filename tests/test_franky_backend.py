@@ -14,8 +14,7 @@ franky = pytest.importorskip("franky")
 from dm1.control.backend import RobotBackend, RobotFault  # noqa: E402
 from dm1.control.franky_backend import FrankyBackend  # noqa: E402
 from dm1.scheduling import ThreadScheduling  # noqa: E402
-from franky_sim.franka_robot_protocol import MoveStatus, RobotCommand  # noqa: E402
-from franky_sim.franka_server import BaseCommand  # noqa: E402
+from dm1.sim.reflex import abort_running_motion  # noqa: E402
 from franky_sim.mujoco_simulator import MujocoSimulator  # noqa: E402
 from franky_sim.simulation_server import SimulationServer  # noqa: E402
 
@@ -24,9 +23,8 @@ class SimArm:
     """A franky-sim FR3 served on a random loopback address, with a sim-time clock and reflex injection.
 
     `inject_reflex()` makes the simulated robot server abort the running motion with libfranka's
-    `kReflexAborted` status, exactly as a real FR3 reports a reflex: franky then raises a genuine
-    `ControlException` through its normal protocol path. (franky-sim itself never trips reflexes: a 0.6 m
-    target jump, or a target 0.2 m below the floor, were both just tracked or pressed into the floor.)
+    `kReflexAborted` status, as a real FR3 reports a reflex (`dm1.sim.reflex`): franky then raises a genuine
+    `ControlException` through its normal protocol path.
     """
 
     def __init__(self) -> None:
@@ -49,16 +47,8 @@ class SimArm:
 
     def _on_step(self, _sim) -> None:
         self.steps += 1
-        if self._reflex.is_set():
-            rs = self.server.robot_servers[0]
-            motion_id = rs.current_motion_id
-            if motion_id:
-                self._reflex.clear()
-                rs.stop_motion(send_preemption_signal=False)
-                BaseCommand.send_response(
-                    rs._tcp_socket, RobotCommand.kMove, motion_id, MoveStatus.kReflexAborted
-                )
-                rs.reset_current_motion_id()
+        if self._reflex.is_set() and abort_running_motion(self.server):
+            self._reflex.clear()
         for fn in self.post_step:
             fn(self)
 

@@ -27,6 +27,7 @@ class StackProbe:
 
     def __init__(self) -> None:
         import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.parameter import Parameter
         from sensor_msgs.msg import Image, JointState
@@ -40,13 +41,16 @@ class StackProbe:
         self.relay_on = True
         self.last_relayed = -1.0
         self.states: list[tuple[float, np.ndarray]] = []  # (stamp, |dq| max)
+        self.positions: list[tuple[float, np.ndarray]] = []  # (stamp, arm q (7,))
         self.chunks: list[tuple[float, float, int]] = []  # (receive sim time, header stamp, points)
+        self.controller: list[tuple[float, dict[str, str]]] = []  # (receive sim time, controller status)
         self.relay = self.node.create_publisher(Image, "/test/wrist", 10)
         self.node.create_subscription(Image, "/camera/wrist/color/image_raw", self._on_wrist, 10)
         self.node.create_subscription(JointState, "/joint_states", self._on_js, 50)
         self.node.create_subscription(
             MultiDOFJointTrajectory, "/dm1/action_chunk/cartesian", self._on_chunk, 50
         )
+        self.node.create_subscription(DiagnosticArray, "/dm1/controller/status", self._on_status, 10)
         self.executor = SingleThreadedExecutor(context=self.ctx)
         self.executor.add_node(self.node)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
@@ -63,11 +67,28 @@ class StackProbe:
     def _on_js(self, msg) -> None:
         idx = [msg.name.index(n) for n in ARM]
         dq = np.abs(np.asarray(msg.velocity)[idx]).max()
-        self.states.append((msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9, dq))
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        self.states.append((stamp, dq))
+        self.positions.append((stamp, np.asarray(msg.position, dtype=float)[idx]))
 
     def _on_chunk(self, msg) -> None:
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         self.chunks.append((self.now(), stamp, len(msg.points)))
+
+    def _on_status(self, msg) -> None:
+        from dm1_ros.conversions import diagnostic_values
+
+        self.controller.append((self.now(), diagnostic_values(msg.status[0])))
+
+    def call(self, service: str):
+        """Call a std_srvs/Trigger service (bounded); returns its response."""
+        from std_srvs.srv import Trigger
+
+        client = self.node.create_client(Trigger, service)
+        assert client.wait_for_service(timeout_sec=30), f"{service} not available"
+        future = client.call_async(Trigger.Request())
+        wait_for(future.done, 60, what=f"{service} response")
+        return future.result()
 
     def wait_sim(self, seconds: float, wall_timeout: float = 120.0) -> None:
         end = self.now() + seconds
@@ -77,6 +98,18 @@ class StackProbe:
         after = [dq for s, dq in self.states if s >= t]
         assert after, f"no joint states after t={t:.3f}"
         return float(max(after))
+
+    def max_motion_after(self, t: float, window_s: float = 0.05) -> float:
+        """Largest joint speed (rad/s) after `t` measured from the positions, each over `window_s` of stamps
+        (franky-sim's reported dq is not a measurement once no motion runs: after a reflex it stays at its
+        last value while the arm stands still)."""
+        stamps = np.array([s for s, _ in self.positions if s >= t])  # (N,)
+        q = np.array([q for s, q in self.positions if s >= t])  # (N, 7)
+        assert len(stamps) > 2 and stamps[-1] - stamps[0] > window_s, f"too few joint states after t={t:.3f}"
+        ends = np.searchsorted(stamps, stamps + window_s)  # (N,) first sample a window later
+        ok = ends < len(stamps)
+        dq = np.abs(q[ends[ok]] - q[ok]).max(axis=1) / (stamps[ends[ok]] - stamps[ok])
+        return float(dq.max())
 
     def close(self) -> None:
         import rclpy
@@ -163,3 +196,25 @@ def test_killing_the_policy_node_holds_the_arm(stack) -> None:
     profile = [(round(t - last_chunk, 3), round(dq, 3)) for t, dq in probe.states if t > last_chunk][::10]
     speed = probe.max_speed_after(last_chunk + 0.1 + SETTLE_S)
     assert speed < 0.05, f"arm still moving after the watchdog ({speed:.3f} rad/s); profile {profile}"
+
+
+@pytest.mark.slow
+def test_a_reflex_on_the_twin_faults_the_controller_and_holds_the_arm_until_recovery(stack) -> None:
+    probe, procs = stack
+    probe.wait_sim(1.0)
+    assert probe.max_speed_after(probe.now() - 0.5) > 0.05, "the arm was not moving before the reflex"
+    # franky-sim aborts the running motion as a real FR3 reflex does; none runs while the controller holds (a
+    # late chunk on a loaded machine), and then the twin answers "nothing to abort": try again
+    wait_for(lambda: probe.call("/twin/inject_reflex").success, 60, what="a reflex during a running motion")
+    t_reflex = probe.now()
+    wait_for(lambda: probe.controller[-1][1].get("state") == "fault", 30, what="the controller's fault")
+    assert "reflex" in probe.controller[-1][1]["reasons"].lower(), probe.controller[-1][1]
+    probe.wait_sim(1.0)
+    assert [c for c in probe.chunks if c[0] > t_reflex + 0.5 and c[2] > 0], "the policy stopped publishing"
+    speed = probe.max_motion_after(t_reflex + SETTLE_S)  # the policy goes on; the latched controller does not
+    assert speed < 0.02, f"the arm moved ({speed:.3f} rad/s) after the reflex, before any recovery"
+    assert probe.controller[-1][1]["state"] == "fault", "the fault did not stay latched"
+    assert probe.call("/dm1/controller/recover").success
+    t_recovered = probe.now()
+    probe.wait_sim(1.0)
+    assert probe.max_motion_after(t_recovered) > 0.05, "the arm did not move under policy after the recovery"

@@ -85,3 +85,22 @@ def test_simulation_advances_and_reports_a_real_time_factor(twin):
     wait_for(lambda: twin.sim_time() > t + 0.5, timeout=60, what="simulation time to advance")
     assert twin.real_time_factor() > 0.0
     assert twin.home_q == (0.0, 0.0, 0.0, -1.57, 0.0, 1.57, 0.785)
+
+
+def test_an_injected_reflex_aborts_the_running_motion_and_franky_latches_it():
+    franky = pytest.importorskip("franky")  # noqa: F841 - the real client of the twin's robot server
+    from dm1.control.franky_backend import FrankyBackend
+
+    with Twin(TwinConfig(host=free_loopback_host(), cameras={}, realtime=True)) as tw:
+        backend = FrankyBackend(tw.robot_host, gripper=False)
+        try:
+            assert not tw.inject_reflex(timeout_s=0.2), "aborted a motion while none was running"
+            start = backend.read_state()
+            backend.send_ee_target(start.ee_pos, start.ee_quat_xyzw)  # a motion now runs (holding still)
+            assert tw.wait_sim_time(tw.sim_time() + 0.1)
+            assert tw.inject_reflex(timeout_s=5.0)
+            fault = wait_for(lambda: backend.read_state().fault, 30, what="the reflex latched by franky")
+            assert "reflex" in fault.lower(), fault
+            assert not tw.inject_reflex(timeout_s=0.2), "the aborted motion still counted as running"
+        finally:
+            backend.close()

@@ -2,8 +2,10 @@
 
 `EvalDriver` is an rclpy client of a running graph (`dm1 launch franka --use-sim --model M`). Per episode it
 deactivates the policy, homes the arm (`/dm1/controller/home`), randomizes the cube (`/twin/reset`), activates
-the policy and waits — in simulation time — for `/twin/success` or the time limit. It also collects the policy
-node's per-tick latency ledger (`/dm1/policy/ledger`) and checks that every chunk is stamped in the future.
+the policy and waits — in simulation time — for `/twin/success`, the time limit or a controller fault (a
+reflex: the episode fails, naming the fault, and the next one recovers the controller before it homes). It
+also collects the policy node's per-tick latency ledger (`/dm1/policy/ledger`) and checks that every chunk is
+stamped in the future.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from dm1.evaluation.progress import EpisodeProgress, ProgressFields
 from dm1.kinematics import fr3_fk
 from geometry_msgs.msg import PoseStamped
@@ -42,6 +44,8 @@ class EpisodeOutcome(ProgressFields):
     past_stamped_chunks: int
     ledger_ms: dict[str, list[float]] = field(default_factory=dict)
     seed: int | None = None  # the cube pose's seed, as the twin's reset reply names it (None: unseeded)
+    fault: str | None = None  # the controller's fault that ended the episode (None: none)
+    recovered: str | None = None  # the refusal of this episode's home that a recovery cleared (None: none)
 
 
 def _json_object(text: str) -> dict:
@@ -61,12 +65,16 @@ class EvalDriver(GraphClient):
         self.lifecycle = LifecycleClient(policy_node, node=self.node, timeout_s=service_timeout_s)
         self._reset = self.node.create_client(Trigger, "/twin/reset")
         self._home = self.node.create_client(Trigger, "/dm1/controller/home")
+        self._recover = self.node.create_client(Trigger, "/dm1/controller/recover")
+        self._fault: str | None = None
+        self._watch_faults_from = math.inf  # sim time: controller faults count for the episode from here
         self._success: bool | None = None
         self._chunks = 0
         self._past = 0
         self._ledger: dict[str, list[float]] = {}
         self.node.create_subscription(Bool, "/twin/success", self._on_success, 10)
         self.node.create_subscription(DiagnosticArray, "/dm1/policy/ledger", self._on_ledger, 50)
+        self.node.create_subscription(DiagnosticArray, "/dm1/controller/status", self._on_controller, 10)
         self.node.create_subscription(
             MultiDOFJointTrajectory, "/dm1/action_chunk/cartesian", self._on_chunk, 10
         )
@@ -89,6 +97,13 @@ class EvalDriver(GraphClient):
         self._chunks += 1
         if from_time_msg(msg.header.stamp) < self.sim_now():
             self._past += 1
+
+    def _on_controller(self, msg: DiagnosticArray) -> None:
+        if self.progress is None or from_time_msg(msg.header.stamp) < self._watch_faults_from:
+            return  # between episodes, or published before this episode's home and recovery
+        for status in msg.status:  # the controller reports a latched fault at ERROR level, naming it
+            if status.level == DiagnosticStatus.ERROR and self._fault is None:
+                self._fault = status.message or "controller fault"
 
     def _on_cube(self, msg: PoseStamped) -> None:
         if self.progress is not None:
@@ -131,11 +146,12 @@ class EvalDriver(GraphClient):
 
     # -- episodes --------------------------------------------------------------------------------------------
     def run_episode(self, index: int, max_sim_s: float = 20.0, wall_limit_s: float = 300.0) -> EpisodeOutcome:
-        """Home, reset, activate, wait for success or the sim-time limit, deactivate."""
+        """Home (recovering a faulted controller first), reset, activate, wait for success, the sim-time limit
+        or a controller fault, deactivate."""
         wall0 = time.monotonic()
         if self.lifecycle.get_state() == "active":
             self.lifecycle.transition("deactivate")
-        self.trigger(self._home, "home")
+        recovered = self.home_with_recovery(self._home, self._recover)
         _, reply = self.trigger(self._reset, "reset")
         self._success = None
         deadline = time.monotonic() + 30.0
@@ -143,7 +159,8 @@ class EvalDriver(GraphClient):
             if time.monotonic() > deadline:
                 raise TimeoutError("/twin/success did not report False after reset")
             self.spin(0.05)
-        self._chunks, self._past, self._ledger = 0, 0, {}
+        self._chunks, self._past, self._ledger, self._fault = 0, 0, {}, None
+        self._watch_faults_from = self.sim_now()
         self.progress, self._last_fk = EpisodeProgress(), -math.inf
         # The reset's reply names the new cube position, the episode's start (else: the first /twin/cube_pose)
         pose = _json_object(reply)
@@ -152,7 +169,7 @@ class EvalDriver(GraphClient):
         if not self.lifecycle.transition("activate"):
             raise RuntimeError("policy node refused to activate")
         t0 = self.episode_start_s = self.sim_now()
-        while not self._success and self.sim_now() - t0 < max_sim_s:
+        while not self._success and self._fault is None and self.sim_now() - t0 < max_sim_s:
             if time.monotonic() - wall0 > wall_limit_s:
                 break
             self.spin(0.05)
@@ -171,4 +188,6 @@ class EvalDriver(GraphClient):
             {k: list(v) for k, v in self._ledger.items()},
             **progress,
             seed=pose.get("seed"),
+            fault=self._fault,
+            recovered=recovered,
         )

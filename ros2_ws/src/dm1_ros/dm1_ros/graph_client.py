@@ -71,6 +71,20 @@ class GraphClient:
             raise RuntimeError(f"{prefix}{client.srv_name} failed: {result.message}")
         return bool(result.success), str(result.message)
 
+    def home_with_recovery(self, home: Client, recover: Client) -> str | None:
+        """Home the arm (`/dm1/controller/home`). When the controller refuses (a latched fault: a reflex, a
+        timed-out move), recover once (`/dm1/controller/recover`, the operator's action) and home again.
+
+        Returns None when the first home worked, else the refusal it recovered from. Raises RuntimeError when
+        the home after the recovery fails too, TimeoutError when a service does not answer.
+        """
+        ok, message = self.trigger(home, "home", check=False)
+        if ok:
+            return None
+        self.trigger(recover, "recover after a refused home")
+        self.trigger(home, "home after recovery")
+        return message
+
     def close(self) -> None:
         """Destroy the client node."""
         self.node.destroy_node()

@@ -161,12 +161,7 @@ class CollectDriver(GraphClient):
 
     def home(self) -> None:
         """Home the arm; after a latched controller fault, recover once and home again."""
-        ok, message = self.call("home", check=False)
-        if not ok:
-            self.call("recover")
-            ok, message = self.call("home", check=False)
-            if not ok:
-                raise RuntimeError(f"{SERVICES['home']} failed: {message}")
+        self.home_with_recovery(self._clients["home"], self._clients["recover"])
 
     def reset(self) -> int | None:
         """Reset the cube; wait until the twin reports the new scene. Returns the reset's seed (if any)."""

@@ -3,8 +3,10 @@
 Publishes `/clock` from simulation time, `/camera/<name>/color/{image_raw,camera_info}` stamped with the sim
 time of each render, `/twin/cube_pose`, `/twin/success`, and `/twin/robot_host` (transient local: where franky
 connects). Service `/twin/reset` (std_srvs/Trigger) puts the cube at the next seeded random pose (with
-`seeded_resets`, reset n uses seed + n, the poses of the in-process `dm1 data collect --seed`). Joint states
-and arm motion belong to the controller node, which connects to the announced robot host.
+`seeded_resets`, reset n uses seed + n, the poses of the in-process `dm1 data collect --seed`). Service
+`/twin/inject_reflex` (std_srvs/Trigger, for fault drills) aborts the arm's running motion the way a real FR3
+reports a reflex. Joint states and arm motion belong to the controller node, which connects to the announced
+robot host.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dm1.sim.renderer import CameraFrame
 from dm1.sim.twin import Twin
 from dm1_ros.conversions import image_to_msg, to_time_msg
 from geometry_msgs.msg import PoseStamped
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -66,6 +69,9 @@ class TwinNode(Node):
         self.create_timer(min(self.params["clock_period_s"], 0.005), self._on_clock_timer)
         self.create_timer(1.0 / self.params["state_rate_hz"], self._on_state_timer)
         self.create_service(Trigger, "/twin/reset", self._on_reset)
+        # its own group: the wait for a running motion (up to 1 s) must not hold up /clock
+        own = MutuallyExclusiveCallbackGroup()
+        self.create_service(Trigger, "/twin/inject_reflex", self._on_inject_reflex, callback_group=own)
         self.get_logger().info(
             f"twin up: robot host {self.twin.robot_host}, cameras {sorted(cfg.cameras)}, "
             f"realtime={cfg.realtime}, cpu: nice {yielded['nice']}, idle {yielded['idle']}"
@@ -112,6 +118,13 @@ class TwinNode(Node):
         response.message = json.dumps(
             {"pos": pose.pos.tolist(), "quat_xyzw": pose.quat_xyzw.tolist(), "seed": seed}
         )
+        return response
+
+    def _on_inject_reflex(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        response.success = self.twin.inject_reflex(timeout_s=1.0)
+        aborted, idle = "reflex: the running motion was aborted", "no motion ran within 1 s: nothing to abort"
+        response.message = aborted if response.success else idle
+        self.get_logger().warning(f"/twin/inject_reflex: {response.message}")
         return response
 
     def destroy_node(self) -> None:

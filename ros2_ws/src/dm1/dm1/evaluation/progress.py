@@ -18,7 +18,14 @@ REACH_M = 0.03  # TCP within this distance of the cube centre counts as "reached
 OPEN_M = 0.065  # gripper wider than this: open (cube 5 cm, FR3 hand 8 cm)
 CLOSED_M = 0.055  # narrower than this after being open: a grasp attempt (on the cube it stops at ~5 cm)
 LIFT_M = 0.02  # the cube's centre this far above its start counts as "lifted" (success needs 0.10 m)
-FAILURE_MODES: tuple[str, ...] = ("success", "did_not_reach", "did_not_lift", "lifted_not_held", "unknown")
+FAILURE_MODES: tuple[str, ...] = (
+    "success",
+    "controller_fault",  # the controller latched a fault (a reflex) and the episode ended there
+    "did_not_reach",
+    "did_not_lift",
+    "lifted_not_held",
+    "unknown",
+)
 
 
 @dataclass(kw_only=True)
@@ -86,9 +93,12 @@ class EpisodeProgress:
 
 
 def failure_mode(record: dict[str, Any]) -> str:
-    """One of `FAILURE_MODES` for an episode record (`success`, `min_ee_cube_m`, `max_cube_lift_m`)."""
+    """One of `FAILURE_MODES` for an episode record (keys `success`, `fault`, `min_ee_cube_m`,
+    `max_cube_lift_m`)."""
     if record.get("success"):
         return "success"
+    if record.get("fault"):
+        return "controller_fault"
     reach = float(record.get("min_ee_cube_m", float("nan")))
     lift = float(record.get("max_cube_lift_m", float("nan")))
     if not (math.isfinite(reach) and math.isfinite(lift)):

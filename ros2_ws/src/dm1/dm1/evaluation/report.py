@@ -108,6 +108,12 @@ def _pose(record: dict[str, Any]) -> str:
     return f"episode {record.get('index', '?')}"
 
 
+def _outcome(record: dict[str, Any]) -> str:
+    mode = failure_mode(record)
+    fault = str(record.get("fault") or "").replace("|", "/")  # a table cell
+    return f"{mode}: {fault}" if mode == "controller_fault" else mode
+
+
 def failure_table(records: Sequence[dict[str, Any]], max_rows: int = 50) -> list[str]:
     """Markdown rows, one per failed episode: its seed, outcome and where it ended (empty if none failed)."""
     failed = [r for r in records if not r.get("success")]
@@ -126,7 +132,7 @@ def failure_table(records: Sequence[dict[str, Any]], max_rows: int = 50) -> list
     ]
     for r in failed[:max_rows]:
         lines.append(
-            f"| {_pose(r)} | {failure_mode(r)} | {cm(r, 'min_ee_cube_m')} | "
+            f"| {_pose(r)} | {_outcome(r)} | {cm(r, 'min_ee_cube_m')} | "
             f"{cm(r, 'max_cube_lift_m')} | {cm(r, 'final_ee_cube_m')} | {cm(r, 'final_gripper_width_m')} | "
             f"{r.get('grasps', '-')} |"
         )

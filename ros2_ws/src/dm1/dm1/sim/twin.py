@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from dm1.sim.config import TwinConfig
+from dm1.sim.reflex import abort_running_motion
 from dm1.sim.renderer import CameraFrame, CameraRenderer
 from dm1.sim.scene import CUBE_JOINT, build_scene
 
@@ -56,6 +57,7 @@ class Twin:
         self._server: Any = None
         self._renderer: CameraRenderer | None = None
         self._pending_reset: tuple[np.ndarray, threading.Event] | None = None
+        self._pending_reflex: threading.Event | None = None
         self._cube_qpos = np.zeros(7)
         self._sim_time = 0.0
         self._lift_start: float | None = None
@@ -132,6 +134,10 @@ class Twin:
             with self._lock:
                 self._lift_start, self._lifted, self._success = None, False, False
             pending[1].set()
+        reflex = self._pending_reflex
+        if reflex is not None and abort_running_motion(self._server):
+            self._pending_reflex = None
+            reflex.set()
         self._cache(data)
         if self._renderer is not None:
             self._renderer.on_physics_step(data)
@@ -227,6 +233,20 @@ class Twin:
         if not done.wait(timeout_s):
             raise TimeoutError(f"Twin.reset: physics thread did not apply the reset within {timeout_s} s")
         return CubePose(qpos[:3].copy(), np.array([qpos[4], qpos[5], qpos[6], qpos[3]]))
+
+    def inject_reflex(self, timeout_s: float = 1.0) -> bool:
+        """Abort the arm's running motion as a reflex of the real FR3 would (`dm1.sim.reflex`): franky raises
+        a `ControlException` in its client. For fault drills. Applied in the physics thread at the first step
+        with a motion running; False when none ran within `timeout_s` of wall time (nothing is left armed).
+        """
+        if self._server is None:
+            raise RuntimeError("Twin.inject_reflex: start() the twin first")
+        done = threading.Event()
+        self._pending_reflex = done
+        if done.wait(timeout_s):
+            return True
+        self._pending_reflex = None
+        return done.is_set()  # applied between the timeout and the disarm
 
     def is_lifted(self) -> bool:
         """The cube's bottom is at least `success_height` above the table right now."""
