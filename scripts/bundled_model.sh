@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Rebuild the bundled default model models/dm1_lift from nothing, the way it was made (issue 6):
 #   1. 201 scripted Lift demos recorded through the teleop node on the twin (cube seeds 100..300)
-#   2. the base DM1 run: configs/dm1_lift_cpu.yaml, 8000 steps (~52 min on the 2-core development CPU)
+#   2. the base DM1 run: configs/dm1_lift_cpu.yaml, 6000 steps (~43 min on the 2-core development CPU)
 #   3. 60 recovery demos recorded the same way (first grasp a deliberate miss, marked `perturbed` and not
 #      learned; cube seeds 3000..3059, ~33 s each), added to a copy of the 201 (hard links)
 #   4. fine-tuning the base run on the 261 demos: 3000 steps, lr 2e-4, its normalizers (~23 min)
 #   5. export to models/dm1_lift, then 200 episodes through the full ROS 2 stack (2 x 100, cube seeds
 #      1000..1199, ~23 s each) merged into the model card's `evaluation`
 #
-#   scripts/bundled_model.sh            # everything (about 4.5 h on the development CPU); stages are reused
+#   scripts/bundled_model.sh            # everything (about 4 h on the development CPU); stages are reused
 #   scripts/bundled_model.sh --no-eval  # stop after the export
 #   scripts/bundled_model.sh --dry-run  # print the commands only
 set -euo pipefail
@@ -32,9 +32,9 @@ have=$(count $DEMOS)
 if (( have < 201 )); then
   run $PY -m dm1.cli data collect --via-teleop -o $DEMOS --episodes $((201 - have)) --seed $((100 + have))
 fi
-if [[ ! -d $BASE/checkpoints/step_00008000 ]]; then
+if [[ ! -d $BASE/checkpoints/step_00006000 ]]; then
   resume=(); [[ -d $BASE/checkpoints ]] && resume=(--resume)
-  run $PY -m dm1.cli train --config configs/dm1_lift_cpu.yaml --out $BASE --steps 8000 "${resume[@]}" --no-progress
+  run $PY -m dm1.cli train --config configs/dm1_lift_cpu.yaml --out $BASE --steps 6000 "${resume[@]}" --no-progress
 fi
 if [[ ! -d $REC ]]; then  # the 201 demos (hard links, no copy), then the recovery demos appended
   run mkdir -p $REC
