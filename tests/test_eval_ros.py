@@ -92,6 +92,7 @@ def test_a_reflex_mid_episode_fails_it_as_a_controller_fault_and_the_next_episod
     import time
 
     import rclpy
+    from lifecycle_msgs.msg import TransitionEvent
     from rclpy.executors import SingleThreadedExecutor
     from std_srvs.srv import Trigger
     from trajectory_msgs.msg import MultiDOFJointTrajectory
@@ -111,12 +112,24 @@ def test_a_reflex_mid_episode_fails_it_as_a_controller_fault_and_the_next_episod
     node.create_subscription(
         MultiDOFJointTrajectory, "/dm1/action_chunk/cartesian", lambda m: chunks.append(len(m.points)), 10
     )
+    # The graph's policy autostarts; `dm1 eval` deactivates it, homes, resets and activates it for episode 0.
+    # Chunks count from that activation (a reflex before it would be the first home's fault, not episode 0's).
+    episode_began = []
+
+    def on_transition(msg: TransitionEvent) -> None:
+        if msg.goal_state.label == "inactive" and msg.start_state.label == "deactivating":
+            episode_began.append(False)
+        elif msg.goal_state.label == "active" and episode_began:
+            episode_began.append(True)
+            chunks.clear()
+
+    node.create_subscription(TransitionEvent, "/policy_node/transition_event", on_transition, 10)
     log_path = tmp_path / "eval.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, env=ros_env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 400
-        while sum(1 for n in chunks if n) < 5:  # episode 0 runs under the policy
+        while not any(episode_began) or sum(1 for n in chunks if n) < 5:  # episode 0 runs under the policy
             assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()[-3000:]
             executor.spin_once(timeout_sec=0.1)
         client = node.create_client(Trigger, "/twin/inject_reflex")
