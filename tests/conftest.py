@@ -14,6 +14,10 @@ from pathlib import Path
 
 import pytest
 
+# Tests use rclpy and pyrealsense2 in this process; rclpy must be loaded first (dm1.camera.realsense._rs:
+# loaded the other way round, the two Fast DDS copies segfault at exit, after a clean run).
+import rclpy  # noqa: F401, E402
+
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 

@@ -174,7 +174,7 @@ def test_realsense_node_replays_a_recording_bit_exact(procs, ros_env: dict[str, 
         "-p",
         "diagnostics_period_s:=0.5",
     ]
-    procs.start("rs", [sys.executable, "-m", "dm1_ros.realsense_node", "--ros-args", *args])
+    proc = procs.start("rs", [sys.executable, "-m", "dm1_ros.realsense_node", "--ros-args", *args])
 
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
@@ -210,7 +210,9 @@ def test_realsense_node_replays_a_recording_bit_exact(procs, ros_env: dict[str, 
         np.testing.assert_array_equal(arr, colors[int(arr[0, 0, 0])])  # bit-exact
     assert infos[0].k[0] == pytest.approx(W) and infos[0].width == W
     procs.stop("rs")
-    assert "Traceback" not in procs.log("rs")
+    log = procs.log("rs")
+    assert "Traceback" not in log and "publish failed" not in log, log
+    assert proc.returncode == 0, log  # SIGINT: a clean exit (no segfault at teardown)
 
 
 def _dropped(diags: list) -> int:

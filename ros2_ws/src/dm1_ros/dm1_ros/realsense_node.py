@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-import rclpy
+import rclpy  # before pyrealsense2 (imported by dm1.camera on first use): see dm1.camera.realsense._rs
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from dm1.camera.realsense import NODE_PARAMETERS, CameraConfig, CameraFrame, NoDeviceError, RealSenseCamera
 from rclpy.exceptions import ParameterException
@@ -71,6 +71,8 @@ class RealSenseNode(Node):
         return self.get_clock().now().nanoseconds * 1e-9
 
     def _publish(self, frame: CameraFrame) -> None:
+        if not self.context.ok():
+            return  # shutting down (SIGINT): the reader threads stop next
         image_pub, info_pub, depth_pub = self.pubs[frame.name]
         h, w = frame.color.shape[:2]
         img = Image(height=h, width=w, encoding="rgb8", step=3 * w, data=frame.color.tobytes())
@@ -86,9 +88,10 @@ class RealSenseNode(Node):
                     Image(header=img.header, height=h, width=w, encoding="16UC1", step=2 * w, data=data)
                 )
         except Exception as exc:  # RCLError when a reliable history is full: drop this frame, keep streaming
-            self.get_logger().warn(
-                f"camera {frame.name}: publish failed ({exc}); frame dropped", throttle_duration_sec=5
-            )
+            if self.context.ok():  # else the context went down since the check above: nothing to report
+                self.get_logger().warn(
+                    f"camera {frame.name}: publish failed ({exc}); frame dropped", throttle_duration_sec=5
+                )
 
     def _diagnostics(self) -> None:
         msg = DiagnosticArray()
@@ -111,19 +114,18 @@ class RealSenseNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     """`ros2 run dm1_ros realsense_node` / `python -m dm1_ros.realsense_node`."""
-    node = None
     try:
         with rclpy.init(args=args):
             node = RealSenseNode()
-            rclpy.spin(node)
+            try:
+                rclpy.spin(node)
+            finally:
+                node.close()  # stop the reader threads while the context is valid (they publish)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except (NoDeviceError, ValueError, ParameterException) as exc:
         print(f"[realsense_node] ERROR: {exc}", file=sys.stderr, flush=True)
         return 1
-    finally:
-        if node is not None:
-            node.close()
     return 0
 
 

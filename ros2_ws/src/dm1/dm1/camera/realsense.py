@@ -191,6 +191,9 @@ class ClockMapper:
 
 
 def _rs():  # imported lazily: pyrealsense2 needs libusb and is not required by the rest of dm1
+    # A process that also uses rclpy must import rclpy first: pyrealsense2 (2.56+) carries its own Fast DDS
+    # (realdds), and when it is loaded before rclpy's rmw_fastrtps the duplicated static objects are
+    # destroyed twice at exit (a segfault after a clean run; seen with 2.59.1). The realsense node does so.
     import pyrealsense2 as rs
 
     return rs
