@@ -119,7 +119,8 @@ def test_playback_with_depth_returns_uint16_depth(tmp_path: Path) -> None:
             got = []
             while (frame := cam.read(timeout_s=2.0)) is not None:
                 got.append(frame)
-        assert got and all(f.depth is not None and f.depth.dtype == np.uint16 for f in got)
+        counters = f"align={align}, drops={vars(cam.drops)}, unpaired color frames={cam.unpaired}"
+        assert got and all(f.depth is not None and f.depth.dtype == np.uint16 for f in got), counters
         assert got[0].depth_scale == pytest.approx(0.001)
         for f in got:
             values = set(np.unique(f.depth).tolist()) - ({0} if align else set())  # alignment leaves holes

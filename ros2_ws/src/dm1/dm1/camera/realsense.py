@@ -222,6 +222,7 @@ class RealSenseCamera:
         self.clock = clock
         self.drops = FrameDropCounter()
         self.mapper = ClockMapper()
+        self.unpaired = 0  # color frames skipped: the syncer paired them with an older depth frame
         self._pipeline = None
         self._align = None
         self._depth_scale = 0.0
@@ -298,6 +299,7 @@ class RealSenseCamera:
             if not color or color.get_frame_number() == self.drops.last:
                 continue  # the syncer repeats a frame when only the depth stream advanced
             if self._has_depth and not self._depth_matches(frames, color):
+                self.unpaired += 1
                 continue  # the syncer paired this color with an older depth; the matching pair follows
             return self._convert(frames, color, arrival)
         return None
@@ -343,6 +345,7 @@ class RealSenseCamera:
         age = now_s - self.last_frame_s if self.last_frame_s is not None else float("inf")
         values = dict(vars(self.drops), clock_offset_s=self.mapper.offset_s, clock_resets=self.mapper.resets)
         values["frame_age_s"] = age
+        values["unpaired_color"] = self.unpaired
         if self.error is not None or age > max_age_s:
             return 2, f"no frames for {age:.1f} s" + (f": {self.error}" if self.error else ""), values
         if self.drops.dropped:
