@@ -38,6 +38,7 @@ def test_short_eval_runs_episodes_through_ros_and_writes_the_report(tmp_path: Pa
     result = subprocess.run(cmd, env=ros_env, capture_output=True, text=True, timeout=600)
     launch_log = (out / "launch.log").read_text() if (out / "launch.log").exists() else ""
     assert result.returncode == 0, result.stderr[-3000:] + launch_log[-3000:]
+    assert "[launch] exit code 0" in launch_log and "context is invalid" not in launch_log, launch_log[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["through_ros"] is True and summary["episodes"] == 2
     assert summary["success_rate"] == 0.0  # the toy model hovers; it never lifts the cube

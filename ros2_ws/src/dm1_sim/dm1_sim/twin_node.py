@@ -81,6 +81,8 @@ class TwinNode(Node):
         try:
             pub.publish(msg)
         except Exception as exc:  # RCLError when a reliable history is full: drop, count, go on
+            if not self.context.ok():
+                return  # SIGINT shut the context down; the physics and render threads stop with the node
             self.publish_errors += 1
             if self.publish_errors in (1, 10, 100) or self.publish_errors % 1000 == 0:
                 self.get_logger().warning(f"publish failed ({self.publish_errors}x): {exc}")
