@@ -200,6 +200,7 @@ def test_realsense_node_replays_a_recording_bit_exact(procs, ros_env: dict[str, 
         wait_for(
             lambda: executor.spin_once(timeout_sec=0.1) or _dropped(diags) >= 1, 30, 0.0, "drop diagnostic"
         )
+        assert _wrist_values(diags)["unpaired_color"] == "0"  # color only: no depth to pair with
     finally:
         executor.shutdown()
         node.destroy_node()
@@ -216,9 +217,14 @@ def test_realsense_node_replays_a_recording_bit_exact(procs, ros_env: dict[str, 
     assert proc.returncode == 0, log  # SIGINT: a clean exit (no segfault at teardown)
 
 
-def _dropped(diags: list) -> int:
+def _wrist_values(diags: list) -> dict[str, str]:
+    """The key/values of the latest diagnostics status of the wrist camera ({} before the first)."""
     for msg in reversed(diags):
         for status in msg.status:
             if status.name == "realsense_node: wrist":
-                return int({kv.key: kv.value for kv in status.values}["dropped"])
-    return 0
+                return {kv.key: kv.value for kv in status.values}
+    return {}
+
+
+def _dropped(diags: list) -> int:
+    return int(_wrist_values(diags).get("dropped", 0))
