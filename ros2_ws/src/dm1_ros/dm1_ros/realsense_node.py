@@ -71,8 +71,6 @@ class RealSenseNode(Node):
         return self.get_clock().now().nanoseconds * 1e-9
 
     def _publish(self, frame: CameraFrame) -> None:
-        if not self.context.ok():
-            return  # shutting down (SIGINT): the reader threads stop next
         image_pub, info_pub, depth_pub = self.pubs[frame.name]
         h, w = frame.color.shape[:2]
         img = Image(height=h, width=w, encoding="rgb8", step=3 * w, data=frame.color.tobytes())
@@ -88,7 +86,7 @@ class RealSenseNode(Node):
                     Image(header=img.header, height=h, width=w, encoding="16UC1", step=2 * w, data=data)
                 )
         except Exception as exc:  # RCLError when a reliable history is full: drop this frame, keep streaming
-            if self.context.ok():  # else the context went down since the check above: nothing to report
+            if self.context.ok():  # else SIGINT shut the context down: the reader threads stop next
                 self.get_logger().warn(
                     f"camera {frame.name}: publish failed ({exc}); frame dropped", throttle_duration_sec=5
                 )
