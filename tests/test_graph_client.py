@@ -58,3 +58,38 @@ def test_stopped_clock_raises_naming_the_episode_and_the_time(client_and_clock) 
     assert stuck > 1.0
     with pytest.raises(TimeoutError, match=rf"episode 0: simulation time stuck at {stuck:.3f} s"):
         _spin_with_clock(client, tick, advance=False, wall_s=5.0)  # the same stamp again and again
+
+
+def test_ctrl_c_during_a_service_call_raises_keyboard_interrupt_and_the_client_stays_usable(ros_env) -> None:
+    import os
+    import signal
+    import threading
+
+    from dm1.interrupts import deferred_interrupts
+    from rclpy.executors import SingleThreadedExecutor
+    from std_srvs.srv import Trigger
+
+    rclpy.init()
+    client = GraphClient("dm1_test_interrupted_client", service_timeout_s=30.0)
+    server = rclpy.create_node("dm1_test_slow_server")
+    server.create_service(Trigger, "/dm1_test/home", lambda _req, res: Trigger.Response(success=True))
+    home = client.node.create_client(Trigger, "/dm1_test/home")
+    try:
+        # The server's node is not spun yet: the call waits (as for a slow home) until Ctrl-C arrives.
+        with deferred_interrupts():
+            timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+            timer.start()
+            with pytest.raises(KeyboardInterrupt, match="SIGINT"):  # not the TimeoutError of 30 s later
+                client.trigger(home, "home")
+            timer.join()
+        executor = SingleThreadedExecutor()
+        executor.add_node(server)
+        spinner = threading.Thread(target=executor.spin, daemon=True)
+        spinner.start()
+        assert client.trigger(home, "home") == (True, "")  # same node and context: still usable
+        executor.shutdown()
+        spinner.join(timeout=5.0)
+    finally:
+        server.destroy_node()
+        client.close()
+        rclpy.shutdown()

@@ -15,6 +15,8 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from std_srvs.srv import Trigger
 
+from dm1_ros.service_calls import call_service, spin_step
+
 SIM_STALL_S = 60.0  # wall seconds without /clock advancing before a driver gives up on the twin
 
 
@@ -34,10 +36,10 @@ class GraphClient:
         return self.node.get_clock().now().nanoseconds * 1e-9
 
     def spin(self, seconds: float) -> None:
-        """Process callbacks for about `seconds` of wall time."""
+        """Process callbacks for about `seconds` of wall time (a pending Ctrl-C raises between steps)."""
         end = time.monotonic() + seconds
         while time.monotonic() < end:
-            rclpy.spin_once(self.node, timeout_sec=min(0.02, max(end - time.monotonic(), 0.0)))
+            spin_step(self.node, end - time.monotonic())
         now = self.sim_now()
         if now != self._last_sim:
             self._last_sim, self._sim_advanced_at = now, time.monotonic()
@@ -57,17 +59,9 @@ class GraphClient:
 
         Raises TimeoutError when the service does not exist or answer within the service timeout.
         """
-        prefix = f"{what}: " if what else ""
-        if not client.wait_for_service(timeout_sec=self.timeout_s):
-            raise TimeoutError(
-                f"{prefix}service {client.srv_name} not available after {self.timeout_s:.0f} s"
-            )
-        future = client.call_async(Trigger.Request())
-        rclpy.spin_until_future_complete(self.node, future, timeout_sec=self.timeout_s)
-        if not future.done():
-            raise TimeoutError(f"{prefix}{client.srv_name} did not answer within {self.timeout_s:.0f} s")
-        result = future.result()
+        result = call_service(self.node, client, Trigger.Request(), self.timeout_s, what)
         if check and not result.success:
+            prefix = f"{what}: " if what else ""
             raise RuntimeError(f"{prefix}{client.srv_name} failed: {result.message}")
         return bool(result.success), str(result.message)
 

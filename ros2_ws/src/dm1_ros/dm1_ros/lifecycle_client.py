@@ -18,6 +18,8 @@ from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from rclpy.node import Node
 
+from dm1_ros.service_calls import call_service
+
 TRANSITIONS: dict[str, int] = {
     "configure": Transition.TRANSITION_CONFIGURE,
     "cleanup": Transition.TRANSITION_CLEANUP,
@@ -43,13 +45,7 @@ class LifecycleClient:
         self._change = self.node.create_client(ChangeState, f"/{self.target}/change_state")
 
     def _call(self, client: Any, request: Any) -> Any:
-        if not client.wait_for_service(timeout_sec=self.timeout_s):
-            raise TimeoutError(f"service {client.srv_name} not available after {self.timeout_s:.1f} s")
-        future = client.call_async(request)
-        rclpy.spin_until_future_complete(self.node, future, timeout_sec=self.timeout_s)
-        if not future.done():
-            raise TimeoutError(f"service {client.srv_name} did not answer within {self.timeout_s:.1f} s")
-        return future.result()
+        return call_service(self.node, client, request, self.timeout_s)
 
     def get_state(self) -> str:
         """Current state label: unconfigured | inactive | active | finalized (or a transition state)."""

@@ -15,7 +15,9 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
+
+from dm1.interrupts import deferred_interrupts
 
 
 class ReadyProbe(Protocol):
@@ -24,28 +26,23 @@ class ReadyProbe(Protocol):
     def wait_ready(self, timeout_s: float = ...) -> None: ...
 
 
-def _raise_interrupt(signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt(f"received {signal.Signals(signum).name}")
-
-
 @contextlib.contextmanager
 def graph_stopped_after(graph: subprocess.Popen[bytes]) -> Iterator[None]:
-    """Run the block with the graph (SIGINT/SIGTERM raise KeyboardInterrupt in it), then stop the graph.
+    """Run the block with the graph, then stop the graph.
 
-    SIGINT explicitly too: a job started in the background (`cmd &`) inherits SIGINT *ignored*, and Python
-    then installs no Ctrl-C handler of its own. While the graph is being stopped SIGINT is ignored, so a
-    second Ctrl-C cannot orphan it.
+    In the block SIGINT/SIGTERM raise KeyboardInterrupt at the driver's next spin step
+    (`dm1.interrupts`: never inside rclpy's bindings). While the graph is being stopped SIGINT is ignored,
+    so a second Ctrl-C cannot orphan it.
     """
-    old = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        with deferred_interrupts():
+            yield
     finally:
-        signal.signal(signal.SIGTERM, old[signal.SIGTERM])
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             stop_graph(graph)
         finally:
-            signal.signal(signal.SIGINT, old[signal.SIGINT])
+            signal.signal(signal.SIGINT, old)
 
 
 def launch_command(*args: str) -> list[str]:
