@@ -89,7 +89,7 @@ def test_playback_returns_recorded_frames_bit_exact_and_counts_the_gap(tmp_path:
     with RealSenseCamera(cfg) as cam:
         cam.start()
         got = []
-        while (frame := cam.read(timeout_s=2.0)) is not None:
+        while (frame := cam.read(timeout_s=30.0)) is not None:  # None at the end
             got.append(frame)
     assert [f.frame_number for f in got] == numbers
     for frame, expected in zip(got, colors, strict=True):
@@ -98,6 +98,20 @@ def test_playback_returns_recorded_frames_bit_exact_and_counts_the_gap(tmp_path:
     assert (cam.drops.received, cam.drops.dropped) == (8, 2)
     assert got[0].intrinsics.width == W and got[0].intrinsics.fx == pytest.approx(W)
     assert all(b.stamp_s >= a.stamp_s for a, b in zip(got, got[1:], strict=False))
+
+
+def test_read_returns_none_at_the_end_of_a_playback_without_waiting_out_its_timeout(tmp_path: Path) -> None:
+    import time
+
+    path = record_synthetic(tmp_path / "end.db3", _frames(3), pace=False)
+    cfg = CameraConfig("front", width=W, height=H, playback_file=str(path), playback_realtime=False)
+    with RealSenseCamera(cfg) as cam:
+        cam.start()
+        got = [cam.read(timeout_s=30.0) for _ in range(3)]
+        assert all(f is not None for f in got)
+        t0 = time.monotonic()
+        assert cam.read(timeout_s=600.0) is None
+        assert time.monotonic() - t0 < 120.0  # liveness: ended by the file's end, not by the 600 s timeout
 
 
 def test_playback_with_depth_returns_uint16_depth(tmp_path: Path) -> None:
@@ -117,7 +131,7 @@ def test_playback_with_depth_returns_uint16_depth(tmp_path: Path) -> None:
         with RealSenseCamera(cfg) as cam:
             cam.start()
             got = []
-            while (frame := cam.read(timeout_s=2.0)) is not None:
+            while (frame := cam.read(timeout_s=30.0)) is not None:  # None at the end
                 got.append(frame)
         counters = f"align={align}, drops={vars(cam.drops)}, unpaired color frames={cam.unpaired}"
         assert got and all(f.depth is not None and f.depth.dtype == np.uint16 for f in got), counters

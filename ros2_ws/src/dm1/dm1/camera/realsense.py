@@ -209,6 +209,10 @@ def list_devices() -> list[dict[str, str]]:
     ]
 
 
+READ_SLICE_S = 0.05  # `read` waits in slices this long, checking for the end of a playback in between
+PLAYBACK_END_GRACE_S = 0.5  # after the file's end, how long queued frames may still take to come out
+
+
 class RealSenseCamera:
     """One RealSense stream (device or `.db3` playback) read on its own thread.
 
@@ -224,6 +228,7 @@ class RealSenseCamera:
         self.mapper = ClockMapper()
         self.unpaired = 0  # color frames skipped: the syncer paired them with an older depth frame
         self._pipeline = None
+        self._playback_end = None  # () -> bool: a non-repeating playback has read its file to the end
         self._align = None
         self._depth_scale = 0.0
         self._intrinsics: Intrinsics | None = None
@@ -261,6 +266,9 @@ class RealSenseCamera:
         profile = pipeline.start(rs_cfg)
         device = profile.get_device()
         self._pipeline = pipeline
+        if cfg.playback_file and not cfg.playback_repeat:
+            playback = device.as_playback()
+            self._playback_end = lambda: playback.current_status() == rs.playback_status.stopped
         has_depth = cfg.enable_depth and any(
             s.stream_type() == rs.stream.depth for s in profile.get_streams()
         )
@@ -286,14 +294,20 @@ class RealSenseCamera:
             self._thread.start()
 
     def read(self, timeout_s: float = 1.0) -> CameraFrame | None:
-        """The next new color frame (None on timeout or end of a non-repeating playback)."""
+        """The next new color frame; None after `timeout_s` without one, or as soon as a non-repeating
+        playback has ended (its file read to the end and nothing delivered for `PLAYBACK_END_GRACE_S`)."""
         if self._pipeline is None:
             raise RuntimeError(f"camera {self.cfg.name!r}: read() before start()")
         deadline = time.monotonic() + timeout_s
+        ended_at: float | None = None
         while (left := deadline - time.monotonic()) > 0:
-            ok, frames = self._pipeline.try_wait_for_frames(max(1, int(left * 1000)))
+            ok, frames = self._pipeline.try_wait_for_frames(max(1, int(min(left, READ_SLICE_S) * 1000)))
             if not ok:
-                return None
+                if self._playback_end is not None and self._playback_end():
+                    ended_at = ended_at or time.monotonic()  # frames already read may still be queued
+                    if time.monotonic() - ended_at >= PLAYBACK_END_GRACE_S:
+                        return None
+                continue
             arrival = self.clock()
             color = frames.get_color_frame()
             if not color or color.get_frame_number() == self.drops.last:
@@ -365,7 +379,7 @@ class RealSenseCamera:
         if self._pipeline is not None:
             with contextlib.suppress(RuntimeError):  # already stopped
                 self._pipeline.stop()
-            self._pipeline = None
+            self._pipeline, self._playback_end = None, None
 
     def __enter__(self) -> RealSenseCamera:
         return self
