@@ -165,3 +165,33 @@ def test_a_reflex_mid_episode_fails_it_as_a_controller_fault_and_the_next_episod
     summary = json.loads((out / "eval.json").read_text())
     assert summary["outcomes"] == {"controller_fault": 1, "did_not_reach": 2}, summary["outcomes"]
     assert "controller_fault: " in (out / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_terminated_bench_loop_stops_its_graph(tmp_path: Path, ros_env: dict) -> None:
+    import signal
+    import time
+
+    model = _lift_shaped_toy(tmp_path)
+    cmd = [
+        sys.executable, "-m", "dm1.cli", "bench", "loop", "--model", str(model), "--seconds", "600",
+        "--sim-host", free_loopback_host(),
+    ]  # fmt: skip
+    launch_log = tmp_path / "runs" / "bench_loop" / "launch.log"  # bench loop writes under its cwd
+    with open(tmp_path / "bench.log", "wb") as log:
+        proc = subprocess.Popen(cmd, env=ros_env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 300
+        while b"policy_node ready" not in (launch_log.read_bytes() if launch_log.exists() else b""):
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "bench.log").read_text()
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)  # e.g. a job scheduler's stop; the graph has its own session
+        proc.wait(timeout=150)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    text = (tmp_path / "bench.log").read_text()
+    assert proc.returncode == 130, text[-3000:]
+    assert "dm1 bench loop: interrupted; nothing measured" in text
+    assert "[launch] exit code" in launch_log.read_text()  # the graph was stopped, not orphaned

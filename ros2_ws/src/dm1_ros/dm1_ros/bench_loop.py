@@ -234,15 +234,21 @@ def write_trace(
 
 def run_loop_benchmark(args: Any) -> dict[str, Any]:
     """Measure the closed loop for `args.seconds` simulated seconds with model `args.model`."""
-    from dm1.commands.graph_process import policy_launch_args, start_graph, stop_graph, wait_graph_ready
+    from dm1.commands.graph_process import (
+        graph_stopped_after,
+        policy_launch_args,
+        start_graph,
+        wait_graph_ready,
+    )
     from dm1.modelcard import load_card
+    from rclpy.signals import SignalHandlerOptions
 
     card = load_card(Path(args.model) / "model_card.json")
     rate = float(card.action.control_rate_hz)
     out = Path("runs/bench_loop")
     out.mkdir(parents=True, exist_ok=True)
     policy = policy_launch_args(args.noise_scale, args.ensemble_alpha)
-    graph = start_graph(args.model, args.seed, out / "launch.log", policy)
+    graph = start_graph(args.model, args.seed, out / "launch.log", ["--sim-host", args.sim_host, *policy])
     samples: list[tuple[float, np.ndarray, float]] = []  # (stamp, q (7,), gripper width m): FK after the run
     chunk_points: list[np.ndarray] = []  # (P, 4) per Cartesian chunk: absolute time, x, y, z
     chunk_stamps: list[float] = []  # header stamp (first action's time) of each
@@ -253,44 +259,42 @@ def run_loop_benchmark(args: Any) -> dict[str, Any]:
     stages: dict[str, list[float]] = {"preprocess": [], "inference": [], "publish": []}  # ms per stage
     active_s = 0.0
     chunks = 0
-    try:
-        with rclpy.init():
-            driver = EvalDriver()
+    # Ctrl-C / SIGTERM: raised at the driver's next spin step, then the graph is stopped (as in dm1 eval)
+    with graph_stopped_after(graph), rclpy.init(signal_handler_options=SignalHandlerOptions.NO):
+        driver = EvalDriver()
 
-            def on_js(msg: JointState) -> None:
-                q, width = joint_state_to_arm(msg)  # 200 Hz: no FK here, the client shares the stack's cores
-                samples.append((from_time_msg(msg.header.stamp), q, width))
+        def on_js(msg: JointState) -> None:
+            q, width = joint_state_to_arm(msg)  # 200 Hz: no FK here, the client shares the stack's cores
+            samples.append((from_time_msg(msg.header.stamp), q, width))
 
-            def on_chunk(msg: MultiDOFJointTrajectory) -> None:
-                points = chunk_positions(msg)
-                if points is not None:
-                    chunk_points.append(points)
-                    chunk_stamps.append(from_time_msg(msg.header.stamp))
+        def on_chunk(msg: MultiDOFJointTrajectory) -> None:
+            points = chunk_positions(msg)
+            if points is not None:
+                chunk_points.append(points)
+                chunk_stamps.append(from_time_msg(msg.header.stamp))
 
-            driver.node.create_subscription(JointState, "/joint_states", on_js, 50)
-            driver.node.create_subscription(MultiDOFJointTrajectory, CARTESIAN_TOPIC, on_chunk, 50)
-            try:
-                wait_graph_ready(graph, driver, out / "launch.log", 180.0, (TimeoutError, RuntimeError))
-                episode = 0
-                while active_s < args.seconds:
-                    outcome = driver.run_episode(episode, max_sim_s=min(20.0, args.seconds - active_s + 1.0))
-                    episode_starts.append(driver.episode_start_s)
-                    episode_ends.append(driver.episode_end_s)
-                    active_s += outcome.sim_duration_s
-                    chunks += outcome.chunks
-                    led = outcome.ledger_ms
-                    pub, tick = led.get("published_ms", []), led.get("tick_ms", [])
-                    latencies += [p - t for p, t in zip(pub, tick, strict=False)]
-                    pre, inf = led.get("preprocessed_ms", []), led.get("inferred_ms", [])
-                    stages["preprocess"] += [a - b for a, b in zip(pre, tick, strict=False)]
-                    stages["inference"] += [a - b for a, b in zip(inf, pre, strict=False)]
-                    stages["publish"] += [a - b for a, b in zip(pub, inf, strict=False)]
-                    capture += pub
-                    episode += 1
-            finally:
-                driver.close()
-    finally:
-        stop_graph(graph)
+        driver.node.create_subscription(JointState, "/joint_states", on_js, 50)
+        driver.node.create_subscription(MultiDOFJointTrajectory, CARTESIAN_TOPIC, on_chunk, 50)
+        try:
+            wait_graph_ready(graph, driver, out / "launch.log", 180.0, (TimeoutError, RuntimeError))
+            episode = 0
+            while active_s < args.seconds:
+                outcome = driver.run_episode(episode, max_sim_s=min(20.0, args.seconds - active_s + 1.0))
+                episode_starts.append(driver.episode_start_s)
+                episode_ends.append(driver.episode_end_s)
+                active_s += outcome.sim_duration_s
+                chunks += outcome.chunks
+                led = outcome.ledger_ms
+                pub, tick = led.get("published_ms", []), led.get("tick_ms", [])
+                latencies += [p - t for p, t in zip(pub, tick, strict=False)]
+                pre, inf = led.get("preprocessed_ms", []), led.get("inferred_ms", [])
+                stages["preprocess"] += [a - b for a, b in zip(pre, tick, strict=False)]
+                stages["inference"] += [a - b for a, b in zip(inf, pre, strict=False)]
+                stages["publish"] += [a - b for a, b in zip(pub, inf, strict=False)]
+                capture += pub
+                episode += 1
+        finally:
+            driver.close()
     times = np.array([t for t, _, _ in samples])
     order = np.argsort(times)
     ee = fr3_fk(np.array([q for _, q, _ in samples])[order])[0] if samples else np.zeros((0, 3))  # (N, 3)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,11 @@ def _run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _handler(args: argparse.Namespace) -> int:
-    result = _run(args.kind, args)
+    try:
+        result = _run(args.kind, args)
+    except KeyboardInterrupt:  # Ctrl-C / SIGTERM (loop: after its graph was stopped)
+        print(f"dm1 bench {args.kind}: interrupted; nothing measured", file=sys.stderr)
+        return 130
     result.setdefault("machine", machine_description())
     result.setdefault("benchmark", args.kind)
     result.setdefault("date", time.strftime("%Y-%m-%dT%H:%M:%S"))
@@ -110,6 +115,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=20, help="timed training steps (train)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--noise-scale", type=float, default=1.0, help="policy sampler noise scale (loop)")
+    p.add_argument(
+        "--sim-host", default="127.0.0.1", help="loopback address of the twin's franky server (loop)"
+    )
     p.add_argument(
         "--ensemble-alpha",
         type=float,

@@ -164,7 +164,8 @@ def _drive(
 
     t0 = time.monotonic()
     records: list[dict[str, Any]] = []
-    # No rclpy SIGINT handler: Ctrl-C raises KeyboardInterrupt here and the context stays usable for discard.
+    # No rclpy SIGINT handler: Ctrl-C raises KeyboardInterrupt at the driver's next spin step
+    # (graph_stopped_after) and the context stays usable for the discard.
     with rclpy.init(signal_handler_options=SignalHandlerOptions.NO):
         driver = CollectDriver()
         try:
