@@ -66,6 +66,7 @@ def test_ctrl_c_during_a_service_call_raises_keyboard_interrupt_and_the_client_s
     import threading
 
     from dm1.interrupts import deferred_interrupts
+    from dm1_ros.spin_thread import SpinThread
     from rclpy.executors import SingleThreadedExecutor
     from std_srvs.srv import Trigger
 
@@ -84,11 +85,9 @@ def test_ctrl_c_during_a_service_call_raises_keyboard_interrupt_and_the_client_s
             timer.join()
         executor = SingleThreadedExecutor()
         executor.add_node(server)
-        spinner = threading.Thread(target=executor.spin, daemon=True)
-        spinner.start()
+        spinner = SpinThread(executor, "slow-server").start()
         assert client.trigger(home, "home") == (True, "")  # same node and context: still usable
-        executor.shutdown()
-        spinner.join(timeout=5.0)
+        spinner.stop()
     finally:
         server.destroy_node()
         client.close()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import signal
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ class StackProbe:
     def __init__(self) -> None:
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
+        from dm1_ros.spin_thread import SpinThread
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.parameter import Parameter
         from sensor_msgs.msg import Image, JointState
@@ -53,8 +53,7 @@ class StackProbe:
         self.node.create_subscription(DiagnosticArray, "/dm1/controller/status", self._on_status, 10)
         self.executor = SingleThreadedExecutor(context=self.ctx)
         self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
+        self.spinner = SpinThread(self.executor, "stack-faults-probe").start()
 
     def now(self) -> float:
         return self.node.get_clock().now().nanoseconds * 1e-9
@@ -114,7 +113,7 @@ class StackProbe:
     def close(self) -> None:
         import rclpy
 
-        self.executor.shutdown()
+        self.spinner.stop()
         self.node.destroy_node()
         rclpy.shutdown(context=self.ctx)
 

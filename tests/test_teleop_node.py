@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
-import threading
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 import rclpy
 from conftest import PYTHON, ProcessGroup, free_loopback_host, wait_for
+from dm1_ros.spin_thread import SpinThread
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import JointState, Joy
@@ -87,8 +87,7 @@ def graph(ros_env, tmp_path_factory):
     probe = Probe()
     executor = SingleThreadedExecutor()
     executor.add_node(probe)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
+    spinner = SpinThread(executor, "teleop-test-probe").start()
     try:
         wait_for(lambda: "twin up" in group.log("twin"), 180, what=f"twin node ({logs})")
         group.start("controller", [PYTHON, "-m", "dm1_ros.controller_node", *sim, "-p", f"robot_ip:={host}"])
@@ -96,7 +95,7 @@ def graph(ros_env, tmp_path_factory):
         yield group, probe, sim
     finally:
         group.close()
-        executor.shutdown()
+        spinner.stop()
         probe.destroy_node()
         rclpy.try_shutdown()
 

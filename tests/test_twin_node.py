@@ -19,6 +19,7 @@ FPS = 20.0
 @pytest.fixture
 def listener(ros_env):
     import rclpy
+    from dm1_ros.spin_thread import SpinThread
     from geometry_msgs.msg import PoseStamped
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -53,15 +54,14 @@ def listener(ros_env):
     reset = node.create_client(Trigger, "/twin/reset")
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
+    spinner = SpinThread(executor, "twin-test-probe").start()
 
     def snapshot(key):
         with lock:
             return list(got[key])
 
     yield node, snapshot, reset
-    executor.shutdown()
+    spinner.stop()
     node.destroy_node()
     rclpy.shutdown(context=context)
 

@@ -34,6 +34,7 @@ from dm1_ros.conversions import (
     msg_to_timed_chunk,
 )
 from dm1_ros.params import declare_table
+from dm1_ros.spin_thread import SpinThread
 
 
 class ControllerNode(Node):
@@ -147,13 +148,13 @@ def main(args: list[str] | None = None) -> int:
     executor.add_node(node)
     side = SingleThreadedExecutor()
     side.add_node(node.home_node)
-    threading.Thread(target=side.spin, daemon=True).start()
+    side_spin = SpinThread(side, "controller-home").start()
     try:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        side.shutdown()
+        side_spin.stop()
         node.backend.close()
         node.home_node.destroy_node()
         node.destroy_node()
