@@ -203,7 +203,13 @@ def test_dm1_launch_sim_graph_with_policy_comes_up_and_stops_on_sigint(
         os.kill(launcher.pid, signal.SIGINT)  # the launcher alone: it must stop its children
         launcher.wait(timeout=60)
         assert launcher.returncode == 0, procs.log("launch")
-        wait_for(lambda: not names & set(node.get_node_names()), 30, 0.5, "nodes to leave the graph")
+        wait_for(
+            lambda: not names & set(node.get_node_names()),
+            30,
+            0.5,
+            "nodes to leave the graph",
+            lambda: f"still listed: {sorted(node.get_node_names_and_namespaces())}",
+        )
     finally:
         executor.shutdown()
         node.destroy_node()

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -196,3 +197,23 @@ def test_corrupt_model_never_becomes_active(procs, rclpy_ctx, tmp_path) -> None:
     assert "onnxruntime cannot load" in procs.log("policy")
     assert not client.transition("activate")  # activating an unconfigured node is refused
     assert client.get_state() == "unconfigured"
+
+
+def test_ctrl_c_stops_a_busy_node_with_exit_code_0(procs, rclpy_ctx, tmp_path) -> None:
+    # once right after its model loaded, once while it runs under camera and joint-state traffic: the stop
+    # comes through the context shutdown (dm1_ros.node_signals), never as an exception inside rclpy
+    cams = {"front": (24, 32, 3), "wrist": (24, 32, 3)}
+    model = build_toy_model(tmp_path / "toy", cameras=cams, chunk_length=8, control_rate_hz=1 / DT)
+    twin = TwinStandIn(cams)
+    for run, settle_s in enumerate((0.0, 1.0)):
+        name = f"policy{run}"
+        proc = procs.start(name, _node_cmd(model))
+        wait_for(lambda n=name: "loaded" in procs.log(n), 90, what="model loaded")
+        twin.run(settle_s, cams=("front", "wrist"), lockstep=False)
+        proc.send_signal(signal.SIGINT)
+        end = time.monotonic() + 30.0
+        while proc.poll() is None and time.monotonic() < end:
+            twin.run(0.05, cams=("front", "wrist"), lockstep=False)  # traffic until it is gone
+        log = procs.log(name)
+        assert proc.poll() == 0, log[-3000:]
+        assert "Traceback" not in log, log[-3000:]

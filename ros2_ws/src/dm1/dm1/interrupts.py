@@ -31,6 +31,11 @@ def _request(signum: int, _frame: Any) -> None:
     _pending = signum
 
 
+def requested() -> bool:
+    """True while a signal received under `deferred_interrupts` has not been raised yet."""
+    return _pending is not None
+
+
 def raise_if_requested() -> None:
     """Raise KeyboardInterrupt (once per signal) if SIGINT/SIGTERM arrived under `deferred_interrupts`."""
     global _pending

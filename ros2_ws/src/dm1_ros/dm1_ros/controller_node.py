@@ -17,8 +17,9 @@ from dm1.control.executor import ChunkExecutor
 from dm1.control.franky_backend import HOME_MOVE_TIMEOUT_S, FrankyBackend
 from dm1.control.limits import SafetyLimits
 from dm1.control.parameters import CONTROLLER_PARAMETERS, SAFETY_PARAMETERS, check_controller_parameters
+from dm1.interrupts import requested
 from dm1.scheduling import try_raise_to_fifo
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile
 from sensor_msgs.msg import JointState
@@ -33,6 +34,7 @@ from dm1_ros.conversions import (
     make_joint_state,
     msg_to_timed_chunk,
 )
+from dm1_ros.node_signals import stopped_by_signals
 from dm1_ros.params import declare_table
 from dm1_ros.spin_thread import SpinThread
 
@@ -137,28 +139,29 @@ class ControllerNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args if args is not None else sys.argv)
-    try:
-        node = ControllerNode()
-    except Exception as exc:  # noqa: BLE001 - bad parameters or no robot: refuse to start, say why
-        print(f"controller_node: refusing to start: {type(exc).__name__}: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    executor = SingleThreadedExecutor()  # MultiThreadedExecutor cost ~80 % of a core under sim time
-    executor.add_node(node)
-    side = SingleThreadedExecutor()
-    side.add_node(node.home_node)
-    side_spin = SpinThread(side, "controller-home").start()
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        side_spin.stop()
-        node.backend.close()
-        node.home_node.destroy_node()
-        node.destroy_node()
-        rclpy.try_shutdown()
+    with stopped_by_signals():  # Ctrl-C ends the spin through the context shutdown (see node_signals)
+        rclpy.init(args=args if args is not None else sys.argv)
+        try:
+            node = ControllerNode()
+        except Exception as exc:  # noqa: BLE001 - bad parameters or no robot: refuse to start, say why
+            if requested():
+                raise  # stopped while starting, not a bad start
+            print(f"controller_node: refusing to start: {type(exc).__name__}: {exc}", file=sys.stderr)
+            rclpy.try_shutdown()
+            return 2
+        executor = SingleThreadedExecutor()  # MultiThreadedExecutor cost ~80 % of a core under sim time
+        executor.add_node(node)
+        side = SingleThreadedExecutor()
+        side.add_node(node.home_node)
+        side_spin = SpinThread(side, "controller-home").start()
+        try:
+            executor.spin()
+        finally:
+            side_spin.stop()
+            node.backend.close()
+            node.home_node.destroy_node()
+            node.destroy_node()
+    rclpy.try_shutdown()
     return 0
 
 

@@ -17,11 +17,12 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from dm1.monitor.foxglove_bridge import BridgeConfig, FoxgloveBridge
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
 from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
+
+from dm1_ros.node_signals import stopped_by_signals
 
 
 def _stamp(header) -> float:  # noqa: ANN001
@@ -133,11 +134,9 @@ def main(args: list[str] | None = None) -> int:
     """`ros2 run dm1_ros foxglove_node` / `python -m dm1_ros.foxglove_node`."""
     node = None
     try:
-        with rclpy.init(args=args):
+        with stopped_by_signals(), rclpy.init(args=args):  # Ctrl-C: see node_signals
             node = FoxgloveNode()
             rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
     except ValueError as exc:
         print(f"[foxglove_node] ERROR: {exc}", file=sys.stderr, flush=True)
         return 1

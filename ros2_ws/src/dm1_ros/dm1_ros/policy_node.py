@@ -145,16 +145,14 @@ class PolicyNode(LifecycleNode):
 def main(args: list[str] | None = None) -> None:
     """Console script `policy_node`; with `autostart:=true` the node configures and activates itself."""
     import rclpy
-    from rclpy.executors import ExternalShutdownException
 
-    try:
-        with rclpy.init(args=args):
-            node = PolicyNode()
-            if node.p("autostart") and node.trigger_configure() == SUCCESS:
-                node.trigger_activate()
-            rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+    from dm1_ros.node_signals import stopped_by_signals
+
+    with stopped_by_signals(), rclpy.init(args=args):  # Ctrl-C ends the spin via the context (node_signals)
+        node = PolicyNode()
+        if node.p("autostart") and node.trigger_configure() == SUCCESS:
+            node.trigger_activate()
+        rclpy.spin(node)
 
 
 if __name__ == "__main__":

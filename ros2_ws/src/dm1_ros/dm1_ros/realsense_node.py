@@ -14,11 +14,11 @@ import rclpy  # before pyrealsense2 (imported by dm1.camera on first use): see d
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from dm1.camera.realsense import NODE_PARAMETERS, CameraConfig, CameraFrame, NoDeviceError, RealSenseCamera
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, Image
 
+from dm1_ros.node_signals import stopped_by_signals
 from dm1_ros.params import declare_table
 
 
@@ -113,14 +113,12 @@ class RealSenseNode(Node):
 def main(args: list[str] | None = None) -> int:
     """`ros2 run dm1_ros realsense_node` / `python -m dm1_ros.realsense_node`."""
     try:
-        with rclpy.init(args=args):
+        with stopped_by_signals(), rclpy.init(args=args):  # Ctrl-C: see node_signals
             node = RealSenseNode()
             try:
                 rclpy.spin(node)
             finally:
-                node.close()  # stop the reader threads while the context is valid (they publish)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+                node.close()  # stop the reader threads (they publish)
     except (NoDeviceError, ValueError, ParameterException) as exc:
         print(f"[realsense_node] ERROR: {exc}", file=sys.stderr, flush=True)
         return 1

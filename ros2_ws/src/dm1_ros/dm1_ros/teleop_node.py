@@ -25,7 +25,6 @@ from dm1.teleop.loop import TeleopConfig, TeleopLoop
 from dm1.teleop.mcap_mirror import McapMirror
 from dm1.teleop.recorder import EE_ACTION_NAMES, EpisodeRecorder, RecorderConfig
 from geometry_msgs.msg import PoseStamped
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState, Joy
@@ -34,6 +33,7 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 from dm1_ros.conversions import chunk_to_multidof_trajectory, from_time_msg, joint_state_to_arm, msg_to_rgb
+from dm1_ros.node_signals import stopped_by_signals
 from dm1_ros.teleop_params import declare_parameters
 
 
@@ -121,13 +121,12 @@ class TeleopNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Run the teleop node until SIGINT."""
-    rclpy.init(args=args)
     node = None
     try:
-        node = TeleopNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        with stopped_by_signals():  # Ctrl-C ends the spin via the context (node_signals)
+            rclpy.init(args=args)
+            node = TeleopNode()
+            rclpy.spin(node)
     except ValueError as exc:
         print(f"teleop_node: bad configuration: {exc}", file=sys.stderr)
         return 2

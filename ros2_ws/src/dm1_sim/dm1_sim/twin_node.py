@@ -20,9 +20,10 @@ from dm1.scheduling import yield_cpu
 from dm1.sim.renderer import CameraFrame
 from dm1.sim.twin import Twin
 from dm1_ros.conversions import image_to_msg, to_time_msg
+from dm1_ros.node_signals import stopped_by_signals
 from geometry_msgs.msg import PoseStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
@@ -145,16 +146,15 @@ def _arm_shutdown_watchdog() -> None:
 
 def main(args: list[str] | None = None) -> int:
     """Run the twin node until SIGINT."""
-    rclpy.init(args=args)
-    rclpy.get_default_context().on_shutdown(_arm_shutdown_watchdog)  # SIGINT shuts the context down
     node = None
     try:
-        node = TwinNode()
-        executor = MultiThreadedExecutor(num_threads=2)
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        with stopped_by_signals():  # Ctrl-C ends the spin via the context shutdown (dm1_ros.node_signals)
+            rclpy.init(args=args)
+            rclpy.get_default_context().on_shutdown(_arm_shutdown_watchdog)  # SIGINT shuts the context down
+            node = TwinNode()
+            executor = MultiThreadedExecutor(num_threads=2)
+            executor.add_node(node)
+            executor.spin()
     except ValueError as exc:
         print(f"twin_node: bad configuration: {exc}", file=sys.stderr)
         return 2
@@ -162,8 +162,7 @@ def main(args: list[str] | None = None) -> int:
         _arm_shutdown_watchdog()
         if node is not None:
             node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+        rclpy.try_shutdown()
     return 0
 
 
