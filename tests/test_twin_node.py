@@ -148,3 +148,22 @@ def test_a_stuck_shutdown_dumps_the_threads_and_exits_within_the_budget(ros_env)
     assert proc.returncode == 1
     err = proc.stderr.decode()
     assert "Timeout (0:00:00.500000)!" in err and "Thread 0x" in err, err
+
+
+def test_twin_stopped_while_it_starts_exits_cleanly(procs, ros_env):
+    # a Ctrl-C while the physics and render threads start (franky-sim, MuJoCo): those threads outliving a
+    # half-built node segfaulted the process at exit (-11 in the launcher's log)
+    import signal
+    import time
+
+    for k, offset_s in enumerate((0.0, 0.4, 0.8, 1.2)):
+        name = f"twin{k}"
+        args = ["--ros-args", "-p", f"host:={free_loopback_host()}", "-p", "cameras:=[front, wrist]"]
+        proc = procs.start(name, [sys.executable, "-m", "dm1_sim.twin_node", *args])
+        wait_for(lambda n=name: "twin starting" in procs.log(n), timeout=120, what=f"{name} starting")
+        time.sleep(offset_s)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+        log = procs.log(name)
+        assert proc.returncode == 0, log[-3000:]
+        assert "Fatal Python error" not in log and "Traceback" not in log, log[-3000:]

@@ -17,6 +17,7 @@ import sys
 
 import rclpy
 from dm1.scheduling import yield_cpu
+from dm1.sim.config import TwinConfig
 from dm1.sim.renderer import CameraFrame
 from dm1.sim.twin import Twin
 from dm1_ros.conversions import image_to_msg, to_time_msg
@@ -49,7 +50,21 @@ class TwinNode(Node):
         cfg = twin_config_from_parameters(self.params)  # ValueError naming the bad parameter
         # before the physics and render threads start: they inherit it
         yielded = yield_cpu(int(self.params["cpu_nice"]), bool(self.params["cpu_idle"]))
+        self.get_logger().info(f"twin starting: cameras {sorted(cfg.cameras)}")
         self.twin = Twin(cfg)
+        self.twin.start()
+        try:
+            self._advertise(cfg)
+        except BaseException:  # e.g. Ctrl-C shut the context down meanwhile: no physics thread outlives us
+            self.twin.stop()
+            raise
+        self.get_logger().info(
+            f"twin up: robot host {self.twin.robot_host}, cameras {sorted(cfg.cameras)}, "
+            f"realtime={cfg.realtime}, cpu: nice {yielded['nice']}, idle {yielded['idle']}"
+        )
+
+    def _advertise(self, cfg: TwinConfig) -> None:
+        """Publishers, timers and services of a started twin."""
         self.image_pubs = {
             n: self.create_publisher(Image, f"/camera/{n}/color/image_raw", IMAGE_QOS) for n in cfg.cameras
         }
@@ -63,7 +78,6 @@ class TwinNode(Node):
         self.host_pub = self.create_publisher(String, "/twin/robot_host", LATCHED_QOS)
         self.publish_errors = 0
         self.resets = 0  # /twin/reset calls served (the seed offset with seeded_resets)
-        self.twin.start()
         self.twin.add_frame_listener(self._on_frame)
         self.host_pub.publish(String(data=self.twin.robot_host))
         self._last_clock = -1.0
@@ -73,10 +87,6 @@ class TwinNode(Node):
         # its own group: the wait for a running motion (up to 1 s) must not hold up /clock
         own = MutuallyExclusiveCallbackGroup()
         self.create_service(Trigger, "/twin/inject_reflex", self._on_inject_reflex, callback_group=own)
-        self.get_logger().info(
-            f"twin up: robot host {self.twin.robot_host}, cameras {sorted(cfg.cameras)}, "
-            f"realtime={cfg.realtime}, cpu: nice {yielded['nice']}, idle {yielded['idle']}"
-        )
 
     def _publish(self, pub, msg) -> None:
         try:
@@ -150,8 +160,8 @@ def main(args: list[str] | None = None) -> int:
     try:
         with stopped_by_signals():  # Ctrl-C ends the spin via the context shutdown (dm1_ros.node_signals)
             rclpy.init(args=args)
+            node = TwinNode()  # a stop while it starts is seen once it has (its threads then stopped)
             rclpy.get_default_context().on_shutdown(_arm_shutdown_watchdog)  # SIGINT shuts the context down
-            node = TwinNode()
             executor = MultiThreadedExecutor(num_threads=2)
             executor.add_node(node)
             executor.spin()
