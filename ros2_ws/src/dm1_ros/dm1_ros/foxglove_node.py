@@ -47,7 +47,6 @@ class FoxgloveNode(Node):
             mcap_path=p("mcap_path", "").value,
             max_image_rate_hz=float(p("max_image_rate_hz", 10.0).value),
         )
-        self.bridge = FoxgloveBridge(cfg)
         subs = [(Image, t, functools.partial(self._image, t)) for t in images]
         subs += [
             (JointState, "/joint_states", self._joints),
@@ -60,6 +59,7 @@ class FoxgloveNode(Node):
         ]
         for msg_type, topic, handler in subs:  # best effort, depth 5: never back-pressures a publisher
             self.create_subscription(msg_type, topic, self._guarded(topic, handler), qos_profile_sensor_data)
+        self.bridge = FoxgloveBridge(cfg)  # last: its server thread runs once nothing else here can fail
         where = f"ws://{cfg.host}:{self.bridge.port}" if self.bridge.port is not None else "no server"
         self.get_logger().info(f"Foxglove server on {where}; mcap={cfg.mcap_path or 'off'}; images {images}")
 

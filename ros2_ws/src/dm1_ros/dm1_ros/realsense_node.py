@@ -58,13 +58,13 @@ class RealSenseNode(Node):
             )
             self.cams[name] = RealSenseCamera(cfg, clock=self._now)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(period, self._diagnostics)  # before the reader threads: nothing after them can fail
         try:
             for cam in self.cams.values():
                 cam.start(self._publish)
-        except Exception:
+        except BaseException:
             self.close()
             raise
-        self.create_timer(period, self._diagnostics)
         self.get_logger().info(f"streaming {names} {mode}, depth={depth}, playback={playback or 'no'}")
 
     def _now(self) -> float:
