@@ -232,15 +232,28 @@ def test_bad_safety_parameters_refuse_to_start(ros_env, procs) -> None:
 
 
 @pytest.mark.slow
-def test_shutdown_during_a_home_move_exits_cleanly(rig: Rig) -> None:
-    p0 = rig.ee()
-    rig.stream(lambda t: p0 + np.array([0.0, 0.12, -0.08]), 2.0)  # away from home: the home move takes time
-    client = rig.node.create_client(Trigger, "/dm1/controller/home")
-    assert client.wait_for_service(timeout_sec=30)
-    client.call_async(Trigger.Request())  # not awaited: the controller is stopped mid-move
-    wait_for(lambda: np.abs(rig.states[-1][2]).max() > 0.05, 30, what="the home move under way")
-    rig.procs.stop("controller", signal.SIGINT, timeout=30.0)
-    assert rig.proc.returncode == 0, rig.procs.log("controller")[-3000:]
+def test_shutdown_during_a_home_move_stops_the_arm_and_exits_cleanly(ros_env, procs) -> None:
+    # a slow home move (dynamics factor 0.1): the node used to wait up to 5 s for its service thread while
+    # the move went on, and a move still running at exit aborted the process (std::terminate, -6)
+    rig = Rig(procs, ("-p", "relative_dynamics_factor:=0.1"))
+    speeds: list[tuple[float, float]] = []  # (sim time, fastest joint of the simulated arm, rad/s)
+    try:
+        p0 = rig.ee()
+        rig.stream(lambda t: p0 + np.array([0.0, 0.12, -0.08]), 2.0)  # away from home: the move takes time
+        client = rig.node.create_client(Trigger, "/dm1/controller/home")
+        assert client.wait_for_service(timeout_sec=30)
+        client.call_async(Trigger.Request())  # not awaited: the controller is stopped mid-move
+        wait_for(lambda: np.abs(rig.states[-1][2]).max() > 0.02, 30, what="the home move under way")
+        rig.arm.post_step.append(lambda arm: speeds.append((arm.time, arm.joint_speed())))
+        stopped_at = rig.arm.time
+        rig.procs.stop("controller", signal.SIGINT, timeout=30.0)
+        exited_at = rig.arm.time
+        assert rig.proc.returncode == 0, rig.procs.log("controller")[-3000:]
+        # from 0.5 s after the stop until the node is gone (then franky-sim no longer holds the arm): still
+        late = [v for t, v in list(speeds) if stopped_at + 0.5 <= t <= exited_at - 0.05]
+        assert max(late, default=0.0) < 0.01, f"the home move went on after the stop: {max(late):.3f} rad/s"
+    finally:
+        rig.close()
 
 
 def test_controller_stopped_right_after_start_exits_cleanly(ros_env, procs) -> None:

@@ -52,6 +52,10 @@ class SimArm:
         for fn in self.post_step:
             fn(self)
 
+    def joint_speed(self) -> float:
+        """Fastest arm joint of the simulated FR3 (rad/s), read from MuJoCo (no robot connection needed)."""
+        return float(np.abs(np.asarray(self.arm._get_state().dq)).max())
+
     def inject_reflex(self) -> None:
         """Abort the current motion as a reflex would (applied in the physics thread on the next step)."""
         self._reflex.set()
@@ -226,6 +230,36 @@ def test_a_home_move_past_its_time_limit_is_stopped_and_latched_until_recovery(s
         assert np.abs(backend.read_state().q - q_goal).max() < 0.01
     finally:
         backend.close()
+
+
+@pytest.mark.slow
+def test_close_stops_a_home_move_that_another_thread_waits_on(sim_arm: SimArm) -> None:
+    """The controller node shutting down mid-home-move closes the backend while its service thread waits in
+    `home()`: the arm stops where it is and that thread is freed. (Left running, the move's control thread
+    outlived the process's Python code and aborted it at exit: std::terminate, exit -6.)"""
+    backend = FrankyBackend(sim_arm.host, gripper=False, relative_dynamics_factor=0.1)
+    q_goal = backend.read_state().q + np.array([0.6, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])  # several s at 0.1
+    outcome: list[str] = []
+
+    def go_home() -> None:
+        try:
+            backend.home(q_goal)
+            outcome.append("finished")
+        except RobotFault as exc:
+            outcome.append(f"fault: {exc}")
+
+    waiter = threading.Thread(target=go_home, daemon=True)
+    waiter.start()
+    wait_for(lambda: np.abs(backend.read_state().dq).max() > 0.02, 30, what="the home move under way")
+    backend.close()
+    waiter.join(timeout=10.0)
+    assert not waiter.is_alive(), "home() still waiting after close()"
+    assert outcome and outcome[0].startswith("fault"), outcome
+    sim_arm.wait_sim(0.5)
+    q_stopped = backend.read_state().q
+    sim_arm.wait_sim(0.5)
+    assert np.abs(backend.read_state().q - q_stopped).max() < 2e-3, "still moving after close()"
+    assert np.abs(q_stopped - q_goal).max() > 0.05, "the move was not cut short"
 
 
 def test_bad_backend_arguments_are_refused() -> None:

@@ -157,8 +157,8 @@ def main(args: list[str] | None = None) -> int:
         try:
             executor.spin()
         finally:
+            node.backend.close()  # first: stops a home move the side thread waits on
             side_spin.stop()
-            node.backend.close()
             node.home_node.destroy_node()
             node.destroy_node()
     rclpy.try_shutdown()

@@ -371,7 +371,18 @@ class FrankyBackend:
             time.sleep(0.01)
 
     def close(self) -> None:
+        """Stop every motion and the gripper worker. A home move that another thread waits on (`home()` in
+        `join_motion`) is stopped too (it then fails with the preemption): left running, its control thread
+        outlived the process's last Python code and aborted it at exit (std::terminate, -6)."""
         with self._lock:
             self._stop_tracker()
+        if self.robot.is_in_control:
+            with contextlib.suppress(
+                franky.ControlException, franky.CommandException, franky.NetworkException
+            ):
+                self.robot.stop()  # libfranka's stop: the robot brakes; the waiting thread gets the exception
+            deadline = time.monotonic() + 2.0
+            while self.robot.is_in_control and time.monotonic() < deadline:
+                time.sleep(0.01)
         if self._gripper is not None:
             self._gripper.close()
