@@ -233,9 +233,9 @@ def test_bad_safety_parameters_refuse_to_start(ros_env, procs) -> None:
 
 @pytest.mark.slow
 def test_shutdown_during_a_home_move_stops_the_arm_and_exits_cleanly(ros_env, procs) -> None:
-    # a slow home move (dynamics factor 0.1): the node used to wait up to 5 s for its service thread while
+    # a slow home move (dynamics factor 0.02): the node used to wait up to 5 s for its service thread while
     # the move went on, and a move still running at exit aborted the process (std::terminate, -6)
-    rig = Rig(procs, ("-p", "relative_dynamics_factor:=0.1"))
+    rig = Rig(procs, ("-p", "relative_dynamics_factor:=0.02"))
     speeds: list[tuple[float, float]] = []  # (sim time, fastest joint of the simulated arm, rad/s)
     try:
         p0 = rig.ee()

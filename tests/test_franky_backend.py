@@ -208,6 +208,23 @@ def test_home_moves_to_joint_target(sim_arm: SimArm) -> None:
 
 
 @pytest.mark.slow
+def test_home_speed_follows_the_relative_dynamics_factor_once(sim_arm: SimArm) -> None:
+    """The factor scales franky's joint velocity limits (FR3 joint 1: up to 2.62 rad/s) for home moves.
+    It was set on the robot and passed to the move as well; franky multiplies the two, so 0.1 gave 0.01 and
+    the default 0.2 gave 0.04 (a 0.3 rad move at 0.05 crawled at 0.0055 rad/s)."""
+    backend = FrankyBackend(sim_arm.host, gripper=False, relative_dynamics_factor=0.1)
+    peak = [0.0]
+    sim_arm.post_step.append(lambda arm: peak.__setitem__(0, max(peak[0], arm.joint_speed())))
+    try:
+        q_goal = backend.read_state().q + np.array([0.3, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+        backend.home(q_goal)
+        assert np.abs(backend.read_state().q - q_goal).max() < 0.01
+        assert 0.5 * 0.1 * 2.0 < peak[0] < 1.1 * 0.1 * 2.62, f"peak joint speed {peak[0]:.3f} rad/s"
+    finally:
+        backend.close()
+
+
+@pytest.mark.slow
 def test_a_home_move_past_its_time_limit_is_stopped_and_latched_until_recovery(sim_arm: SimArm) -> None:
     """A home move that does not finish in time (in the field: a simulator or robot that stopped answering,
     seen once in 74 teleop episodes as a home service that never replied) is stopped where it is and latched

@@ -85,7 +85,9 @@ class FrankyBackend:
 
     Args:
         host: FCI hostname / IP (franky-sim: its loopback address).
-        relative_dynamics_factor: scales franky's velocity/acceleration/jerk limits for `home()` moves.
+        relative_dynamics_factor: scales franky's velocity/acceleration/jerk limits for `home()` moves
+            (set on the robot, which multiplies it into every motion's own factor: given to the move
+            too, it applied squared, 0.2 -> 0.04).
         mode: "cartesian" (EE targets, Cartesian impedance) or "joint" (joint targets, joint impedance).
         translational_stiffness, rotational_stiffness: Cartesian impedance (N/m, Nm/rad).
         translational_damping: Cartesian damping (Ns/m). franky's default, 2*sqrt(k), is critical only for a
@@ -137,7 +139,6 @@ class FrankyBackend:
                 f"FrankyBackend.joint_stiffness: expected 7 values, found {len(joint_stiffness)}"
             )
         self.mode = mode
-        self._rdf = relative_dynamics_factor
         if not hold_brake_s >= 0 or not hold_rest_speed >= 0 or not nullspace_stiffness >= 0:
             raise ValueError(
                 "FrankyBackend: hold_brake_s, hold_rest_speed and nullspace_stiffness must be >= 0, found "
@@ -337,7 +338,8 @@ class FrankyBackend:
         try:  # outside the lock, so read_state() (joint states) keeps working during the move
             with scheduled_as(self.control_scheduling):
                 self.robot.move(
-                    franky.JointMotion(target, relative_dynamics_factor=self._rdf), asynchronous=True
+                    franky.JointMotion(target),
+                    asynchronous=True,  # scaled by the robot's factor (once)
                 )
             finished = self.robot.join_motion(timeout=move_timeout_s)
         except franky.ControlException as exc:
