@@ -314,6 +314,11 @@ class FrankyBackend:
                     self._latch(exc)
             self._tracker = None
 
+    def _stop_motion(self) -> None:
+        """libfranka's stop of the running motion (the robot brakes); a failing stop is not a second fault."""
+        with contextlib.suppress(franky.ControlException, franky.CommandException, franky.NetworkException):
+            self.robot.stop()
+
     def home(
         self,
         q: np.ndarray | None = None,
@@ -347,10 +352,7 @@ class FrankyBackend:
             raise RobotFault(self._fault) from exc
         if not finished:
             advanced = self.robot.state.time.to_sec() - robot_t0
-            with contextlib.suppress(
-                franky.ControlException, franky.CommandException, franky.NetworkException
-            ):
-                self.robot.stop()  # the move may be what hangs: a failing stop is not a second fault
+            self._stop_motion()  # the move may be what hangs
             self._latch(
                 TimeoutError(
                     f"home: the joint move did not finish within {move_timeout_s:g} s (robot time advanced "
@@ -379,10 +381,7 @@ class FrankyBackend:
         with self._lock:
             self._stop_tracker()
         if self.robot.is_in_control:
-            with contextlib.suppress(
-                franky.ControlException, franky.CommandException, franky.NetworkException
-            ):
-                self.robot.stop()  # libfranka's stop: the robot brakes; the waiting thread gets the exception
+            self._stop_motion()  # the thread waiting on the move gets the preemption
             deadline = time.monotonic() + 2.0
             while self.robot.is_in_control and time.monotonic() < deadline:
                 time.sleep(0.01)
