@@ -254,3 +254,72 @@ def test_a_descent_onto_the_workspace_floor_is_sent_braking() -> None:
     braking = [a[2] for a in backend.accelerations[1:] if a is not None and a[2] != 0.0]
     assert braking and set(braking) == {lim.wall_decel}  # the braking deceleration is fed forward, up only
     assert backend.accelerations[-1] == pytest.approx(np.zeros(3))  # on the floor: nothing left to brake
+
+
+def test_an_error_in_the_control_tick_latches_a_fault_and_the_arm_holds(monkeypatch) -> None:
+    ex, backend, clock = make()
+    ex.on_chunk(ee_chunk(clock.t, n=40))
+    run(ex, clock, 0.05)
+    assert ex.state == ACTIVE
+
+    def broken_filter(*_args, **_kwargs):
+        raise RuntimeError("filter bug")
+
+    monkeypatch.setattr(ex.safety, "filter_ee", broken_filter)
+    n = len(backend.motion_calls())
+    holds = backend.calls.count(("hold", ()))
+    run(ex, clock, 0.01)  # the tick raises inside: no exception reaches the caller (the node's timer)
+    assert ex.state == FAULT
+    assert ex.fault == "internal error in the control tick: RuntimeError: filter bug"
+    run(ex, clock, 0.1)  # 10 more ticks: each one brakes, none commands motion
+    assert backend.calls.count(("hold", ())) == holds + 11
+    assert len(backend.motion_calls()) == n
+    assert ex.on_chunk(ee_chunk(clock.t, n=40)) == "rejected_fault"
+    monkeypatch.undo()
+    ex.recover()
+    assert ex.on_chunk(ee_chunk(clock.t, n=40)) == "accepted"
+    run(ex, clock, 0.02)
+    assert ex.state == ACTIVE and len(backend.motion_calls()) > n
+
+
+def test_an_error_while_offering_a_chunk_latches_a_fault(monkeypatch) -> None:
+    ex, backend, clock = make()
+    ex.on_chunk(ee_chunk(clock.t, n=40))
+    run(ex, clock, 0.05)
+
+    def broken_offer(*_args, **_kwargs):
+        raise IndexError("schedule bug")
+
+    monkeypatch.setattr(ex.schedule, "offer", broken_offer)
+    n = len(backend.motion_calls())
+    assert ex.on_chunk(ee_chunk(clock.t, n=40)) == "fault"
+    assert ex.state == FAULT and "IndexError: schedule bug" in ex.fault
+    run(ex, clock, 0.1)
+    assert len(backend.motion_calls()) == n and ("hold", ()) in backend.calls[-3:]
+
+
+def test_a_latched_over_budget_fault_brakes_on_every_tick() -> None:
+    ex, backend, clock = make(max_consecutive_late=2)
+    ex.on_chunk(ee_chunk(clock.t, n=40))
+    run(ex, clock, 0.05)
+    for k in range(2):
+        assert ex.on_chunk(ee_chunk(clock.t - 0.04 + k * 0.01, n=1)) == "late"
+    assert ex.state == FAULT and "over budget" in ex.fault
+    holds = backend.calls.count(("hold", ()))
+    run(ex, clock, 0.2)
+    assert backend.calls.count(("hold", ())) == holds + 20
+
+
+def test_a_hold_that_fails_while_faulted_does_not_stop_the_ticks(monkeypatch) -> None:
+    ex, backend, clock = make()
+    backend.fail_next = "ControlException: reflex"
+    ex.on_chunk(ee_chunk(clock.t, n=40))
+    run(ex, clock, 0.02)
+    assert ex.state == FAULT
+
+    def broken_hold() -> None:
+        raise ConnectionError("robot unreachable")
+
+    monkeypatch.setattr(backend, "hold", broken_hold)
+    run(ex, clock, 0.1)  # no exception escapes
+    assert ex.status().counters["ticks"] == 12 and ex.state == FAULT

@@ -328,6 +328,46 @@ def _chunks_through_a_bound(
 
 
 @pytest.mark.slow
+def test_a_fault_latched_by_the_executor_brakes_the_arm_without_springing_back(sim_arm: SimArm) -> None:
+    """Chunks move the EE at 0.3 m/s; then late chunks trip the executor's own fault (over budget). The
+    robot itself is fine and still streaming, so the executor must brake it on every tick: with one hold()
+    only, the impedance target sprang the arm 7 mm back towards where the fault was latched."""
+    from dm1.control.executor import FAULT, ChunkExecutor
+    from dm1.control.limits import SafetyLimits
+    from dm1.control.schedule import TimedChunk
+
+    lim = SafetyLimits()
+    backend = FrankyBackend(sim_arm.host, gripper=False)
+    try:
+        ex = ChunkExecutor(backend, lim, lambda: sim_arm.time, mode="cartesian")
+        states = _chunks_through_a_bound(ex, backend, sim_arm, 1, 0.3, 0.6)  # along +y, well inside the box
+        assert np.linalg.norm(states[-1].ee_vel) > 0.2, "the arm should be moving before the fault"
+        p = states[-1].ee_pos
+        for k in range(lim.max_consecutive_late):  # newer stamps, every action already past
+            late = TimedChunk(
+                stamp=sim_arm.time - 0.04 + k * 0.005,
+                time_from_start=np.zeros(1),
+                positions=p[None, :],
+                gripper=np.zeros(1),
+            )
+            assert ex.on_chunk(late) == "late"
+        assert ex.state == FAULT
+        ys, speeds = [], []
+        for _ in range(50):  # 0.5 s of 100 Hz ticks
+            ex.tick(sim_arm.time)
+            sim_arm.wait_sim(0.01)
+            s = backend.read_state()
+            ys.append(float(s.ee_pos[1]))
+            speeds.append(float(np.abs(s.dq).max()))
+        assert max(speeds[15:]) < 0.05, f"still moving 150 ms after the fault: {max(speeds[15:]):.3f} rad/s"
+        sprung_back = max(ys) - ys[-1]
+        assert sprung_back < 0.001, f"the arm sprang back {sprung_back * 1000:.1f} mm after it stopped"
+        assert backend.read_state().fault is None, "the robot itself never faulted"
+    finally:
+        backend.close()
+
+
+@pytest.mark.slow
 def test_a_full_speed_descent_stops_close_to_the_workspace_floor(sim_arm: SimArm) -> None:
     """Chunks every 50 ms descend at 0.35 m/s (the speed limit) from home through the workspace floor; the
     executor clips them to the box. The impedance tracker follows its target with a lag, so a target stream

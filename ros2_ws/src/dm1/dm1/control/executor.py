@@ -3,13 +3,14 @@
 States: IDLE (nothing commanded yet) -> ACTIVE (streaming targets) -> HOLDING (watchdog: no fresh chunk;
 the backend decelerates and holds) -> ACTIVE again when a fresh chunk arrives. The first command after every
 (re)activation is the measured state, so activation never jumps. A backend fault (franky ControlException,
-a reflex) or too many late chunks latch FAULT: nothing moves until `recover()` (an explicit operator action).
+a reflex), too many late chunks, or an unexpected error in a tick or while taking a chunk (the fallback:
+reliability row 14) latch FAULT: the arm brakes to rest and holds, and nothing moves until `recover()` (an
+explicit operator action). The controller node never dies of a bug in here while the robot streams.
 The clock is injected (node clock = simulation time on the twin), so every timeout is testable.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -100,12 +101,24 @@ class ChunkExecutor:
         self._prev_target: np.ndarray | None = None
         self._prev_time: float | None = None
         self._gripper_closed: bool | None = None
+        self._brake_error_logged = -np.inf  # time.monotonic() of the last "hold failed" log
 
     # --- input -------------------------------------------------------------------------------------------
 
     def on_chunk(self, chunk: TimedChunk, now: float | None = None) -> str:
-        """Offer a chunk; returns "accepted" or the reason it was refused (each reason is counted)."""
+        """Offer a chunk; returns "accepted" or the reason it was refused (each reason is counted).
+
+        An unexpected error while checking or scheduling it latches a fault (the arm brakes and holds until
+        `recover()`), as in `tick`: a bug here never leaves the robot streaming a half-taken chunk."""
         now = self.clock() if now is None else now
+        try:
+            return self._offer(chunk, now)
+        except Exception as exc:  # noqa: BLE001 - the fallback is a latched hold
+            log.exception("offering a chunk failed")
+            self._latch(f"internal error offering a chunk: {type(exc).__name__}: {exc}")
+            return "fault"
+
+    def _offer(self, chunk: TimedChunk, now: float) -> str:
         if self.state == FAULT:
             return self._refuse("rejected_fault", "fault latched: call recover()")
         if chunk.kind != self.mode:
@@ -159,6 +172,7 @@ class ChunkExecutor:
         now = self.clock() if now is None else now
         self.counters["ticks"] += 1
         if self.state == FAULT:
+            self._brake()  # our own latch (over budget, an error here) leaves the robot streaming
             return self.status()
         try:
             state = self.backend.read_state()
@@ -172,6 +186,9 @@ class ChunkExecutor:
                 self._command(target, state, now)
         except RobotFault as exc:
             self._latch(str(exc))
+        except Exception as exc:  # noqa: BLE001 - a bug or a broken backend: the fallback is a latched hold
+            log.exception("control tick failed")
+            self._latch(f"internal error in the control tick: {type(exc).__name__}: {exc}")
         return self.status()
 
     def _hold(self, reason: str) -> None:
@@ -239,8 +256,23 @@ class ChunkExecutor:
         self.state, self.fault, self.reasons = FAULT, reason, [f"fault: {reason}"]
         self.schedule.clear()
         self._prev_target = None
-        with contextlib.suppress(RobotFault):  # a faulted robot has already stopped
+        self._brake()
+
+    def _brake(self) -> None:
+        """While faulted, every tick: the backend brakes the arm to rest, then holds it (see `backend.hold`).
+
+        A robot fault (reflex) has already stopped the robot and this does nothing; a latch of the executor's
+        own (too many late chunks, an error in the tick) leaves the robot streaming, and one call alone would
+        let the impedance target spring the arm back to where the fault was latched (7 mm from 0.3 m/s on
+        franky-sim)."""
+        try:
             self.backend.hold()
+        except RobotFault:
+            pass  # a faulted robot has already stopped
+        except Exception:  # noqa: BLE001 - the fault is latched already; say why the hold failed, once a second
+            if time.monotonic() - self._brake_error_logged > 1.0:
+                self._brake_error_logged = time.monotonic()
+                log.exception("hold failed while faulted")
 
     def recover(self) -> None:
         """Explicit operator recovery: clear robot errors and the latch; the executor returns to IDLE."""
