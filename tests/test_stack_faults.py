@@ -7,6 +7,7 @@ The test process relays the twin's wrist camera to the policy node (so it can cu
 from __future__ import annotations
 
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -89,6 +90,17 @@ class StackProbe:
         wait_for(future.done, 60, what=f"{service} response")
         return future.result()
 
+    def policy_state(self) -> str:
+        """The policy node's lifecycle state (`/policy_node/get_state`, bounded)."""
+        from lifecycle_msgs.srv import GetState
+
+        client = self.node.create_client(GetState, "/policy_node/get_state")
+        assert client.wait_for_service(timeout_sec=30), f"{client.srv_name} not available"
+        future = client.call_async(GetState.Request())
+        wait_for(future.done, 60, what=f"{client.srv_name} response")
+        self.node.destroy_client(client)
+        return future.result().current_state.label
+
     def wait_sim(self, seconds: float, wall_timeout: float = 120.0) -> None:
         end = self.now() + seconds
         wait_for(lambda: self.now() >= end, wall_timeout, what=f"{seconds} s of simulation time")
@@ -147,7 +159,12 @@ def stack(procs, ros_env, tmp_path: Path):
     procs.start("policy", [py, "-m", "dm1_ros.policy_node", "--ros-args", *policy_args, *sim])
     probe = StackProbe()
     try:
-        wait_for(lambda: len(probe.chunks) > 20, 180, what="chunks from the policy node through the stack")
+        # chunks with points: until every camera has a frame the policy publishes explicit (empty) holds
+        wait_for(
+            lambda: sum(c[2] > 0 for c in probe.chunks) > 20,
+            180,
+            what="chunks from the policy through the stack",
+        )
         yield probe, procs
     finally:
         probe.close()
@@ -197,23 +214,49 @@ def test_killing_the_policy_node_holds_the_arm(stack) -> None:
     assert speed < 0.05, f"arm still moving after the watchdog ({speed:.3f} rad/s); profile {profile}"
 
 
+def operator(action: str) -> subprocess.CompletedProcess:
+    """`dm1 operator <action>` as the operator runs it (a process of its own), bounded."""
+    cmd = [sys.executable, "-m", "dm1.cli", "operator", action, "--timeout", "30"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+
+
 @pytest.mark.slow
-def test_a_reflex_on_the_twin_faults_the_controller_and_holds_the_arm_until_recovery(stack) -> None:
+def test_a_reflex_faults_the_controller_stops_the_policy_and_nothing_moves_until_reactivated(stack) -> None:
+    """Reliability row 13: a reflex latches the controller's fault, the policy node sees it and deactivates,
+    activation is refused while the fault is latched, and after the recovery the arm stays still until an
+    operator activates the policy again."""
     probe, procs = stack
     probe.wait_sim(1.0)
-    assert probe.max_speed_after(probe.now() - 0.5) > 0.05, "the arm was not moving before the reflex"
+    moving = probe.max_speed_after(probe.now() - 0.5)
+    assert moving > 0.05, (
+        f"the arm was not moving before the reflex: {moving:.4f} rad/s; {procs.log('policy')[-1500:]}"
+    )
     # franky-sim aborts the running motion as a real FR3 reflex does; none runs while the controller holds (a
     # late chunk on a loaded machine), and then the twin answers "nothing to abort": try again
     wait_for(lambda: probe.call("/twin/inject_reflex").success, 60, what="a reflex during a running motion")
     t_reflex = probe.now()
     wait_for(lambda: probe.controller[-1][1].get("state") == "fault", 30, what="the controller's fault")
     assert "reflex" in probe.controller[-1][1]["reasons"].lower(), probe.controller[-1][1]
+    wait_for(lambda: probe.policy_state() == "inactive", 30, what="the policy node deactivating itself")
     probe.wait_sim(1.0)
-    assert [c for c in probe.chunks if c[0] > t_reflex + 0.5 and c[2] > 0], "the policy stopped publishing"
-    speed = probe.max_motion_after(t_reflex + SETTLE_S)  # the policy goes on; the latched controller does not
+    late = [c for c in probe.chunks if c[0] > t_reflex + 0.5 and c[2] > 0]
+    assert not late, f"the policy published {len(late)} chunks after the controller's fault"
+    speed = probe.max_motion_after(t_reflex + SETTLE_S)
     assert speed < 0.02, f"the arm moved ({speed:.3f} rad/s) after the reflex, before any recovery"
     assert probe.controller[-1][1]["state"] == "fault", "the fault did not stay latched"
-    assert probe.call("/dm1/controller/recover").success
+    # the operator's side, through `dm1 operator` (no ros2 CLI here)
+    status = operator("status")
+    assert status.returncode == 0 and "controller: fault" in status.stdout, status
+    assert "reflex" in status.stdout.lower() and "policy_node: inactive" in status.stdout, status
+    refused = operator("activate")
+    assert refused.returncode == 1 and "refused" in refused.stdout, refused
+    assert operator("recover").returncode == 0
     t_recovered = probe.now()
     probe.wait_sim(1.0)
-    assert probe.max_motion_after(t_recovered) > 0.05, "the arm did not move under policy after the recovery"
+    speed = probe.max_motion_after(t_recovered)
+    assert speed < 0.02, f"the arm moved ({speed:.3f} rad/s) after recovery, policy not yet activated"
+    activated = operator("activate")
+    assert activated.returncode == 0 and "now active" in activated.stdout, (activated, procs.log("policy"))
+    t_active = probe.now()
+    probe.wait_sim(1.0)
+    assert probe.max_motion_after(t_active) > 0.05, "the arm did not move under policy after the reactivation"

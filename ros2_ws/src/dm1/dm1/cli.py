@@ -18,6 +18,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "data",
     "sim",
     "launch",
+    "operator",
     "eval",
     "ablate",
     "bench",

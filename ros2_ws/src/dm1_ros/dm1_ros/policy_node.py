@@ -4,12 +4,15 @@ configure: load and verify the model (bad model → FAILURE, never active). acti
 rate on the node clock (sim time with use_sim_time) runs `PolicySession.tick` and publishes chunks on
 `/dm1/action_chunk/{cartesian,joint}` + markers on `/dm1/predicted_path`. Stale inputs: no chunk (the
 controller's watchdog holds) and a `/diagnostics` status naming the stream. `autostart:=true` self-activates.
+A fault reported on `/dm1/controller/status` deactivates the node and blocks activation until the controller
+reports no fault (`dm1.policy.ControllerWatch`): after a recovery, an operator activates the policy again.
 """
 
 from __future__ import annotations
 
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from dm1.policy import NODE_PARAMETERS, PolicySession, config_from_parameters
+from dm1.policy.controller_watch import CONTROLLER_STATUS_NAME, ControllerWatch
 from dm1.scheduling import try_raise_to_fifo
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import qos_profile_sensor_data
@@ -39,6 +42,9 @@ class PolicyNode(LifecycleNode):
         self._subs: list = []
         self._timer = None
         self._last_diag, self._last_kind = -1.0, ""
+        self._controller = ControllerWatch()
+        if topic := self.p("controller_status_topic"):
+            self.create_subscription(DiagnosticArray, topic, self._on_controller_status, 10)
 
     def p(self, name: str):
         return self.get_parameter(name).value
@@ -78,6 +84,9 @@ class PolicyNode(LifecycleNode):
         return SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if fault := self._controller.fault(self.now_s()):
+            self.get_logger().error(f"not activating: controller fault ({fault}); recover it first")
+            return FAILURE
         self.session.reset()
         self._timer = self.create_timer(self.session.period_s, self._tick)
         return super().on_activate(state)
@@ -100,6 +109,14 @@ class PolicyNode(LifecycleNode):
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         return self.on_cleanup(state) if self.session is not None else SUCCESS
+
+    def _on_controller_status(self, msg: DiagnosticArray) -> None:
+        for st in (s for s in msg.status if s.name == CONTROLLER_STATUS_NAME):
+            fault = self._controller.update(st.level == DiagnosticStatus.ERROR, st.message, self.now_s())
+            if fault and self._timer is not None:  # active: stop; an operator activates again after recovery
+                self._diagnose("error", f"controller fault: {fault}; policy deactivated", force=True)
+                self.get_logger().error(f"controller fault ({fault}): deactivating")
+                self.trigger_deactivate()
 
     def _on_image(self, name: str, msg: Image) -> None:
         try:

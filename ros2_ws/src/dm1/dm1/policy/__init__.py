@@ -1,5 +1,6 @@
 """Policy side of the robot path (no ROS, no torch): observation assembly and the timed inference step."""
 
+from dm1.policy.controller_watch import CONTROLLER_STATUS_NAME, ControllerWatch
 from dm1.policy.observation import (
     JOINT_STREAM,
     Observation,
@@ -17,6 +18,8 @@ from dm1.policy.session import (
 from dm1.policy.step import MODES, ActionChunk, LatencyLedger, PolicyStep, StepOutcome
 
 __all__ = [
+    "CONTROLLER_STATUS_NAME",
+    "ControllerWatch",
     "JOINT_STREAM",
     "MODES",
     "NODE_PARAMETERS",

@@ -23,6 +23,12 @@ NODE_PARAMETERS: dict[str, tuple[Any, str, tuple[float, float] | None]] = {
     "model_dir": ("", "model directory (model.onnx + model_card.json)", None),
     "camera_topics": ([], "topic overrides 'camera=/topic'; default: the model card's topics", None),
     "joint_states_topic": ("/joint_states", "sensor_msgs/JointState topic", None),
+    "controller_status_topic": (
+        "/dm1/controller/status",
+        "the controller's diagnostics: a reported fault deactivates the policy and blocks activation; "
+        "'' = not watched",
+        None,
+    ),
     "max_obs_age_s": (0.1, "age limit of every input stream [s]", (1e-3, 10.0)),
     "sync_tolerance_s": (0.1, "max spread between the streams' stamps [s]", (1e-3, 10.0)),
     "mode": ("replan_every_tick", f"one of {list(MODES)}", None),

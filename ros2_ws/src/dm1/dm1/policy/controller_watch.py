@@ -1,0 +1,42 @@
+"""What the policy knows of the controller's health: a latched controller fault stops the policy.
+
+The controller reports its state on `/dm1/controller/status` (10 Hz, ERROR level with the fault's text while
+a fault is latched). Reliability row 13: on a controller fault the policy goes inactive, and recovery is an
+operator's action. So the policy node deactivates itself when a fault is reported, and refuses to activate
+while the controller's latest report (within `fresh_s`) is a fault: after `/dm1/controller/recover` the arm
+moves again only once someone activates the policy, never by itself because the policy was still running.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+CONTROLLER_STATUS_NAME = "dm1/controller"  # DiagnosticStatus.name of the controller node's reports
+
+
+@dataclass
+class ControllerWatch:
+    """The controller's latest report, with the time (policy clock, s) at which it arrived.
+
+    Args:
+        fresh_s: a fault reported longer ago than this no longer blocks activation (a controller that
+            faulted and then went away: nothing moves without it anyway, and its next report decides).
+    """
+
+    fresh_s: float = 1.0
+    _fault: str | None = None
+    _seen_at: float = -math.inf
+
+    def update(self, is_error: bool, message: str, now: float) -> str | None:
+        """Record one report (`is_error`: ERROR level); returns the fault text if it reports a fault."""
+        self._fault = (message or "controller fault") if is_error else None
+        self._seen_at = now
+        return self._fault
+
+    def fault(self, now: float) -> str | None:
+        """The fault of the latest report if that report is recent (|now - arrival| <= fresh_s), else None.
+        The absolute value: a clock that jumped back (a simulation reset) does not make an old report new."""
+        if self._fault is None or abs(now - self._seen_at) > self.fresh_s:
+            return None
+        return self._fault

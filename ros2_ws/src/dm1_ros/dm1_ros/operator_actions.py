@@ -1,0 +1,97 @@
+"""Operator actions on a running dm1 graph, for hosts with or without the `ros2` CLI (`dm1 operator`).
+
+    status      the controller's state (and latched fault) and the policy node's lifecycle state
+    home        `/dm1/controller/home` (refused while a fault is latched)
+    recover     `/dm1/controller/recover`: clears a latched fault; the arm stays still (policy inactive)
+    activate    the policy node's lifecycle `activate` (refused while the controller reports a fault)
+    deactivate  the policy node's lifecycle `deactivate`: the controller's watchdog holds the arm
+
+Every call is bounded; an unreachable graph is a TimeoutError naming the service or topic.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from dm1.commands.operator import ACTIONS
+from rclpy.node import Node
+from std_srvs.srv import Trigger
+
+from dm1_ros.conversions import diagnostic_values
+from dm1_ros.lifecycle_client import LifecycleClient
+from dm1_ros.service_calls import call_service, spin_step
+
+STATUS_TOPIC = "/dm1/controller/status"
+
+
+@dataclass
+class ActionResult:
+    """Whether the action succeeded, and what to tell the operator."""
+
+    ok: bool
+    message: str
+
+
+def controller_status(node: Node, timeout_s: float) -> dict[str, str]:
+    """The next report on `/dm1/controller/status`: its key/values plus `message` (fault text or state)."""
+    got: list[dict[str, str]] = []
+
+    def on_status(msg: DiagnosticArray) -> None:
+        for st in msg.status:
+            got.append({**diagnostic_values(st), "message": st.message})
+
+    sub = node.create_subscription(DiagnosticArray, STATUS_TOPIC, on_status, 10)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not got:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"no report on {STATUS_TOPIC} within {timeout_s:.1f} s: is the controller up?"
+                )
+            spin_step(node)
+    finally:
+        node.destroy_subscription(sub)
+    return got[0]
+
+
+def run_action(
+    node: Node, action: str, timeout_s: float = 10.0, policy_node: str = "policy_node"
+) -> ActionResult:
+    """Carry out one of `ACTIONS` from `node` (an rclpy node of the caller's, not spun elsewhere)."""
+    if action not in ACTIONS:
+        raise ValueError(f"operator action: expected one of {list(ACTIONS)}, found {action!r}")
+    if action in ("home", "recover"):
+        client = node.create_client(Trigger, f"/dm1/controller/{action}")
+        reply = call_service(
+            node, client, Trigger.Request(), max(timeout_s, 60.0) if action == "home" else timeout_s
+        )
+        return ActionResult(bool(reply.success), f"{action}: {reply.message}")
+    lifecycle = LifecycleClient(policy_node, node=node, timeout_s=timeout_s)
+    if action == "status":
+        st = controller_status(node, timeout_s)
+        fault = f", fault: {st['message']}" if st.get("state") == "fault" else ""
+        return ActionResult(
+            True, f"controller: {st.get('state', '?')}{fault}; {policy_node}: {lifecycle.get_state()}"
+        )
+    ok = lifecycle.transition(action)
+    message = f"{policy_node}: {action} {'done' if ok else 'refused'}; now {lifecycle.get_state()}"
+    if not ok and action == "activate":
+        message += (
+            " (a latched controller fault blocks activation: `dm1 operator recover` first; see its log)"
+        )
+    return ActionResult(ok, message)
+
+
+def main_action(action: str, timeout_s: float, policy_node: str = "policy_node") -> ActionResult:
+    """Init rclpy, run the action on a fresh node, shut down (the `dm1 operator` handler)."""
+    from rclpy.signals import SignalHandlerOptions
+
+    with rclpy.init(signal_handler_options=SignalHandlerOptions.NO):
+        node = rclpy.create_node("dm1_operator")
+        try:
+            return run_action(node, action, timeout_s, policy_node)
+        finally:
+            node.destroy_node()
