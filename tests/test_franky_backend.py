@@ -343,14 +343,15 @@ def test_a_fault_latched_by_the_executor_brakes_the_arm_without_springing_back(s
         states = _chunks_through_a_bound(ex, backend, sim_arm, 1, 0.3, 0.6)  # along +y, well inside the box
         assert np.linalg.norm(states[-1].ee_vel) > 0.2, "the arm should be moving before the fault"
         p = states[-1].ee_pos
-        for k in range(lim.max_consecutive_late):  # newer stamps, every action already past
+        newest = ex.schedule.chunk.stamp
+        for k in range(lim.max_consecutive_late):  # stamps newer than the running chunk's, offered 0.1 s late
             late = TimedChunk(
-                stamp=sim_arm.time - 0.04 + k * 0.005,
+                stamp=newest + 0.001 * (k + 1),
                 time_from_start=np.zeros(1),
                 positions=p[None, :],
                 gripper=np.zeros(1),
             )
-            assert ex.on_chunk(late) == "late"
+            assert ex.on_chunk(late, now=newest + 0.1) == "late"
         assert ex.state == FAULT
         ys, speeds = [], []
         for _ in range(50):  # 0.5 s of 100 Hz ticks
