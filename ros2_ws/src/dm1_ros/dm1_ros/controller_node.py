@@ -13,7 +13,7 @@ import threading
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from dm1.control.executor import ChunkExecutor
+from dm1.control.executor import STATUS_NAME, ChunkExecutor
 from dm1.control.franky_backend import HOME_MOVE_TIMEOUT_S, FrankyBackend
 from dm1.control.limits import SafetyLimits
 from dm1.control.parameters import CONTROLLER_PARAMETERS, SAFETY_PARAMETERS, check_controller_parameters
@@ -109,7 +109,7 @@ class ControllerNode(Node):
 
     def _publish_status(self) -> None:
         st = self.executor_.status()
-        diag = diagnostic_status("dm1/controller", st.level, st.fault or st.state, st.values())
+        diag = diagnostic_status(STATUS_NAME, st.level, st.fault or st.state, st.values())
         self.status_pub.publish(diagnostic_array(self._now(), [diag]))
 
     def _on_recover(self, _req, res):

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 GRIPPER_OPEN_M = 0.07  # a gripper at least this wide counts as open (the Franka Hand opens to 0.08 m)
 
 IDLE, ACTIVE, HOLDING, FAULT = "idle", "active", "holding", "fault"
+STATUS_NAME = "dm1/controller"  # DiagnosticStatus.name of the controller node's reports (ERROR while FAULT)
 COUNTERS = (
     "accepted",
     "stop_requests",

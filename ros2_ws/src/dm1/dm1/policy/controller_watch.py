@@ -12,7 +12,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-CONTROLLER_STATUS_NAME = "dm1/controller"  # DiagnosticStatus.name of the controller node's reports
+from dm1.control.executor import STATUS_NAME as CONTROLLER_STATUS_NAME
+
+__all__ = ["CONTROLLER_STATUS_NAME", "ControllerWatch"]
 
 
 @dataclass
