@@ -56,6 +56,14 @@ class SimArm:
         """Fastest arm joint of the simulated FR3 (rad/s), read from MuJoCo (no robot connection needed)."""
         return float(np.abs(np.asarray(self.arm._get_state().dq)).max())
 
+    def push_hand(self, force_xyz) -> None:
+        """Apply an external force (N, world frame) to the hand, as a push or a collision would, until it is
+        set back to zero (MuJoCo's `xfrc_applied`; read by the physics thread at its next step)."""
+        import mujoco
+
+        body = mujoco.mj_name2id(self.arm._model, mujoco.mjtObj.mjOBJ_BODY, "robot0_hand")
+        self.arm._data.xfrc_applied[body, :3] = force_xyz
+
     def inject_reflex(self) -> None:
         """Abort the current motion as a reflex would (applied in the physics thread on the next step)."""
         self._reflex.set()
@@ -364,6 +372,47 @@ def test_a_fault_latched_by_the_executor_brakes_the_arm_without_springing_back(s
         sprung_back = max(ys) - ys[-1]
         assert sprung_back < 0.001, f"the arm sprang back {sprung_back * 1000:.1f} mm after it stopped"
         assert backend.read_state().fault is None, "the robot itself never faulted"
+    finally:
+        backend.close()
+
+
+@pytest.mark.slow
+def test_a_push_that_makes_the_arm_overspeed_latches_a_fault_and_the_arm_comes_to_rest(
+    sim_arm: SimArm,
+) -> None:
+    """The executor streams chunks that keep the EE still; a 100 N push on the hand for 80 ms throws it at
+    ~1.2 m/s, far above anything the targets may command (0.35 m/s). The overspeed latch faults the
+    executor (the robot itself reports nothing), which brakes the arm and holds it where it stopped."""
+    from dm1.control.executor import FAULT, ChunkExecutor
+    from dm1.control.limits import SafetyLimits
+
+    lim = SafetyLimits()
+    backend = FrankyBackend(sim_arm.host, gripper=False)
+    try:
+        ex = ChunkExecutor(backend, lim, lambda: sim_arm.time, mode="cartesian")
+        _chunks_through_a_bound(ex, backend, sim_arm, 1, 0.0, 0.5)  # streaming, standing still
+        assert ex.state != FAULT
+        t0, peak = sim_arm.time, 0.0
+        sim_arm.push_hand([0.0, 100.0, 0.0])
+        try:
+            while sim_arm.time - t0 < 0.08:
+                ex.tick(sim_arm.time)
+                peak = max(peak, float(np.linalg.norm(backend.read_state().ee_vel)))
+                sim_arm.wait_sim(0.005)
+        finally:
+            sim_arm.push_hand([0.0, 0.0, 0.0])
+        assert peak > 2 * lim.max_ee_speed, f"the push did not make the arm overspeed: {peak:.3f} m/s"
+        assert ex.state == FAULT and ex.fault.startswith("overspeed: measured EE speed"), ex.fault
+        # 100 Hz ticks for 0.8 s: braking, then holding (from ~1.8 rad/s the hold's 0.2 s brake ends with the
+        # arm still moving: it swings about the latched pose and settles 0.3-0.6 s after the push, 2 runs)
+        for _ in range(80):
+            ex.tick(sim_arm.time)
+            sim_arm.wait_sim(0.01)
+        rest = float(np.abs(backend.read_state().dq).max())
+        assert rest < 0.05, f"still moving 0.8 s after the push: {rest:.3f} rad/s"
+        assert ex.state == FAULT and backend.read_state().fault is None, (
+            "latched by the executor, not the robot"
+        )
     finally:
         backend.close()
 

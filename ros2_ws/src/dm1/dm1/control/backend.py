@@ -103,6 +103,7 @@ class FakeBackend:
     def __init__(self, q: np.ndarray | None = None, ee_pos: np.ndarray | None = None) -> None:
         self.q = np.array(HOME_Q if q is None else q, dtype=float)
         self.dq = np.zeros(7)
+        self.ee_vel = np.zeros(3)  # measured EE linear velocity (m/s): set it to drill the overspeed latch
         self.ee_pos = np.array(HOME_EE_POS if ee_pos is None else ee_pos, dtype=float)
         self.ee_quat = TOP_DOWN_XYZW.copy()
         self.gripper_closed = False
@@ -123,6 +124,7 @@ class FakeBackend:
             gripper_width=0.0 if self.gripper_closed else 0.08,
             gripper_closed_cmd=self.gripper_closed,
             fault=self.fault,
+            ee_vel=self.ee_vel.copy(),
         )
 
     def _motion(self, name: str, *args: object) -> None:

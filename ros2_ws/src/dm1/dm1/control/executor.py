@@ -103,6 +103,7 @@ class ChunkExecutor:
         self._prev_time: float | None = None
         self._gripper_closed: bool | None = None
         self._brake_error_logged = -np.inf  # time.monotonic() of the last "hold failed" log
+        self._overspeed_ticks = 0  # ticks in a row with the measured speed over the overspeed limit
 
     # --- input -------------------------------------------------------------------------------------------
 
@@ -180,6 +181,9 @@ class ChunkExecutor:
             if state.fault is not None:
                 self._latch(state.fault)
                 return self.status()
+            if (overspeed := self._overspeed(state)) is not None:
+                self._latch(overspeed)
+                return self.status()
             target = self.schedule.target_at(now)
             if target is None:
                 self._hold("watchdog: no fresh chunk" if self.schedule.chunk is not None else "no chunk")
@@ -191,6 +195,28 @@ class ChunkExecutor:
             log.exception("control tick failed")
             self._latch(f"internal error in the control tick: {type(exc).__name__}: {exc}")
         return self.status()
+
+    def _overspeed(self, state: RobotStateSnapshot) -> str | None:
+        """The fault text when the measured speed has exceeded `overspeed_factor` x the commanded-speed limit
+        on this tick and the one before (one sample alone may be noise), else None."""
+        lim = self.limits
+        if self.mode == "cartesian":
+            speed, cap, what = float(np.linalg.norm(state.ee_vel)), lim.max_ee_speed, "EE speed"
+            unit = "m/s"
+        else:
+            caps = np.asarray(lim.dq_max) * lim.velocity_scale  # (7,)
+            j = int(np.argmax(np.abs(state.dq) / caps))
+            speed, cap, what, unit = float(abs(state.dq[j])), float(caps[j]), f"joint {j + 1} speed", "rad/s"
+        if speed <= lim.overspeed_factor * cap:
+            self._overspeed_ticks = 0
+            return None
+        self._overspeed_ticks += 1
+        if self._overspeed_ticks < 2:
+            return None
+        return (
+            f"overspeed: measured {what} {speed:.3f} {unit} above {lim.overspeed_factor:g} x the commanded "
+            f"limit {cap:.3f} {unit} (a push, a collision or an unstable tracker)"
+        )
 
     def _hold(self, reason: str) -> None:
         if self.state == ACTIVE:
@@ -280,6 +306,7 @@ class ChunkExecutor:
         self.backend.recover()
         self.state, self.fault, self.reasons = IDLE, None, ["recovered"]
         self.consecutive_late = 0
+        self._overspeed_ticks = 0
         self.schedule.clear()
         self._prev_target = None
         self._gripper_closed = None

@@ -30,6 +30,11 @@ class SafetyLimits:
     chunk_timeout_s: a chunk older than this (receive time, node clock) is stale -> hold.
     max_future_s: reject chunks whose first action lies further than this in the future.
     max_consecutive_late: fault after this many chunks in a row arrive with every action already past.
+    overspeed_factor: latch a fault when the *measured* speed exceeds this multiple of the speed the targets
+        may command (Cartesian mode: the EE speed over `max_ee_speed`; joint mode: any joint over
+        `velocity_scale` x its FR3 limit) on two ticks in a row: the targets never ask for that, so a push, a
+        collision or an unstable tracker is moving the arm. The controller then brakes and holds. At the
+        default 2.0: 0.7 m/s; franky-sim drills at the limits peaked at 1.15-1.31x (EE), 1.32-1.51x (joint).
     gripper_close_above / gripper_open_below: hysteresis thresholds on the [0, 1] gripper command.
     """
 
@@ -47,6 +52,7 @@ class SafetyLimits:
     chunk_timeout_s: float = 0.1
     max_future_s: float = 1.0
     max_consecutive_late: int = 5
+    overspeed_factor: float = 2.0
     gripper_close_above: float = 0.6
     gripper_open_below: float = 0.4
 
@@ -85,6 +91,12 @@ class SafetyLimits:
             value = getattr(self, name)
             if not (np.isfinite(value) and value > 0.0):
                 raise bad(name, "a positive finite value", value)
+        if not (np.isfinite(self.overspeed_factor) and self.overspeed_factor > 1.0):
+            raise bad(
+                "overspeed_factor",
+                "a finite value > 1 (a multiple of the commanded-speed limit)",
+                self.overspeed_factor,
+            )
         if int(self.max_consecutive_late) < 1:
             raise bad("max_consecutive_late", "an integer >= 1", self.max_consecutive_late)
         if not 0.0 <= self.gripper_open_below <= self.gripper_close_above <= 1.0:
