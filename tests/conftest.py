@@ -46,6 +46,12 @@ def ros_env() -> dict[str, str]:
     return env
 
 
+def dm1_operator(action: str, timeout_s: float = 30.0) -> subprocess.CompletedProcess[str]:
+    """`dm1 operator <action>` as an operator runs it (a process of its own, this session's ROS domain)."""
+    cmd = [PYTHON, "-m", "dm1.cli", "operator", action, "--timeout", str(timeout_s)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=6 * timeout_s)
+
+
 def free_loopback_host() -> str:
     """A random loopback address (127.0.0.2-254) so concurrent franky-sim servers do not collide."""
     return f"127.0.{random.randint(1, 250)}.{random.randint(2, 250)}"

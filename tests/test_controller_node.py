@@ -8,7 +8,7 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import PYTHON, thread_scheduling, wait_for
+from conftest import PYTHON, dm1_operator, thread_scheduling, wait_for
 
 rclpy = pytest.importorskip("rclpy")
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
@@ -222,6 +222,21 @@ def test_reflex_publishes_fault_and_blocks_motion_until_recover(rig: Rig) -> Non
     assert np.linalg.norm(rig.ee() - target) < 0.005
     assert rig.call("/dm1/controller/home").success
     assert np.linalg.norm(rig.ee() - p0) < 0.005
+
+
+@pytest.mark.slow
+def test_operator_cli_reports_and_homes_a_controller_without_a_policy(rig: Rig) -> None:
+    status = dm1_operator("status", timeout_s=10.0)
+    assert status.returncode == 0, status
+    assert status.stdout.strip() == "controller: idle; policy_node: not running", status
+    p0 = rig.ee()
+    rig.stream(lambda t: p0 + np.array([0.0, 0.03, 0.0]), 0.8)
+    assert np.linalg.norm(rig.ee() - p0) > 0.02
+    home = dm1_operator("home", timeout_s=10.0)
+    assert home.returncode == 0 and home.stdout.strip() == "home: homed", home
+    assert np.linalg.norm(rig.ee() - p0) < 0.005
+    refused = dm1_operator("activate", timeout_s=3.0)
+    assert refused.returncode == 2 and "is the policy running?" in refused.stderr, refused
 
 
 def test_bad_safety_parameters_refuse_to_start(ros_env, procs) -> None:

@@ -7,12 +7,12 @@ The test process relays the twin's wrist camera to the policy node (so it can cu
 from __future__ import annotations
 
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import dm1_operator as operator
 from conftest import free_loopback_host, wait_for
 from policy_toy_model import build_toy_model
 
@@ -214,12 +214,6 @@ def test_killing_the_policy_node_holds_the_arm(stack) -> None:
     assert speed < 0.05, f"arm still moving after the watchdog ({speed:.3f} rad/s); profile {profile}"
 
 
-def operator(action: str) -> subprocess.CompletedProcess:
-    """`dm1 operator <action>` as the operator runs it (a process of its own), bounded."""
-    cmd = [sys.executable, "-m", "dm1.cli", "operator", action, "--timeout", "30"]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=180)
-
-
 @pytest.mark.slow
 def test_a_reflex_faults_the_controller_stops_the_policy_and_nothing_moves_until_reactivated(stack) -> None:
     """Reliability row 13: a reflex latches the controller's fault, the policy node sees it and deactivates,
@@ -257,6 +251,8 @@ def test_a_reflex_faults_the_controller_stops_the_policy_and_nothing_moves_until
     assert speed < 0.02, f"the arm moved ({speed:.3f} rad/s) after recovery, policy not yet activated"
     activated = operator("activate")
     assert activated.returncode == 0 and "now active" in activated.stdout, (activated, procs.log("policy"))
+    home = operator("home")  # the policy would drive the arm again right after the move
+    assert home.returncode == 1 and "home refused: policy_node is active" in home.stdout, home
     t_active = probe.now()
     probe.wait_sim(1.0)
     assert probe.max_motion_after(t_active) > 0.05, "the arm did not move under policy after the reactivation"

@@ -47,6 +47,10 @@ class LifecycleClient:
     def _call(self, client: Any, request: Any) -> Any:
         return call_service(self.node, client, request, self.timeout_s)
 
+    def available(self, timeout_s: float) -> bool:
+        """Whether the target's lifecycle services appear within `timeout_s` (False: no such node running)."""
+        return bool(self._get.wait_for_service(timeout_sec=timeout_s))
+
     def get_state(self) -> str:
         """Current state label: unconfigured | inactive | active | finalized (or a transition state)."""
         return self._call(self._get, GetState.Request()).current_state.label

@@ -25,6 +25,8 @@ from dm1_ros.lifecycle_client import LifecycleClient
 from dm1_ros.service_calls import call_service, spin_step
 
 STATUS_TOPIC = "/dm1/controller/status"
+POLICY_WAIT_S = 3.0  # how long the policy node's services may take to appear before it counts as not running
+HOME_WAIT_S = 60.0  # a home move is bounded by the controller (40 s, then stopped and latched)
 
 
 @dataclass
@@ -60,22 +62,32 @@ def controller_status(node: Node, timeout_s: float) -> dict[str, str]:
 def run_action(
     node: Node, action: str, timeout_s: float = 10.0, policy_node: str = "policy_node"
 ) -> ActionResult:
-    """Carry out one of `ACTIONS` from `node` (an rclpy node of the caller's, not spun elsewhere)."""
+    """Carry out one of `ACTIONS` from `node` (an rclpy node of the caller's, not spun elsewhere).
+
+    `home` is refused while the policy is active (it would drive the arm again right after the move); a
+    graph without a policy node (teleop, cameras only) is reported as such.
+    """
     if action not in ACTIONS:
         raise ValueError(f"operator action: expected one of {list(ACTIONS)}, found {action!r}")
-    if action in ("home", "recover"):
-        client = node.create_client(Trigger, f"/dm1/controller/{action}")
-        reply = call_service(
-            node, client, Trigger.Request(), max(timeout_s, 60.0) if action == "home" else timeout_s
-        )
-        return ActionResult(bool(reply.success), f"{action}: {reply.message}")
     lifecycle = LifecycleClient(policy_node, node=node, timeout_s=timeout_s)
+    policy = lifecycle.get_state() if lifecycle.available(min(timeout_s, POLICY_WAIT_S)) else None
     if action == "status":
         st = controller_status(node, timeout_s)
         fault = f", fault: {st['message']}" if st.get("state") == "fault" else ""
         return ActionResult(
-            True, f"controller: {st.get('state', '?')}{fault}; {policy_node}: {lifecycle.get_state()}"
+            True, f"controller: {st.get('state', '?')}{fault}; {policy_node}: {policy or 'not running'}"
         )
+    if action in ("home", "recover"):
+        if action == "home" and policy == "active":
+            return ActionResult(
+                False, f"home refused: {policy_node} is active; `dm1 operator deactivate` first"
+            )
+        client = node.create_client(Trigger, f"/dm1/controller/{action}")
+        wait = max(timeout_s, HOME_WAIT_S) if action == "home" else timeout_s
+        reply = call_service(node, client, Trigger.Request(), wait)
+        return ActionResult(bool(reply.success), f"{action}: {reply.message}")
+    if policy is None:
+        raise TimeoutError(f"{policy_node}: its lifecycle services did not appear: is the policy running?")
     ok = lifecycle.transition(action)
     message = f"{policy_node}: {action} {'done' if ok else 'refused'}; now {lifecycle.get_state()}"
     if not ok and action == "activate":
