@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 
 import rclpy
 from dm1.sim.twin import Twin
+from dm1_ros.spin_thread import SpinThread
 from rclpy.executors import MultiThreadedExecutor
 
 from dm1_sim.twin_node import TwinNode
@@ -15,17 +15,18 @@ from dm1_sim.twin_node import TwinNode
 def run_with_twin_node(ros_args: list[str], work: Callable[[Twin], int]) -> int:
     """Start `TwinNode` with `ros_args` (`--ros-args -p ...`), spin it on a thread; return `work(node.twin)`.
 
-    Returns what `work` returns; the node and rclpy are shut down afterwards.
+    Returns what `work` returns; the node and rclpy are shut down afterwards. The spinning thread is
+    joined before its executor shuts down (`SpinThread`: shutting an executor down under a thread still
+    in `spin()` can crash the process).
     """
     rclpy.init(args=["dm1_sim", *ros_args])
     node = TwinNode()
     executor = MultiThreadedExecutor(num_threads=2)
     executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, name="dm1-twin-ros", daemon=True)
-    spinner.start()
+    spinner = SpinThread(executor, "dm1-twin-ros").start()
     try:
         return work(node.twin)
     finally:
-        executor.shutdown()
+        spinner.stop()
         node.destroy_node()
         rclpy.try_shutdown()
