@@ -380,9 +380,9 @@ def test_a_fault_latched_by_the_executor_brakes_the_arm_without_springing_back(s
 def test_a_push_that_makes_the_arm_overspeed_latches_a_fault_and_the_arm_comes_to_rest(
     sim_arm: SimArm,
 ) -> None:
-    """The executor streams chunks that keep the EE still; a 100 N push on the hand for 80 ms throws it at
-    ~1.2 m/s, far above anything the targets may command (0.35 m/s). The overspeed latch faults the
-    executor (the robot itself reports nothing), which brakes the arm and holds it where it stopped."""
+    """The executor streams chunks that keep the EE still; a 120 N push on the hand for 80 ms throws it at
+    ~1.8 m/s, far above anything the targets may command (0.35 m/s). The overspeed latch faults the
+    executor (the robot itself reports nothing), which brakes the arm and holds it."""
     from dm1.control.executor import FAULT, ChunkExecutor
     from dm1.control.limits import SafetyLimits
 
@@ -393,7 +393,7 @@ def test_a_push_that_makes_the_arm_overspeed_latches_a_fault_and_the_arm_comes_t
         _chunks_through_a_bound(ex, backend, sim_arm, 1, 0.0, 0.5)  # streaming, standing still
         assert ex.state != FAULT
         t0, peak = sim_arm.time, 0.0
-        sim_arm.push_hand([0.0, 100.0, 0.0])
+        sim_arm.push_hand([0.0, 120.0, 0.0])
         try:
             while sim_arm.time - t0 < 0.08:
                 ex.tick(sim_arm.time)
@@ -401,15 +401,17 @@ def test_a_push_that_makes_the_arm_overspeed_latches_a_fault_and_the_arm_comes_t
                 sim_arm.wait_sim(0.005)
         finally:
             sim_arm.push_hand([0.0, 0.0, 0.0])
-        assert peak > 2 * lim.max_ee_speed, f"the push did not make the arm overspeed: {peak:.3f} m/s"
+        limit = lim.overspeed_factor * lim.max_ee_speed
+        assert peak > limit, f"the push did not make the arm overspeed: {peak:.3f} m/s"
         assert ex.state == FAULT and ex.fault.startswith("overspeed: measured EE speed"), ex.fault
-        # 100 Hz ticks for 0.8 s: braking, then holding (from ~1.8 rad/s the hold's 0.2 s brake ends with the
-        # arm still moving: it swings about the latched pose and settles 0.3-0.6 s after the push, 2 runs)
-        for _ in range(80):
+        # 100 Hz ticks: braking, then holding. From ~2 rad/s the hold's 0.2 s brake ends with the arm still
+        # moving: it swings about the latched pose and settled 0.6-0.7 s after such pushes (probe runs).
+        speeds = []
+        for _ in range(120):
             ex.tick(sim_arm.time)
             sim_arm.wait_sim(0.01)
-        rest = float(np.abs(backend.read_state().dq).max())
-        assert rest < 0.05, f"still moving 0.8 s after the push: {rest:.3f} rad/s"
+            speeds.append(float(np.abs(backend.read_state().dq).max()))
+        assert max(speeds[-20:]) < 0.05, f"still moving 1 s after the push: {max(speeds[-20:]):.3f} rad/s"
         assert ex.state == FAULT and backend.read_state().fault is None, (
             "latched by the executor, not the robot"
         )

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 GRIPPER_OPEN_M = 0.07  # a gripper at least this wide counts as open (the Franka Hand opens to 0.08 m)
 
 IDLE, ACTIVE, HOLDING, FAULT = "idle", "active", "holding", "fault"
+OVERSPEED_TICKS = 3  # ticks in a row over SafetyLimits.overspeed_factor before the overspeed latches
 STATUS_NAME = "dm1/controller"  # DiagnosticStatus.name of the controller node's reports (ERROR while FAULT)
 COUNTERS = (
     "accepted",
@@ -198,7 +199,7 @@ class ChunkExecutor:
 
     def _overspeed(self, state: RobotStateSnapshot) -> str | None:
         """The fault text when the measured speed has exceeded `overspeed_factor` x the commanded-speed limit
-        on this tick and the one before (one sample alone may be noise), else None."""
+        on `OVERSPEED_TICKS` ticks in a row (a single sample may be noise), else None."""
         lim = self.limits
         if self.mode == "cartesian":
             speed, cap, what = float(np.linalg.norm(state.ee_vel)), lim.max_ee_speed, "EE speed"
@@ -211,7 +212,7 @@ class ChunkExecutor:
             self._overspeed_ticks = 0
             return None
         self._overspeed_ticks += 1
-        if self._overspeed_ticks < 2:
+        if self._overspeed_ticks < OVERSPEED_TICKS:
             return None
         return (
             f"overspeed: measured {what} {speed:.3f} {unit} above {lim.overspeed_factor:g} x the commanded "
