@@ -170,15 +170,20 @@ def test_twin_stopped_while_it_starts_exits_cleanly(procs, ros_env):
 
 
 def test_dm1_sim_with_its_ros_node_publishes_clock_and_exits_cleanly(listener, ros_env):
-    """`dm1 sim --seconds S` runs the twin node in-process (`dm1_sim.runner`) and stops it afterwards."""
+    """`dm1 sim --expert` runs the twin node in-process (`dm1_sim.runner`) and stops it afterwards. With the
+    expert in the same process the node must not yield the CPU (SCHED_IDLE): with two busy loops beside it,
+    the yielding process got ~1 s of CPU in 3 minutes."""
     import subprocess
 
     _node, snapshot, _reset = listener
-    cmd = [sys.executable, "-m", "dm1.cli", "sim", "--seconds", "1.0", "--host", free_loopback_host()]
-    proc = subprocess.run(cmd, env=ros_env, capture_output=True, text=True, timeout=240)
+    cmd = [sys.executable, "-m", "dm1.cli", "sim", "--expert", "--episodes", "1", "--max-episode-s", "1.0"]
+    proc = subprocess.run(
+        [*cmd, "--host", free_loopback_host()], env=ros_env, capture_output=True, text=True, timeout=240
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
-    assert "real-time factor" in out and "Traceback" not in out and "Fatal Python error" not in out, out
+    assert "success rate: " in out and "Traceback" not in out and "Fatal Python error" not in out, out
+    assert "idle False" in out, "the twin node yielded the CPU while the expert ran in its process"
     clocks = [m.clock.sec + 1e-9 * m.clock.nanosec for m in snapshot("clock")]
     assert clocks and max(clocks) >= 0.9, f"/clock reached {max(clocks, default=0.0):.3f} s of the 1.0 s run"
     assert snapshot("front") and snapshot("wrist"), "no camera frames from the twin node"

@@ -22,6 +22,8 @@ def _ros_args(args: argparse.Namespace) -> list[str]:
         "camera_fps": args.fps,
         "realtime": not args.fast,
     }
+    if args.expert:  # the expert drives the arm from this process (franky's control thread included): the
+        params.update(cpu_nice=0, cpu_idle=False)  # twin node's yield (SCHED_IDLE) would starve it too
     out = ["--ros-args"] + (["-p", f"host:={args.host}"] if args.host else [])
     for key, value in params.items():
         out += ["-p", f"{key}:={json.dumps(value) if isinstance(value, bool) else value}"]
