@@ -12,8 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import dm1_operator as operator
-from conftest import free_loopback_host, wait_for
+from conftest import dm1_operator, free_loopback_host, wait_for
 from policy_toy_model import build_toy_model
 
 ARM = [f"fr3_joint{i}" for i in range(1, 8)]
@@ -239,19 +238,19 @@ def test_a_reflex_faults_the_controller_stops_the_policy_and_nothing_moves_until
     assert speed < 0.02, f"the arm moved ({speed:.3f} rad/s) after the reflex, before any recovery"
     assert probe.controller[-1][1]["state"] == "fault", "the fault did not stay latched"
     # the operator's side, through `dm1 operator` (no ros2 CLI here)
-    status = operator("status")
+    status = dm1_operator("status")
     assert status.returncode == 0 and "controller: fault" in status.stdout, status
     assert "reflex" in status.stdout.lower() and "policy_node: inactive" in status.stdout, status
-    refused = operator("activate")
+    refused = dm1_operator("activate")
     assert refused.returncode == 1 and "refused" in refused.stdout, refused
-    assert operator("recover").returncode == 0
+    assert dm1_operator("recover").returncode == 0
     t_recovered = probe.now()
     probe.wait_sim(1.0)
     speed = probe.max_motion_after(t_recovered)
     assert speed < 0.02, f"the arm moved ({speed:.3f} rad/s) after recovery, policy not yet activated"
-    activated = operator("activate")
+    activated = dm1_operator("activate")
     assert activated.returncode == 0 and "now active" in activated.stdout, (activated, procs.log("policy"))
-    home = operator("home")  # the policy would drive the arm again right after the move
+    home = dm1_operator("home")  # the policy would drive the arm again right after the move
     assert home.returncode == 1 and "home refused: policy_node is active" in home.stdout, home
     t_active = probe.now()
     probe.wait_sim(1.0)
