@@ -13,7 +13,7 @@ import threading
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from dm1.control.executor import STATUS_NAME, ChunkExecutor
+from dm1.control.executor import STATUS_NAME, STATUS_TOPIC, ChunkExecutor
 from dm1.control.franky_backend import HOME_MOVE_TIMEOUT_S, FrankyBackend
 from dm1.control.limits import SafetyLimits
 from dm1.control.parameters import CONTROLLER_PARAMETERS, SAFETY_PARAMETERS, check_controller_parameters
@@ -56,7 +56,7 @@ class ControllerNode(Node):
             self.get_logger().warning(warning)
         self.lock = threading.Lock()
         self.js_pub = self.create_publisher(JointState, "/joint_states", 10)
-        self.status_pub = self.create_publisher(DiagnosticArray, "/dm1/controller/status", 10)
+        self.status_pub = self.create_publisher(DiagnosticArray, STATUS_TOPIC, 10)
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.box_pub = self.create_publisher(MarkerArray, "/dm1/safety_box", latched)  # for rviz
         self.box_pub.publish(safety_box_markers(self.limits.workspace_min, self.limits.workspace_max))

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from dm1.control.executor import STATUS_TOPIC
 from dm1.evaluation.progress import EpisodeProgress, ProgressFields
 from dm1.kinematics import fr3_fk
 from geometry_msgs.msg import PoseStamped
@@ -74,7 +75,7 @@ class EvalDriver(GraphClient):
         self._ledger: dict[str, list[float]] = {}
         self.node.create_subscription(Bool, "/twin/success", self._on_success, 10)
         self.node.create_subscription(DiagnosticArray, "/dm1/policy/ledger", self._on_ledger, 50)
-        self.node.create_subscription(DiagnosticArray, "/dm1/controller/status", self._on_controller, 10)
+        self.node.create_subscription(DiagnosticArray, STATUS_TOPIC, self._on_controller, 10)
         self.node.create_subscription(
             MultiDOFJointTrajectory, "/dm1/action_chunk/cartesian", self._on_chunk, 10
         )

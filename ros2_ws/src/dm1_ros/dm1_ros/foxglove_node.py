@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
+from dm1.control.executor import STATUS_TOPIC
 from dm1.monitor.foxglove_bridge import BridgeConfig, FoxgloveBridge
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType
 from rclpy.node import Node
@@ -54,8 +55,7 @@ class FoxgloveNode(Node):
         ]
         subs += [(MultiDOFJointTrajectory, "/dm1/action_chunk/cartesian", self._cart_chunk)]
         subs += [
-            (DiagnosticArray, t, functools.partial(self._diag, t))
-            for t in ("/diagnostics", "/dm1/controller/status")
+            (DiagnosticArray, t, functools.partial(self._diag, t)) for t in ("/diagnostics", STATUS_TOPIC)
         ]
         for msg_type, topic, handler in subs:  # best effort, depth 5: never back-pressures a publisher
             self.create_subscription(msg_type, topic, self._guarded(topic, handler), qos_profile_sensor_data)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from dm1.commands.operator import ACTIONS
+from dm1.control.executor import STATUS_TOPIC
 from rclpy.node import Node
 from std_srvs.srv import Trigger
 
@@ -24,7 +25,6 @@ from dm1_ros.conversions import diagnostic_values
 from dm1_ros.lifecycle_client import LifecycleClient
 from dm1_ros.service_calls import call_service, spin_step
 
-STATUS_TOPIC = "/dm1/controller/status"
 POLICY_WAIT_S = 3.0  # how long the policy node's services may take to appear before it counts as not running
 HOME_WAIT_S = 60.0  # a home move is bounded by the controller (40 s, then stopped and latched)
 
@@ -59,6 +59,13 @@ def controller_status(node: Node, timeout_s: float) -> dict[str, str]:
     return got[0]
 
 
+def _trigger(node: Node, action: str, timeout_s: float) -> ActionResult:
+    """Call the controller's `/dm1/controller/<action>` Trigger service."""
+    client = node.create_client(Trigger, f"/dm1/controller/{action}")
+    reply = call_service(node, client, Trigger.Request(), timeout_s)
+    return ActionResult(bool(reply.success), f"{action}: {reply.message}")
+
+
 def run_action(
     node: Node, action: str, timeout_s: float = 10.0, policy_node: str = "policy_node"
 ) -> ActionResult:
@@ -69,6 +76,8 @@ def run_action(
     """
     if action not in ACTIONS:
         raise ValueError(f"operator action: expected one of {list(ACTIONS)}, found {action!r}")
+    if action == "recover":  # whatever the policy's state: it stays inactive after a fault
+        return _trigger(node, action, timeout_s)
     lifecycle = LifecycleClient(policy_node, node=node, timeout_s=timeout_s)
     policy = lifecycle.get_state() if lifecycle.available(min(timeout_s, POLICY_WAIT_S)) else None
     if action == "status":
@@ -77,15 +86,12 @@ def run_action(
         return ActionResult(
             True, f"controller: {st.get('state', '?')}{fault}; {policy_node}: {policy or 'not running'}"
         )
-    if action in ("home", "recover"):
-        if action == "home" and policy == "active":
+    if action == "home":
+        if policy == "active":
             return ActionResult(
                 False, f"home refused: {policy_node} is active; `dm1 operator deactivate` first"
             )
-        client = node.create_client(Trigger, f"/dm1/controller/{action}")
-        wait = max(timeout_s, HOME_WAIT_S) if action == "home" else timeout_s
-        reply = call_service(node, client, Trigger.Request(), wait)
-        return ActionResult(bool(reply.success), f"{action}: {reply.message}")
+        return _trigger(node, action, max(timeout_s, HOME_WAIT_S))
     if policy is None:
         raise TimeoutError(f"{policy_node}: its lifecycle services did not appear: is the policy running?")
     ok = lifecycle.transition(action)

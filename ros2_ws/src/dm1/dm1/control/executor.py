@@ -30,6 +30,7 @@ GRIPPER_OPEN_M = 0.07  # a gripper at least this wide counts as open (the Franka
 IDLE, ACTIVE, HOLDING, FAULT = "idle", "active", "holding", "fault"
 OVERSPEED_TICKS = 3  # ticks in a row over SafetyLimits.overspeed_factor before the overspeed latches
 STATUS_NAME = "dm1/controller"  # DiagnosticStatus.name of the controller node's reports (ERROR while FAULT)
+STATUS_TOPIC = "/dm1/controller/status"  # where the controller node publishes them (DiagnosticArray)
 COUNTERS = (
     "accepted",
     "stop_requests",

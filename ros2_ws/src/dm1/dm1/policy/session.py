@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from dm1.control.executor import STATUS_TOPIC
 from dm1.policy.observation import ObservationAssembler, ObservationConfig
 from dm1.policy.step import MODES, PolicyStep, StepOutcome
 from dm1.policy_defaults import DEFAULT_ENSEMBLE_ALPHA
@@ -24,7 +25,7 @@ NODE_PARAMETERS: dict[str, tuple[Any, str, tuple[float, float] | None]] = {
     "camera_topics": ([], "topic overrides 'camera=/topic'; default: the model card's topics", None),
     "joint_states_topic": ("/joint_states", "sensor_msgs/JointState topic", None),
     "controller_status_topic": (
-        "/dm1/controller/status",
+        STATUS_TOPIC,
         "the controller's diagnostics: a reported fault deactivates the policy and blocks activation; "
         "'' = not watched",
         None,
