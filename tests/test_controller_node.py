@@ -75,7 +75,9 @@ class Rig:
     def ee(self) -> np.ndarray:
         return fr3_fk(self.states[-1][1])[0]
 
-    def publish_chunk(self, stamp: float, positions: np.ndarray, dt: float = 0.05, grip: float = 0.0) -> None:
+    def publish_chunk(
+        self, stamp: float, positions: np.ndarray, dt: float = 0.05, grip: float = 0.0, pub=None
+    ) -> None:
         msg = MultiDOFJointTrajectory(joint_names=["fr3_hand_tcp", "gripper"])
         msg.header.stamp = to_time_msg(stamp)
         for i, p in enumerate(positions):
@@ -85,7 +87,7 @@ class Rig:
             pt = MultiDOFJointTrajectoryPoint(transforms=[ee, Transform(translation=Vector3(x=grip))])
             pt.time_from_start = to_duration_msg(i * dt)
             msg.points.append(pt)
-        self.chunk_pub.publish(msg)
+        (pub or self.chunk_pub).publish(msg)
 
     def stream(self, path, seconds: float, period: float = 0.05, n: int = 16) -> list[float]:
         """Publish chunks of path(t) every `period` s of sim time (stamp = now); returns publish times."""

@@ -82,6 +82,35 @@ def test_stale_chunk_holds_robot() -> None:
     assert "watchdog" in ex.status().reasons[0]
 
 
+def test_a_lost_chunk_stream_holds_a_running_chunk_before_the_watchdog() -> None:
+    ex, backend, clock = make(chunk_timeout_s=2.0)
+    ex.on_chunk(ee_chunk(clock.t, n=40))  # 2 s of chunk, a 2 s watchdog: it would run on
+    run(ex, clock, 0.05)
+    assert ex.state == ACTIVE
+    ex.stream_lost("deadline_missed", "no chunk within its QoS deadline")
+    assert ex.state == HOLDING and ("hold", ()) in backend.calls
+    assert ex.counters["deadline_missed"] == 1 and "QoS deadline" in ex.status().reasons[0]
+    n_moves = len(backend.motion_calls())
+    run(ex, clock, 0.3)
+    assert len(backend.motion_calls()) == n_moves, "the dropped chunk is not resumed"
+    ex.on_chunk(ee_chunk(clock.t))  # a fresh chunk starts again
+    run(ex, clock, 0.02)
+    assert ex.state == ACTIVE
+
+
+def test_stream_events_while_idle_or_faulted_move_nothing() -> None:
+    ex, backend, clock = make()
+    ex.stream_lost("liveliness_lost", "publisher gone")
+    assert ex.state == IDLE and backend.calls == [] and ex.counters["liveliness_lost"] == 1
+    backend.fail_next = "ControlException: reflex"
+    ex.on_chunk(ee_chunk(clock.t))
+    run(ex, clock, 0.05)
+    assert ex.state == FAULT
+    ex.stream_lost("deadline_missed", "late")
+    assert ex.state == FAULT and ex.fault is not None and "reflex" in ex.fault
+    assert ex.counters["deadline_missed"] == 0, "a silent topic's misses are not counted while nothing runs"
+
+
 def test_reactivation_after_hold_starts_from_measured_state() -> None:
     ex, backend, clock = make()
     ex.on_chunk(ee_chunk(clock.t))

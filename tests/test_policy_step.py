@@ -17,6 +17,7 @@ from dm1.policy import (
     StaleReason,
     config_from_parameters,
 )
+from dm1.policy.session import offered_deadline_ms
 from dm1.runtime import PolicyRuntime
 from policy_toy_model import build_toy_model, toy_base
 
@@ -221,3 +222,13 @@ def test_node_parameters_map_to_a_validated_config(runtime) -> None:
         PolicySession(runtime, FakeClock(), PolicyConfig(camera_topics={"side": "/s"}))
     with pytest.raises(ValueError, match="mode"):
         config_from_parameters({**values, "mode": "fast"})
+
+
+def test_the_offered_chunk_deadline_is_two_periods_by_default_and_longer_than_one() -> None:
+    assert offered_deadline_ms(0.0, 0.05) == pytest.approx(100.0)  # 20 Hz: what the controller requests
+    assert offered_deadline_ms(0.0, 0.1) == pytest.approx(200.0)
+    assert offered_deadline_ms(150.0, 0.1) == 150.0
+    with pytest.raises(
+        ValueError, match=r"chunk_deadline_ms: expected .* more than the chunk period 100 ms, found 100"
+    ):
+        offered_deadline_ms(100.0, 0.1)

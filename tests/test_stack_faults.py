@@ -211,6 +211,12 @@ def test_killing_the_policy_node_holds_the_arm(stack) -> None:
     profile = [(round(t - last_chunk, 3), round(dq, 3)) for t, dq in probe.states if t > last_chunk][::10]
     speed = probe.max_speed_after(last_chunk + 0.1 + SETTLE_S)
     assert speed < 0.05, f"arm still moving after the watchdog ({speed:.3f} rad/s); profile {profile}"
+    # the second path (row 15): the policy's publisher offers a liveliness lease that the controller watches
+    wait_for(
+        lambda: any(int(s.get("liveliness_lost", 0)) > 0 for _, s in probe.controller),
+        30,
+        what="the controller counting the killed policy's lost QoS liveliness",
+    )
 
 
 @pytest.mark.slow

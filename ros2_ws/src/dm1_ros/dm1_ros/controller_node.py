@@ -2,7 +2,8 @@
 
 Thin: typed parameters, message conversion, `dm1.control.ChunkExecutor` on a timer (node clock = sim time with
 use_sim_time), `/joint_states` (arm + fingers = width / 2), `/dm1/controller/status` diagnostics, and the
-operator services `/dm1/controller/recover` and `/dm1/controller/home` (std_srvs/Trigger).
+operator services `/dm1/controller/recover` and `/dm1/controller/home` (std_srvs/Trigger). A QoS deadline
+or liveliness event on the action topics holds the arm at once (`dm1_ros.chunk_qos`, beside the watchdog).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
 from visualization_msgs.msg import MarkerArray
 
 from dm1_ros.chunk_markers import safety_box_markers
+from dm1_ros.chunk_qos import watch_chunk_stream
 from dm1_ros.conversions import (
     diagnostic_array,
     diagnostic_status,
@@ -60,8 +62,15 @@ class ControllerNode(Node):
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.box_pub = self.create_publisher(MarkerArray, "/dm1/safety_box", latched)  # for rviz
         self.box_pub.publish(safety_box_markers(self.limits.workspace_min, self.limits.workspace_max))
-        self.create_subscription(MultiDOFJointTrajectory, "/dm1/action_chunk/cartesian", self._on_chunk, 10)
-        self.create_subscription(JointTrajectory, "/dm1/action_chunk/joint", self._on_chunk, 10)
+        # deadlines run on the wall clock: under simulated time the chunks keep sim time, not wall time
+        deadline_ms = 0.0 if self.get_parameter("use_sim_time").value else p["chunk_deadline_ms"]
+        for msg_type, topic in (
+            (MultiDOFJointTrajectory, "/dm1/action_chunk/cartesian"),
+            (JointTrajectory, "/dm1/action_chunk/joint"),
+        ):
+            self.create_subscription(msg_type, topic, self._on_chunk, 10)
+            lease_ms = p["chunk_liveliness_lease_ms"]
+            watch_chunk_stream(self, msg_type, topic, deadline_ms, lease_ms, self._on_stream_lost)
         self.create_service(Trigger, "/dm1/controller/recover", self._on_recover)
         # home blocks for seconds: its service lives on a side node spun by its own thread (see main)
         self.home_node = rclpy.create_node("controller_node_home", use_global_arguments=False)
@@ -93,6 +102,16 @@ class ControllerNode(Node):
             result = self.executor_.on_chunk(chunk)
         if result != "accepted":
             self.get_logger().warning(f"chunk not executed: {result}", throttle_duration_sec=1.0)
+
+    def _on_stream_lost(self, counter: str, reason: str) -> None:
+        with self.lock:
+            if self.homing:
+                return
+            before = self.executor_.state
+            self.executor_.stream_lost(counter, reason)
+        if self.executor_.state != before:
+            self.get_logger().warning(f"holding: {reason}")
+            self._publish_status()
 
     def _on_control(self) -> None:
         with self.lock:

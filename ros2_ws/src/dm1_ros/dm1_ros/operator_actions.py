@@ -25,7 +25,7 @@ from dm1_ros.conversions import diagnostic_values
 from dm1_ros.lifecycle_client import LifecycleClient
 from dm1_ros.service_calls import call_service, spin_step
 
-POLICY_WAIT_S = 3.0  # how long the policy node's services may take to appear before it counts as not running
+POLICY_WAIT_S = 3.0  # `status`: how long the policy's services may take to appear (else: not running)
 HOME_WAIT_S = 60.0  # a home move is bounded by the controller (40 s, then stopped and latched)
 
 
@@ -79,7 +79,10 @@ def run_action(
     if action == "recover":  # whatever the policy's state: it stays inactive after a fault
         return _trigger(node, action, timeout_s)
     lifecycle = LifecycleClient(policy_node, node=node, timeout_s=timeout_s)
-    policy = lifecycle.get_state() if lifecycle.available(min(timeout_s, POLICY_WAIT_S)) else None
+    # Discovery by a new process can take seconds on a loaded host: every action but `status` waits for the
+    # policy's services as long as allowed, so `home` never takes a slow-to-appear active policy for none
+    probe_s = min(timeout_s, POLICY_WAIT_S) if action == "status" else timeout_s
+    policy = lifecycle.get_state() if lifecycle.available(probe_s) else None
     if action == "status":
         st = controller_status(node, timeout_s)
         fault = f", fault: {st['message']}" if st.get("state") == "fault" else ""

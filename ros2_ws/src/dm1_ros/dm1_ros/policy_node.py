@@ -13,6 +13,7 @@ from __future__ import annotations
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from dm1.policy import NODE_PARAMETERS, PolicySession, config_from_parameters
 from dm1.policy.controller_watch import CONTROLLER_STATUS_NAME, ControllerWatch
+from dm1.policy.session import offered_deadline_ms
 from dm1.scheduling import try_raise_to_fifo
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import qos_profile_sensor_data
@@ -22,6 +23,7 @@ from visualization_msgs.msg import MarkerArray
 
 from dm1_ros import conversions as cv
 from dm1_ros.chunk_markers import chunk_to_markers, clear_markers
+from dm1_ros.chunk_qos import chunk_qos
 from dm1_ros.params import declare_table
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
@@ -61,6 +63,7 @@ class PolicyNode(LifecycleNode):
                 self.p("model_dir"), num_threads=cfg.inference_threads, spinning=cfg.spinning
             )
             self.session = PolicySession(runtime, self.now_s, cfg)
+            self._deadline_ms = offered_deadline_ms(self.p("chunk_deadline_ms"), self.session.period_s)
             runtime.warmup(3)
         except Exception as exc:  # noqa: BLE001 - any load/parameter error leaves the node unconfigured
             self.get_logger().error(f"configure failed: {exc}")
@@ -70,7 +73,8 @@ class PolicyNode(LifecycleNode):
         cart = card.action.space == "ee_position"
         msg_type = MultiDOFJointTrajectory if cart else JointTrajectory
         topic = "/dm1/action_chunk/cartesian" if cart else "/dm1/action_chunk/joint"
-        self._chunk_pub = self.create_lifecycle_publisher(msg_type, topic, 10)
+        offered = chunk_qos(self._deadline_ms, self.p("chunk_liveliness_lease_ms"))
+        self._chunk_pub = self.create_lifecycle_publisher(msg_type, topic, offered)
         self._chunk_type = msg_type
         self._marker_pub = self.create_lifecycle_publisher(MarkerArray, "/dm1/predicted_path", 10)
         qos = qos_profile_sensor_data  # best effort: matches reliable and best-effort camera drivers

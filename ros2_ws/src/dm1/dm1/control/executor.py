@@ -43,6 +43,8 @@ COUNTERS = (
     "rejected_mode",
     "clamped",
     "holds",
+    "deadline_missed",
+    "liveliness_lost",
     "faults",
     "ticks",
 )
@@ -158,6 +160,17 @@ class ChunkExecutor:
         self.counters["stop_requests"] += 1
         if self.state != FAULT:
             self._hold(f"stop requested: {reason}")
+
+    def stream_lost(self, counter: str, reason: str) -> None:
+        """A QoS event on the action topic (`counter`: "deadline_missed" or "liveliness_lost"): a running
+        chunk is dropped and the arm held now, without waiting for the chunk watchdog (a second path beside
+        it). Not a fault: the next fresh chunk starts again from the measured state. A lapsed liveliness is
+        always counted; a missed deadline only when it stops a running chunk (a silent topic misses one every
+        deadline while no policy is active)."""
+        if self.state == ACTIVE or counter == "liveliness_lost":
+            self.counters[counter] += 1
+        if self.state == ACTIVE:
+            self._hold(reason)
 
     def count_malformed(self, reason: str) -> None:
         """Count a message that could not be converted to a chunk (wrong names, lengths) and log why."""

@@ -11,6 +11,13 @@ from typing import Any
 
 from dm1.control.limits import SafetyLimits
 
+#: QoS on the action-chunk topics (wall clock; ms): the policy node offers them, the controller requests them
+#: on a watch subscription (`dm1_ros.chunk_qos`). A publisher that offers a deadline and misses it, or whose
+#: liveliness lapses (process killed or frozen), holds the arm at once: a second path beside the chunk
+#: watchdog (`SafetyLimits.chunk_timeout_s`, node clock). 0 = not offered / not requested.
+CHUNK_DEADLINE_MS = 100.0
+CHUNK_LIVELINESS_LEASE_MS = 1000.0
+
 CONTROLLER_PARAMETERS: dict[str, tuple[Any, str, tuple[float, float] | None]] = {
     "robot_ip": ("", "FCI / franky-sim host", None),
     "mode": ("cartesian", "cartesian (ee_position chunks) | joint (joint_position chunks)", None),
@@ -27,6 +34,18 @@ CONTROLLER_PARAMETERS: dict[str, tuple[Any, str, tuple[float, float] | None]] = 
         "SCHED_FIFO priority of the node's executor thread, below franky's control thread (99): control "
         "ticks, holds and chunk hand-overs preempt the policy and the cameras; 0 = normal scheduling",
         (0, 98),
+    ),
+    "chunk_deadline_ms": (
+        CHUNK_DEADLINE_MS,
+        "QoS deadline requested on the action topics (wall clock): a publisher offering one that misses it "
+        "holds the arm; 0 = off. Not requested with use_sim_time (the chunks then follow simulated time)",
+        (0.0, 10000.0),
+    ),
+    "chunk_liveliness_lease_ms": (
+        CHUNK_LIVELINESS_LEASE_MS,
+        "QoS liveliness lease requested on the action topics: a publisher offering one whose liveliness "
+        "lapses (killed, frozen) holds the arm; 0 = off",
+        (0.0, 60000.0),
     ),
 }
 

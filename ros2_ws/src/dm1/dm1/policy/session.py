@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from dm1.control.executor import STATUS_TOPIC
+from dm1.control.parameters import CHUNK_LIVELINESS_LEASE_MS
 from dm1.policy.observation import ObservationAssembler, ObservationConfig
 from dm1.policy.step import MODES, PolicyStep, StepOutcome
 from dm1.policy_defaults import DEFAULT_ENSEMBLE_ALPHA
@@ -57,9 +58,34 @@ NODE_PARAMETERS: dict[str, tuple[Any, str, tuple[float, float] | None]] = {
         "inference is not sliced up by other processes; 0 = normal scheduling",
         (0, 98),
     ),
+    "chunk_deadline_ms": (
+        0.0,
+        "QoS deadline offered on the chunk topic (wall clock; the controller holds when it is missed); "
+        "0 = two chunk periods (100 ms at 20 Hz, what the controller requests); else more than one period",
+        (0.0, 10000.0),
+    ),
+    "chunk_liveliness_lease_ms": (
+        CHUNK_LIVELINESS_LEASE_MS,
+        "QoS liveliness lease offered on the chunk topic (the controller holds when it lapses); 0 = none",
+        (0.0, 60000.0),
+    ),
     "resize_images": (False, "resample wrong-size frames instead of rejecting them", None),
     "autostart": (False, "configure and activate at startup", None),
 }
+
+
+def offered_deadline_ms(value_ms: float, period_s: float) -> float:
+    """The QoS deadline (ms) the policy offers on its chunk topic: `value_ms`, or two chunk periods for 0.
+
+    Raises ValueError when it is not longer than one period: the publisher would miss it on every tick."""
+    period_ms = 1000.0 * period_s
+    deadline = float(value_ms) or 2.0 * period_ms
+    if deadline <= period_ms:
+        raise ValueError(
+            f"parameter chunk_deadline_ms: expected 0 (two chunk periods) or more than the chunk period "
+            f"{period_ms:g} ms, found {deadline:g}"
+        )
+    return deadline
 
 
 def parse_camera_topics(items: Sequence[str]) -> dict[str, str]:
