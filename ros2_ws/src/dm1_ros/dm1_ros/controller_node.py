@@ -8,14 +8,13 @@ or liveliness event on the action topics holds the arm at once (`dm1_ros.chunk_q
 
 from __future__ import annotations
 
-import faulthandler
 import sys
 import threading
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from dm1.control.executor import STATUS_NAME, STATUS_TOPIC, ChunkExecutor
-from dm1.control.franky_backend import HOME_MOVE_TIMEOUT_S, FrankyBackend
+from dm1.control.franky_backend import FrankyBackend
 from dm1.control.limits import SafetyLimits
 from dm1.control.parameters import CONTROLLER_PARAMETERS, SAFETY_PARAMETERS, check_controller_parameters
 from dm1.interrupts import requested
@@ -36,9 +35,9 @@ from dm1_ros.conversions import (
     make_joint_state,
     msg_to_timed_chunk,
 )
+from dm1_ros.home_service import HomeService
 from dm1_ros.node_signals import stopped_by_signals
 from dm1_ros.params import declare_table
-from dm1_ros.spin_thread import SpinThread
 
 
 class ControllerNode(Node):
@@ -72,13 +71,11 @@ class ControllerNode(Node):
             lease_ms = p["chunk_liveliness_lease_ms"]
             watch_chunk_stream(self, msg_type, topic, deadline_ms, lease_ms, self._on_stream_lost)
         self.create_service(Trigger, "/dm1/controller/recover", self._on_recover)
-        # home blocks for seconds: its service lives on a side node spun by its own thread (see main)
-        self.home_node = rclpy.create_node("controller_node_home", use_global_arguments=False)
-        self.home_node.create_service(Trigger, "/dm1/controller/home", self._on_home)
         self.homing = False  # set under the lock: ticks and chunks are skipped while homing
+        self.home = HomeService(self)  # /dm1/controller/home, on a side node and thread (blocks for seconds)
         self.create_timer(1.0 / p["control_rate_hz"], self._on_control)
         self.create_timer(1.0 / p["joint_state_rate_hz"], self._on_joint_state)
-        self.create_timer(0.1, self._publish_status)
+        self.create_timer(0.1, self.publish_status)
         self.get_logger().info(
             f"controller up: {p['robot_ip']} mode={p['mode']} limits={self.limits.to_dict()}"
         )
@@ -111,7 +108,7 @@ class ControllerNode(Node):
             self.executor_.stream_lost(counter, reason)
         if self.executor_.state != before:
             self.get_logger().warning(f"holding: {reason}")
-            self._publish_status()
+            self.publish_status()
 
     def _on_control(self) -> None:
         with self.lock:
@@ -120,13 +117,13 @@ class ControllerNode(Node):
             before = self.executor_.state
             status = self.executor_.tick()
         if status.state != before:
-            self._publish_status()
+            self.publish_status()
 
     def _on_joint_state(self) -> None:
         s = self.backend.read_state()
         self.js_pub.publish(make_joint_state(s.q, s.gripper_width, self._now(), s.dq))
 
-    def _publish_status(self) -> None:
+    def publish_status(self) -> None:
         st = self.executor_.status()
         diag = diagnostic_status(STATUS_NAME, st.level, st.fault or st.state, st.values())
         self.status_pub.publish(diagnostic_array(self._now(), [diag]))
@@ -135,25 +132,7 @@ class ControllerNode(Node):
         with self.lock:
             self.executor_.recover()
         res.success, res.message = True, "recovered"
-        self._publish_status()
-        return res
-
-    def _on_home(self, _req, res):
-        """Blocking franky move home; runs on the side executor, so joint states keep flowing."""
-        with self.lock:
-            self.homing = True  # ticks and chunks are skipped until the move is done
-        # The move is bounded; should anything else on the way hang, every thread's stack goes to stderr.
-        faulthandler.dump_traceback_later(HOME_MOVE_TIMEOUT_S + 30.0)
-        try:
-            self.executor_.home()
-            res.success, res.message = True, "homed"
-        except Exception as exc:  # noqa: BLE001 - reported to the caller
-            res.success, res.message = False, str(exc)
-        finally:
-            faulthandler.cancel_dump_traceback_later()
-            with self.lock:
-                self.homing = False
-        self._publish_status()
+        self.publish_status()
         return res
 
 
@@ -170,15 +149,12 @@ def main(args: list[str] | None = None) -> int:
             return 2
         executor = SingleThreadedExecutor()  # MultiThreadedExecutor cost ~80 % of a core under sim time
         executor.add_node(node)
-        side = SingleThreadedExecutor()
-        side.add_node(node.home_node)
-        side_spin = SpinThread(side, "controller-home").start()
+        node.home.start()
         try:
             executor.spin()
         finally:
             node.backend.close()  # first: stops a home move the side thread waits on
-            side_spin.stop()
-            node.home_node.destroy_node()
+            node.home.stop()
             node.destroy_node()
     rclpy.try_shutdown()
     return 0

@@ -18,16 +18,12 @@ from dm1.scheduling import try_raise_to_fifo
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
-from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
-from visualization_msgs.msg import MarkerArray
 
 from dm1_ros import conversions as cv
-from dm1_ros.chunk_markers import chunk_to_markers, clear_markers
-from dm1_ros.chunk_qos import chunk_qos
 from dm1_ros.params import declare_table
+from dm1_ros.policy_outputs import PolicyOutputs
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
-LEVEL = {"ok": "ok", "executing": "ok", "stale": "warn", "late": "warn"}  # any other kind: error
 
 
 class PolicyNode(LifecycleNode):
@@ -38,12 +34,10 @@ class PolicyNode(LifecycleNode):
         declare_table(self, NODE_PARAMETERS)
         if warning := try_raise_to_fifo(self.p("rt_priority")):  # onnxruntime's threads inherit it
             self.get_logger().warning(warning)
-        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._ledger_pub = self.create_publisher(DiagnosticArray, "/dm1/policy/ledger", 50)  # one per chunk
+        self.outputs = PolicyOutputs(self)
         self.session: PolicySession | None = None
         self._subs: list = []
         self._timer = None
-        self._last_diag, self._last_kind = -1.0, ""
         self._controller = ControllerWatch()
         if topic := self.p("controller_status_topic"):
             self.create_subscription(DiagnosticArray, topic, self._on_controller_status, 10)
@@ -63,20 +57,15 @@ class PolicyNode(LifecycleNode):
                 self.p("model_dir"), num_threads=cfg.inference_threads, spinning=cfg.spinning
             )
             self.session = PolicySession(runtime, self.now_s, cfg)
-            self._deadline_ms = offered_deadline_ms(self.p("chunk_deadline_ms"), self.session.period_s)
+            deadline_ms = offered_deadline_ms(self.p("chunk_deadline_ms"), self.session.period_s)
             runtime.warmup(3)
         except Exception as exc:  # noqa: BLE001 - any load/parameter error leaves the node unconfigured
             self.get_logger().error(f"configure failed: {exc}")
-            self._diagnose("error", f"configure failed: {exc}", force=True)
+            self.outputs.diagnose(None, "error", f"configure failed: {exc}", self.now_s(), force=True)
             return FAILURE
         card = self.session.card
-        cart = card.action.space == "ee_position"
-        msg_type = MultiDOFJointTrajectory if cart else JointTrajectory
-        topic = "/dm1/action_chunk/cartesian" if cart else "/dm1/action_chunk/joint"
-        offered = chunk_qos(self._deadline_ms, self.p("chunk_liveliness_lease_ms"))
-        self._chunk_pub = self.create_lifecycle_publisher(msg_type, topic, offered)
-        self._chunk_type = msg_type
-        self._marker_pub = self.create_lifecycle_publisher(MarkerArray, "/dm1/predicted_path", 10)
+        cartesian = card.action.space == "ee_position"
+        topic = self.outputs.open(cartesian, deadline_ms, self.p("chunk_liveliness_lease_ms"))
         qos = qos_profile_sensor_data  # best effort: matches reliable and best-effort camera drivers
         self._subs = [
             self.create_subscription(Image, t, lambda m, n=n: self._on_image(n, m), qos)
@@ -98,7 +87,7 @@ class PolicyNode(LifecycleNode):
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.destroy_timer(self._timer)
         self._timer = None
-        self._marker_pub.publish(clear_markers())
+        self.outputs.clear_path()
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -106,8 +95,7 @@ class PolicyNode(LifecycleNode):
             self.destroy_timer(self._timer)
         for sub in self._subs:
             self.destroy_subscription(sub)
-        self.destroy_lifecycle_publisher(self._chunk_pub)
-        self.destroy_lifecycle_publisher(self._marker_pub)
+        self.outputs.close()
         self._subs, self.session = [], None
         return SUCCESS
 
@@ -118,7 +106,8 @@ class PolicyNode(LifecycleNode):
         for st in (s for s in msg.status if s.name == CONTROLLER_STATUS_NAME):
             fault = self._controller.update(st.level == DiagnosticStatus.ERROR, st.message, self.now_s())
             if fault and self._timer is not None:  # active: stop; an operator activates again after recovery
-                self._diagnose("error", f"controller fault: {fault}; policy deactivated", force=True)
+                message = f"controller fault: {fault}; policy deactivated"
+                self.outputs.diagnose(self.session, "error", message, self.now_s(), force=True)
                 self.get_logger().error(f"controller fault ({fault}): deactivating")
                 self.trigger_deactivate()
 
@@ -137,30 +126,7 @@ class PolicyNode(LifecycleNode):
         self.session.on_joint_state(cv.from_time_msg(msg.header.stamp), q, width)
 
     def _tick(self) -> None:
-        out = self.session.tick()
-        if out.chunk is not None:
-            self._chunk_pub.publish(cv.chunk_to_msg(out.chunk, self.session.card.action.orientation_xyzw))
-            ledger = self.session.step.mark_published(out)
-            if ledger is not None:
-                values = ledger.to_dict()
-                status = cv.diagnostic_status("dm1/policy_node/ledger", "ok", "ms since capture", values)
-                self._ledger_pub.publish(cv.diagnostic_array(self.now_s(), [status]))
-            self._marker_pub.publish(chunk_to_markers(out.chunk, lifetime_s=2 * self.session.period_s))
-        elif out.kind != "executing":  # stale/missing input, non-finite output, late: hold the arm now
-            hold = self._chunk_type()  # no points = "hold" for the controller (before its watchdog fires)
-            hold.header.stamp, hold.header.frame_id = cv.to_time_msg(self.now_s()), f"policy: {out.kind}"
-            self._chunk_pub.publish(hold)
-            self.get_logger().warning(f"no chunk: {out.reason}", throttle_duration_sec=2.0)
-        self._diagnose(out.kind, out.reason or "publishing chunks", force=out.kind != self._last_kind)
-        self._last_kind = out.kind
-
-    def _diagnose(self, kind: str, message: str, force: bool = False) -> None:
-        now = self.now_s()
-        if force or now - self._last_diag >= 1.0 or now < self._last_diag:
-            self._last_diag = now
-            values = self.session.diagnostic_values() if self.session else {}
-            status = cv.diagnostic_status("dm1/policy_node", LEVEL.get(kind, "error"), message, values)
-            self._diag_pub.publish(cv.diagnostic_array(now, [status]))
+        self.outputs.publish_tick(self.session, self.session.tick(), self.now_s())
 
 
 def main(args: list[str] | None = None) -> None:

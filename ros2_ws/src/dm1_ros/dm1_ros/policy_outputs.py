@@ -1,0 +1,80 @@
+"""What the policy node publishes: chunks (or an explicit hold), the per-chunk latency ledger, the predicted
+path's markers and its `/diagnostics` status. Kept out of the node so that it stays a thin lifecycle shell."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from diagnostic_msgs.msg import DiagnosticArray
+from dm1.policy import PolicySession
+from rclpy.lifecycle import LifecycleNode
+from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
+from visualization_msgs.msg import MarkerArray
+
+from dm1_ros import conversions as cv
+from dm1_ros.chunk_markers import chunk_to_markers, clear_markers
+from dm1_ros.chunk_qos import chunk_qos
+
+LEVEL = {"ok": "ok", "executing": "ok", "stale": "warn", "late": "warn"}  # any other kind: error
+CARTESIAN_TOPIC, JOINT_TOPIC = "/dm1/action_chunk/cartesian", "/dm1/action_chunk/joint"
+
+
+class PolicyOutputs:
+    """The node's publishers. `/diagnostics` and the ledger exist for the node's life; the chunk and marker
+    publishers (lifecycle: silent while inactive) from `open` (configure) to `close` (cleanup)."""
+
+    def __init__(self, node: LifecycleNode) -> None:
+        self.node = node
+        self._diag = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._ledger = node.create_publisher(DiagnosticArray, "/dm1/policy/ledger", 50)  # one per chunk
+        self._chunks: Any = None
+        self._markers: Any = None
+        self._chunk_type: type = MultiDOFJointTrajectory
+        self._last_diag, self._last_kind = -1.0, ""
+
+    def open(self, cartesian: bool, deadline_ms: float, lease_ms: float) -> str:
+        """Create the chunk publisher (offering the QoS the controller watches) and the markers'; returns the
+        chunk topic."""
+        self._chunk_type = MultiDOFJointTrajectory if cartesian else JointTrajectory
+        topic = CARTESIAN_TOPIC if cartesian else JOINT_TOPIC
+        offered = chunk_qos(deadline_ms, lease_ms)
+        self._chunks = self.node.create_lifecycle_publisher(self._chunk_type, topic, offered)
+        self._markers = self.node.create_lifecycle_publisher(MarkerArray, "/dm1/predicted_path", 10)
+        return topic
+
+    def close(self) -> None:
+        self.node.destroy_lifecycle_publisher(self._chunks)
+        self.node.destroy_lifecycle_publisher(self._markers)
+        self._chunks = self._markers = None
+
+    def clear_path(self) -> None:
+        self._markers.publish(clear_markers())
+
+    def publish_tick(self, session: PolicySession, out: Any, now: float) -> None:
+        """One tick's output (`PolicySession.tick`): its chunk, ledger and markers; an explicit hold (a chunk
+        without points) when the inputs went stale, the output was not finite or it came too late."""
+        if out.chunk is not None:
+            self._chunks.publish(cv.chunk_to_msg(out.chunk, session.card.action.orientation_xyzw))
+            ledger = session.step.mark_published(out)
+            if ledger is not None:
+                values = ledger.to_dict()
+                status = cv.diagnostic_status("dm1/policy_node/ledger", "ok", "ms since capture", values)
+                self._ledger.publish(cv.diagnostic_array(now, [status]))
+            self._markers.publish(chunk_to_markers(out.chunk, lifetime_s=2 * session.period_s))
+        elif out.kind != "executing":  # hold the arm now, before the controller's watchdog would
+            hold = self._chunk_type()
+            hold.header.stamp, hold.header.frame_id = cv.to_time_msg(now), f"policy: {out.kind}"
+            self._chunks.publish(hold)
+            self.node.get_logger().warning(f"no chunk: {out.reason}", throttle_duration_sec=2.0)
+        changed, self._last_kind = out.kind != self._last_kind, out.kind
+        self.diagnose(session, out.kind, out.reason or "publishing chunks", now, force=changed)
+
+    def diagnose(
+        self, session: PolicySession | None, kind: str, message: str, now: float, force: bool = False
+    ) -> None:
+        """`/diagnostics`: on a change of kind (`force`), else at most once a second."""
+        if force or now - self._last_diag >= 1.0 or now < self._last_diag:
+            self._last_diag = now
+            values = session.diagnostic_values() if session else {}
+            status = cv.diagnostic_status("dm1/policy_node", LEVEL.get(kind, "error"), message, values)
+            self._diag.publish(cv.diagnostic_array(now, [status]))
