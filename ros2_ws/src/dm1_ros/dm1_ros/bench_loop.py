@@ -24,10 +24,9 @@ from dm1.kinematics import fr3_fk
 from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import MultiDOFJointTrajectory
 
+from dm1_ros.chunk_qos import CARTESIAN_TOPIC
 from dm1_ros.conversions import from_time_msg, joint_state_to_arm, multidof_trajectory_to_arrays
 from dm1_ros.evaluate import EvalDriver
-
-CARTESIAN_TOPIC = "/dm1/action_chunk/cartesian"
 
 
 def ee_speed(times: np.ndarray, ee: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

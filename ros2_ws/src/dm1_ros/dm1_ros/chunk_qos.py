@@ -1,4 +1,4 @@
-"""QoS deadline and liveliness on the action-chunk topics (reliability row 15).
+"""The action-chunk topics: their names, and the QoS deadline and liveliness on them (reliability row 15).
 
 The policy node *offers* a deadline and a liveliness lease on its chunk publisher (`chunk_qos`). The
 controller *requests* them on a second, watch-only subscription (`watch_chunk_stream`) beside its normal one,
@@ -17,6 +17,9 @@ from rclpy.duration import Duration
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.qos import LivelinessPolicy, QoSProfile
+
+CARTESIAN_TOPIC = "/dm1/action_chunk/cartesian"  # trajectory_msgs/MultiDOFJointTrajectory (EE + gripper)
+JOINT_TOPIC = "/dm1/action_chunk/joint"  # trajectory_msgs/JointTrajectory (arm joints + gripper)
 
 #: on_lost(counter, reason): counter is "deadline_missed" or "liveliness_lost" (`ChunkExecutor.stream_lost`)
 LostCallback = Callable[[str, str], None]

@@ -28,7 +28,7 @@ from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
 from visualization_msgs.msg import MarkerArray
 
 from dm1_ros.chunk_markers import safety_box_markers
-from dm1_ros.chunk_qos import watch_chunk_stream
+from dm1_ros.chunk_qos import CARTESIAN_TOPIC, JOINT_TOPIC, watch_chunk_stream
 from dm1_ros.conversions import (
     diagnostic_array,
     diagnostic_status,
@@ -63,12 +63,9 @@ class ControllerNode(Node):
         self.box_pub.publish(safety_box_markers(self.limits.workspace_min, self.limits.workspace_max))
         # deadlines run on the wall clock: under simulated time the chunks keep sim time, not wall time
         deadline_ms = 0.0 if self.get_parameter("use_sim_time").value else p["chunk_deadline_ms"]
-        for msg_type, topic in (
-            (MultiDOFJointTrajectory, "/dm1/action_chunk/cartesian"),
-            (JointTrajectory, "/dm1/action_chunk/joint"),
-        ):
+        lease_ms = p["chunk_liveliness_lease_ms"]
+        for msg_type, topic in ((MultiDOFJointTrajectory, CARTESIAN_TOPIC), (JointTrajectory, JOINT_TOPIC)):
             self.create_subscription(msg_type, topic, self._on_chunk, 10)
-            lease_ms = p["chunk_liveliness_lease_ms"]
             watch_chunk_stream(self, msg_type, topic, deadline_ms, lease_ms, self._on_stream_lost)
         self.create_service(Trigger, "/dm1/controller/recover", self._on_recover)
         self.homing = False  # set under the lock: ticks and chunks are skipped while homing
@@ -106,7 +103,8 @@ class ControllerNode(Node):
                 return
             before = self.executor_.state
             self.executor_.stream_lost(counter, reason)
-        if self.executor_.state != before:
+            after = self.executor_.state
+        if after != before:
             self.get_logger().warning(f"holding: {reason}")
             self.publish_status()
 

@@ -26,6 +26,7 @@ from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
 
+from dm1_ros.chunk_qos import CARTESIAN_TOPIC, JOINT_TOPIC
 from dm1_ros.conversions import from_time_msg, joint_state_to_arm
 from dm1_ros.graph_client import GraphClient
 from dm1_ros.lifecycle_client import LifecycleClient
@@ -76,10 +77,8 @@ class EvalDriver(GraphClient):
         self.node.create_subscription(Bool, "/twin/success", self._on_success, 10)
         self.node.create_subscription(DiagnosticArray, "/dm1/policy/ledger", self._on_ledger, 50)
         self.node.create_subscription(DiagnosticArray, STATUS_TOPIC, self._on_controller, 10)
-        self.node.create_subscription(
-            MultiDOFJointTrajectory, "/dm1/action_chunk/cartesian", self._on_chunk, 10
-        )
-        self.node.create_subscription(JointTrajectory, "/dm1/action_chunk/joint", self._on_chunk, 10)
+        self.node.create_subscription(MultiDOFJointTrajectory, CARTESIAN_TOPIC, self._on_chunk, 10)
+        self.node.create_subscription(JointTrajectory, JOINT_TOPIC, self._on_chunk, 10)
         self.progress: EpisodeProgress | None = None  # set while an episode runs
         # sim times at which the running (or last) episode's policy was activated and its control ended
         # (success seen or time up; the policy is deactivated right after)

@@ -23,6 +23,7 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
 from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
 
+from dm1_ros.chunk_qos import CARTESIAN_TOPIC, JOINT_TOPIC
 from dm1_ros.node_signals import stopped_by_signals
 
 
@@ -51,9 +52,9 @@ class FoxgloveNode(Node):
         subs = [(Image, t, functools.partial(self._image, t)) for t in images]
         subs += [
             (JointState, "/joint_states", self._joints),
-            (JointTrajectory, "/dm1/action_chunk/joint", self._joint_chunk),
+            (JointTrajectory, JOINT_TOPIC, self._joint_chunk),
         ]
-        subs += [(MultiDOFJointTrajectory, "/dm1/action_chunk/cartesian", self._cart_chunk)]
+        subs += [(MultiDOFJointTrajectory, CARTESIAN_TOPIC, self._cart_chunk)]
         subs += [
             (DiagnosticArray, t, functools.partial(self._diag, t)) for t in ("/diagnostics", STATUS_TOPIC)
         ]
@@ -91,9 +92,7 @@ class FoxgloveNode(Node):
 
     def _joint_chunk(self, msg: JointTrajectory) -> None:
         points = np.array([list(pt.positions) for pt in msg.points])  # (T, D)
-        self.bridge.log_chunk(
-            "/dm1/action_chunk/joint", _stamp(msg.header), list(msg.joint_names), points, _dt(msg.points)
-        )
+        self.bridge.log_chunk(JOINT_TOPIC, _stamp(msg.header), list(msg.joint_names), points, _dt(msg.points))
 
     def _cart_chunk(self, msg: MultiDOFJointTrajectory) -> None:
         # per point and joint: translation (x, y, z); the gripper "joint" carries its command in x
@@ -103,7 +102,7 @@ class FoxgloveNode(Node):
         ]
         points = np.asarray(xyz, dtype=np.float64).reshape(len(msg.points), -1)  # (T, 3 * joints)
         self.bridge.log_chunk(
-            "/dm1/action_chunk/cartesian", _stamp(msg.header), list(msg.joint_names), points, _dt(msg.points)
+            CARTESIAN_TOPIC, _stamp(msg.header), list(msg.joint_names), points, _dt(msg.points)
         )
 
     def _diag(self, topic: str, msg: DiagnosticArray) -> None:

@@ -13,10 +13,9 @@ from visualization_msgs.msg import MarkerArray
 
 from dm1_ros import conversions as cv
 from dm1_ros.chunk_markers import chunk_to_markers, clear_markers
-from dm1_ros.chunk_qos import chunk_qos
+from dm1_ros.chunk_qos import CARTESIAN_TOPIC, JOINT_TOPIC, chunk_qos
 
 LEVEL = {"ok": "ok", "executing": "ok", "stale": "warn", "late": "warn"}  # any other kind: error
-CARTESIAN_TOPIC, JOINT_TOPIC = "/dm1/action_chunk/cartesian", "/dm1/action_chunk/joint"
 
 
 class PolicyOutputs:

@@ -29,7 +29,7 @@ from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import MultiDOFJointTrajectory
 
-from dm1_ros.chunk_qos import offered_chunk_qos
+from dm1_ros.chunk_qos import CARTESIAN_TOPIC, offered_chunk_qos
 from dm1_ros.conversions import chunk_to_multidof_trajectory, joint_state_to_arm
 from dm1_ros.graph_client import GraphClient
 
@@ -63,7 +63,7 @@ class CollectDriver(GraphClient):
         super().__init__("dm1_collect", service_timeout_s)
         self._clients = {k: self.node.create_client(Trigger, v) for k, v in SERVICES.items()}
         self._chunk_pub = self.node.create_publisher(
-            MultiDOFJointTrajectory, "/dm1/action_chunk/cartesian", offered_chunk_qos()
+            MultiDOFJointTrajectory, CARTESIAN_TOPIC, offered_chunk_qos()
         )
         self.success: bool | None = None
         self.status: dict[str, Any] = {}

@@ -32,7 +32,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import MultiDOFJointTrajectory
 
-from dm1_ros.chunk_qos import offered_chunk_qos
+from dm1_ros.chunk_qos import CARTESIAN_TOPIC, offered_chunk_qos
 from dm1_ros.conversions import chunk_to_multidof_trajectory, from_time_msg, joint_state_to_arm, msg_to_rgb
 from dm1_ros.node_signals import stopped_by_signals
 from dm1_ros.teleop_params import declare_parameters
@@ -62,15 +62,15 @@ class TeleopNode(Node):
         self.create_subscription(JointState, "/joint_states", self._on_joints, 10)
         self.create_subscription(PoseStamped, p["cube_topic"], self._on_cube, 10)
         self.create_subscription(Joy, p["joy_topic"], self._on_joy, 10)
-        chunks = "/dm1/action_chunk/cartesian"  # offering the QoS the controller watches (dm1_ros.chunk_qos)
-        self.chunk_pub = self.create_publisher(MultiDOFJointTrajectory, chunks, offered_chunk_qos())
+        # offering the QoS the controller watches (dm1_ros.chunk_qos)
+        self.chunk_pub = self.create_publisher(MultiDOFJointTrajectory, CARTESIAN_TOPIC, offered_chunk_qos())
         self.status_pub = self.create_publisher(String, "~/status", 10)
         for name in ("start", "stop_save", "discard", "mark_success", "mark_failure"):
             self.create_service(Trigger, f"~/{name}", lambda rq, rs, n=name: self._on_event(n, rs))
         self.create_timer(1.0 / p["control_rate_hz"], self._tick)
         if mirror is not None:  # raw CDR bytes straight into the episode's MCAP file
             topics = {f"/camera/{c}/color/image_raw": Image for c in p["cameras"]}
-            topics |= {"/joint_states": JointState, "/dm1/action_chunk/cartesian": MultiDOFJointTrajectory}
+            topics |= {"/joint_states": JointState, CARTESIAN_TOPIC: MultiDOFJointTrajectory}
             for topic, t in topics.items():
                 name = f"{t.__module__.split('.')[0]}/msg/{t.__name__}"
                 cb = lambda b, tp=topic, n=name: mirror.write(tp, n, b, self.get_clock().now().nanoseconds)  # noqa: E731
