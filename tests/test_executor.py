@@ -111,6 +111,35 @@ def test_stream_events_while_idle_or_faulted_move_nothing() -> None:
     assert ex.counters["deadline_missed"] == 0, "a silent topic's misses are not counted while nothing runs"
 
 
+def test_a_late_control_tick_holds_instead_of_jumping_ahead_along_the_chunk() -> None:
+    backend, clock = FakeBackend(), FakeClock()
+    ex = ChunkExecutor(backend, SafetyLimits(), clock, tick_period_s=0.01)
+    ex.on_chunk(ee_chunk(clock.t, n=40))
+    run(ex, clock, 0.05)
+    assert ex.state == ACTIVE
+    clock.t += 0.08  # the executor thread was held up for 80 ms: the targets stood still meanwhile
+    assert ex.on_chunk(ee_chunk(clock.t, n=40)) == "accepted"  # a fresh chunk came in: no watchdog
+    n_moves = len(backend.motion_calls())
+    status = ex.tick()
+    assert status.state == HOLDING and "control loop overrun: 80 ms" in status.reasons[0], status.reasons
+    assert len(backend.motion_calls()) == n_moves, "no target on the late tick"
+    assert status.counters["tick_overruns"] == 1 and status.values()["max_tick_gap_ms"] == 80.0
+
+
+def test_short_tick_gaps_are_counted_and_homes_are_not_overruns() -> None:
+    backend, clock = FakeBackend(), FakeClock()
+    ex = ChunkExecutor(backend, SafetyLimits(), clock, tick_period_s=0.01)
+    ex.on_chunk(ee_chunk(clock.t, n=40))
+    run(ex, clock, 0.05)
+    clock.t += 0.03  # three periods: an overrun, under max_tick_gap_s (50 ms)
+    assert ex.tick().state == ACTIVE
+    assert ex.counters["tick_overruns"] == 1
+    ex.home()
+    clock.t += 5.0  # the controller skips its ticks while homing
+    ex.tick()
+    assert ex.counters["tick_overruns"] == 1 and ex.status().values()["max_tick_gap_ms"] == 30.0
+
+
 def test_reactivation_after_hold_starts_from_measured_state() -> None:
     ex, backend, clock = make()
     ex.on_chunk(ee_chunk(clock.t))

@@ -52,7 +52,9 @@ class ControllerNode(Node):
         self.backend = FrankyBackend(
             p["robot_ip"], p["relative_dynamics_factor"], mode=p["mode"], realtime=realtime
         )
-        self.executor_ = ChunkExecutor(self.backend, self.limits, self._now, mode=p["mode"])
+        self.executor_ = ChunkExecutor(
+            self.backend, self.limits, self._now, mode=p["mode"], tick_period_s=1.0 / p["control_rate_hz"]
+        )
         if warning := try_raise_to_fifo(p["rt_priority"]):  # threads started later (home) inherit it
             self.get_logger().warning(warning)
         self.lock = threading.Lock()

@@ -43,6 +43,7 @@ COUNTERS = (
     "rejected_mode",
     "clamped",
     "holds",
+    "tick_overruns",
     "deadline_missed",
     "liveliness_lost",
     "faults",
@@ -69,7 +70,12 @@ class ExecutorStatus:
 
     def values(self) -> dict[str, object]:
         """Key/values for a diagnostic message: state, reasons, counters and the last clamp (rounded)."""
-        out: dict[str, object] = {"state": self.state, "reasons": "; ".join(self.reasons), **self.counters}
+        out: dict[str, object] = {
+            "state": self.state,
+            "reasons": "; ".join(self.reasons),
+            **self.counters,
+            **self.extra,
+        }
         if self.last_clamp is not None:
             out.update(
                 last_clamp=",".join(self.last_clamp.reasons),
@@ -87,10 +93,18 @@ class ChunkExecutor:
         limits: safety envelope (always applied).
         clock: returns the current time in seconds (the same clock as chunk stamps).
         mode: "cartesian" (EE position chunks) or "joint" (joint chunks); the other kind is refused.
+        tick_period_s: the period `tick` is called at; a tick more than two periods after the previous one is
+            counted as an overrun (`tick_overruns`; None: not counted). Any tick later than
+            `limits.max_tick_gap_s` holds the arm.
     """
 
     def __init__(
-        self, backend: RobotBackend, limits: SafetyLimits, clock: Callable[[], float], mode: str = "cartesian"
+        self,
+        backend: RobotBackend,
+        limits: SafetyLimits,
+        clock: Callable[[], float],
+        mode: str = "cartesian",
+        tick_period_s: float | None = None,
     ) -> None:
         if mode not in ("cartesian", "joint"):
             raise ValueError(f"ChunkExecutor.mode: expected 'cartesian' or 'joint', found {mode!r}")
@@ -108,6 +122,9 @@ class ChunkExecutor:
         self._gripper_closed: bool | None = None
         self._brake_error_logged = -np.inf  # time.monotonic() of the last "hold failed" log
         self._overspeed_ticks = 0  # ticks in a row with the measured speed over the overspeed limit
+        self.tick_period_s = tick_period_s
+        self._last_tick: float | None = None  # clock time of the previous tick
+        self.max_tick_gap_s = 0.0  # the longest time between two ticks so far (homes and recoveries excepted)
 
     # --- input -------------------------------------------------------------------------------------------
 
@@ -188,6 +205,7 @@ class ChunkExecutor:
         """One control step: schedule -> safety -> backend, or hold when the watchdog expires."""
         now = self.clock() if now is None else now
         self.counters["ticks"] += 1
+        gap = self._tick_gap(now)
         if self.state == FAULT:
             self._brake()  # our own latch (over budget, an error here) leaves the robot streaming
             return self.status()
@@ -198,6 +216,9 @@ class ChunkExecutor:
                 return self.status()
             if (overspeed := self._overspeed(state)) is not None:
                 self._latch(overspeed)
+                return self.status()
+            if gap > self.limits.max_tick_gap_s and self.state == ACTIVE:
+                self._hold(f"control loop overrun: {1000 * gap:.0f} ms since the previous tick")
                 return self.status()
             target = self.schedule.target_at(now)
             if target is None:
@@ -210,6 +231,15 @@ class ChunkExecutor:
             log.exception("control tick failed")
             self._latch(f"internal error in the control tick: {type(exc).__name__}: {exc}")
         return self.status()
+
+    def _tick_gap(self, now: float) -> float:
+        """Time since the previous tick (0 for the first); counts overruns and keeps the longest gap."""
+        gap = 0.0 if self._last_tick is None else max(now - self._last_tick, 0.0)
+        self._last_tick = now
+        self.max_tick_gap_s = max(self.max_tick_gap_s, gap)
+        if self.tick_period_s is not None and gap > 2.0 * self.tick_period_s:
+            self.counters["tick_overruns"] += 1
+        return gap
 
     def _overspeed(self, state: RobotStateSnapshot) -> str | None:
         """The fault text when the measured speed has exceeded `overspeed_factor` x the commanded-speed limit
@@ -325,6 +355,7 @@ class ChunkExecutor:
         self.schedule.clear()
         self._prev_target = None
         self._gripper_closed = None
+        self._last_tick = None  # no ticks while the robot was faulted: not an overrun
 
     def home(
         self, q: np.ndarray | None = None, open_gripper: bool = True, gripper_timeout_s: float = 5.0
@@ -353,6 +384,7 @@ class ChunkExecutor:
                     break
                 time.sleep(0.01)
         self.state, self.reasons = IDLE, ["homed"]
+        self._last_tick = None  # the controller skips its ticks while homing: not an overrun
 
     def status(self) -> ExecutorStatus:
         """Current state, reasons and counters (copies)."""
@@ -363,4 +395,5 @@ class ChunkExecutor:
             fault=self.fault,
             last_clamp=self.last_clamp,
             consecutive_late=self.consecutive_late,
+            extra={"max_tick_gap_ms": round(1000.0 * self.max_tick_gap_s, 1)},
         )

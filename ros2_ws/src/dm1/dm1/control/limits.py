@@ -28,6 +28,9 @@ class SafetyLimits:
         with its tracker's lag, stops at the wall instead of overshooting it (at 0.35 m/s the targets start
         slowing 3 cm before the wall).
     chunk_timeout_s: a chunk older than this (receive time, node clock) is stale -> hold.
+    max_tick_gap_s: a control tick that comes later than this after the previous one (an overrun of the
+        controller's executor: the targets stood still meanwhile, and the next one would jump ahead along the
+        chunk) drops the running chunk and holds; the next fresh chunk starts from the measured state.
     max_future_s: reject chunks whose first action lies further than this in the future.
     max_consecutive_late: fault after this many chunks in a row arrive with every action already past.
     overspeed_factor: latch a fault when the *measured* speed exceeds this multiple of the speed the targets
@@ -52,6 +55,7 @@ class SafetyLimits:
     workspace_max: tuple[float, float, float] = (0.80, 0.40, 0.60)
     wall_decel: float = 2.0
     chunk_timeout_s: float = 0.1
+    max_tick_gap_s: float = 0.05
     max_future_s: float = 1.0
     max_consecutive_late: int = 5
     overspeed_factor: float = 3.0
@@ -89,7 +93,7 @@ class SafetyLimits:
             value = getattr(self, name)
             if not 0.0 < value <= upper:
                 raise bad(name, f"0 < value <= {upper}", value)
-        for name in ("max_ee_speed", "wall_decel", "chunk_timeout_s", "max_future_s"):
+        for name in ("max_ee_speed", "wall_decel", "chunk_timeout_s", "max_tick_gap_s", "max_future_s"):
             value = getattr(self, name)
             if not (np.isfinite(value) and value > 0.0):
                 raise bad(name, "a positive finite value", value)
