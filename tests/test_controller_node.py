@@ -152,6 +152,8 @@ def test_chunks_move_arm_smoothly_then_hold_when_publisher_stops(rig: Rig) -> No
     assert median > 0.03, f"arm did not follow the chunks (median speed {median:.3f} m/s)"
     for b in [s for s in stamps if t_start + 0.5 < s < last_publish - 0.05]:
         near = (t > b - 0.01) & (t < b + 0.03)
+        if not near.any():  # no /joint_states in that window (a loaded host): the nearest sample's velocity
+            near = np.abs(t - b) == np.abs(t - b).min()
         assert speed[near].min() >= 0.2 * median, f"arm stopped at chunk boundary t={b:.3f}"
     err = np.linalg.norm(ee[moving] - np.array([path(x) for x in t[moving]]), axis=1)
     assert np.median(err) < 0.015, f"tracking error median {np.median(err) * 1000:.1f} mm"
