@@ -111,19 +111,41 @@ def test_stream_events_while_idle_or_faulted_move_nothing() -> None:
     assert ex.counters["deadline_missed"] == 0, "a silent topic's misses are not counted while nothing runs"
 
 
-def test_a_late_control_tick_holds_instead_of_jumping_ahead_along_the_chunk() -> None:
+def fast_chunk(stamp: float, start_y: float, n: int = 40) -> TimedChunk:
+    """EE targets moving along +y at 0.3 m/s from HOME_EE_POS + (0, start_y, 0)."""
+    pos = HOME_EE_POS + np.outer(start_y + 0.3 * 0.05 * np.arange(n), [0.0, 1.0, 0.0])
+    return TimedChunk(stamp=stamp, time_from_start=np.arange(n) * 0.05, positions=pos, gripper=np.zeros(n))
+
+
+def test_after_an_overrun_the_target_moves_on_as_after_two_periods_not_across_the_gap() -> None:
+    backend, clock = FakeBackend(), FakeClock()
+    ex = ChunkExecutor(backend, SafetyLimits(), clock, tick_period_s=0.01)
+    t0 = clock.t
+    for _ in range(10):  # 0.3 m/s along the chunk, a fresh chunk every 50 ms
+        ex.on_chunk(fast_chunk(clock.t, 0.3 * (clock.t - t0)))
+        run(ex, clock, 0.05)
+    clock.t += 0.08  # the executor was held up for 80 ms: the chunk went on by 2.4 cm meanwhile
+    assert ex.on_chunk(fast_chunk(clock.t, 0.3 * (clock.t - t0))) == "accepted"
+    status = ex.tick()
+    ys = [args[0][1] for name, args in backend.motion_calls() if name == "ee"]
+    step = ys[-1] - ys[-2]
+    assert status.state == ACTIVE and status.counters["tick_overruns"] == 1
+    assert 0 < step <= 2 * 0.01 * SafetyLimits().max_ee_speed + 1e-9, f"a {1000 * step:.1f} mm step"
+
+
+def test_a_control_tick_after_the_controller_stood_still_holds() -> None:
     backend, clock = FakeBackend(), FakeClock()
     ex = ChunkExecutor(backend, SafetyLimits(), clock, tick_period_s=0.01)
     ex.on_chunk(ee_chunk(clock.t, n=40))
     run(ex, clock, 0.05)
     assert ex.state == ACTIVE
-    clock.t += 0.08  # the executor thread was held up for 80 ms: the targets stood still meanwhile
+    clock.t += 0.6  # over max_tick_gap_s (0.5 s): the controller itself was not running
     assert ex.on_chunk(ee_chunk(clock.t, n=40)) == "accepted"  # a fresh chunk came in: no watchdog
     n_moves = len(backend.motion_calls())
     status = ex.tick()
-    assert status.state == HOLDING and "control loop overrun: 80 ms" in status.reasons[0], status.reasons
+    assert status.state == HOLDING and "control loop overrun: 600 ms" in status.reasons[0], status.reasons
     assert len(backend.motion_calls()) == n_moves, "no target on the late tick"
-    assert status.counters["tick_overruns"] == 1 and status.values()["max_tick_gap_ms"] == 80.0
+    assert status.counters["tick_overruns"] == 1 and status.values()["max_tick_gap_ms"] == 600.0
 
 
 def test_short_tick_gaps_are_counted_and_homes_are_not_overruns() -> None:
@@ -131,7 +153,7 @@ def test_short_tick_gaps_are_counted_and_homes_are_not_overruns() -> None:
     ex = ChunkExecutor(backend, SafetyLimits(), clock, tick_period_s=0.01)
     ex.on_chunk(ee_chunk(clock.t, n=40))
     run(ex, clock, 0.05)
-    clock.t += 0.03  # three periods: an overrun, under max_tick_gap_s (50 ms)
+    clock.t += 0.03  # three periods: an overrun, far under max_tick_gap_s
     assert ex.tick().state == ACTIVE
     assert ex.counters["tick_overruns"] == 1
     ex.home()

@@ -336,6 +336,40 @@ def _chunks_through_a_bound(
 
 
 @pytest.mark.slow
+def test_after_the_executor_stalls_the_arm_picks_up_the_chunk_without_a_surge(sim_arm: SimArm) -> None:
+    """Chunks move the EE at 0.3 m/s; then the executor misses its ticks for 300 ms (the path goes on 9 cm,
+    the arm slows toward the standing target). On its next tick the target moves on as after two periods,
+    not across the whole gap: measured 0.25 m/s at most after the stall, against 0.52 m/s (1.5x the speed
+    limit) when that tick could step the target up to `max_ee_step` toward the chunk."""
+    from dm1.control.executor import ACTIVE, ChunkExecutor
+    from dm1.control.limits import SafetyLimits
+
+    lim = SafetyLimits()
+    backend = FrankyBackend(sim_arm.host, gripper=False)
+    try:
+        ex = ChunkExecutor(backend, lim, lambda: sim_arm.time, mode="cartesian", tick_period_s=0.01)
+        start = backend.read_state().ee_pos.copy()
+
+        def path(elapsed: float, tfs: np.ndarray) -> np.ndarray:  # (4, 3) along +y at 0.3 m/s
+            pos = np.tile(start, (len(tfs), 1))
+            pos[:, 1] = start[1] + 0.3 * (elapsed + tfs)
+            return pos
+
+        t0 = sim_arm.time
+        before = stream_chunks(ex, backend, sim_arm, path, 0.6)[1]
+        assert np.linalg.norm(before[-1].ee_vel) > 0.2, "the arm should be moving before the stall"
+        sim_arm.wait_sim(0.3)  # no ticks, no chunks
+        offset = sim_arm.time - t0
+        after = stream_chunks(ex, backend, sim_arm, lambda e, tfs: path(e + offset, tfs), 0.5)[1]
+        speeds = [float(np.linalg.norm(s.ee_vel)) for s in after]
+        assert ex.counters["tick_overruns"] == 1 and ex.state == ACTIVE
+        assert max(speeds) < 1.15 * lim.max_ee_speed, f"surge after the stall: {max(speeds):.3f} m/s"
+        assert speeds[-1] > 0.1, f"the arm did not pick the chunk up again: {speeds[-1]:.3f} m/s"
+    finally:
+        backend.close()
+
+
+@pytest.mark.slow
 def test_a_fault_latched_by_the_executor_brakes_the_arm_without_springing_back(sim_arm: SimArm) -> None:
     """Chunks move the EE at 0.3 m/s; then late chunks trip the executor's own fault (over budget). The
     robot itself is fine and still streaming, so the executor must brake it on every tick: with one hold()

@@ -93,9 +93,11 @@ class ChunkExecutor:
         limits: safety envelope (always applied).
         clock: returns the current time in seconds (the same clock as chunk stamps).
         mode: "cartesian" (EE position chunks) or "joint" (joint chunks); the other kind is refused.
-        tick_period_s: the period `tick` is called at; a tick more than two periods after the previous one is
-            counted as an overrun (`tick_overruns`; None: not counted). Any tick later than
-            `limits.max_tick_gap_s` holds the arm.
+        tick_period_s: the period `tick` is called at. A tick more than two periods after the previous one is
+            an overrun: counted (`tick_overruns`), and the safety filter's rate limits then allow the target
+            to move as far as in two periods, not across the whole gap (the arm, which slowed toward the
+            standing target meanwhile, picks up smoothly instead of being thrown after the chunk). None: no
+            overrun handling. Any tick later than `limits.max_tick_gap_s` holds the arm.
     """
 
     def __init__(
@@ -279,6 +281,8 @@ class ChunkExecutor:
         activating = self.state != ACTIVE or self._prev_target is None
         measured = state.ee_pos if self.mode == "cartesian" else state.q
         dt = 0.0 if self._prev_time is None or activating else max(now - self._prev_time, 0.0)
+        if self.tick_period_s is not None:  # after an overrun the target moves on as after two periods, not
+            dt = min(dt, 2.0 * self.tick_period_s)  # the whole gap: no step to where the chunk went meanwhile
         if activating:
             # First command after (re)activation = the measured state: no jump, whatever the chunk says.
             safe, velocity, report = measured.copy(), None, None
