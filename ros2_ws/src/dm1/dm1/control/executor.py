@@ -126,7 +126,7 @@ class ChunkExecutor:
         self._overspeed_ticks = 0  # ticks in a row with the measured speed over the overspeed limit
         self.tick_period_s = tick_period_s
         self._last_tick: float | None = None  # clock time of the previous tick
-        self.max_tick_gap_s = 0.0  # the longest time between two ticks so far (homes and recoveries excepted)
+        self.max_tick_gap_s = 0.0  # the longest time between two ticks while streaming
 
     # --- input -------------------------------------------------------------------------------------------
 
@@ -235,12 +235,14 @@ class ChunkExecutor:
         return self.status()
 
     def _tick_gap(self, now: float) -> float:
-        """Time since the previous tick (0 for the first); counts overruns and keeps the longest gap."""
+        """Time since the previous tick (0 for the first). While streaming (where a stall leaves the arm's
+        target standing), counts the overruns and keeps the longest gap; a held or idle arm is unaffected."""
         gap = 0.0 if self._last_tick is None else max(now - self._last_tick, 0.0)
         self._last_tick = now
-        self.max_tick_gap_s = max(self.max_tick_gap_s, gap)
-        if self.tick_period_s is not None and gap > 2.0 * self.tick_period_s:
-            self.counters["tick_overruns"] += 1
+        if self.state == ACTIVE:
+            self.max_tick_gap_s = max(self.max_tick_gap_s, gap)
+            if self.tick_period_s is not None and gap > 2.0 * self.tick_period_s:
+                self.counters["tick_overruns"] += 1
         return gap
 
     def _overspeed(self, state: RobotStateSnapshot) -> str | None:
