@@ -361,7 +361,6 @@ class ChunkExecutor:
         self.schedule.clear()
         self._prev_target = None
         self._gripper_closed = None
-        self._last_tick = None  # no ticks while the robot was faulted: not an overrun
 
     def home(
         self, q: np.ndarray | None = None, open_gripper: bool = True, gripper_timeout_s: float = 5.0
@@ -390,7 +389,6 @@ class ChunkExecutor:
                     break
                 time.sleep(0.01)
         self.state, self.reasons = IDLE, ["homed"]
-        self._last_tick = None  # the controller skips its ticks while homing: not an overrun
 
     def status(self) -> ExecutorStatus:
         """Current state, reasons and counters (copies)."""
