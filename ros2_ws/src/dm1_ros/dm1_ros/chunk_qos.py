@@ -52,7 +52,7 @@ def watch_chunk_stream(
     if deadline_ms <= 0 and lease_ms <= 0:
         return None
     log = node.get_logger()
-    told: set[str] = set()
+    told = False  # said once that a publisher does not match the watch
 
     def deadline(event) -> None:
         on_lost("deadline_missed", f"no chunk on {topic} within its QoS deadline ({deadline_ms:g} ms)")
@@ -62,8 +62,9 @@ def watch_chunk_stream(
             on_lost("liveliness_lost", f"the publisher of {topic} lost its QoS liveliness (killed or frozen)")
 
     def incompatible(event) -> None:
-        if topic not in told:  # once per topic: the chunk watchdog still covers such a publisher
-            told.add(topic)
+        nonlocal told
+        if not told:  # once: the chunk watchdog still covers such a publisher
+            told = True
             log.info(
                 f"a publisher on {topic} offers no matching QoS deadline/liveliness (policy kind "
                 f"{event.last_policy_kind}): only the chunk watchdog covers it"
