@@ -100,6 +100,15 @@ class StackProbe:
         self.node.destroy_client(client)
         return future.result().current_state.label
 
+    def detail(self, procs) -> str:
+        """What to add to a failure here: the last joint state and controller status seen, and the nodes' logs
+        (a twin that stood still shows as a libfranka network timeout in the controller's)."""
+        last_state = f"{self.states[-1][0]:.3f}" if self.states else "none"
+        status = self.controller[-1][1] if self.controller else {}
+        brief = {k: status.get(k) for k in ("state", "reasons", "holds", "faults", "liveliness_lost")}
+        logs = "\n".join(f"--- {n}.log (end)\n{procs.log(n)[-1500:]}" for n in ("twin", "controller"))
+        return f"sim now {self.now():.3f}, last joint state {last_state}, controller {brief}\n{logs}"
+
     def wait_sim(self, seconds: float, wall_timeout: float = 120.0) -> None:
         end = self.now() + seconds
         wait_for(lambda: self.now() >= end, wall_timeout, what=f"{seconds} s of simulation time")
@@ -209,8 +218,14 @@ def test_killing_the_policy_node_holds_the_arm(stack) -> None:
     last_chunk = max(r for r, _, n in probe.chunks if n > 0)
     assert last_chunk <= killed_at + 0.05
     profile = [(round(t - last_chunk, 3), round(dq, 3)) for t, dq in probe.states if t > last_chunk][::10]
-    speed = probe.max_speed_after(last_chunk + 0.1 + SETTLE_S)
-    assert speed < 0.05, f"arm still moving after the watchdog ({speed:.3f} rad/s); profile {profile}"
+    settled = last_chunk + 0.1 + SETTLE_S
+    assert any(t >= settled for t, _ in probe.states), (
+        f"no joint states after {settled:.3f}: {probe.detail(procs)}"
+    )
+    speed = probe.max_speed_after(settled)
+    assert speed < 0.05, (
+        f"arm still moving after the watchdog ({speed:.3f} rad/s); profile {profile}; {probe.detail(procs)}"
+    )
     # the second path (row 15): the policy's publisher offers a liveliness lease that the controller watches
     wait_for(
         lambda: any(int(s.get("liveliness_lost", 0)) > 0 for _, s in probe.controller),
