@@ -162,6 +162,11 @@ def test_chunks_move_arm_smoothly_then_hold_when_publisher_stops(rig: Rig) -> No
     assert after, "no joint states after the stop deadline"
     assert max(np.abs(s[2]).max() for s in after) < 0.05, "arm still moving 150 ms after the watchdog"
     wait_for(lambda: rig.last_status("state") == "holding", 10, what="holding status")
+    # the start check (Franka's communication_test through franky) passed, and while streaming the status
+    # carried libfranka's command success rate (franky-sim's is always 1.0)
+    assert "communication check passed" in rig.procs.log("controller"), rig.procs.log("controller")[-2000:]
+    rates = [float(s["min_command_success_rate"]) for s in rig.status if "min_command_success_rate" in s]
+    assert rates and min(rates) == 1.0, rig.status[-1]
 
     # rt_priority 10: the node's executor thread at SCHED_FIFO 10, franky's control thread alone at 99
     if os.geteuid() == 0:  # SCHED_FIFO needs root or an rtprio limit (the node warns and runs without)

@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sim",
     "launch",
     "operator",
+    "robot",
     "eval",
     "ablate",
     "bench",

@@ -16,6 +16,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from dm1.control.executor import STATUS_NAME, STATUS_TOPIC, ChunkExecutor
 from dm1.control.franky_backend import FrankyBackend
 from dm1.control.limits import SafetyLimits
+from dm1.control.link_check import require_healthy_link
 from dm1.control.parameters import CONTROLLER_PARAMETERS, SAFETY_PARAMETERS, check_controller_parameters
 from dm1.interrupts import requested
 from dm1.scheduling import try_raise_to_fifo
@@ -52,9 +53,13 @@ class ControllerNode(Node):
         self.backend = FrankyBackend(
             p["robot_ip"], p["relative_dynamics_factor"], mode=p["mode"], realtime=realtime
         )
+        if p["comm_check_s"] > 0:  # Franka's communication_test through franky: no run on a lossy link
+            link = (self.backend, p["mode"], p["comm_check_s"], p["min_command_success_rate"])
+            self.get_logger().info(require_healthy_link(*link))  # RuntimeError: refuses to start
         self.executor_ = ChunkExecutor(
             self.backend, self.limits, self._now, mode=p["mode"], tick_period_s=1.0 / p["control_rate_hz"]
         )
+        self.executor_.link.warn_below = p["min_command_success_rate"]
         if warning := try_raise_to_fifo(p["rt_priority"]):  # threads started later (home) inherit it
             self.get_logger().warning(warning)
         self.lock = threading.Lock()

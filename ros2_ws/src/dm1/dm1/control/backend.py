@@ -33,7 +33,8 @@ class RobotStateSnapshot:
 
     stamp: robot/sim time in seconds; q, dq: (7,) rad, rad/s; ee_pos: (3,) m in fr3_link0; ee_quat_xyzw: (4,);
     gripper_width: m; gripper_closed_cmd: last gripper command (True = close); fault: None when healthy,
-    else the error text; ee_vel: (3,) measured EE linear velocity in m/s.
+    else the error text; ee_vel: (3,) measured EE linear velocity in m/s; command_success_rate: libfranka's
+    fraction of the last 100 control commands that reached the robot (meaningful while streaming).
     """
 
     stamp: float
@@ -45,6 +46,7 @@ class RobotStateSnapshot:
     gripper_closed_cmd: bool
     fault: str | None
     ee_vel: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    command_success_rate: float = 1.0
 
 
 @runtime_checkable
@@ -104,6 +106,7 @@ class FakeBackend:
         self.q = np.array(HOME_Q if q is None else q, dtype=float)
         self.dq = np.zeros(7)
         self.ee_vel = np.zeros(3)  # measured EE linear velocity (m/s): set it to drill the overspeed latch
+        self.command_success_rate = 1.0  # set it to drill the link monitor and the communication check
         self.ee_pos = np.array(HOME_EE_POS if ee_pos is None else ee_pos, dtype=float)
         self.ee_quat = TOP_DOWN_XYZW.copy()
         self.gripper_closed = False
@@ -125,6 +128,7 @@ class FakeBackend:
             gripper_closed_cmd=self.gripper_closed,
             fault=self.fault,
             ee_vel=self.ee_vel.copy(),
+            command_success_rate=self.command_success_rate,
         )
 
     def _motion(self, name: str, *args: object) -> None:

@@ -20,6 +20,7 @@ import numpy as np
 
 from dm1.control.backend import RobotBackend, RobotFault, RobotStateSnapshot
 from dm1.control.limits import SafetyLimits
+from dm1.control.link_check import CommandLinkMonitor
 from dm1.control.safety import SafetyFilter, SafetyReport, nonfinite_reason
 from dm1.control.schedule import ChunkSchedule, TimedChunk
 
@@ -62,11 +63,12 @@ class ExecutorStatus:
     last_clamp: SafetyReport | None = None
     consecutive_late: int = 0
     extra: dict[str, float] = field(default_factory=dict)
+    warning: str | None = None  # e.g. the FCI link losing commands (`CommandLinkMonitor`)
 
     @property
     def level(self) -> str:
-        """Diagnostic level: error when faulted, warn when holding, ok otherwise."""
-        return {FAULT: "error", HOLDING: "warn"}.get(self.state, "ok")
+        """Diagnostic level: error when faulted, warn when holding or warned, ok otherwise."""
+        return {FAULT: "error", HOLDING: "warn"}.get(self.state, "warn" if self.warning else "ok")
 
     def values(self) -> dict[str, object]:
         """Key/values for a diagnostic message: state, reasons, counters and the last clamp (rounded)."""
@@ -76,6 +78,8 @@ class ExecutorStatus:
             **self.counters,
             **self.extra,
         }
+        if self.warning:
+            out["warning"] = self.warning
         if self.last_clamp is not None:
             out.update(
                 last_clamp=",".join(self.last_clamp.reasons),
@@ -127,6 +131,7 @@ class ChunkExecutor:
         self.tick_period_s = tick_period_s
         self._last_tick: float | None = None  # clock time of the previous tick
         self.max_tick_gap_s = 0.0  # the longest time between two ticks while streaming
+        self.link = CommandLinkMonitor()  # libfranka's command success rate, sampled while streaming
 
     # --- input -------------------------------------------------------------------------------------------
 
@@ -216,6 +221,8 @@ class ChunkExecutor:
             if state.fault is not None:
                 self._latch(state.fault)
                 return self.status()
+            if self.state == ACTIVE:
+                self.link.update(state.command_success_rate)
             if (overspeed := self._overspeed(state)) is not None:
                 self._latch(overspeed)
                 return self.status()
@@ -399,5 +406,6 @@ class ChunkExecutor:
             fault=self.fault,
             last_clamp=self.last_clamp,
             consecutive_late=self.consecutive_late,
-            extra={"max_tick_gap_ms": round(1000.0 * self.max_tick_gap_s, 1)},
+            extra={"max_tick_gap_ms": round(1000.0 * self.max_tick_gap_s, 1), **self.link.values()},
+            warning=self.link.warning(),
         )

@@ -211,6 +211,7 @@ class FrankyBackend:
             gripper_closed_cmd=self._gripper.closed_cmd if self._gripper else False,
             fault=self._fault,
             ee_vel=np.array(vel, dtype=float),
+            command_success_rate=float(s.control_command_success_rate),
         )
 
     # --- streaming ---------------------------------------------------------------------------------------

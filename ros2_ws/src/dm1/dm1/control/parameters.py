@@ -10,6 +10,7 @@ import dataclasses
 from typing import Any
 
 from dm1.control.limits import SafetyLimits
+from dm1.control.link_check import MIN_COMMAND_SUCCESS_RATE
 
 #: QoS on the action-chunk topics (wall clock; ms): the policy node offers them, the controller requests them
 #: on a watch subscription (`dm1_ros.chunk_qos`). A publisher that offers a deadline and misses it, or whose
@@ -34,6 +35,17 @@ CONTROLLER_PARAMETERS: dict[str, tuple[Any, str, tuple[float, float] | None]] = 
         "SCHED_FIFO priority of the node's executor thread, below franky's control thread (99): control "
         "ticks, holds and chunk hand-overs preempt the policy and the cameras; 0 = normal scheduling",
         (0, 98),
+    ),
+    "comm_check_s": (
+        1.0,
+        "communication check at start (Franka's communication_test through franky): hold the arm where it "
+        "stands this long and refuse to start if commands are lost or the arm drifts; 0 = skip",
+        (0.0, 60.0),
+    ),
+    "min_command_success_rate": (
+        MIN_COMMAND_SUCCESS_RATE,
+        "libfranka command success rate below which the start check fails and the status warns",
+        (0.0, 1.0),
     ),
     "chunk_deadline_ms": (
         CHUNK_DEADLINE_MS,
