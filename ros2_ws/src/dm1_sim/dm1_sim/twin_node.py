@@ -21,6 +21,7 @@ from dm1.sim.config import TwinConfig
 from dm1.sim.renderer import CameraFrame
 from dm1.sim.twin import Twin
 from dm1_ros.conversions import image_to_msg, to_time_msg
+from dm1_ros.dds_publishing import publish_asynchronously
 from dm1_ros.node_signals import stopped_by_signals
 from geometry_msgs.msg import PoseStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -159,6 +160,7 @@ def main(args: list[str] | None = None) -> int:
     node = None
     try:
         with stopped_by_signals():  # Ctrl-C ends the spin via the context shutdown (dm1_ros.node_signals)
+            publish_asynchronously()  # a killed subscriber's dead-held SHM lock must not stall the physics
             rclpy.init(args=args)
             node = TwinNode()  # a stop while it starts is seen once it has (its threads then stopped)
             rclpy.get_default_context().on_shutdown(_arm_shutdown_watchdog)  # SIGINT shuts the context down

@@ -8,6 +8,7 @@ read cached values under `_lock`.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -22,6 +23,12 @@ from dm1.sim.config import TwinConfig
 from dm1.sim.reflex import abort_running_motion
 from dm1.sim.renderer import CameraFrame, CameraRenderer
 from dm1.sim.scene import CUBE_JOINT, build_scene
+
+log = logging.getLogger(__name__)
+
+#: A physics step this long (wall time) after the previous one is logged: franky-sim answers libfranka from
+#: the physics thread, so a pause near libfranka's 1 s UDP timeout is a network fault in its client.
+PHYSICS_PAUSE_WARN_S = 0.25
 
 #: Joint configuration franky-sim starts in; send the arm here between episodes (rad).
 HOME_Q: tuple[float, ...] = (0.0, 0.0, 0.0, -1.57, 0.0, 1.57, 0.785)
@@ -66,6 +73,8 @@ class Twin:
         self._rtf_samples: deque[tuple[float, float]] = deque(maxlen=400)
         self._step = 0
         self._qadr = self._dadr = 0
+        self._last_step_wall: float | None = None
+        self.max_physics_pause_s = 0.0  #: longest wall time between two physics steps since start
 
     # -- lifecycle ----------------------------------------------------------------------------------------
     def start(self) -> Twin:
@@ -139,8 +148,18 @@ class Twin:
             self._pending_reflex = None
             reflex.set()
         self._cache(data)
+        self._watch_pause()
         if self._renderer is not None:
             self._renderer.on_physics_step(data)
+
+    def _watch_pause(self) -> None:
+        """Keep the longest wall time between two physics steps; log one near libfranka's timeout."""
+        wall = time.monotonic()
+        pause = 0.0 if self._last_step_wall is None else wall - self._last_step_wall
+        self.max_physics_pause_s = max(self.max_physics_pause_s, pause)
+        if pause >= PHYSICS_PAUSE_WARN_S:
+            log.warning("physics stood still for %.2f s of wall time (franky clients time out at 1 s)", pause)
+        self._last_step_wall = wall
 
     def _cache(self, data: Any) -> None:
         now = float(data.time)
