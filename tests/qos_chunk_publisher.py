@@ -11,24 +11,24 @@ import time
 
 import numpy as np
 import rclpy
+from dm1.control.backend import TOP_DOWN_XYZW
+from dm1.policy.step import ActionChunk
+from dm1.teleop.recorder import EE_ACTION_NAMES
 from dm1_ros.chunk_qos import chunk_qos
-from dm1_ros.conversions import to_duration_msg, to_time_msg
-from geometry_msgs.msg import Quaternion, Transform, Vector3
-from trajectory_msgs.msg import MultiDOFJointTrajectory, MultiDOFJointTrajectoryPoint
+from dm1_ros.conversions import chunk_to_multidof_trajectory
+from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 CHUNK_S, DT, SPEED = 4.0, 0.05, 0.05
 
 
 def chunk(p0: np.ndarray, t0: float, now: float) -> MultiDOFJointTrajectory:
-    msg = MultiDOFJointTrajectory(joint_names=["fr3_hand_tcp", "gripper"])
-    msg.header.stamp = to_time_msg(now)
-    for i in range(int(CHUNK_S / DT)):
-        x, y, z = p0 + np.array([0.0, SPEED * (now + i * DT - t0), 0.0])
-        ee = Transform(translation=Vector3(x=x, y=y, z=z), rotation=Quaternion(x=1.0, y=0.0, z=0.0, w=0.0))
-        pt = MultiDOFJointTrajectoryPoint(transforms=[ee, Transform(translation=Vector3(x=0.0))])
-        pt.time_from_start = to_duration_msg(i * DT)
-        msg.points.append(pt)
-    return msg
+    """4 s of points from `now`: the EE at 5 cm/s along +y from p0 (where it is at t0), gripper open."""
+    times = now + np.arange(int(CHUNK_S / DT)) * DT  # (N,)
+    xyz = p0 + np.outer(SPEED * (times - t0), [0.0, 1.0, 0.0])  # (N, 3)
+    acts = np.column_stack([xyz, np.zeros(len(times))])  # (N, 4) [x, y, z, gripper]
+    return chunk_to_multidof_trajectory(
+        ActionChunk(now, DT, acts, 0, now, "ee_position", EE_ACTION_NAMES), TOP_DOWN_XYZW
+    )
 
 
 def main() -> None:

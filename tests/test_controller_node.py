@@ -13,9 +13,16 @@ from conftest import PYTHON, dm1_operator, thread_scheduling, wait_for
 rclpy = pytest.importorskip("rclpy")
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from dm1.kinematics import fr3_fk  # noqa: E402
-from dm1_ros.conversions import diagnostic_values, from_time_msg, to_duration_msg, to_time_msg  # noqa: E402
+from dm1.policy.step import ActionChunk  # noqa: E402
+from dm1.teleop.recorder import EE_ACTION_NAMES  # noqa: E402
+from dm1_ros.conversions import (  # noqa: E402
+    chunk_to_multidof_trajectory,
+    diagnostic_values,
+    from_time_msg,
+    to_duration_msg,
+    to_time_msg,
+)
 from dm1_ros.spin_thread import SpinThread  # noqa: E402
-from geometry_msgs.msg import Quaternion, Transform, Vector3  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
@@ -25,7 +32,6 @@ from trajectory_msgs.msg import (  # noqa: E402
     JointTrajectory,
     JointTrajectoryPoint,
     MultiDOFJointTrajectory,
-    MultiDOFJointTrajectoryPoint,
 )
 
 TOP_DOWN = (1.0, 0.0, 0.0, 0.0)
@@ -78,16 +84,9 @@ class Rig:
     def publish_chunk(
         self, stamp: float, positions: np.ndarray, dt: float = 0.05, grip: float = 0.0, pub=None
     ) -> None:
-        msg = MultiDOFJointTrajectory(joint_names=["fr3_hand_tcp", "gripper"])
-        msg.header.stamp = to_time_msg(stamp)
-        for i, p in enumerate(positions):
-            ee = Transform(
-                translation=Vector3(x=p[0], y=p[1], z=p[2]), rotation=Quaternion(x=1.0, y=0.0, z=0.0, w=0.0)
-            )
-            pt = MultiDOFJointTrajectoryPoint(transforms=[ee, Transform(translation=Vector3(x=grip))])
-            pt.time_from_start = to_duration_msg(i * dt)
-            msg.points.append(pt)
-        (pub or self.chunk_pub).publish(msg)
+        acts = np.column_stack([positions, np.full(len(positions), grip)])  # (N, 4) [x, y, z, gripper]
+        chunk = ActionChunk(stamp, dt, acts, 0, stamp, "ee_position", EE_ACTION_NAMES)
+        (pub or self.chunk_pub).publish(chunk_to_multidof_trajectory(chunk, TOP_DOWN))
 
     def stream(self, path, seconds: float, period: float = 0.05, n: int = 16) -> list[float]:
         """Publish chunks of path(t) every `period` s of sim time (stamp = now); returns publish times."""
