@@ -115,6 +115,24 @@ def as_background_job(cmd: list[str]) -> list[str]:
     return ["bash", "-c", 'trap "" INT; exec "$@"', "bash", *cmd]
 
 
+class FakeClock:
+    """A settable clock for fake-clock unit tests (seconds): call it for the time; `advance` and `sleep` move
+    it (a fake `time.sleep` always takes some time, so a loop that sleeps 0 still moves on)."""
+
+    def __init__(self, t: float = 100.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, dt: float) -> float:
+        self.t += dt
+        return self.t
+
+    def sleep(self, dt: float) -> None:
+        self.t += max(dt, 1e-4)
+
+
 def wait_for(predicate, timeout: float, interval: float = 0.05, what: str = "condition", detail=None):
     """Poll `predicate` until it returns a truthy value or `timeout` seconds pass (then fail the test, adding
     `detail()`, e.g. the ends of the processes' logs, to the message)."""

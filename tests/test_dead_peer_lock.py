@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from conftest import free_loopback_host, wait_for
 
-ROUNDS, VICTIMS = 10, 4  # 40 kills: synchronous publishing showed a ~1 s pause in 2 of 6 runs of 24
+ROUNDS, VICTIMS = 10, 4  # 40 kills a run (synchronous publishing: a ~1 s pause in 2 of 9 runs)
 
 
 @pytest.mark.slow

@@ -4,18 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import FakeClock
 from dm1.control.backend import HOME_EE_POS, HOME_Q, FakeBackend, RobotFault
 from dm1.control.executor import ACTIVE, FAULT, HOLDING, IDLE, ChunkExecutor
 from dm1.control.limits import SafetyLimits
 from dm1.control.schedule import TimedChunk
-
-
-class FakeClock:
-    def __init__(self, t: float = 100.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def ee_chunk(stamp: float, offset=(0.0, 0.0, 0.0), n: int = 10, grip: float = 0.0) -> TimedChunk:

@@ -8,24 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import FakeClock
 from dm1.control.backend import HOME_EE_POS, FakeBackend
 from dm1.control.executor import ChunkExecutor
 from dm1.control.limits import SafetyLimits
 from dm1.control.link_check import CommandLinkMonitor, require_healthy_link, run_comm_check
 from dm1.control.schedule import TimedChunk
-
-
-class FakeClock:
-    """time.monotonic / time.sleep stand-ins: sleeping advances the clock."""
-
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
-
-    def sleep(self, dt: float) -> None:
-        self.t += max(dt, 1e-4)
 
 
 def _check(backend: FakeBackend, **kwargs):

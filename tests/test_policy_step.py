@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import FakeClock
 from dm1.kinematics import FR3_HOME_Q
 from dm1.policy import (
     NODE_PARAMETERS,
@@ -23,16 +24,6 @@ from policy_toy_model import build_toy_model, toy_base
 
 RATE = 10.0
 TA = 8
-
-
-class FakeClock:
-    """Settable node clock (seconds)."""
-
-    def __init__(self, t: float = 100.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import FakeClock
 from dm1.teleop.deadman import Deadman, DeadmanConfig
 from dm1.teleop.devices import (
     DeviceCommand,
@@ -19,15 +20,6 @@ from dm1.teleop.devices import (
     make_device,
 )
 from dm1.teleop.session import EpisodeSession, SessionError, SessionState
-
-
-class FakeClock:
-    def __init__(self, t: float = 100.0) -> None:
-        self.t = t
-
-    def advance(self, dt: float) -> float:
-        self.t += dt
-        return self.t
 
 
 # ---- deadman ----------------------------------------------------------------------------------------------

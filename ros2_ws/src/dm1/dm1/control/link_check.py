@@ -117,7 +117,8 @@ def run_comm_check(
             f"run_comm_check: expected seconds > warmup_s >= 0 and rate_hz > 0, found seconds={seconds}, "
             f"warmup_s={warmup_s}, rate_hz={rate_hz}"
         )
-    unit = "m" if mode == "cartesian" else "rad"
+    cartesian = mode == "cartesian"
+    unit = "m" if cartesian else "rad"
     problems: list[str] = []
     rates: list[float] = []
     drift = 0.0
@@ -128,15 +129,15 @@ def run_comm_check(
         t0, ticks = clock(), 0
         try:
             while (elapsed := clock() - t0) < seconds:
-                if mode == "cartesian":
+                if cartesian:
                     backend.send_ee_target(start.ee_pos, start.ee_quat_xyzw, lin_vel=np.zeros(3))
                 else:
                     backend.send_joint_target(start.q, np.zeros(7))
                 state = backend.read_state()
                 if state.fault is not None:
                     raise RobotFault(state.fault)
-                moved = state.ee_pos - start.ee_pos if mode == "cartesian" else state.q - start.q
-                drift = max(drift, float(np.abs(moved).max() if mode == "joint" else np.linalg.norm(moved)))
+                moved = state.ee_pos - start.ee_pos if cartesian else state.q - start.q
+                drift = max(drift, float(np.linalg.norm(moved) if cartesian else np.abs(moved).max()))
                 if elapsed >= warmup_s:
                     rates.append(state.command_success_rate)
                 ticks += 1
@@ -147,8 +148,7 @@ def run_comm_check(
     if not problems:
         if not rates:
             problems.append("no success-rate sample (check shorter than its warm-up)")
-        elif min(rates) < min_success_rate:
-            low = min(rates)
+        elif (low := min(rates)) < min_success_rate:
             problems.append(f"command success rate fell to {low:.3f} (expected >= {min_success_rate:.2f})")
         if drift > max_drift:
             problems.append(f"the arm drifted {drift:.4f} {unit} while held (expected <= {max_drift:g})")
