@@ -254,6 +254,22 @@ def test_bad_safety_parameters_refuse_to_start(ros_env, procs) -> None:
     assert "SafetyLimits.workspace_min/workspace_max" in procs.log("bad")
 
 
+def test_a_controller_for_a_real_arm_names_the_host_problems_before_it_connects(ros_env, procs) -> None:
+    from conftest import free_loopback_host
+    from dm1.control.host_check import check_host
+
+    nobody = free_loopback_host()  # no robot there: the node refuses to start after the host checks
+    args = ["-p", f"robot_ip:={nobody}", "-p", "comm_check_s:=0.0"]  # use_sim_time false: a real arm
+    proc = procs.start("real", [PYTHON, "-m", "dm1_ros.controller_node", "--ros-args", *args])
+    assert proc.wait(timeout=60) == 2
+    log = procs.log("real")
+    problems = check_host(nobody).problems()  # this machine, read the same way in this process
+    for finding in problems:
+        assert f"host check: {finding.line()}" in log, log[-3000:]
+    assert log.count("host check: ") == len(problems), log[-3000:]
+    assert log.index("host check: " if problems else "refusing to start") <= log.index("refusing to start")
+
+
 @pytest.mark.slow
 def test_shutdown_during_a_home_move_stops_the_arm_and_exits_cleanly(ros_env, procs) -> None:
     # a slow home move (dynamics factor 0.02): the node used to wait up to 5 s for its service thread while

@@ -161,6 +161,9 @@ def test_dm1_robot_check_reports_the_link_of_a_franky_sim_arm_and_names_an_unrea
         result = json.loads(run.stdout.strip().splitlines()[-1])
         assert result["passed"] and result["robot_ip"] == arm.host and result["min_success_rate"] == 1.0
         assert result["samples"] >= 50 and result["max_drift"] < 0.002
+        host = {f["name"]: f for f in result["host"]["findings"]}  # the host checks ran first
+        assert result["host"]["passed"] and host["fci_route"]["status"] == "ok"  # franky-sim over loopback
+        assert host["fci_interface"]["found"].startswith("lo")
     finally:
         arm.close()
     nobody = free_loopback_host()
@@ -171,3 +174,4 @@ def test_dm1_robot_check_reports_the_link_of_a_franky_sim_arm_and_names_an_unrea
         timeout=120,
     )
     assert run.returncode == 2 and f"cannot connect to {nobody}" in run.stderr, run.stderr[-2000:]
+    assert run.stdout.startswith("host check passed") and "realtime_kernel" in run.stdout  # before connecting

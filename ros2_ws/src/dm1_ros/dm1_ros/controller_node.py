@@ -15,6 +15,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from dm1.control.executor import STATUS_NAME, STATUS_TOPIC, ChunkExecutor
 from dm1.control.franky_backend import FrankyBackend
+from dm1.control.host_check import check_host
 from dm1.control.limits import SafetyLimits
 from dm1.control.link_check import require_healthy_link
 from dm1.control.parameters import CONTROLLER_PARAMETERS, SAFETY_PARAMETERS, check_controller_parameters
@@ -50,7 +51,11 @@ class ControllerNode(Node):
         p = declare_table(self, CONTROLLER_PARAMETERS)
         # ValueError naming the bad field or value -> the node refuses to start
         self.limits = SafetyLimits(**declare_table(self, SAFETY_PARAMETERS, prefix="safety."))
-        realtime = check_controller_parameters(p, self.get_parameter("use_sim_time").value)
+        sim = self.get_parameter("use_sim_time").value
+        realtime = check_controller_parameters(p, sim)
+        if not sim:  # what libfranka needs of this PC, said before it refuses to connect (dm1 robot host)
+            for finding in check_host(p["robot_ip"]).problems():
+                self.get_logger().warning(f"host check: {finding.line()}")
         self.backend = FrankyBackend(
             p["robot_ip"], p["relative_dynamics_factor"], mode=p["mode"], realtime=realtime
         )
@@ -70,7 +75,7 @@ class ControllerNode(Node):
         self.box_pub = self.create_publisher(MarkerArray, "/dm1/safety_box", latched)  # for rviz
         self.box_pub.publish(safety_box_markers(self.limits.workspace_min, self.limits.workspace_max))
         # deadlines run on the wall clock: under simulated time the chunks keep sim time, not wall time
-        deadline_ms = 0.0 if self.get_parameter("use_sim_time").value else p["chunk_deadline_ms"]
+        deadline_ms = 0.0 if sim else p["chunk_deadline_ms"]
         lease_ms = p["chunk_liveliness_lease_ms"]
         for msg_type, topic in ((MultiDOFJointTrajectory, CARTESIAN_TOPIC), (JointTrajectory, JOINT_TOPIC)):
             self.create_subscription(msg_type, topic, self._on_chunk, 10)

@@ -1,9 +1,16 @@
-"""`dm1 robot check`: the FCI link's communication check without ROS (Franka's communication_test, in franky).
+"""`dm1 robot host` and `dm1 robot check`: is this PC and its FCI link ready for the arm? No ROS needed.
 
-Connects to the robot (or a franky-sim host with `--sim`), holds the arm where it stands for `--seconds` while
-streaming that pose at 100 Hz, and reports libfranka's command success rate (fraction of the last 100 control
-commands that reached the robot) and how far the held arm moved. The controller node runs the same check for
-`comm_check_s` (controller.yaml) each time it starts. Exit code 0 = passed, 1 = failed, 2 = no connection.
+`dm1 robot host [--robot-ip IP]` reads the workstation's set-up (PREEMPT_RT kernel, real-time and memlock
+limits, CPU governor, the port to the robot, DDS, onnxruntime providers; `dm1.control.host_check`) and moves
+nothing. Exit code 0 = nothing failed, 1 = a check failed.
+
+`dm1 robot check` runs those host checks, then the FCI link's communication check (Franka's
+communication_test, in franky): it connects to the robot (or a franky-sim host with `--sim`), holds the arm
+where it stands for `--seconds` while streaming that pose at 100 Hz, and reports libfranka's command success
+rate (fraction of the last 100 control commands that reached the robot) and how far the held arm moved. The
+controller node runs the same checks each time it starts (host: warnings only, on the robot; link: for
+`comm_check_s`, controller.yaml). Exit code 0 = passed, 1 = the link or a host check
+failed, 2 = no connection. With `--sim` (franky-sim) host checks warn and never fail.
 The arm must be free to hold its pose: FCI active, joints unlocked, nothing pressing on it.
 """
 
@@ -14,9 +21,27 @@ import json
 import sys
 
 
+def _host(args: argparse.Namespace) -> int:
+    from dm1.control.host_check import check_host
+
+    report = check_host(args.robot_ip, sim=args.sim)
+    as_json = json.dumps({"robot_ip": args.robot_ip, "host": report.to_dict()})
+    print(as_json if args.json else report.summary())
+    return 0 if report.passed else 1
+
+
 def _handler(args: argparse.Namespace) -> int:
+    if args.action == "host":
+        return _host(args)
+    if args.robot_ip is None:
+        print("dm1 robot check: --robot-ip is required (the robot's FCI address)", file=sys.stderr)
+        return 2
+    from dm1.control.host_check import check_host
     from dm1.control.link_check import run_comm_check
 
+    host = check_host(args.robot_ip, sim=args.sim)
+    if not args.json:
+        print(host.summary(), flush=True)
     try:
         from dm1.control.franky_backend import FrankyBackend
 
@@ -32,10 +57,10 @@ def _handler(args: argparse.Namespace) -> int:
     finally:
         backend.close()
     if args.json:
-        print(json.dumps({"robot_ip": args.robot_ip, **result.to_dict()}))
+        print(json.dumps({"robot_ip": args.robot_ip, **result.to_dict(), "host": host.to_dict()}))
     else:
         print(result.summary())
-    return 0 if result.passed else 1
+    return 0 if result.passed and host.passed else 1
 
 
 def _positive(text: str) -> float:
@@ -54,9 +79,14 @@ def _check_seconds(text: str) -> float:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `dm1 robot`."""
-    p = sub.add_parser("robot", help="robot checks without ROS: communication check", description=__doc__)
-    p.add_argument("action", choices=["check"])
-    p.add_argument("--robot-ip", required=True, help="FCI address of the robot (or a franky-sim host)")
+    p = sub.add_parser(
+        "robot",
+        help="checks without ROS: this PC's set-up (host) and the FCI link (check)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("action", choices=["check", "host"], help="check: host checks + communication check")
+    p.add_argument("--robot-ip", help="FCI address of the robot (or a franky-sim host); required for check")
     p.add_argument("--sim", action="store_true", help="a franky-sim host (libfranka real-time not enforced)")
     p.add_argument("--seconds", type=_check_seconds, default=5.0, help="how long to hold and sample (s)")
     p.add_argument("--mode", choices=["cartesian", "joint"], default="cartesian", help="what to stream")
