@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import shutil
 import socket
@@ -17,7 +18,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from dm1.control.host_check import HostPaths, check_host, read_routes, route_to
+from dm1.control.backend import FakeBackend
+from dm1.control.host_check import HostFinding, HostPaths, HostReport, check_host, read_routes, route_to
+from dm1.control.startup import start_robot
 
 CAPS_NONE = 0
 CAPS_NICE_AND_LOCK = (1 << 23) | (1 << 14)
@@ -246,3 +249,67 @@ def test_dm1_robot_host_prints_json_and_exits_1_exactly_when_a_check_failed() ->
     assert {"realtime_kernel", "fci_route", "fci_interface"} <= {f["name"] for f in report["findings"]}
     sim = subprocess.run([*cmd, "--sim"], capture_output=True, text=True, timeout=120, check=False)
     assert sim.returncode == 0 and json.loads(sim.stdout)["host"]["passed"]
+
+
+def _controller_values(**overrides):
+    from dm1.control.parameters import CONTROLLER_PARAMETERS
+
+    values = {name: spec[0] for name, spec in CONTROLLER_PARAMETERS.items()}
+    return values | {"robot_ip": "172.16.0.2", "comm_check_s": 0.0} | overrides
+
+
+def _failing_host(_robot_ip: str) -> HostReport:
+    return HostReport(
+        [HostFinding("realtime_kernel", "fail", "no PREEMPT_RT", "a PREEMPT_RT kernel", "hint")]
+    )
+
+
+def test_the_controller_start_names_host_problems_before_connecting_to_a_real_arm() -> None:
+    events: list[tuple[str, object]] = []
+
+    def connect(host: str, rdf: float, mode: str, realtime: bool) -> FakeBackend:
+        events.append(("connect", (host, mode, realtime)))
+        return FakeBackend()
+
+    backend, link = start_robot(
+        _controller_values(), False, lambda m: events.append(("warn", m)), connect, _failing_host
+    )
+    assert isinstance(backend, FakeBackend) and link is None
+    assert events[0] == (
+        "warn",
+        "host check: [fail] realtime_kernel: no PREEMPT_RT (expected a PREEMPT_RT kernel); hint",
+    )
+    realtime = True  # a real arm: libfranka's real-time mode enforced
+    assert events[1] == ("connect", ("172.16.0.2", "cartesian", realtime))
+
+
+def test_the_twin_start_skips_the_host_checks_and_runs_the_link_check() -> None:
+    checked: list[str] = []
+
+    def host_check(robot_ip: str) -> HostReport:
+        checked.append(robot_ip)
+        return _failing_host(robot_ip)
+
+    fake = FakeBackend()
+    backend, link = start_robot(
+        _controller_values(comm_check_s=0.5), True, pytest.fail, lambda *a: fake, host_check
+    )
+    assert backend is fake and checked == [] and link is not None and "passed" in link
+
+
+def test_a_bad_parameter_or_a_lossy_link_refuses_the_start() -> None:
+    connected: list[FakeBackend] = []
+
+    def connect(*_args) -> FakeBackend:
+        connected.append(FakeBackend())
+        connected[-1].command_success_rate = 0.5
+        return connected[-1]
+
+    with pytest.raises(
+        ValueError, match=re.escape("parameter mode: expected cartesian | joint, found 'torque'")
+    ):
+        start_robot(_controller_values(mode="torque"), True, print, connect)
+    assert connected == []  # refused before connecting
+    with pytest.raises(RuntimeError, match=re.escape("command success rate fell to 0.500")):
+        start_robot(_controller_values(comm_check_s=0.5), True, print, connect)
+    assert connected[-1].calls[-1][0] == "close"

@@ -14,11 +14,9 @@ import threading
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from dm1.control.executor import STATUS_NAME, STATUS_TOPIC, ChunkExecutor
-from dm1.control.franky_backend import FrankyBackend
-from dm1.control.host_check import check_host
 from dm1.control.limits import SafetyLimits
-from dm1.control.link_check import require_healthy_link
-from dm1.control.parameters import CONTROLLER_PARAMETERS, SAFETY_PARAMETERS, check_controller_parameters
+from dm1.control.parameters import CONTROLLER_PARAMETERS, SAFETY_PARAMETERS
+from dm1.control.startup import start_robot
 from dm1.interrupts import requested
 from dm1.scheduling import try_raise_to_fifo
 from rclpy.executors import SingleThreadedExecutor
@@ -52,16 +50,11 @@ class ControllerNode(Node):
         # ValueError naming the bad field or value -> the node refuses to start
         self.limits = SafetyLimits(**declare_table(self, SAFETY_PARAMETERS, prefix="safety."))
         sim = self.get_parameter("use_sim_time").value
-        realtime = check_controller_parameters(p, sim)
-        if not sim:  # what libfranka needs of this PC, said before it refuses to connect (dm1 robot host)
-            for finding in check_host(p["robot_ip"]).problems():
-                self.get_logger().warning(f"host check: {finding.line()}")
-        self.backend = FrankyBackend(
-            p["robot_ip"], p["relative_dynamics_factor"], mode=p["mode"], realtime=realtime
-        )
-        if p["comm_check_s"] > 0:  # Franka's communication_test through franky: no run on a lossy link
-            link = (self.backend, p["mode"], p["comm_check_s"], p["min_command_success_rate"])
-            self.get_logger().info(require_healthy_link(*link))  # RuntimeError: refuses to start
+        # host checks (warnings) -> franky -> Franka's communication_test; a bad parameter, no robot or a
+        # lossy link raises: the node refuses to start
+        self.backend, link = start_robot(p, sim, self.get_logger().warning)
+        if link:
+            self.get_logger().info(link)
         self.executor_ = ChunkExecutor(
             self.backend, self.limits, self._now, mode=p["mode"], tick_period_s=1.0 / p["control_rate_hz"]
         )
