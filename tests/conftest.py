@@ -46,9 +46,11 @@ def ros_env() -> dict[str, str]:
     return env
 
 
-def dm1_operator(action: str, timeout_s: float = 30.0) -> subprocess.CompletedProcess[str]:
+def dm1_operator(
+    action: str, timeout_s: float = 30.0, extra: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
     """`dm1 operator <action>` as an operator runs it (a process of its own, this session's ROS domain)."""
-    cmd = [PYTHON, "-m", "dm1.cli", "operator", action, "--timeout", str(timeout_s)]
+    cmd = [PYTHON, "-m", "dm1.cli", "operator", action, "--timeout", str(timeout_s), *extra]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=6 * timeout_s)
 
 

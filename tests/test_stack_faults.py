@@ -118,6 +118,11 @@ class StackProbe:
         assert after, f"no joint states after t={t:.3f}"
         return float(max(after))
 
+    def max_speed_between(self, a: float, b: float) -> float:
+        inside = [dq for s, dq in self.states if a <= s <= b]
+        assert inside, f"no joint states between t={a:.3f} and {b:.3f}"
+        return float(max(inside))
+
     def max_motion_after(self, t: float, window_s: float = 0.05) -> float:
         """Largest joint speed (rad/s) after `t` measured from the positions, each over `window_s` of stamps
         (franky-sim's reported dq is not a measurement once no motion runs: after a reflex it stays at its
@@ -232,6 +237,38 @@ def test_killing_the_policy_node_holds_the_arm(stack) -> None:
         30,
         what="the controller counting the killed policy's lost QoS liveliness",
     )
+
+
+@pytest.mark.slow
+def test_fault_drills_hold_the_arm_through_the_real_fault_paths_then_the_policy_drives_it_again(
+    stack,
+) -> None:
+    """`dm1 operator drill` on the running stack (peer-features §4.11). nan_output: the policy rejects its own
+    output and publishes explicit holds; silence: it publishes nothing and the controller's watchdog holds;
+    freeze_camera: the front camera goes stale in the policy. The tool's verdict is checked against this
+    probe's own record of joint speeds and chunks."""
+    import json
+
+    probe, procs = stack
+    probe.wait_sim(1.0)
+    for spec in ("nan_output", "silence", "freeze_camera:front"):
+        run = dm1_operator("drill", 30.0, ("--drill", spec, "--duration", "1.0", "--json"))
+        assert run.returncode == 0, f"{spec}: {run.stdout} {run.stderr[-2000:]} {probe.detail(procs)}"
+        report = json.loads(run.stdout)
+        print(spec, report)  # shown with the failure output (and with -s)
+        start, end = report["started"], report["started"] + 1.0
+        assert report["held"] and report["conclusive"] and report["hold_latency_s"] <= 0.5, report
+        assert probe.max_speed_between(start + report["hold_latency_s"] + 0.02, end) < 0.05, (spec, report)
+        during = [n for r, _, n in probe.chunks if start + 0.2 <= r <= end - 0.05]
+        if spec == "silence":
+            assert during == [], f"silence: {len(during)} chunks published during the drill"
+        else:
+            assert during and not any(during), f"{spec}: expected only explicit holds, got {during}"
+        wait_for(
+            lambda end=end: any(r > end and n > 0 for r, _, n in probe.chunks),
+            60,
+            what=f"chunks with actions again after the {spec} drill",
+        )
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@
     recover     `/dm1/controller/recover`: clears a latched fault; the arm stays still (policy inactive)
     activate    the policy node's lifecycle `activate` (refused while the controller reports a fault)
     deactivate  the policy node's lifecycle `deactivate`: the controller's watchdog holds the arm
+    drill       a fault drill in the active policy, judged from /joint_states (`dm1_ros.fault_drill`)
 
 Every call is bounded; an unreachable graph is a TimeoutError naming the service or topic.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
@@ -104,6 +106,28 @@ def run_action(
             " (a latched controller fault blocks activation: `dm1 operator recover` first; see its log)"
         )
     return ActionResult(ok, message)
+
+
+def main_drill(args: Any) -> tuple[bool, str, Any]:
+    """Init rclpy, run `dm1 operator drill` (`dm1_ros.fault_drill.run_drill`) on a fresh node, shut down."""
+    from rclpy.signals import SignalHandlerOptions
+
+    from dm1_ros.fault_drill import run_drill
+
+    with rclpy.init(signal_handler_options=SignalHandlerOptions.NO):
+        node = rclpy.create_node("dm1_operator_drill")
+        try:
+            return run_drill(
+                node,
+                args.drill,
+                args.duration,
+                args.max_hold,
+                args.still_speed,
+                args.timeout,
+                args.policy_node,
+            )
+        finally:
+            node.destroy_node()
 
 
 def main_action(action: str, timeout_s: float, policy_node: str = "policy_node") -> ActionResult:

@@ -13,8 +13,10 @@ from __future__ import annotations
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from dm1.policy import NODE_PARAMETERS, PolicySession, config_from_parameters
 from dm1.policy.controller_watch import CONTROLLER_STATUS_NAME, ControllerWatch
+from dm1.policy.drill import DRILL_PARAMETERS, drill_request
 from dm1.policy.session import offered_deadline_ms
 from dm1.scheduling import try_raise_to_fifo
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
@@ -32,6 +34,8 @@ class PolicyNode(LifecycleNode):
     def __init__(self, **kwargs) -> None:
         super().__init__("policy_node", **kwargs)
         declare_table(self, NODE_PARAMETERS)
+        declare_table(self, DRILL_PARAMETERS)  # set at run time: `dm1 operator drill`
+        self.add_on_set_parameters_callback(self._on_set_parameters)
         if warning := try_raise_to_fifo(self.p("rt_priority")):  # onnxruntime's threads inherit it
             self.get_logger().warning(warning)
         self.outputs = PolicyOutputs(self)
@@ -110,6 +114,14 @@ class PolicyNode(LifecycleNode):
                 self.outputs.diagnose(self.session, "error", message, self.now_s(), force=True)
                 self.get_logger().error(f"controller fault ({fault}): deactivating")
                 self.trigger_deactivate()
+
+    def _on_set_parameters(self, params: list) -> SetParametersResult:
+        """`drill` starts a fault drill (active node only); other changes pass through."""
+        session = self.session if self._timer is not None else None
+        ok, reason = drill_request({p.name: p.value for p in params}, session, self.p("drill_duration_s"))
+        if ok and reason:
+            self.get_logger().warning(reason)
+        return SetParametersResult(successful=ok, reason=reason)
 
     def _on_image(self, name: str, msg: Image) -> None:
         try:

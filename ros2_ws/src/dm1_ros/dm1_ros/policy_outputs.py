@@ -15,7 +15,7 @@ from dm1_ros import conversions as cv
 from dm1_ros.chunk_markers import chunk_to_markers, clear_markers
 from dm1_ros.chunk_qos import CARTESIAN_TOPIC, JOINT_TOPIC, chunk_qos
 
-LEVEL = {"ok": "ok", "executing": "ok", "stale": "warn", "late": "warn"}  # any other kind: error
+LEVEL = {"ok": "ok", "executing": "ok", "stale": "warn", "late": "warn", "drill": "warn"}  # else: error
 
 
 class PolicyOutputs:
@@ -60,7 +60,8 @@ class PolicyOutputs:
                 status = cv.diagnostic_status("dm1/policy_node/ledger", "ok", "ms since capture", values)
                 self._ledger.publish(cv.diagnostic_array(now, [status]))
             self._markers.publish(chunk_to_markers(out.chunk, lifetime_s=2 * session.period_s))
-        elif out.kind != "executing":  # hold the arm now, before the controller's watchdog would
+        elif out.kind not in ("executing", "drill"):  # hold now, before the controller's watchdog would
+            # (a `silence` drill publishes nothing: the watchdog and the QoS deadline must hold the arm)
             hold = self._chunk_type()
             hold.header.stamp, hold.header.frame_id = cv.to_time_msg(now), f"policy: {out.kind}"
             self._chunks.publish(hold)

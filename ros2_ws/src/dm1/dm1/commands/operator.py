@@ -6,6 +6,12 @@ the move); `activate` / `deactivate` change the policy node's lifecycle state. A
 another latched fault: clear the cause, `dm1 operator recover`, then `dm1 operator activate` (the policy node
 deactivates itself on a controller fault and does not resume on its own). Exit code 0 = done, 1 = refused,
 2 = the graph did not answer.
+
+`drill --drill SPEC` checks the safety chain with the arm under policy control (on the twin or the robot):
+it starts a fault drill in the active policy node for `--duration` seconds (`freeze_camera:<name>`,
+`nan_output`, `stall_inference[:<s>]`, `silence`; `dm1.policy.drill`), records `/joint_states` and reports
+how soon the arm stood still. Exit code 0 = the arm held within `--max-hold`, 1 = it did not, or it was
+not moving before the drill (nothing shown). The drill ends by itself; the policy then drives the arm again.
 """
 
 from __future__ import annotations
@@ -16,6 +22,25 @@ import sys
 ACTIONS = ("status", "home", "recover", "activate", "deactivate")  # carried out by dm1_ros.operator_actions
 
 
+def _drill(args: argparse.Namespace) -> int:
+    import json
+
+    from dm1_ros.operator_actions import main_drill
+
+    if not args.drill:
+        print(
+            "dm1 operator drill: --drill is required (e.g. nan_output, freeze_camera:front)", file=sys.stderr
+        )
+        return 2
+    passed, message, report = main_drill(args)
+    print(
+        json.dumps({"passed": passed, "message": message, **(report.to_dict() if report else {})})
+        if args.json
+        else message
+    )
+    return 0 if passed else 1
+
+
 def _handler(args: argparse.Namespace) -> int:
     from dm1_ros.operator_actions import main_action
 
@@ -23,6 +48,8 @@ def _handler(args: argparse.Namespace) -> int:
 
     with deferred_interrupts():
         try:
+            if args.action == "drill":
+                return _drill(args)
             result = main_action(args.action, args.timeout, args.policy_node)
         except TimeoutError as exc:
             print(f"dm1 operator {args.action}: {exc}", file=sys.stderr)
@@ -31,12 +58,29 @@ def _handler(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, found {text}")
+    return value
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `dm1 operator`."""
     p = sub.add_parser(
-        "operator", help="operator actions: status, home, recover, activate", description=__doc__
+        "operator", help="operator actions: status, home, recover, activate, drill", description=__doc__
     )
-    p.add_argument("action", choices=ACTIONS)
+    p.add_argument("action", choices=[*ACTIONS, "drill"])
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each answer (home: ≥ 60)")
     p.add_argument("--policy-node", default="policy_node", help="name of the policy lifecycle node")
+    d = p.add_argument_group("drill")
+    d.add_argument(
+        "--drill", default="", help="freeze_camera:<name> | nan_output | stall_inference[:<s>] | silence"
+    )
+    d.add_argument("--duration", type=_positive, default=1.0, help="how long the drill lasts (s)")
+    d.add_argument("--max-hold", type=_positive, default=0.5, help="the arm must stand still within this (s)")
+    d.add_argument(
+        "--still-speed", type=_positive, default=0.02, help="standing still: every joint below (rad/s)"
+    )
+    d.add_argument("--json", action="store_true", help="print the drill's report as JSON")
     p.set_defaults(func=_handler)

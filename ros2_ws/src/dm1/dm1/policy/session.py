@@ -15,6 +15,7 @@ import numpy as np
 
 from dm1.control.executor import STATUS_TOPIC
 from dm1.control.parameters import CHUNK_LIVELINESS_LEASE_MS
+from dm1.policy.drill import Drill, DrilledRuntime, parse_drill
 from dm1.policy.observation import ObservationAssembler, ObservationConfig
 from dm1.policy.step import MODES, PolicyStep, StepOutcome
 from dm1.policy_defaults import DEFAULT_ENSEMBLE_ALPHA
@@ -194,8 +195,10 @@ class PolicySession:
             cfg.max_obs_age_s, sync_tolerance_s=cfg.sync_tolerance_s, resize=cfg.resize_images
         )
         self.assembler = ObservationAssembler(self.card, obs_cfg)
+        self.drill: Drill | None = None  # a fault drill (dm1.policy.drill): set by start_drill
+        self.drill_counts: dict[str, int] = {"drills": 0, "frames_dropped_by_drill": 0}
         self.step = PolicyStep(
-            runtime,
+            DrilledRuntime(runtime, self.active_drill),
             clock,
             cfg.mode,
             cfg.control_rate_hz,
@@ -212,7 +215,21 @@ class PolicySession:
 
     def on_image(self, name: str, stamp: float, rgb: np.ndarray) -> None:
         """A decoded camera frame (H, W, 3) uint8 stamped with its capture time."""
+        drill = self.active_drill()
+        if drill is not None and drill.camera == name:  # freeze_camera: as if the camera had stopped
+            self.drill_counts["frames_dropped_by_drill"] += 1
+            return
         self.assembler.on_image(name, stamp, rgb, received=self.clock())
+
+    def start_drill(self, spec: str, duration_s: float) -> Drill | None:
+        """Start the fault drill `spec` now for `duration_s` ('' ends a running one); ValueError if bad."""
+        self.drill = parse_drill(spec, list(self.topics), self.clock(), duration_s)
+        self.drill_counts["drills"] += self.drill is not None
+        return self.drill
+
+    def active_drill(self) -> Drill | None:
+        """The drill running now, or None."""
+        return self.drill if self.drill is not None and self.drill.active(self.clock()) else None
 
     def on_joint_state(self, stamp: float, q: np.ndarray, gripper_width: float) -> None:
         """A decoded arm state: q (7,) rad, gripper width m."""
@@ -229,11 +246,18 @@ class PolicySession:
         if now < self._last_now:  # simulation reset: frames from the old timeline are meaningless
             self.reset()
         self._last_now = now
+        drill = self.active_drill()
+        if drill is not None and drill.kind == "silence":
+            self.step.reset()  # the next chunk after the drill starts afresh, as after any hold
+            return StepOutcome(None, f"drill {drill.label}: publishing nothing", None, "drill")
         if not self.step.wants_inference(now):
             return self.step.skip()
         t = time.perf_counter()
         obs = self.assembler.assemble(now)
-        return self.step.run(obs, preprocess_ms=(time.perf_counter() - t) * 1e3)
+        out = self.step.run(obs, preprocess_ms=(time.perf_counter() - t) * 1e3)
+        if drill is not None and out.reason is not None:
+            out.reason = f"drill {drill.label}: {out.reason}"
+        return out
 
     def diagnostic_values(self) -> dict[str, float | int]:
         """Counters (per outcome kind, stale ticks per stream, rejected frames) and latency percentiles."""
@@ -241,5 +265,6 @@ class PolicySession:
             **self.step.counts,
             **{f"stale_{k}": v for k, v in self.step.stale_streams.items()},
             **{f"rejected_{k}": v for k, v in self.assembler.rejected_counts.items()},
+            **self.drill_counts,
             **self.step.latency_summary(),
         }

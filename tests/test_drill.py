@@ -1,0 +1,155 @@
+"""Fault drills in the policy (`dm1.policy.drill`): each one fails toward a hold through the real fault path,
+ends by itself, and `analyze_hold` judges the arm's answer. On the real onnxruntime with a toy model and a
+fake clock; the whole stack runs them in tests/test_stack_faults.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import FakeClock
+from dm1.kinematics import FR3_HOME_Q
+from dm1.policy import ObservationAssembler, PolicyConfig, PolicySession
+from dm1.policy.drill import DrilledRuntime, analyze_hold, drill_request, parse_drill
+from dm1.runtime import PolicyRuntime
+from policy_toy_model import build_toy_model
+
+CAMERAS = ["front", "wrist"]
+
+
+@pytest.fixture(scope="module")
+def runtime(tmp_path_factory) -> PolicyRuntime:
+    return PolicyRuntime.load(build_toy_model(tmp_path_factory.mktemp("toy"), control_rate_hz=10.0))
+
+
+def _feed(session: PolicySession, stamp: float) -> None:
+    for cam in session.card.cameras:
+        session.on_image(cam.name, stamp, np.zeros(cam.shape, np.uint8))
+    session.on_joint_state(stamp, FR3_HOME_Q, 0.04)
+
+
+def _running(runtime: PolicyRuntime) -> tuple[PolicySession, FakeClock]:
+    clock = FakeClock(100.0)
+    session = PolicySession(runtime, clock, PolicyConfig(seed=0))
+    _feed(session, 99.99)
+    assert session.tick().chunk is not None
+    return session, clock
+
+
+def test_drill_specs_parse_with_their_arguments_and_bad_ones_name_what_is_expected() -> None:
+    assert parse_drill("", CAMERAS, 1.0, 1.0) is None
+    frozen = parse_drill("freeze_camera:wrist", CAMERAS, 10.0, 2.0)
+    assert (frozen.kind, frozen.camera, frozen.started, frozen.until) == (
+        "freeze_camera",
+        "wrist",
+        10.0,
+        12.0,
+    )
+    assert parse_drill("stall_inference", CAMERAS, 0.0, 1.0).stall_s == 0.5
+    assert parse_drill("stall_inference:0.3", CAMERAS, 0.0, 1.0).label == "stall_inference:0.3"
+    assert parse_drill("nan_output", CAMERAS, 5.0, 1.0).describe() == "nan_output for 1 s started=5.000000"
+    bad = {
+        "wave": "expected one of ['freeze_camera', 'nan_output', 'stall_inference', 'silence']",
+        "freeze_camera:side": "expected one of the cameras ['front', 'wrist'], found 'side'",
+        "freeze_camera": "expected one of the cameras ['front', 'wrist'], found ''",
+        "stall_inference:-1": "expected a stall of (0, 10] s, found '-1'",
+        "stall_inference:soon": "found 'soon'",
+        "silence:now": "drill silence: takes no argument, found 'now'",
+    }
+    for spec, message in bad.items():
+        with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("(", r"\(")):
+            parse_drill(spec, CAMERAS, 0.0, 1.0)
+
+
+def test_freeze_camera_drops_that_cameras_frames_so_the_policy_holds_then_resumes(runtime) -> None:
+    session, clock = _running(runtime)
+    session.start_drill("freeze_camera:wrist", 0.5)  # 100.0 .. 100.5
+    for t in (100.05, 100.1, 100.15):
+        clock.t = t
+        _feed(session, t - 0.01)
+    out = session.tick()  # the newest wrist frame is 99.99: 160 ms old
+    assert out.chunk is None and out.kind == "stale" and "wrist" in out.reason
+    assert out.reason.startswith("drill freeze_camera:wrist: ")
+    assert session.diagnostic_values()["frames_dropped_by_drill"] == 3
+    clock.t = 100.6  # the drill is over: frames reach the policy again
+    _feed(session, 100.59)
+    assert session.tick().chunk is not None
+
+
+def test_nan_output_is_rejected_by_the_policys_own_finite_check(runtime) -> None:
+    session, clock = _running(runtime)
+    session.start_drill("nan_output", 1.0)
+    clock.t = 100.05
+    _feed(session, 100.04)
+    out = session.tick()
+    assert out.chunk is None and out.kind == "nonfinite" and "NaN/Inf" in out.reason
+    clock.t = 101.1
+    _feed(session, 101.09)
+    assert session.tick().chunk is not None and session.step.counts["nonfinite"] == 1
+
+
+def test_silence_publishes_nothing_and_stall_hangs_each_inference(runtime) -> None:
+    session, clock = _running(runtime)
+    session.start_drill("silence", 0.2)
+    out = session.tick()
+    assert out.chunk is None and out.kind == "drill" and "publishing nothing" in out.reason
+    waits: list[float] = []
+    stalled = DrilledRuntime(
+        runtime, lambda: parse_drill("stall_inference:0.4", CAMERAS, 0.0, 1.0), waits.append
+    )
+    assembler = ObservationAssembler(runtime.card)
+    for cam in runtime.card.cameras:
+        assembler.on_image(cam.name, 1.0, np.zeros(cam.shape, np.uint8), received=1.0)
+    assembler.on_joint_state(1.0, FR3_HOME_Q, 0.04, received=1.0)
+    obs = assembler.assemble(1.01)
+    actions = stalled.predict(obs.images, obs.proprio, noise=np.zeros(runtime.card.noise_shape, np.float32))
+    assert waits == [0.4] and np.all(np.isfinite(actions))  # late, but the real output
+
+
+def test_a_drill_is_refused_on_an_inactive_node_and_a_bad_one_changes_nothing(runtime) -> None:
+    assert drill_request({"drill": "nan_output"}, None, 1.0) == (
+        False,
+        "drills run only while the policy is active",
+    )
+    assert drill_request({"seed": 3}, None, 1.0) == (True, "")  # not a drill: passes through
+    session, _ = _running(runtime)
+    ok, reason = drill_request({"drill": "freeze_camera:side"}, session, 1.0)
+    assert not ok and "found 'side'" in reason and session.drill is None
+    ok, reason = drill_request({"drill": "nan_output", "drill_duration_s": 2.5}, session, 1.0)
+    assert ok and reason == "fault drill: nan_output for 2.5 s started=100.000000"
+    assert (
+        drill_request({"drill": ""}, session, 1.0) == (True, "fault drill ended")
+        and session.active_drill() is None
+    )
+
+
+def _profile(speed_of_t, t_end: float = 3.0, dt: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
+    t = np.arange(0.0, t_end, dt)
+    return t, np.array([speed_of_t(x) for x in t])
+
+
+def test_analyze_hold_measures_when_the_arm_stood_still_and_when_it_moved_again() -> None:
+    # moving at 0.3 rad/s, braking linearly from the drill's start (1.0) to rest at 1.2, moving again at 2.1
+    t, v = _profile(lambda x: 0.3 if x < 1.0 else max(0.0, 0.3 - 1.5 * (x - 1.0)) if x < 2.1 else 0.3)
+    report = analyze_hold(t, v, "nan_output", started=1.0, duration_s=1.0)
+    assert report.held and report.conclusive and report.hold_latency_s == pytest.approx(0.19, abs=0.011)
+    assert report.speed_before == pytest.approx(0.3) and report.max_speed_held < 0.02
+    assert report.resumed_after_s == pytest.approx(0.1, abs=0.011)
+    assert "held: still 190 ms after the start" in report.summary()
+
+
+def test_analyze_hold_fails_a_late_hold_an_arm_that_never_stops_and_a_drill_on_a_still_arm() -> None:
+    t, v = _profile(lambda x: 0.3 if x < 1.7 else 0.0)
+    late = analyze_hold(t, v, "silence", started=1.0, duration_s=1.0, max_hold_s=0.5)
+    assert (
+        not late.held
+        and late.hold_latency_s == pytest.approx(0.7, abs=0.011)
+        and "TOO LATE" in late.summary()
+    )
+    t, v = _profile(lambda x: 0.3)
+    never = analyze_hold(t, v, "silence", started=1.0, duration_s=1.0)
+    assert not never.held and never.hold_latency_s is None and "NOT HELD" in never.summary()
+    t, v = _profile(lambda x: 0.0)
+    idle = analyze_hold(t, v, "silence", started=1.0, duration_s=1.0)
+    assert idle.held and not idle.conclusive and "INCONCLUSIVE" in idle.summary()
+    with pytest.raises(ValueError, match="expected samples until the drill's end 3.500"):
+        analyze_hold(t, v, "silence", started=2.5, duration_s=1.0)
