@@ -28,6 +28,7 @@ Status = Literal["ok", "warn", "fail", "skip"]
 
 CAP_IPC_LOCK = 14
 CAP_SYS_NICE = 23
+_CAPS = {"CAP_IPC_LOCK": CAP_IPC_LOCK, "CAP_SYS_NICE": CAP_SYS_NICE}
 #: libfranka raises its control thread to the highest SCHED_FIFO priority (99).
 NEEDED_RTPRIO = 99
 #: docs/real-robot.md's limits.conf (`memlock 102400` KiB).
@@ -120,24 +121,30 @@ def check_realtime_kernel(paths: HostPaths) -> HostFinding:
     )
 
 
+def _limit_check(
+    paths: HostPaths, getrlimit: Callable[[int], tuple[int, int]], name: str, needed: int, cap: str
+) -> tuple[bool, str]:
+    """Whether the soft limit `name` reaches `needed` (or capability `cap` lifts it), and what was found."""
+    soft = getrlimit(getattr(resource, f"RLIMIT_{name.upper()}"))[0]
+    capable = bool(_effective_caps(paths) >> _CAPS[cap] & 1)
+    found = f"{name} limit {_limit_text(soft)}, {cap} {'yes' if capable else 'no'}"
+    return capable or soft == resource.RLIM_INFINITY or soft >= needed, found
+
+
 def check_realtime_priority(paths: HostPaths, getrlimit: Callable[[int], tuple[int, int]]) -> HostFinding:
     """SCHED_FIFO 99 allowed: an rtprio limit of 99, or CAP_SYS_NICE (root outside a restricted container)."""
-    soft = getrlimit(resource.RLIMIT_RTPRIO)[0]
-    cap = bool(_effective_caps(paths) >> CAP_SYS_NICE & 1)
-    ok = cap or soft == resource.RLIM_INFINITY or soft >= NEEDED_RTPRIO
-    found = f"rtprio limit {_limit_text(soft)}, CAP_SYS_NICE {'yes' if cap else 'no'}"
+    ok, found = _limit_check(paths, getrlimit, "rtprio", NEEDED_RTPRIO, "CAP_SYS_NICE")
     hint = f"add your user to a realtime group with rtprio 99 ({_DOC} §2), or cap_add sys_nice in docker"
     return HostFinding("realtime_priority", "ok" if ok else "fail", found, f"rtprio ≥ {NEEDED_RTPRIO}", hint)
 
 
 def check_memlock(paths: HostPaths, getrlimit: Callable[[int], tuple[int, int]]) -> HostFinding:
     """Locked memory: page faults in the control loop cost milliseconds."""
-    soft = getrlimit(resource.RLIMIT_MEMLOCK)[0]
-    cap = bool(_effective_caps(paths) >> CAP_IPC_LOCK & 1)
-    ok = cap or soft == resource.RLIM_INFINITY or soft >= NEEDED_MEMLOCK_BYTES
-    found = f"memlock limit {_limit_text(soft)} bytes, CAP_IPC_LOCK {'yes' if cap else 'no'}"
+    ok, found = _limit_check(paths, getrlimit, "memlock", NEEDED_MEMLOCK_BYTES, "CAP_IPC_LOCK")
     hint = f"memlock 102400 in limits.conf ({_DOC} §2), or ulimit memlock=-1 in docker"
-    return HostFinding("memlock", "ok" if ok else "warn", found, f"≥ {NEEDED_MEMLOCK_BYTES} bytes", hint)
+    return HostFinding(
+        "memlock", "ok" if ok else "warn", f"{found} (bytes)", f"≥ {NEEDED_MEMLOCK_BYTES} bytes", hint
+    )
 
 
 def check_cpu_governor(paths: HostPaths) -> HostFinding:
