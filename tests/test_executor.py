@@ -437,3 +437,22 @@ def test_a_measured_joint_overspeed_in_joint_mode_names_the_joint() -> None:
 def test_overspeed_factor_must_exceed_one() -> None:
     with pytest.raises(ValueError, match="overspeed_factor"):
         SafetyLimits(overspeed_factor=1.0)
+
+
+def test_the_status_reports_the_action_to_motion_lag_of_a_streamed_path() -> None:
+    # FakeBackend reaches each target at once, so the pose read in a tick is the previous tick's target: the
+    # measured path lags the commanded one by exactly one tick (10 ms), with no error left at that lag
+    ex, backend, clock = make()
+    for k in range(40):  # a fresh chunk every 50 ms for 2 s, moving 2 cm/s along y
+        stamp = clock.t + 0.05
+        offset = (0.0, 0.02 * 0.05 * k, 0.0)
+        pos = HOME_EE_POS + np.asarray(offset) + np.outer(np.arange(10), [0.0, 0.001, 0.0])
+        chunk = TimedChunk(
+            stamp=stamp, time_from_start=np.arange(10) * 0.05, positions=pos, gripper=np.zeros(10)
+        )
+        assert ex.on_chunk(chunk) == "accepted"
+        run(ex, clock, 0.05)
+    extra = ex.status().extra
+    assert extra["tracking_lag_ms"] == pytest.approx(10.0, abs=2.5) and extra["tracking_error_mm"] < 0.1
+    run(ex, clock, 0.5)  # the watchdog holds: the last estimate stays in the status
+    assert ex.state == HOLDING and ex.status().extra["tracking_lag_ms"] == extra["tracking_lag_ms"]

@@ -19,13 +19,20 @@ from typing import Any
 
 import numpy as np
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from dm1.control.executor import STATUS_TOPIC
 from dm1.control.limits import SafetyLimits
 from dm1.kinematics import fr3_fk
 from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 from dm1_ros.chunk_qos import CARTESIAN_TOPIC
-from dm1_ros.conversions import from_time_msg, joint_state_to_arm, multidof_trajectory_to_arrays
+from dm1_ros.conversions import (
+    diagnostic_values,
+    from_time_msg,
+    joint_state_to_arm,
+    multidof_trajectory_to_arrays,
+)
 from dm1_ros.evaluate import EvalDriver
 
 
@@ -256,6 +263,7 @@ def run_loop_benchmark(args: Any) -> dict[str, Any]:
     latencies: list[float] = []  # observation assembled (tick) → chunk published, ms
     capture: list[float] = []  # image capture → chunk published, ms
     stages: dict[str, list[float]] = {"preprocess": [], "inference": [], "publish": []}  # ms per stage
+    tracking: list[tuple[float, float]] = []  # the controller's action-to-motion lag (ms) and error (mm)
     active_s = 0.0
     chunks = 0
     # Ctrl-C / SIGTERM: raised at the driver's next spin step, then the graph is stopped (as in dm1 eval)
@@ -272,7 +280,13 @@ def run_loop_benchmark(args: Any) -> dict[str, Any]:
                 chunk_points.append(points)
                 chunk_stamps.append(from_time_msg(msg.header.stamp))
 
+        def on_status(msg: DiagnosticArray) -> None:
+            for values in (diagnostic_values(st) for st in msg.status):
+                if "tracking_lag_ms" in values and "tracking_error_mm" in values:
+                    tracking.append((float(values["tracking_lag_ms"]), float(values["tracking_error_mm"])))
+
         driver.node.create_subscription(JointState, "/joint_states", on_js, 50)
+        driver.node.create_subscription(DiagnosticArray, STATUS_TOPIC, on_status, 10)
         driver.node.create_subscription(MultiDOFJointTrajectory, CARTESIAN_TOPIC, on_chunk, 50)
         try:
             wait_graph_ready(graph, driver, out / "launch.log", 180.0, (TimeoutError, RuntimeError))
@@ -342,6 +356,11 @@ def run_loop_benchmark(args: Any) -> dict[str, Any]:
             name: {"median": float(np.median(v)), "p99": float(np.percentile(v, 99))}
             for name, v in stages.items()
             if v
+        },
+        "tracking": {  # the controller's estimates (status, 10 Hz): how late the arm follows its targets
+            "lag_ms_median": float(np.median([lag for lag, _ in tracking])) if tracking else float("nan"),
+            "error_mm_median": float(np.median([err for _, err in tracking])) if tracking else float("nan"),
+            "samples": len(tracking),
         },
         "missed_ticks": max(expected - chunks, 0),
         "ticks": expected,

@@ -88,8 +88,10 @@ def run_action(
     if action == "status":
         st = controller_status(node, timeout_s)
         fault = f", fault: {st['message']}" if st.get("state") == "fault" else ""
+        error = next((f", {v} {k[15:]}" for k, v in st.items() if k.startswith("tracking_error_")), "")
+        lag = f" (tracking lag {st['tracking_lag_ms']} ms{error})" if "tracking_lag_ms" in st else ""
         return ActionResult(
-            True, f"controller: {st.get('state', '?')}{fault}; {policy_node}: {policy or 'not running'}"
+            True, f"controller: {st.get('state', '?')}{lag}{fault}; {policy_node}: {policy or 'not running'}"
         )
     if action == "home":
         if policy == "active":

@@ -21,15 +21,15 @@ import numpy as np
 from dm1.control.backend import RobotBackend, RobotFault, RobotStateSnapshot
 from dm1.control.limits import SafetyLimits
 from dm1.control.link_check import CommandLinkMonitor
-from dm1.control.safety import SafetyFilter, SafetyReport, nonfinite_reason
+from dm1.control.safety import OverspeedWatch, SafetyFilter, SafetyReport, nonfinite_reason
 from dm1.control.schedule import ChunkSchedule, TimedChunk
+from dm1.control.tracking import TrackingMonitor
 
 log = logging.getLogger(__name__)
 
 GRIPPER_OPEN_M = 0.07  # a gripper at least this wide counts as open (the Franka Hand opens to 0.08 m)
 
 IDLE, ACTIVE, HOLDING, FAULT = "idle", "active", "holding", "fault"
-OVERSPEED_TICKS = 3  # ticks in a row over SafetyLimits.overspeed_factor before the overspeed latches
 STATUS_NAME = "dm1/controller"  # DiagnosticStatus.name of the controller node's reports (ERROR while FAULT)
 STATUS_TOPIC = "/dm1/controller/status"  # where the controller node publishes them (DiagnosticArray)
 COUNTERS = (
@@ -127,11 +127,12 @@ class ChunkExecutor:
         self._prev_time: float | None = None
         self._gripper_closed: bool | None = None
         self._brake_error_logged = -np.inf  # time.monotonic() of the last "hold failed" log
-        self._overspeed_ticks = 0  # ticks in a row with the measured speed over the overspeed limit
+        self.overspeed = OverspeedWatch(limits, mode)  # the measured speed vs what targets may command
         self.tick_period_s = tick_period_s
         self._last_tick: float | None = None  # clock time of the previous tick
         self.max_tick_gap_s = 0.0  # the longest time between two ticks while streaming
         self.link = CommandLinkMonitor()  # libfranka's command success rate, sampled while streaming
+        self.tracking = TrackingMonitor(unit="mm" if mode == "cartesian" else "mrad")  # action-to-motion lag
 
     # --- input -------------------------------------------------------------------------------------------
 
@@ -223,7 +224,7 @@ class ChunkExecutor:
                 return self.status()
             if self.state == ACTIVE:
                 self.link.update(state.command_success_rate)
-            if (overspeed := self._overspeed(state)) is not None:
+            if (overspeed := self.overspeed.check(state.ee_vel, state.dq)) is not None:
                 self._latch(overspeed)
                 return self.status()
             if gap > self.limits.max_tick_gap_s and self.state == ACTIVE:
@@ -251,28 +252,6 @@ class ChunkExecutor:
             if self.tick_period_s is not None and gap > 2.0 * self.tick_period_s:
                 self.counters["tick_overruns"] += 1
         return gap
-
-    def _overspeed(self, state: RobotStateSnapshot) -> str | None:
-        """The fault text when the measured speed has exceeded `overspeed_factor` x the commanded-speed limit
-        on `OVERSPEED_TICKS` ticks in a row (a single sample may be noise), else None."""
-        lim = self.limits
-        if self.mode == "cartesian":
-            speed, cap, what = float(np.linalg.norm(state.ee_vel)), lim.max_ee_speed, "EE speed"
-            unit = "m/s"
-        else:
-            caps = np.asarray(lim.dq_max) * lim.velocity_scale  # (7,)
-            j = int(np.argmax(np.abs(state.dq) / caps))
-            speed, cap, what, unit = float(abs(state.dq[j])), float(caps[j]), f"joint {j + 1} speed", "rad/s"
-        if speed <= lim.overspeed_factor * cap:
-            self._overspeed_ticks = 0
-            return None
-        self._overspeed_ticks += 1
-        if self._overspeed_ticks < OVERSPEED_TICKS:
-            return None
-        return (
-            f"overspeed: measured {what} {speed:.3f} {unit} above {lim.overspeed_factor:g} x the commanded "
-            f"limit {cap:.3f} {unit} (a push, a collision or an unstable tracker)"
-        )
 
     def _hold(self, reason: str) -> None:
         if self.state == ACTIVE:
@@ -317,6 +296,8 @@ class ChunkExecutor:
         self._update_gripper(target.gripper)
         if activating:
             self.state, self.reasons = ACTIVE, ["streaming"]
+            self.tracking.reset()  # a new stream: the window starts here
+        self.tracking.record(now, safe, measured)
         self._prev_target, self._prev_time = safe, now
 
     def _update_gripper(self, command: float) -> None:
@@ -364,7 +345,7 @@ class ChunkExecutor:
         self.backend.recover()
         self.state, self.fault, self.reasons = IDLE, None, ["recovered"]
         self.consecutive_late = 0
-        self._overspeed_ticks = 0
+        self.overspeed.ticks = 0
         self.schedule.clear()
         self._prev_target = None
         self._gripper_closed = None
@@ -406,6 +387,10 @@ class ChunkExecutor:
             fault=self.fault,
             last_clamp=self.last_clamp,
             consecutive_late=self.consecutive_late,
-            extra={"max_tick_gap_ms": round(1000.0 * self.max_tick_gap_s, 1), **self.link.values()},
+            extra={
+                "max_tick_gap_ms": round(1000.0 * self.max_tick_gap_s, 1),
+                **self.link.values(),
+                **self.tracking.values(),
+            },
             warning=self.link.warning(),
         )

@@ -211,3 +211,36 @@ class SafetyFilter:
                 f"SafetyFilter.normalize_quaternion: expected a finite non-zero quaternion, found {q}"
             )
         return q / norm
+
+
+#: Ticks in a row over `SafetyLimits.overspeed_factor` before the overspeed latches (one sample may be noise).
+OVERSPEED_TICKS = 3
+
+
+class OverspeedWatch:
+    """The *measured* speed against what the targets may command: EE speed (Cartesian mode) or each joint's
+    speed (joint mode) above `overspeed_factor` × its limit on `OVERSPEED_TICKS` ticks in a row is a fault."""
+
+    def __init__(self, limits: SafetyLimits, mode: str) -> None:
+        self.limits, self.mode = limits, mode
+        self.ticks = 0  # ticks in a row over the limit
+
+    def check(self, ee_vel: np.ndarray, dq: np.ndarray) -> str | None:
+        """One tick's measured EE velocity (3,) m/s and joint velocities (7,) rad/s → the fault, or None."""
+        lim = self.limits
+        if self.mode == "cartesian":
+            speed, cap, what, unit = float(np.linalg.norm(ee_vel)), lim.max_ee_speed, "EE speed", "m/s"
+        else:
+            caps = np.asarray(lim.dq_max) * lim.velocity_scale  # (7,)
+            j = int(np.argmax(np.abs(dq) / caps))
+            speed, cap, what, unit = float(abs(dq[j])), float(caps[j]), f"joint {j + 1} speed", "rad/s"
+        if speed <= lim.overspeed_factor * cap:
+            self.ticks = 0
+            return None
+        self.ticks += 1
+        if self.ticks < OVERSPEED_TICKS:
+            return None
+        return (
+            f"overspeed: measured {what} {speed:.3f} {unit} above {lim.overspeed_factor:g} x the commanded "
+            f"limit {cap:.3f} {unit} (a push, a collision or an unstable tracker)"
+        )
