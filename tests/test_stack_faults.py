@@ -243,32 +243,30 @@ def test_killing_the_policy_node_holds_the_arm(stack) -> None:
 def test_fault_drills_hold_the_arm_through_the_real_fault_paths_then_the_policy_drives_it_again(
     stack,
 ) -> None:
-    """`dm1 operator drill` on the running stack (peer-features §4.11). nan_output: the policy rejects its own
-    output and publishes explicit holds; silence: it publishes nothing and the controller's watchdog holds;
-    freeze_camera: the front camera goes stale in the policy. The tool's verdict is checked against this
-    probe's own record of joint speeds and chunks."""
+    """`dm1 operator drill --drill all` on the running stack (peer-features §4.11). nan_output: the policy
+    rejects its own output and publishes explicit holds; silence: it publishes nothing and the controller's
+    watchdog holds; stall_inference: every inference hangs 0.5 s; freeze_camera: that camera goes stale in the
+    policy. The tool's verdicts are checked against this probe's own record of joint speeds and chunks."""
     import json
 
     probe, procs = stack
     probe.wait_sim(1.0)
-    for spec in ("nan_output", "silence", "freeze_camera:front"):
-        run = dm1_operator("drill", 30.0, ("--drill", spec, "--duration", "1.0", "--json"))
-        assert run.returncode == 0, f"{spec}: {run.stdout} {run.stderr[-2000:]} {probe.detail(procs)}"
-        report = json.loads(run.stdout)
-        print(spec, report)  # shown with the failure output (and with -s)
-        start, end = report["started"], report["started"] + 1.0
+    run = dm1_operator("drill", 30.0, ("--drill", "all", "--duration", "1.0", "--json"))
+    reports = json.loads(run.stdout) if run.stdout.startswith("[") else []
+    print(reports)  # shown with the failure output (and with -s)
+    assert run.returncode == 0, f"{run.stdout} {run.stderr[-2000:]} {probe.detail(procs)}"
+    kinds = ["nan_output", "silence", "stall_inference:0.5", "freeze_camera:front", "freeze_camera:wrist"]
+    assert [r["drill"] for r in reports] == kinds
+    for report in reports:
+        spec, start, end = report["drill"], report["started"], report["started"] + 1.0
         assert report["held"] and report["conclusive"] and report["hold_latency_s"] <= 0.5, report
         assert probe.max_speed_between(start + report["hold_latency_s"] + 0.02, end) < 0.05, (spec, report)
         during = [n for r, _, n in probe.chunks if start + 0.2 <= r <= end - 0.05]
         if spec == "silence":
             assert during == [], f"silence: {len(during)} chunks published during the drill"
-        else:
+        elif spec != "stall_inference:0.5":  # a stalled policy publishes late chunks now and then
             assert during and not any(during), f"{spec}: expected only explicit holds, got {during}"
-        wait_for(
-            lambda end=end: any(r > end and n > 0 for r, _, n in probe.chunks),
-            60,
-            what=f"chunks with actions again after the {spec} drill",
-        )
+        assert any(end < r < end + 1.0 and n > 0 for r, _, n in probe.chunks), f"no chunks after {spec}"
 
 
 @pytest.mark.slow

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 
 import numpy as np
-from dm1.policy.drill import HoldReport, analyze_hold
-from rcl_interfaces.srv import SetParametersAtomically
+from dm1.policy.drill import DEFAULT_STALL_S, HoldReport, analyze_hold
+from rcl_interfaces.srv import GetParameters, SetParametersAtomically
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
@@ -47,6 +48,25 @@ class SpeedRecorder:
                 last = f"{self.stamps[-1]:.3f}" if self.stamps else "none"
                 raise TimeoutError(f"/joint_states: {what} (stamp {stamp:.3f}) not reached, last {last}")
             spin_step(node)
+
+
+def policy_cameras(node: Node, policy_node: str, timeout_s: float) -> list[str]:
+    """The camera names of the policy's model: its `model_dir` parameter → `model_card.json` (this PC)."""
+    from dm1.modelcard import load_card
+
+    client = node.create_client(GetParameters, f"/{policy_node}/get_parameters")
+    reply = call_service(node, client, GetParameters.Request(names=["model_dir"]), timeout_s, what="cameras")
+    return load_card(Path(reply.values[0].string_value) / "model_card.json").camera_names
+
+
+def standard_drills(cameras: list[str]) -> list[str]:
+    """`--drill all`: every kind, a frozen camera once per camera."""
+    return [
+        "nan_output",
+        "silence",
+        f"stall_inference:{DEFAULT_STALL_S:g}",
+        *(f"freeze_camera:{c}" for c in cameras),
+    ]
 
 
 def run_drill(

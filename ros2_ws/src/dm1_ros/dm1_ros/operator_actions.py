@@ -110,24 +110,27 @@ def run_action(
     return ActionResult(ok, message)
 
 
-def main_drill(args: Any) -> tuple[bool, str, Any]:
-    """Init rclpy, run `dm1 operator drill` (`dm1_ros.fault_drill.run_drill`) on a fresh node, shut down."""
+def main_drill(args: Any) -> list[tuple[bool, str, Any]]:
+    """Init rclpy, run `dm1 operator drill` (`dm1_ros.fault_drill.run_drill`; `all`: the standard set, one
+    after the other, stopping at a refusal) on a fresh node, shut down. Returns (passed, message, report)
+    per drill."""
     from rclpy.signals import SignalHandlerOptions
 
-    from dm1_ros.fault_drill import run_drill
+    from dm1_ros.fault_drill import policy_cameras, run_drill, standard_drills
 
     with rclpy.init(signal_handler_options=SignalHandlerOptions.NO):
         node = rclpy.create_node("dm1_operator_drill")
         try:
-            return run_drill(
-                node,
-                args.drill,
-                args.duration,
-                args.max_hold,
-                args.still_speed,
-                args.timeout,
-                args.policy_node,
-            )
+            specs = [args.drill]
+            if args.drill == "all":
+                specs = standard_drills(policy_cameras(node, args.policy_node, args.timeout))
+            options = (args.duration, args.max_hold, args.still_speed, args.timeout, args.policy_node)
+            results = []
+            for spec in specs:
+                results.append(run_drill(node, spec, *options))
+                if results[-1][2] is None:  # refused: the next one would be too
+                    break
+            return results
         finally:
             node.destroy_node()
 

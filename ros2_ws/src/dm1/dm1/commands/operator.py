@@ -10,7 +10,8 @@ deactivates itself on a controller fault and does not resume on its own). Exit c
 `drill --drill SPEC` checks the safety chain with the arm under policy control (on the twin or the robot):
 it starts a fault drill in the active policy node for `--duration` seconds (`freeze_camera:<name>`,
 `nan_output`, `stall_inference[:<s>]`, `silence`; `dm1.policy.drill`), records `/joint_states` and reports
-how soon the arm stood still. Exit code 0 = the arm held within `--max-hold`, 1 = it did not, or it was
+how soon the arm stood still. `--drill all` runs each kind in turn (a frozen camera once per camera of the
+model) and prints one line each. Exit code 0 = the arm held within `--max-hold`, 1 = it did not, or it was
 not moving before the drill (nothing shown). The drill ends by itself; the policy then drives the arm again.
 """
 
@@ -32,13 +33,15 @@ def _drill(args: argparse.Namespace) -> int:
             "dm1 operator drill: --drill is required (e.g. nan_output, freeze_camera:front)", file=sys.stderr
         )
         return 2
-    passed, message, report = main_drill(args)
-    print(
-        json.dumps({"passed": passed, "message": message, **(report.to_dict() if report else {})})
-        if args.json
-        else message
-    )
-    return 0 if passed else 1
+    results = main_drill(args)
+    rows = [{"passed": ok, "message": message, **(r.to_dict() if r else {})} for ok, message, r in results]
+    if args.json:
+        print(json.dumps(rows if args.drill == "all" else rows[0]))
+    else:
+        print("\n".join(row["message"] for row in rows))
+        if args.drill == "all":
+            print(f"{sum(row['passed'] for row in rows)} of {len(rows)} drills held")
+    return 0 if all(row["passed"] for row in rows) else 1
 
 
 def _handler(args: argparse.Namespace) -> int:
@@ -75,7 +78,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--policy-node", default="policy_node", help="name of the policy lifecycle node")
     d = p.add_argument_group("drill")
     d.add_argument(
-        "--drill", default="", help="freeze_camera:<name> | nan_output | stall_inference[:<s>] | silence"
+        "--drill",
+        default="",
+        help="freeze_camera:<name> | nan_output | stall_inference[:<s>] | silence | all",
     )
     d.add_argument("--duration", type=_positive, default=1.0, help="how long the drill lasts (s)")
     d.add_argument("--max-hold", type=_positive, default=0.5, help="the arm must stand still within this (s)")
