@@ -217,3 +217,34 @@ def test_ctrl_c_stops_a_busy_node_with_exit_code_0(procs, rclpy_ctx, tmp_path) -
         log = procs.log(name)
         assert proc.poll() == 0, log[-3000:]
         assert "Traceback" not in log, log[-3000:]
+
+
+def test_drills_are_refused_on_an_inactive_node_and_all_needs_a_readable_model_card(
+    procs, rclpy_ctx, tmp_path
+) -> None:
+    from conftest import dm1_operator
+    from dm1_ros.lifecycle_client import LifecycleClient
+
+    model = build_toy_model(tmp_path / "toy")
+    cmd = _node_cmd(model)
+    cmd[cmd.index("autostart:=true")] = "autostart:=false"
+    procs.start("policy", cmd)
+    import rclpy
+
+    lifecycle = LifecycleClient("policy_node", node=rclpy.create_node("probe"), timeout_s=60.0)
+    assert lifecycle.get_state() == "unconfigured"
+    refused = dm1_operator("drill", 20.0, ("--drill", "nan_output"))
+    assert refused.returncode == 1, refused
+    assert (
+        "drill refused: policy_node is unconfigured; drills run while the policy drives the arm"
+        in refused.stdout
+    )
+    assert lifecycle.transition("configure") and lifecycle.transition("activate")
+    shutil.move(model, tmp_path / "elsewhere")  # as if the policy ran on another PC
+    unreadable = dm1_operator("drill", 20.0, ("--drill", "all"))
+    assert unreadable.returncode == 1, unreadable
+    assert (
+        f"drill all: {model / 'model_card.json'}: the policy's model card is not readable here"
+        in unreadable.stdout
+    )
+    assert "0 of 1 drills held" in unreadable.stdout

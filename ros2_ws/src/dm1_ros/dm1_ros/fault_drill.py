@@ -56,7 +56,13 @@ def policy_cameras(node: Node, policy_node: str, timeout_s: float) -> list[str]:
 
     client = node.create_client(GetParameters, f"/{policy_node}/get_parameters")
     reply = call_service(node, client, GetParameters.Request(names=["model_dir"]), timeout_s, what="cameras")
-    return load_card(Path(reply.values[0].string_value) / "model_card.json").camera_names
+    card = Path(reply.values[0].string_value) / "model_card.json"
+    try:
+        return load_card(card).camera_names
+    except (OSError, ValueError) as exc:  # the policy runs on another PC: its path means nothing here
+        raise ValueError(
+            f"{card}: the policy's model card is not readable here ({exc}); name each drill"
+        ) from None
 
 
 def standard_drills(cameras: list[str]) -> list[str]:

@@ -123,7 +123,10 @@ def main_drill(args: Any) -> list[tuple[bool, str, Any]]:
         try:
             specs = [args.drill]
             if args.drill == "all":
-                specs = standard_drills(policy_cameras(node, args.policy_node, args.timeout))
+                try:
+                    specs = standard_drills(policy_cameras(node, args.policy_node, args.timeout))
+                except ValueError as exc:
+                    return [(False, f"drill all: {exc}", None)]
             options = (args.duration, args.max_hold, args.still_speed, args.timeout, args.policy_node)
             results = []
             for spec in specs:
