@@ -51,7 +51,8 @@ def test_drill_specs_parse_with_their_arguments_and_bad_ones_name_what_is_expect
         "wave": "expected one of ['freeze_camera', 'nan_output', 'stall_inference', 'silence']",
         "freeze_camera:side": "expected one of the cameras ['front', 'wrist'], found 'side'",
         "freeze_camera": "expected one of the cameras ['front', 'wrist'], found ''",
-        "stall_inference:-1": "expected a stall of (0, 10] s, found '-1'",
+        "stall_inference:-1": "expected a stall of 0.2..10 s",
+        "stall_inference:0.05": "absorbed by the chunks already sent: nothing to hold), found '0.05'",
         "stall_inference:soon": "found 'soon'",
         "silence:now": "drill silence: takes no argument, found 'now'",
     }

@@ -27,6 +27,8 @@ import numpy as np
 
 DRILL_KINDS: tuple[str, ...] = ("freeze_camera", "nan_output", "stall_inference", "silence")
 DEFAULT_STALL_S = 0.5
+#: A shorter stall stays within the controller's chunk watchdog (0.1 s) and the chunks already sent.
+MIN_STALL_S = 0.2
 #: Policy node parameters that start a drill (changed at run time, unlike `NODE_PARAMETERS`).
 DRILL_PARAMETERS: dict[str, tuple[Any, str, tuple[float, float] | None]] = {
     "drill": (
@@ -86,8 +88,11 @@ def parse_drill(spec: str, cameras: Sequence[str], now: float, duration_s: float
             stall = float(arg) if arg else DEFAULT_STALL_S
         except ValueError:
             stall = float("nan")
-        if not (np.isfinite(stall) and 0 < stall <= 10):
-            raise ValueError(f"drill stall_inference: expected a stall of (0, 10] s, found {arg!r}")
+        if not (np.isfinite(stall) and MIN_STALL_S <= stall <= 10):
+            raise ValueError(
+                f"drill stall_inference: expected a stall of {MIN_STALL_S:g}..10 s (shorter ones are "
+                f"absorbed by the chunks already sent: nothing to hold), found {arg!r}"
+            )
         return Drill(kind, now, until, stall_s=stall)
     if arg:
         raise ValueError(f"drill {kind}: takes no argument, found {arg!r}")
