@@ -36,6 +36,7 @@ from dm1_ros.conversions import (
     msg_to_timed_chunk,
 )
 from dm1_ros.dds_publishing import publish_asynchronously
+from dm1_ros.guarded_publish import GuardedPublisher
 from dm1_ros.home_service import HomeService
 from dm1_ros.node_signals import stopped_by_signals
 from dm1_ros.params import declare_table
@@ -62,8 +63,10 @@ class ControllerNode(Node):
         if warning := try_raise_to_fifo(p["rt_priority"]):  # threads started later (home) inherit it
             self.get_logger().warning(warning)
         self.lock = threading.Lock()
-        self.js_pub = self.create_publisher(JointState, "/joint_states", 10)
-        self.status_pub = self.create_publisher(DiagnosticArray, STATUS_TOPIC, 10)
+        # a failing publish (a DDS writer stuck on a dead peer) drops the message and rests: never raises
+        warn = self.get_logger().warning
+        self.js_pub = GuardedPublisher(self.create_publisher(JointState, "/joint_states", 10), warn)
+        self.status_pub = GuardedPublisher(self.create_publisher(DiagnosticArray, STATUS_TOPIC, 10), warn)
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.box_pub = self.create_publisher(MarkerArray, "/dm1/safety_box", latched)  # for rviz
         self.box_pub.publish(safety_box_markers(self.limits.workspace_min, self.limits.workspace_max))

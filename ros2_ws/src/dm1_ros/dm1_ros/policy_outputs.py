@@ -14,6 +14,7 @@ from visualization_msgs.msg import MarkerArray
 from dm1_ros import conversions as cv
 from dm1_ros.chunk_markers import chunk_to_markers, clear_markers
 from dm1_ros.chunk_qos import CARTESIAN_TOPIC, JOINT_TOPIC, chunk_qos
+from dm1_ros.guarded_publish import PublishGuards
 
 LEVEL = {"ok": "ok", "executing": "ok", "stale": "warn", "late": "warn", "drill": "warn"}  # else: error
 
@@ -30,6 +31,9 @@ class PolicyOutputs:
         self._markers: Any = None
         self._chunk_type: type = MultiDOFJointTrajectory
         self._last_diag, self._last_kind = -1.0, ""
+        self._publish_guards = PublishGuards(
+            node.get_logger().warning
+        )  # a failing publish drops, never raises
 
     def open(self, cartesian: bool, deadline_ms: float, lease_ms: float) -> str:
         """Create the chunk publisher (offering the QoS the controller watches) and the markers'; returns the
@@ -47,24 +51,28 @@ class PolicyOutputs:
         self._chunks = self._markers = None
 
     def clear_path(self) -> None:
-        self._markers.publish(clear_markers())
+        self._publish_guards.publish(self._markers, clear_markers())
 
     def publish_tick(self, session: PolicySession, out: Any, now: float) -> None:
         """One tick's output (`PolicySession.tick`): its chunk, ledger and markers; an explicit hold (a chunk
         without points) when the inputs went stale, the output was not finite or it came too late."""
         if out.chunk is not None:
-            self._chunks.publish(cv.chunk_to_msg(out.chunk, session.card.action.orientation_xyzw))
+            self._publish_guards.publish(
+                self._chunks, cv.chunk_to_msg(out.chunk, session.card.action.orientation_xyzw)
+            )
             ledger = session.step.mark_published(out)
             if ledger is not None:
                 values = ledger.to_dict()
                 status = cv.diagnostic_status("dm1/policy_node/ledger", "ok", "ms since capture", values)
-                self._ledger.publish(cv.diagnostic_array(now, [status]))
-            self._markers.publish(chunk_to_markers(out.chunk, lifetime_s=2 * session.period_s))
+                self._publish_guards.publish(self._ledger, cv.diagnostic_array(now, [status]))
+            self._publish_guards.publish(
+                self._markers, chunk_to_markers(out.chunk, lifetime_s=2 * session.period_s)
+            )
         elif out.kind not in ("executing", "drill"):  # hold now, before the controller's watchdog would
             # (a `silence` drill publishes nothing: the watchdog and the QoS deadline must hold the arm)
             hold = self._chunk_type()
             hold.header.stamp, hold.header.frame_id = cv.to_time_msg(now), f"policy: {out.kind}"
-            self._chunks.publish(hold)
+            self._publish_guards.publish(self._chunks, hold)
             self.node.get_logger().warning(f"no chunk: {out.reason}", throttle_duration_sec=2.0)
         changed, self._last_kind = out.kind != self._last_kind, out.kind
         self.diagnose(session, out.kind, out.reason or "publishing chunks", now, force=changed)
@@ -77,4 +85,4 @@ class PolicyOutputs:
             self._last_diag = now
             values = session.diagnostic_values() if session else {}
             status = cv.diagnostic_status("dm1/policy_node", LEVEL.get(kind, "error"), message, values)
-            self._diag.publish(cv.diagnostic_array(now, [status]))
+            self._publish_guards.publish(self._diag, cv.diagnostic_array(now, [status]))

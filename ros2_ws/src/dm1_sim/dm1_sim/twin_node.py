@@ -22,6 +22,7 @@ from dm1.sim.renderer import CameraFrame
 from dm1.sim.twin import Twin
 from dm1_ros.conversions import image_to_msg, to_time_msg
 from dm1_ros.dds_publishing import publish_asynchronously
+from dm1_ros.guarded_publish import PublishGuards
 from dm1_ros.node_signals import stopped_by_signals
 from geometry_msgs.msg import PoseStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -77,7 +78,7 @@ class TwinNode(Node):
         self.cube_pub = self.create_publisher(PoseStamped, "/twin/cube_pose", 10)
         self.success_pub = self.create_publisher(Bool, "/twin/success", 10)
         self.host_pub = self.create_publisher(String, "/twin/robot_host", LATCHED_QOS)
-        self.publish_errors = 0
+        self._publish_guards = PublishGuards(self._warn_publish)  # dm1_ros.guarded_publish
         self.resets = 0  # /twin/reset calls served (the seed offset with seeded_resets)
         self.twin.add_frame_listener(self._on_frame)
         self.host_pub.publish(String(data=self.twin.robot_host))
@@ -90,14 +91,13 @@ class TwinNode(Node):
         self.create_service(Trigger, "/twin/inject_reflex", self._on_inject_reflex, callback_group=own)
 
     def _publish(self, pub, msg) -> None:
-        try:
-            pub.publish(msg)
-        except Exception as exc:  # RCLError when a reliable history is full: drop, count, go on
-            if not self.context.ok():
-                return  # SIGINT shut the context down; the physics and render threads stop with the node
-            self.publish_errors += 1
-            if self.publish_errors in (1, 10, 100) or self.publish_errors % 1000 == 0:
-                self.get_logger().warning(f"publish failed ({self.publish_errors}x): {exc}")
+        """Publish without raising, and without hammering a failing writer (its `write()` holds the GIL, which
+        franky-sim's physics thread needs): a failure drops the message and rests that publisher."""
+        self._publish_guards.publish(pub, msg)
+
+    def _warn_publish(self, message: str) -> None:
+        if self.context.ok():  # after SIGINT the context is gone; the threads stop with the node
+            self.get_logger().warning(message)
 
     def _on_frame(self, frame: CameraFrame) -> None:  # render thread
         stamp = to_time_msg(frame.stamp_sim_s)
