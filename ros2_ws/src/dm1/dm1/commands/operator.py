@@ -20,6 +20,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from dm1.commands.arg_types import positive_float
+
 ACTIONS = ("status", "home", "recover", "activate", "deactivate")  # carried out by dm1_ros.operator_actions
 
 
@@ -61,13 +63,6 @@ def _handler(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, found {text}")
-    return value
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `dm1 operator`."""
     p = sub.add_parser(
@@ -82,10 +77,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="",
         help="freeze_camera:<name> | nan_output | stall_inference[:<s>] | silence | all",
     )
-    d.add_argument("--duration", type=_positive, default=1.0, help="how long the drill lasts (s)")
-    d.add_argument("--max-hold", type=_positive, default=0.5, help="the arm must stand still within this (s)")
+    d.add_argument("--duration", type=positive_float, default=1.0, help="how long the drill lasts (s)")
     d.add_argument(
-        "--still-speed", type=_positive, default=0.02, help="standing still: every joint below (rad/s)"
+        "--max-hold", type=positive_float, default=0.5, help="the arm must stand still within this (s)"
+    )
+    d.add_argument(
+        "--still-speed", type=positive_float, default=0.02, help="standing still: every joint below (rad/s)"
     )
     d.add_argument("--json", action="store_true", help="print the drill's report as JSON")
     p.set_defaults(func=_handler)

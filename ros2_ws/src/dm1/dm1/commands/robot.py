@@ -20,6 +20,8 @@ import argparse
 import json
 import sys
 
+from dm1.commands.arg_types import positive_float
+
 
 def _host(args: argparse.Namespace) -> int:
     from dm1.control.host_check import check_host
@@ -63,13 +65,6 @@ def _handler(args: argparse.Namespace) -> int:
     return 0 if result.passed and host.passed else 1
 
 
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, found {text}")
-    return value
-
-
 def _check_seconds(text: str) -> float:
     value = float(text)
     if not value >= 0.5:
@@ -90,7 +85,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sim", action="store_true", help="a franky-sim host (libfranka real-time not enforced)")
     p.add_argument("--seconds", type=_check_seconds, default=5.0, help="how long to hold and sample (s)")
     p.add_argument("--mode", choices=["cartesian", "joint"], default="cartesian", help="what to stream")
-    p.add_argument("--min-success-rate", type=_positive, default=0.95, help="lowest acceptable command rate")
-    p.add_argument("--max-drift", type=_positive, default=0.005, help="m (cartesian) or rad (joint)")
+    p.add_argument(
+        "--min-success-rate", type=positive_float, default=0.95, help="lowest acceptable command rate"
+    )
+    p.add_argument("--max-drift", type=positive_float, default=0.005, help="m (cartesian) or rad (joint)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=_handler)
