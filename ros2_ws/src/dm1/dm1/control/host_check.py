@@ -198,15 +198,15 @@ def route_to(robot_ip: str, routes: list[Route]) -> Route | None:
     return max(matches, key=lambda r: r.network.prefixlen, default=None)
 
 
-def check_fci_route(robot_ip: str, paths: HostPaths) -> tuple[HostFinding, Route | None]:
-    """The robot is on a directly connected network, not behind a gateway or the default route."""
+def check_fci_route(robot_ip: str, routes: list[Route]) -> tuple[HostFinding, Route | None]:
+    """The robot is on a directly connected network of `routes`, not behind a gateway or the default route."""
     expected = "a directly connected network on its own port"
     try:
         ipaddress.IPv4Address(robot_ip)
     except ValueError:
         found = f"robot_ip {robot_ip!r} is not an IPv4 address"
         return HostFinding("fci_route", "fail", found, expected), None
-    route = route_to(robot_ip, read_routes(paths))
+    route = route_to(robot_ip, routes)
     if route is None:
         return HostFinding("fci_route", "fail", f"no route to {robot_ip}", expected, f"{_DOC} §1"), None
     where = f"{robot_ip} via {route.interface} ({route.network})"
@@ -218,7 +218,7 @@ def check_fci_route(robot_ip: str, paths: HostPaths) -> tuple[HostFinding, Route
     return HostFinding("fci_route", "ok", where, expected), route
 
 
-def check_fci_interface(route: Route, paths: HostPaths) -> HostFinding:
+def check_fci_interface(route: Route, routes: list[Route], paths: HostPaths) -> HostFinding:
     """The port to the robot: up, wired, ≥ 1 Gb/s, and not also the default route (other traffic)."""
     expected = f"a wired link up at ≥ {MIN_LINK_MBPS} Mb/s carrying only the robot"
     name = route.interface
@@ -231,7 +231,7 @@ def check_fci_interface(route: Route, paths: HostPaths) -> HostFinding:
     if state not in ("up", "unknown"):
         return HostFinding("fci_interface", "fail", f"{name} is {state}", expected, "check the cable")
     mbps = int(speed) if speed and speed.lstrip("-").isdigit() else -1
-    shared = any(r.interface == name and r.network.prefixlen == 0 for r in read_routes(paths))
+    shared = any(r.interface == name and r.network.prefixlen == 0 for r in routes)
     found = f"{name} {state}, " + (f"{mbps} Mb/s" if mbps > 0 else "speed unknown")
     if mbps > 0 and mbps < MIN_LINK_MBPS:
         return HostFinding("fci_interface", "warn", found, expected, "a gigabit port and cable")
@@ -301,10 +301,11 @@ def check_host(
         check_cpu_governor(paths),
     ]
     if robot_ip is not None:
-        route_finding, route = check_fci_route(robot_ip, paths)
+        routes = read_routes(paths)  # the routing table, read once for both checks
+        route_finding, route = check_fci_route(robot_ip, routes)
         findings.append(route_finding)
         if route is not None:
-            findings.append(check_fci_interface(route, paths))
+            findings.append(check_fci_interface(route, routes, paths))
     findings += [check_dds(os.environ if env is None else env), check_inference(paths, providers)]
     if sim:  # franky-sim needs none of it: say what the robot will need, fail nothing
         findings = [_for_the_robot(f) if f.status == "fail" else f for f in findings]
