@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from conftest import FakeClock
-from dm1_ros.guarded_publish import MAX_BACKOFF_S, GuardedPublisher, PublishGuards
+from dm1_ros.guarded_publish import MAX_BACKOFF_S, GuardedPublisher, PublishGuards, node_warning
 
 
 class FlakyPublisher:
@@ -66,3 +66,33 @@ def test_any_publish_error_is_caught(exc: Exception) -> None:
     warnings: list[str] = []
     assert GuardedPublisher(Broken(), warnings.append).publish(object()) is False
     assert "publish on ? failed (1x" in warnings[0]
+
+
+def test_node_warning_is_silent_once_the_nodes_context_has_shut_down() -> None:
+    # a timer that publishes while Ctrl-C ends the context fails with "publisher's context is invalid": not a
+    # fault to report (and logging it would fail too, on /rosout)
+    class Context:
+        running = True
+
+        def ok(self) -> bool:
+            return self.running
+
+    class Node:
+        def __init__(self) -> None:
+            self.context, self.logged = Context(), []
+
+        def get_logger(self):
+            return self
+
+        def warning(self, message: str) -> None:
+            self.logged.append(message)
+
+    node = Node()
+    guard = GuardedPublisher(FlakyPublisher(), node_warning(node))
+    guard.publish(1)
+    assert len(node.logged) == 1
+    node.context.running = False
+    for _ in range(9):  # the 10th failure would be reported
+        guard._resume_at = -1.0
+        guard.publish(2)
+    assert guard.failures == 10 and len(node.logged) == 1

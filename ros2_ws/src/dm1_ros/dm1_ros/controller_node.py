@@ -36,7 +36,7 @@ from dm1_ros.conversions import (
     msg_to_timed_chunk,
 )
 from dm1_ros.dds_publishing import publish_asynchronously
-from dm1_ros.guarded_publish import GuardedPublisher
+from dm1_ros.guarded_publish import GuardedPublisher, node_warning
 from dm1_ros.home_service import HomeService
 from dm1_ros.node_signals import stopped_by_signals
 from dm1_ros.params import declare_table
@@ -64,7 +64,7 @@ class ControllerNode(Node):
             self.get_logger().warning(warning)
         self.lock = threading.Lock()
         # a failing publish (a DDS writer stuck on a dead peer) drops the message and rests: never raises
-        warn = self.get_logger().warning
+        warn = node_warning(self)
         self.js_pub = GuardedPublisher(self.create_publisher(JointState, "/joint_states", 10), warn)
         self.status_pub = GuardedPublisher(self.create_publisher(DiagnosticArray, STATUS_TOPIC, 10), warn)
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)

@@ -20,6 +20,17 @@ FIRST_BACKOFF_S = 0.05
 MAX_BACKOFF_S = 1.0
 
 
+def node_warning(node: Any) -> Callable[[str], None]:
+    """`node`'s logger at warning level, silent once its context has shut down: a publish that fails because
+    Ctrl-C ended the context while a timer still ran is not a fault (nor could it be logged to /rosout)."""
+
+    def warn(message: str) -> None:
+        if node.context.ok():
+            node.get_logger().warning(message)
+
+    return warn
+
+
 class GuardedPublisher:
     """Wraps an rclpy publisher: `publish(msg)` returns False (message dropped) instead of raising.
 

@@ -14,7 +14,7 @@ from visualization_msgs.msg import MarkerArray
 from dm1_ros import conversions as cv
 from dm1_ros.chunk_markers import chunk_to_markers, clear_markers
 from dm1_ros.chunk_qos import CARTESIAN_TOPIC, JOINT_TOPIC, chunk_qos
-from dm1_ros.guarded_publish import PublishGuards
+from dm1_ros.guarded_publish import PublishGuards, node_warning
 
 LEVEL = {"ok": "ok", "executing": "ok", "stale": "warn", "late": "warn", "drill": "warn"}  # else: error
 
@@ -31,9 +31,7 @@ class PolicyOutputs:
         self._markers: Any = None
         self._chunk_type: type = MultiDOFJointTrajectory
         self._last_diag, self._last_kind = -1.0, ""
-        self._publish_guards = PublishGuards(
-            node.get_logger().warning
-        )  # a failing publish drops, never raises
+        self._publish_guards = PublishGuards(node_warning(node))  # a failing publish drops, never raises
 
     def open(self, cartesian: bool, deadline_ms: float, lease_ms: float) -> str:
         """Create the chunk publisher (offering the QoS the controller watches) and the markers'; returns the

@@ -34,7 +34,7 @@ from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 from dm1_ros.chunk_qos import CARTESIAN_TOPIC, offered_chunk_qos
 from dm1_ros.conversions import chunk_to_multidof_trajectory, from_time_msg, joint_state_to_arm, msg_to_rgb
-from dm1_ros.guarded_publish import GuardedPublisher
+from dm1_ros.guarded_publish import GuardedPublisher, node_warning
 from dm1_ros.node_signals import stopped_by_signals
 from dm1_ros.teleop_params import declare_parameters
 
@@ -64,7 +64,7 @@ class TeleopNode(Node):
         self.create_subscription(PoseStamped, p["cube_topic"], self._on_cube, 10)
         self.create_subscription(Joy, p["joy_topic"], self._on_joy, 10)
         # offering the QoS the controller watches (dm1_ros.chunk_qos)
-        warn = self.get_logger().warning  # a failing publish drops the message, never raises
+        warn = node_warning(self)  # a failing publish drops the message, never raises
         chunks = self.create_publisher(MultiDOFJointTrajectory, CARTESIAN_TOPIC, offered_chunk_qos())
         self.chunk_pub = GuardedPublisher(chunks, warn)
         self.status_pub = GuardedPublisher(self.create_publisher(String, "~/status", 10), warn)

@@ -22,7 +22,7 @@ from dm1.sim.renderer import CameraFrame
 from dm1.sim.twin import Twin
 from dm1_ros.conversions import image_to_msg, to_time_msg
 from dm1_ros.dds_publishing import publish_asynchronously
-from dm1_ros.guarded_publish import PublishGuards
+from dm1_ros.guarded_publish import PublishGuards, node_warning
 from dm1_ros.node_signals import stopped_by_signals
 from geometry_msgs.msg import PoseStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -78,7 +78,7 @@ class TwinNode(Node):
         self.cube_pub = self.create_publisher(PoseStamped, "/twin/cube_pose", 10)
         self.success_pub = self.create_publisher(Bool, "/twin/success", 10)
         self.host_pub = self.create_publisher(String, "/twin/robot_host", LATCHED_QOS)
-        self._publish_guards = PublishGuards(self._warn_publish)  # dm1_ros.guarded_publish
+        self._publish_guards = PublishGuards(node_warning(self))  # dm1_ros.guarded_publish
         self.resets = 0  # /twin/reset calls served (the seed offset with seeded_resets)
         self.twin.add_frame_listener(self._on_frame)
         self.host_pub.publish(String(data=self.twin.robot_host))
@@ -94,10 +94,6 @@ class TwinNode(Node):
         """Publish without raising, and without hammering a failing writer (its `write()` holds the GIL, which
         franky-sim's physics thread needs): a failure drops the message and rests that publisher."""
         self._publish_guards.publish(pub, msg)
-
-    def _warn_publish(self, message: str) -> None:
-        if self.context.ok():  # after SIGINT the context is gone; the threads stop with the node
-            self.get_logger().warning(message)
 
     def _on_frame(self, frame: CameraFrame) -> None:  # render thread
         stamp = to_time_msg(frame.stamp_sim_s)
