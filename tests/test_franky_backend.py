@@ -369,32 +369,40 @@ def test_after_the_executor_stalls_the_arm_picks_up_the_chunk_without_a_surge(si
         backend.close()
 
 
+def _latch_over_budget(ex, backend: FrankyBackend, sim_arm: SimArm) -> np.ndarray:
+    """Move the EE at 0.3 m/s along +y, then offer late chunks until the executor latches its own fault (over
+    budget; the robot itself stays fine and streaming). Returns the EE position when the fault was latched."""
+    from dm1.control.executor import FAULT
+    from dm1.control.schedule import TimedChunk
+
+    states = _chunks_through_a_bound(ex, backend, sim_arm, 1, 0.3, 0.6)  # well inside the box
+    assert np.linalg.norm(states[-1].ee_vel) > 0.2, "the arm should be moving before the fault"
+    p = states[-1].ee_pos
+    newest = ex.schedule.chunk.stamp
+    for k in range(ex.limits.max_consecutive_late):  # stamps newer than the running chunk's, 0.1 s late
+        late = TimedChunk(
+            stamp=newest + 0.001 * (k + 1),
+            time_from_start=np.zeros(1),
+            positions=p[None, :],
+            gripper=np.zeros(1),
+        )
+        assert ex.on_chunk(late, now=newest + 0.1) == "late"
+    assert ex.state == FAULT
+    return p
+
+
 @pytest.mark.slow
 def test_a_fault_latched_by_the_executor_brakes_the_arm_without_springing_back(sim_arm: SimArm) -> None:
     """Chunks move the EE at 0.3 m/s; then late chunks trip the executor's own fault (over budget). The
     robot itself is fine and still streaming, so the executor must brake it on every tick: with one hold()
     only, the impedance target sprang the arm 7 mm back towards where the fault was latched."""
-    from dm1.control.executor import FAULT, ChunkExecutor
+    from dm1.control.executor import ChunkExecutor
     from dm1.control.limits import SafetyLimits
-    from dm1.control.schedule import TimedChunk
 
-    lim = SafetyLimits()
     backend = FrankyBackend(sim_arm.host, gripper=False)
     try:
-        ex = ChunkExecutor(backend, lim, lambda: sim_arm.time, mode="cartesian")
-        states = _chunks_through_a_bound(ex, backend, sim_arm, 1, 0.3, 0.6)  # along +y, well inside the box
-        assert np.linalg.norm(states[-1].ee_vel) > 0.2, "the arm should be moving before the fault"
-        p = states[-1].ee_pos
-        newest = ex.schedule.chunk.stamp
-        for k in range(lim.max_consecutive_late):  # stamps newer than the running chunk's, offered 0.1 s late
-            late = TimedChunk(
-                stamp=newest + 0.001 * (k + 1),
-                time_from_start=np.zeros(1),
-                positions=p[None, :],
-                gripper=np.zeros(1),
-            )
-            assert ex.on_chunk(late, now=newest + 0.1) == "late"
-        assert ex.state == FAULT
+        ex = ChunkExecutor(backend, SafetyLimits(), lambda: sim_arm.time, mode="cartesian")
+        _latch_over_budget(ex, backend, sim_arm)
         ys, speeds = [], []
         for _ in range(50):  # 0.5 s of 100 Hz ticks
             ex.tick(sim_arm.time)
@@ -406,6 +414,35 @@ def test_a_fault_latched_by_the_executor_brakes_the_arm_without_springing_back(s
         sprung_back = max(ys) - ys[-1]
         assert sprung_back < 0.001, f"the arm sprang back {sprung_back * 1000:.1f} mm after it stopped"
         assert backend.read_state().fault is None, "the robot itself never faulted"
+    finally:
+        backend.close()
+
+
+@pytest.mark.slow
+def test_after_recovering_from_the_executors_own_fault_the_arm_homes_and_streams_again(
+    sim_arm: SimArm,
+) -> None:
+    """The executor's own latch leaves the hold streaming; recover() must end that motion: left running, the
+    next home move (a joint motion) failed with franky's "The type of motion cannot change during runtime"
+    (found by `dm1 operator drill --drill late_chunks`, then `recover` and `home`, on the twin)."""
+    from dm1.control.backend import HOME_Q
+    from dm1.control.executor import ACTIVE, IDLE, ChunkExecutor
+    from dm1.control.limits import SafetyLimits
+
+    backend = FrankyBackend(sim_arm.host, gripper=False)
+    try:
+        ex = ChunkExecutor(backend, SafetyLimits(), lambda: sim_arm.time, mode="cartesian")
+        _latch_over_budget(ex, backend, sim_arm)
+        for _ in range(30):  # brake to rest (0.3 s of 100 Hz ticks)
+            ex.tick(sim_arm.time)
+            sim_arm.wait_sim(0.01)
+        ex.recover()
+        assert ex.state == IDLE and backend.read_state().fault is None
+        ex.home(open_gripper=False)
+        q = backend.read_state().q
+        assert np.abs(q - HOME_Q).max() < 0.01, f"not home after recovery: {q.round(3)}"
+        states = _chunks_through_a_bound(ex, backend, sim_arm, 1, 0.1, 0.3)
+        assert ex.state == ACTIVE and np.linalg.norm(states[-1].ee_vel) > 0.05, "no streaming after home"
     finally:
         backend.close()
 

@@ -367,7 +367,16 @@ class FrankyBackend:
             time.sleep(0.01)
 
     def recover(self) -> None:
+        """Clear the robot's errors and the latched fault. A hold still streaming (the executor latched a
+        fault of its own: the robot never stopped) is ended first: left running, the next motion of another
+        type (a home move) failed with franky's InvalidMotionTypeException."""
         with self._lock:
+            if self._tracker is not None:
+                with (
+                    contextlib.suppress(franky.ControlException),  # an aborted motion: nothing left to stop
+                    scheduled_as(self.control_scheduling),
+                ):
+                    self._tracker.stop()
             with contextlib.suppress(franky.ControlException):  # the stored fault being recovered from
                 self.robot.join_motion(timeout=0.5)
             self._tracker = None
