@@ -50,13 +50,14 @@ def test_drill_specs_parse_with_their_arguments_and_bad_ones_name_what_is_expect
     assert parse_drill("stall_inference:0.3", CAMERAS, 0.0, 1.0).label == "stall_inference:0.3"
     assert parse_drill("nan_output", CAMERAS, 5.0, 1.0).describe() == "nan_output for 1 s started=5.000000"
     bad = {
-        "wave": "expected one of ['freeze_camera', 'nan_output', 'stall_inference', 'silence']",
+        "wave": "expected one of ['freeze_camera', 'nan_output', 'stall_inference', 'silence', 'late_",
         "freeze_camera:side": "expected one of the cameras ['front', 'wrist'], found 'side'",
         "freeze_camera": "expected one of the cameras ['front', 'wrist'], found ''",
         "stall_inference:-1": "expected a stall of 0.2..10 s",
         "stall_inference:0.05": "absorbed by the chunks already sent: nothing to hold), found '0.05'",
         "stall_inference:soon": "found 'soon'",
         "silence:now": "drill silence: takes no argument, found 'now'",
+        "late_chunks:0.3": "drill late_chunks: takes no argument, found '0.3'",
     }
     for spec, message in bad.items():
         with pytest.raises(ValueError, match=re.escape(message)):
@@ -106,6 +107,50 @@ def test_silence_publishes_nothing_and_stall_hangs_each_inference(runtime) -> No
     obs = assembler.assemble(1.01)
     actions = stalled.predict(obs.images, obs.proprio, noise=np.zeros(runtime.card.noise_shape, np.float32))
     assert waits == [0.4] and np.all(np.isfinite(actions))  # late, but the real output
+
+
+def test_late_chunks_are_sent_unchanged_once_past_and_the_controller_refuses_them_then_latches(
+    runtime,
+) -> None:
+    from dm1.control.backend import FakeBackend
+    from dm1.control.executor import FAULT, ChunkExecutor
+    from dm1.control.limits import SafetyLimits
+    from dm1.evaluation.inprocess import timed_chunk
+
+    session, clock = _running(runtime)
+    executor = ChunkExecutor(FakeBackend(), SafetyLimits(), clock, mode="cartesian")
+    session.start_drill("late_chunks", 2.0)  # 100.0 .. 102.0
+    inferred, sent, answers, released_at = {}, [], [], []
+    for k in range(1, 20):  # 10 Hz ticks
+        clock.t = 100.0 + 0.1 * k
+        _feed(session, clock.t - 0.01)
+        out = session.tick()
+        newest = session._held_back[-1][1].chunk  # this tick's inference, held back
+        inferred[newest.t0] = newest
+        if out.chunk is None:
+            assert out.kind == "drill" and "held back" in out.reason
+            continue
+        assert out.chunk is inferred[out.chunk.t0] and out.ledger is None  # unchanged, and no latency sample
+        assert out.chunk.end_time + session.period_s <= clock.t + 1e-9  # every action one tick past
+        sent.append(out.chunk)
+        released_at.append(k)
+        answers.append(executor.on_chunk(timed_chunk(out.chunk)))
+    assert released_at == list(range(released_at[0], 20)) and len(sent) >= 5  # one per tick once due
+    assert answers[:5] == ["late"] * 5 and executor.state == FAULT and "over budget" in executor.fault
+    assert executor.counters["accepted"] == 0
+    clock.t = 102.1  # the drill is over: what is still held back is dropped, fresh chunks go out
+    _feed(session, 102.09)
+    out = session.tick()
+    assert out.chunk is not None and out.chunk.t0 > clock.t - 1e-9 and not session._held_back
+
+
+def test_reset_ends_a_running_drill(runtime) -> None:
+    session, clock = _running(runtime)
+    session.start_drill("late_chunks", 5.0)
+    session.reset()  # (re)activation after the fault the drill provoked: the policy starts clean
+    clock.t = 100.1
+    _feed(session, 100.09)
+    assert session.active_drill() is None and session.tick().chunk is not None
 
 
 def test_a_drill_is_refused_on_an_inactive_node_and_a_bad_one_changes_nothing(runtime) -> None:

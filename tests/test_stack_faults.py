@@ -43,6 +43,7 @@ class StackProbe:
         self.states: list[tuple[float, np.ndarray]] = []  # (stamp, |dq| max)
         self.positions: list[tuple[float, np.ndarray]] = []  # (stamp, arm q (7,))
         self.chunks: list[tuple[float, float, int]] = []  # (receive sim time, header stamp, points)
+        self.chunk_ends: list[tuple[float, float]] = []  # (receive sim time, due time of the last point)
         self.controller: list[tuple[float, dict[str, str]]] = []  # (receive sim time, controller status)
         self.relay = self.node.create_publisher(Image, "/test/wrist", 10)
         self.node.create_subscription(Image, "/camera/wrist/color/image_raw", self._on_wrist, 10)
@@ -73,6 +74,9 @@ class StackProbe:
     def _on_chunk(self, msg) -> None:
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         self.chunks.append((self.now(), stamp, len(msg.points)))
+        if msg.points:
+            last = msg.points[-1].time_from_start
+            self.chunk_ends.append((self.chunks[-1][0], stamp + last.sec + last.nanosec * 1e-9))
 
     def _on_status(self, msg) -> None:
         from dm1_ros.conversions import diagnostic_values
@@ -267,6 +271,36 @@ def test_fault_drills_hold_the_arm_through_the_real_fault_paths_then_the_policy_
         elif spec != "stall_inference:0.5":  # a stalled policy publishes late chunks now and then
             assert during and not any(during), f"{spec}: expected only explicit holds, got {during}"
         assert any(end < r < end + 1.0 and n > 0 for r, _, n in probe.chunks), f"no chunks after {spec}"
+
+
+@pytest.mark.slow
+def test_late_chunks_drill_executes_no_stale_action_and_latches_over_budget(stack) -> None:
+    """Reliability row 7 across processes: `dm1 operator drill --drill late_chunks` makes the policy send each
+    chunk only once its last action is past. The controller executes none of them (the arm holds), refuses
+    them as late and latches "over budget"; the policy deactivates, and after recover + activate it drives
+    the arm again."""
+    import json
+
+    probe, procs = stack
+    probe.wait_sim(1.0)
+    run = dm1_operator("drill", 30.0, ("--drill", "late_chunks", "--duration", "1.0", "--json"))
+    report = json.loads(run.stdout) if run.stdout.startswith("{") else {}
+    print(report)
+    assert run.returncode == 0, f"{run.stdout} {run.stderr[-2000:]} {probe.detail(procs)}"
+    assert report["held"] and report["conclusive"] and "over budget" in report["message"], report
+    start, end = report["started"], report["started"] + 1.0
+    assert probe.max_speed_between(start + report["hold_latency_s"] + 0.02, end) < 0.05, report
+    sent = [(r, last) for r, last in probe.chunk_ends if start + 0.1 <= r <= end]
+    assert sent and all(last < r for r, last in sent), f"chunks with actions ahead during the drill: {sent}"
+    status = probe.controller[-1][1]
+    assert status["state"] == "fault" and int(status["late"]) >= 5, status
+    wait_for(lambda: probe.policy_state() == "inactive", 30, what="the policy node deactivating itself")
+    assert dm1_operator("recover").returncode == 0
+    activated = dm1_operator("activate")
+    assert activated.returncode == 0 and "now active" in activated.stdout, (activated, procs.log("policy"))
+    t_active = probe.now()
+    probe.wait_sim(1.0)
+    assert probe.max_motion_after(t_active) > 0.05, "the arm did not move under policy after the reactivation"
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from dm1.policy.drill import DEFAULT_STALL_S, HoldReport, analyze_hold
+from dm1.policy.drill import DEFAULT_STALL_S, LATCHING_DRILLS, HoldReport, analyze_hold
 from rcl_interfaces.srv import GetParameters, SetParametersAtomically
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -20,6 +20,7 @@ from sensor_msgs.msg import JointState
 
 from dm1_ros.conversions import ARM_JOINTS, from_time_msg
 from dm1_ros.lifecycle_client import LifecycleClient
+from dm1_ros.operator_actions import controller_status
 from dm1_ros.service_calls import call_service, spin_step
 
 BEFORE_S = 0.5  # joint states recorded before the drill (how fast the arm moved)
@@ -66,7 +67,7 @@ def policy_cameras(node: Node, policy_node: str, timeout_s: float) -> list[str]:
 
 
 def standard_drills(cameras: list[str]) -> list[str]:
-    """`--drill all`: every kind, a frozen camera once per camera."""
+    """`--drill all`: every kind that ends by itself (not `LATCHING_DRILLS`), a frozen camera per camera."""
     return [
         "nan_output",
         "silence",
@@ -86,7 +87,8 @@ def run_drill(
 ) -> tuple[bool, str, HoldReport | None]:
     """Run drill `spec` on an active policy; returns (passed, message, report).
 
-    Passed: the arm moved before the drill and stood still within `max_hold_s` for the rest of it.
+    Passed: the arm moved before the drill and stood still within `max_hold_s` for the rest of it; after a
+    `LATCHING_DRILLS` one the controller must also report a latched fault (the operator then recovers).
     Raises TimeoutError when the policy or the joint states do not answer within the bounds.
     """
     lifecycle = LifecycleClient(policy_node, node=node, timeout_s=timeout_s)
@@ -121,5 +123,14 @@ def run_drill(
         still_speed=still_speed,
         max_hold_s=max_hold_s,
     )
-    passed = report.held and report.conclusive
-    return passed, report.summary(), report
+    passed, message = report.held and report.conclusive, report.summary()
+    if spec.partition(":")[0] in LATCHING_DRILLS:
+        status = controller_status(node, timeout_s)
+        latched = status.get("state") == "fault"
+        passed = passed and latched
+        message += (
+            f"; controller fault latched ({status['message']}): `dm1 operator recover`, then `activate`"
+            if latched
+            else f"; NO controller fault latched (state {status.get('state', '?')})"
+        )
+    return passed, message, report

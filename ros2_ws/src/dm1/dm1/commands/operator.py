@@ -9,10 +9,12 @@ deactivates itself on a controller fault and does not resume on its own). Exit c
 
 `drill --drill SPEC` checks the safety chain with the arm under policy control (on the twin or the robot):
 it starts a fault drill in the active policy node for `--duration` seconds (`freeze_camera:<name>`,
-`nan_output`, `stall_inference[:<s>]`, `silence`; `dm1.policy.drill`), records `/joint_states` and reports
-how soon the arm stood still. `--drill all` runs each kind in turn (a frozen camera once per camera of the
-model) and prints one line each. Exit code 0 = the arm held within `--max-hold`, 1 = it did not, or it was
-not moving before the drill (nothing shown). The drill ends by itself; the policy then drives the arm again.
+`nan_output`, `stall_inference[:<s>]`, `silence`, `late_chunks`; `dm1.policy.drill`), records
+`/joint_states` and reports how soon the arm stood still. `--drill all` runs each kind but `late_chunks` in
+turn (a frozen camera once per camera of the model) and prints one line each. Exit code 0 = the arm held
+within `--max-hold`, 1 = it did not, or it was not moving before the drill (nothing shown). The drill ends by
+itself; the policy then drives the arm again. `late_chunks` (chunks sent only once their actions are past)
+must end in a latched controller fault ("over budget"): recover, then activate.
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument(
         "--drill",
         default="",
-        help="freeze_camera:<name> | nan_output | stall_inference[:<s>] | silence | all",
+        help="freeze_camera:<name> | nan_output | stall_inference[:<s>] | silence | late_chunks | all",
     )
     d.add_argument("--duration", type=positive_float, default=1.0, help="how long the drill lasts (s)")
     d.add_argument(

@@ -12,8 +12,14 @@ sets the policy node's `drill` parameter, records `/joint_states` and reports ho
                            come late → the controller's watchdog holds
     silence                the policy publishes nothing at all, not even a hold → the controller's watchdog
                            and the chunk topic's QoS deadline hold
+    late_chunks            each chunk is held back until its last action is one tick past, then sent unchanged
+                           (a network delay or an inference over its budget): the controller refuses every one
+                           as late (never executes a stale action), its watchdog holds, and after
+                           `max_consecutive_late` in a row it latches a fault ("over budget")
 
-A drill ends by itself after its duration; the policy then infers again and the arm moves on.
+A drill ends by itself after its duration; the policy then infers again and the arm moves on. Except
+`late_chunks`: the fault it provokes deactivates the policy, and the operator recovers (`dm1 operator
+recover`, then `activate`) as after any latched fault.
 """
 
 from __future__ import annotations
@@ -25,7 +31,9 @@ from typing import Any
 
 import numpy as np
 
-DRILL_KINDS: tuple[str, ...] = ("freeze_camera", "nan_output", "stall_inference", "silence")
+DRILL_KINDS: tuple[str, ...] = ("freeze_camera", "nan_output", "stall_inference", "silence", "late_chunks")
+#: Drills whose right answer is a latched controller fault (not in `--drill all`: recovery is the operator's).
+LATCHING_DRILLS: tuple[str, ...] = ("late_chunks",)
 DEFAULT_STALL_S = 0.5
 #: A shorter stall stays within the controller's chunk watchdog (0.1 s) and the chunks already sent.
 MIN_STALL_S = 0.2
@@ -34,7 +42,7 @@ DRILL_PARAMETERS: dict[str, tuple[Any, str, tuple[float, float] | None]] = {
     "drill": (
         "",
         "fault drill to start now (active node only): freeze_camera:<name> | nan_output | "
-        "stall_inference[:<s>] | silence; '' = none",
+        "stall_inference[:<s>] | silence | late_chunks; '' = none",
         None,
     ),
     "drill_duration_s": (1.0, "how long a drill lasts [s, node clock]", (0.05, 30.0)),

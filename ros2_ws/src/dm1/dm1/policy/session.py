@@ -7,8 +7,9 @@ returns. Keeping the tick logic here makes it testable with a fake clock.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -197,6 +198,7 @@ class PolicySession:
         self.assembler = ObservationAssembler(self.card, obs_cfg)
         self.drill: Drill | None = None  # a fault drill (dm1.policy.drill): set by start_drill
         self.drill_counts: dict[str, int] = {"drills": 0, "frames_dropped_by_drill": 0}
+        self._held_back: deque[tuple[float, StepOutcome]] = deque()  # late_chunks: (release time, outcome)
         self.step = PolicyStep(
             DrilledRuntime(runtime, self.active_drill),
             clock,
@@ -236,9 +238,11 @@ class PolicySession:
         self.assembler.on_joint_state(stamp, q, gripper_width, received=self.clock())
 
     def reset(self) -> None:
-        """Forget frames and the current chunk (activation, or the clock jumped back)."""
+        """Forget frames, the current chunk and any drill (activation, or the clock jumped back)."""
         self.assembler.reset()
         self.step.reset()
+        self.drill = None
+        self._held_back.clear()
 
     def tick(self) -> StepOutcome:
         """One control tick: assemble → infer → timed chunk (or the reason there is none)."""
@@ -251,12 +255,28 @@ class PolicySession:
             self.step.reset()  # the next chunk after the drill starts afresh, as after any hold
             return StepOutcome(None, f"drill {drill.label}: publishing nothing", None, "drill")
         if not self.step.wants_inference(now):
-            return self.step.skip()
-        t = time.perf_counter()
-        obs = self.assembler.assemble(now)
-        out = self.step.run(obs, preprocess_ms=(time.perf_counter() - t) * 1e3)
+            out = self.step.skip()
+        else:
+            t = time.perf_counter()
+            obs = self.assembler.assemble(now)
+            out = self.step.run(obs, preprocess_ms=(time.perf_counter() - t) * 1e3)
         if drill is not None and out.reason is not None:
             out.reason = f"drill {drill.label}: {out.reason}"
+        if drill is not None and drill.kind == "late_chunks":
+            return self._hold_back(out, now, drill.label)
+        self._held_back.clear()  # a drill's chunks still held back when it ends are never sent
+        return out
+
+    def _hold_back(self, out: StepOutcome, now: float, label: str) -> StepOutcome:
+        """`late_chunks`: keep each chunk until its last action is one tick past, then hand it out unchanged
+        (no ledger: a drill's delay is not a latency sample)."""
+        if out.chunk is not None:
+            self._held_back.append((out.chunk.end_time + self.period_s, out))
+            reason = f"drill {label}: chunk held back until its actions are past"
+            out = StepOutcome(None, reason, None, "drill")
+        if self._held_back and self._held_back[0][0] <= now:
+            late = self._held_back.popleft()[1]
+            return replace(late, ledger=None, reason=f"drill {label}: sending a chunk whose actions are past")
         return out
 
     def diagnostic_values(self) -> dict[str, float | int]:
