@@ -240,6 +240,42 @@ def test_reflex_publishes_fault_and_blocks_motion_until_recover(rig: Rig) -> Non
 
 
 @pytest.mark.slow
+def test_a_lost_robot_link_latches_a_fault_and_a_recovery_without_it_is_refused_not_fatal(rig: Rig) -> None:
+    """The robot's server goes away (a pulled cable) while the controller holds a pose, and the node clock
+    goes on: libfranka's timeout is latched as a fault, /joint_states stops (no measurement to publish), and
+    a recovery call answers "recover failed" instead of ending the node (franky raised NetworkException into
+    the service callback and the timers)."""
+    p0 = rig.ee()
+    rig.stream(lambda t: p0, 0.3)
+    with rig._clock_lock:
+        rig._clock_on = False  # /clock from the test from now on: the physics stops with the server
+    t = rig.arm.time
+    rig.arm.server.cleanup()
+    n_states = len(rig.states)
+
+    def clock_runs_until(condition, what: str) -> None:
+        nonlocal t
+
+        def step() -> bool:
+            nonlocal t
+            t += 0.01
+            rig.clock_pub.publish(Clock(clock=to_time_msg(t)))
+            return condition()
+
+        wait_for(step, 60, interval=0.01, what=what)
+
+    clock_runs_until(lambda: rig.status and rig.status[-1]["state"] == "fault", "the lost link as a fault")
+    assert "NetworkException" in rig.status[-1]["reasons"], rig.status[-1]
+    stale = len(rig.states)
+    clock_runs_until(lambda: len(rig.status) > 20, "the controller reporting on")
+    assert len(rig.states) == stale and stale - n_states < 200, "joint states published without a link"
+    reply = rig.call("/dm1/controller/recover")
+    assert not reply.success and "recover failed: NetworkException" in reply.message, reply
+    clock_runs_until(lambda: len(rig.status) > 25, "the controller reporting after the refused recovery")
+    assert rig.proc.poll() is None and rig.status[-1]["state"] == "fault", rig.procs.log("controller")[-2000:]
+
+
+@pytest.mark.slow
 def test_operator_cli_reports_and_homes_a_controller_without_a_policy(rig: Rig) -> None:
     status = dm1_operator("status", timeout_s=10.0)
     assert status.returncode == 0, status

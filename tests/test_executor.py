@@ -208,6 +208,23 @@ def test_fault_latches_until_recover() -> None:
     assert ex.state == ACTIVE and len(backend.motion_calls()) > n
 
 
+def test_a_recovery_the_robot_refuses_keeps_the_fault_latched_and_says_why() -> None:
+    ex, backend, clock = make()
+    ex.on_chunk(ee_chunk(clock.t, n=40))
+    run(ex, clock, 0.05)
+    backend.fail_next = "NetworkException: libfranka: UDP receive: Timeout"
+    run(ex, clock, 0.01)
+    assert ex.state == FAULT
+    backend.fail_recover = "recover failed: NetworkException: libfranka: UDP receive: Timeout"
+    with pytest.raises(RobotFault, match="recover failed"):
+        ex.recover()
+    assert ex.state == FAULT and ex.status().reasons == [backend.fail_recover]
+    assert ex.on_chunk(ee_chunk(clock.t, n=40)) == "rejected_fault"
+    backend.fail_recover = None  # the link is back: the operator recovers
+    ex.recover()
+    assert ex.state == IDLE and ex.on_chunk(ee_chunk(clock.t, n=40)) == "accepted"
+
+
 def test_gripper_thresholds_with_hysteresis_and_acts_on_change_only() -> None:
     ex, backend, clock = make()
     for grip in (0.9, 0.55, 0.45, 0.3, 0.3):

@@ -203,6 +203,28 @@ def test_reflex_latches_fault_until_recover(sim_arm: SimArm) -> None:
 
 
 @pytest.mark.slow
+def test_a_lost_link_is_latched_and_a_recovery_without_it_fails_with_the_fault_kept(sim_arm: SimArm) -> None:
+    """The simulated robot's server goes away while a motion streams (a pulled cable): libfranka's timeout is
+    latched as a fault by the next state read (not raised into the caller, whose timer would end the node),
+    and `recover()` raises RobotFault naming it instead of franky's NetworkException."""
+    backend = FrankyBackend(sim_arm.host, gripper=False)
+    try:
+        start = backend.read_state()
+        backend.send_ee_target(start.ee_pos, start.ee_quat_xyzw)
+        sim_arm.wait_sim(0.1)
+        sim_arm.server.cleanup()
+        fault = wait_for(lambda: backend.read_state().fault, 30, what="the lost link latched as a fault")
+        assert "NetworkException" in fault, fault
+        first, again = backend.read_state(), backend.read_state()  # the last measured state, fault attached
+        assert again.fault == fault and again.stamp == first.stamp and np.allclose(again.q, first.q)
+        with pytest.raises(RobotFault, match="recover failed: NetworkException"):
+            backend.recover()
+        assert backend.read_state().fault is not None, "the fault must stay latched"
+    finally:
+        backend.close()
+
+
+@pytest.mark.slow
 def test_home_moves_to_joint_target(sim_arm: SimArm) -> None:
     backend = FrankyBackend(sim_arm.host, gripper=False, relative_dynamics_factor=0.5)
     try:

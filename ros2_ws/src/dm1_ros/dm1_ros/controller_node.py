@@ -78,6 +78,7 @@ class ControllerNode(Node):
             watch_chunk_stream(self, msg_type, topic, deadline_ms, lease_ms, self._on_stream_lost)
         self.create_service(Trigger, "/dm1/controller/recover", self._on_recover)
         self.homing = False  # set under the lock: ticks and chunks are skipped while homing
+        self._last_js_stamp: float | None = None  # robot time of the last published joint state
         self.home = HomeService(self)  # /dm1/controller/home, on a side node and thread (blocks for seconds)
         self.create_timer(1.0 / p["control_rate_hz"], self._on_control)
         self.create_timer(1.0 / p["joint_state_rate_hz"], self._on_joint_state)
@@ -128,7 +129,9 @@ class ControllerNode(Node):
 
     def _on_joint_state(self) -> None:
         s = self.backend.read_state()
-        self.js_pub.publish(make_joint_state(s.q, s.gripper_width, self._now(), s.dq))
+        if s.stamp != self._last_js_stamp:  # a new measurement (none while the robot's link is lost)
+            self._last_js_stamp = s.stamp
+            self.js_pub.publish(make_joint_state(s.q, s.gripper_width, self._now(), s.dq))
 
     def publish_status(self) -> None:
         st = self.executor_.status()
@@ -136,9 +139,12 @@ class ControllerNode(Node):
         self.status_pub.publish(diagnostic_array(self._now(), [diag]))
 
     def _on_recover(self, _req, res):
-        with self.lock:
-            self.executor_.recover()
-        res.success, res.message = True, "recovered"
+        try:
+            with self.lock:
+                self.executor_.recover()
+            res.success, res.message = True, "recovered"
+        except Exception as exc:  # noqa: BLE001 - no link, user stop engaged: the fault stays, say why
+            res.success, res.message = False, str(exc)
         self.publish_status()
         return res
 

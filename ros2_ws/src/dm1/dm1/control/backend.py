@@ -99,7 +99,8 @@ class RobotBackend(Protocol):
 class FakeBackend:
     """In-memory backend for unit tests: targets are reached instantly; records every call.
 
-    Set `fail_next = "reason"` to make the next motion command raise `RobotFault` (as a franky reflex would).
+    Set `fail_next = "reason"` to make the next motion command raise `RobotFault` (as a franky reflex would),
+    and `fail_recover = "reason"` to make `recover` raise it (no link, the user stop still engaged).
     """
 
     def __init__(self, q: np.ndarray | None = None, ee_pos: np.ndarray | None = None) -> None:
@@ -112,6 +113,7 @@ class FakeBackend:
         self.gripper_closed = False
         self.fault: str | None = None
         self.fail_next: str | None = None
+        self.fail_recover: str | None = None
         self.stamp = 0.0
         self.calls: list[tuple[str, tuple]] = []
         self.velocities: list[np.ndarray | None] = []  # feed-forward velocity of every ee/joint target
@@ -171,6 +173,8 @@ class FakeBackend:
 
     def recover(self) -> None:
         self.calls.append(("recover", ()))
+        if self.fail_recover is not None:
+            raise RobotFault(self.fail_recover)
         self.fault = None
 
     def close(self) -> None:

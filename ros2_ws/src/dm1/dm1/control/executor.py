@@ -341,8 +341,14 @@ class ChunkExecutor:
                 log.exception("hold failed while faulted")
 
     def recover(self) -> None:
-        """Explicit operator recovery: clear robot errors and the latch; the executor returns to IDLE."""
-        self.backend.recover()
+        """Explicit operator recovery: clear robot errors and the latch; the executor returns to IDLE.
+        Raises RobotFault when the backend cannot recover (no link, user stop engaged): nothing changes."""
+        try:
+            self.backend.recover()
+        except RobotFault as exc:
+            self.reasons = [str(exc)]
+            log.error("%s", exc)
+            raise
         self.state, self.fault, self.reasons = IDLE, None, ["recovered"]
         self.consecutive_late = 0
         self.overspeed.ticks = 0

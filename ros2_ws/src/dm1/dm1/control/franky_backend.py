@@ -13,6 +13,7 @@ import contextlib
 import logging
 import threading
 import time
+from dataclasses import replace
 
 import franky
 import numpy as np
@@ -159,6 +160,8 @@ class FrankyBackend:
         self._lock = threading.RLock()
         self._tracker: franky.CartesianImpedanceTracker | franky.JointImpedanceTracker | None = None
         self._fault: str | None = None
+        self._link_lost = False  # a NetworkException latched: the robot is not read until recovered
+        self._last_state: RobotStateSnapshot | None = None
         rt = franky.RealtimeConfig.Enforce if realtime else franky.RealtimeConfig.Ignore
         # libfranka raises the *calling* thread to SCHED_FIFO 99 where it may (root), even with Ignore, and
         # franky's 1 kHz control threads inherit it from the thread that starts a motion. Keep that for them
@@ -192,15 +195,35 @@ class FrankyBackend:
         except franky.ControlException as exc:
             if not _is_preemption(exc):
                 self._latch(exc)
+        except franky.NetworkException as exc:  # the link to the robot is lost (libfranka's UDP timeout)
+            self._latch(exc)
+            self._link_lost = True
         if self._fault is None and self._tracker is not None and not self.robot.is_in_control:
             self._tracker = None  # the motion ended (e.g. stopped); the next target starts a fresh tracker
 
     def read_state(self) -> RobotStateSnapshot:
-        """The latest measured state; surfaces (and latches) a stored franky ControlException."""
+        """The latest measured state; surfaces (and latches) a stored franky ControlException.
+
+        Without a link to the robot (libfranka's NetworkException: each read blocks 1 s, then raises) the
+        fault is latched and the last measured state comes back with it, its stamp unchanged, and the robot is
+        not asked again until `recover()` succeeds (RobotFault when there never was a state)."""
         with self._lock:
             self._poll()
-            s = self.robot.state
-            vel = self.robot.current_cartesian_velocity.end_effector_twist.linear
+            if self._link_lost and self._last_state is not None:
+                return replace(self._last_state, fault=self._fault)
+            try:
+                s = self.robot.state
+                vel = self.robot.current_cartesian_velocity.end_effector_twist.linear
+            except franky.NetworkException as exc:
+                self._latch(exc)
+                self._link_lost = True
+                if self._last_state is None:
+                    raise RobotFault(self._fault) from exc
+                return replace(self._last_state, fault=self._fault)
+            self._last_state = self._snapshot(s, vel)
+            return self._last_state
+
+    def _snapshot(self, s, vel) -> RobotStateSnapshot:
         return RobotStateSnapshot(
             stamp=s.time.to_sec(),
             q=np.array(s.q, dtype=float),
@@ -369,19 +392,23 @@ class FrankyBackend:
     def recover(self) -> None:
         """Clear the robot's errors and the latched fault. A hold still streaming (the executor latched a
         fault of its own: the robot never stopped) is ended first: left running, the next motion of another
-        type (a home move) failed with franky's InvalidMotionTypeException."""
+        type (a home move) failed with franky's InvalidMotionTypeException.
+
+        Raises RobotFault (the fault stays latched) when the robot cannot be recovered: no link, or an error
+        libfranka cannot clear (the user stop still engaged)."""
+        gone = (franky.ControlException, franky.NetworkException)  # an aborted motion, or no link
         with self._lock:
             if self._tracker is not None:
-                with (
-                    contextlib.suppress(franky.ControlException),  # an aborted motion: nothing left to stop
-                    scheduled_as(self.control_scheduling),
-                ):
+                with contextlib.suppress(*gone), scheduled_as(self.control_scheduling):
                     self._tracker.stop()
-            with contextlib.suppress(franky.ControlException):  # the stored fault being recovered from
+            with contextlib.suppress(*gone):  # the stored fault being recovered from
                 self.robot.join_motion(timeout=0.5)
             self._tracker = None
-            self.robot.recover_from_errors()
-            self._fault = None
+            try:
+                self.robot.recover_from_errors()
+            except (*gone, franky.CommandException) as exc:
+                raise RobotFault(f"recover failed: {type(exc).__name__}: {exc}") from exc
+            self._fault, self._link_lost = None, False
             time.sleep(0.01)
 
     def close(self) -> None:
