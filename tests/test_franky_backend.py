@@ -203,11 +203,14 @@ def test_reflex_latches_fault_until_recover(sim_arm: SimArm) -> None:
 
 
 @pytest.mark.slow
-def test_a_lost_link_is_latched_and_a_recovery_without_it_fails_with_the_fault_kept(sim_arm: SimArm) -> None:
+def test_a_lost_link_is_latched_recovery_waits_for_the_robot_then_connects_again(sim_arm: SimArm) -> None:
     """The simulated robot's server goes away while a motion streams (a pulled cable): libfranka's timeout is
     latched as a fault by the next state read (not raised into the caller, whose timer would end the node),
-    and `recover()` raises RobotFault naming it instead of franky's NetworkException."""
-    backend = FrankyBackend(sim_arm.host, gripper=False)
+    `recover()` raises RobotFault naming it while the robot is gone, and once a robot answers at that address
+    again it connects anew (libfranka's connection does not survive the timeout), gripper included, and the
+    arm streams again."""
+    backend = FrankyBackend(sim_arm.host)
+    server = None
     try:
         start = backend.read_state()
         backend.send_ee_target(start.ee_pos, start.ee_quat_xyzw)
@@ -220,8 +223,30 @@ def test_a_lost_link_is_latched_and_a_recovery_without_it_fails_with_the_fault_k
         with pytest.raises(RobotFault, match="recover failed: NetworkException"):
             backend.recover()
         assert backend.read_state().fault is not None, "the fault must stay latched"
+        revived = MujocoSimulator(enable_visualization=False)  # the robot is back (a fresh one: at home)
+        revived.init()
+        revived.add_robot()
+        server = SimulationServer(revived, hostname_candidates=[sim_arm.host])
+        server.init()
+        server.run_async(realtime=True)
+        backend.recover()
+        state = backend.read_state()
+        assert state.fault is None and state.stamp != again.stamp
+        target = state.ee_pos + np.array([0.0, 0.03, 0.0])
+        wait_for(
+            lambda: (
+                backend.send_ee_target(target, start.ee_quat_xyzw)
+                or np.linalg.norm(backend.read_state().ee_pos - target) < 0.005
+            ),
+            30,
+            interval=0.01,
+            what="the arm streaming again after the new connection",
+        )
+        wait_for(lambda: backend._gripper.error is None, 30, what="the gripper connected again")
     finally:
         backend.close()
+        if server is not None:
+            server.cleanup()
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ import franky
 import numpy as np
 
 from dm1.control.backend import HOME_Q, RobotFault, RobotStateSnapshot
+from dm1.control.franky_gripper import GripperWorker
 from dm1.scheduling import ThreadScheduling, scheduled_as
 
 log = logging.getLogger(__name__)
@@ -32,53 +33,6 @@ HOME_MOVE_TIMEOUT_S = 40.0
 
 def _is_preemption(exc: BaseException) -> bool:
     return "preempted" in str(exc).lower()
-
-
-class _GripperWorker:
-    """Owns `franky.Gripper`: applies the latest open/close request and caches the measured width."""
-
-    def __init__(self, host: str, speed: float, force: float, open_width: float, poll_s: float = 0.1) -> None:
-        self._gripper = franky.Gripper(host)
-        self._speed, self._force, self._open_width, self._poll_s = speed, force, open_width, poll_s
-        self._wanted: bool | None = None
-        self._applied: bool | None = None
-        self.closed_cmd = False
-        self.width = float(self._gripper.width)
-        self.error: str | None = None
-        self._event = threading.Event()
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, name="dm1-gripper", daemon=True)
-        self._thread.start()
-
-    def request(self, close: bool) -> None:
-        self.closed_cmd = bool(close)
-        if self._wanted != close:
-            self._wanted = bool(close)
-            self._event.set()
-
-    def _run(self) -> None:
-        while not self._stop:
-            self._event.wait(self._poll_s)
-            self._event.clear()
-            wanted = self._wanted
-            try:
-                if wanted is not None and wanted != self._applied:
-                    self._applied = wanted
-                    if wanted:
-                        self._gripper.grasp(
-                            0.0, self._speed, self._force, epsilon_inner=0.1, epsilon_outer=0.1
-                        )
-                    else:
-                        self._gripper.move(self._open_width, self._speed)
-                self.width = float(self._gripper.width)
-            except Exception as exc:  # noqa: BLE001 - a gripper error is reported, never crashes the loop
-                self.error = f"gripper: {exc}"
-                log.warning("gripper command failed: %s", exc)
-
-    def close(self) -> None:
-        self._stop = True
-        self._event.set()
-        self._thread.join(timeout=2.0)
 
 
 class FrankyBackend:
@@ -162,19 +116,27 @@ class FrankyBackend:
         self._fault: str | None = None
         self._link_lost = False  # a NetworkException latched: the robot is not read until recovered
         self._last_state: RobotStateSnapshot | None = None
-        rt = franky.RealtimeConfig.Enforce if realtime else franky.RealtimeConfig.Ignore
+        self._host, self._realtime, self._dynamics = host, realtime, relative_dynamics_factor
+        self.robot = self._connect()
+        self.robot.recover_from_errors()
+        self._gripper = (
+            GripperWorker(host, gripper_speed, gripper_force, gripper_open_width) if gripper else None
+        )
+
+    def _connect(self) -> franky.Robot:
+        """A new libfranka connection (NetworkException when the robot does not answer)."""
+        rt = franky.RealtimeConfig.Enforce if self._realtime else franky.RealtimeConfig.Ignore
         # libfranka raises the *calling* thread to SCHED_FIFO 99 where it may (root), even with Ignore, and
         # franky's 1 kHz control threads inherit it from the thread that starts a motion. Keep that for them
         # only: the caller (a ROS executor, a test runner and every process it starts) gets its own back.
         own = ThreadScheduling.current()
-        self.robot = franky.Robot(host, realtime_config=rt)
-        self.control_scheduling = ThreadScheduling.current()  #: what franky's control threads run under
-        own.apply()
-        self.robot.relative_dynamics_factor = relative_dynamics_factor
-        self.robot.recover_from_errors()
-        self._gripper = (
-            _GripperWorker(host, gripper_speed, gripper_force, gripper_open_width) if gripper else None
-        )
+        try:
+            robot = franky.Robot(self._host, realtime_config=rt)
+            self.control_scheduling = ThreadScheduling.current()  #: what franky's control threads run under
+        finally:
+            own.apply()
+        robot.relative_dynamics_factor = self._dynamics
+        return robot
 
     # --- state -------------------------------------------------------------------------------------------
 
@@ -394,7 +356,8 @@ class FrankyBackend:
         fault of its own: the robot never stopped) is ended first: left running, the next motion of another
         type (a home move) failed with franky's InvalidMotionTypeException.
 
-        Raises RobotFault (the fault stays latched) when the robot cannot be recovered: no link, or an error
+        After a lost link it connects again (libfranka's connection does not survive the timeout). Raises
+        RobotFault (the fault stays latched) when the robot cannot be recovered: no link, or an error
         libfranka cannot clear (the user stop still engaged)."""
         gone = (franky.ControlException, franky.NetworkException)  # an aborted motion, or no link
         with self._lock:
@@ -405,6 +368,8 @@ class FrankyBackend:
                 self.robot.join_motion(timeout=0.5)
             self._tracker = None
             try:
+                if self._link_lost:  # libfranka's connection does not survive a timeout: connect again
+                    self.robot = self._connect()
                 self.robot.recover_from_errors()
             except (*gone, franky.CommandException) as exc:
                 raise RobotFault(f"recover failed: {type(exc).__name__}: {exc}") from exc
