@@ -24,3 +24,15 @@ def test_an_old_fault_report_no_longer_blocks() -> None:
 
 def test_an_error_report_without_a_message_still_names_a_fault() -> None:
     assert ControllerWatch().update(True, "", 1.0) == "controller fault"
+
+
+def test_a_controller_that_stops_reporting_is_lost_until_it_reports_again() -> None:
+    watch = ControllerWatch(silence_s=2.0)
+    assert watch.lost(100.0) is None  # never heard: a policy without a controller (tests, replay) runs on
+    watch.update(False, "active", 10.0)
+    assert watch.lost(12.0) is None
+    assert watch.lost(12.5) == "no controller report for 2.5 s (limit 2 s): is it running?"
+    assert watch.lost(3.0) is None  # the clock jumped back (a simulation reset): not silence
+    watch.update(False, "idle", 13.0)  # a restarted controller reports
+    assert watch.lost(13.1) is None
+    assert ControllerWatch(silence_s=0.0).lost(1e9) is None  # 0 = off

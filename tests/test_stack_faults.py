@@ -162,9 +162,8 @@ def stack(procs, ros_env, tmp_path: Path):
     procs.start("twin", [py, "-m", "dm1_sim.twin_node", "--ros-args", "-p", f"host:={host}"])
     wait_for(lambda: "twin up" in procs.log("twin"), 120, what="the twin's franky-sim server")
     sim = ["-p", "use_sim_time:=true"]
-    procs.start(
-        "controller", [py, "-m", "dm1_ros.controller_node", "--ros-args", "-p", f"robot_ip:={host}", *sim]
-    )
+    controller_cmd = [py, "-m", "dm1_ros.controller_node", "--ros-args", "-p", f"robot_ip:={host}", *sim]
+    procs.start("controller", controller_cmd)
     policy_args = [
         "-p",
         f"model_dir:={model}",
@@ -175,6 +174,7 @@ def stack(procs, ros_env, tmp_path: Path):
     ]
     procs.start("policy", [py, "-m", "dm1_ros.policy_node", "--ros-args", *policy_args, *sim])
     probe = StackProbe()
+    probe.controller_cmd = controller_cmd  # to start it again
     try:
         # chunks with points: until every camera has a frame the policy publishes explicit (empty) holds
         wait_for(
@@ -241,6 +241,37 @@ def test_killing_the_policy_node_holds_the_arm(stack) -> None:
         30,
         what="the controller counting the killed policy's lost QoS liveliness",
     )
+
+
+@pytest.mark.slow
+def test_a_controller_that_dies_stops_the_policy_and_a_restarted_one_moves_nothing_until_activated(
+    stack,
+) -> None:
+    """Reliability row 13 for a controller that crashes instead of reporting a fault: the policy stops once
+    its reports stop (`controller_silence_s`, 2 s), refuses activation while none come, and a restarted
+    controller does not execute anything until an operator activates the policy again."""
+    probe, procs = stack
+    probe.wait_sim(1.0)
+    procs.stop("controller", sig=signal.SIGKILL)
+    killed_at = probe.now()
+    wait_for(lambda: probe.policy_state() == "inactive", 60, what="the policy stopping without a controller")
+    # stale inputs (no joint states) make the policy publish explicit holds until it stops: its last message
+    lost_after = max(r for r, _, _ in probe.chunks) - killed_at
+    assert 1.8 <= lost_after <= 3.5, f"the policy published for {lost_after:.2f} s after the controller died"
+    assert "no controller report" in procs.log("policy"), procs.log("policy")[-2000:]
+    refused = dm1_operator("activate", timeout_s=10.0)
+    assert refused.returncode == 1, refused
+    n_states = len(probe.states)
+    procs.start("controller", probe.controller_cmd)
+    wait_for(lambda: len(probe.states) > n_states + 50, 120, what="the restarted controller's joint states")
+    restarted = probe.now()
+    probe.wait_sim(1.0)
+    assert probe.max_motion_after(restarted) < 0.02, "the restarted controller moved the arm by itself"
+    activated = dm1_operator("activate")
+    assert activated.returncode == 0 and "now active" in activated.stdout, (activated, procs.log("policy"))
+    t_active = probe.now()
+    probe.wait_sim(1.0)
+    assert probe.max_motion_after(t_active) > 0.05, "the arm did not move under policy after the reactivation"
 
 
 @pytest.mark.slow

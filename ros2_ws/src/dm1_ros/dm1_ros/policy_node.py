@@ -5,7 +5,8 @@ rate on the node clock (sim time with use_sim_time) runs `PolicySession.tick` an
 `/dm1/action_chunk/{cartesian,joint}` + markers on `/dm1/predicted_path`. Stale inputs: no chunk (the
 controller's watchdog holds) and a `/diagnostics` status naming the stream. `autostart:=true` self-activates.
 A fault reported on `/dm1/controller/status` deactivates the node and blocks activation until the controller
-reports no fault (`dm1.policy.ControllerWatch`): after a recovery, an operator activates the policy again.
+reports no fault (`dm1.policy.ControllerWatch`): after a recovery, an operator activates the policy again. So
+does a controller that stops reporting (`controller_silence_s`): a restarted one moves nothing by itself.
 """
 
 from __future__ import annotations
@@ -18,11 +19,9 @@ from dm1.policy.session import offered_deadline_ms
 from dm1.scheduling import try_raise_to_fifo
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import Image, JointState
 
-from dm1_ros import conversions as cv
 from dm1_ros.params import declare_table
+from dm1_ros.policy_inputs import subscribe_inputs
 from dm1_ros.policy_outputs import PolicyOutputs
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
@@ -42,7 +41,7 @@ class PolicyNode(LifecycleNode):
         self.session: PolicySession | None = None
         self._subs: list = []
         self._timer = None
-        self._controller = ControllerWatch()
+        self._controller = ControllerWatch(silence_s=self.p("controller_silence_s"))
         if topic := self.p("controller_status_topic"):
             self.create_subscription(DiagnosticArray, topic, self._on_controller_status, 10)
 
@@ -70,19 +69,13 @@ class PolicyNode(LifecycleNode):
         card = self.session.card
         cartesian = card.action.space == "ee_position"
         topic = self.outputs.open(cartesian, deadline_ms, self.p("chunk_liveliness_lease_ms"))
-        qos = qos_profile_sensor_data  # best effort: matches reliable and best-effort camera drivers
-        self._subs = [
-            self.create_subscription(Image, t, lambda m, n=n: self._on_image(n, m), qos)
-            for n, t in self.session.topics.items()
-        ]
-        joints = self.p("joint_states_topic")
-        self._subs.append(self.create_subscription(JointState, joints, self._on_joints, qos))
+        self._subs = subscribe_inputs(self, self.session, self.p("joint_states_topic"))
         self.get_logger().info(f"loaded {card.name!r}: {card.action.space} → {topic}, {self.session.topics}")
         return SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        if fault := self._controller.fault(self.now_s()):
-            self.get_logger().error(f"not activating: controller fault ({fault}); recover it first")
+        if problem := self._controller.fault(self.now_s()) or self._controller.lost(self.now_s()):
+            self.get_logger().error(f"not activating: controller: {problem}; recover or start it first")
             return FAILURE
         self.session.reset()
         self._timer = self.create_timer(self.session.period_s, self._tick)
@@ -108,12 +101,16 @@ class PolicyNode(LifecycleNode):
 
     def _on_controller_status(self, msg: DiagnosticArray) -> None:
         for st in (s for s in msg.status if s.name == CONTROLLER_STATUS_NAME):
-            fault = self._controller.update(st.level == DiagnosticStatus.ERROR, st.message, self.now_s())
-            if fault and self._timer is not None:  # active: stop; an operator activates again after recovery
-                message = f"controller fault: {fault}; policy deactivated"
-                self.outputs.diagnose(self.session, "error", message, self.now_s(), force=True)
-                self.get_logger().error(f"controller fault ({fault}): deactivating")
-                self.trigger_deactivate()
+            if fault := self._controller.update(st.level == DiagnosticStatus.ERROR, st.message, self.now_s()):
+                self._stop_for_controller(f"fault: {fault}")
+
+    def _stop_for_controller(self, problem: str) -> None:
+        """Deactivate while active: an operator activates again once the controller is recovered / back."""
+        if self._timer is not None:
+            message = f"controller {problem}; policy deactivated"
+            self.outputs.diagnose(self.session, "error", message, self.now_s(), force=True)
+            self.get_logger().error(message)
+            self.trigger_deactivate()
 
     def _on_set_parameters(self, params: list) -> SetParametersResult:
         """`drill` starts a fault drill (active node only); other changes pass through."""
@@ -123,21 +120,9 @@ class PolicyNode(LifecycleNode):
             self.get_logger().warning(reason)
         return SetParametersResult(successful=ok, reason=reason)
 
-    def _on_image(self, name: str, msg: Image) -> None:
-        try:
-            self.session.on_image(name, cv.from_time_msg(msg.header.stamp), cv.msg_to_rgb(msg))
-        except ValueError as exc:
-            self.get_logger().warning(f"camera {name!r}: {exc}", throttle_duration_sec=2.0)
-
-    def _on_joints(self, msg: JointState) -> None:
-        try:
-            q, width = cv.joint_state_to_arm(msg)
-        except ValueError as exc:
-            self.get_logger().warning(str(exc), throttle_duration_sec=2.0)
-            return
-        self.session.on_joint_state(cv.from_time_msg(msg.header.stamp), q, width)
-
     def _tick(self) -> None:
+        if lost := self._controller.lost(self.now_s()):
+            return self._stop_for_controller(f"lost: {lost}")
         self.outputs.publish_tick(self.session, self.session.tick(), self.now_s())
 
 

@@ -5,6 +5,9 @@ a fault is latched). Reliability row 13: on a controller fault the policy goes i
 operator's action. So the policy node deactivates itself when a fault is reported, and refuses to activate
 while the controller's latest report (within `fresh_s`) is a fault: after `/dm1/controller/recover` the arm
 moves again only once someone activates the policy, never by itself because the policy was still running.
+The same holds for a controller that stops reporting (crashed, killed, its host gone): a restarted controller
+would otherwise execute the still-active policy's chunks at once. Once reports were heard, `silence_s`
+without one stops the policy (`lost`) and blocks activation until the controller reports again.
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ class ControllerWatch:
 
     Args:
         fresh_s: a fault reported longer ago than this no longer blocks activation (a controller that
-            faulted and then went away: nothing moves without it anyway, and its next report decides).
+            faulted and then went away is `lost` instead).
+        silence_s: a controller heard before and silent for longer than this is lost; 0 = never.
     """
 
     fresh_s: float = 1.0
+    silence_s: float = 2.0
     _fault: str | None = None
     _seen_at: float = -math.inf
 
@@ -42,3 +47,11 @@ class ControllerWatch:
         if self._fault is None or abs(now - self._seen_at) > self.fresh_s:
             return None
         return self._fault
+
+    def lost(self, now: float) -> str | None:
+        """Why the controller counts as gone: heard before, and no report for more than `silence_s` (policy
+        clock); else None. A clock that jumped back (a simulation reset) is not silence."""
+        silent = now - self._seen_at
+        if self.silence_s <= 0 or not math.isfinite(silent) or silent <= self.silence_s:
+            return None
+        return f"no controller report for {silent:.1f} s (limit {self.silence_s:g} s): is it running?"

@@ -33,6 +33,12 @@ NODE_PARAMETERS: dict[str, tuple[Any, str, tuple[float, float] | None]] = {
         "'' = not watched",
         None,
     ),
+    "controller_silence_s": (
+        2.0,
+        "a controller heard before and silent this long is lost: the policy deactivates, and activation "
+        "waits for its next report [s, node clock]; 0 = off",
+        (0.0, 60.0),
+    ),
     "max_obs_age_s": (0.1, "age limit of every input stream [s]", (1e-3, 10.0)),
     "sync_tolerance_s": (0.1, "max spread between the streams' stamps [s]", (1e-3, 10.0)),
     "mode": ("replan_every_tick", f"one of {list(MODES)}", None),
