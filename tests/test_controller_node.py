@@ -276,6 +276,33 @@ def test_a_lost_robot_link_latches_a_fault_and_a_recovery_without_it_is_refused_
 
 
 @pytest.mark.slow
+def test_a_safety_limit_set_at_run_time_is_refused_not_silently_ignored(rig: Rig) -> None:
+    """The controller reads its parameters once: `ros2 param set` must fail (read-only), not report success
+    while the old limit stays in force."""
+    from rcl_interfaces.srv import GetParameters, SetParameters
+    from rclpy.parameter import Parameter
+
+    setter = rig.node.create_client(SetParameters, "/controller_node/set_parameters")
+    request = SetParameters.Request(
+        parameters=[
+            Parameter("safety.max_ee_speed", value=2.0).to_parameter_msg(),
+            Parameter("control_rate_hz", value=50.0).to_parameter_msg(),
+        ]
+    )
+    assert setter.wait_for_service(timeout_sec=30)
+    future = setter.call_async(request)  # the rig's spinner thread completes it
+    wait_for(future.done, 60, what="the controller's set_parameters answer")
+    results = future.result().results
+    assert [r.successful for r in results] == [False, False], results
+    assert all("read-only" in r.reason for r in results), results
+    getter = rig.node.create_client(GetParameters, "/controller_node/get_parameters")
+    assert getter.wait_for_service(timeout_sec=30)
+    future = getter.call_async(GetParameters.Request(names=["safety.max_ee_speed"]))
+    wait_for(future.done, 60, what="the controller's get_parameters answer")
+    assert future.result().values[0].double_value == pytest.approx(0.35)
+
+
+@pytest.mark.slow
 def test_operator_cli_reports_and_homes_a_controller_without_a_policy(rig: Rig) -> None:
     status = dm1_operator("status", timeout_s=10.0)
     assert status.returncode == 0, status

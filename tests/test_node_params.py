@@ -87,6 +87,15 @@ def test_read_only_table_cannot_be_changed_after_start(ctx) -> None:
     node.destroy_node()
 
 
+def test_policy_parameters_change_only_while_the_node_is_unconfigured() -> None:
+    from dm1.policy.session import refused_while_configured
+
+    assert refused_while_configured(["max_obs_age_s", "seed"], configured=False) is None
+    assert refused_while_configured(["drill", "drill_duration_s"], configured=True) is None  # run time
+    reason = refused_while_configured(["seed", "max_obs_age_s", "drill"], configured=True)
+    assert reason.startswith("max_obs_age_s, seed: read on configure, so a change now would not apply")
+
+
 def test_descriptor_rejects_unsupported_defaults_and_bounds_on_strings() -> None:
     with pytest.raises(TypeError, match="parameter default: expected one of .* found dict"):
         descriptor({}, "bad")

@@ -248,3 +248,35 @@ def test_drills_are_refused_on_an_inactive_node_and_all_needs_a_readable_model_c
         in unreadable.stdout
     )
     assert "0 of 1 drills held" in unreadable.stdout
+
+
+def test_node_parameters_change_while_unconfigured_and_are_refused_once_configured(
+    procs, rclpy_ctx, tmp_path
+) -> None:
+    """Lifecycle convention: the model and observation settings are read on configure, so a change while the
+    node is configured would not apply; it is refused, naming the parameter, until the node is cleaned up."""
+    import rclpy
+    from dm1_ros.lifecycle_client import LifecycleClient
+    from dm1_ros.service_calls import call_service
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+
+    cmd = _node_cmd(build_toy_model(tmp_path / "toy"))
+    cmd[cmd.index("autostart:=true")] = "autostart:=false"
+    procs.start("policy", cmd)
+    probe = rclpy.create_node("param_probe")
+    lifecycle = LifecycleClient("policy_node", node=probe, timeout_s=60.0)
+    setter = probe.create_client(SetParameters, "/policy_node/set_parameters")
+
+    def set_max_age(value: float):
+        change = Parameter("max_obs_age_s", value=value).to_parameter_msg()
+        request = SetParameters.Request(parameters=[change])
+        return call_service(probe, setter, request, 60.0, what="set_parameters").results[0]
+
+    assert lifecycle.get_state() == "unconfigured"
+    assert set_max_age(0.2).successful
+    assert lifecycle.transition("configure")
+    refused = set_max_age(0.3)
+    assert not refused.successful and refused.reason.startswith("max_obs_age_s: read on configure"), refused
+    assert lifecycle.transition("cleanup") and set_max_age(0.3).successful
+    probe.destroy_node()

@@ -47,9 +47,10 @@ class ControllerNode(Node):
 
     def __init__(self) -> None:
         super().__init__("controller_node")
-        p = declare_table(self, CONTROLLER_PARAMETERS)
+        # read once, at start: read-only, so `ros2 param set` is refused instead of changing nothing
+        p = declare_table(self, CONTROLLER_PARAMETERS, read_only=True)
         # ValueError naming the bad field or value -> the node refuses to start
-        self.limits = SafetyLimits(**declare_table(self, SAFETY_PARAMETERS, prefix="safety."))
+        self.limits = SafetyLimits(**declare_table(self, SAFETY_PARAMETERS, prefix="safety.", read_only=True))
         sim = self.get_parameter("use_sim_time").value
         # host checks (warnings) -> franky -> Franka's communication_test; a bad parameter, no robot or a
         # lossy link raises: the node refuses to start

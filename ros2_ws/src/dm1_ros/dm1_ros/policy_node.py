@@ -15,7 +15,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from dm1.policy import NODE_PARAMETERS, PolicySession, config_from_parameters
 from dm1.policy.controller_watch import CONTROLLER_STATUS_NAME, ControllerWatch
 from dm1.policy.drill import DRILL_PARAMETERS, drill_request
-from dm1.policy.session import offered_deadline_ms
+from dm1.policy.session import offered_deadline_ms, refused_while_configured
 from dm1.scheduling import try_raise_to_fifo
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -113,7 +113,9 @@ class PolicyNode(LifecycleNode):
             self.trigger_deactivate()
 
     def _on_set_parameters(self, params: list) -> SetParametersResult:
-        """`drill` starts a fault drill (active node only); other changes pass through."""
+        """`drill` starts a fault drill (active node only); node parameters change only while unconfigured."""
+        if reason := refused_while_configured([p.name for p in params], self.session is not None):
+            return SetParametersResult(successful=False, reason=reason)
         session = self.session if self._timer is not None else None
         ok, reason = drill_request({p.name: p.value for p in params}, session, self.p("drill_duration_s"))
         if ok and reason:

@@ -27,7 +27,7 @@ class RealSenseNode(Node):
 
     def __init__(self) -> None:
         super().__init__("realsense_node")
-        params = declare_table(self, NODE_PARAMETERS)
+        params = declare_table(self, NODE_PARAMETERS, read_only=True)  # read once: a later set is refused
         names, serials, playback = params["camera_names"], list(params["serials"]), params["playback_file"]
         mode = {k: params[k] for k in ("width", "height", "fps")}
         depth = params["enable_depth"]

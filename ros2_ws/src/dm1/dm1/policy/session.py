@@ -82,6 +82,19 @@ NODE_PARAMETERS: dict[str, tuple[Any, str, tuple[float, float] | None]] = {
 }
 
 
+def refused_while_configured(names: Sequence[str], configured: bool) -> str | None:
+    """Why a change of the node's parameters is refused, or None. `NODE_PARAMETERS` are read on configure: a
+    change while the node is configured would silently not apply (lifecycle convention: change, then
+    configure)."""
+    late = sorted(set(names) & set(NODE_PARAMETERS))
+    if not (configured and late):
+        return None
+    return (
+        f"{', '.join(late)}: read on configure, so a change now would not apply; deactivate and clean up "
+        "the policy node, set it, configure again"
+    )
+
+
 def offered_deadline_ms(value_ms: float, period_s: float) -> float:
     """The QoS deadline (ms) the policy offers on its chunk topic: `value_ms`, or two chunk periods for 0.
 
