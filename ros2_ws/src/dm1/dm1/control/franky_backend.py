@@ -148,6 +148,8 @@ class FrankyBackend:
     def _latch(self, exc: BaseException) -> None:
         self._fault = f"{type(exc).__name__}: {exc}"
         self._tracker = None
+        if isinstance(exc, franky.NetworkException):  # the robot is not read again until recovered
+            self._link_lost = True
         log.error("robot fault latched: %s", self._fault)
 
     def _poll(self) -> None:
@@ -159,7 +161,6 @@ class FrankyBackend:
                 self._latch(exc)
         except franky.NetworkException as exc:  # the link to the robot is lost (libfranka's UDP timeout)
             self._latch(exc)
-            self._link_lost = True
         if self._fault is None and self._tracker is not None and not self.robot.is_in_control:
             self._tracker = None  # the motion ended (e.g. stopped); the next target starts a fresh tracker
 
@@ -178,14 +179,13 @@ class FrankyBackend:
                 vel = self.robot.current_cartesian_velocity.end_effector_twist.linear
             except franky.NetworkException as exc:
                 self._latch(exc)
-                self._link_lost = True
                 if self._last_state is None:
                     raise RobotFault(self._fault) from exc
                 return replace(self._last_state, fault=self._fault)
             self._last_state = self._snapshot(s, vel)
             return self._last_state
 
-    def _snapshot(self, s, vel) -> RobotStateSnapshot:
+    def _snapshot(self, s: franky.RobotState, vel: np.ndarray) -> RobotStateSnapshot:
         return RobotStateSnapshot(
             stamp=s.time.to_sec(),
             q=np.array(s.q, dtype=float),

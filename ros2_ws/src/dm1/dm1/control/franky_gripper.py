@@ -60,9 +60,10 @@ class GripperWorker:
             except Exception as exc:  # noqa: BLE001 - a gripper error is reported, never crashes the loop
                 if isinstance(exc, franky.NetworkException):
                     self._gripper = None  # libfranka's connection does not survive a timeout
-                if f"gripper: {exc}" != self.error:  # once per new error, not every poll
+                error = f"gripper: {exc}"
+                if error != self.error:  # once per new error, not every poll
                     log.warning("gripper command failed: %s", exc)
-                self.error = f"gripper: {exc}"
+                self.error = error
 
     def close(self) -> None:
         self._stop = True
