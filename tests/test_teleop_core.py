@@ -307,3 +307,29 @@ def test_loop_absent_device_retries_every_five_seconds(monkeypatch):
     assert msg.startswith("error: SpaceMouse") and "retrying in 5 s" in msg
     assert loop.open_device(12.0) is None and not loop.device_open
     assert loop.open_device(15.5) is not None
+
+
+def test_loop_controller_fault_discards_the_episode_and_holds_where_the_arm_stopped(tmp_path):
+    from dm1.teleop.recorder import EpisodeRecorder, RecorderConfig
+    from dm1.teleop.session import SessionError
+
+    out = tmp_path / "ds"
+    loop, dev = _loop(EpisodeRecorder(RecorderConfig(out_dir=out, min_free_mb=0)))
+    dev.next = DeviceCommand(100.0, "delta", [0.01, 0, 0], events=("start",))
+    loop.step(DeviceContext(100.0, 0.05, ee_pos=EE))
+    assert loop.session.recording and loop.on_controller(None, 100.02) is None  # a healthy report
+    line = loop.on_controller("ControlException: reflex", 100.05)
+    assert line.startswith("controller fault: ControlException: reflex; holding")
+    assert "episode 0 discarded" in line
+    assert not loop.session.recording and list(out.glob("episode_*")) == []
+    assert loop.on_controller("ControlException: reflex", 100.1) is None  # the same fault again: once
+    dev.next = DeviceCommand(100.15, "delta", [0.05, 0, 0])
+    assert loop.step(DeviceContext(100.15, 0.05, ee_pos=EE)).action is None  # nothing while faulted
+    with pytest.raises(SessionError, match="start refused: controller fault latched"):
+        loop.event("start", 100.2)
+    loop.on_controller(None, 100.3)  # the operator recovered the controller
+    stopped = EE + np.array([0.02, 0.0, 0.0])  # where the arm stands now
+    dev.next = DeviceCommand(100.35, "delta", [0.05, 0, 0])
+    out1 = loop.step(DeviceContext(100.35, 0.05, ee_pos=stopped))
+    np.testing.assert_allclose(out1.action[:3], stopped)  # re-seeded there, the device ignored
+    assert loop.event("start", 100.4) == "recording episode 0" and not loop.hold

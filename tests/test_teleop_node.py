@@ -239,3 +239,44 @@ def test_unwritable_output_refuses_to_record_and_keeps_holding(graph, tmp_path):
         # (the first ~1 s after the controller's watchdog hold moves the hand ~1 mm as tracking resumes).
         assert np.max(np.linalg.norm(ee - ee[0], axis=1)) < 5e-3
         assert _joint_motion(probe, 0.4) < 2e-3
+
+
+def test_a_controller_fault_discards_the_episode_and_nothing_moves_after_recovery_until_start(
+    graph, tmp_path
+):
+    """A reflex while recording: the controller latches it, the teleop node discards the episode (the arm
+    stopped while the device's actions went on being recorded), refuses `start` while the fault is latched,
+    and after `recover` holds the arm where it stopped, though the scripted device still steers toward the
+    cube, until the operator starts a new episode."""
+    probe = graph[1]
+    out = tmp_path / "ds"
+    with _teleop(graph, "teleop_fault", out, "scripted"):
+        assert probe.call("/twin/reset").success
+        assert probe.call("/teleop/start").success
+        wait_for(lambda: _frames(probe) >= 10, 120, what="10 recorded frames")
+        wait_for(lambda: probe.call("/twin/inject_reflex").success, 60, what="a reflex during a motion")
+        wait_for(
+            lambda: (
+                probe.status.get("state") == "idle"
+                and probe.status.get("last_error", "").startswith("controller fault")
+            ),
+            60,
+            what="the teleop node dropping the episode on the controller's fault",
+        )
+        assert "reflex" in probe.status["last_error"].lower(), probe.status
+        assert sorted(p.name for p in out.iterdir()) == [], "the faulted episode was kept"
+        refused = probe.call("/teleop/start")
+        assert not refused.success and "controller fault latched" in refused.message, refused.message
+        from dm1.kinematics import fr3_fk
+
+        assert probe.call("/dm1/controller/recover").success
+        t0 = probe.sim_time()
+        probe.wait_sim(1.5)
+        ee = np.array([fr3_fk(q)[0] for t, q, _ in probe.joints if t >= t0])  # (T, 3) m
+        # The scripted device would be cm on its way to the cube; the held target stays put (the arm settles
+        # ~1 mm as tracking resumes, as after a watchdog hold)
+        assert np.max(np.linalg.norm(ee - ee[0], axis=1)) < 5e-3, "the arm moved after the recovery"
+        assert _joint_motion(probe, 0.4) < 2e-3
+        assert probe.call("/teleop/start").success  # the operator's choice: the device drives again
+        wait_for(lambda: _joint_motion(probe, 0.5) > 1e-3, 120, interval=0.2, what="motion after start")
+        assert probe.call("/teleop/discard").success

@@ -210,8 +210,12 @@ class CollectDriver(GraphClient):
             if now - t0 >= max_sim_s or time.monotonic() - wall0 > wall_limit_s:
                 break
             if self.status_count > count0 + 2 and self.status.get("state") == "idle":
-                self.recording = False  # the recorder failed (disk full, ...): the node dropped the episode
-                raise RuntimeError(f"teleop node stopped recording: {self.status.get('last_error') or '?'}")
+                self.recording = False  # the node dropped the episode
+                error = self.status.get("last_error") or "?"
+                if error.startswith("controller fault"):  # a failed episode; the next home recovers
+                    sim_s, wall_s = self.sim_now() - t0, time.monotonic() - wall0
+                    return CollectOutcome(index, seed, False, False, None, sim_s, wall_s, 0)
+                raise RuntimeError(f"teleop node stopped recording: {error}")  # disk full, ...
         frames = int(self.status.get("recorder_qa", {}).get("frames", 0))
         success = success_at is not None
         saved, file = False, None

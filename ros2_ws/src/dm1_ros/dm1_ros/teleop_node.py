@@ -4,7 +4,8 @@ episode recorder (cameras + joint states + commanded actions → one HDF5 file p
 Targets go through the same controller node and safety limits as the policy. Deadman: no fresh device input
 within `deadman_timeout_s` → nothing is published (the controller holds) and the target is frozen. Episode
 control by device keys and by `std_srvs/Trigger` services `~/start`, `~/stop_save`, `~/discard`,
-`~/mark_success`, `~/mark_failure`. `~/status` (std_msgs/String, JSON) reports the session state.
+`~/mark_success`, `~/mark_failure`. `~/status` (std_msgs/String, JSON) reports the session state. A fault
+the controller reports discards the open episode and holds (`TeleopLoop.on_controller`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from dm1.control.backend import TOP_DOWN_XYZW
+from dm1.control.executor import STATUS_NAME, STATUS_TOPIC
 from dm1.kinematics import fr3_fk
 from dm1.policy.step import ActionChunk
 from dm1.teleop.devices import DeviceContext, JoyDevice, make_device
@@ -63,6 +66,7 @@ class TeleopNode(Node):
         self.create_subscription(JointState, "/joint_states", self._on_joints, 10)
         self.create_subscription(PoseStamped, p["cube_topic"], self._on_cube, 10)
         self.create_subscription(Joy, p["joy_topic"], self._on_joy, 10)
+        self.create_subscription(DiagnosticArray, STATUS_TOPIC, self._on_controller, 10)
         # offering the QoS the controller watches (dm1_ros.chunk_qos)
         warn = node_warning(self)  # a failing publish drops the message, never raises
         chunks = self.create_publisher(MultiDOFJointTrajectory, CARTESIAN_TOPIC, offered_chunk_qos())
@@ -98,25 +102,39 @@ class TeleopNode(Node):
         if isinstance(self.device, JoyDevice):
             self.device.push(list(msg.axes), list(msg.buttons), self.now())
 
+    def _on_controller(self, msg: DiagnosticArray) -> None:
+        for st in (s for s in msg.status if s.name == STATUS_NAME):  # a latched fault: ERROR, named
+            fault = (st.message or "controller fault") if st.level == DiagnosticStatus.ERROR else None
+            if line := self.loop.on_controller(fault, self.now()):
+                self.get_logger().error(line)
+
     def _on_event(self, name: str, response: Trigger.Response) -> Trigger.Response:
         try:
             response.message, response.success = self.loop.event(name, self.now()), True
         except Exception as exc:  # SessionError / RecorderError: refuse with the reason, keep running
             response.message, response.success = self.loop.fail(exc, self.now()), False
-        (self.get_logger().info if response.success else self.get_logger().error)(response.message)
+        self._log(response.message, error=not response.success)
         return response
+
+    def _log(self, message: str, error: bool) -> None:
+        """ERROR or INFO from two call sites: rclpy raises (ValueError, which ended this node) when one call
+        site logs at a severity other than its first call's."""
+        if error:
+            self.get_logger().error(message)
+        else:
+            self.get_logger().info(message)
 
     def _tick(self) -> None:
         now, opened = self.now(), self.loop.open_device(time.monotonic())
         if opened:
-            (self.get_logger().error if opened.startswith("error") else self.get_logger().info)(opened)
+            self._log(opened, error=opened.startswith("error"))
         if not self.loop.device_open or now <= 0.0:
             return
         ee = None if self.q is None else fr3_fk(self.q)[0]
         ctx = DeviceContext(now, 1.0 / self.cfg.control_rate_hz, ee, self.width, self.cube)
         result = self.loop.step(ctx)
         for m in result.messages:
-            (self.get_logger().error if m.startswith("error") else self.get_logger().info)(m)
+            self._log(m, error=m.startswith("error"))
         if result.action is not None:  # a short chunk of the held target: late points are dropped, not all
             acts = np.repeat(result.action[None, :], self.p["chunk_points"], axis=0)  # (N, 4)
             chunk = ActionChunk(now + self.p["lead_s"], ctx.dt, acts, 0, now, "ee_position", EE_ACTION_NAMES)

@@ -7,7 +7,10 @@ the controller's watchdog then holds the arm, and the loop keeps its own target 
 without a jump. Each `start` re-seeds the target from the measured pose, so an episode begins where the arm
 is (e.g. after `/dm1/controller/home`), not at the previous episode's last target. Recording errors (existing
 file, disk full) end the episode and put the loop in hold (target frozen, device ignored) until the next
-successful `start`; the tick never raises for them.
+successful `start`; the tick never raises for them. So does a fault the controller reports (`on_controller`):
+the open episode is discarded (the arm stopped while its actions went on being recorded), nothing is
+published while the fault is latched, and after the operator's recovery the target is re-seeded where the
+arm stands and held there until the next `start` (refused while the fault is latched).
 """
 
 from __future__ import annotations
@@ -96,6 +99,27 @@ class TeleopLoop:
         self.episode_t0 = 0.0
         self.last_error = ""
         self.device_open, self._next_open = False, 0.0
+        self.controller_fault: str | None = None  # the controller's latched fault, from its status
+
+    def on_controller(self, fault: str | None, now: float) -> str | None:
+        """The controller's latest report (`fault`: its latched fault, None: none). A new fault discards the
+        open episode and holds the loop (see the module docstring); returns a log line when it acted."""
+        new, cleared = fault is not None and self.controller_fault is None, fault is None
+        if cleared and self.controller_fault is not None:
+            self.target = None  # recovered: re-seed from where the arm stands now
+        self.controller_fault = fault
+        if not new:
+            return None
+        message = f"controller fault: {fault}; holding until the next start"
+        if self.session.recording:
+            index = self.session.next_index
+            try:
+                self.session.discard(now)
+                message += f"; episode {index} discarded (the arm stopped, its actions were still recorded)"
+            except RecorderError as exc:  # the session is idle either way
+                message += f"; episode {index} could not be discarded: {exc}"
+        self.hold, self.target, self.last_error = True, None, f"controller fault: {fault}"
+        return message
 
     def open_device(self, wall_now: float) -> str | None:
         """Open the device if needed (retrying every 5 s of wall time); returns a log line when it tried."""
@@ -148,6 +172,10 @@ class TeleopLoop:
         Returns a message; raises `SessionError` / `RecorderError` with the reason when it cannot be applied.
         """
         if name == "start":
+            if self.controller_fault is not None:
+                raise SessionError(
+                    f"start refused: controller fault latched ({self.controller_fault}); recover it first"
+                )
             if self.recorder is not None:
                 from dm1.data.index import next_episode_path
 
@@ -185,6 +213,8 @@ class TeleopLoop:
                     result.messages.append(self.event(name, now))
                 except (SessionError, RecorderError) as exc:
                     result.messages.append(self.fail(exc, now))
+        if self.controller_fault is not None:
+            return result  # the controller refuses every chunk until an operator recovers it
         if self.target is None:
             if ctx.ee_pos is None:
                 return result  # first command must equal the measured state: wait for it
