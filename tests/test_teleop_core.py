@@ -266,10 +266,11 @@ def test_loop_deadman_stops_publishing_and_resumes_without_jump():
         clock.advance(0.05)
     dev.next = None  # device unplugged
     clock.advance(0.1)
-    out = loop.step(DeviceContext(clock.t, 0.05, ee_pos=EE + 0.05))
+    stopped = EE + np.array([0.01, 0.0, 0.0])  # the held arm stopped short of the target (tracking lag)
+    out = loop.step(DeviceContext(clock.t, 0.05, ee_pos=stopped))
     assert out.action is None and not out.alive
     dev.next = DeviceCommand(clock.t, "delta", [0.0, 0.0, 0.0])
-    back = loop.step(DeviceContext(clock.t, 0.05, ee_pos=EE + 0.05))
+    back = loop.step(DeviceContext(clock.t, 0.05, ee_pos=stopped))
     np.testing.assert_allclose(back.action, held)  # the frozen target, not a jump
 
 
@@ -333,3 +334,26 @@ def test_loop_controller_fault_discards_the_episode_and_holds_where_the_arm_stop
     out1 = loop.step(DeviceContext(100.35, 0.05, ee_pos=stopped))
     np.testing.assert_allclose(out1.action[:3], stopped)  # re-seeded there, the device ignored
     assert loop.event("start", 100.4) == "recording episode 0" and not loop.hold
+
+
+def test_loop_target_follows_an_arm_something_else_moved_until_the_device_moves_again():
+    loop, dev = _loop()
+    for k in range(5):
+        dev.next = DeviceCommand(100.0 + 0.05 * k, "delta", [0.01, 0, 0])
+        out = loop.step(DeviceContext(100.0 + 0.05 * k, 0.05, ee_pos=EE))
+    assert out.action[0] == pytest.approx(EE[0] + 0.05) and not out.messages  # 5 cm: a tracking lag
+    t, messages = 100.25, []
+    for y in (0.0, -0.03, -0.06, -0.08):  # a home move takes the arm away; the device at rest
+        dev.next = DeviceCommand(t, "delta", [0.0, 0.0, 0.0])
+        ee = np.array([0.55, y, 0.5])
+        out = loop.step(DeviceContext(t, 0.05, ee_pos=ee))
+        messages += out.messages
+        t += 0.05
+    np.testing.assert_allclose(out.action[:3], ee)  # where the arm ended, not the old target
+    assert messages == ["the arm was moved away from the teleop target: following it"]
+    dev.next = DeviceCommand(t, "delta", [0.0, 0.01, 0.0])  # the operator moves the device again
+    out = loop.step(DeviceContext(t, 0.05, ee_pos=ee))
+    np.testing.assert_allclose(out.action[:3], ee + [0.0, 0.01, 0.0])
+    dev.next = DeviceCommand(t + 0.05, "delta", [0.0, 0.01, 0.0])
+    out = loop.step(DeviceContext(t + 0.05, 0.05, ee_pos=ee))  # the target leads the arm again
+    np.testing.assert_allclose(out.action[:3], ee + [0.0, 0.02, 0.0])

@@ -280,3 +280,43 @@ def test_a_controller_fault_discards_the_episode_and_nothing_moves_after_recover
         assert probe.call("/teleop/start").success  # the operator's choice: the device drives again
         wait_for(lambda: _joint_motion(probe, 0.5) > 1e-3, 120, interval=0.2, what="motion after start")
         assert probe.call("/teleop/discard").success
+
+
+def test_a_home_move_under_a_live_joystick_is_not_undone(graph, tmp_path):
+    """The operator homes the arm while the joystick stays connected (alive, at rest): the teleop target must
+    not pull the arm back to where it was (it did, at full speed, before: the target was kept through the
+    move). The controller refuses a chunk starting far from the arm while idle, and the teleop node re-seeds
+    its target from the homed pose, so the joystick drives on from home."""
+    import threading
+
+    from dm1.control.backend import HOME_EE_POS
+    from dm1.kinematics import fr3_fk
+
+    probe = graph[1]
+    axes, stop = [0.0, 1.0, 0.0], threading.Event()
+
+    def joystick() -> None:
+        while not stop.is_set():
+            probe.joy_pub.publish(Joy(axes=list(axes), buttons=[0, 0]))
+            time.sleep(0.05)
+
+    def ee_y() -> float:
+        return float(fr3_fk(probe.joints[-1][1])[0][1])
+
+    with _teleop(graph, "teleop_home", tmp_path / "ds", "joy", "-p", "record:=false"):
+        thread = threading.Thread(target=joystick, daemon=True)
+        thread.start()
+        try:
+            wait_for(lambda: ee_y() > 0.08, 120, interval=0.1, what="the arm following the joystick 8 cm")
+            axes[:] = [0.0, 0.0, 0.0]  # at rest, still connected
+            assert probe.call("/dm1/controller/home", timeout=90.0).success
+            t0 = probe.sim_time()
+            probe.wait_sim(1.5)
+            ee = np.array([fr3_fk(q)[0] for t, q, _ in probe.joints if t >= t0])  # (T, 3) m
+            away = float(np.max(np.linalg.norm(ee - HOME_EE_POS, axis=1)))
+            assert away < 5e-3, f"the arm left home by {1000 * away:.0f} mm after the home move"
+            axes[:] = [0.0, 1.0, 0.0]
+            wait_for(lambda: ee_y() > 0.02, 120, interval=0.1, what="the joystick driving on from home")
+        finally:
+            stop.set()
+            thread.join()

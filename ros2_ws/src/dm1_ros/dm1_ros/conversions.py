@@ -330,3 +330,18 @@ def diagnostic_array(stamp: float, statuses: Sequence[DiagnosticStatus]) -> Diag
 def diagnostic_values(status: DiagnosticStatus) -> dict[str, str]:
     """KeyValue list → dict (for consumers and tests)."""
     return {kv.key: kv.value for kv in status.values}
+
+
+def controller_reports(msg: DiagnosticArray) -> list[tuple[str | None, str | None]]:
+    """(fault, state) of each controller report (`dm1.control.executor.STATUS_NAME`) in `msg`: the latched
+    fault's text while it reports ERROR (None otherwise), and its `state` value (idle, active, ...)."""
+    from dm1.control.executor import STATUS_NAME
+
+    return [
+        (
+            (st.message or "controller fault") if st.level == DiagnosticStatus.ERROR else None,
+            diagnostic_values(st).get("state"),
+        )
+        for st in msg.status
+        if st.name == STATUS_NAME
+    ]

@@ -11,15 +11,16 @@ does a controller that stops reporting (`controller_silence_s`): a restarted one
 
 from __future__ import annotations
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from diagnostic_msgs.msg import DiagnosticArray
 from dm1.policy import NODE_PARAMETERS, PolicySession, config_from_parameters
-from dm1.policy.controller_watch import CONTROLLER_STATUS_NAME, ControllerWatch
+from dm1.policy.controller_watch import ControllerWatch
 from dm1.policy.drill import DRILL_PARAMETERS, drill_request
 from dm1.policy.session import offered_deadline_ms, refused_while_configured
 from dm1.scheduling import try_raise_to_fifo
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
+from dm1_ros.conversions import controller_reports
 from dm1_ros.params import declare_table
 from dm1_ros.policy_inputs import subscribe_inputs
 from dm1_ros.policy_outputs import PolicyOutputs
@@ -100,8 +101,8 @@ class PolicyNode(LifecycleNode):
         return self.on_cleanup(state) if self.session is not None else SUCCESS
 
     def _on_controller_status(self, msg: DiagnosticArray) -> None:
-        for st in (s for s in msg.status if s.name == CONTROLLER_STATUS_NAME):
-            if fault := self._controller.update(st.level == DiagnosticStatus.ERROR, st.message, self.now_s()):
+        for reported, _ in controller_reports(msg):
+            if fault := self._controller.update(reported is not None, reported or "", self.now_s()):
                 self._stop_for_controller(f"fault: {fault}")
 
     def _stop_for_controller(self, problem: str) -> None:

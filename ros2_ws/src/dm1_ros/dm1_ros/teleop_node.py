@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from diagnostic_msgs.msg import DiagnosticArray
 from dm1.control.backend import TOP_DOWN_XYZW
-from dm1.control.executor import STATUS_NAME, STATUS_TOPIC
+from dm1.control.executor import STATUS_TOPIC
 from dm1.kinematics import fr3_fk
 from dm1.policy.step import ActionChunk
 from dm1.teleop.devices import DeviceContext, JoyDevice, make_device
@@ -36,7 +36,13 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 from dm1_ros.chunk_qos import CARTESIAN_TOPIC, offered_chunk_qos
-from dm1_ros.conversions import chunk_to_multidof_trajectory, from_time_msg, joint_state_to_arm, msg_to_rgb
+from dm1_ros.conversions import (
+    chunk_to_multidof_trajectory,
+    controller_reports,
+    from_time_msg,
+    joint_state_to_arm,
+    msg_to_rgb,
+)
 from dm1_ros.guarded_publish import GuardedPublisher, node_warning
 from dm1_ros.node_signals import stopped_by_signals
 from dm1_ros.teleop_params import declare_parameters
@@ -103,8 +109,7 @@ class TeleopNode(Node):
             self.device.push(list(msg.axes), list(msg.buttons), self.now())
 
     def _on_controller(self, msg: DiagnosticArray) -> None:
-        for st in (s for s in msg.status if s.name == STATUS_NAME):  # a latched fault: ERROR, named
-            fault = (st.message or "controller fault") if st.level == DiagnosticStatus.ERROR else None
+        for fault, _ in controller_reports(msg):
             if line := self.loop.on_controller(fault, self.now()):
                 self.get_logger().error(line)
 

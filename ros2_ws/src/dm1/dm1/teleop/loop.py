@@ -40,6 +40,10 @@ class TeleopConfig:
         max_speed: largest target speed (m/s); each tick moves the target at most max_speed / rate.
         workspace_min / workspace_max: box (m, fr3_link0) the target is clipped to (the controller's
             safety filter clips again).
+        reseed_distance: a measured EE further than this (m) from the target means something else moved the
+            arm (a home move, a hand, a contact): the target then follows the arm until the operator moves
+            the device again. Kept, the old target pulled a homed arm straight back to it (10 cm at full
+            speed, on the twin).
     """
 
     control_rate_hz: float = 20.0
@@ -48,11 +52,16 @@ class TeleopConfig:
     max_speed: float = 0.3
     workspace_min: tuple[float, float, float] = _LIMITS.workspace_min
     workspace_max: tuple[float, float, float] = _LIMITS.workspace_max
+    reseed_distance: float = 0.05
 
     def __post_init__(self) -> None:
         if not 0 < self.control_rate_hz <= 1000:
             raise ValueError(
                 f"TeleopConfig.control_rate_hz: expected (0, 1000], found {self.control_rate_hz!r}"
+            )
+        if not 0 < self.reseed_distance <= 1.0:
+            raise ValueError(
+                f"TeleopConfig.reseed_distance: expected (0, 1] m, found {self.reseed_distance!r}"
             )
         if not 0 < self.max_speed <= 1.0:
             raise ValueError(f"TeleopConfig.max_speed: expected (0, 1] m/s, found {self.max_speed!r}")
@@ -100,6 +109,7 @@ class TeleopLoop:
         self.last_error = ""
         self.device_open, self._next_open = False, 0.0
         self.controller_fault: str | None = None  # the controller's latched fault, from its status
+        self._away = False  # something else moved the arm: the target follows it until the device moves
 
     def on_controller(self, fault: str | None, now: float) -> str | None:
         """The controller's latest report (`fault`: its latched fault, None: none). A new fault discards the
@@ -219,6 +229,14 @@ class TeleopLoop:
             if ctx.ee_pos is None:
                 return result  # first command must equal the measured state: wait for it
             self.target = np.asarray(ctx.ee_pos, dtype=float).copy()
+        if ctx.ee_pos is not None:
+            gap = float(np.linalg.norm(ctx.ee_pos - self.target))
+            if gap > self.config.reseed_distance and not self._away:  # a home move, a hand, a contact
+                result.messages.append("the arm was moved away from the teleop target: following it")
+                self._away = True
+            if self._away:  # the target follows the arm until the operator moves the device again
+                self.target = np.asarray(ctx.ee_pos, dtype=float).copy()
+                self._away = not (cmd is not None and (cmd.mode == "absolute" or np.any(cmd.xyz != 0)))
         result.alive = self.deadman.alive(now)
         if result.alive and cmd is not None and not self.hold:
             goal = self.target + cmd.xyz if cmd.mode == "delta" else cmd.xyz
