@@ -332,16 +332,13 @@ def diagnostic_values(status: DiagnosticStatus) -> dict[str, str]:
     return {kv.key: kv.value for kv in status.values}
 
 
-def controller_reports(msg: DiagnosticArray) -> list[tuple[str | None, str | None]]:
-    """(fault, state) of each controller report (`dm1.control.executor.STATUS_NAME`) in `msg`: the latched
-    fault's text while it reports ERROR (None otherwise), and its `state` value (idle, active, ...)."""
+def controller_faults(msg: DiagnosticArray) -> list[str | None]:
+    """One entry per controller report (`dm1.control.executor.STATUS_NAME`) in `msg`: the latched fault's
+    text while it reports ERROR, else None."""
     from dm1.control.executor import STATUS_NAME
 
     return [
-        (
-            (st.message or "controller fault") if st.level == DiagnosticStatus.ERROR else None,
-            diagnostic_values(st).get("state"),
-        )
+        (st.message or "controller fault") if st.level == DiagnosticStatus.ERROR else None
         for st in msg.status
         if st.name == STATUS_NAME
     ]

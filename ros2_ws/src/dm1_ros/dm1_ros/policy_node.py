@@ -20,7 +20,7 @@ from dm1.scheduling import try_raise_to_fifo
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
-from dm1_ros.conversions import controller_reports
+from dm1_ros.conversions import controller_faults
 from dm1_ros.params import declare_table
 from dm1_ros.policy_inputs import subscribe_inputs
 from dm1_ros.policy_outputs import PolicyOutputs
@@ -101,7 +101,7 @@ class PolicyNode(LifecycleNode):
         return self.on_cleanup(state) if self.session is not None else SUCCESS
 
     def _on_controller_status(self, msg: DiagnosticArray) -> None:
-        for reported, _ in controller_reports(msg):
+        for reported in controller_faults(msg):
             if fault := self._controller.update(reported is not None, reported or "", self.now_s()):
                 self._stop_for_controller(f"fault: {fault}")
 

@@ -38,7 +38,7 @@ from trajectory_msgs.msg import MultiDOFJointTrajectory
 from dm1_ros.chunk_qos import CARTESIAN_TOPIC, offered_chunk_qos
 from dm1_ros.conversions import (
     chunk_to_multidof_trajectory,
-    controller_reports,
+    controller_faults,
     from_time_msg,
     joint_state_to_arm,
     msg_to_rgb,
@@ -109,7 +109,7 @@ class TeleopNode(Node):
             self.device.push(list(msg.axes), list(msg.buttons), self.now())
 
     def _on_controller(self, msg: DiagnosticArray) -> None:
-        for fault, _ in controller_reports(msg):
+        for fault in controller_faults(msg):
             if line := self.loop.on_controller(fault, self.now()):
                 self.get_logger().error(line)
 
