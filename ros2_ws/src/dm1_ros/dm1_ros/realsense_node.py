@@ -18,6 +18,7 @@ from rclpy.node import Node
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, Image
 
+from dm1_ros.guarded_publish import PublishGuards, node_warning
 from dm1_ros.node_signals import stopped_by_signals
 from dm1_ros.params import declare_table
 
@@ -40,6 +41,7 @@ class RealSenseNode(Node):
             raise ValueError(
                 f"parameter playback_file: needs a {{name}} placeholder for {len(names)} cameras"
             )
+        self._publish_guards = PublishGuards(node_warning(self))  # dm1_ros.guarded_publish
         self.cams: dict[str, RealSenseCamera] = {}
         self.pubs: dict[str, tuple] = {}
         for i, name in enumerate(names):
@@ -77,19 +79,14 @@ class RealSenseNode(Node):
         img.header.stamp = Time(nanoseconds=int(frame.stamp_s * 1e9)).to_msg()
         img.header.frame_id = f"camera_{frame.name}_color_optical_frame"
         info = CameraInfo(header=img.header, **frame.intrinsics.camera_info_fields())
-        try:
-            image_pub.publish(img)
-            info_pub.publish(info)
-            if depth_pub is not None and frame.depth is not None:
-                data = frame.depth.astype("<u2").tobytes()  # (H, W) little-endian uint16
-                depth_pub.publish(
-                    Image(header=img.header, height=h, width=w, encoding="16UC1", step=2 * w, data=data)
-                )
-        except Exception as exc:  # RCLError when a reliable history is full: drop this frame, keep streaming
-            if self.context.ok():  # else SIGINT shut the context down: the reader threads stop next
-                self.get_logger().warn(
-                    f"camera {frame.name}: publish failed ({exc}); frame dropped", throttle_duration_sec=5
-                )
+        # a failing publish (RCLError: a reliable history stays full) drops the message and rests that
+        # publisher; silent once SIGINT shut the context down (the reader threads stop next)
+        self._publish_guards.publish(image_pub, img)
+        self._publish_guards.publish(info_pub, info)
+        if depth_pub is not None and frame.depth is not None:
+            data = frame.depth.astype("<u2").tobytes()  # (H, W) little-endian uint16
+            depth = Image(header=img.header, height=h, width=w, encoding="16UC1", step=2 * w, data=data)
+            self._publish_guards.publish(depth_pub, depth)
 
     def _diagnostics(self) -> None:
         msg = DiagnosticArray()
@@ -102,7 +99,7 @@ class RealSenseNode(Node):
             )
             status.hardware_id = cam.cfg.serial or cam.cfg.playback_file or "first device"
             msg.status.append(status)
-        self.diag_pub.publish(msg)
+        self._publish_guards.publish(self.diag_pub, msg)
 
     def close(self) -> None:
         """Stop every camera."""
