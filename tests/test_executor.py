@@ -187,13 +187,21 @@ def test_latest_chunk_wins() -> None:
     assert backend.ee_pos[2] == pytest.approx(HOME_EE_POS[2] - 0.01, abs=1e-6)
 
 
-def test_fault_latches_until_recover() -> None:
+def faulted_while_streaming(fault: str) -> tuple[ChunkExecutor, FakeBackend, FakeClock]:
+    """An executor streaming a chunk when the backend raises `fault` (a reflex, a lost link): latched."""
     ex, backend, clock = make()
     ex.on_chunk(ee_chunk(clock.t, n=40))
     run(ex, clock, 0.05)
-    backend.fail_next = "ControlException: Motion aborted by reflex! [cartesian_reflex]"
+    backend.fail_next = fault
     run(ex, clock, 0.01)
-    assert ex.state == FAULT and "reflex" in ex.fault
+    assert ex.state == FAULT and ex.fault == fault
+    return ex, backend, clock
+
+
+def test_fault_latches_until_recover() -> None:
+    ex, backend, clock = faulted_while_streaming(
+        "ControlException: Motion aborted by reflex! [cartesian_reflex]"
+    )
     backend.fault = None  # the robot itself might look fine again: the latch still holds
     n = len(backend.motion_calls())
     assert ex.on_chunk(ee_chunk(clock.t, n=40)) == "rejected_fault"
@@ -209,12 +217,7 @@ def test_fault_latches_until_recover() -> None:
 
 
 def test_a_recovery_the_robot_refuses_keeps_the_fault_latched_and_says_why() -> None:
-    ex, backend, clock = make()
-    ex.on_chunk(ee_chunk(clock.t, n=40))
-    run(ex, clock, 0.05)
-    backend.fail_next = "NetworkException: libfranka: UDP receive: Timeout"
-    run(ex, clock, 0.01)
-    assert ex.state == FAULT
+    ex, backend, clock = faulted_while_streaming("NetworkException: libfranka: UDP receive: Timeout")
     backend.fail_recover = "recover failed: NetworkException: libfranka: UDP receive: Timeout"
     with pytest.raises(RobotFault, match="recover failed"):
         ex.recover()
