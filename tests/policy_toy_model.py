@@ -104,3 +104,18 @@ def build_toy_model(
     )
     card.save(out_dir)
     return out_dir
+
+
+def corrupt_copy(model: Path, dst: Path) -> Path:
+    """A copy of `model` whose ONNX is cut off mid-file; the card's hash is updated to match, so only
+    onnxruntime can reject it."""
+    import json
+    import shutil
+
+    shutil.copytree(model, dst)
+    garbage = (dst / "model.onnx").read_bytes()[:200] + b"\x00garbage"
+    (dst / "model.onnx").write_bytes(garbage)
+    card = json.loads((dst / "model_card.json").read_text())
+    card["onnx_sha256"] = hashlib.sha256(garbage).hexdigest()
+    (dst / "model_card.json").write_text(json.dumps(card))
+    return dst

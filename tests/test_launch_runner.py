@@ -17,7 +17,7 @@ from conftest import REPO, free_loopback_host, wait_for
 from dm1.commands.graph_process import launch_command
 from dm1.commands.launch import GraphRunner
 from dm1.launch_graph import NodeSpec
-from policy_toy_model import build_toy_model
+from policy_toy_model import build_toy_model, corrupt_copy
 
 # A minimal real rclpy node: publishes std_msgs/String on `topic` (if set) and exits with code 3 once the
 # file `die_file` exists (if set). It exits 0 on SIGINT.
@@ -217,8 +217,32 @@ def test_dm1_launch_sim_graph_with_policy_comes_up_and_stops_on_sigint(
     log = procs.log("launch")
     for name in ("twin", "controller_node", "policy_node"):
         assert f"[launch] {name} ready" in log, log
+    assert "[launch] policy_node ready (lifecycle state active)" in log
     assert log.index("[launch] twin ready") < log.index("[launch] starting controller_node")
     assert "exit code 0" in log and "still running" not in log  # every node stopped on SIGINT
+
+
+@pytest.mark.slow
+def test_dm1_launch_with_a_model_that_fails_to_configure_stops_the_graph(
+    procs, ros_env, tmp_path: Path
+) -> None:
+    """A model the policy cannot load (it passed the launcher's file check) ends the launch with code 1 and
+    the reason, never "graph up" with the arm left to a controller no policy drives."""
+    model = build_toy_model(tmp_path / "toy", cameras={"front": (96, 96, 3)}, control_rate_hz=10.0)
+    bad = corrupt_copy(model, tmp_path / "corrupt")
+    cmd = [
+        str(Path(sys.executable).parent / "dm1"),
+        *("launch", "franka", "--use-sim", "--model", str(bad)),
+        *("--sim-host", free_loopback_host(), "--cameras", "front", "--shutdown-timeout", "10"),
+    ]
+    launcher = procs.start("launch", cmd)
+    launcher.wait(timeout=240)
+    log = procs.log("launch")
+    assert launcher.returncode == 1, log
+    assert "[launch] controller_node ready" in log
+    assert "onnxruntime cannot load" in log
+    assert "[launch] ERROR: required node policy_node exited with code 1 before it was ready" in log
+    assert "graph up" not in log and "still running" not in log  # the twin and controller stopped on SIGINT
 
 
 def test_dry_run_prints_one_command_per_node(ros_env: dict[str, str]) -> None:

@@ -6,8 +6,6 @@ time, in lockstep (the clock is frozen at each control tick until the chunk arri
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 import signal
@@ -19,7 +17,7 @@ import numpy as np
 import pytest
 from conftest import thread_scheduling, wait_for
 from dm1.kinematics import FR3_HOME_Q
-from policy_toy_model import build_toy_model
+from policy_toy_model import build_toy_model, corrupt_copy
 
 pytestmark = pytest.mark.slow
 
@@ -178,22 +176,25 @@ def test_node_publishes_future_chunks_and_stops_when_a_camera_dies(procs, rclpy_
 def test_corrupt_model_never_becomes_active(procs, rclpy_ctx, tmp_path) -> None:
     from dm1_ros.lifecycle_client import LifecycleClient
 
-    model = build_toy_model(tmp_path / "good")
-    bad = tmp_path / "corrupt"
-    shutil.copytree(model, bad)
-    garbage = (bad / "model.onnx").read_bytes()[:200] + b"\x00garbage"
-    (bad / "model.onnx").write_bytes(garbage)
-    card = json.loads((bad / "model_card.json").read_text())
-    card["onnx_sha256"] = hashlib.sha256(garbage).hexdigest()  # hash matches: onnxruntime must reject it
-    (bad / "model_card.json").write_text(json.dumps(card))
+    bad = corrupt_copy(build_toy_model(tmp_path / "good"), tmp_path / "corrupt")
+    # autostart (as every launch starts it): the node says why and exits 1, so the launch stops
+    autostarted = procs.start("autostarted", _node_cmd(bad))
+    autostarted.wait(timeout=60)
+    assert autostarted.returncode == 1, procs.log("autostarted")
+    assert "configure failed" in procs.log("autostarted")
+    assert "onnxruntime cannot load" in procs.log("autostarted")
+    assert "autostart: configure failed (error above); exiting with code 1" in procs.log("autostarted")
 
-    procs.start("policy", _node_cmd(bad))
+    # configured by hand (autostart off): the transition fails and the node waits, unconfigured
+    cmd = _node_cmd(bad)
+    cmd[cmd.index("autostart:=true")] = "autostart:=false"
+    procs.start("policy", cmd)
     import rclpy
 
     node = rclpy.create_node("probe")
     client = LifecycleClient("policy_node", node=node, timeout_s=60.0)
-    assert client.get_state() == "unconfigured"  # autostart's configure already ran (and failed) before spin
-    wait_for(lambda: "configure failed" in procs.log("policy"), 10, what="configure error in the log")
+    assert client.get_state() == "unconfigured"
+    assert not client.transition("configure")
     assert "onnxruntime cannot load" in procs.log("policy")
     assert not client.transition("activate")  # activating an unconfigured node is refused
     assert client.get_state() == "unconfigured"

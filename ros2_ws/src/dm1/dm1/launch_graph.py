@@ -43,6 +43,8 @@ class NodeSpec:
         ready_topic: the launcher waits for a message on this topic (type `ready_type`) before starting
             the next node; None = wait until the node name appears in the ROS graph.
         ready_type: message type of `ready_topic`, `pkg/msg/Type`.
+        ready_states: for a lifecycle node: the launcher waits until it answers `get_state` with one of
+            these labels (an autostarting node answers only once its start-up transitions ran).
         ready_timeout_s: bound on that wait.
     """
 
@@ -57,6 +59,7 @@ class NodeSpec:
     arguments: list[str] = field(default_factory=list)
     ready_topic: str | None = None
     ready_type: str | None = None
+    ready_states: tuple[str, ...] = ()
     ready_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
@@ -64,6 +67,8 @@ class NodeSpec:
             raise ValueError(f"NodeSpec.name: expected a valid ROS node name, found {self.name!r}")
         if (self.ready_topic is None) != (self.ready_type is None):
             raise ValueError(f"NodeSpec {self.name}: ready_topic and ready_type must be set together")
+        if self.ready_topic is not None and self.ready_states:
+            raise ValueError(f"NodeSpec {self.name}: ready_topic and ready_states exclude each other")
         if not self.ready_timeout_s > 0:
             raise ValueError(
                 f"NodeSpec {self.name}.ready_timeout_s: expected > 0, found {self.ready_timeout_s}"
@@ -312,6 +317,9 @@ def franka_graph(args: LaunchArgs) -> list[NodeSpec]:
                 module="dm1_ros.policy_node",
                 name="policy_node",
                 parameters=policy,
+                # configured (autostart exits when its model fails); inactive = activation refused
+                ready_states=("inactive", "active"),
+                ready_timeout_s=60.0,
             )
         )
     if args.record:

@@ -3,7 +3,8 @@
 configure: load and verify the model (bad model → FAILURE, never active). activate: a timer at the control
 rate on the node clock (sim time with use_sim_time) runs `PolicySession.tick` and publishes chunks on
 `/dm1/action_chunk/{cartesian,joint}` + markers on `/dm1/predicted_path`. Stale inputs: no chunk (the
-controller's watchdog holds) and a `/diagnostics` status naming the stream. `autostart:=true` self-activates.
+controller's watchdog holds) and a `/diagnostics` status naming the stream. `autostart:=true` self-activates
+(and ends the node, exit code 1, when configure fails).
 A fault reported on `/dm1/controller/status` deactivates the node and blocks activation until the controller
 reports no fault (`dm1.policy.ControllerWatch`): after a recovery, an operator activates the policy again. So
 does a controller that stops reporting (`controller_silence_s`): a restarted one moves nothing by itself.
@@ -130,15 +131,20 @@ class PolicyNode(LifecycleNode):
 
 
 def main(args: list[str] | None = None) -> None:
-    """Console script `policy_node`; with `autostart:=true` the node configures and activates itself."""
+    """Console script `policy_node`; with `autostart:=true` the node configures and activates itself, and
+    exits with code 1 when its model fails to configure (the launchers then stop the graph)."""
     import rclpy
 
     from dm1_ros.node_signals import stopped_by_signals
 
     with stopped_by_signals(), rclpy.init(args=args):  # Ctrl-C ends the spin via the context (node_signals)
         node = PolicyNode()
-        if node.p("autostart") and node.trigger_configure() == SUCCESS:
-            node.trigger_activate()
+        if node.p("autostart"):
+            if node.trigger_configure() != SUCCESS:  # a launch must not run on without its policy
+                node.get_logger().fatal("autostart: configure failed (error above); exiting with code 1")
+                node.destroy_node()
+                raise SystemExit(1)
+            node.trigger_activate()  # refused under a controller fault: the node waits, configured
         rclpy.spin(node)
 
 

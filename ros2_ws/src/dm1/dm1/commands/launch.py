@@ -238,6 +238,8 @@ class GraphRunner:
 
     def _wait_ready(self, spec: Any, proc: subprocess.Popen[bytes], probe: _GraphProbe) -> bool:
         what = f"a message on {spec.ready_topic}" if spec.ready_topic else "its node in the ROS graph"
+        if spec.ready_states:
+            what = f"lifecycle state {' or '.join(spec.ready_states)}"
         if spec.ready_topic:
             probe.watch(spec.ready_topic, spec.ready_type)
         deadline = time.monotonic() + spec.ready_timeout_s
@@ -248,7 +250,13 @@ class GraphRunner:
                 level = "ERROR: required" if spec.required else "optional"
                 self.log(f"{level} node {spec.name} exited with code {proc.returncode} before it was ready")
                 return not spec.required
-            ready = probe.seen(spec.ready_topic) if spec.ready_topic else probe.has_node(spec.name)
+            if spec.ready_states:
+                state = probe.lifecycle_state(spec.name)
+                ready = state in spec.ready_states
+                if ready:
+                    what = f"lifecycle state {state}"
+            else:
+                ready = probe.seen(spec.ready_topic) if spec.ready_topic else probe.has_node(spec.name)
             if ready:
                 self.log(f"{spec.name} ready ({what})")
                 return True
@@ -346,6 +354,8 @@ class _GraphProbe:
         self._seen: set[str] = set()
         self._subs: list[Any] = []
         self._watch: dict[str, str] = {}
+        self._state_clients: dict[str, Any] = {}
+        self._state_calls: dict[str, Any] = {}
 
     def watch(self, topic: str, type_name: str) -> None:
         """Record the first message on `topic`, once a publisher exists (its durability is matched, so a
@@ -382,6 +392,24 @@ class _GraphProbe:
     def seen(self, topic: str) -> bool:
         """Whether a message arrived on `topic`."""
         return topic in self._seen
+
+    def lifecycle_state(self, name: str) -> str | None:
+        """The lifecycle state label node `name` last answered on `get_state` (None while no answer came).
+        Non-blocking: one request in flight per node, answered during `spin`."""
+        from lifecycle_msgs.srv import GetState
+
+        if name not in self._state_clients:
+            self._state_clients[name] = self.node.create_client(GetState, f"/{name}/get_state")
+        call = self._state_calls.get(name)
+        if call is None:
+            if self._state_clients[name].service_is_ready():
+                self._state_calls[name] = self._state_clients[name].call_async(GetState.Request())
+            return None
+        if not call.done():
+            return None
+        del self._state_calls[name]
+        response = call.result()
+        return None if response is None else response.current_state.label
 
     def has_node(self, name: str) -> bool:
         """Whether a node called `name` is in the ROS graph."""

@@ -78,7 +78,7 @@ NODE_PARAMETERS: dict[str, tuple[Any, str, tuple[float, float] | None]] = {
         (0.0, 60000.0),
     ),
     "resize_images": (False, "resample wrong-size frames instead of rejecting them", None),
-    "autostart": (False, "configure and activate at startup", None),
+    "autostart": (False, "configure and activate at startup; a failed configure exits (code 1)", None),
 }
 
 
