@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +116,24 @@ def test_resume_continues_exactly_where_the_run_stopped(tiny_data: Path, tmp_pat
     assert [r["loss"] for r in _rows(tmp_path / "b")] == [r["loss"] for r in _rows(tmp_path / "a")]
 
 
+def test_a_stop_request_ends_training_at_that_step_with_a_checkpoint_that_resumes_exactly(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    cfg = _cfg(tiny_data, steps=12, checkpoint_every=6, log_every=3, batch_size=8, model__dropout=0.1)
+    straight = Trainer(cfg, out_dir=tmp_path / "a", progress=False)
+    straight.fit()
+    stopped = Trainer(cfg, out_dir=tmp_path / "b", progress=False)
+    summary = stopped.fit(stop=lambda: stopped.step >= 7)  # "Ctrl-C" between two checkpoints
+    assert summary["stopped"] and summary["step"] == 7
+    assert load_checkpoint(latest_checkpoint(tmp_path / "b")).step == 7
+    assert (tmp_path / "b" / "loss.png").is_file()
+    resumed = Trainer(cfg, out_dir=tmp_path / "b", resume=True, progress=False)
+    assert resumed.step == 7
+    assert not resumed.fit()["stopped"]
+    for (k, a), b in zip(straight.net.state_dict().items(), resumed.net.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
+
+
 def test_existing_run_is_not_overwritten_without_resume(tiny_data: Path, tmp_path: Path) -> None:
     cfg = _cfg(tiny_data, steps=2, checkpoint_every=2, log_every=1, batch_size=4)
     Trainer(cfg, out_dir=tmp_path / "run", progress=False).fit()
@@ -193,3 +213,32 @@ def test_dm1_train_cli_runs_end_to_end_and_resumes(tmp_path: Path) -> None:
     assert "resumed from" in resumed.stdout and (run / "checkpoints" / "step_00000014").is_dir()
     bad = _dm1("train", "--config", str(TINY), "--set", "model.nope=1")
     assert bad.returncode == 2 and "unknown key 'nope'" in bad.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_stops_dm1_train_with_a_checkpoint_and_a_resume_command(
+    tiny_data: Path, tmp_path: Path, sig: signal.Signals
+) -> None:
+    run = tmp_path / "run"
+    cmd = [str(Path(sys.executable).parent / "dm1"), "train", "--config", str(TINY), "--no-progress"]
+    cmd += ["--set", f"data.dataset_dir={tiny_data}", "--out", str(run), "--steps", "1000000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120  # until the first logged steps: the loop is running
+        while not (run / "metrics.csv").is_file() or len(_rows(run)) < 1:
+            assert time.monotonic() < deadline and proc.poll() is None, "training did not start"
+            time.sleep(0.2)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + sig, err
+    line = next(ln for ln in err.splitlines() if ln.startswith("dm1 train: stopped by"))
+    step = int(line.split(" at step ")[1].split(":")[0])
+    assert f"stopped by {sig.name}" in line and step < 1_000_000
+    assert load_checkpoint(run / "checkpoints" / f"step_{step:08d}").step == step
+    resume = line.split("`")[1].split()
+    assert resume[:2] == ["dm1", "train"] and resume[-1] == "--resume"
+    resumed = _dm1(*resume[1:-1], "--steps", str(step + 2), "--resume", "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed from {run / 'checkpoints' / f'step_{step:08d}'}" in resumed.stdout

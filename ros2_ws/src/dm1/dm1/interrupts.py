@@ -36,6 +36,11 @@ def requested() -> bool:
     return _pending is not None
 
 
+def pending() -> int | None:
+    """The signal received under `deferred_interrupts` and not raised yet (None: none)."""
+    return _pending
+
+
 def raise_if_requested() -> None:
     """Raise KeyboardInterrupt (once per signal) if SIGINT/SIGTERM arrived under `deferred_interrupts`."""
     global _pending

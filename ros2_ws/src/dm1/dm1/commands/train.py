@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from typing import Any
 
@@ -56,10 +57,23 @@ def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return cfg
 
 
+def resume_command(args: argparse.Namespace, out_dir: str) -> str:
+    """The `dm1 train` command line that continues the run `args` started in `out_dir`."""
+    import shlex
+
+    cmd = ["dm1", "train", "--config", args.config, "--out", str(out_dir)]
+    if args.steps is not None:
+        cmd += ["--steps", str(args.steps)]
+    for item in args.set:
+        cmd += ["--set", item]
+    return shlex.join([*cmd, "--resume"])
+
+
 def run(args: argparse.Namespace) -> int:
     """Handler of `dm1 train`."""
     from pathlib import Path
 
+    from dm1 import interrupts
     from dm1.checkpoint import CheckpointError
     from dm1.config import TrainConfig, load_train_config
 
@@ -82,10 +96,26 @@ def run(args: argparse.Namespace) -> int:
         from dm1.train.trainer import Trainer
 
         trainer = Trainer(cfg, resume=args.resume, progress=not args.no_progress)
-        summary = trainer.fit()
+        # Ctrl-C / SIGTERM (a preempted job) end training after the current step, with a checkpoint;
+        # a second signal stops at once (the last periodic checkpoint stays)
+        with interrupts.deferred_interrupts():
+            summary = trainer.fit(stop=interrupts.requested)
+            signum = interrupts.pending()
     except (ValueError, FileExistsError, CheckpointError) as exc:
         print(f"dm1 train: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("dm1 train: interrupted twice: stopped without a checkpoint of this step", file=sys.stderr)
+        return 130
+    if summary["stopped"]:  # stopped only when a signal is pending
+        sig = signal.Signals(signum)
+        print(
+            f"dm1 train: stopped by {sig.name} at step {summary['step']}: "
+            f"checkpoint {summary['checkpoint']}; plot {summary['plot']}; continue with "
+            f"`{resume_command(args, cfg.out_dir)}`",
+            file=sys.stderr,
+        )
+        return 128 + int(sig)
     m = summary["metrics"]
     print(
         f"done: step {summary['step']}, loss {m.get('loss', float('nan')):.4f} "

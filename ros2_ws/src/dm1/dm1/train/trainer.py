@@ -208,9 +208,12 @@ class Trainer:
             self.ema.update(self.net, cfg.ema_decay)
 
     # -- loop ------------------------------------------------------------------------------------------------
-    def fit(self, until: int | None = None) -> dict[str, Any]:
+    def fit(self, until: int | None = None, stop: Callable[[], bool] | None = None) -> dict[str, Any]:
         """Train up to ``cfg.steps`` (or stop early at step ``until``, with a checkpoint there, as a
-        preempted job would); returns a summary (final step, last metrics, paths)."""
+        preempted job would); returns a summary (final step, last metrics, paths, ``stopped``).
+
+        ``stop`` is asked after every step (e.g. "was Ctrl-C pressed"); once it says True, training ends
+        at that step with a checkpoint and the plot, so ``--resume`` continues from there."""
         from tqdm import tqdm
 
         from dm1.train.plots import plot_metrics
@@ -234,7 +237,8 @@ class Trainer:
             if f.tell() == 0:
                 writer.writeheader()
             end = cfg.steps if until is None else min(until, cfg.steps)
-            while self.step < end:
+            stopped = False
+            while self.step < end and not stopped:
                 m = self.train_step(measure_grad=(self.step + 1) % cfg.log_every == 0)
                 for k, v in m.items():
                     acc.setdefault(k, []).append(v)
@@ -248,7 +252,8 @@ class Trainer:
                     writer.writerow({k: last.get(k, "") for k in CSV_FIELDS})
                     f.flush()
                     acc, t0 = {}, time.perf_counter()
-                if self.step % cfg.checkpoint_every == 0 or self.step == end:
+                stopped = stop is not None and stop()
+                if self.step % cfg.checkpoint_every == 0 or self.step == end or stopped:
                     self.save(last)
         bar.close()
         plot_path = plot_metrics(csv_path, self.out_dir / "loss.png")
@@ -259,6 +264,7 @@ class Trainer:
             "checkpoint": final,
             "metrics_csv": csv_path,
             "plot": plot_path,
+            "stopped": stopped,
         }
 
     def _rng_states(self) -> dict[str, torch.Tensor]:
