@@ -122,6 +122,65 @@ def test_disk_full_mid_episode_drops_it_and_recorder_recovers(tmp_path):
     assert read_episode(rec.stop_save(True)).length == 2
 
 
+# Records 96x96 noise into an almost full filesystem until the recorder gives up, then records a short episode
+# once the failed one is gone. Prints one JSON line; run in its own process (a crash must fail the test).
+FULL_DISK_SCRIPT = """
+import json, sys
+from pathlib import Path
+import numpy as np
+from dm1.teleop.recorder import EpisodeRecorder, RecorderConfig, RecorderError
+from dm1.data.episode import read_episode
+out = Path(sys.argv[1]) / "ds"
+rec = EpisodeRecorder(RecorderConfig(out_dir=out, min_free_mb=0.0))
+rng = np.random.default_rng(0)
+def step(t):
+    for cam in rec.config.camera_names:
+        rec.on_image(cam, rng.integers(0, 255, (96, 96, 3), np.uint8), t - 0.01, t)
+    rec.on_joint_state(np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785]), 0.08, t - 0.002, t)
+    rec.tick(t, np.array([0.5, 0.0, 0.3, 0.0]))
+rec.start(0)
+steps, error = 0, None
+try:
+    while steps < 100000:
+        step(10.0 + 0.05 * steps)
+        steps += 1
+except RecorderError as exc:
+    error = str(exc)
+left = sorted(p.name for p in out.iterdir())
+rec.start(1)
+for i in range(5):
+    step(100.0 + 0.05 * i)
+again = read_episode(rec.stop_save(True)).length
+print(json.dumps({"steps": steps, "error": error, "left": left, "again": again}))
+"""
+
+
+def test_a_really_full_disk_drops_the_episode_without_crashing_and_recording_goes_on(tmp_path):
+    """A real filesystem (a 24 MiB tmpfs in a private mount namespace) filled by the recorder. HDF5 meeting
+    ENOSPC fails inside deallocators and then crashes the process at its next flush (SIGSEGV, measured), so
+    the writer stops first, at its reserve; the episode is dropped and the next one records."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare (util-linux): cannot mount a small private tmpfs to fill")
+    mount = tmp_path / "small_disk"
+    mount.mkdir()
+    cmd = ["unshare", "-rm", "sh", "-c", 'mount -t tmpfs -o size=24m tmpfs "$1" && exec "$2" -c "$3" "$1"']
+    args = [*cmd, "sh", str(mount), sys.executable, FULL_DISK_SCRIPT]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    if out.returncode != 0 and "mount" in out.stderr and "Traceback" not in out.stderr:
+        pytest.skip(f"no private tmpfs mount here (user namespaces refused): {out.stderr.strip()}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert 50 < result["steps"] < 1000, result  # ~8 MiB of 55 kB steps before the 16 MiB reserve
+    assert "disk full (disk nearly full: " in result["error"], result
+    assert result["left"] == []  # the dropped episode's .partial is deleted, freeing its space
+    assert result["again"] == 5
+
+
 def test_discard_removes_the_episode(tmp_path):
     rec = EpisodeRecorder(_config(tmp_path))
     rec.start(0)

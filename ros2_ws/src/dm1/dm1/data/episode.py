@@ -16,9 +16,11 @@ own file.
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import json
 import os
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ import numpy as np
 FORMAT_VERSION = 1
 PARTIAL_SUFFIX = ".partial"
 INDEX_FILE = "index.json"
+DISK_RESERVE_BYTES = 16 << 20  # free space EpisodeWriter keeps (16 MiB), see its reserve_bytes
 QUARANTINE_DIR = "quarantine"
 #: Per-step action dimension of each action space (docs/architecture.md, "Action spaces").
 ACTION_SPACE_DIMS: dict[str, int] = {"ee_position": 4, "joint_position": 8}
@@ -87,6 +90,9 @@ class EpisodeWriter:
         units: field -> unit string (JSON-serialisable), recorded for audit.
         frame: reference frame of positions (``fr3_link0``).
         flush_every: flush HDF5 buffers to disk every this many steps.
+        reserve_bytes: free disk space kept beyond what the buffered steps need. Below it the writer raises
+            ``OSError(ENOSPC)`` itself, before HDF5 meets a full disk: HDF5 does not survive ENOSPC (its
+            writes fail in deallocators and the next flush crashes the process, measured on a full tmpfs).
     """
 
     def __init__(
@@ -100,6 +106,7 @@ class EpisodeWriter:
         units: dict[str, Any] | None = None,
         frame: str = "fr3_link0",
         flush_every: int = 20,
+        reserve_bytes: int = DISK_RESERVE_BYTES,
     ) -> None:
         self.path = Path(path)
         self.partial_path = self.path.with_name(self.path.name + PARTIAL_SUFFIX)
@@ -136,11 +143,13 @@ class EpisodeWriter:
         self.units = dict(units or {})
         self.frame = frame
         self.flush_every = flush_every
+        self.reserve_bytes = int(reserve_bytes)
         self.length = 0
         self._perturbed: list[bool] = []
         self._last_t = -np.inf
         self._image_shapes: dict[str, tuple[int, int, int]] = {}
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._check_space(0)
         # "x" mode fails if the file appeared in between (second writer on the same name).
         self._file: h5py.File | None = h5py.File(self.partial_path, "x")
         self._write_attrs(success=False)
@@ -220,6 +229,8 @@ class EpisodeWriter:
         rows.update({f"obs/{k}": v for k, v in step_proprio.items()})
         rows["actions"] = step_action
         rows["timestamps"] = np.float64(t)
+        # everything HDF5 may still hold in its buffers when the next flush comes
+        self._check_space(self.flush_every * sum(np.asarray(v).nbytes for v in rows.values()))
         for name, value in rows.items():
             ds = self._file[name]
             ds.resize(n + 1, axis=0)
@@ -229,6 +240,18 @@ class EpisodeWriter:
         self._last_t = t
         if self.length % self.flush_every == 0:
             self._file.flush()
+
+    def _check_space(self, pending_bytes: int) -> None:
+        """Raise ``OSError(ENOSPC)`` unless the disk has ``pending_bytes`` + the reserve free."""
+        free = shutil.disk_usage(self.path.parent).free
+        need = pending_bytes + self.reserve_bytes
+        if free < need:
+            raise OSError(
+                errno.ENOSPC,
+                f"disk nearly full: {free / 1e6:.1f} MB free, {need / 1e6:.1f} MB needed "
+                f"({self.reserve_bytes / 1e6:.0f} MB kept in reserve)",
+                str(self.partial_path),
+            )
 
     def close(self, success: bool) -> Path:
         """Finish the episode: record ``success``, flush, fsync and rename ``.partial`` to the final name."""

@@ -235,7 +235,7 @@ class EpisodeRecorder:
             )
         except OSError as exc:
             full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-            reason = "disk full" if full else (exc.strerror or str(exc))
+            reason = f"disk full ({exc.strerror})" if full else (exc.strerror or str(exc))
             self._fail(f"write to {self._writer.partial_path} failed: {reason}", keep_partial=not full)
         self._record_timing(now)
         return True
