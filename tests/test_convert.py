@@ -71,6 +71,36 @@ def test_export_refuses_to_overwrite(dataset, tmp_path):
         export_lerobot(dataset, tmp_path / "lr")
 
 
+def test_robomimic_export_refuses_a_disk_without_room_and_leaves_nothing(dataset, tmp_path, monkeypatch):
+    import errno
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage(1 << 30, (1 << 30) - (8 << 20), 8 << 20))
+    with pytest.raises(OSError, match="disk nearly full: 8.4 MB free") as info:
+        export_robomimic(dataset, tmp_path / "rm.hdf5")
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(tmp_path / "rm.hdf5.partial")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_data_commands_report_user_errors_in_one_line(dataset, tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "exists.hdf5").write_bytes(b"keep")
+    for args, expected in (
+        (["convert", str(dataset), str(tmp_path / "exists.hdf5"), "--to", "robomimic"], "already exists"),
+        (["validate", str(tmp_path / "missing")], "does not exist"),
+    ):
+        out = subprocess.run(
+            [sys.executable, "-m", "dm1.cli", "data", *args], capture_output=True, text=True, timeout=120
+        )
+        assert out.returncode == 2, out.stderr
+        assert out.stderr.startswith(f"dm1 data {args[0]}: error: ") and expected in out.stderr
+        assert "Traceback" not in out.stderr
+
+
 def test_export_of_empty_dataset_names_the_directory(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no episodes to export"):

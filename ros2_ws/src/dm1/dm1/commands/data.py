@@ -189,19 +189,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ap = sub.add_parser(name, help=help_text, description=help_text)
         add_args(ap)
         ap.set_defaults(func=_guarded(handler))
-    from dm1.data.tools import register_tools
+    from dm1.data.tools import TOOL_NAMES, register_tools
 
     register_tools(sub)
+    for name in TOOL_NAMES:  # the same one-line errors as the actions above
+        tool = sub.choices[name]
+        tool.set_defaults(func=_guarded(tool.get_default("func")))
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
 def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Turn expected user errors into one-line messages and exit code 2."""
+    """Turn expected user errors (bad values, missing or existing paths, a full disk) into one-line messages
+    and exit code 2."""
 
     def run(args: argparse.Namespace) -> int:
         try:
             return handler(args)
-        except (ValueError, FileNotFoundError, FileExistsError) as exc:
+        except (ValueError, OSError) as exc:
             print(f"dm1 data {args.data_action}: error: {exc}", file=sys.stderr)
             return 2
 

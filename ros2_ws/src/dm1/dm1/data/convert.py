@@ -27,7 +27,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from dm1.data.episode import Episode, read_episode
+from dm1.data.episode import Episode, read_episode, require_free_space
 from dm1.data.tools import episode_files
 
 LEROBOT_VERSION = "v3.0"
@@ -335,6 +335,8 @@ def export_robomimic(
     files = _episodes(src, success_only)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + ".partial")
+    # the same arrays, proprio widened to float64: at most ~10 % more than the episode files
+    require_free_space(tmp, int(1.1 * sum(p.stat().st_size for p in files)))
     total = 0
     names, unperturbed = [], []
     with h5py.File(tmp, "w") as f:

@@ -77,6 +77,23 @@ def atomic_write_text(path: Path, text: str) -> None:
     _sync_dir(path.parent)
 
 
+def require_free_space(path: Path, need_bytes: int, reserve_bytes: int = DISK_RESERVE_BYTES) -> None:
+    """Raise ``OSError(ENOSPC)`` naming ``path`` unless its disk has ``need_bytes`` + ``reserve_bytes`` free.
+
+    For HDF5 output: HDF5 does not survive a full disk (writes fail inside deallocators, the next flush
+    crashes the process), so writers stop before it.
+    """
+    free = shutil.disk_usage(path.parent).free
+    need = need_bytes + reserve_bytes
+    if free < need:
+        raise OSError(
+            errno.ENOSPC,
+            f"disk nearly full: {free / 1e6:.1f} MB free, {need / 1e6:.1f} MB needed "
+            f"({reserve_bytes / 1e6:.0f} MB kept in reserve)",
+            str(path),
+        )
+
+
 class EpisodeWriter:
     """Appends one episode step by step to ``<path>.partial`` and publishes it as ``<path>`` on ``close``.
 
@@ -242,16 +259,7 @@ class EpisodeWriter:
             self._file.flush()
 
     def _check_space(self, pending_bytes: int) -> None:
-        """Raise ``OSError(ENOSPC)`` unless the disk has ``pending_bytes`` + the reserve free."""
-        free = shutil.disk_usage(self.path.parent).free
-        need = pending_bytes + self.reserve_bytes
-        if free < need:
-            raise OSError(
-                errno.ENOSPC,
-                f"disk nearly full: {free / 1e6:.1f} MB free, {need / 1e6:.1f} MB needed "
-                f"({self.reserve_bytes / 1e6:.0f} MB kept in reserve)",
-                str(self.partial_path),
-            )
+        require_free_space(self.partial_path, pending_bytes, self.reserve_bytes)
 
     def close(self, success: bool) -> Path:
         """Finish the episode: record ``success``, flush, fsync and rename ``.partial`` to the final name."""
