@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from dm1.commands.graph_process import launch_command, wait_graph_ready
+from dm1.commands.graph_process import GraphExitedError, launch_command, wait_graph_ready
 
 
 class Probe:
@@ -40,8 +40,40 @@ def test_graph_ready_after_retries_returns() -> None:
 def test_graph_that_exits_raises_naming_the_log(tmp_path: Path) -> None:
     graph = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
     graph.wait(timeout=30)
-    with pytest.raises(RuntimeError, match=r"exited early \(code 3\).*launch\.log"):
+    with pytest.raises(RuntimeError, match=r"(?s)exited early \(code 3\).*launch\.log"):
         wait_graph_ready(graph, Probe(fails=0), tmp_path / "launch.log")
+
+
+def test_graph_that_exits_reports_the_logs_error_lines(tmp_path: Path) -> None:
+    log = tmp_path / "launch.log"
+    log.write_text(
+        "[launch] starting twin\n[policy_node] [ERROR] [1.0] [policy_node]: configure failed: bad.onnx\n"
+        "[policy_node] loaded nothing\n[launch] ERROR: required node policy_node exited with code 1\n"
+    )
+    graph = subprocess.Popen([sys.executable, "-c", "raise SystemExit(1)"])
+    graph.wait(timeout=30)
+    with pytest.raises(GraphExitedError) as info:
+        wait_graph_ready(graph, Probe(fails=0), log)
+    assert str(info.value).splitlines() == [
+        "the launched graph exited early (code 1)",
+        "  [policy_node] [ERROR] [1.0] [policy_node]: configure failed: bad.onnx",
+        "  [launch] ERROR: required node policy_node exited with code 1",
+        f"full log: {log}",
+    ]
+
+
+def test_cli_reports_a_missing_model_in_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    missing = tmp_path / "no_model"
+    for args in (
+        ["eval", "--model", str(missing), "--episodes", "1", "--out", str(tmp_path / "report")],
+        ["bench", "inference", "--model", str(missing), "--json"],
+    ):
+        out = subprocess.run(
+            [sys.executable, "-m", "dm1.cli", *args], capture_output=True, text=True, timeout=120
+        )
+        assert out.returncode == 2, out.stderr
+        assert out.stderr.startswith(f"dm1 {args[0]}: error: {missing}") and "Traceback" not in out.stderr
+    assert not (tmp_path / "report").exists()  # checked before the graph starts
 
 
 def test_probe_error_outside_retry_on_propagates_at_once() -> None:

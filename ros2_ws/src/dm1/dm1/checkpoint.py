@@ -30,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from dm1.config import TrainConfig
 from dm1.data.episode import _sync_dir
 from dm1.data.index import file_sha256
+from dm1.errors import ReportedError
 from dm1.normalization import Normalizer
 
 FORMAT_VERSION = 1
@@ -40,7 +41,7 @@ PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
 _STEP_RE = re.compile(r"^step_(\d+)$")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ReportedError, ValueError):
     """A checkpoint is missing, corrupt, or in a refused (pickle) format."""
 
 

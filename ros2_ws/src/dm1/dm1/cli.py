@@ -51,7 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    from dm1.errors import ReportedError
+
+    try:
+        return int(args.func(args) or 0)
+    except ReportedError as exc:  # a bad model, checkpoint, card or episode; a graph that did not start
+        print(f"dm1 {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dm1.errors import ReportedError
+
 FORMAT_VERSION = 1
 ACTION_SPACES: tuple[str, ...] = ("ee_position", "joint_position")
 CARD_FILENAME = "model_card.json"
@@ -32,7 +34,7 @@ ONNX_FILENAME = "model.onnx"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
-class ModelCardError(ValueError):
+class ModelCardError(ReportedError, ValueError):
     """A model card is malformed or inconsistent; the message names file, field, expected and found."""
 
 

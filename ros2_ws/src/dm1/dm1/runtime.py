@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from dm1.errors import ReportedError
 from dm1.modelcard import CARD_FILENAME, ONNX_FILENAME, ModelCard, ModelCardError, load_card
 
 #: File suffixes that are (or usually are) Python pickles; never loaded, by design.
@@ -30,7 +31,7 @@ PROVIDER_PREFERENCE: tuple[str, ...] = (
 _ORT_TYPES = {"tensor(uint8)": "uint8", "tensor(float)": "float32", "tensor(double)": "float64"}
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(ReportedError, ValueError):
     """The model directory cannot be loaded safely (missing, pickled, corrupt, or disagrees with its card)."""
 
 

@@ -43,7 +43,9 @@ def run_ros_eval(
     )
     from dm1.evaluation import summarize, write_report
     from dm1.evaluation.report import write_episodes
+    from dm1.modelcard import load_card
 
+    load_card(model)  # a missing or invalid card: ModelCardError now, not a graph that fails to start
     out_dir.mkdir(parents=True, exist_ok=True)
     policy = policy_launch_args(noise_scale, ensemble_alpha)
     graph = start_graph(model, seed, out_dir / "launch.log", ["--sim-host", sim_host, *policy])

@@ -17,7 +17,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
+from dm1.errors import ReportedError
 from dm1.interrupts import deferred_interrupts
+
+
+class GraphExitedError(ReportedError, RuntimeError):
+    """The launched graph stopped before it was ready; the message carries the launch log's error lines."""
 
 
 class ReadyProbe(Protocol):
@@ -82,6 +87,16 @@ def stop_graph(proc: subprocess.Popen[bytes], timeout_s: float = 90.0) -> None:
         proc.wait(timeout=10)
 
 
+def error_lines(log_path: Path, last: int = 5) -> list[str]:
+    """The last `last` lines of a launch log that report an error (ERROR / FATAL / `error:`)."""
+    try:
+        text = log_path.read_text(errors="replace")
+    except OSError:
+        return []
+    found = [ln for ln in text.splitlines() if "ERROR" in ln or "FATAL" in ln or "error:" in ln]
+    return found[-last:]
+
+
 def wait_graph_ready(
     graph: subprocess.Popen[bytes],
     probe: ReadyProbe,
@@ -91,13 +106,16 @@ def wait_graph_ready(
 ) -> float:
     """Poll `probe.wait_ready` in 10 s slices until it succeeds; returns the wall seconds it took.
 
-    Raises RuntimeError (naming `log_path`) as soon as the graph exits, and re-raises the probe's last error
-    (one of `retry_on`) after `deadline_s` of wall time.
+    Raises `GraphExitedError` (with the log's error lines) as soon as the graph exits, and re-raises the
+    probe's last error (one of `retry_on`) after `deadline_s` of wall time.
     """
     t0 = time.monotonic()
     while True:
         if graph.poll() is not None:
-            raise RuntimeError(f"the launched graph exited early (code {graph.returncode}): see {log_path}")
+            errors = "".join(f"\n  {line}" for line in error_lines(log_path))
+            raise GraphExitedError(
+                f"the launched graph exited early (code {graph.returncode}){errors}\nfull log: {log_path}"
+            )
         try:
             probe.wait_ready(timeout_s=10.0)
             return time.monotonic() - t0

@@ -109,7 +109,7 @@ def _handle(args: argparse.Namespace) -> int:
         )
         specs = franka_graph(launch_args)
     except (ValueError, FileNotFoundError) as exc:
-        print(f"dm1 launch: {exc}", file=sys.stderr)
+        print(f"dm1 launch: error: {exc}", file=sys.stderr)
         return 2
     if args.dry_run:
         for spec in specs:

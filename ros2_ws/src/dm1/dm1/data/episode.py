@@ -28,6 +28,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from dm1.errors import ReportedError
+
 FORMAT_VERSION = 1
 PARTIAL_SUFFIX = ".partial"
 INDEX_FILE = "index.json"
@@ -50,7 +52,7 @@ _REQUIRED_ATTRS = (
 _EPISODE_RE = re.compile(r"^episode_(\d+)\.h5$")
 
 
-class EpisodeFormatError(ValueError):
+class EpisodeFormatError(ReportedError, ValueError):
     """An episode file, or a step appended to one, does not match the episode format."""
 
 
