@@ -15,6 +15,7 @@ from dm1.control.backend import RobotBackend, RobotFault  # noqa: E402
 from dm1.control.franky_backend import FrankyBackend  # noqa: E402
 from dm1.scheduling import ThreadScheduling  # noqa: E402
 from dm1.sim.reflex import abort_running_motion  # noqa: E402
+from dm1.sim.user_stop import UserStop  # noqa: E402
 from franky_sim.mujoco_simulator import MujocoSimulator  # noqa: E402
 from franky_sim.simulation_server import SimulationServer  # noqa: E402
 
@@ -38,6 +39,7 @@ class SimArm:
         self.post_step: list = []
         self.sim.register_post_step_callback(self._on_step)
         self.server.init()
+        self.user_stop = UserStop(self.server.robot_servers[0])  # `.pressed = True` presses it
         self.server.run_async(realtime=True)
 
     @property
@@ -49,6 +51,8 @@ class SimArm:
         self.steps += 1
         if self._reflex.is_set() and abort_running_motion(self.server):
             self._reflex.clear()
+        if self.user_stop.pressed:
+            abort_running_motion(self.server, self.user_stop.abort_status)
         for fn in self.post_step:
             fn(self)
 
@@ -198,6 +202,60 @@ def test_reflex_latches_fault_until_recover(sim_arm: SimArm) -> None:
         backend.send_ee_target(target, start.ee_quat_xyzw)
         sim_arm.wait_sim(1.0)
         assert np.linalg.norm(backend.read_state().ee_pos - target) < 0.005
+    finally:
+        backend.close()
+
+
+def test_the_user_stop_latches_a_fault_and_recovery_waits_for_its_release(sim_arm: SimArm) -> None:
+    """Reliability row 24 on franky-sim, through libfranka's own answers: pressed mid-motion, the motion is
+    aborted ("User Stop pressed!"); recovery fails while it is pressed; after the release nothing moves until
+    the recovery, then the arm streams again."""
+    backend = FrankyBackend(sim_arm.host, gripper=False)
+    try:
+        start = backend.read_state()
+        backend.send_ee_target(start.ee_pos, start.ee_quat_xyzw)
+        sim_arm.wait_sim(0.1)
+        sim_arm.user_stop.pressed = True
+        fault = wait_for(lambda: backend.read_state().fault, 30, what="fault latched")
+        assert "User Stop pressed" in fault, fault
+        with pytest.raises(RobotFault, match="recover failed: .*User Stop pressed"):
+            backend.recover()
+        assert backend.read_state().fault == fault  # still latched
+        sim_arm.user_stop.pressed = False
+        with pytest.raises(RobotFault):  # released, not yet recovered
+            backend.send_ee_target(start.ee_pos + np.array([0.0, 0.03, 0.0]), start.ee_quat_xyzw)
+        sim_arm.wait_sim(0.3)
+        assert np.linalg.norm(backend.read_state().ee_pos - start.ee_pos) < 0.005, "moved before recovery"
+        backend.recover()
+        target = start.ee_pos + np.array([0.0, 0.03, 0.0])
+        backend.send_ee_target(target, start.ee_quat_xyzw)
+        sim_arm.wait_sim(1.0)
+        assert np.linalg.norm(backend.read_state().ee_pos - target) < 0.005
+    finally:
+        backend.close()
+
+
+def test_a_motion_the_robot_refuses_is_latched_as_a_fault_not_raised_from_a_state_read(
+    sim_arm: SimArm,
+) -> None:
+    """The user stop pressed while no motion runs: the next motion is rejected (libfranka's CommandException,
+    surfaced by franky at the next poll). It used to escape `read_state` (the controller's joint-state timer:
+    the node died); it is latched like a reflex, and the arm stays still."""
+    backend = FrankyBackend(sim_arm.host, gripper=False)
+    try:
+        start = backend.read_state()
+        sim_arm.user_stop.pressed = True
+        backend.send_ee_target(start.ee_pos + np.array([0.0, 0.03, 0.0]), start.ee_quat_xyzw)
+        fault = wait_for(lambda: backend.read_state().fault, 30, what="fault latched")
+        assert fault.startswith("CommandException: libfranka: Move command rejected"), fault
+        sim_arm.wait_sim(0.3)
+        assert np.linalg.norm(backend.read_state().ee_pos - start.ee_pos) < 0.002
+        with pytest.raises(RobotFault, match="Move command rejected"):
+            backend.home()
+        sim_arm.user_stop.pressed = False
+        backend.recover()
+        backend.home()
+        assert backend.read_state().fault is None
     finally:
         backend.close()
 

@@ -86,13 +86,16 @@ class StackProbe:
 
         self.controller.append((self.now(), diagnostic_values(msg.status[0])))
 
-    def call(self, service: str):
-        """Call a std_srvs/Trigger service (bounded); returns its response."""
-        from std_srvs.srv import Trigger
+    def call(self, service: str, pressed: bool | None = None):
+        """Call a std_srvs/Trigger service, or SetBool with `pressed` (bounded); returns its response."""
+        from std_srvs.srv import SetBool, Trigger
 
-        client = self.node.create_client(Trigger, service)
+        srv, request = (Trigger, Trigger.Request())
+        if pressed is not None:
+            srv, request = SetBool, SetBool.Request(data=pressed)
+        client = self.node.create_client(srv, service)
         assert client.wait_for_service(timeout_sec=30), f"{service} not available"
-        future = client.call_async(Trigger.Request())
+        future = client.call_async(request)
         wait_for(future.done, 60, what=f"{service} response")
         return future.result()
 
@@ -384,6 +387,41 @@ def test_a_reflex_faults_the_controller_stops_the_policy_and_nothing_moves_until
     assert activated.returncode == 0 and "now active" in activated.stdout, (activated, procs.log("policy"))
     home = dm1_operator("home")  # the policy would drive the arm again right after the move
     assert home.returncode == 1 and "home refused: policy_node is active" in home.stdout, home
+    t_active = probe.now()
+    probe.wait_sim(1.0)
+    assert probe.max_motion_after(t_active) > 0.05, "the arm did not move under policy after the reactivation"
+
+
+@pytest.mark.slow
+def test_the_user_stop_mid_episode_holds_until_released_recovered_and_activated(stack) -> None:
+    """Reliability row 24 on the twin (franky-sim with the FR3's user stop, `dm1.sim.user_stop`): pressed
+    while the policy drives, the motion is aborted and the controller latches "User Stop pressed!"; the policy
+    deactivates; recovery fails while it is pressed; after the release nothing moves until an operator
+    recovers and then activates the policy."""
+    probe, procs = stack
+    probe.wait_sim(1.0)
+    moving = probe.max_speed_after(probe.now() - 0.5)
+    assert moving > 0.05, f"the arm was not moving before the stop: {moving:.4f} rad/s"
+    assert probe.call("/twin/user_stop", pressed=True).success
+    t_pressed = probe.now()
+    wait_for(lambda: probe.controller[-1][1].get("state") == "fault", 30, what="the controller's fault")
+    assert "User Stop pressed" in probe.controller[-1][1]["reasons"], probe.controller[-1][1]
+    wait_for(lambda: probe.policy_state() == "inactive", 30, what="the policy node deactivating itself")
+    refused = dm1_operator("recover")
+    assert refused.returncode == 1 and "recover failed" in refused.stdout, refused
+    assert "User Stop pressed" in refused.stdout, refused
+    assert probe.call("/twin/user_stop", pressed=False).success
+    probe.wait_sim(1.0)
+    speed = probe.max_motion_after(t_pressed + SETTLE_S)
+    assert speed < 0.02, f"the arm moved ({speed:.3f} rad/s) after the stop, before any recovery"
+    assert probe.controller[-1][1]["state"] == "fault", "releasing the stop cleared the fault"
+    assert dm1_operator("recover").returncode == 0
+    t_recovered = probe.now()
+    probe.wait_sim(1.0)
+    speed = probe.max_motion_after(t_recovered)
+    assert speed < 0.02, f"the arm moved ({speed:.3f} rad/s) after recovery, policy not yet activated"
+    activated = dm1_operator("activate")
+    assert activated.returncode == 0 and "now active" in activated.stdout, (activated, procs.log("policy"))
     t_active = probe.now()
     probe.wait_sim(1.0)
     assert probe.max_motion_after(t_active) > 0.05, "the arm did not move under policy after the reactivation"

@@ -5,8 +5,9 @@ time of each render, `/twin/cube_pose`, `/twin/success`, and `/twin/robot_host` 
 connects). Service `/twin/reset` (std_srvs/Trigger) puts the cube at the next seeded random pose (with
 `seeded_resets`, reset n uses seed + n, the poses of the in-process `dm1 data collect --seed`). Service
 `/twin/inject_reflex` (std_srvs/Trigger, for fault drills) aborts the arm's running motion the way a real FR3
-reports a reflex. Joint states and arm motion belong to the controller node, which connects to the announced
-robot host.
+reports a reflex; `/twin/user_stop` (std_srvs/SetBool: true = pressed) is the FR3's user stop
+(`dm1.sim.user_stop`). Joint states and arm motion belong to the controller node, which connects to the
+announced robot host.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Bool, String
-from std_srvs.srv import Trigger
+from std_srvs.srv import SetBool, Trigger
 
 from dm1_sim.conversions import camera_info_msg, pose_msg
 from dm1_sim.params import declare_parameters, twin_config_from_parameters
@@ -89,6 +90,7 @@ class TwinNode(Node):
         # its own group: the wait for a running motion (up to 1 s) must not hold up /clock
         own = MutuallyExclusiveCallbackGroup()
         self.create_service(Trigger, "/twin/inject_reflex", self._on_inject_reflex, callback_group=own)
+        self.create_service(SetBool, "/twin/user_stop", self._on_user_stop)
 
     def _publish(self, pub, msg) -> None:
         """Publish without raising, and without hammering a failing writer (its `write()` holds the GIL, which
@@ -135,6 +137,13 @@ class TwinNode(Node):
         aborted, idle = "reflex: the running motion was aborted", "no motion ran within 1 s: nothing to abort"
         response.message = aborted if response.success else idle
         self.get_logger().warning(f"/twin/inject_reflex: {response.message}")
+        return response
+
+    def _on_user_stop(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+        self.twin.set_user_stop(request.data)
+        response.success = True
+        response.message = "user stop pressed" if request.data else "user stop released"
+        self.get_logger().warning(f"/twin/user_stop: {response.message}")
         return response
 
     def destroy_node(self) -> None:

@@ -159,7 +159,8 @@ class FrankyBackend:
         except franky.ControlException as exc:
             if not _is_preemption(exc):
                 self._latch(exc)
-        except franky.NetworkException as exc:  # the link to the robot is lost (libfranka's UDP timeout)
+        # a motion the robot refused (user stop engaged, wrong mode), or the link lost (libfranka's timeout)
+        except (franky.CommandException, franky.NetworkException) as exc:
             self._latch(exc)
         if self._fault is None and self._tracker is not None and not self.robot.is_in_control:
             self._tracker = None  # the motion ended (e.g. stopped); the next target starts a fresh tracker
@@ -226,7 +227,7 @@ class FrankyBackend:
                 else:
                     with scheduled_as(self.control_scheduling):
                         self._tracker = franky.JointImpedanceTracker(self.robot, stiffness=self._k_joint)
-            except franky.ControlException as exc:
+            except (franky.ControlException, franky.CommandException) as exc:
                 self._latch(exc)
                 raise RobotFault(self._fault) from exc
         return self._tracker
@@ -333,7 +334,7 @@ class FrankyBackend:
                     asynchronous=True,  # scaled by the robot's factor (once)
                 )
             finished = self.robot.join_motion(timeout=move_timeout_s)
-        except franky.ControlException as exc:
+        except (franky.ControlException, franky.CommandException) as exc:  # aborted, or refused
             self._latch(exc)
             raise RobotFault(self._fault) from exc
         if not finished:

@@ -12,8 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 
-def abort_running_motion(server: Any) -> bool:
-    """Abort the first robot's running motion of a franky-sim `SimulationServer` with `kReflexAborted`.
+def abort_running_motion(server: Any, status: int | None = None) -> bool:
+    """Abort the first robot's running motion of a franky-sim `SimulationServer` with move status `status`
+    (default `kReflexAborted`; `kEmergencyAborted` is the user stop, `dm1.sim.user_stop`).
 
     Returns False (and changes nothing) when no motion is running: a reflex only happens in motion.
     """
@@ -25,6 +26,7 @@ def abort_running_motion(server: Any) -> bool:
     if not motion_id:
         return False
     robot.stop_motion(send_preemption_signal=False)
-    BaseCommand.send_response(robot._tcp_socket, RobotCommand.kMove, motion_id, MoveStatus.kReflexAborted)
+    status = MoveStatus.kReflexAborted if status is None else status
+    BaseCommand.send_response(robot._tcp_socket, RobotCommand.kMove, motion_id, status)
     robot.reset_current_motion_id()
     return True

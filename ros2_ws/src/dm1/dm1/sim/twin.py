@@ -23,6 +23,7 @@ from dm1.sim.config import TwinConfig
 from dm1.sim.reflex import abort_running_motion
 from dm1.sim.renderer import CameraFrame, CameraRenderer
 from dm1.sim.scene import CUBE_JOINT, build_scene
+from dm1.sim.user_stop import UserStop
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class Twin:
         self._renderer: CameraRenderer | None = None
         self._pending_reset: tuple[np.ndarray, threading.Event] | None = None
         self._pending_reflex: threading.Event | None = None
+        self._user_stop: UserStop | None = None
         self._cube_qpos = np.zeros(7)
         self._sim_time = 0.0
         self._lift_start: float | None = None
@@ -94,6 +96,7 @@ class Twin:
                 f"Twin.start(): cannot start franky-sim on host {self.cfg.host!r}: {exc}"
             ) from exc
         self._server = server
+        self._user_stop = UserStop(server.robot_servers[0])
         self._mujoco = mujoco
         model, data = self._sim.model, self._sim.data
         jid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, CUBE_JOINT)
@@ -123,6 +126,7 @@ class Twin:
         if self._server is not None:  # physics first: it may be waiting on the render queue
             self._server.cleanup()
             self._server = None
+            self._user_stop = None
         if self._renderer is not None:
             self._renderer.stop()
 
@@ -147,6 +151,8 @@ class Twin:
         if reflex is not None and abort_running_motion(self._server):
             self._pending_reflex = None
             reflex.set()
+        if self._user_stop is not None and self._user_stop.pressed:
+            abort_running_motion(self._server, self._user_stop.abort_status)
         self._cache(data)
         self._watch_pause()
         if self._renderer is not None:
@@ -266,6 +272,18 @@ class Twin:
             return True
         self._pending_reflex = None
         return done.is_set()  # applied between the timeout and the disarm
+
+    def set_user_stop(self, pressed: bool) -> None:
+        """Press or release the FR3's user stop (`dm1.sim.user_stop`): while pressed, the running motion is
+        aborted ("User Stop pressed!"), new motions are rejected and error recovery fails."""
+        if self._user_stop is None:
+            raise RuntimeError("Twin.set_user_stop: start() the twin first")
+        self._user_stop.pressed = bool(pressed)
+
+    @property
+    def user_stop_pressed(self) -> bool:
+        """Whether the user stop is pressed."""
+        return self._user_stop is not None and self._user_stop.pressed
 
     def is_lifted(self) -> bool:
         """The cube's bottom is at least `success_height` above the table right now."""
