@@ -9,6 +9,7 @@ import pytest
 import yaml
 from conftest import REPO
 from dm1.launch_graph import LaunchArgs, NodeSpec, franka_graph, load_param_files
+from policy_toy_model import build_toy_model
 
 LAUNCH_FILE = REPO / "ros2_ws/src/dm1_bringup/launch/franka.launch.py"
 CONFIG_DIR = REPO / "ros2_ws/src/dm1_bringup/config"
@@ -23,10 +24,8 @@ def _launch_module():
 
 @pytest.fixture
 def model_dir(tmp_path: Path) -> Path:
-    """A directory shaped like `dm1 export` output (the graph only checks that the files exist)."""
-    (tmp_path / "model.onnx").write_bytes(b"")
-    (tmp_path / "model_card.json").write_text("{}")
-    return tmp_path
+    """`dm1 export` output of a toy model with the launch's default cameras (96x96 front and wrist)."""
+    return build_toy_model(tmp_path / "toy", cameras={"front": (96, 96, 3), "wrist": (96, 96, 3)})
 
 
 def _by_name(graph: list[NodeSpec]) -> dict[str, NodeSpec]:
@@ -46,6 +45,19 @@ def test_sim_graph_starts_twin_then_controller_then_policy_on_sim_time(model_dir
     assert nodes["twin"].ready_topic == "/twin/robot_host"
     assert nodes["controller_node"].ready_topic == "/joint_states"
     assert all(s.required for s in graph)
+
+
+def test_the_twin_renders_the_models_cameras_at_the_models_size(tmp_path: Path) -> None:
+    model = build_toy_model(tmp_path / "toy", cameras={"front": (64, 80, 3)})
+    twin = _by_name(franka_graph(LaunchArgs(use_sim=True, model=str(model), cameras="front")))["twin"]
+    assert (twin.parameters["camera_height"], twin.parameters["camera_width"]) == (64, 80)
+    with pytest.raises(
+        ValueError, match=r"needs cameras \['front'\]; the twin would render only \['wrist'\]"
+    ):
+        LaunchArgs(use_sim=True, model=str(model), cameras="wrist")
+    mixed = build_toy_model(tmp_path / "mixed", cameras={"front": (64, 80, 3), "wrist": (96, 96, 3)})
+    with pytest.raises(ValueError, match="cameras of different sizes"):
+        LaunchArgs(use_sim=True, model=str(mixed))
 
 
 def test_robot_graph_uses_realsense_and_the_robot_ip_without_sim_time(model_dir: Path) -> None:
@@ -154,8 +166,9 @@ def test_launch_file_declares_every_launch_argument() -> None:
 
 def test_launch_file_builds_the_same_graph_as_franka_graph(model_dir: Path) -> None:
     module = _launch_module()
-    from_launch = module.node_specs(use_sim="true", model=str(model_dir), rviz="true", cameras="front")
-    direct = franka_graph(LaunchArgs(use_sim=True, model=str(model_dir), rviz=True, cameras=("front",)))
+    from_launch = module.node_specs(use_sim="true", model=str(model_dir), rviz="true", cameras="wrist,front")
+    args = LaunchArgs(use_sim=True, model=str(model_dir), rviz=True, cameras=("wrist", "front"))
+    direct = franka_graph(args)
     assert from_launch == direct
     with pytest.raises(ValueError, match=r"launch argument use_sim: expected true/false, found 'maybe'"):
         module.node_specs(use_sim="maybe")

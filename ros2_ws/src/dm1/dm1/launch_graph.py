@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from dm1.control.backend import TWIN_HOME_DYNAMICS
+from dm1.modelcard import load_card
 from dm1.policy_defaults import DEFAULT_ENSEMBLE_ALPHA
 
 CONFIG_FILES: tuple[str, ...] = ("twin.yaml", "controller.yaml", "policy.yaml", "realsense.yaml")
@@ -175,6 +176,14 @@ class LaunchArgs:
                 raise ValueError(
                     f"LaunchArgs.model: {model} lacks {', '.join(missing)} (expected `dm1 export` output)"
                 )
+            if self.use_sim:  # the twin renders exactly `cameras`, at one size: the model's
+                need = load_card(model).camera_names
+                if lacking := [c for c in need if c not in self.cameras]:
+                    raise ValueError(
+                        f"LaunchArgs.cameras: the model {model} needs cameras {need}; the twin would render "
+                        f"only {list(self.cameras)}, lacking {lacking} (pass --cameras {','.join(need)})"
+                    )
+                twin_image_size(model)  # one size for every camera, or a clear error now
         if not 0 <= self.foxglove_port <= 65535:
             raise ValueError(f"LaunchArgs.foxglove_port: expected 0..65535, found {self.foxglove_port}")
         if not 0.0 <= self.noise_scale <= 1.0:
@@ -240,6 +249,20 @@ def load_param_files(config_dir: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
+def twin_image_size(model: str | Path) -> tuple[int, int]:
+    """(height, width) the twin renders for `model`: its cameras' common input size (ValueError if they
+    differ: the twin renders every camera at one size)."""
+    card = load_card(model)
+    sizes = {tuple(c.shape[:2]) for c in card.cameras}
+    if len(sizes) != 1:
+        raise ValueError(
+            f"LaunchArgs.model: {model} has cameras of different sizes "
+            f"{ {c.name: list(c.shape[:2]) for c in card.cameras} }; the twin renders one size for all"
+        )
+    ((height, width),) = sizes
+    return int(height), int(width)
+
+
 def _camera_topics(cameras: tuple[str, ...]) -> list[str]:
     return [f"/camera/{c}/color/image_raw" for c in cameras]
 
@@ -260,6 +283,8 @@ def franka_graph(args: LaunchArgs) -> list[NodeSpec]:
     graph: list[NodeSpec] = []
     if args.use_sim:
         twin = params("twin", host=args.sim_host, seed=args.seed, cameras=cams)
+        if args.model is not None and not args.no_policy:
+            twin["camera_height"], twin["camera_width"] = twin_image_size(args.model)
         graph.append(
             NodeSpec(
                 "dm1_sim",
