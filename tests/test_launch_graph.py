@@ -94,6 +94,15 @@ def test_optional_nodes_appear_only_when_asked_and_are_not_required() -> None:
     assert graph["rviz2"].module is None and graph["rviz2"].arguments[0] == "-d"
     assert graph["rviz2"].arguments[1].endswith("dm1_bringup/rviz/dm1.rviz")
     assert graph["teleop"].condition == "record"
+    # the shipped teleop.yaml's keyboard reads the launch's terminal; a joystick does not
+    assert graph["teleop"].parameters["device"] == "keyboard" and graph["teleop"].terminal
+    assert not any(spec.terminal for name, spec in graph.items() if name != "teleop")
+
+
+def test_only_a_keyboard_teleop_node_reads_the_terminal(tmp_path: Path) -> None:
+    (tmp_path / "teleop.yaml").write_text("teleop:\n  ros__parameters:\n    device: joy\n")
+    args = LaunchArgs(use_sim=True, no_policy=True, record=True, config_dir=str(tmp_path))
+    assert not _by_name(franka_graph(args))["teleop"].terminal
 
 
 def test_file_defaults_are_overridden_by_launch_arguments(tmp_path: Path) -> None:

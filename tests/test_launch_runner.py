@@ -286,6 +286,83 @@ sys.exit(GraphRunner([node], shutdown_timeout=5.0).run())
 """
 
 
+# A node that reads its terminal the way keyboard teleop does (cbreak mode, non-blocking reads): it writes
+# each key to `<out>.keys` and, on exit, how many SIGINTs it got to `<out>.sigints` (it lingers 1 s after the
+# first to see whether a second comes).
+KEYBOARD_NODE = """
+import os, select, signal, sys, termios, time, tty, rclpy
+from rclpy.node import Node
+rclpy.init(args=sys.argv)
+node = Node("keys")
+out = node.declare_parameter("out", "").value
+sigints = []
+signal.signal(signal.SIGINT, lambda *_: sigints.append(time.monotonic()))
+fd = sys.stdin.fileno()
+saved = termios.tcgetattr(fd)
+tty.setcbreak(fd)
+try:
+    while not sigints or time.monotonic() < sigints[0] + 1.0:
+        rclpy.spin_once(node, timeout_sec=0.02)
+        if select.select([fd], [], [], 0.0)[0]:
+            with open(out + ".keys", "ab") as f:
+                f.write(os.read(fd, 16))
+finally:
+    termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+    with open(out + ".sigints", "w") as f:
+        f.write(str(len(sigints)))
+"""
+
+TERMINAL_LAUNCHER = """
+import sys
+from dm1.commands.launch import GraphRunner
+from dm1.launch_graph import NodeSpec
+node = NodeSpec("test", sys.executable, None, "keys", {"out": sys.argv[1]}, arguments=["-c", sys.argv[2]],
+                terminal=True)
+sys.exit(GraphRunner([node], shutdown_timeout=5.0).run())
+"""
+
+
+def test_a_keyboard_node_reads_the_launch_terminal_and_stops_on_one_ctrl_c(ros_env, tmp_path: Path) -> None:
+    """`dm1 launch --record` with keyboard teleop, in a terminal: the node reads the keys typed into the
+    launcher's terminal (in a process group of its own, SIGTTOU stopped it at its first terminal call), and a
+    Ctrl-C stops the graph with the node's cleanup run once (the launcher sends it no second SIGINT)."""
+    import pty
+    import select
+
+    out = tmp_path / "keys"
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: a session leader on the pty, as a shell starts a command
+        os.environ.clear()
+        os.environ.update(ros_env)
+        os.execv(sys.executable, [sys.executable, "-c", TERMINAL_LAUNCHER, str(out), KEYBOARD_NODE])
+    text = b""
+
+    def read_until(done, timeout: float, what: str) -> None:
+        nonlocal text
+        end = time.monotonic() + timeout
+        while not done():
+            assert time.monotonic() < end, f"{what}; terminal: {text.decode(errors='replace')[-2000:]}"
+            if select.select([fd], [], [], 0.1)[0]:
+                with contextlib.suppress(OSError):
+                    text += os.read(fd, 65536)
+
+    try:
+        read_until(lambda: b"graph up" in text, 120, "the graph did not come up")
+        os.write(fd, b"k")
+        keys = Path(f"{out}.keys")
+        read_until(lambda: keys.exists() and keys.read_bytes() == b"k", 30, "the node did not read the key")
+        os.write(fd, b"\x03")  # Ctrl-C typed in the terminal
+        read_until(lambda: os.waitpid(pid, os.WNOHANG)[0] != 0, 60, "the launcher did not exit")
+    finally:
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(fd)
+    assert Path(f"{out}.sigints").read_text() == "1"
+    log = text.decode(errors="replace")
+    assert "exit code 0" in log and "still running" not in log, log
+
+
 def _pids_running(marker: str) -> list[int]:
     """PIDs whose command line contains `marker`."""
     pids = []

@@ -47,6 +47,9 @@ class NodeSpec:
         ready_states: for a lifecycle node: the launcher waits until it answers `get_state` with one of
             these labels (an autostarting node answers only once its start-up transitions ran).
         ready_timeout_s: bound on that wait.
+        terminal: the node reads the terminal `dm1 launch` runs in (keyboard teleop): it stays in the
+            launcher's foreground process group, where a terminal lets a process read and set cbreak mode
+            (in a process group of its own it is stopped by SIGTTOU), and Ctrl-C reaches it directly.
     """
 
     package: str
@@ -62,6 +65,7 @@ class NodeSpec:
     ready_type: str | None = None
     ready_states: tuple[str, ...] = ()
     ready_timeout_s: float = 30.0
+    terminal: bool = False
 
     def __post_init__(self) -> None:
         if not self.name or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.name):
@@ -357,6 +361,7 @@ def franka_graph(args: LaunchArgs) -> list[NodeSpec]:
                 name="teleop",
                 parameters=rec,
                 condition="record",
+                terminal=rec.get("device") == "keyboard",  # it reads the keys typed into the terminal
             )
         )
     if args.foxglove:

@@ -145,6 +145,7 @@ class GraphRunner:
         self.procs: list[tuple[Any, subprocess.Popen[bytes]]] = []
         self._probe: _GraphProbe | None = None
         self._stop = threading.Event()
+        self._stop_signal: int | None = None  # the signal that stopped the launcher
         self._lock = threading.Lock()
         self._pumps: list[threading.Thread] = []
 
@@ -157,6 +158,7 @@ class GraphRunner:
     def request_stop(self, signum: int = signal.SIGTERM, *_: Any) -> None:
         """Ask the supervisor loop to shut down (signal handler)."""
         if not self._stop.is_set():
+            self._stop_signal = signum
             self._stop.set()
             self.log(f"received {signal.Signals(signum).name}: shutting down")
 
@@ -216,13 +218,14 @@ class GraphRunner:
         cmd = spec.command(sys.executable)
         self.log(f"starting {spec.name}: {' '.join(cmd)}")
         # Own process group: a terminal Ctrl-C reaches only the launcher, which then stops the nodes one by
-        # one (a second SIGINT during a node's cleanup would interrupt it).
+        # one (a second SIGINT during a node's cleanup would interrupt it). A node that reads the terminal
+        # (keyboard teleop) stays in the launcher's foreground group: elsewhere SIGTTOU/SIGTTIN stop it.
         proc = subprocess.Popen(
             with_parent_death_signal(cmd),
             env=self.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            process_group=0,
+            process_group=None if spec.terminal else 0,
         )
         self.procs.append((spec, proc))
         pump = threading.Thread(target=self._pump, args=(spec.name, proc.stdout), daemon=True)
@@ -300,7 +303,10 @@ class GraphRunner:
                     break
                 if sig != signal.SIGINT:
                     self.log(f"{spec.name} still running: sending {signal.Signals(sig).name}")
-                _send(proc, sig)
+                # a Ctrl-C typed in the terminal reached a terminal node already: a second one would
+                # interrupt its cleanup
+                if not (spec.terminal and sig == signal.SIGINT and self._stop_signal == signal.SIGINT):
+                    _send(proc, sig, group=not spec.terminal)
                 _wait_all([proc], timeout)
             if proc.returncode not in (None, 0):  # e.g. the twin's shutdown watchdog (its stacks are above)
                 self.log(f"{spec.name} stopped with exit code {proc.returncode}")
@@ -308,9 +314,13 @@ class GraphRunner:
             pump.join(timeout=2.0)
 
 
-def _send(proc: subprocess.Popen[bytes], sig: int) -> None:
+def _send(proc: subprocess.Popen[bytes], sig: int, group: bool = True) -> None:
+    """`sig` to the node's process group (the node and anything it started), or to the node alone."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, sig)  # the node and anything it started
+        if group:
+            os.killpg(proc.pid, sig)
+        else:
+            os.kill(proc.pid, sig)
 
 
 def _wait_all(procs: list[subprocess.Popen[bytes]], timeout: float) -> None:
