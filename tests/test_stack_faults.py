@@ -193,6 +193,18 @@ def stack(procs, ros_env, tmp_path: Path):
         probe.close()
 
 
+def recover_then_activate(probe: StackProbe, procs) -> None:
+    """The operator's way back after a latched fault: `recover` (the arm stays still, the policy inactive for
+    1 s of sim time), then `activate`."""
+    assert dm1_operator("recover").returncode == 0
+    t_recovered = probe.now()
+    probe.wait_sim(1.0)
+    speed = probe.max_motion_after(t_recovered)
+    assert speed < 0.02, f"the arm moved ({speed:.3f} rad/s) after recovery, policy not yet activated"
+    activated = dm1_operator("activate")
+    assert activated.returncode == 0 and "now active" in activated.stdout, (activated, procs.log("policy"))
+
+
 @pytest.mark.slow
 def test_arm_moves_under_policy_with_future_stamped_chunks(stack) -> None:
     probe, procs = stack
@@ -378,13 +390,7 @@ def test_a_reflex_faults_the_controller_stops_the_policy_and_nothing_moves_until
     assert "reflex" in status.stdout.lower() and "policy_node: inactive" in status.stdout, status
     refused = dm1_operator("activate")
     assert refused.returncode == 1 and "refused" in refused.stdout, refused
-    assert dm1_operator("recover").returncode == 0
-    t_recovered = probe.now()
-    probe.wait_sim(1.0)
-    speed = probe.max_motion_after(t_recovered)
-    assert speed < 0.02, f"the arm moved ({speed:.3f} rad/s) after recovery, policy not yet activated"
-    activated = dm1_operator("activate")
-    assert activated.returncode == 0 and "now active" in activated.stdout, (activated, procs.log("policy"))
+    recover_then_activate(probe, procs)
     home = dm1_operator("home")  # the policy would drive the arm again right after the move
     assert home.returncode == 1 and "home refused: policy_node is active" in home.stdout, home
     t_active = probe.now()
@@ -415,13 +421,7 @@ def test_the_user_stop_mid_episode_holds_until_released_recovered_and_activated(
     speed = probe.max_motion_after(t_pressed + SETTLE_S)
     assert speed < 0.02, f"the arm moved ({speed:.3f} rad/s) after the stop, before any recovery"
     assert probe.controller[-1][1]["state"] == "fault", "releasing the stop cleared the fault"
-    assert dm1_operator("recover").returncode == 0
-    t_recovered = probe.now()
-    probe.wait_sim(1.0)
-    speed = probe.max_motion_after(t_recovered)
-    assert speed < 0.02, f"the arm moved ({speed:.3f} rad/s) after recovery, policy not yet activated"
-    activated = dm1_operator("activate")
-    assert activated.returncode == 0 and "now active" in activated.stdout, (activated, procs.log("policy"))
+    recover_then_activate(probe, procs)
     t_active = probe.now()
     probe.wait_sim(1.0)
     assert probe.max_motion_after(t_active) > 0.05, "the arm did not move under policy after the reactivation"

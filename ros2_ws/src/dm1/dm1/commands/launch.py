@@ -253,15 +253,8 @@ class GraphRunner:
                 level = "ERROR: required" if spec.required else "optional"
                 self.log(f"{level} node {spec.name} exited with code {proc.returncode} before it was ready")
                 return not spec.required
-            if spec.ready_states:
-                state = probe.lifecycle_state(spec.name)
-                ready = state in spec.ready_states
-                if ready:
-                    what = f"lifecycle state {state}"
-            else:
-                ready = probe.seen(spec.ready_topic) if spec.ready_topic else probe.has_node(spec.name)
-            if ready:
-                self.log(f"{spec.name} ready ({what})")
+            if shown := probe.ready(spec):
+                self.log(f"{spec.name} ready ({shown})")
                 return True
             probe.spin(0.05)
         if spec.required:
@@ -420,6 +413,15 @@ class _GraphProbe:
         del self._state_calls[name]
         response = call.result()
         return None if response is None else response.current_state.label
+
+    def ready(self, spec: Any) -> str | None:
+        """What shows that the node of `spec` is ready (its readiness check passed), or None: not yet."""
+        if spec.ready_states:
+            state = self.lifecycle_state(spec.name)
+            return f"lifecycle state {state}" if state in spec.ready_states else None
+        if spec.ready_topic:
+            return f"a message on {spec.ready_topic}" if self.seen(spec.ready_topic) else None
+        return "its node in the ROS graph" if self.has_node(spec.name) else None
 
     def has_node(self, name: str) -> bool:
         """Whether a node called `name` is in the ROS graph."""
