@@ -89,6 +89,44 @@ def test_interrupted_eval_reports_finished_episodes_and_stops_graph(tmp_path: Pa
 
 
 @pytest.mark.slow
+def test_an_eval_whose_graph_dies_reports_the_finished_episodes_and_why(tmp_path: Path, ros_env) -> None:
+    """The twin killed mid-run: the driver's next call times out, and `dm1 eval` says the graph exited, with
+    the launcher's error lines, writes the report of the episodes that finished, and exits 2 (a traceback
+    before, and no report)."""
+    import os
+    import signal
+    import time
+
+    model = _lift_shaped_toy(tmp_path)
+    out = tmp_path / "eval"
+    cmd = _eval_cmd(model, out, 50, 1)
+    host = cmd[cmd.index("--sim-host") + 1]
+    with open(tmp_path / "eval.log", "wb") as log:
+        proc = subprocess.Popen(cmd, env=ros_env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 400
+        while not (out / "episodes.json").exists():  # the first episode finished
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "eval.log").read_text()
+            time.sleep(0.2)
+        pattern = f"dm1_sim.twin_node.*host:={host}"  # this eval's twin only
+        twins = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
+        for pid in twins.stdout.split():
+            os.kill(int(pid), signal.SIGKILL)
+        proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    text = (tmp_path / "eval.log").read_text()
+    assert proc.returncode == 2, text[-3000:]
+    assert "dm1 eval: error: the launched graph exited during episode" in text and "Traceback" not in text
+    assert "[launch] ERROR: required node twin exited with code -9" in text
+    summary = json.loads((out / "eval.json").read_text())
+    assert summary["episodes"] >= 1
+    assert f"the report covers the {summary['episodes']} finished episodes" in text
+
+
+@pytest.mark.slow
 def test_a_reflex_mid_episode_fails_it_as_a_controller_fault_and_the_next_episode_recovers(
     tmp_path: Path, ros_env: dict
 ) -> None:

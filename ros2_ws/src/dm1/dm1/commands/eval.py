@@ -36,6 +36,7 @@ def run_ros_eval(
 
     from dm1.commands.bench import machine_description
     from dm1.commands.graph_process import (
+        graph_exited,
         graph_stopped_after,
         policy_launch_args,
         start_graph,
@@ -51,6 +52,7 @@ def run_ros_eval(
     graph = start_graph(model, seed, out_dir / "launch.log", ["--sim-host", sim_host, *policy])
     records: list[dict[str, Any]] = []
     interrupted = False
+    lost_in: int | None = None  # the episode during which the graph exited
     with graph_stopped_after(graph), rclpy.init(signal_handler_options=SignalHandlerOptions.NO):
         driver = EvalDriver()
         try:
@@ -65,6 +67,11 @@ def run_ros_eval(
                     interrupted = True
                     bar.write(f"interrupted during episode {i}: reporting the {len(records)} finished ones")
                     break
+                except Exception:  # a call that timed out because the graph is gone: say so, report
+                    if graph.poll() is None:
+                        raise
+                    lost_in = i
+                    break
                 wins += outcome.success
                 records.append(asdict(outcome))
                 write_episodes(out_dir, records)  # a crash later loses no finished episode
@@ -73,6 +80,12 @@ def run_ros_eval(
             driver.close()
     if interrupted and not records:
         raise KeyboardInterrupt("interrupted before the first episode finished")
+    lost = None
+    if lost_in is not None:
+        finished = f"; the report covers the {len(records)} finished episodes" if records else ""
+        lost = graph_exited(graph, out_dir / "launch.log", f"during episode {lost_in}", finished)
+        if not records:
+            raise lost
     summary = summarize(records, model=str(model), through_ros=True, seed=seed, machine=machine_description())
     summary.extra["max_sim_s"] = max_sim_s
     summary.extra["noise_scale"] = noise_scale
@@ -81,6 +94,8 @@ def run_ros_eval(
     if interrupted:
         summary.extra["interrupted_after"] = len(records)
     write_report(summary, out_dir, records)
+    if lost is not None:
+        raise lost
     return summary.to_dict(), records
 
 

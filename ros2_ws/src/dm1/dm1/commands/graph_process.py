@@ -97,6 +97,16 @@ def error_lines(log_path: Path, last: int = 5) -> list[str]:
     return found[-last:]
 
 
+def graph_exited(
+    graph: subprocess.Popen[bytes], log_path: Path, when: str, after: str = ""
+) -> GraphExitedError:
+    """The error for a launched graph that exited: when, its exit code, the log's error lines, the log."""
+    errors = "".join(f"\n  {line}" for line in error_lines(log_path))
+    return GraphExitedError(
+        f"the launched graph exited {when} (code {graph.returncode}){errors}\nfull log: {log_path}{after}"
+    )
+
+
 def wait_graph_ready(
     graph: subprocess.Popen[bytes],
     probe: ReadyProbe,
@@ -112,10 +122,7 @@ def wait_graph_ready(
     t0 = time.monotonic()
     while True:
         if graph.poll() is not None:
-            errors = "".join(f"\n  {line}" for line in error_lines(log_path))
-            raise GraphExitedError(
-                f"the launched graph exited early (code {graph.returncode}){errors}\nfull log: {log_path}"
-            )
+            raise graph_exited(graph, log_path, "early")
         try:
             probe.wait_ready(timeout_s=10.0)
             return time.monotonic() - t0
