@@ -59,6 +59,16 @@ def free_loopback_host() -> str:
     return f"127.0.{random.randint(1, 250)}.{random.randint(2, 250)}"
 
 
+def kill_twin_on(host: str) -> int:
+    """SIGKILL the twin node serving franky-sim on `host` (a launched graph's, by its `host:=` parameter);
+    returns how many processes were killed."""
+    pattern = f"dm1_sim.twin_node.*host:={host}"
+    found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
+    for pid in found.stdout.split():
+        os.kill(int(pid), signal.SIGKILL)
+    return len(found.stdout.split())
+
+
 class ProcessGroup:
     """Starts child processes in their own process groups and always kills them (SIGINT, then SIGKILL)."""
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import PYTHON, as_background_job, free_loopback_host, wait_for
+from conftest import PYTHON, as_background_job, free_loopback_host, kill_twin_on, wait_for
 from dm1.data.schema import EpisodeSchema, check_append_compatible
 from dm1.data.synthetic import make_synthetic_dataset
 from dm1.sim.collect import LIFT_PROPRIO_KEYS, UNITS, lift_schema
@@ -204,3 +204,39 @@ def test_interrupt_of_background_run_discards_open_episode_and_stops_graph(ros_e
     assert sorted(p.name for p in out.glob("episode_*")) == ["episode_000000.h5"]  # no .partial, no episode 1
     text = launch_log.read_text(errors="replace")
     assert "discarded episode 1" in text and "[launch] exit code" in text  # the graph was stopped
+
+
+@pytest.mark.slow
+def test_a_collection_whose_graph_dies_says_so_and_keeps_the_saved_episodes(ros_env, tmp_path: Path) -> None:
+    """The twin killed while episode 1 records: `dm1 data collect` names the exited graph and the launcher's
+    error lines (a service-timeout traceback before), and episode 0 stays on disk."""
+    out = tmp_path / "ds"
+    out.mkdir()
+    cmd = _collect_cmd(out, 5)
+    host = cmd[cmd.index("--sim-host") + 1]
+    with open(tmp_path / "collect.log", "wb") as log:
+        proc = subprocess.Popen(cmd, env=ros_env, stdout=log, stderr=subprocess.STDOUT)
+    launch_log = out / "launch.log"
+    try:
+        wait_for(
+            lambda: (
+                proc.poll() is None
+                and launch_log.exists()
+                and "recording episode 1" in launch_log.read_text(errors="replace")
+            ),
+            420,
+            0.2,
+            "the second episode to start recording",
+        )
+        assert kill_twin_on(host) == 1
+        proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    text = (tmp_path / "collect.log").read_text(errors="replace")
+    assert proc.returncode != 0 and "Traceback" not in text, text[-3000:]
+    assert "error: the launched graph exited during episode 1" in text, text[-3000:]
+    assert "[launch] ERROR: required node twin exited with code -9" in text
+    assert "the episodes saved before it are kept (1)" in text
+    assert (out / "episode_000000.h5").is_file()

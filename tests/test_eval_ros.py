@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import as_background_job, free_loopback_host
+from conftest import as_background_job, free_loopback_host, kill_twin_on
 from policy_toy_model import build_toy_model
 
 
@@ -93,8 +93,6 @@ def test_an_eval_whose_graph_dies_reports_the_finished_episodes_and_why(tmp_path
     """The twin killed mid-run: the driver's next call times out, and `dm1 eval` says the graph exited, with
     the launcher's error lines, writes the report of the episodes that finished, and exits 2 (a traceback
     before, and no report)."""
-    import os
-    import signal
     import time
 
     model = _lift_shaped_toy(tmp_path)
@@ -108,10 +106,7 @@ def test_an_eval_whose_graph_dies_reports_the_finished_episodes_and_why(tmp_path
         while not (out / "episodes.json").exists():  # the first episode finished
             assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "eval.log").read_text()
             time.sleep(0.2)
-        pattern = f"dm1_sim.twin_node.*host:={host}"  # this eval's twin only
-        twins = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
-        for pid in twins.stdout.split():
-            os.kill(int(pid), signal.SIGKILL)
+        assert kill_twin_on(host) == 1
         proc.wait(timeout=300)
     finally:
         if proc.poll() is None:

@@ -160,7 +160,7 @@ def _drive(
     from rclpy.signals import SignalHandlerOptions
     from tqdm import tqdm
 
-    from dm1.commands.graph_process import wait_graph_ready
+    from dm1.commands.graph_process import graph_exited, wait_graph_ready
 
     t0 = time.monotonic()
     records: list[dict[str, Any]] = []
@@ -174,9 +174,13 @@ def _drive(
             bar = tqdm(range(episodes), desc="teleop demos", disable=not progress)
             wins = 0
             for i in bar:
-                if graph.poll() is not None:
-                    raise RuntimeError(f"the launched graph exited: see {log_path}")
-                outcome = driver.run_episode(i, max_sim_s, post_success_s, keep_failures)
+                try:
+                    outcome = driver.run_episode(i, max_sim_s, post_success_s, keep_failures)
+                except Exception as exc:  # a call that timed out because the graph is gone: say so
+                    if graph.poll() is None:
+                        raise
+                    saved = f"; the episodes saved before it are kept ({sum(r['saved'] for r in records)})"
+                    raise graph_exited(graph, log_path, f"during episode {i}", saved) from exc
                 wins += outcome.success
                 records.append(asdict(outcome))
                 bar.set_postfix(success=f"{wins}/{i + 1}")
