@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +76,10 @@ def test_foxglove_node_bridges_ros_images_to_websocket_and_mcap(
     procs, ros_env: dict[str, str], tmp_path: Path
 ) -> None:
     import rclpy
+    from dm1_ros.chunk_qos import CARTESIAN_TOPIC
+    from geometry_msgs.msg import Transform
     from sensor_msgs.msg import Image
+    from trajectory_msgs.msg import MultiDOFJointTrajectory, MultiDOFJointTrajectoryPoint
     from websockets.sync.client import connect
 
     mcap = tmp_path / "live.mcap"
@@ -102,6 +106,7 @@ def test_foxglove_node_bridges_ros_images_to_websocket_and_mcap(
     rclpy.init(context=ctx)
     node = rclpy.create_node("fox_test_pub", context=ctx)
     pub = node.create_publisher(Image, topic, 10)
+    chunk_pub = node.create_publisher(MultiDOFJointTrajectory, CARTESIAN_TOPIC, 10)
     image = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
     msg = Image(height=16, width=16, encoding="rgb8", step=48, data=image.tobytes())
     msg.header.frame_id = "camera_front_color_optical_frame"
@@ -116,6 +121,17 @@ def test_foxglove_node_bridges_ros_images_to_websocket_and_mcap(
                 return topic in _collect_advertised(ws, seen)
 
             wait_for(advertised, 30, 0.0, "the image topic on the websocket")
+            wait_for(lambda: chunk_pub.get_subscription_count() > 0, 30, 0.1, "the chunk subscription")
+            hold = MultiDOFJointTrajectory(joint_names=["ee", "gripper"])  # the policy's "hold": no points
+            chunk = MultiDOFJointTrajectory(joint_names=["ee", "gripper"])
+            chunk.points = [
+                MultiDOFJointTrajectoryPoint(transforms=[Transform(), Transform()]) for _ in range(3)
+            ]
+            chunk.points[1].transforms[0].translation.z = 0.25
+            for _ in range(3):  # best effort: a few copies
+                chunk_pub.publish(hold)
+                chunk_pub.publish(chunk)
+                time.sleep(0.1)
     finally:
         node.destroy_node()
         rclpy.shutdown(context=ctx)
@@ -123,3 +139,7 @@ def test_foxglove_node_bridges_ros_images_to_websocket_and_mcap(
     assert proc.returncode == 0, procs.log("fox")
     frames = [data for t, _, data in _read_mcap(mcap) if t == topic]
     assert frames and image.tobytes() in frames[0]
+    chunks = [json.loads(data) for t, _, data in _read_mcap(mcap) if t == CARTESIAN_TOPIC]
+    assert {len(c["points"]) for c in chunks} == {0, 3}, chunks  # the hold is bridged too
+    assert max(c["points"][1][2] for c in chunks if c["points"]) == 0.25
+    assert "not bridged" not in procs.log("fox")

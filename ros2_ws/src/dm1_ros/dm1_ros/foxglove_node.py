@@ -71,7 +71,7 @@ class FoxgloveNode(Node):
             try:
                 handler(msg)
             except Exception as exc:
-                self.get_logger().warn(
+                self.get_logger().warning(
                     f"{topic}: not bridged ({type(exc).__name__}: {exc})", throttle_duration_sec=5
                 )
 
@@ -100,7 +100,8 @@ class FoxgloveNode(Node):
             [(tf.translation.x, tf.translation.y, tf.translation.z) for tf in pt.transforms]
             for pt in msg.points
         ]
-        points = np.asarray(xyz, dtype=np.float64).reshape(len(msg.points), -1)  # (T, 3 * joints)
+        # (T, 3 * joints); T = 0 for the policy's hold (an empty chunk), bridged as such
+        points = np.asarray(xyz, dtype=np.float64).reshape(len(msg.points), 3 * len(msg.joint_names))
         self.bridge.log_chunk(
             CARTESIAN_TOPIC, _stamp(msg.header), list(msg.joint_names), points, _dt(msg.points)
         )

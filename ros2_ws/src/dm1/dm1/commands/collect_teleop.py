@@ -92,7 +92,7 @@ def collect_via_teleop(
     `scripted_recovery_fraction`, drawn from `seed`).
 
     Raises ValueError when `out_dir` holds a dataset with another schema (nothing is started then), and
-    RuntimeError / TimeoutError when the graph fails (see `<out_dir>/launch.log`).
+    GraphExitedError when the graph exits (with its error lines), TimeoutError when it does not answer.
     """
     from dm1.commands.graph_process import graph_stopped_after
     from dm1.data.schema import check_append_compatible
