@@ -207,34 +207,24 @@ def test_interrupt_of_background_run_discards_open_episode_and_stops_graph(ros_e
 
 
 @pytest.mark.slow
-def test_a_collection_whose_graph_dies_says_so_and_keeps_the_saved_episodes(ros_env, tmp_path: Path) -> None:
+def test_a_collection_whose_graph_dies_says_so_and_keeps_the_saved_episodes(procs, tmp_path: Path) -> None:
     """The twin killed while episode 1 records: `dm1 data collect` names the exited graph and the launcher's
     error lines (a service-timeout traceback before), and episode 0 stays on disk."""
     out = tmp_path / "ds"
     out.mkdir()
     cmd = _collect_cmd(out, 5)
-    host = cmd[cmd.index("--sim-host") + 1]
-    with open(tmp_path / "collect.log", "wb") as log:
-        proc = subprocess.Popen(cmd, env=ros_env, stdout=log, stderr=subprocess.STDOUT)
+    proc = procs.start("collect", cmd)  # stopped at teardown whatever happens
     launch_log = out / "launch.log"
-    try:
-        wait_for(
-            lambda: (
-                proc.poll() is None
-                and launch_log.exists()
-                and "recording episode 1" in launch_log.read_text(errors="replace")
-            ),
-            420,
-            0.2,
-            "the second episode to start recording",
+
+    def recording_episode_1() -> bool:
+        return proc.poll() is None and "recording episode 1" in (
+            launch_log.read_text(errors="replace") if launch_log.exists() else ""
         )
-        assert kill_twin_on(host) == 1
-        proc.wait(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-    text = (tmp_path / "collect.log").read_text(errors="replace")
+
+    wait_for(recording_episode_1, 420, 0.2, "the second episode to start recording")
+    assert kill_twin_on(cmd[cmd.index("--sim-host") + 1]) == 1
+    proc.wait(timeout=300)
+    text = procs.log("collect")
     assert proc.returncode != 0 and "Traceback" not in text, text[-3000:]
     assert "error: the launched graph exited during episode 1" in text, text[-3000:]
     assert "[launch] ERROR: required node twin exited with code -9" in text

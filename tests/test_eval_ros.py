@@ -89,30 +89,20 @@ def test_interrupted_eval_reports_finished_episodes_and_stops_graph(tmp_path: Pa
 
 
 @pytest.mark.slow
-def test_an_eval_whose_graph_dies_reports_the_finished_episodes_and_why(tmp_path: Path, ros_env) -> None:
+def test_an_eval_whose_graph_dies_reports_the_finished_episodes_and_why(tmp_path: Path, procs) -> None:
     """The twin killed mid-run: the driver's next call times out, and `dm1 eval` says the graph exited, with
     the launcher's error lines, writes the report of the episodes that finished, and exits 2 (a traceback
     before, and no report)."""
-    import time
+    from conftest import wait_for
 
     model = _lift_shaped_toy(tmp_path)
     out = tmp_path / "eval"
     cmd = _eval_cmd(model, out, 50, 1)
-    host = cmd[cmd.index("--sim-host") + 1]
-    with open(tmp_path / "eval.log", "wb") as log:
-        proc = subprocess.Popen(cmd, env=ros_env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 400
-        while not (out / "episodes.json").exists():  # the first episode finished
-            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "eval.log").read_text()
-            time.sleep(0.2)
-        assert kill_twin_on(host) == 1
-        proc.wait(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-    text = (tmp_path / "eval.log").read_text()
+    proc = procs.start("eval", cmd)  # stopped at teardown whatever happens
+    wait_for(lambda: proc.poll() is None and (out / "episodes.json").exists(), 400, 0.2, "a finished episode")
+    assert kill_twin_on(cmd[cmd.index("--sim-host") + 1]) == 1
+    proc.wait(timeout=300)
+    text = procs.log("eval")
     assert proc.returncode == 2, text[-3000:]
     assert "dm1 eval: error: the launched graph exited during episode" in text and "Traceback" not in text
     assert "[launch] ERROR: required node twin exited with code -9" in text
