@@ -123,6 +123,26 @@ def test_optional_node_death_keeps_the_graph_running(ros_env: dict[str, str], tm
     assert code == 1
 
 
+def test_a_stop_signal_is_only_recorded_so_the_launcher_cannot_deadlock_on_it() -> None:
+    """Python runs a signal handler on the main thread between two bytecodes, also while that thread holds
+    the launcher's output lock or an Event's condition. A handler taking the same lock hung `dm1 launch` on
+    Ctrl-C with every node left running (seen once: four stacked handlers waiting in `Event.set`)."""
+    out = io.StringIO()
+    runner = GraphRunner([], env={}, out=out)
+    returned = threading.Event()
+
+    def signal_while_logging() -> None:
+        with runner._lock:  # as if the signal arrived in the middle of `log`
+            runner.request_stop(signal.SIGINT)
+        returned.set()
+
+    threading.Thread(target=signal_while_logging, daemon=True).start()
+    assert returned.wait(10), "the signal handler blocked on a lock its own thread held"
+    assert runner.stopping() and "[launch] received SIGINT: shutting down" in out.getvalue()
+    runner.request_stop(signal.SIGTERM)  # a second signal changes nothing
+    assert out.getvalue().count("received") == 1 and runner.stopping()
+
+
 def test_missing_required_program_fails_before_starting_anything(ros_env: dict[str, str]) -> None:
     specs = [_dummy("first"), NodeSpec("pkg", "x", "dm1_no_such_module.node", "ghost")]
     code, log = _run_runner(specs, ros_env)

@@ -144,8 +144,9 @@ class GraphRunner:
         self.out = out or sys.stdout
         self.procs: list[tuple[Any, subprocess.Popen[bytes]]] = []
         self._probe: _GraphProbe | None = None
-        self._stop = threading.Event()
-        self._stop_signal: int | None = None  # the signal that stopped the launcher
+        # the signal that stopped the launcher: set by the signal handler, which takes no lock (below)
+        self._stop_signal: int | None = None
+        self._stop_logged = False
         self._lock = threading.Lock()
         self._pumps: list[threading.Thread] = []
 
@@ -156,11 +157,28 @@ class GraphRunner:
             self.out.flush()
 
     def request_stop(self, signum: int = signal.SIGTERM, *_: Any) -> None:
-        """Ask the supervisor loop to shut down (signal handler)."""
-        if not self._stop.is_set():
+        """Ask the supervisor loop to shut down (the signal handler).
+
+        It only records the signal. Python runs a handler on the main thread between two bytecodes, also
+        while that thread holds a lock (the output lock in `log`, an Event's condition inside `wait`): a
+        handler that took the same lock deadlocked the launcher on Ctrl-C, with every node left running
+        (seen: SIGINT and SIGTERM ignored, stacked handlers waiting in `Event.set`)."""
+        if self._stop_signal is None:
             self._stop_signal = signum
-            self._stop.set()
-            self.log(f"received {signal.Signals(signum).name}: shutting down")
+
+    def stopping(self) -> bool:
+        """Whether a stop was requested (logged once, from the main loop)."""
+        if self._stop_signal is not None and not self._stop_logged:
+            self._stop_logged = True
+            self.log(f"received {signal.Signals(self._stop_signal).name}: shutting down")
+        return self._stop_signal is not None
+
+    def _stopped_within(self, seconds: float) -> bool:
+        """Sleep up to `seconds` (in 50 ms steps); whether a stop was requested."""
+        deadline = time.monotonic() + seconds
+        while not self.stopping() and time.monotonic() < deadline:
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+        return self.stopping()
 
     def run(self) -> int:
         """Start, supervise until a signal or a required node's death, shut down. Returns the exit code."""
@@ -171,7 +189,7 @@ class GraphRunner:
             if specs is None:
                 return 2
             code = self._start_all(specs)
-            if code == 0 and not self._stop.is_set():
+            if code == 0 and not self.stopping():
                 self.log(f"graph up: {', '.join(s.name for s, _ in self.procs)} (Ctrl-C to stop)")
                 code = self._supervise()
         finally:
@@ -205,13 +223,13 @@ class GraphRunner:
     def _start_all(self, specs: list[Any]) -> int:
         """Start the nodes in order, each once the previous is ready (the probe stays until `run` ends)."""
         for spec in specs:
-            if self._stop.is_set():
+            if self.stopping():
                 return 0
             proc = self._spawn(spec)
             if self._probe is None:
                 self._probe = _GraphProbe(self.env)
             if not self._wait_ready(spec, proc, self._probe):
-                return 0 if self._stop.is_set() else 1
+                return 0 if self.stopping() else 1
         return 0
 
     def _spawn(self, spec: Any) -> subprocess.Popen[bytes]:
@@ -247,7 +265,7 @@ class GraphRunner:
             probe.watch(spec.ready_topic, spec.ready_type)
         deadline = time.monotonic() + spec.ready_timeout_s
         while time.monotonic() < deadline:
-            if self._stop.is_set():
+            if self.stopping():
                 return False
             if proc.poll() is not None:
                 level = "ERROR: required" if spec.required else "optional"
@@ -265,13 +283,13 @@ class GraphRunner:
 
     def _supervise(self) -> int:
         reported: set[str] = set()
-        while not self._stop.wait(0.1):
+        while not self._stopped_within(0.1):
             for spec, proc in self.procs:
                 if proc.poll() is None or spec.name in reported:
                     continue
                 reported.add(spec.name)
                 if spec.required:
-                    if self._stop.wait(0.3):  # Ctrl-C in a terminal reaches the children too: not a crash
+                    if self._stopped_within(0.3):  # a Ctrl-C in a terminal reaches the children too
                         return 0
                     self.log(
                         f"ERROR: required node {spec.name} exited with code {proc.returncode}; shutting down"
