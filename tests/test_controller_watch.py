@@ -36,3 +36,15 @@ def test_a_controller_that_stops_reporting_is_lost_until_it_reports_again() -> N
     watch.update(False, "idle", 13.0)  # a restarted controller reports
     assert watch.lost(13.1) is None
     assert ControllerWatch(silence_s=0.0).lost(1e9) is None  # 0 = off
+
+
+def test_a_report_taken_in_before_the_sim_clock_started_is_not_silence_once_it_starts() -> None:
+    """Under sim time the policy's clock reads 0 until its first /clock; reports queued while it loaded its
+    model can be taken in before that. The jump to sim time (2 s on the twin) deactivated the fresh policy
+    as 'controller lost' (seen in a launch test, at random)."""
+    watch = ControllerWatch(silence_s=2.0)
+    assert watch.update(False, "idle", 0.0) is None
+    assert watch.lost(2.04) is None
+    assert watch.update(True, "reflex", 0.0) == "reflex"  # a fault reported then still stops the policy
+    watch.update(False, "idle", 2.05)  # the first report on the running clock anchors the silence
+    assert watch.lost(4.0) is None and watch.lost(4.1) is not None

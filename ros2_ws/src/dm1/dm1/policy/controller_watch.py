@@ -38,7 +38,10 @@ class ControllerWatch:
     def update(self, is_error: bool, message: str, now: float) -> str | None:
         """Record one report (`is_error`: ERROR level); returns the fault text if it reports a fault."""
         self._fault = (message or "controller fault") if is_error else None
-        self._seen_at = now
+        # A report taken in before the policy's clock started (sim time reads 0 until the first /clock, which
+        # the node may process after reports that queued while it loaded its model) has no arrival time: it
+        # anchors neither freshness nor silence, so the clock's first jump to sim time is not silence.
+        self._seen_at = now if now > 0 else -math.inf
         return self._fault
 
     def fault(self, now: float) -> str | None:
