@@ -124,10 +124,19 @@ def test_disk_full_mid_episode_drops_it_and_recorder_recovers(tmp_path):
 
 # Records 96x96 noise into an almost full filesystem until the recorder gives up, then records a short episode
 # once the failed one is gone. Prints one JSON line; run in its own process (a crash must fail the test).
+# With a second argument `emulated`, the disk is a 24 MiB one that the files under argv[1] fill (statvfs
+# emulated: for hosts that cannot mount a private tmpfs).
 FULL_DISK_SCRIPT = """
-import json, sys
+import json, shutil, sys
+from collections import namedtuple
 from pathlib import Path
 import numpy as np
+if sys.argv[2:] == ["emulated"]:
+    usage = namedtuple("usage", "total used free")
+    def disk_usage(_path, root=Path(sys.argv[1]), size=24 << 20):
+        used = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+        return usage(size, used, size - used)
+    shutil.disk_usage = disk_usage
 from dm1.teleop.recorder import EpisodeRecorder, RecorderConfig, RecorderError
 from dm1.data.episode import read_episode
 out = Path(sys.argv[1]) / "ds"
@@ -158,21 +167,42 @@ print(json.dumps({"steps": steps, "error": error, "left": left, "again": again})
 def test_a_really_full_disk_drops_the_episode_without_crashing_and_recording_goes_on(tmp_path):
     """A real filesystem (a 24 MiB tmpfs in a private mount namespace) filled by the recorder. HDF5 meeting
     ENOSPC fails inside deallocators and then crashes the process at its next flush (SIGSEGV, measured), so
-    the writer stops first, at its reserve; the episode is dropped and the next one records."""
-    import json
+    the writer stops first, at its reserve; the episode is dropped and the next one records. Where no private
+    tmpfs can be mounted (no util-linux `unshare`, user namespaces refused) the same run sees an emulated
+    24 MiB disk instead (its free space from the files written)."""
     import shutil
     import subprocess
     import sys
 
-    if shutil.which("unshare") is None:
-        pytest.skip("no unshare (util-linux): cannot mount a small private tmpfs to fill")
     mount = tmp_path / "small_disk"
     mount.mkdir()
-    cmd = ["unshare", "-rm", "sh", "-c", 'mount -t tmpfs -o size=24m tmpfs "$1" && exec "$2" -c "$3" "$1"']
-    args = [*cmd, "sh", str(mount), sys.executable, FULL_DISK_SCRIPT]
-    out = subprocess.run(args, capture_output=True, text=True, timeout=300)
-    if out.returncode != 0 and "mount" in out.stderr and "Traceback" not in out.stderr:
-        pytest.skip(f"no private tmpfs mount here (user namespaces refused): {out.stderr.strip()}")
+    out = None
+    if shutil.which("unshare"):
+        mount_then_run = 'mount -t tmpfs -o size=24m tmpfs "$1" && exec "$2" -c "$3" "$1"'
+        cmd = ["unshare", "-rm", "sh", "-c", mount_then_run]
+        args = [*cmd, "sh", str(mount), sys.executable, FULL_DISK_SCRIPT]
+        out = subprocess.run(args, capture_output=True, text=True, timeout=300)
+        if out.returncode != 0 and "mount" in out.stderr and "Traceback" not in out.stderr:
+            out = None  # no private mount here
+    _assert_dropped_and_recording_again(out or _fill_emulated_disk(mount))
+
+
+def test_a_disk_filling_up_is_met_the_same_way_where_it_is_emulated(tmp_path):
+    """The emulated 24 MiB disk (the fallback above) stops the recorder as the real one does."""
+    _assert_dropped_and_recording_again(_fill_emulated_disk(tmp_path))
+
+
+def _fill_emulated_disk(directory):
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-c", FULL_DISK_SCRIPT, str(directory), "emulated"]
+    return subprocess.run(args, capture_output=True, text=True, timeout=300)
+
+
+def _assert_dropped_and_recording_again(out) -> None:
+    import json
+
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert 50 < result["steps"] < 1000, result  # ~8 MiB of 55 kB steps before the 16 MiB reserve
