@@ -180,14 +180,8 @@ class LaunchArgs:
                 raise ValueError(
                     f"LaunchArgs.model: {model} lacks {', '.join(missing)} (expected `dm1 export` output)"
                 )
-            if self.use_sim:  # the twin renders exactly `cameras`, at one size: the model's
-                need = load_card(model).camera_names
-                if lacking := [c for c in need if c not in self.cameras]:
-                    raise ValueError(
-                        f"LaunchArgs.cameras: the model {model} needs cameras {need}; the twin would render "
-                        f"only {list(self.cameras)}, lacking {lacking} (pass --cameras {','.join(need)})"
-                    )
-                twin_image_size(model)  # one size for every camera, or a clear error now
+            if self.use_sim:
+                twin_image_size(model, self.cameras)  # a clear error now, not a policy waiting for frames
         if not 0 <= self.foxglove_port <= 65535:
             raise ValueError(f"LaunchArgs.foxglove_port: expected 0..65535, found {self.foxglove_port}")
         if not 0.0 <= self.noise_scale <= 1.0:
@@ -253,10 +247,17 @@ def load_param_files(config_dir: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-def twin_image_size(model: str | Path) -> tuple[int, int]:
-    """(height, width) the twin renders for `model`: its cameras' common input size (ValueError if they
-    differ: the twin renders every camera at one size)."""
+def twin_image_size(model: str | Path, cameras: tuple[str, ...]) -> tuple[int, int]:
+    """(height, width) the twin renders for `model`: its cameras' common input size. The twin renders exactly
+    `cameras`, all at one size: ValueError when one of the model's cameras is not among them, or when the
+    model's cameras differ in size."""
     card = load_card(model)
+    need = card.camera_names
+    if lacking := [c for c in need if c not in cameras]:
+        raise ValueError(
+            f"LaunchArgs.cameras: the model {model} needs cameras {need}; the twin would render "
+            f"only {list(cameras)}, lacking {lacking} (pass --cameras {','.join(need)})"
+        )
     sizes = {tuple(c.shape[:2]) for c in card.cameras}
     if len(sizes) != 1:
         raise ValueError(
@@ -288,7 +289,7 @@ def franka_graph(args: LaunchArgs) -> list[NodeSpec]:
     if args.use_sim:
         twin = params("twin", host=args.sim_host, seed=args.seed, cameras=cams)
         if args.model is not None and not args.no_policy:
-            twin["camera_height"], twin["camera_width"] = twin_image_size(args.model)
+            twin["camera_height"], twin["camera_width"] = twin_image_size(args.model, args.cameras)
         graph.append(
             NodeSpec(
                 "dm1_sim",
