@@ -76,7 +76,7 @@ class Rig:
         )
 
     def _on_status(self, msg: DiagnosticArray) -> None:
-        self.status.append(diagnostic_values(msg.status[0]))
+        self.status.append({**diagnostic_values(msg.status[0]), "message": msg.status[0].message})
 
     def ee(self) -> np.ndarray:
         return fr3_fk(self.states[-1][1])[0]
@@ -218,6 +218,45 @@ def test_nan_and_malformed_chunks_do_not_move_arm(rig: Rig) -> None:
     assert np.abs(rig.states[-1][1] - q0).max() < 1e-3, "arm moved on a rejected chunk"
     wait_for(lambda: int(rig.last_status("rejected_nonfinite")) >= 1, 10, what="non-finite counter")
     wait_for(lambda: int(rig.last_status("rejected_malformed")) >= 1, 10, what="malformed counter")
+
+
+@pytest.mark.slow
+def test_a_second_chunk_publisher_latches_a_fault_naming_both_and_the_arm_follows_neither(rig: Rig) -> None:
+    """A second commander (another policy, another launch in the domain) joins while the first drives."""
+    p0 = rig.ee()
+    t_start = rig.arm.time
+
+    def path(t: float) -> np.ndarray:  # 6 cm/s along +y
+        return p0 + np.array([0.0, 0.06, 0.0]) * float(np.clip(t - t_start, 0.0, 2.0))
+
+    rig.stream(path, 0.6)
+    other = rclpy.create_node("second_policy", context=rig.ctx)
+    try:
+        pub = other.create_publisher(MultiDOFJointTrajectory, "/dm1/action_chunk/cartesian", 10)
+        wait_for(
+            lambda: pub.get_subscription_count() >= 1, 30, what="the controller matching a 2nd publisher"
+        )
+        rig.stream(path, 0.3)
+        y_before = rig.ee()[1]
+        rig.publish_chunk(rig.arm.time, np.array([p0 - [0.0, 0.05, 0.0]] * 16), pub=pub)  # its plan: -y
+        t_second = rig.arm.time
+        rig.stream(path, 0.5)  # the first one goes on publishing
+    finally:
+        other.destroy_node()
+    status = wait_for(
+        lambda: rig.status and rig.status[-1]["state"] == "fault" and rig.status[-1], 10, what="the fault"
+    )
+    assert "two commanders: /controller_test_rig and /second_policy" in status["message"], status
+    assert int(status["rejected_two_sources"]) == 1 and int(status["rejected_fault"]) >= 1, status
+    after = [s for s in list(rig.states) if s[0] >= t_second + 0.2]
+    assert after and max(np.abs(s[2]).max() for s in after) < 0.05, "the arm kept moving after the latch"
+    assert abs(rig.ee()[1] - y_before) < 0.01, "the arm followed one of the two plans"
+    rig.arm.wait_sim(1.0)  # the second publisher is gone: the operator recovers, the first drives again
+    assert rig.call("/dm1/controller/recover").success
+    target = rig.ee() + np.array([0.0, 0.03, 0.0])
+    rig.stream(lambda t: target, 1.0)
+    assert np.linalg.norm(rig.ee() - target) < 0.005
+    assert rig.last_status("state") == "active"
 
 
 @pytest.mark.slow

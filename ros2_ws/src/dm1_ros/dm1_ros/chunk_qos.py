@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from dm1.control.chunk_sources import ChunkSource
 from dm1.control.parameters import CHUNK_DEADLINE_MS, CHUNK_LIVELINESS_LEASE_MS
 from rclpy.duration import Duration
 from rclpy.event_handler import SubscriptionEventCallbacks
@@ -76,3 +77,25 @@ def watch_chunk_stream(
     return node.create_subscription(
         msg_type, topic, lambda _msg: None, chunk_qos(deadline_ms, lease_ms), event_callbacks=events
     )
+
+
+class ChunkPublishers:
+    """Names the publisher of each chunk (`ChunkSource`) from its message info's GID, for `SourceGuard`.
+
+    Node names come from the ROS graph, looked up once per new publisher (a GID the graph does not list yet
+    is named by its GID and looked up again next time)."""
+
+    def __init__(self, node: Node) -> None:
+        self._node, self._names = node, {}
+
+    def source(self, topic: str, info: dict) -> ChunkSource | None:
+        """The chunk's publisher, or None when the middleware gives no GID (then nothing is checked)."""
+        gid = (info.get("publisher_gid") or {}).get("data")
+        if not gid:
+            return None
+        key = bytes(gid)
+        if key not in self._names:
+            for endpoint in self._node.get_publishers_info_by_topic(topic):
+                name = f"{endpoint.node_namespace.rstrip('/')}/{endpoint.node_name}"
+                self._names[bytes(endpoint.endpoint_gid)] = name
+        return ChunkSource(key, self._names.get(key, f"publisher {key.hex()}"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from functools import partial
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
@@ -28,7 +29,7 @@ from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
 from visualization_msgs.msg import MarkerArray
 
 from dm1_ros.chunk_markers import safety_box_markers
-from dm1_ros.chunk_qos import CARTESIAN_TOPIC, JOINT_TOPIC, watch_chunk_stream
+from dm1_ros.chunk_qos import CARTESIAN_TOPIC, JOINT_TOPIC, ChunkPublishers, watch_chunk_stream
 from dm1_ros.conversions import (
     diagnostic_array,
     diagnostic_status,
@@ -58,7 +59,12 @@ class ControllerNode(Node):
         if link:
             self.get_logger().info(link)
         self.executor_ = ChunkExecutor(
-            self.backend, self.limits, self._now, mode=p["mode"], tick_period_s=1.0 / p["control_rate_hz"]
+            self.backend,
+            self.limits,
+            self._now,
+            mode=p["mode"],
+            tick_period_s=1.0 / p["control_rate_hz"],
+            source_window_s=p["single_commander_window_s"],
         )
         self.executor_.link.warn_below = p["min_command_success_rate"]
         if warning := try_raise_to_fifo(p["rt_priority"]):  # threads started later (home) inherit it
@@ -74,8 +80,9 @@ class ControllerNode(Node):
         # deadlines run on the wall clock: under simulated time the chunks keep sim time, not wall time
         deadline_ms = 0.0 if sim else p["chunk_deadline_ms"]
         lease_ms = p["chunk_liveliness_lease_ms"]
+        self.chunk_publishers = ChunkPublishers(self)  # who sent each chunk: one commander at a time
         for msg_type, topic in ((MultiDOFJointTrajectory, CARTESIAN_TOPIC), (JointTrajectory, JOINT_TOPIC)):
-            self.create_subscription(msg_type, topic, self._on_chunk, 10)
+            self.create_subscription(msg_type, topic, partial(self._on_chunk, topic=topic), 10)
             watch_chunk_stream(self, msg_type, topic, deadline_ms, lease_ms, self._on_stream_lost)
         self.create_service(Trigger, "/dm1/controller/recover", self._on_recover)
         self.homing = False  # set under the lock: ticks and chunks are skipped while homing
@@ -91,8 +98,9 @@ class ControllerNode(Node):
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
-    def _on_chunk(self, msg: MultiDOFJointTrajectory | JointTrajectory) -> None:
-        """Convert (wrong names / lengths / shapes -> counted and logged, never moved on) and offer."""
+    def _on_chunk(self, msg: MultiDOFJointTrajectory | JointTrajectory, info: dict, topic: str) -> None:
+        """Convert (wrong names / lengths / shapes -> counted and logged, never moved on) and offer, naming
+        its publisher (a second live one latches a fault)."""
         with self.lock:
             if self.homing:
                 return
@@ -104,7 +112,7 @@ class ControllerNode(Node):
             except (ValueError, IndexError) as exc:
                 self.executor_.count_malformed(f"malformed chunk: {exc}")
                 return
-            result = self.executor_.on_chunk(chunk)
+            result = self.executor_.on_chunk(chunk, source=self.chunk_publishers.source(topic, info))
         if result != "accepted":
             self.get_logger().warning(f"chunk not executed: {result}", throttle_duration_sec=1.0)
 

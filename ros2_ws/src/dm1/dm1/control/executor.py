@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dm1.control.backend import RobotBackend, RobotFault, RobotStateSnapshot
+from dm1.control.chunk_sources import ChunkSource, SourceGuard
 from dm1.control.limits import SafetyLimits
 from dm1.control.link_check import CommandLinkMonitor
 from dm1.control.safety import OverspeedWatch, SafetyFilter, SafetyReport, nonfinite_reason
@@ -42,6 +43,7 @@ COUNTERS = (
     "late",
     "rejected_fault",
     "rejected_mode",
+    "rejected_two_sources",
     "clamped",
     "holds",
     "tick_overruns",
@@ -102,6 +104,8 @@ class ChunkExecutor:
             to move as far as in two periods, not across the whole gap (the arm, which slowed toward the
             standing target meanwhile, picks up smoothly instead of being thrown after the chunk). None: no
             overrun handling. Any tick later than `limits.max_tick_gap_s` holds the arm.
+        source_window_s: a motion chunk from a second publisher within this many seconds of another's latches
+            a fault (`SourceGuard`; 0 = off). Only chunks offered with a `source` are counted.
     """
 
     def __init__(
@@ -111,12 +115,14 @@ class ChunkExecutor:
         clock: Callable[[], float],
         mode: str = "cartesian",
         tick_period_s: float | None = None,
+        source_window_s: float = 1.0,
     ) -> None:
         if mode not in ("cartesian", "joint"):
             raise ValueError(f"ChunkExecutor.mode: expected 'cartesian' or 'joint', found {mode!r}")
         self.backend, self.limits, self.clock, self.mode = backend, limits, clock, mode
         self.safety = SafetyFilter(limits)
         self.schedule = ChunkSchedule(limits.chunk_timeout_s, limits.max_future_s)
+        self.sources = SourceGuard(source_window_s)
         self.state = IDLE
         self.fault: str | None = None
         self.reasons: list[str] = []
@@ -136,26 +142,31 @@ class ChunkExecutor:
 
     # --- input -------------------------------------------------------------------------------------------
 
-    def on_chunk(self, chunk: TimedChunk, now: float | None = None) -> str:
-        """Offer a chunk; returns "accepted" or the reason it was refused (each reason is counted).
+    def on_chunk(self, chunk: TimedChunk, now: float | None = None, source: ChunkSource | None = None) -> str:
+        """Offer a chunk from `source` (its publisher; None: not checked); returns "accepted" or the reason it
+        was refused (each reason is counted). A second live publisher latches a fault (`SourceGuard`).
 
         An unexpected error while checking or scheduling it latches a fault (the arm brakes and holds until
         `recover()`), as in `tick`: a bug here never leaves the robot streaming a half-taken chunk."""
         now = self.clock() if now is None else now
         try:
-            return self._offer(chunk, now)
+            return self._offer(chunk, now, source)
         except Exception as exc:  # noqa: BLE001 - the fallback is a latched hold
             log.exception("offering a chunk failed")
             self._latch(f"internal error offering a chunk: {type(exc).__name__}: {exc}")
             return "fault"
 
-    def _offer(self, chunk: TimedChunk, now: float) -> str:
+    def _offer(self, chunk: TimedChunk, now: float, source: ChunkSource | None) -> str:
         if self.state == FAULT:
             return self._refuse("rejected_fault", "fault latched: call recover()")
         if chunk.kind != self.mode:
             return self._refuse(
                 "rejected_mode", f"{chunk.kind} chunk while the controller runs in {self.mode} mode"
             )
+        if source is not None and (conflict := self.sources.check(source, now, f"{self.mode} chunks")):
+            self.counters["rejected_two_sources"] += 1
+            self._latch(conflict)
+            return "rejected_two_sources"
         reason = nonfinite_reason(
             stamp=np.array([chunk.stamp]),
             time_from_start=chunk.time_from_start,

@@ -53,6 +53,13 @@ CONTROLLER_PARAMETERS: dict[str, tuple[Any, str, tuple[float, float] | None]] = 
         "holds the arm; 0 = off. Not requested with use_sim_time (the chunks then follow simulated time)",
         (0.0, 10000.0),
     ),
+    "single_commander_window_s": (
+        1.0,
+        "one commander at a time: a motion chunk from a second publisher within this many seconds of another "
+        "publisher's latches a fault (two policies, or a policy and teleop, on one arm); 0 = off, for a "
+        "deliberate multiplexer in front of the controller",
+        (0.0, 60.0),
+    ),
     "chunk_liveliness_lease_ms": (
         CHUNK_LIVELINESS_LEASE_MS,
         "QoS liveliness lease requested on the action topics: a publisher offering one whose liveliness "

@@ -1,0 +1,57 @@
+"""`SourceGuard`: one commander at a time on the action topics.
+
+Two publishers sending motion chunks to one controller (a second policy started in another terminal or a
+second launch in the same ROS domain, a teleop node run beside the policy) would make the arm alternate
+between two plans every few tens of milliseconds. The controller tells publishers apart by their DDS GID
+(the message info of each chunk) and latches a fault when a second one sends a motion chunk while another one
+sent one within `window_s` (node clock). A hand-over after a pause (the policy stops, teleop starts a second
+later) is not a conflict, and neither is an empty chunk (a hold request is always welcome).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ChunkSource:
+    """Who sent a chunk: `key` identifies the publisher (its GID), `label` names it for people (its node)."""
+
+    key: bytes
+    label: str
+
+
+@dataclass
+class SourceGuard:
+    """Remembers when each publisher last sent a motion chunk; `check` reports a second live one.
+
+    window_s: two publishers whose motion chunks arrive within this many seconds of each other conflict;
+        0 turns the guard off (a deliberate multiplexer in front of the controller).
+    """
+
+    window_s: float
+    _last: dict[bytes, tuple[float, ChunkSource]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.window_s <= 60.0:
+            raise ValueError(f"SourceGuard.window_s: expected 0 <= window <= 60 s, found {self.window_s!r}")
+
+    def check(self, source: ChunkSource, now: float, what: str = "motion chunks") -> str | None:
+        """Record a motion chunk from `source` at `now`; return why it conflicts with another publisher, or
+        None. A clock that went back (simulated time restarted) forgets every earlier chunk."""
+        if self.window_s <= 0.0:
+            return None
+        self._last = {k: (t, s) for k, (t, s) in self._last.items() if t <= now and now - t < self.window_s}
+        others = [s for k, (_, s) in self._last.items() if k != source.key]
+        self._last[source.key] = (now, source)
+        if not others:
+            return None
+        names = [s.label for s in others]
+        if source.label in names:
+            who = f"two publishers named {source.label}"
+        else:
+            who = f"{', '.join(sorted(set(names)))} and {source.label}"
+        return (
+            f"two commanders: {who} sent {what} within {self.window_s:g} s of each other; "
+            "stop all but one, then recover"
+        )

@@ -1,0 +1,95 @@
+"""One commander at a time: `SourceGuard` and the executor's latch on a second live chunk publisher."""
+
+from __future__ import annotations
+
+import pytest
+from dm1.control.chunk_sources import ChunkSource, SourceGuard
+from dm1.control.executor import ACTIVE, FAULT, IDLE
+from test_executor import ee_chunk, make, run
+
+POLICY = ChunkSource(b"\x01" * 16, "/policy_node")
+TELEOP = ChunkSource(b"\x02" * 16, "/teleop")
+OTHER_POLICY = ChunkSource(b"\x03" * 16, "/policy_node")  # a second launch: same node name, another GID
+
+
+def test_one_publisher_never_conflicts_with_itself() -> None:
+    guard = SourceGuard(1.0)
+    assert all(guard.check(POLICY, 0.05 * i) is None for i in range(100))
+
+
+def test_a_second_publisher_within_the_window_conflicts_and_names_both() -> None:
+    guard = SourceGuard(1.0)
+    assert guard.check(POLICY, 10.0) is None
+    reason = guard.check(TELEOP, 10.9, "cartesian chunks")
+    assert reason is not None
+    assert "/policy_node and /teleop" in reason and "cartesian chunks within 1 s" in reason
+    assert "recover" in reason
+
+
+def test_two_publishers_with_one_node_name_are_told_apart_by_their_gid() -> None:
+    guard = SourceGuard(1.0)
+    guard.check(POLICY, 0.0)
+    assert "two publishers named /policy_node" in (guard.check(OTHER_POLICY, 0.1) or "")
+
+
+def test_a_hand_over_after_a_pause_is_not_a_conflict() -> None:
+    guard = SourceGuard(1.0)
+    guard.check(POLICY, 0.0)
+    assert guard.check(TELEOP, 1.0) is None  # the policy fell silent a whole window ago
+    assert guard.check(TELEOP, 1.5) is None
+    assert guard.check(POLICY, 1.6) is not None  # ... and the policy comes back while teleop drives
+
+
+def test_a_clock_that_restarts_forgets_earlier_chunks() -> None:
+    guard = SourceGuard(1.0)
+    guard.check(POLICY, 50.0)
+    assert guard.check(TELEOP, 0.2) is None  # simulated time restarted at a twin reset
+
+
+def test_a_zero_window_turns_the_guard_off_and_a_bad_one_is_refused() -> None:
+    guard = SourceGuard(0.0)
+    guard.check(POLICY, 0.0)
+    assert guard.check(TELEOP, 0.01) is None
+    with pytest.raises(ValueError, match=r"SourceGuard.window_s: expected 0 <= window <= 60 s, found -1"):
+        SourceGuard(-1.0)
+
+
+def test_a_second_commander_latches_a_fault_and_the_arm_stops_following_either() -> None:
+    ex, backend, clock = make()
+    assert ex.on_chunk(ee_chunk(clock.t, n=40), source=POLICY) == "accepted"
+    run(ex, clock, 0.05)
+    assert ex.state == ACTIVE
+    assert ex.on_chunk(ee_chunk(clock.t, offset=(0.0, 0.05, 0.0), n=40), source=TELEOP) == (
+        "rejected_two_sources"
+    )
+    assert ex.state == FAULT and "two commanders: /policy_node and /teleop" in (ex.fault or "")
+    assert ex.counters["rejected_two_sources"] == 1 and ex.counters["faults"] == 1
+    moves = len(backend.motion_calls())
+    assert ex.on_chunk(ee_chunk(clock.t, n=40), source=POLICY) == "rejected_fault"
+    run(ex, clock, 0.3)
+    assert len(backend.motion_calls()) == moves  # braked and held: neither plan is followed
+
+
+def test_after_recover_both_still_publishing_latch_again_one_alone_drives() -> None:
+    ex, _backend, clock = make()
+    ex.on_chunk(ee_chunk(clock.t, n=40), source=POLICY)
+    run(ex, clock, 0.05)
+    ex.on_chunk(ee_chunk(clock.t, n=40), source=TELEOP)
+    ex.recover()
+    assert ex.state == IDLE
+    clock.t += 0.05
+    assert ex.on_chunk(ee_chunk(clock.t, n=40), source=POLICY) == "rejected_two_sources"
+    ex.recover()
+    clock.t += 1.5  # teleop was stopped: only the policy publishes now
+    assert ex.on_chunk(ee_chunk(clock.t, n=40), source=POLICY) == "accepted"
+    run(ex, clock, 0.05)
+    assert ex.state == ACTIVE
+
+
+def test_hold_requests_and_chunks_without_a_source_are_not_counted() -> None:
+    ex, _backend, clock = make()
+    ex.on_chunk(ee_chunk(clock.t, n=40), source=POLICY)
+    run(ex, clock, 0.05)
+    ex.stop("inputs stale")  # an empty chunk from anyone: a hold is always welcome
+    assert ex.on_chunk(ee_chunk(clock.t, n=40)) == "accepted"  # no GID from the middleware: not checked
+    assert ex.counters["rejected_two_sources"] == 0
