@@ -95,6 +95,36 @@ def test_required_node_death_stops_the_graph_with_nonzero_exit(
     assert "stopping first" in log and "Traceback" not in log
 
 
+def test_a_launch_into_a_domain_that_already_runs_its_nodes_refuses_and_names_them(
+    ros_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A second graph in one ROS domain (a forgotten launch, a node run by hand): nothing of this one runs on
+    (the other's messages would pass its readiness checks; two policies would command one arm)."""
+    cmd = [
+        sys.executable,
+        "-c",
+        DUMMY_NODE,
+        "--ros-args",
+        "-r",
+        "__node:=second",
+        "-p",
+        "topic:=/launch_test/x",
+    ]
+    other = subprocess.Popen(cmd, env=ros_env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        die = tmp_path / "die"  # bounds the test should the graph come up regardless
+        specs = [_dummy("first", topic="/launch_test/x", die_file=str(die)), _dummy("second")]
+        code, log = _run_runner(specs, ros_env, kill_after_up=[die])
+    finally:
+        other.send_signal(signal.SIGINT)
+        other.wait(timeout=10)
+    domain = ros_env["ROS_DOMAIN_ID"]
+    assert code == 2, log
+    assert f"ERROR: ROS_DOMAIN_ID {domain} already runs /second (another `dm1 launch`" in log, log
+    assert "first ready" not in log and "starting second" not in log and "graph up" not in log, log
+    assert "starting first" not in log or "stopping first" in log, log  # seen before or after it started
+
+
 def test_optional_node_death_keeps_the_graph_running(ros_env: dict[str, str], tmp_path: Path) -> None:
     helper_dies, main_dies = tmp_path / "helper", tmp_path / "main"
     specs = [

@@ -1,12 +1,13 @@
 """Scripted demonstrations through the teleop node: the ROS side of `dm1 data collect --via-teleop`.
 
 `CollectDriver` is an rclpy client of a running graph (`dm1 launch franka --use-sim --no-policy --record`
-with the teleop node's `device: scripted`). Per episode it opens the gripper and homes the arm
-(`/dm1/controller/home`, as `dm1 eval` does), resets the cube (`/twin/reset`), starts recording
-(`/teleop/start`), waits — in simulation time — for `/twin/success` to hold plus a short extra hold, then
-marks the episode and saves it (`/teleop/mark_success`, `/teleop/stop_save`); on the time limit it discards
-the episode (or marks it failed and saves it with `keep_failures`). `abort()` discards an open episode, so an
-interrupted run leaves no half-written file. Every wait is bounded (wall clock as a safety net).
+with the teleop node's `device: scripted`). Per episode it homes the arm (`/dm1/controller/home`, as
+`dm1 eval` does; the controller opens the gripper first, so a lifted cube drops), resets the cube
+(`/twin/reset`), starts recording (`/teleop/start`), waits — in simulation time — for `/twin/success` to hold
+plus a short extra hold, then marks the episode and saves it (`/teleop/mark_success`, `/teleop/stop_save`); on
+the time limit it discards the episode (or marks it failed and saves it with `keep_failures`). `abort()`
+discards an open episode, so an interrupted run leaves no half-written file. Every wait is bounded (wall
+clock as a safety net).
 """
 
 from __future__ import annotations
@@ -18,19 +19,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from dm1.control.backend import TOP_DOWN_XYZW
-from dm1.control.executor import GRIPPER_OPEN_M
-from dm1.kinematics import fr3_fk
-from dm1.policy.step import ActionChunk
-from dm1.teleop.recorder import EE_ACTION_NAMES
 from geometry_msgs.msg import PoseStamped
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
-from trajectory_msgs.msg import MultiDOFJointTrajectory
 
-from dm1_ros.chunk_qos import CARTESIAN_TOPIC, offered_chunk_qos
-from dm1_ros.conversions import chunk_to_multidof_trajectory, joint_state_to_arm
+from dm1_ros.conversions import joint_state_to_arm
 from dm1_ros.graph_client import GraphClient
 
 SERVICES = {
@@ -39,7 +33,6 @@ SERVICES = {
     "recover": "/dm1/controller/recover",
     **{n: f"/teleop/{n}" for n in ("start", "stop_save", "discard", "mark_success", "mark_failure")},
 }
-OPEN_WIDTH_M = GRIPPER_OPEN_M
 
 
 @dataclass
@@ -62,9 +55,6 @@ class CollectDriver(GraphClient):
     def __init__(self, service_timeout_s: float = 120.0) -> None:
         super().__init__("dm1_collect", service_timeout_s)
         self._clients = {k: self.node.create_client(Trigger, v) for k, v in SERVICES.items()}
-        self._chunk_pub = self.node.create_publisher(
-            MultiDOFJointTrajectory, CARTESIAN_TOPIC, offered_chunk_qos()
-        )
         self.success: bool | None = None
         self.status: dict[str, Any] = {}
         self.status_count = 0
@@ -138,28 +128,6 @@ class CollectDriver(GraphClient):
                 raise TimeoutError(f"service {SERVICES[name]} not available")
 
     # -- episode steps ---------------------------------------------------------------------------------------
-    def open_gripper(self, sim_limit_s: float = 2.0) -> None:
-        """Open the gripper where the arm is, so the cube drops before homing (as in-process collection does).
-
-        Publishes short chunks at the measured pose with the gripper open, each stamped newer than the last
-        (the controller ignores chunks older than the newest it has, e.g. the teleop node's final ones),
-        until the gripper is open or `sim_limit_s` pass.
-        """
-        if self.joints is None or self.joints[1] >= OPEN_WIDTH_M:
-            return
-        ee = fr3_fk(self.joints[0])[0]
-        acts = np.repeat(np.array([[*ee, 0.0]], dtype=np.float32), 4, axis=0)  # (4, 4), gripper 0 = open
-        t0, last, wall_end = self.sim_now(), -np.inf, time.monotonic() + 60.0
-        while self.joints[1] < OPEN_WIDTH_M and self.sim_now() - t0 < sim_limit_s:
-            if time.monotonic() > wall_end:
-                raise TimeoutError("opening the gripper: simulation time stalled")
-            now = self.sim_now()
-            if now - last >= 0.04:
-                chunk = ActionChunk(now + 0.05, 0.05, acts, 0, now, "ee_position", EE_ACTION_NAMES)
-                self._chunk_pub.publish(chunk_to_multidof_trajectory(chunk, TOP_DOWN_XYZW))
-                last = now
-            self.spin(0.01)
-
     def home(self) -> None:
         """Home the arm; after a latched controller fault, recover once and home again."""
         self.home_with_recovery(self._clients["home"], self._clients["recover"])
@@ -190,10 +158,10 @@ class CollectDriver(GraphClient):
         keep_failures: bool = False,
         wall_limit_s: float = 600.0,
     ) -> CollectOutcome:
-        """Open gripper, home, reset, record until success + `post_success_s` or `max_sim_s`; save/discard."""
+        """Home (gripper opened first), reset, record until success + `post_success_s` or `max_sim_s`;
+        save or discard."""
         wall0 = time.monotonic()
-        self.open_gripper()
-        self.home()
+        self.home()  # the controller's home opens the gripper first: the cube drops where the arm is
         seed = self.reset()
         self.call("start")
         self.recording = True

@@ -26,6 +26,7 @@ import threading
 import time
 from typing import IO, Any
 
+from dm1.commands.graph_probe import PROBE_NAME, GraphProbe
 from dm1.policy_defaults import DEFAULT_ENSEMBLE_ALPHA
 
 CHILD_ENV_DEFAULTS = {
@@ -36,6 +37,7 @@ CHILD_ENV_DEFAULTS = {
     "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
 }
 
+PRE_START_LOOK_S = 1.0  # seconds the launcher looks for another graph in its ROS domain before it starts one
 
 # util-linux's `setpriv --pdeathsig`: the kernel SIGTERMs the node (rclpy's graceful shutdown) when its
 # parent, the launcher, dies. Through an exec, not a Popen preexec_fn: Python code run between fork and exec
@@ -143,12 +145,13 @@ class GraphRunner:
         self.shutdown_timeout = shutdown_timeout
         self.out = out or sys.stdout
         self.procs: list[tuple[Any, subprocess.Popen[bytes]]] = []
-        self._probe: _GraphProbe | None = None
+        self._probe: GraphProbe | None = None
         # the signal that stopped the launcher: set by the signal handler, which takes no lock (below)
         self._stop_signal: int | None = None
         self._stop_logged = False
         self._lock = threading.Lock()
         self._pumps: list[threading.Thread] = []
+        self._other_graph: list[str] = []  # nodes of another graph found in the ROS domain
 
     def log(self, msg: str) -> None:
         """One launcher line, prefixed `[launch]`."""
@@ -221,16 +224,37 @@ class GraphRunner:
         return runnable
 
     def _start_all(self, specs: list[Any]) -> int:
-        """Start the nodes in order, each once the previous is ready (the probe stays until `run` ends)."""
+        """Start the nodes in order, each once the previous is ready (the probe stays until `run` ends).
+        Returns 2 when another graph runs in the ROS domain (nodes named like these, another launcher)."""
+        self._probe = GraphProbe(self.env)
+        # a first look at the domain before anything starts (another graph is usually seen in < 1 s; the
+        # checks go on while the nodes start)
+        while self._probe.age() < PRE_START_LOOK_S and not self.stopping():
+            if not self._check_domain(self._probe):
+                return 2
+            self._probe.spin(0.05)
         for spec in specs:
             if self.stopping():
                 return 0
             proc = self._spawn(spec)
-            if self._probe is None:
-                self._probe = _GraphProbe(self.env)
             if not self._wait_ready(spec, proc, self._probe):
-                return 0 if self.stopping() else 1
+                return 0 if self.stopping() else 2 if self._other_graph else 1
         return 0
+
+    def _check_domain(self, probe: GraphProbe) -> bool:
+        """Whether the ROS domain holds only this graph; else say which nodes are another's (once)."""
+        started = {s.name for s, _ in self.procs}
+        others = probe.other_graph([s.name for s in self.specs] + [PROBE_NAME], started)
+        if others and not self._other_graph:
+            self._other_graph = others
+            domain = self.env.get("ROS_DOMAIN_ID", "0")
+            self.log(
+                f"ERROR: ROS_DOMAIN_ID {domain} already runs {', '.join('/' + n for n in others)} "
+                "(another `dm1 launch`, `dm1 eval` or a node started by hand). Two graphs in one domain "
+                "share every topic: two policies would command one arm. Stop the other graph, or give this "
+                "one its own domain (ROS_DOMAIN_ID=<0-101> dm1 ...)"
+            )
+        return not others
 
     def _spawn(self, spec: Any) -> subprocess.Popen[bytes]:
         cmd = spec.command(sys.executable)
@@ -257,7 +281,7 @@ class GraphRunner:
                 self.out.write(f"[{name}] {raw.decode(errors='replace').rstrip()}\n")
                 self.out.flush()
 
-    def _wait_ready(self, spec: Any, proc: subprocess.Popen[bytes], probe: _GraphProbe) -> bool:
+    def _wait_ready(self, spec: Any, proc: subprocess.Popen[bytes], probe: GraphProbe) -> bool:
         what = f"a message on {spec.ready_topic}" if spec.ready_topic else "its node in the ROS graph"
         if spec.ready_states:
             what = f"lifecycle state {' or '.join(spec.ready_states)}"
@@ -268,10 +292,17 @@ class GraphRunner:
             if self.stopping():
                 return False
             if proc.poll() is not None:
+                while not probe.settled() and not self.stopping():  # the cause may be another graph
+                    probe.spin(0.05)  # (its twin holds the robot ports): name it if it is there
+                if not self._check_domain(probe):
+                    return False
                 level = "ERROR: required" if spec.required else "optional"
                 self.log(f"{level} node {spec.name} exited with code {proc.returncode} before it was ready")
                 return not spec.required
-            if shown := probe.ready(spec):
+            if not self._check_domain(probe):
+                return False
+            # not before the probe has seen the whole domain: another graph's messages would pass the check
+            if probe.settled() and (shown := probe.ready(spec)):
                 self.log(f"{spec.name} ready ({shown})")
                 return True
             probe.spin(0.05)
@@ -354,104 +385,3 @@ def _missing_program(spec: Any) -> str | None:
     return (
         None if shutil.which(spec.executable) else f"{spec.executable} not found on PATH (needs a ROS host)"
     )
-
-
-class _GraphProbe:
-    """A private rclpy context the launcher uses to check readiness (node names, first message on a topic)."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        import rclpy
-        from rclpy.signals import SignalHandlerOptions
-
-        for key in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "RMW_IMPLEMENTATION"):
-            if key in env:
-                os.environ[key] = env[key]
-        self._rclpy = rclpy
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, signal_handler_options=SignalHandlerOptions.NO)
-        self.node = rclpy.create_node("dm1_launch", context=self.context)
-        self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self._seen: set[str] = set()
-        self._subs: list[Any] = []
-        self._watch: dict[str, str] = {}
-        self._state_clients: dict[str, Any] = {}
-        self._state_calls: dict[str, Any] = {}
-
-    def watch(self, topic: str, type_name: str) -> None:
-        """Record the first message on `topic`, once a publisher exists (its durability is matched, so a
-        latched topic delivers its last message and no incompatible-QoS warning is raised)."""
-        self._watch[topic] = type_name
-
-    def _subscribe_when_published(self) -> None:
-        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-
-        for topic, type_name in list(self._watch.items()):
-            infos = self.node.get_publishers_info_by_topic(topic)
-            if not infos:
-                continue
-            latched = any(i.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL for i in infos)
-            # A latched (transient-local) message reaches a late joiner only over a reliable reader; for live
-            # topics best effort matches every publisher and never slows one down.
-            if latched:
-                qos = QoSProfile(
-                    depth=1,
-                    reliability=ReliabilityPolicy.RELIABLE,
-                    durability=DurabilityPolicy.TRANSIENT_LOCAL,
-                )
-            else:
-                qos = QoSProfile(
-                    depth=1, reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE
-                )
-            pkg, _, cls = type_name.split("/")
-            msg_type = getattr(importlib.import_module(f"{pkg}.msg"), cls)
-            self._subs.append(
-                self.node.create_subscription(msg_type, topic, lambda _m, t=topic: self._seen.add(t), qos)
-            )
-            del self._watch[topic]
-
-    def seen(self, topic: str) -> bool:
-        """Whether a message arrived on `topic`."""
-        return topic in self._seen
-
-    def lifecycle_state(self, name: str) -> str | None:
-        """The lifecycle state label node `name` last answered on `get_state` (None while no answer came).
-        Non-blocking: one request in flight per node, answered during `spin`."""
-        from lifecycle_msgs.srv import GetState
-
-        if name not in self._state_clients:
-            self._state_clients[name] = self.node.create_client(GetState, f"/{name}/get_state")
-        call = self._state_calls.get(name)
-        if call is None:
-            if self._state_clients[name].service_is_ready():
-                self._state_calls[name] = self._state_clients[name].call_async(GetState.Request())
-            return None
-        if not call.done():
-            return None
-        del self._state_calls[name]
-        response = call.result()
-        return None if response is None else response.current_state.label
-
-    def ready(self, spec: Any) -> str | None:
-        """What shows that the node of `spec` is ready (its readiness check passed), or None: not yet."""
-        if spec.ready_states:
-            state = self.lifecycle_state(spec.name)
-            return f"lifecycle state {state}" if state in spec.ready_states else None
-        if spec.ready_topic:
-            return f"a message on {spec.ready_topic}" if self.seen(spec.ready_topic) else None
-        return "its node in the ROS graph" if self.has_node(spec.name) else None
-
-    def has_node(self, name: str) -> bool:
-        """Whether a node called `name` is in the ROS graph."""
-        return name in self.node.get_node_names()
-
-    def spin(self, timeout: float) -> None:
-        """Process callbacks for up to `timeout` seconds."""
-        self._subscribe_when_published()
-        self.executor.spin_once(timeout_sec=timeout)
-
-    def close(self) -> None:
-        """Leave the ROS graph."""
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self._rclpy.shutdown(context=self.context)

@@ -104,8 +104,8 @@ class ChunkExecutor:
             to move as far as in two periods, not across the whole gap (the arm, which slowed toward the
             standing target meanwhile, picks up smoothly instead of being thrown after the chunk). None: no
             overrun handling. Any tick later than `limits.max_tick_gap_s` holds the arm.
-        source_window_s: a motion chunk from a second publisher within this many seconds of another's latches
-            a fault (`SourceGuard`; 0 = off). Only chunks offered with a `source` are counted.
+        source_window_s: two publishers sending motion chunks in turns within this many seconds latch a
+            fault (`SourceGuard`; 0 = off). Only chunks offered with a `source` are counted.
     """
 
     def __init__(
@@ -115,7 +115,7 @@ class ChunkExecutor:
         clock: Callable[[], float],
         mode: str = "cartesian",
         tick_period_s: float | None = None,
-        source_window_s: float = 1.0,
+        source_window_s: float = 0.5,
     ) -> None:
         if mode not in ("cartesian", "joint"):
             raise ValueError(f"ChunkExecutor.mode: expected 'cartesian' or 'joint', found {mode!r}")

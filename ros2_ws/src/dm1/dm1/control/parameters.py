@@ -54,10 +54,10 @@ CONTROLLER_PARAMETERS: dict[str, tuple[Any, str, tuple[float, float] | None]] = 
         (0.0, 10000.0),
     ),
     "single_commander_window_s": (
-        1.0,
-        "one commander at a time: a motion chunk from a second publisher within this many seconds of another "
-        "publisher's latches a fault (two policies, or a policy and teleop, on one arm); 0 = off, for a "
-        "deliberate multiplexer in front of the controller",
+        0.5,
+        "one commander at a time: a publisher's motion chunk after another publisher's, which came after its "
+        "own previous one, all within this many seconds, latches a fault (two policies, or a policy and "
+        "teleop, on one arm); 0 = off, for a deliberate multiplexer in front of the controller",
         (0.0, 60.0),
     ),
     "chunk_liveliness_lease_ms": (
