@@ -193,3 +193,13 @@ def test_reference_network_benchmark_times_a_one_camera_network_of_the_reference
     res = run_inference_benchmark(model, checkpoint_dir=ckpt, iters=4, warmup=1, num_threads=1)
     assert res["parameters"] == card.parameters and res["torch_weights"] == "checkpoint"
     assert res["max_abs_diff"] <= 1e-4  # torch runs the very weights that were exported
+
+
+def test_dm1_export_of_a_missing_checkpoint_fails_in_one_line_with_code_2(tmp_path: Path, capsys) -> None:
+    from dm1.cli import main
+
+    missing = tmp_path / "no_such_run"
+    assert main(["export", str(missing), "-o", str(tmp_path / "model")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"dm1 export: error: {missing}: not a dm1 checkpoint (missing checkpoint.json)\n", err
+    assert not (tmp_path / "model").exists()  # nothing half-written

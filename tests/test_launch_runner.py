@@ -314,6 +314,25 @@ def test_dry_run_prints_one_command_per_node(ros_env: dict[str, str]) -> None:
     assert all("use_sim_time:=true" in ln for ln in lines[1:])
 
 
+def test_dry_run_into_a_closed_pipe_exits_quietly(ros_env: dict[str, str]) -> None:
+    """`dm1 launch ... --dry-run | head -1`: the reader leaves early; no traceback, exit 141 like SIGPIPE."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        out = subprocess.run(
+            launch_command("--use-sim", "--no-policy", "--dry-run"),
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            env=ros_env,
+            cwd=REPO,
+        )
+    finally:
+        os.close(write_end)
+    assert out.returncode == 128 + signal.SIGPIPE and out.stderr == "", out.stderr
+
+
 def test_bad_arguments_fail_with_a_clear_message(ros_env: dict[str, str]) -> None:
     out = subprocess.run(
         launch_command("--model", "/nonexistent/model"),

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
 
 # Order is the order shown in `dm1 --help`.
@@ -54,10 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     from dm1.errors import ReportedError
 
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return code
     except ReportedError as exc:  # a bad model, checkpoint, card or episode; a graph that did not start
         print(f"dm1 {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `dm1 ... | head`: the reader left; no traceback, and none at exit either
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

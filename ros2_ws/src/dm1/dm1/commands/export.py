@@ -27,7 +27,7 @@ def _handler(args: argparse.Namespace) -> int:
         )
     except (CheckpointError, ExportError, ModelCardError) as exc:
         print(f"dm1 export: error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     summary = {
         "model_dir": str(result.path),
         "parameters": result.parameters,
