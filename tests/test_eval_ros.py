@@ -90,9 +90,9 @@ def test_interrupted_eval_reports_finished_episodes_and_stops_graph(tmp_path: Pa
 
 @pytest.mark.slow
 def test_an_eval_whose_graph_dies_reports_the_finished_episodes_and_why(tmp_path: Path, procs) -> None:
-    """The twin killed mid-run: the driver's next call times out, and `dm1 eval` says the graph exited, with
-    the launcher's error lines, writes the report of the episodes that finished, and exits 2 (a traceback
-    before, and no report)."""
+    """The twin killed mid-run: the driver's wait ends at its next step (no service timeout), and `dm1 eval`
+    says the graph exited, with the launcher's error lines, writes the report of the episodes that finished,
+    and exits 2 (a traceback before, and no report)."""
     from conftest import wait_for
 
     model = _lift_shaped_toy(tmp_path)

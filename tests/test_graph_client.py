@@ -92,3 +92,35 @@ def test_ctrl_c_during_a_service_call_raises_keyboard_interrupt_and_the_client_s
         server.destroy_node()
         client.close()
         rclpy.shutdown()
+
+
+def test_a_graph_that_exits_during_a_service_call_ends_the_wait_not_a_timeout(ros_env, tmp_path) -> None:
+    """`dm1 eval` waits on a service of the graph it launched; the graph dies: the wait ends with the check's
+    error at the next step, not with the service's TimeoutError."""
+    import subprocess
+    import sys
+
+    from dm1.commands.graph_process import raise_if_exited
+    from dm1_ros.service_calls import checked_while_waiting
+    from std_srvs.srv import Trigger
+
+    rclpy.init()
+    client = GraphClient("dm1_test_orphaned_client", service_timeout_s=20.0)
+    server = rclpy.create_node("dm1_test_silent_server")  # never spun: it never answers
+    server.create_service(Trigger, "/dm1_test/reset", lambda _req, res: Trigger.Response(success=True))
+    reset = client.node.create_client(Trigger, "/dm1_test/reset")
+    graph = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.0)"])  # the launched graph
+    try:
+        exited = pytest.raises(RuntimeError, match=r"the launched graph exited \(code 0\)")
+        with checked_while_waiting(raise_if_exited(graph)), exited:
+            client.trigger(reset, "reset")
+        assert graph.poll() == 0
+        with pytest.raises(TimeoutError):  # outside the block the check is gone: the service's own timeout
+            client.timeout_s = 0.5
+            client.trigger(reset, "reset")
+    finally:
+        graph.kill()
+        graph.wait()
+        server.destroy_node()
+        client.close()
+        rclpy.shutdown()

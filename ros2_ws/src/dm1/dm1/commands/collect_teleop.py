@@ -156,11 +156,12 @@ def _drive(
 ) -> tuple[list[dict[str, Any]], float]:
     """Wait for the graph, run the episodes; returns (per-episode records, startup wall seconds)."""
     import rclpy
+    from dm1_ros.service_calls import checked_while_waiting
     from dm1_ros.teleop_collect import CollectDriver
     from rclpy.signals import SignalHandlerOptions
     from tqdm import tqdm
 
-    from dm1.commands.graph_process import graph_exited, wait_graph_ready
+    from dm1.commands.graph_process import graph_exited, raise_if_exited, wait_graph_ready
 
     t0 = time.monotonic()
     records: list[dict[str, Any]] = []
@@ -175,7 +176,8 @@ def _drive(
             wins = 0
             for i in bar:
                 try:
-                    outcome = driver.run_episode(i, max_sim_s, post_success_s, keep_failures)
+                    with checked_while_waiting(raise_if_exited(graph)):  # a dead graph ends a wait at once
+                        outcome = driver.run_episode(i, max_sim_s, post_success_s, keep_failures)
                 except Exception as exc:  # a call that timed out because the graph is gone: say so
                     if graph.poll() is None:
                         raise

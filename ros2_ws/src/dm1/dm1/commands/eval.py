@@ -31,6 +31,7 @@ def run_ros_eval(
     """Run the evaluation; returns (summary dict, per-episode records)."""
     import rclpy
     from dm1_ros.evaluate import EvalDriver
+    from dm1_ros.service_calls import checked_while_waiting
     from rclpy.signals import SignalHandlerOptions
     from tqdm import tqdm
 
@@ -39,6 +40,7 @@ def run_ros_eval(
         graph_exited,
         graph_stopped_after,
         policy_launch_args,
+        raise_if_exited,
         start_graph,
         wait_graph_ready,
     )
@@ -62,7 +64,8 @@ def run_ros_eval(
             wins = 0
             for i in bar:
                 try:
-                    outcome = driver.run_episode(i, max_sim_s=max_sim_s)
+                    with checked_while_waiting(raise_if_exited(graph)):  # a dead graph ends a wait at once
+                        outcome = driver.run_episode(i, max_sim_s=max_sim_s)
                 except KeyboardInterrupt:  # Ctrl-C / SIGTERM: report the episodes that finished
                     interrupted = True
                     bar.write(f"interrupted during episode {i}: reporting the {len(records)} finished ones")

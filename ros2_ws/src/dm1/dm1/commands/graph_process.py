@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -105,6 +105,17 @@ def graph_exited(
     return GraphExitedError(
         f"the launched graph exited {when} (code {graph.returncode}){errors}\nfull log: {log_path}{after}"
     )
+
+
+def raise_if_exited(graph: subprocess.Popen[bytes]) -> Callable[[], None]:
+    """A check for `dm1_ros.service_calls.checked_while_waiting`: raises RuntimeError once `graph` exited, so
+    a driver's wait ends at its next step, not at a service timeout."""
+
+    def check() -> None:
+        if graph.poll() is not None:
+            raise RuntimeError(f"the launched graph exited (code {graph.returncode})")
+
+    return check
 
 
 def wait_graph_ready(
