@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from dm1.commands.graph_process import GraphExitedError, launch_command, wait_graph_ready
+from dm1.commands.graph_process import GRAPH_UP, GraphExitedError, launch_command, wait_graph_ready
 
 
 class Probe:
@@ -26,11 +26,18 @@ def _sleeper(seconds: float) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({seconds})"])
 
 
-def test_graph_ready_after_retries_returns() -> None:
+def _up_log(tmp_path: Path) -> Path:
+    """A launch log whose launcher said every node is ready."""
+    log = tmp_path / "launch.log"
+    log.write_text(f"[launch] starting twin\n{GRAPH_UP}: twin, controller_node (Ctrl-C to stop)\n")
+    return log
+
+
+def test_graph_ready_after_retries_returns(tmp_path: Path) -> None:
     graph = _sleeper(30)
     try:
         probe = Probe(fails=2)
-        wait_graph_ready(graph, probe, Path("launch.log"), deadline_s=60.0)
+        wait_graph_ready(graph, probe, _up_log(tmp_path), deadline_s=60.0)
         assert probe.calls == 3
     finally:
         graph.kill()
@@ -40,7 +47,7 @@ def test_graph_ready_after_retries_returns() -> None:
 def test_graph_that_exits_raises_naming_the_log(tmp_path: Path) -> None:
     graph = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
     graph.wait(timeout=30)
-    with pytest.raises(RuntimeError, match=r"(?s)exited early \(code 3\).*launch\.log"):
+    with pytest.raises(RuntimeError, match=r"(?s)exited before it was up \(code 3\).*launch\.log"):
         wait_graph_ready(graph, Probe(fails=0), tmp_path / "launch.log")
 
 
@@ -55,7 +62,7 @@ def test_graph_that_exits_reports_the_logs_error_lines(tmp_path: Path) -> None:
     with pytest.raises(GraphExitedError) as info:
         wait_graph_ready(graph, Probe(fails=0), log)
     assert str(info.value).splitlines() == [
-        "the launched graph exited early (code 1)",
+        "the launched graph exited before it was up (code 1)",
         "  [policy_node] [ERROR] [1.0] [policy_node]: configure failed: bad.onnx",
         "  [launch] ERROR: required node policy_node exited with code 1",
         f"full log: {log}",
@@ -76,26 +83,56 @@ def test_cli_reports_a_missing_model_in_one_line_and_writes_nothing(tmp_path: Pa
     assert not (tmp_path / "report").exists()  # checked before the graph starts
 
 
-def test_probe_error_outside_retry_on_propagates_at_once() -> None:
+def test_probe_error_outside_retry_on_propagates_at_once(tmp_path: Path) -> None:
     graph = _sleeper(30)
     try:
         probe = Probe(fails=5, error=RuntimeError)
         with pytest.raises(RuntimeError, match="not yet"):
-            wait_graph_ready(graph, probe, Path("launch.log"), retry_on=(TimeoutError,))
+            wait_graph_ready(graph, probe, _up_log(tmp_path), retry_on=(TimeoutError,))
         assert probe.calls == 1
     finally:
         graph.kill()
         graph.wait()
 
 
-def test_deadline_reraises_the_probe_error() -> None:
+def test_deadline_reraises_the_probe_error(tmp_path: Path) -> None:
     graph = _sleeper(30)
     try:
         probe = Probe(fails=1000)
         with pytest.raises(TimeoutError, match="not yet"):
-            wait_graph_ready(graph, probe, Path("launch.log"), deadline_s=0.0)
+            wait_graph_ready(graph, probe, _up_log(tmp_path), deadline_s=0.0)
         assert probe.calls == 1
     finally:
+        graph.kill()
+        graph.wait()
+
+
+def test_the_driver_talks_to_the_graph_only_after_its_launcher_says_graph_up(tmp_path: Path) -> None:
+    """Another graph in the ROS domain would answer the driver's probe at once (its /clock, its policy): the
+    driver must wait for its own launcher's "graph up" (which the launcher never says in a shared domain)."""
+    import threading
+
+    log = tmp_path / "launch.log"
+    log.write_text("[launch] starting twin\n")
+    seen: list[bool] = []
+
+    class OtherGraphAnswers(Probe):
+        def wait_ready(self, timeout_s: float = 10.0) -> None:
+            seen.append(GRAPH_UP in log.read_text())  # whether our launcher had said so when we were asked
+            super().wait_ready(timeout_s)
+
+    graph = _sleeper(30)
+    timer = threading.Timer(0.5, lambda: log.write_text(log.read_text() + f"{GRAPH_UP}: twin\n"))
+    timer.start()
+    try:
+        wait_graph_ready(graph, OtherGraphAnswers(fails=0), log, deadline_s=30.0)
+        assert seen == [True]
+        with pytest.raises(TimeoutError, match="the launched graph was not up after 0 s"):
+            log.write_text("[launch] starting twin\n")
+            wait_graph_ready(graph, OtherGraphAnswers(fails=0), log, deadline_s=0.0)
+        assert seen == [True]
+    finally:
+        timer.cancel()
         graph.kill()
         graph.wait()
 

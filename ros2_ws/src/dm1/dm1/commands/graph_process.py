@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Protocol
 
 from dm1.errors import ReportedError
-from dm1.interrupts import deferred_interrupts
+from dm1.interrupts import deferred_interrupts, raise_if_requested
+
+GRAPH_UP = "[launch] graph up"  # the launcher's line once every node is ready (`GraphRunner.run`)
 
 
 class GraphExitedError(ReportedError, RuntimeError):
@@ -118,6 +120,14 @@ def raise_if_exited(graph: subprocess.Popen[bytes]) -> Callable[[], None]:
     return check
 
 
+def _graph_up(log_path: Path) -> bool:
+    """Whether the launcher wrote its "graph up" line (`dm1.commands.launch.GraphRunner.run`)."""
+    try:
+        return GRAPH_UP in log_path.read_text(errors="replace")
+    except FileNotFoundError:
+        return False
+
+
 def wait_graph_ready(
     graph: subprocess.Popen[bytes],
     probe: ReadyProbe,
@@ -125,12 +135,22 @@ def wait_graph_ready(
     deadline_s: float = 240.0,
     retry_on: tuple[type[BaseException], ...] = (TimeoutError,),
 ) -> float:
-    """Poll `probe.wait_ready` in 10 s slices until it succeeds; returns the wall seconds it took.
+    """Wait for the launcher's "graph up" in `log_path`, then poll `probe.wait_ready` in 10 s slices until it
+    succeeds; returns the wall seconds it took. The probe talks to the graph only after its own launcher
+    said so: another graph in the ROS domain (which the launcher refuses) must never be driven instead.
 
-    Raises `GraphExitedError` (with the log's error lines) as soon as the graph exits, and re-raises the
-    probe's last error (one of `retry_on`) after `deadline_s` of wall time.
+    Raises `GraphExitedError` (with the log's error lines) as soon as the graph exits, TimeoutError when the
+    graph is not up within `deadline_s`, and re-raises the probe's last error (one of `retry_on`) after
+    `deadline_s` of wall time.
     """
     t0 = time.monotonic()
+    while not _graph_up(log_path):
+        if graph.poll() is not None:
+            raise graph_exited(graph, log_path, "before it was up")
+        if time.monotonic() - t0 > deadline_s:
+            raise TimeoutError(f"the launched graph was not up after {deadline_s:.0f} s: see {log_path}")
+        time.sleep(0.1)
+        raise_if_requested()
     while True:
         if graph.poll() is not None:
             raise graph_exited(graph, log_path, "early")
