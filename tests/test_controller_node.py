@@ -260,6 +260,39 @@ def test_a_second_chunk_publisher_latches_a_fault_naming_both_and_the_arm_follow
 
 
 @pytest.mark.slow
+def test_an_unexpected_error_reading_the_robot_skips_a_joint_state_and_the_node_goes_on(ros_env) -> None:
+    """The /joint_states timer reads the robot outside the executor's guard: an exception franky raises there
+    (one the backend does not latch) must not end the node (its control tick latches it as a fault)."""
+    from dm1_ros.controller_node import ControllerNode
+
+    arm = SimArm()
+    params = {"robot_ip": arm.host, "comm_check_s": 0.0, "realtime_config": "ignore", "rt_priority": 0}
+    rclpy.init(args=["--ros-args", *(a for k, v in params.items() for a in ("-p", f"{k}:={v}"))])
+    node = ControllerNode()
+    try:
+        sent: list[JointState] = []
+        node.js_pub.publish = sent.append
+        node._on_joint_state()
+        assert len(sent) == 1
+        read = node.backend.read_state
+
+        def broken():
+            raise RuntimeError("franky: something new")
+
+        node.backend.read_state = broken
+        node._on_joint_state()  # raised out of the timer (and ended the node) before
+        assert len(sent) == 1
+        node.backend.read_state = read
+        wait_for(lambda: node._on_joint_state() or len(sent) == 2, 5, what="a joint state after the error")
+    finally:
+        node.backend.close()
+        node.home.stop()
+        node.destroy_node()
+        rclpy.shutdown()
+        arm.close()
+
+
+@pytest.mark.slow
 def test_reflex_publishes_fault_and_blocks_motion_until_recover(rig: Rig) -> None:
     p0 = rig.ee()
     rig.stream(lambda t: p0, 0.3)

@@ -137,7 +137,11 @@ class ControllerNode(Node):
             self.publish_status()
 
     def _on_joint_state(self) -> None:
-        s = self.backend.read_state()
+        try:
+            s = self.backend.read_state()
+        except Exception as exc:  # noqa: BLE001 - the control tick latches it as a fault; the node goes on
+            self.get_logger().error(f"no joint state: {type(exc).__name__}: {exc}", throttle_duration_sec=1.0)
+            return
         if s.stamp != self._last_js_stamp:  # a new measurement (none while the robot's link is lost)
             self._last_js_stamp = s.stamp
             self.js_pub.publish(make_joint_state(s.q, s.gripper_width, self._now(), s.dq))
