@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from dm1.control.backend import RobotFault
 from dm1.control.chunk_sources import ChunkSource, SourceGuard
 from dm1.control.executor import ACTIVE, FAULT, IDLE
 from test_executor import ee_chunk, make, run
@@ -76,21 +77,32 @@ def test_a_second_commander_latches_a_fault_and_the_arm_stops_following_either()
     assert len(backend.motion_calls()) == moves  # braked and held: neither plan is followed
 
 
-def test_after_recover_both_still_publishing_latch_again_one_alone_drives() -> None:
+def test_recover_is_refused_while_both_still_publish_and_one_alone_drives_after() -> None:
     ex, _backend, clock = make()
     for source in (POLICY, TELEOP, POLICY):
         ex.on_chunk(ee_chunk(clock.t, n=40), source=source)
         clock.t += 0.02
     assert ex.state == FAULT
+    assert ex.on_chunk(ee_chunk(clock.t, n=40), source=TELEOP) == "rejected_fault"  # both go on
+    with pytest.raises(RobotFault, match="recover refused: /policy_node and /teleop still send chunks"):
+        ex.recover()
+    assert ex.state == FAULT and ex.status().reasons[0].startswith("recover refused")
+    clock.t += 1.0  # teleop was stopped: only the policy publishes now
+    assert ex.on_chunk(ee_chunk(clock.t, n=40), source=POLICY) == "rejected_fault"
     ex.recover()
     assert ex.state == IDLE
-    assert ex.on_chunk(ee_chunk(clock.t, n=40), source=TELEOP) == "rejected_two_sources"  # still in turns
-    ex.recover()
-    clock.t += 1.0  # teleop was stopped: only the policy publishes now
     for _ in range(5):
         assert ex.on_chunk(ee_chunk(clock.t, n=40), source=POLICY) == "accepted"
         run(ex, clock, 0.05)
     assert ex.state == ACTIVE
+
+
+def test_live_names_the_publishers_of_the_last_window() -> None:
+    guard = SourceGuard(0.5)
+    guard.check(POLICY, 1.0)
+    guard.check(TELEOP, 1.2)
+    assert guard.live(1.3) == ["/policy_node", "/teleop"]
+    assert guard.live(1.6) == ["/teleop"] and guard.live(2.0) == []
 
 
 def test_hold_requests_and_chunks_without_a_source_are_not_counted() -> None:

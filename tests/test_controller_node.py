@@ -241,11 +241,35 @@ def test_a_second_chunk_publisher_latches_a_fault_naming_both_and_the_arm_follow
         rig.publish_chunk(rig.arm.time, np.array([p0 - [0.0, 0.05, 0.0]] * 16), pub=pub)  # its plan: -y
         t_second = rig.arm.time
         rig.stream(path, 0.5)  # the first one goes on publishing
+        status = wait_for(
+            lambda: rig.status and rig.status[-1]["state"] == "fault" and rig.status[-1], 10, what="the fault"
+        )
+        stop = threading.Event()
+
+        def both_go_on() -> None:
+            while not stop.is_set():
+                here = np.array([rig.ee()] * 16)
+                rig.publish_chunk(rig.arm.time, here)
+                rig.publish_chunk(rig.arm.time, here, pub=pub)
+                rig.arm.wait_sim(0.05)
+
+        refused_before = int(rig.status[-1]["rejected_fault"])
+        publishing = threading.Thread(target=both_go_on, daemon=True)
+        publishing.start()
+        try:  # once chunks of both arrive again (refused while faulted), the operator tries to recover
+            wait_for(
+                lambda: int(rig.status[-1]["rejected_fault"]) >= refused_before + 4,
+                10,
+                what="both publishing",
+            )
+            refused = rig.call("/dm1/controller/recover")
+        finally:
+            stop.set()
+            publishing.join(timeout=10)
+        assert not refused.success, "recovered while two commanders still publish"
+        assert "recover refused: /controller_test_rig and /second_policy still send chunks" in refused.message
     finally:
         other.destroy_node()
-    status = wait_for(
-        lambda: rig.status and rig.status[-1]["state"] == "fault" and rig.status[-1], 10, what="the fault"
-    )
     assert "two commanders: /second_policy and /controller_test_rig" in status["message"], status
     assert int(status["rejected_two_sources"]) == 1 and int(status["rejected_fault"]) >= 1, status
     after = [s for s in list(rig.states) if s[0] >= t_second + 0.25]  # latched at the first one's next chunk

@@ -37,6 +37,10 @@ class SourceGuard:
         if not 0.0 <= self.window_s <= 60.0:
             raise ValueError(f"SourceGuard.window_s: expected 0 <= window <= 60 s, found {self.window_s!r}")
 
+    def live(self, now: float) -> list[str]:
+        """Labels of the publishers that sent a motion chunk within the window before `now`."""
+        return sorted(s.label for t, s in self._last.values() if t <= now and now - t < self.window_s)
+
     def check(self, source: ChunkSource, now: float, what: str = "motion chunks") -> str | None:
         """Record a motion chunk from `source` at `now`; return why it conflicts with another publisher (one
         that sent a chunk since this one's previous chunk, all within the window), or None. A clock that went

@@ -157,13 +157,16 @@ class ChunkExecutor:
             return "fault"
 
     def _offer(self, chunk: TimedChunk, now: float, source: ChunkSource | None) -> str:
+        conflict = None  # publishers are tracked while faulted too: `recover` refuses while two still publish
+        if source is not None and chunk.kind == self.mode:
+            conflict = self.sources.check(source, now, f"{self.mode} chunks")
         if self.state == FAULT:
             return self._refuse("rejected_fault", "fault latched: call recover()")
         if chunk.kind != self.mode:
             return self._refuse(
                 "rejected_mode", f"{chunk.kind} chunk while the controller runs in {self.mode} mode"
             )
-        if source is not None and (conflict := self.sources.check(source, now, f"{self.mode} chunks")):
+        if conflict:
             self.counters["rejected_two_sources"] += 1
             self._latch(conflict)
             return "rejected_two_sources"
@@ -353,7 +356,12 @@ class ChunkExecutor:
 
     def recover(self) -> None:
         """Explicit operator recovery: clear robot errors and the latch; the executor returns to IDLE.
-        Raises RobotFault when the backend cannot recover (no link, user stop engaged): nothing changes."""
+        Raises RobotFault when the backend cannot recover (no link, user stop engaged) or while two publishers
+        still send chunks (`SourceGuard.live`): nothing changes."""
+        if len(live := self.sources.live(self.clock())) > 1:
+            self.reasons = [f"recover refused: {' and '.join(live)} still send chunks; stop all but one"]
+            log.error("%s", self.reasons[0])
+            raise RobotFault(self.reasons[0])
         try:
             self.backend.recover()
         except RobotFault as exc:
