@@ -88,6 +88,11 @@ class Rig:
         chunk = ActionChunk(stamp, dt, acts, 0, stamp, "ee_position", EE_ACTION_NAMES)
         (pub or self.chunk_pub).publish(chunk_to_multidof_trajectory(chunk, TOP_DOWN))
 
+    def along_y(self, speed: float = 0.06, seconds: float = 2.0):
+        """A path from the EE's position now along +y at `speed` m/s for `seconds` (then it stays)."""
+        p0, t0 = self.ee(), self.arm.time
+        return lambda t: p0 + np.array([0.0, speed, 0.0]) * float(np.clip(t - t0, 0.0, seconds))
+
     def stream(self, path, seconds: float, period: float = 0.05, n: int = 16) -> list[float]:
         """Publish chunks of path(t) every `period` s of sim time (stamp = now); returns publish times."""
         t_end, stamps = self.arm.time + seconds, []
@@ -184,13 +189,7 @@ def test_chunks_move_arm_smoothly_then_hold_when_publisher_stops(rig: Rig) -> No
 @pytest.mark.slow
 def test_empty_chunk_from_policy_holds_arm_before_the_watchdog(rig: Rig) -> None:
     """The policy publishes an empty chunk when its inputs go stale: hold at once, not 100 ms later."""
-    p0 = rig.ee()
-    t_start = rig.arm.time
-
-    def path(t: float) -> np.ndarray:  # 6 cm/s along +y
-        return p0 + np.array([0.0, 0.06, 0.0]) * float(np.clip(t - t_start, 0.0, 2.0))
-
-    rig.stream(path, 0.8)
+    rig.stream(rig.along_y(), 0.8)
     hold = MultiDOFJointTrajectory(joint_names=["fr3_hand_tcp", "gripper"])
     t_hold = rig.arm.time
     hold.header.stamp, hold.header.frame_id = to_time_msg(t_hold), "policy: stale"
@@ -223,12 +222,7 @@ def test_nan_and_malformed_chunks_do_not_move_arm(rig: Rig) -> None:
 @pytest.mark.slow
 def test_a_second_chunk_publisher_latches_a_fault_naming_both_and_the_arm_follows_neither(rig: Rig) -> None:
     """A second commander (another policy, another launch in the domain) joins while the first drives."""
-    p0 = rig.ee()
-    t_start = rig.arm.time
-
-    def path(t: float) -> np.ndarray:  # 6 cm/s along +y
-        return p0 + np.array([0.0, 0.06, 0.0]) * float(np.clip(t - t_start, 0.0, 2.0))
-
+    p0, path = rig.ee(), rig.along_y()
     rig.stream(path, 0.6)
     other = rclpy.create_node("second_policy", context=rig.ctx)
     try:
