@@ -14,12 +14,21 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from dm1.control.backend import RobotBackend, RobotFault, RobotStateSnapshot
 from dm1.control.chunk_sources import ChunkSource, SourceGuard
+from dm1.control.executor_status import (  # noqa: F401 - re-exported: the executor's public names
+    ACTIVE,
+    COUNTERS,
+    FAULT,
+    HOLDING,
+    IDLE,
+    STATUS_NAME,
+    STATUS_TOPIC,
+    ExecutorStatus,
+)
 from dm1.control.limits import SafetyLimits
 from dm1.control.link_check import CommandLinkMonitor
 from dm1.control.safety import OverspeedWatch, SafetyFilter, SafetyReport, nonfinite_reason
@@ -29,66 +38,6 @@ from dm1.control.tracking import TrackingMonitor
 log = logging.getLogger(__name__)
 
 GRIPPER_OPEN_M = 0.07  # a gripper at least this wide counts as open (the Franka Hand opens to 0.08 m)
-
-IDLE, ACTIVE, HOLDING, FAULT = "idle", "active", "holding", "fault"
-STATUS_NAME = "dm1/controller"  # DiagnosticStatus.name of the controller node's reports (ERROR while FAULT)
-STATUS_TOPIC = "/dm1/controller/status"  # where the controller node publishes them (DiagnosticArray)
-COUNTERS = (
-    "accepted",
-    "stop_requests",
-    "rejected_nonfinite",
-    "rejected_malformed",
-    "ignored_older",
-    "rejected_future",
-    "late",
-    "rejected_fault",
-    "rejected_mode",
-    "rejected_two_sources",
-    "clamped",
-    "holds",
-    "tick_overruns",
-    "deadline_missed",
-    "liveliness_lost",
-    "faults",
-    "ticks",
-)
-
-
-@dataclass
-class ExecutorStatus:
-    """Snapshot for diagnostics: state, why (latest reasons), counters, last clamp report."""
-
-    state: str
-    reasons: list[str]
-    counters: dict[str, int]
-    fault: str | None = None
-    last_clamp: SafetyReport | None = None
-    consecutive_late: int = 0
-    extra: dict[str, float] = field(default_factory=dict)
-    warning: str | None = None  # e.g. the FCI link losing commands (`CommandLinkMonitor`)
-
-    @property
-    def level(self) -> str:
-        """Diagnostic level: error when faulted, warn when holding or warned, ok otherwise."""
-        return {FAULT: "error", HOLDING: "warn"}.get(self.state, "warn" if self.warning else "ok")
-
-    def values(self) -> dict[str, object]:
-        """Key/values for a diagnostic message: state, reasons, counters and the last clamp (rounded)."""
-        out: dict[str, object] = {
-            "state": self.state,
-            "reasons": "; ".join(self.reasons),
-            **self.counters,
-            **self.extra,
-        }
-        if self.warning:
-            out["warning"] = self.warning
-        if self.last_clamp is not None:
-            out.update(
-                last_clamp=",".join(self.last_clamp.reasons),
-                clamp_original=self.last_clamp.original.round(4),
-                clamp_safe=self.last_clamp.safe.round(4),
-            )
-        return out
 
 
 class ChunkExecutor:
