@@ -314,6 +314,26 @@ def test_dry_run_prints_one_command_per_node(ros_env: dict[str, str]) -> None:
     assert all("use_sim_time:=true" in ln for ln in lines[1:])
 
 
+def test_a_sim_launch_beside_another_twin_serves_on_the_next_free_loopback_address(ros_env) -> None:
+    """127.0.0.1 serves another franky-sim (a launch in another ROS domain): twin and controller move on."""
+    import re
+
+    from test_sim_hosts import listening
+
+    with listening("127.0.0.1", 1337):
+        out = subprocess.run(
+            launch_command("--use-sim", "--no-policy", "--dry-run"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=ros_env,
+            cwd=REPO,
+        )
+    assert out.returncode == 0, out.stderr
+    twin_host = re.search(r"host:=(127\.0\.0\.\d+)", out.stdout.splitlines()[0]).group(1)
+    assert twin_host != "127.0.0.1" and f"robot_ip:={twin_host}" in out.stdout.splitlines()[1], out.stdout
+
+
 def test_dry_run_into_a_closed_pipe_exits_quietly(ros_env: dict[str, str]) -> None:
     """`dm1 launch ... --dry-run | head -1`: the reader leaves early; no traceback, exit 141 like SIGPIPE."""
     read_end, write_end = os.pipe()

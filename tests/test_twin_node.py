@@ -133,6 +133,24 @@ def test_bad_camera_parameter_stops_the_node_with_a_clear_error(procs, ros_env):
     assert "cameras.side" in log and "preset" in log
 
 
+def test_a_twin_whose_robot_ports_are_taken_says_so_in_one_line(procs, ros_env):
+    """Another franky-sim (another twin) serves on the address: exit 2, one line, how to get another one."""
+    import socket
+
+    host = free_loopback_host()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind((host, 1337))
+        taken.listen(1)
+        proc = procs.start(
+            "second_twin", [sys.executable, "-m", "dm1_sim.twin_node", "--ros-args", "-p", f"host:={host}"]
+        )
+        wait_for(lambda: proc.poll() is not None, timeout=60, what="the twin node to exit")
+    log = procs.log("second_twin")
+    assert proc.returncode == 2, log
+    assert f"twin_node: Twin.start(): cannot start franky-sim on host '{host}'" in log, log
+    assert "--sim-host auto" in log and "Traceback" not in log
+
+
 def test_a_stuck_shutdown_dumps_the_threads_and_exits_within_the_budget(ros_env):
     """The twin's shutdown watchdog: a thread that never finishes cannot keep the process alive past the
     budget (the launcher would otherwise escalate to SIGKILL); every thread's stack goes to stderr."""

@@ -20,7 +20,7 @@ import rclpy
 from dm1.scheduling import yield_cpu
 from dm1.sim.config import TwinConfig
 from dm1.sim.renderer import CameraFrame
-from dm1.sim.twin import Twin
+from dm1.sim.twin import Twin, TwinStartError
 from dm1_ros.conversions import image_to_msg, to_time_msg
 from dm1_ros.dds_publishing import publish_asynchronously
 from dm1_ros.guarded_publish import PublishGuards, node_warning
@@ -174,6 +174,9 @@ def main(args: list[str] | None = None) -> int:
             executor.spin()
     except ValueError as exc:
         print(f"twin_node: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    except TwinStartError as exc:  # its robot ports are taken: say so in one line
+        print(f"twin_node: {exc}", file=sys.stderr)
         return 2
     finally:
         _arm_shutdown_watchdog()

@@ -116,7 +116,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--noise-scale", type=float, default=1.0, help="policy sampler noise scale (loop)")
     p.add_argument(
-        "--sim-host", default="127.0.0.1", help="loopback address of the twin's franky server (loop)"
+        "--sim-host",
+        default="auto",
+        help="loopback address of the twin's franky server (loop; auto: a free one)",
     )
     p.add_argument(
         "--ensemble-alpha",

@@ -82,7 +82,7 @@ def collect_via_teleop(
     max_sim_s: float = 20.0,
     post_success_s: float = 0.5,
     keep_failures: bool = False,
-    sim_host: str = "127.0.0.1",
+    sim_host: str = "auto",
     progress: bool = True,
     recovery_fraction: float = 0.0,
 ) -> dict[str, Any]:

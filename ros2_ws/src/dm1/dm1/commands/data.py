@@ -112,7 +112,9 @@ def _add_collect(p: argparse.ArgumentParser) -> None:
         "in-process; writes <out>/launch.log",
     )
     p.add_argument(
-        "--sim-host", default="127.0.0.1", help="--via-teleop: loopback address of the twin's franky server"
+        "--sim-host",
+        default="auto",
+        help="--via-teleop: loopback address of the twin's franky server (auto: a free one)",
     )
     p.add_argument("--json", action="store_true", help="print the summary as one line of JSON")
 

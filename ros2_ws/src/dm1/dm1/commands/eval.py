@@ -24,7 +24,7 @@ def run_ros_eval(
     out_dir: Path,
     max_sim_s: float,
     progress: bool = True,
-    sim_host: str = "127.0.0.1",
+    sim_host: str = "auto",
     noise_scale: float = 1.0,
     ensemble_alpha: float = DEFAULT_ENSEMBLE_ALPHA,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -190,7 +190,9 @@ def add_eval_arguments(p: argparse.ArgumentParser, episodes: int) -> None:
     p.add_argument("--max-sim-s", type=float, default=20.0, help="time limit per episode (simulation s)")
     p.add_argument("--out", default=None, help="report directory (default runs/eval/<model name>)")
     p.add_argument("--json", action="store_true", help="print the summary as one line of JSON")
-    p.add_argument("--sim-host", default="127.0.0.1", help="loopback address of the twin's franky server")
+    p.add_argument(
+        "--sim-host", default="auto", help="loopback address of the twin's franky server (auto: a free one)"
+    )
     p.add_argument("--noise-scale", type=float, default=1.0, help="policy sampler noise scale (0..1)")
     p.add_argument(
         "--ensemble-alpha",

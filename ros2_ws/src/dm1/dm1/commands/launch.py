@@ -62,7 +62,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-policy", action="store_true", help="bring up the graph without the policy node")
     p.add_argument("--cameras", default="front,wrist", help="comma-separated camera names")
     p.add_argument("--robot-ip", default="", help="FCI address of the robot (real robot only)")
-    p.add_argument("--sim-host", default="127.0.0.1", help="loopback address shared by twin and controller")
+    p.add_argument(
+        "--sim-host",
+        default="auto",
+        help="loopback address shared by twin and controller; auto: 127.0.0.1, or the first free 127.0.0.x "
+        "when another twin serves there",
+    )
     p.add_argument(
         "--external-cameras", action="store_true", help="cameras from another driver (realsense2_camera)"
     )
@@ -88,14 +93,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _handle(args: argparse.Namespace) -> int:
     from dm1.launch_graph import LaunchArgs, franka_graph
+    from dm1.sim.hosts import resolve_sim_host
 
     try:
+        sim_host, note = resolve_sim_host(args.sim_host) if args.use_sim else ("127.0.0.1", None)
+        if note and not args.dry_run:
+            print(f"[launch] {note}", flush=True)
         launch_args = LaunchArgs(
             robot_ip=args.robot_ip,
             model=args.model,
             cameras=args.cameras,
             use_sim=args.use_sim,
-            sim_host=args.sim_host,
+            sim_host=sim_host,
             external_cameras=args.external_cameras,
             rviz=args.rviz,
             record=args.record,
@@ -110,7 +119,7 @@ def _handle(args: argparse.Namespace) -> int:
             config_dir=args.config_dir,
         )
         specs = franka_graph(launch_args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError) as exc:
         print(f"dm1 launch: error: {exc}", file=sys.stderr)
         return 2
     if args.dry_run:

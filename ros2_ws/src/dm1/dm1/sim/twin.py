@@ -37,6 +37,10 @@ HOME_Q: tuple[float, ...] = (0.0, 0.0, 0.0, -1.57, 0.0, 1.57, 0.785)
 TOP_DOWN_QUAT_XYZW: tuple[float, float, float, float] = (1.0, 0.0, 0.0, 0.0)
 
 
+class TwinStartError(RuntimeError):
+    """The twin could not serve franky-sim (its address's ports are taken)."""
+
+
 @dataclass(frozen=True)
 class CubePose:
     """Cube pose in fr3_link0: position (3,) m and orientation quaternion (4,) x, y, z, w."""
@@ -92,8 +96,10 @@ class Twin:
         try:
             server.init()  # binds the robot/gripper ports, compiles the MJCF
         except Exception as exc:
-            raise RuntimeError(
-                f"Twin.start(): cannot start franky-sim on host {self.cfg.host!r}: {exc}"
+            raise TwinStartError(
+                f"Twin.start(): cannot start franky-sim on host {self.cfg.host!r}: {exc} (its ports 1337 and "
+                "1338 are taken there, by another twin or franky-sim on this machine: stop it, or serve this "
+                "one on another loopback address, e.g. `dm1 launch ... --sim-host auto`)"
             ) from exc
         self._server = server
         self._user_stop = UserStop(server.robot_servers[0])
