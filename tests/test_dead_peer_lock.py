@@ -54,7 +54,10 @@ def test_publishers_killed_inside_a_shared_memory_push_crash_neither_the_twin_no
     log = procs.log(
         "controller"
     )  # an error raised out of a timer would have ended the process (polled above)
-    if "NetworkException" in log:  # the twin stood still > 1 s: libfranka's timeout, latched as a fault
-        assert "fault latched: internal error in the control tick: NetworkException" in log, log[-3000:]
+    if "NetworkException" in log:  # the twin stood still > 1 s: libfranka's timeout, latched as a fault (the
+        # backend latches a lost link itself since 3b55ac8; this branch runs only on a loaded host)
+        assert re.search(r"fault latched: (internal error in the control tick: )?NetworkException", log), log[
+            -3000:
+        ]
     pauses = [float(x) for x in re.findall(r"physics stood still for ([0-9.]+) s", procs.log("twin"))]
     print(f"physics pauses >= 0.25 s: {pauses}")  # reported by the twin (shown with -s)
