@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import REPO, free_loopback_host, wait_for
@@ -295,15 +296,18 @@ def test_dm1_launch_with_a_model_that_fails_to_configure_stops_the_graph(
     assert "graph up" not in log and "still running" not in log  # the twin and controller stopped on SIGINT
 
 
-def test_dry_run_prints_one_command_per_node(ros_env: dict[str, str]) -> None:
-    out = subprocess.run(
-        launch_command("--use-sim", "--no-policy", "--foxglove", "--dry-run"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=ros_env,
-        cwd=REPO,
+def _dry_run(
+    env: dict[str, str], *args: str, stdout: Any = subprocess.PIPE
+) -> subprocess.CompletedProcess[str]:
+    """`dm1 launch franka --use-sim --no-policy <args> --dry-run`, stderr captured (stdout unless given)."""
+    cmd = launch_command("--use-sim", "--no-policy", *args, "--dry-run")
+    return subprocess.run(
+        cmd, stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=60, env=env, cwd=REPO
     )
+
+
+def test_dry_run_prints_one_command_per_node(ros_env: dict[str, str]) -> None:
+    out = _dry_run(ros_env, "--foxglove")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
     assert [ln.split()[2] for ln in lines] == [
@@ -321,14 +325,7 @@ def test_a_sim_launch_beside_another_twin_serves_on_the_next_free_loopback_addre
     from test_sim_hosts import listening
 
     with listening("127.0.0.1", 1337):
-        out = subprocess.run(
-            launch_command("--use-sim", "--no-policy", "--dry-run"),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=ros_env,
-            cwd=REPO,
-        )
+        out = _dry_run(ros_env)
     assert out.returncode == 0, out.stderr
     twin_host = re.search(r"host:=(127\.0\.0\.\d+)", out.stdout.splitlines()[0]).group(1)
     assert twin_host != "127.0.0.1" and f"robot_ip:={twin_host}" in out.stdout.splitlines()[1], out.stdout
@@ -339,15 +336,7 @@ def test_dry_run_into_a_closed_pipe_exits_quietly(ros_env: dict[str, str]) -> No
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
-        out = subprocess.run(
-            launch_command("--use-sim", "--no-policy", "--dry-run"),
-            stdout=write_end,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=60,
-            env=ros_env,
-            cwd=REPO,
-        )
+        out = _dry_run(ros_env, stdout=write_end)
     finally:
         os.close(write_end)
     assert out.returncode == 128 + signal.SIGPIPE and out.stderr == "", out.stderr

@@ -100,7 +100,7 @@ class ControllerNode(Node):
 
     def _on_chunk(self, msg: MultiDOFJointTrajectory | JointTrajectory, info: dict, topic: str) -> None:
         """Convert (wrong names / lengths / shapes -> counted and logged, never moved on) and offer, naming
-        its publisher (a second live one latches a fault)."""
+        its publisher (two publishers in turns latch a fault)."""
         with self.lock:
             if self.homing:
                 return

@@ -109,10 +109,11 @@ class GraphProbe:
         return self.age() >= DISCOVERY_S
 
     def other_graph(self, names: list[str], started: set[str]) -> list[str]:
-        """Nodes of `names` this launcher did not start: in the graph more often than `started` has them
-        (another launch in the same ROS domain, a node run by hand). Its own probe counts as started."""
+        """Nodes of `names`, and launcher probes, that this launcher did not start: in the graph more often
+        than `started` and this probe have them (another launch in the ROS domain, a node run by hand)."""
         counts = Counter(name for name, _ns in self.node.get_node_names_and_namespaces())
-        return [n for n in names if counts[n] > (1 if n in started or n == PROBE_NAME else 0)]
+        ours = started | {PROBE_NAME}
+        return [n for n in [*names, PROBE_NAME] if counts[n] > (1 if n in ours else 0)]
 
     def has_node(self, name: str) -> bool:
         """Whether a node called `name` is in the ROS graph."""

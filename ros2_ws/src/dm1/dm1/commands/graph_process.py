@@ -17,10 +17,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
+from dm1.commands.launch import GRAPH_UP as _LAUNCHER_GRAPH_UP
 from dm1.errors import ReportedError
 from dm1.interrupts import deferred_interrupts, raise_if_requested
 
-GRAPH_UP = "[launch] graph up"  # the launcher's line once every node is ready (`GraphRunner.run`)
+#: the launcher's line once every node is ready (`GraphRunner.run`)
+GRAPH_UP = f"[launch] {_LAUNCHER_GRAPH_UP}"
 
 
 class GraphExitedError(ReportedError, RuntimeError):

@@ -26,7 +26,7 @@ import threading
 import time
 from typing import IO, Any
 
-from dm1.commands.graph_probe import PROBE_NAME, GraphProbe
+from dm1.commands.graph_probe import GraphProbe
 from dm1.policy_defaults import DEFAULT_ENSEMBLE_ALPHA
 
 CHILD_ENV_DEFAULTS = {
@@ -38,6 +38,9 @@ CHILD_ENV_DEFAULTS = {
 }
 
 PRE_START_LOOK_S = 1.0  # seconds the launcher looks for another graph in its ROS domain before it starts one
+GRAPH_UP = (
+    "graph up"  # logged once every node is ready: drivers wait for it (`graph_process.wait_graph_ready`)
+)
 
 # util-linux's `setpriv --pdeathsig`: the kernel SIGTERMs the node (rclpy's graceful shutdown) when its
 # parent, the launcher, dies. Through an exec, not a Popen preexec_fn: Python code run between fork and exec
@@ -202,7 +205,7 @@ class GraphRunner:
                 return 2
             code = self._start_all(specs)
             if code == 0 and not self.stopping():
-                self.log(f"graph up: {', '.join(s.name for s, _ in self.procs)} (Ctrl-C to stop)")
+                self.log(f"{GRAPH_UP}: {', '.join(s.name for s, _ in self.procs)} (Ctrl-C to stop)")
                 code = self._supervise()
         finally:
             self.shutdown()
@@ -253,7 +256,7 @@ class GraphRunner:
     def _check_domain(self, probe: GraphProbe) -> bool:
         """Whether the ROS domain holds only this graph; else say which nodes are another's (once)."""
         started = {s.name for s, _ in self.procs}
-        others = probe.other_graph([s.name for s in self.specs] + [PROBE_NAME], started)
+        others = probe.other_graph([s.name for s in self.specs], started)
         if others and not self._other_graph:
             self._other_graph = others
             domain = self.env.get("ROS_DOMAIN_ID", "0")

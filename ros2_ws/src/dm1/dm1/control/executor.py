@@ -93,7 +93,7 @@ class ChunkExecutor:
 
     def on_chunk(self, chunk: TimedChunk, now: float | None = None, source: ChunkSource | None = None) -> str:
         """Offer a chunk from `source` (its publisher; None: not checked); returns "accepted" or the reason it
-        was refused (each reason is counted). A second live publisher latches a fault (`SourceGuard`).
+        was refused (each reason is counted). Two publishers in turns latch a fault (`SourceGuard`).
 
         An unexpected error while checking or scheduling it latches a fault (the arm brakes and holds until
         `recover()`), as in `tick`: a bug here never leaves the robot streaming a half-taken chunk."""
