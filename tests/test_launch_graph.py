@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -175,12 +178,47 @@ def test_launch_file_declares_every_launch_argument() -> None:
 
 def test_launch_file_builds_the_same_graph_as_franka_graph(model_dir: Path) -> None:
     module = _launch_module()
-    from_launch = module.node_specs(use_sim="true", model=str(model_dir), rviz="true", cameras="wrist,front")
+    from_launch = module.node_specs(
+        use_sim="true", sim_host="127.0.0.1", model=str(model_dir), rviz="true", cameras="wrist,front"
+    )
     args = LaunchArgs(use_sim=True, model=str(model_dir), rviz=True, cameras=("wrist", "front"))
     direct = franka_graph(args)
     assert from_launch == direct
     with pytest.raises(ValueError, match=r"launch argument use_sim: expected true/false, found 'maybe'"):
         module.node_specs(use_sim="maybe")
+
+
+def test_the_launch_file_serves_the_twin_on_a_free_loopback_address_by_default(
+    ros_env: dict[str, str], model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """127.0.0.1 serves another franky-sim (a launch in another ROS domain): `ros2 launch` moves on, as
+    `dm1 launch` does, instead of a twin that dies on taken ports."""
+    from test_sim_hosts import listening
+
+    with listening("127.0.0.1", 1337):
+        specs = _by_name(_launch_module().preflight({"use_sim": "true", "model": str(model_dir)}, ros_env))
+    host = specs["twin"].parameters["host"]
+    assert host != "127.0.0.1" and specs["controller_node"].parameters["robot_ip"] == host
+    assert f"the twin uses {host}" in capsys.readouterr().out
+
+
+def test_the_launch_file_refuses_a_domain_that_already_runs_its_nodes(
+    ros_env: dict[str, str], model_dir: Path
+) -> None:
+    """A second `ros2 launch` into a domain where a controller runs (another launch, one started by hand)
+    starts nothing: its policy would command the other graph's arm."""
+    from test_launch_runner import DUMMY_NODE
+
+    cmd = [sys.executable, "-c", DUMMY_NODE, "--ros-args", "-r", "__node:=controller_node"]
+    other = subprocess.Popen(cmd, env=ros_env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        with pytest.raises(RuntimeError) as refused:
+            _launch_module().preflight({"use_sim": "true", "model": str(model_dir)}, ros_env)
+    finally:
+        other.send_signal(signal.SIGINT)
+        other.wait(timeout=10)
+    domain = ros_env["ROS_DOMAIN_ID"]
+    assert str(refused.value).startswith(f"ROS_DOMAIN_ID {domain} already runs /controller_node ("), refused
 
 
 def test_launch_file_generates_a_launch_description_where_launch_ros_exists(model_dir: Path) -> None:

@@ -7,12 +7,21 @@ The node graph is declared once, in `dm1.launch_graph.franka_graph` (also used b
 machines without `ros2 launch`); this file only declares the arguments and turns each `NodeSpec` into a
 `launch_ros` Node. Monitoring nodes (rviz2, Foxglove) sit behind `IfCondition`; a required node's exit
 shuts the whole launch down. `node_specs()` is the pure part (no launch import), used by the tests.
+
+Before it starts anything, `preflight()` makes the checks `dm1 launch` makes: `sim_host:=auto` (the default)
+takes a loopback address whose franky-sim ports are free, and a ROS domain that already runs nodes of this
+graph (another launch: two policies would command one arm) ends the launch with an error naming them.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+
+from dm1.commands.graph_probe import look_for_other_graph, other_graph_message
 from dm1.launch_graph import LaunchArgs, NodeSpec, franka_graph
 from dm1.policy_defaults import DEFAULT_ENSEMBLE_ALPHA
+from dm1.sim.hosts import AUTO, resolve_sim_host
 
 # (name, default, description): the same names as dm1.launch_graph.LaunchArgs.
 ARGUMENTS: list[tuple[str, str, str]] = [
@@ -20,7 +29,11 @@ ARGUMENTS: list[tuple[str, str, str]] = [
     ("model", "", "exported model directory (model.onnx + model_card.json)"),
     ("cameras", "front,wrist", "comma-separated camera names (topics /camera/<name>/color/image_raw)"),
     ("use_sim", "false", "franky-sim digital twin instead of the robot and the RealSense cameras"),
-    ("sim_host", "127.0.0.1", "loopback address the twin binds and the controller connects to"),
+    (
+        "sim_host",
+        AUTO,
+        "loopback address the twin binds and the controller connects to (auto: the first with free ports)",
+    ),
     (
         "external_cameras",
         "false",
@@ -63,6 +76,8 @@ def launch_args_from(values: dict[str, str]) -> LaunchArgs:
     raw.update(values)
     bools = {"use_sim", "external_cameras", "rviz", "record", "foxglove", "no_policy"}
     typed: dict[str, object] = {k: _bool(k, v) if k in bools else v for k, v in raw.items()}
+    if raw["sim_host"] == AUTO:  # unused without use_sim
+        typed["sim_host"] = resolve_sim_host(AUTO)[0] if typed["use_sim"] else "127.0.0.1"
     typed["model"] = raw["model"] or None
     typed["config_dir"] = raw["config_dir"] or None
     for key in ("foxglove_port", "seed"):
@@ -83,6 +98,26 @@ def node_specs(**values: str) -> list[NodeSpec]:
     return franka_graph(launch_args_from(values))
 
 
+def preflight(values: dict[str, str], env: Mapping[str, str] | None = None) -> list[NodeSpec]:
+    """The nodes to start for these argument values, once the checks `dm1 launch` makes have passed.
+
+    `sim_host` auto (with use_sim) becomes a loopback address whose franky-sim ports are free (said when it
+    is not 127.0.0.1). Raises RuntimeError when the ROS domain of `env` (default: this process's) already
+    runs nodes named like these (`look_for_other_graph`, ~3 s).
+    """
+    env = dict(os.environ if env is None else env)
+    if _bool("use_sim", values.get("use_sim", "false")) and values.get("sim_host", AUTO) == AUTO:
+        host, note = resolve_sim_host(AUTO)
+        values = {**values, "sim_host": host}
+        if note:
+            print(f"[dm1_bringup] {note}", flush=True)
+    specs = node_specs(**values)
+    others = look_for_other_graph([spec.name for spec in specs], env)
+    if others:
+        raise RuntimeError(other_graph_message(env.get("ROS_DOMAIN_ID", "0"), others))
+    return specs
+
+
 def generate_launch_description():  # noqa: ANN201 - launch types are imported lazily
     """Arguments + one OpaqueFunction that builds the nodes from `franka_graph` once values are known."""
     from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
@@ -95,7 +130,7 @@ def generate_launch_description():  # noqa: ANN201 - launch types are imported l
     def nodes(context, *_, **__):  # noqa: ANN001, ANN202
         values = {name: LaunchConfiguration(name).perform(context) for name, _, _ in ARGUMENTS}
         # Declare every optional node; IfCondition decides at launch time whether it runs.
-        specs = node_specs(**{**values, **dict.fromkeys(OPTIONAL_FLAGS, "true")})
+        specs = preflight({**values, **dict.fromkeys(OPTIONAL_FLAGS, "true")})
         actions = []
         for spec in specs:
             condition = IfCondition(LaunchConfiguration(spec.condition)) if spec.condition else None

@@ -129,3 +129,29 @@ class GraphProbe:
         self.executor.shutdown()
         self.node.destroy_node()
         self._rclpy.shutdown(context=self.context)
+
+
+def other_graph_message(domain: str, others: list[str]) -> str:
+    """The one-line refusal of a launch into a ROS domain that already runs `others` (node names)."""
+    return (
+        f"ROS_DOMAIN_ID {domain} already runs {', '.join('/' + n for n in others)} (another `dm1 launch`, "
+        "`ros2 launch dm1_bringup`, `dm1 eval` or a node started by hand). Two graphs in one domain share "
+        "every topic: two policies would command one arm. Stop the other graph, or give this one its own "
+        "domain (ROS_DOMAIN_ID=<0-101>)"
+    )
+
+
+def look_for_other_graph(names: list[str], env: dict[str, str], seconds: float = DISCOVERY_S) -> list[str]:
+    """Nodes called like `names` (or another launcher's probe) already in the ROS domain of `env`, looked
+    for over `seconds` (long enough for discovery to show every node there); [] when the domain is free.
+    Returns as soon as one is seen. For launchers that check once before they start anything
+    (`franka.launch.py`); `dm1 launch` keeps checking while its nodes start."""
+    probe = GraphProbe(env)
+    try:
+        while True:
+            others = probe.other_graph(names, set())
+            if others or probe.age() >= seconds:
+                return others
+            probe.spin(0.05)
+    finally:
+        probe.close()

@@ -26,7 +26,7 @@ import threading
 import time
 from typing import IO, Any
 
-from dm1.commands.graph_probe import GraphProbe
+from dm1.commands.graph_probe import GraphProbe, other_graph_message
 from dm1.policy_defaults import DEFAULT_ENSEMBLE_ALPHA
 
 CHILD_ENV_DEFAULTS = {
@@ -259,13 +259,7 @@ class GraphRunner:
         others = probe.other_graph([s.name for s in self.specs], started)
         if others and not self._other_graph:
             self._other_graph = others
-            domain = self.env.get("ROS_DOMAIN_ID", "0")
-            self.log(
-                f"ERROR: ROS_DOMAIN_ID {domain} already runs {', '.join('/' + n for n in others)} "
-                "(another `dm1 launch`, `dm1 eval` or a node started by hand). Two graphs in one domain "
-                "share every topic: two policies would command one arm. Stop the other graph, or give this "
-                "one its own domain (ROS_DOMAIN_ID=<0-101> dm1 ...)"
-            )
+            self.log(f"ERROR: {other_graph_message(self.env.get('ROS_DOMAIN_ID', '0'), others)}")
         return not others
 
     def _spawn(self, spec: Any) -> subprocess.Popen[bytes]:
