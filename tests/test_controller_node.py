@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -400,11 +402,31 @@ def test_operator_cli_reports_and_homes_a_controller_without_a_policy(rig: Rig) 
     p0 = rig.ee()
     rig.stream(lambda t: p0 + np.array([0.0, 0.03, 0.0]), 0.8)
     assert np.linalg.norm(rig.ee() - p0) > 0.02
-    home = dm1_operator("home", timeout_s=10.0)
+    asked = time.monotonic()
+    home = dm1_operator("home", timeout_s=30.0)
     assert home.returncode == 0 and home.stdout.strip() == "home: homed", home
+    # a graph without a policy (teleop collection): no waiting out the whole timeout for one
+    assert time.monotonic() - asked < 30.0, "home waited its whole --timeout for a policy that is not running"
     assert np.linalg.norm(rig.ee() - p0) < 0.005
     refused = dm1_operator("activate", timeout_s=3.0)
     assert refused.returncode == 2 and "is the policy running?" in refused.stderr, refused
+
+
+@pytest.mark.slow
+def test_operator_home_is_refused_while_the_controller_executes_chunks(rig: Rig) -> None:
+    """A commander the operator CLI cannot see as a policy (a teleop node, a policy not discovered yet) is
+    streaming chunks: `dm1 operator home` is refused instead of moving an arm someone commands."""
+    target = rig.ee() + np.array([0.0, 0.02, 0.0])
+    cmd = [PYTHON, "-m", "dm1.cli", "operator", "home", "--timeout", "10"]
+    home = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while home.poll() is None and time.monotonic() < deadline:
+        rig.stream(lambda t: target, 0.5)
+    out, err = home.communicate(timeout=30)
+    assert home.returncode == 1, (out, err)
+    assert "home refused: the controller is executing chunks" in out, (out, err)
+    rig.stream(lambda t: target, 0.5)
+    assert np.linalg.norm(rig.ee() - target) < 0.005, "the arm did not stay with its commander"
 
 
 def test_bad_safety_parameters_refuse_to_start(ros_env, procs) -> None:

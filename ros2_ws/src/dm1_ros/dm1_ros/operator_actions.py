@@ -19,7 +19,7 @@ from typing import Any
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from dm1.commands.operator import ACTIONS
-from dm1.control.executor import STATUS_TOPIC
+from dm1.control.executor import ACTIVE, STATUS_TOPIC
 from rclpy.node import Node
 from std_srvs.srv import Trigger
 
@@ -27,7 +27,7 @@ from dm1_ros.conversions import diagnostic_values
 from dm1_ros.lifecycle_client import LifecycleClient
 from dm1_ros.service_calls import call_service, spin_step
 
-POLICY_WAIT_S = 3.0  # `status`: how long the policy's services may take to appear (else: not running)
+POLICY_WAIT_S = 3.0  # `status`, `home` of an idle arm: how long the policy may take to appear (else: none)
 HOME_WAIT_S = 60.0  # a home move is bounded by the controller (40 s, then stopped and latched)
 
 
@@ -61,6 +61,24 @@ def controller_status(node: Node, timeout_s: float) -> dict[str, str]:
     return got[0]
 
 
+def _home(node: Node, lifecycle: LifecycleClient, timeout_s: float, policy_node: str) -> ActionResult:
+    """`home`, unless someone commands the arm: the policy is active, or the controller executes chunks (a
+    teleop node, a policy not discovered yet); they would drive it again right after the move."""
+    commanded = controller_status(node, timeout_s).get("state") == ACTIVE
+    # A graph without a policy (teleop collection) never answers: wait for one only as long as discovery
+    # takes, unless the arm is commanded (then as long as allowed, to say by whom).
+    wait_s = timeout_s if commanded else min(timeout_s, POLICY_WAIT_S)
+    if lifecycle.available(wait_s) and lifecycle.get_state() == "active":
+        return ActionResult(False, f"home refused: {policy_node} is active; `dm1 operator deactivate` first")
+    if commanded:
+        return ActionResult(
+            False,
+            "home refused: the controller is executing chunks (a teleop node or another commander); stop it "
+            "first",
+        )
+    return _trigger(node, "home", max(timeout_s, HOME_WAIT_S))
+
+
 def _trigger(node: Node, action: str, timeout_s: float) -> ActionResult:
     """Call the controller's `/dm1/controller/<action>` Trigger service."""
     client = node.create_client(Trigger, f"/dm1/controller/{action}")
@@ -73,16 +91,18 @@ def run_action(
 ) -> ActionResult:
     """Carry out one of `ACTIONS` from `node` (an rclpy node of the caller's, not spun elsewhere).
 
-    `home` is refused while the policy is active (it would drive the arm again right after the move); a
-    graph without a policy node (teleop, cameras only) is reported as such.
+    `home` is refused while someone commands the arm (`_home`); a graph without a policy node (teleop,
+    cameras only) is reported as such.
     """
     if action not in ACTIONS:
         raise ValueError(f"operator action: expected one of {list(ACTIONS)}, found {action!r}")
     if action == "recover":  # whatever the policy's state: it stays inactive after a fault
         return _trigger(node, action, timeout_s)
     lifecycle = LifecycleClient(policy_node, node=node, timeout_s=timeout_s)
-    # Discovery by a new process can take seconds on a loaded host: every action but `status` waits for the
-    # policy's services as long as allowed, so `home` never takes a slow-to-appear active policy for none
+    if action == "home":
+        return _home(node, lifecycle, timeout_s, policy_node)
+    # Discovery by a new process can take seconds on a loaded host: the actions on the policy wait for its
+    # services as long as allowed; `status` only POLICY_WAIT_S (a graph without a policy never answers)
     probe_s = min(timeout_s, POLICY_WAIT_S) if action == "status" else timeout_s
     policy = lifecycle.get_state() if lifecycle.available(probe_s) else None
     if action == "status":
@@ -94,12 +114,6 @@ def run_action(
         return ActionResult(
             True, f"controller: {st.get('state', '?')}{lag}{fault}; {policy_node}: {policy or 'not running'}"
         )
-    if action == "home":
-        if policy == "active":
-            return ActionResult(
-                False, f"home refused: {policy_node} is active; `dm1 operator deactivate` first"
-            )
-        return _trigger(node, action, max(timeout_s, HOME_WAIT_S))
     if policy is None:
         raise TimeoutError(f"{policy_node}: its lifecycle services did not appear: is the policy running?")
     ok = lifecycle.transition(action)
