@@ -2,10 +2,10 @@
 
 `status` prints the controller's state and the policy node's lifecycle state; `home` and `recover` call the
 controller's services (`home` is refused while the policy is active, or while the controller executes
-anyone's chunks: they would drive the arm again right after the move); `activate` / `deactivate` change the policy node's lifecycle state. After a reflex or
-another latched fault: clear the cause, `dm1 operator recover`, then `dm1 operator activate` (the policy node
-deactivates itself on a controller fault and does not resume on its own). Exit code 0 = done, 1 = refused,
-2 = the graph did not answer.
+anyone's chunks: they would drive the arm again right after the move); `activate` / `deactivate` change the
+policy node's lifecycle state. After a reflex or another latched fault: clear the cause, `dm1 operator
+recover`, then `dm1 operator activate` (the policy node deactivates itself on a controller fault and does not
+resume on its own). Exit code 0 = done, 1 = refused, 2 = the graph did not answer.
 
 `drill --drill SPEC` checks the safety chain with the arm under policy control (on the twin or the robot):
 it starts a fault drill in the active policy node for `--duration` seconds (`freeze_camera:<name>`,
