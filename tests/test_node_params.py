@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import numpy as np
 import pytest
+from conftest import PYTHON
 from dm1.control.executor import FAULT, HOLDING, ExecutorStatus
 from dm1.control.limits import SafetyLimits
 from dm1.control.parameters import CONTROLLER_PARAMETERS, SAFETY_PARAMETERS, check_controller_parameters
@@ -12,7 +15,6 @@ from dm1.control.safety import SafetyReport
 rclpy = pytest.importorskip("rclpy")
 from dm1_ros.params import declare_table, descriptor  # noqa: E402
 from rcl_interfaces.msg import ParameterType  # noqa: E402
-from rclpy.exceptions import InvalidParameterValueException  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
 TABLE = {
@@ -70,7 +72,7 @@ def test_empty_list_in_a_yaml_parameter_file_is_an_empty_list(ctx, tmp_path) -> 
 
 def test_out_of_range_override_is_refused_at_declaration_and_at_runtime(ctx) -> None:
     node = _node(ctx, [Parameter("rate_hz", value=500.0)])
-    with pytest.raises(InvalidParameterValueException):
+    with pytest.raises(ValueError, match=r"^params_test: parameter rate_hz: .*out of range.*500\.0"):
         declare_table(node, TABLE)
     node.destroy_node()
     node = _node(ctx)
@@ -78,6 +80,28 @@ def test_out_of_range_override_is_refused_at_declaration_and_at_runtime(ctx) -> 
     result = node.set_parameters([Parameter("points", value=0)])[0]
     assert not result.successful and node.get_parameter("points").value == 5
     node.destroy_node()
+
+
+@pytest.mark.parametrize(
+    ("module", "override", "code"),
+    [
+        ("dm1_sim.twin_node", "camera_fps:=0.0", 2),
+        ("dm1_ros.controller_node", "relative_dynamics_factor:=5.0", 2),
+        ("dm1_ros.policy_node", "max_obs_age_s:=0.0", 2),
+        ("dm1_ros.teleop_node", "deadman_timeout_s:=0.0", 2),
+        ("dm1_ros.realsense_node", "fps:=0", 1),
+        ("dm1_ros.foxglove_node", "port:=70000", 1),
+        ("dm1_ros.foxglove_node", "max_image_rate_hz:=fast", 1),  # the wrong type
+    ],
+)
+def test_every_node_refuses_a_bad_parameter_in_one_line(ros_env, module: str, override: str, code: int):
+    """Reliability row 22: a parameter out of its range (or of the wrong type) ends the node at start with
+    one line naming it and a non-zero exit, like any other bad configuration (before: a traceback)."""
+    cmd = [PYTHON, "-m", module, "--ros-args", "-p", override]
+    done = subprocess.run(cmd, env=ros_env, capture_output=True, text=True, timeout=120)
+    name = override.split(":=")[0]
+    assert done.returncode == code, (done.returncode, done.stderr[-2000:])
+    assert f"parameter {name}: " in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
 
 
 def test_read_only_table_cannot_be_changed_after_start(ctx) -> None:

@@ -17,7 +17,6 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from dm1.control.executor import STATUS_TOPIC
 from dm1.monitor.foxglove_bridge import BridgeConfig, FoxgloveBridge
-from rcl_interfaces.msg import ParameterDescriptor, ParameterType
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
@@ -25,10 +24,24 @@ from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
 
 from dm1_ros.chunk_qos import CARTESIAN_TOPIC, JOINT_TOPIC
 from dm1_ros.node_signals import stopped_by_signals
+from dm1_ros.params import ParamTable, declare_table
 
 
 def _stamp(header) -> float:  # noqa: ANN001
     return header.stamp.sec + header.stamp.nanosec * 1e-9
+
+
+PARAMETERS: ParamTable = {
+    "image_topics": (
+        ["/camera/front/color/image_raw", "/camera/wrist/color/image_raw"],
+        "sensor_msgs/Image topics to bridge",
+        None,
+    ),
+    "host": ("127.0.0.1", "websocket address", None),
+    "port": (8765, "websocket port; 0 = any, -1 = none", (-1, 65535)),
+    "mcap_path": ("", "also write the stream to this .mcap file", None),
+    "max_image_rate_hz": (10.0, "per-topic image decimation (0 = every frame)", (0.0, 1000.0)),
+}
 
 
 class FoxgloveNode(Node):
@@ -36,19 +49,14 @@ class FoxgloveNode(Node):
 
     def __init__(self) -> None:
         super().__init__("foxglove_node")
-        p = self.declare_parameter
-        str_array = ParameterDescriptor(type=ParameterType.PARAMETER_STRING_ARRAY)
-        default_images = ["/camera/front/color/image_raw", "/camera/wrist/color/image_raw"]
-        images = list(p("image_topics", default_images, str_array).value)
-        port = int(
-            p("port", 8765, ParameterDescriptor(description="websocket port; 0 = any, -1 = none")).value
-        )
+        p = declare_table(self, PARAMETERS, read_only=True)
         cfg = BridgeConfig(
-            host=p("host", "127.0.0.1").value,
-            port=None if port < 0 else port,
-            mcap_path=p("mcap_path", "").value,
-            max_image_rate_hz=float(p("max_image_rate_hz", 10.0).value),
+            host=p["host"],
+            port=None if p["port"] < 0 else p["port"],
+            mcap_path=p["mcap_path"],
+            max_image_rate_hz=p["max_image_rate_hz"],
         )
+        images = list(p["image_topics"])
         subs = [(Image, t, functools.partial(self._image, t)) for t in images]
         subs += [
             (JointState, "/joint_states", self._joints),

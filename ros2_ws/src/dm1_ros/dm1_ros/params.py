@@ -3,6 +3,8 @@
 A table maps ``name -> (default, description, bounds)``; the default fixes the type (str, bool, int, float,
 list of str, tuple of float) and ``bounds`` (``(lo, hi)`` or None) becomes the descriptor's integer or
 floating-point range, so out-of-range values are refused by rclpy when the node starts or is reconfigured.
+A refusal at start is a ValueError naming the node and the parameter (`declare`), which every dm1 node turns
+into one line and a non-zero exit, as for any other bad configuration.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rcl_interfaces.msg import ParameterType as T
+from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 
 #: name -> (default, description, (lo, hi) or None)
@@ -49,6 +52,15 @@ def descriptor(
     return d
 
 
+def declare(node: Node, name: str, default: Any, desc: ParameterDescriptor) -> Any:
+    """`node.declare_parameter(name, default, desc).value`; rclpy's refusal of an override (out of range, of
+    the wrong type) is raised as a ValueError naming the node and the parameter."""
+    try:
+        return node.declare_parameter(name, default, desc).value
+    except ParameterException as exc:  # args: (message, parameter name); str() appends the name again
+        raise ValueError(f"{node.get_name()}: parameter {name}: {exc.args[0] if exc.args else exc}") from None
+
+
 def declare_table(node: Node, table: ParamTable, prefix: str = "", read_only: bool = False) -> dict[str, Any]:
     """Declare every entry of ``table`` on ``node`` (names prefixed); returns name -> value (unprefixed).
 
@@ -57,11 +69,8 @@ def declare_table(node: Node, table: ParamTable, prefix: str = "", read_only: bo
     """
     values = {}
     for name, (default, text, bounds) in table.items():
-        value = node.declare_parameter(
-            prefix + name,
-            list(default) if isinstance(default, tuple) else default,
-            descriptor(default, text, bounds, read_only),
-        ).value
+        initial = list(default) if isinstance(default, tuple) else default
+        value = declare(node, prefix + name, initial, descriptor(default, text, bounds, read_only))
         if value is None and isinstance(default, list):  # `name: []` in a YAML parameter file: no type, unset
             value = []
         values[name] = tuple(value) if isinstance(default, tuple) else value

@@ -132,13 +132,20 @@ class PolicyNode(LifecycleNode):
 
 def main(args: list[str] | None = None) -> None:
     """Console script `policy_node`; with `autostart:=true` the node configures and activates itself, and
-    exits with code 1 when its model fails to configure (the launchers then stop the graph)."""
+    exits with code 1 when its model fails to configure (the launchers then stop the graph). A parameter out
+    of its range: one line, exit code 2."""
+    import sys
+
     import rclpy
 
     from dm1_ros.node_signals import stopped_by_signals
 
     with stopped_by_signals(), rclpy.init(args=args):  # Ctrl-C ends the spin via the context (node_signals)
-        node = PolicyNode()
+        try:
+            node = PolicyNode()
+        except ValueError as exc:
+            print(f"policy_node: bad configuration: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
         if node.p("autostart"):
             if node.trigger_configure() != SUCCESS:  # a launch must not run on without its policy
                 node.get_logger().fatal("autostart: configure failed (error above); exiting with code 1")

@@ -13,7 +13,6 @@ import sys
 import rclpy  # before pyrealsense2 (imported by dm1.camera on first use): see dm1.camera.realsense._rs
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from dm1.camera.realsense import NODE_PARAMETERS, CameraConfig, CameraFrame, NoDeviceError, RealSenseCamera
-from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, Image
@@ -116,7 +115,7 @@ def main(args: list[str] | None = None) -> int:
                 rclpy.spin(node)
             finally:
                 node.close()  # stop the reader threads (they publish)
-    except (NoDeviceError, ValueError, ParameterException) as exc:
+    except (NoDeviceError, ValueError) as exc:  # ValueError: also a parameter out of range
         print(f"[realsense_node] ERROR: {exc}", file=sys.stderr, flush=True)
         return 1
     return 0

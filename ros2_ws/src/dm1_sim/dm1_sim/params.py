@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from dm1.sim.config import MAX_IMAGE_SIZE, CameraSpec, TwinConfig
+from dm1_ros.params import declare
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.node import Node
 
@@ -63,10 +64,7 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
 
 def declare_parameters(node: Node) -> dict[str, Any]:
     """Declare every twin parameter on `node` and return their values."""
-    return {
-        name: node.declare_parameter(name, default, desc).value
-        for name, (default, desc) in PARAMETERS.items()
-    }
+    return {name: declare(node, name, default, desc) for name, (default, desc) in PARAMETERS.items()}
 
 
 def twin_config_from_parameters(values: dict[str, Any]) -> TwinConfig:

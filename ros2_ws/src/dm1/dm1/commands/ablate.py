@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from dm1.commands.arg_types import fraction, positive_float, positive_int
 from dm1.policy_defaults import DEFAULT_ENSEMBLE_ALPHA
 
 
@@ -63,18 +64,26 @@ def register(sub: argparse._SubParsersAction) -> None:
         "ablate", help="in-process ablation table (DM1 / MeanFlow / flow matching)", description=__doc__
     )
     p.add_argument("--runs", nargs="+", required=True, help="`dm1 train` run directories")
-    p.add_argument("--episodes", type=int, default=20, help="seeded episodes per run and K")
+    p.add_argument("--episodes", type=positive_int, default=20, help="seeded episodes per run and K")
     p.add_argument(
         "--steps", type=_ints, default=(1, 5), help="sampler steps for MeanFlow models (default 1,5)"
     )
     p.add_argument("--fm-steps", type=_ints, default=(1, 5, 10), help="steps for flow matching (1,5,10)")
     p.add_argument("--seed", type=int, default=1000, help="first cube/noise seed (differs from training)")
-    p.add_argument("--max-sim-s", type=float, default=20.0, help="time limit per episode (simulation s)")
-    p.add_argument("--timing-iters", type=int, default=200, help="timed inferences per configuration")
-    p.add_argument("--threads", type=int, default=1, help="inference threads (torch and onnxruntime)")
+    p.add_argument(
+        "--max-sim-s", type=positive_float, default=20.0, help="time limit per episode (simulation s)"
+    )
+    p.add_argument(
+        "--timing-iters", type=positive_int, default=200, help="timed inferences per configuration"
+    )
+    p.add_argument(
+        "--threads", type=positive_int, default=1, help="inference threads (torch and onnxruntime)"
+    )
     p.add_argument("--torch-only", action="store_true", help="run K = 1 in torch instead of the ONNX export")
     p.add_argument("--oracle", action="store_true", help="also evaluate the privileged scripted expert")
-    p.add_argument("--noise-scale", type=float, default=1.0, help="sampler noise scale (policy temperature)")
+    p.add_argument(
+        "--noise-scale", type=fraction, default=1.0, help="sampler noise scale (policy temperature)"
+    )
     p.add_argument(
         "--ensemble-alpha",
         type=float,

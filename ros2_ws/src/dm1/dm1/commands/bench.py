@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dm1.commands.arg_types import fraction, non_negative_int, positive_float, positive_int
 from dm1.policy_defaults import DEFAULT_ENSEMBLE_ALPHA
 
 
@@ -102,19 +103,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="inference: time the DM1 reference-size network (one camera, 1.78 M parameters, random weights) "
         "instead of --model",
     )
-    p.add_argument("--iters", type=int, default=500)
+    p.add_argument("--iters", type=positive_int, default=500)
     p.add_argument(
         "--spinning",
         choices=["run", "always", "never"],
         default="run",
         help="onnxruntime idle-worker policy (inference; see dm1.runtime.session_options)",
     )
-    p.add_argument("--warmup", type=int, default=50)
-    p.add_argument("--seconds", type=float, default=20.0, help="simulated seconds to run (twin, loop)")
+    p.add_argument("--warmup", type=non_negative_int, default=50)
+    p.add_argument(
+        "--seconds", type=positive_float, default=20.0, help="simulated seconds to run (twin, loop)"
+    )
     p.add_argument("--batch-sizes", default="32,64", help="training batch sizes (train)")
-    p.add_argument("--steps", type=int, default=20, help="timed training steps (train)")
+    p.add_argument("--steps", type=positive_int, default=20, help="timed training steps (train)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--noise-scale", type=float, default=1.0, help="policy sampler noise scale (loop)")
+    p.add_argument("--noise-scale", type=fraction, default=1.0, help="policy sampler noise scale (loop)")
     p.add_argument(
         "--sim-host",
         default="auto",

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dm1.commands.arg_types import positive_float, positive_int
+
 
 def _image_size(text: str) -> tuple[int, int]:
     h, _, w = text.lower().partition("x")
@@ -24,7 +26,7 @@ def _image_size(text: str) -> tuple[int, int]:
 
 def _add_synth(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--out", required=True, help="dataset directory (episodes are appended)")
-    p.add_argument("--episodes", type=int, default=20, help="number of episodes")
+    p.add_argument("--episodes", type=positive_int, default=20, help="number of episodes")
     p.add_argument("--length", type=int, default=48, help="steps per episode (a lift takes about 40)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--image-size", type=_image_size, default=(96, 96), help="N or HxW (default 96)")
@@ -94,10 +96,12 @@ def _add_collect(p: argparse.ArgumentParser) -> None:
         required=True,
         help="dataset directory (episodes are appended; a different dataset there is refused)",
     )
-    p.add_argument("--episodes", type=int, default=50, help="expert episodes to attempt")
+    p.add_argument("--episodes", type=positive_int, default=50, help="expert episodes to attempt")
     p.add_argument("--seed", type=int, default=0, help="first cube seed (episode i uses seed + i)")
     p.add_argument("--keep-failures", action="store_true", help="also keep failed episodes (success=False)")
-    p.add_argument("--max-sim-s", type=float, default=20.0, help="time limit per episode (simulation s)")
+    p.add_argument(
+        "--max-sim-s", type=positive_float, default=20.0, help="time limit per episode (simulation s)"
+    )
     p.add_argument(
         "--recovery-fraction",
         type=float,

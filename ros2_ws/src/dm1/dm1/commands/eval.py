@@ -14,6 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from dm1.commands.arg_types import fraction, positive_float, positive_int
 from dm1.policy_defaults import DEFAULT_ENSEMBLE_ALPHA
 
 
@@ -144,9 +145,6 @@ def _merge(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 def _handler(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/eval/{Path(args.model).name}{'_merged' if args.merge else ''}")
-    if args.episodes < 1:
-        print(f"dm1 eval: error: --episodes: expected >= 1, found {args.episodes}", file=sys.stderr)
-        return 2
     try:
         summary = _merge(args, out) if args.merge else run_from_args(args, out, progress=not args.json)[0]
     except KeyboardInterrupt:
@@ -183,17 +181,19 @@ def _handler(args: argparse.Namespace) -> int:
 def add_eval_arguments(p: argparse.ArgumentParser, episodes: int) -> None:
     """Arguments shared by `dm1 eval` and `dm1 demo`."""
     p.add_argument("--model", default="models/dm1_lift", help="exported model directory")
-    p.add_argument("--episodes", type=int, default=episodes)
+    p.add_argument("--episodes", type=positive_int, default=episodes)
     p.add_argument(
         "--seed", type=int, default=1000, help="twin seed (cube poses); differs from training seeds"
     )
-    p.add_argument("--max-sim-s", type=float, default=20.0, help="time limit per episode (simulation s)")
+    p.add_argument(
+        "--max-sim-s", type=positive_float, default=20.0, help="time limit per episode (simulation s)"
+    )
     p.add_argument("--out", default=None, help="report directory (default runs/eval/<model name>)")
     p.add_argument("--json", action="store_true", help="print the summary as one line of JSON")
     p.add_argument(
         "--sim-host", default="auto", help="loopback address of the twin's franky server (auto: a free one)"
     )
-    p.add_argument("--noise-scale", type=float, default=1.0, help="policy sampler noise scale (0..1)")
+    p.add_argument("--noise-scale", type=fraction, default=1.0, help="policy sampler noise scale (0..1)")
     p.add_argument(
         "--ensemble-alpha",
         type=float,

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from dm1.commands.arg_types import positive_float
+
 
 def _handler(args: argparse.Namespace) -> int:
     from pathlib import Path
@@ -46,7 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--out", help="output model directory (default: models/<name>)")
     p.add_argument("--name", help="model name in the card (default: the output directory name)")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
-    p.add_argument("--tolerance", type=float, default=1e-4, help="max |ONNX - torch| allowed (default 1e-4)")
+    p.add_argument(
+        "--tolerance", type=positive_float, default=1e-4, help="max |ONNX - torch| allowed (default 1e-4)"
+    )
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     p.add_argument(
         "--no-optimize",

@@ -26,6 +26,7 @@ import threading
 import time
 from typing import IO, Any
 
+from dm1.commands.arg_types import fraction, positive_float
 from dm1.commands.graph_probe import GraphProbe, other_graph_message
 from dm1.policy_defaults import DEFAULT_ENSEMBLE_ALPHA
 
@@ -75,7 +76,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--external-cameras", action="store_true", help="cameras from another driver (realsense2_camera)"
     )
     p.add_argument("--seed", type=int, default=0, help="twin scene seed")
-    p.add_argument("--noise-scale", type=float, default=1.0, help="policy sampler noise scale (0..1)")
+    p.add_argument("--noise-scale", type=fraction, default=1.0, help="policy sampler noise scale (0..1)")
     p.add_argument(
         "--ensemble-alpha",
         type=float,
@@ -89,7 +90,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--foxglove-port", type=int, default=8765, help="Foxglove websocket port")
     p.add_argument("--foxglove-mcap", default="", help="also record the Foxglove stream to this .mcap")
     p.add_argument("--config-dir", help="parameter YAML directory (default: dm1_bringup/config)")
-    p.add_argument("--shutdown-timeout", type=float, default=10.0, help="seconds per node before escalating")
+    p.add_argument(
+        "--shutdown-timeout", type=positive_float, default=10.0, help="seconds per node before escalating"
+    )
     p.add_argument("--dry-run", action="store_true", help="print the node commands and exit")
     p.set_defaults(func=_handle)
 

@@ -71,7 +71,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "operator", help="operator actions: status, home, recover, activate, drill", description=__doc__
     )
     p.add_argument("action", choices=[*ACTIONS, "drill"])
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each answer (home: ≥ 60)")
+    p.add_argument(
+        "--timeout", type=positive_float, default=10.0, help="seconds to wait for each answer (home: ≥ 60)"
+    )
     p.add_argument("--policy-node", default="policy_node", help="name of the policy lifecycle node")
     d = p.add_argument_group("drill")
     d.add_argument(

@@ -13,6 +13,8 @@ import json
 import sys
 import time
 
+from dm1.commands.arg_types import fraction, non_negative_float, positive_float, positive_int
+
 
 def _ros_args(args: argparse.Namespace) -> list[str]:
     params = {
@@ -101,15 +103,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-ros", action="store_true", help="run the twin without its ROS node")
     p.add_argument("--no-cameras", action="store_true", help="render nothing (faster evals; --no-ros)")
     p.add_argument("--expert", action="store_true", help="run the scripted Lift expert through franky")
-    p.add_argument("--episodes", type=int, default=10, help="expert episodes (with --expert)")
-    p.add_argument("--seconds", type=float, default=0.0, help="simulated seconds to run (0 = until Ctrl-C)")
-    p.add_argument("--max-episode-s", type=float, default=20.0, help="sim-time limit of one expert episode")
-    p.add_argument("--min-success", type=float, default=0.0, help="exit 1 if the success rate is lower")
+    p.add_argument("--episodes", type=positive_int, default=10, help="expert episodes (with --expert)")
+    p.add_argument(
+        "--seconds", type=non_negative_float, default=0.0, help="simulated seconds to run (0 = until Ctrl-C)"
+    )
+    p.add_argument(
+        "--max-episode-s", type=positive_float, default=20.0, help="sim-time limit of one expert episode"
+    )
+    p.add_argument("--min-success", type=fraction, default=0.0, help="exit 1 if the success rate is lower")
     p.add_argument("--host", default=None, help="loopback address for franky-sim (default: first free)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--width", type=int, default=96)
-    p.add_argument("--height", type=int, default=96)
-    p.add_argument("--fps", type=float, default=20.0, help="camera frames per simulated second")
+    p.add_argument("--width", type=positive_int, default=96)
+    p.add_argument("--height", type=positive_int, default=96)
+    p.add_argument("--fps", type=positive_float, default=20.0, help="camera frames per simulated second")
     p.add_argument("--fast", action="store_true", help="do not pace the simulation to wall time")
     p.set_defaults(func=_handler)
 

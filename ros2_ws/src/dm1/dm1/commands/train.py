@@ -7,6 +7,8 @@ import signal
 import sys
 from typing import Any
 
+from dm1.commands.arg_types import positive_int
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `train` subcommand."""
@@ -18,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--config", required=True, help="training YAML, e.g. configs/tiny.yaml")
     p.add_argument("--out", help="run directory (default: out_dir from the config)")
-    p.add_argument("--steps", type=int, help="total optimizer steps (overrides the config)")
+    p.add_argument("--steps", type=positive_int, help="total optimizer steps (overrides the config)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the run dir")
     p.add_argument(
         "--init-from",
