@@ -60,6 +60,28 @@ def test_ticks_before_all_inputs_arrive_are_skipped_and_counted(tmp_path):
     rec.stop_save(False)
 
 
+def test_an_episode_starts_with_inputs_captured_after_its_start(tmp_path):
+    """Inputs captured before the start (the previous scene, a gripper still opening after the home, a backlog
+    the node has not processed yet) are not the episode's first step: it waits for fresh ones. Seen in a
+    collection run: an episode's first two steps had the gripper at 0.04 m, captured before its home ended."""
+    rec = EpisodeRecorder(_config(tmp_path))
+    _feed(rec, 1.0)  # the last inputs before the start: the previous scene
+    rec.on_joint_state(HOME_Q, 0.04, 0.99, 1.01)  # the gripper still opening
+    rec.start(0, now=1.02)
+    action = np.array([0.5, 0.0, 0.3, 0.0])
+    assert not rec.tick(1.02, action)
+    rec.on_joint_state(HOME_Q, 0.08, 1.03, 1.04)
+    assert not rec.tick(1.04, action)  # the cameras' frames are still from before the start
+    _feed(rec, 1.07)
+    assert rec.tick(1.07, action)
+    assert rec.tick(1.12, action)  # once started, an input that then ages is recorded (and counted stale)
+    path = rec.stop_save(success=True)
+    ep = read_episode(path)
+    assert ep.length == 2 and ep.timestamps[0] == pytest.approx(1.07)
+    np.testing.assert_allclose(ep.proprio["gripper_width"][:, 0], 0.08)
+    assert rec.qa_summary()["skipped_before_start"] == 2 and rec.qa_summary()["repeat_front"] == 1
+
+
 def test_repeated_camera_frames_are_counted_as_dropped(tmp_path):
     rec = EpisodeRecorder(_config(tmp_path))
     rec.start(0)

@@ -101,7 +101,7 @@ def test_session_rejects_double_start():
 
 
 def test_session_start_failure_leaves_session_idle():
-    def fail(i: int) -> None:
+    def fail(i: int, now: float) -> None:
         raise OSError("disk full")
 
     s = EpisodeSession(on_start=fail)

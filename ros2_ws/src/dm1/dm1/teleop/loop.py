@@ -153,9 +153,9 @@ class TeleopLoop:
             self.device.close()
             self.device_open = False
 
-    def _start_recording(self, index: int) -> None:
+    def _start_recording(self, index: int, now: float) -> None:
         if self.recorder is not None:
-            self.recorder.start(index)
+            self.recorder.start(index, now)
         if self.mirror is not None:
             try:
                 self.mirror.open(f"episode_{index:06d}")

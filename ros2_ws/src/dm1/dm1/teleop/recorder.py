@@ -137,6 +137,7 @@ class EpisodeRecorder:
         self._timing = _Timing()
         self._qa: dict[str, Any] = {}
         self._last_capture: dict[str, float] = {}
+        self._not_before: float | None = None  # see `start`
 
     # ---- inputs -------------------------------------------------------------------------------------------
     def on_image(self, camera: str, image: np.ndarray, capture: float, receive: float) -> None:
@@ -166,8 +167,14 @@ class EpisodeRecorder:
         return None if self._writer is None else self._writer.path
 
     # ---- episode lifecycle -------------------------------------------------------------------------------
-    def start(self, index: int) -> Path:
-        """Open `episode_<index>.h5` (as `.partial`). Raises `RecorderError` with the reason."""
+    def start(self, index: int, now: float | None = None) -> Path:
+        """Open `episode_<index>.h5` (as `.partial`). Raises `RecorderError` with the reason.
+
+        With `now` (the start time, on the clock of the capture stamps), the episode's first step waits for
+        a joint state and a frame of every camera captured at or after it: inputs from before the start (the
+        previous scene, an arm still being homed, a backlog the node has not yet processed) are not recorded
+        (`skipped_before_start` in the QA summary).
+        """
         if self._writer is not None:
             raise RecorderError(f"an episode is already being recorded to {self._writer.partial_path}")
         out = self.config.out_dir
@@ -199,7 +206,14 @@ class EpisodeRecorder:
         except OSError as exc:
             raise RecorderError(f"cannot create episode file {path}: {exc.strerror or exc}") from exc
         self._timing = _Timing()
-        self._qa = {"ticks": 0, "frames": 0, "skipped_not_ready": 0, "stale_joint": 0}
+        self._qa = {
+            "ticks": 0,
+            "frames": 0,
+            "skipped_not_ready": 0,
+            "skipped_before_start": 0,
+            "stale_joint": 0,
+        }
+        self._not_before = now
         for c in self.config.camera_names:
             self._qa[f"repeat_{c}"] = 0
             self._qa[f"stale_{c}"] = 0
@@ -219,6 +233,12 @@ class EpisodeRecorder:
         if not self.inputs_ready():
             self._qa["skipped_not_ready"] += 1
             return False
+        if self._not_before is not None:
+            captures = [self._joints.capture, *(s.capture for s in self._images.values())]
+            if min(captures) < self._not_before:
+                self._qa["skipped_before_start"] += 1
+                return False
+            self._not_before = None  # from here on, staleness is counted (`_record_timing`), not skipped
         q, width = self._joints.value
         images = {c: s.value for c, s in self._images.items()}
         try:

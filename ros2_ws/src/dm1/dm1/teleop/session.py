@@ -39,13 +39,14 @@ class EpisodeSession:
     """Pure state machine; side effects (open/close/discard the recorder) go through the callbacks.
 
     Args:
-        on_start: called with the new episode index when recording starts; raising aborts the start.
+        on_start: called with the new episode index and the start time when recording starts; raising
+            aborts the start.
         on_save: called with (index, success) when the episode is saved.
         on_discard: called with the index when the episode is discarded.
         next_index: index of the next episode.
     """
 
-    on_start: Callable[[int], None] | None = None
+    on_start: Callable[[int, float], None] | None = None
     on_save: Callable[[int, bool], None] | None = None
     on_discard: Callable[[int], None] | None = None
     next_index: int = 0
@@ -72,7 +73,7 @@ class EpisodeSession:
         self._require(SessionState.IDLE, "start")
         index = self.next_index
         if self.on_start is not None:
-            self.on_start(index)  # may raise (existing file, disk full): state stays IDLE
+            self.on_start(index, now)  # may raise (existing file, disk full): state stays IDLE
         self.state = SessionState.RECORDING
         self.success = None
         self._started_at = now
