@@ -1,51 +1,36 @@
-"""Argument types shared by the `dm1` subcommands (argparse `type=` callables)."""
+"""Argument types shared by the `dm1` subcommands (argparse `type=` callables).
+
+Each refuses a bad value with `expected <what>, found <text>`, which argparse prints after the option's name
+(`dm1 sim: error: argument --fps: expected a number > 0, found 0`, exit code 2).
+"""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 
-def positive_float(text: str) -> float:
-    """A number > 0; otherwise argparse reports `expected a number > 0, found <text>`."""
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, found {text}")
-    return value
+def _bounded(
+    convert: Callable[[str], float], accept: Callable[[float], bool], expected: str, name: str
+) -> Callable[[str], float]:
+    """An argparse type: `convert(text)` when `accept` holds for it, else `expected ..., found ...`."""
+
+    def parse(text: str) -> float:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, found {text}") from None
+        if not accept(value):  # NaN fails every comparison: refused too
+            raise argparse.ArgumentTypeError(f"expected {expected}, found {text}")
+        return value
+
+    parse.__name__ = parse.__qualname__ = name
+    parse.__doc__ = f"{expected[0].upper()}{expected[1:]}; otherwise `expected {expected}, found <text>`."
+    return parse
 
 
-def non_negative_float(text: str) -> float:
-    """A number >= 0; otherwise argparse reports `expected a number >= 0, found <text>`."""
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, found {text}")
-    return value
-
-
-def fraction(text: str) -> float:
-    """A number in [0, 1]; otherwise argparse reports `expected a number in [0, 1], found <text>`."""
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], found {text}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    """An integer >= 1; otherwise argparse reports `expected an integer >= 1, found <text>`."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, found {text}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, found {text}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    """An integer >= 0; otherwise argparse reports `expected an integer >= 0, found <text>`."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, found {text}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, found {text}")
-    return value
+positive_float = _bounded(float, lambda v: v > 0, "a number > 0", "positive_float")
+non_negative_float = _bounded(float, lambda v: v >= 0, "a number >= 0", "non_negative_float")
+fraction = _bounded(float, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]", "fraction")
+positive_int = _bounded(int, lambda v: v >= 1, "an integer >= 1", "positive_int")
+non_negative_int = _bounded(int, lambda v: v >= 0, "an integer >= 0", "non_negative_int")
