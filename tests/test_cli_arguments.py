@@ -21,7 +21,10 @@ from dm1.cli import main
         (["data", "synth", "-o", "x", "--episodes", "two"], "argument --episodes: expected an integer >= 1"),
         (["eval", "--model", "m", "--noise-scale", "2"], "--noise-scale: expected a number in [0, 1]"),
         (["eval", "--model", "m", "--max-sim-s", "0"], "--max-sim-s: expected a number > 0, found 0"),
-        (["ablate", "--threads", "0"], "argument --threads: expected an integer >= 1, found 0"),
+        (
+            ["ablate", "--runs", "r", "--threads", "0"],
+            "argument --threads: expected an integer >= 1, found 0",
+        ),
         (["export", "ckpt", "-o", "out", "--tolerance", "0"], "argument --tolerance: expected a number > 0"),
         (["launch", "franka", "--shutdown-timeout", "-1"], "--shutdown-timeout: expected a number > 0"),
         (["operator", "status", "--timeout", "0"], "argument --timeout: expected a number > 0, found 0"),
@@ -34,3 +37,21 @@ def test_a_bad_number_is_refused_naming_the_option(argv: list[str], message: str
     err = capsys.readouterr().err
     assert exited.value.code == 2 and message in err, err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["eval", "--model", "m", "-o", "reports/x"],
+        ["train", "--config", "c.yaml", "-o", "reports/x"],
+        ["ablate", "--runs", "r", "-o", "reports/x"],
+        ["data", "plot", "d", "-o", "reports/x"],
+        ["data", "stats", "d", "-o", "reports/x"],
+        ["export", "ckpt", "-o", "reports/x"],
+        ["data", "collect", "-o", "reports/x"],
+    ],
+)
+def test_every_output_option_is_also_spelled_dash_o(argv: list[str]) -> None:
+    from dm1.cli import build_parser
+
+    assert build_parser().parse_args(argv).out == "reports/x"

@@ -91,7 +91,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="chunk ensembling weight, 1 = off; default %(default)s",
     )
     p.add_argument("--host", default=None, help="loopback address for franky-sim (default: first free)")
-    p.add_argument("--out", default="runs/ablation/eval", help="output directory")
+    p.add_argument("-o", "--out", default="runs/ablation/eval", help="output directory")
     p.set_defaults(func=_handler)
 
 

@@ -188,7 +188,7 @@ def add_eval_arguments(p: argparse.ArgumentParser, episodes: int) -> None:
     p.add_argument(
         "--max-sim-s", type=positive_float, default=20.0, help="time limit per episode (simulation s)"
     )
-    p.add_argument("--out", default=None, help="report directory (default runs/eval/<model name>)")
+    p.add_argument("-o", "--out", default=None, help="report directory (default runs/eval/<model name>)")
     p.add_argument("--json", action="store_true", help="print the summary as one line of JSON")
     p.add_argument(
         "--sim-host", default="auto", help="loopback address of the twin's franky server (auto: a free one)"

@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "and checkpoints/step_<N>/ (safetensors + JSON) into the run directory.",
     )
     p.add_argument("--config", required=True, help="training YAML, e.g. configs/tiny.yaml")
-    p.add_argument("--out", help="run directory (default: out_dir from the config)")
+    p.add_argument("-o", "--out", help="run directory (default: out_dir from the config)")
     p.add_argument("--steps", type=positive_int, help="total optimizer steps (overrides the config)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the run dir")
     p.add_argument(

@@ -23,6 +23,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from dm1.commands.arg_types import positive_int
 from dm1.data.episode import PARTIAL_SUFFIX, EpisodeFormatError, read_episode
 
 #: Default workspace box (m, fr3_link0) for out-of-range `ee_position` actions.
@@ -318,10 +319,10 @@ def register_tools(data_sub: argparse._SubParsersAction, only: tuple[str, ...] =
         p.add_argument("--no-quarantine", action="store_true", help="only report, move nothing")
         p.add_argument("--json", action="store_true", help="print the report as JSON instead of Markdown")
     if p := add("stats", "min/max/mean/std of actions and proprio (JSON)", _stats):
-        p.add_argument("--out", help="also write the JSON here")
+        p.add_argument("-o", "--out", help="also write the JSON here")
     if p := add("plot", "PNG of action and joint trajectories per episode", _plot):
-        p.add_argument("--out", help="output directory (default <dataset>/plots)")
-        p.add_argument("--max-episodes", type=int, default=50)
+        p.add_argument("-o", "--out", help="output directory (default <dataset>/plots)")
+        p.add_argument("--max-episodes", type=positive_int, default=50)
     if p := add("convert", "export to LeRobot v3 (parquet) or robomimic HDF5", _convert):
         p.add_argument("out", help="output directory (lerobot) or .hdf5 file (robomimic); must not exist")
         p.add_argument("--to", choices=["lerobot", "robomimic"], required=True)
