@@ -203,6 +203,27 @@ def test_node_that_never_becomes_ready_aborts_startup(ros_env: dict[str, str]) -
     assert "stopping silent" in log
 
 
+def test_a_stop_while_a_node_still_imports_ends_it_quietly(ros_env: dict[str, str], tmp_path: Path) -> None:
+    """Ctrl-C in the first seconds of a launch: the node being started is still importing (no signal handler
+    of its own yet), where SIGINT raised KeyboardInterrupt and printed its traceback into the launch log (seen
+    with the twin inside onnxruntime's import). A node not yet ready gets SIGTERM: it ends without one."""
+    marker = tmp_path / "importing"
+    slow_import = f"import pathlib, time; pathlib.Path({str(marker)!r}).touch(); time.sleep(60)"
+    spec = NodeSpec("test", sys.executable, None, "slow", {}, arguments=["-c", slow_import])
+    out = io.StringIO()
+    runner = GraphRunner([spec], env=ros_env, shutdown_timeout=5.0, out=out)
+
+    def stop_once_importing() -> None:
+        wait_for(marker.exists, 60, what="the node to start importing")
+        runner.request_stop(signal.SIGINT)
+
+    threading.Thread(target=stop_once_importing, daemon=True).start()
+    assert runner.run() == 0
+    log = out.getvalue()
+    assert "stopping slow" in log and "still running" not in log, log
+    assert "Traceback" not in log and "KeyboardInterrupt" not in log, log
+
+
 def _graph_state(ros_env: dict[str, str]):
     import rclpy
 

@@ -167,6 +167,7 @@ class GraphRunner:
         self._lock = threading.Lock()
         self._pumps: list[threading.Thread] = []
         self._other_graph: list[str] = []  # nodes of another graph found in the ROS domain
+        self._ready: set[str] = set()  # nodes whose readiness check passed (see `shutdown`)
 
     def log(self, msg: str) -> None:
         """One launcher line, prefixed `[launch]`."""
@@ -313,6 +314,7 @@ class GraphRunner:
             # not before the probe has seen the whole domain: another graph's messages would pass the check
             if probe.settled() and (shown := probe.ready(spec)):
                 self.log(f"{spec.name} ready ({shown})")
+                self._ready.add(spec.name)
                 return True
             probe.spin(0.05)
         if spec.required:
@@ -340,19 +342,20 @@ class GraphRunner:
 
     def shutdown(self) -> None:
         """Stop the children one by one in reverse start order (the controller leaves before the robot/twin):
-        SIGINT, then SIGTERM after `shutdown_timeout`, then SIGKILL after 3 s more."""
+        SIGINT, then SIGTERM after `shutdown_timeout`, then SIGKILL after 3 s more. A node not yet ready gets
+        SIGTERM first (then SIGKILL after `shutdown_timeout`): still importing, it ends quietly (SIGINT would
+        raise KeyboardInterrupt there, a traceback); past `stopped_by_signals` both signals stop a dm1 node
+        the same graceful way."""
         live = [(s, p) for s, p in reversed(self.procs) if p.poll() is None]
         if live:
             self.log(f"stopping {', '.join(s.name for s, _ in live)}")
         for spec, proc in live:
-            for sig, timeout in (
-                (signal.SIGINT, self.shutdown_timeout),
-                (signal.SIGTERM, 3.0),
-                (signal.SIGKILL, 5.0),
-            ):
+            first = signal.SIGINT if spec.name in self._ready or spec.terminal else signal.SIGTERM
+            steps = [(first, self.shutdown_timeout), (signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)]
+            for k, (sig, timeout) in enumerate(steps if first == signal.SIGINT else steps[::2]):
                 if proc.poll() is not None:
                     break
-                if sig != signal.SIGINT:
+                if k > 0:
                     self.log(f"{spec.name} still running: sending {signal.Signals(sig).name}")
                 # a Ctrl-C typed in the terminal reached a terminal node already: a second one would
                 # interrupt its cleanup
