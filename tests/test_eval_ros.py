@@ -81,7 +81,8 @@ def test_interrupted_eval_reports_finished_episodes_and_stops_graph(tmp_path: Pa
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
-    assert proc.returncode == 0, (tmp_path / "eval.log").read_text()[-3000:]
+    # the report is written, and the exit code (130, as `dm1 train` and `data collect`) says it is partial
+    assert proc.returncode == 130, (tmp_path / "eval.log").read_text()[-3000:]
     summary = json.loads((out / "eval.json").read_text())
     assert 1 <= summary["episodes"] < 50 and summary["extra"]["interrupted_after"] == summary["episodes"]
     assert "interrupted: the report covers" in (tmp_path / "eval.log").read_text()

@@ -30,6 +30,9 @@ def _handler(args: argparse.Namespace) -> int:
     for key, st in summary["latency_ms"].items():
         print(f"  latency {key}: median {st['median']:.2f} ms, p99 {st['p99']:.2f} ms")
     print(f"report: {out / 'report.md'}")
+    if "interrupted_after" in summary["extra"]:
+        print(f"interrupted: the report covers the {summary['episodes']} finished episodes", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -162,7 +162,8 @@ def _handler(args: argparse.Namespace) -> int:
         tmp = card_path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(card, indent=2) + "\n")
         tmp.replace(card_path)
-    if "interrupted_after" in summary["extra"]:
+    interrupted = "interrupted_after" in summary["extra"]
+    if interrupted:
         print(
             f"dm1 eval: interrupted: the report covers the {summary['episodes']} finished episodes",
             file=sys.stderr,
@@ -175,7 +176,7 @@ def _handler(args: argparse.Namespace) -> int:
             f"({100 * summary['success_rate']:.1f} % ± {100 * summary['stderr']:.1f}); "
             f"report: {out / 'report.md'}"
         )
-    return 0
+    return 130 if interrupted else 0  # a script must not take a partial report for the whole run
 
 
 def add_eval_arguments(p: argparse.ArgumentParser, episodes: int) -> None:
