@@ -179,7 +179,8 @@ def test_chunks_move_arm_smoothly_then_hold_when_publisher_stops(rig: Rig) -> No
     lag_ms, error_mm = tracking[-1] if tracking else ("none", "none")
     assert 10.0 < float(lag_ms) < 150.0 and float(error_mm) < 5.0, tracking[-3:]
     status = dm1_operator("status", timeout_s=10.0).stdout
-    assert f"controller: holding (tracking lag {lag_ms} ms, {error_mm} mm)" in status, status
+    shown = f"controller: holding (tracking lag {float(lag_ms):.0f} ms, {float(error_mm):.1f} mm)"
+    assert shown in status, status
 
     # rt_priority 10: the node's executor thread at SCHED_FIFO 10, franky's control thread alone at 99
     if os.geteuid() == 0:  # SCHED_FIFO needs root or an rtprio limit (the node warns and runs without)

@@ -109,8 +109,12 @@ def run_action(
         st = controller_status(node, timeout_s)
         fault = f", fault: {st['message']}" if st.get("state") == "fault" else ""
         unit = "tracking_error_"  # tracking_error_mm (Cartesian) or tracking_error_mrad (joint mode)
-        error = next((f", {v} {k.removeprefix(unit)}" for k, v in st.items() if k.startswith(unit)), "")
-        lag = f" (tracking lag {st['tracking_lag_ms']} ms{error})" if "tracking_lag_ms" in st else ""
+        error = next(
+            (f", {float(v):.1f} {k.removeprefix(unit)}" for k, v in st.items() if k.startswith(unit)), ""
+        )
+        lag = (
+            f" (tracking lag {float(st['tracking_lag_ms']):.0f} ms{error})" if "tracking_lag_ms" in st else ""
+        )
         return ActionResult(
             True, f"controller: {st.get('state', '?')}{lag}{fault}; {policy_node}: {policy or 'not running'}"
         )
