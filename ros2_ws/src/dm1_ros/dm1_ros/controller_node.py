@@ -9,12 +9,12 @@ or liveliness event on the action topics holds the arm at once (`dm1_ros.chunk_q
 from __future__ import annotations
 
 import sys
-import threading
 from functools import partial
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from dm1.control.executor import STATUS_NAME, STATUS_TOPIC, ChunkExecutor
+from dm1.control.executor_gate import ExecutorGate
 from dm1.control.limits import SafetyLimits
 from dm1.control.parameters import CONTROLLER_PARAMETERS, SAFETY_PARAMETERS
 from dm1.control.startup import start_robot
@@ -58,7 +58,7 @@ class ControllerNode(Node):
         self.backend, link = start_robot(p, sim, self.get_logger().warning)
         if link:
             self.get_logger().info(link)
-        self.executor_ = ChunkExecutor(
+        executor = ChunkExecutor(
             self.backend,
             self.limits,
             self._now,
@@ -66,10 +66,10 @@ class ControllerNode(Node):
             tick_period_s=1.0 / p["control_rate_hz"],
             source_window_s=p["single_commander_window_s"],
         )
-        self.executor_.link.warn_below = p["min_command_success_rate"]
+        executor.link.warn_below = p["min_command_success_rate"]
+        self.gate = ExecutorGate(executor)  # one lock; chunks and ticks skipped while a home move runs
         if warning := try_raise_to_fifo(p["rt_priority"]):  # threads started later (home) inherit it
             self.get_logger().warning(warning)
-        self.lock = threading.Lock()
         # a failing publish (a DDS writer stuck on a dead peer) drops the message and rests: never raises
         warn = node_warning(self)
         self.js_pub = GuardedPublisher(self.create_publisher(JointState, "/joint_states", 10), warn)
@@ -85,7 +85,6 @@ class ControllerNode(Node):
             self.create_subscription(msg_type, topic, partial(self._on_chunk, topic=topic), 10)
             watch_chunk_stream(self, msg_type, topic, deadline_ms, lease_ms, self._on_stream_lost)
         self.create_service(Trigger, "/dm1/controller/recover", self._on_recover)
-        self.homing = False  # set under the lock: ticks and chunks are skipped while homing
         self._last_js_stamp: float | None = None  # robot time of the last published joint state
         self.home = HomeService(self)  # /dm1/controller/home, on a side node and thread (blocks for seconds)
         self.create_timer(1.0 / p["control_rate_hz"], self._on_control)
@@ -101,39 +100,25 @@ class ControllerNode(Node):
     def _on_chunk(self, msg: MultiDOFJointTrajectory | JointTrajectory, info: dict, topic: str) -> None:
         """Convert (wrong names / lengths / shapes -> counted and logged, never moved on) and offer, naming
         its publisher (two publishers in turns latch a fault)."""
-        with self.lock:
-            if self.homing:
-                return
-            if not msg.points:  # an empty chunk is the policy's explicit "hold now" (stale inputs)
-                self.executor_.stop(msg.header.frame_id or "empty chunk")
-                return
-            try:
-                chunk = msg_to_timed_chunk(msg)
-            except (ValueError, IndexError) as exc:
-                self.executor_.count_malformed(f"malformed chunk: {exc}")
-                return
-            result = self.executor_.on_chunk(chunk, source=self.chunk_publishers.source(topic, info))
-        if result != "accepted":
+        if not msg.points:  # an empty chunk is the policy's explicit "hold now" (stale inputs)
+            self.gate.hold(msg.header.frame_id or "empty chunk")
+            return
+        try:
+            chunk = msg_to_timed_chunk(msg)
+        except (ValueError, IndexError) as exc:
+            self.gate.count_malformed(f"malformed chunk: {exc}")
+            return
+        result = self.gate.offer(chunk, self.chunk_publishers.source(topic, info))
+        if result not in (None, "accepted"):
             self.get_logger().warning(f"chunk not executed: {result}", throttle_duration_sec=1.0)
 
     def _on_stream_lost(self, counter: str, reason: str) -> None:
-        with self.lock:
-            if self.homing:
-                return
-            before = self.executor_.state
-            self.executor_.stream_lost(counter, reason)
-            after = self.executor_.state
-        if after != before:
+        if self.gate.stream_lost(counter, reason):
             self.get_logger().warning(f"holding: {reason}")
             self.publish_status()
 
     def _on_control(self) -> None:
-        with self.lock:
-            if self.homing:
-                return
-            before = self.executor_.state
-            status = self.executor_.tick()
-        if status.state != before:
+        if self.gate.tick():
             self.publish_status()
 
     def _on_joint_state(self) -> None:
@@ -147,14 +132,13 @@ class ControllerNode(Node):
             self.js_pub.publish(make_joint_state(s.q, s.gripper_width, self._now(), s.dq))
 
     def publish_status(self) -> None:
-        st = self.executor_.status()
+        st = self.gate.executor.status()
         diag = diagnostic_status(STATUS_NAME, st.level, st.fault or st.state, st.values())
         self.status_pub.publish(diagnostic_array(self._now(), [diag]))
 
     def _on_recover(self, _req, res):
         try:
-            with self.lock:
-                self.executor_.recover()
+            self.gate.recover()
             res.success, res.message = True, "recovered"
         except Exception as exc:  # noqa: BLE001 - no link, user stop engaged: the fault stays, say why
             res.success, res.message = False, str(exc)

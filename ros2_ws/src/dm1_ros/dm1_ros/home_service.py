@@ -2,7 +2,7 @@
 
 A home move blocks for seconds (a franky joint motion, bounded by `HOME_MOVE_TIMEOUT_S`), so its service lives
 on a side node spun by its own executor thread: the controller's executor keeps publishing `/joint_states` and
-its status meanwhile, while its control ticks and chunks are skipped (`ControllerNode.homing`).
+its status meanwhile, while its control ticks and chunks are skipped (`dm1.control.executor_gate`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dm1_ros.spin_thread import SpinThread
 
 
 class HomeService:
-    """The home service of `controller` (a node with `lock`, `homing`, `executor_` and `publish_status()`)."""
+    """The home service of `controller` (a node with `gate`, an `ExecutorGate`, and `publish_status()`)."""
 
     def __init__(self, controller: Any) -> None:
         self.controller = controller
@@ -39,19 +39,14 @@ class HomeService:
         self.node.destroy_node()
 
     def _on_home(self, _req, res):
-        c = self.controller
-        with c.lock:
-            c.homing = True  # ticks and chunks are skipped until the move is done
         # The move is bounded; should anything else on the way hang, every thread's stack goes to stderr.
         faulthandler.dump_traceback_later(HOME_MOVE_TIMEOUT_S + 30.0)
         try:
-            c.executor_.home()
+            self.controller.gate.home()  # ticks and chunks are skipped until the move is done
             res.success, res.message = True, "homed"
         except Exception as exc:  # noqa: BLE001 - reported to the caller
             res.success, res.message = False, str(exc)
         finally:
             faulthandler.cancel_dump_traceback_later()
-            with c.lock:
-                c.homing = False
-        c.publish_status()
+        self.controller.publish_status()
         return res

@@ -1,0 +1,80 @@
+"""`ExecutorGate`: the controller node's callbacks and its home thread, serialised into one `ChunkExecutor`.
+
+The controller node calls in from its ROS executor (chunks, hold requests, QoS events, control ticks, the
+recover service) and from a side thread (the home service: a joint move that blocks for seconds). One lock
+makes each call atomic. While a home move runs, chunks, holds, QoS events and ticks are skipped: the move owns
+the arm, and a chunk must not start streaming under it. `tick` and `stream_lost` say whether the executor's
+state changed, so the node publishes its status only then.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from dm1.control.chunk_sources import ChunkSource
+from dm1.control.executor import ChunkExecutor
+from dm1.control.schedule import TimedChunk
+
+
+class ExecutorGate:
+    """One lock and the home-move gate around `executor` (see the module docstring)."""
+
+    def __init__(self, executor: ChunkExecutor) -> None:
+        self.executor = executor
+        self._lock = threading.Lock()
+        self._homing = False
+
+    @property
+    def homing(self) -> bool:
+        """Whether a home move is running (chunks, holds, QoS events and ticks are skipped)."""
+        return self._homing
+
+    def offer(self, chunk: TimedChunk, source: ChunkSource | None = None) -> str | None:
+        """`ChunkExecutor.on_chunk`: "accepted" or the reason it was refused; None while homing (skipped)."""
+        with self._lock:
+            return None if self._homing else self.executor.on_chunk(chunk, source=source)
+
+    def hold(self, reason: str) -> None:
+        """An explicit hold request (an empty chunk: the policy's inputs went stale); skipped while homing."""
+        with self._lock:
+            if not self._homing:
+                self.executor.stop(reason)
+
+    def count_malformed(self, reason: str) -> None:
+        """Count a message that could not be converted to a chunk; skipped while homing."""
+        with self._lock:
+            if not self._homing:
+                self.executor.count_malformed(reason)
+
+    def stream_lost(self, counter: str, reason: str) -> bool:
+        """A QoS event on the chunk topics (`ChunkExecutor.stream_lost`); whether the state changed."""
+        with self._lock:
+            if self._homing:
+                return False
+            before = self.executor.state
+            self.executor.stream_lost(counter, reason)
+            return self.executor.state != before
+
+    def tick(self) -> bool:
+        """One control tick (`ChunkExecutor.tick`), skipped while homing; whether the state changed."""
+        with self._lock:
+            if self._homing:
+                return False
+            before = self.executor.state
+            return self.executor.tick().state != before
+
+    def recover(self) -> None:
+        """`ChunkExecutor.recover` (raises `RobotFault` with the reason it cannot)."""
+        with self._lock:
+            self.executor.recover()
+
+    def home(self) -> None:
+        """`ChunkExecutor.home`, blocking; it runs outside the lock (joint states and the status go on), with
+        chunks, holds, QoS events and ticks skipped until it returns or raises."""
+        with self._lock:
+            self._homing = True
+        try:
+            self.executor.home()
+        finally:
+            with self._lock:
+                self._homing = False
