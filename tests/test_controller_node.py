@@ -413,6 +413,19 @@ def test_operator_cli_reports_and_homes_a_controller_without_a_policy(rig: Rig) 
     assert refused.returncode == 2 and "is the policy running?" in refused.stderr, refused
 
 
+def test_a_commander_shows_in_any_status_report_or_in_the_accepted_count() -> None:
+    """`dm1 operator home` reads a few status reports: a stream with a hold between two chunks (a watchdog
+    that expired on a loaded host) still counts as commanded (one report read `holding`, and home went
+    ahead, in a CI run)."""
+    from dm1_ros.operator_actions import commanded
+
+    holding = {"state": "holding", "accepted": "40"}
+    assert commanded([{"state": "active", "accepted": "40"}, holding])
+    assert commanded([holding, holding, {"state": "holding", "accepted": "43"}])
+    assert not commanded([holding, holding, holding])
+    assert not commanded([{"state": "idle", "accepted": "0"}])
+
+
 @pytest.mark.slow
 def test_operator_home_is_refused_while_the_controller_executes_chunks(rig: Rig) -> None:
     """A commander the operator CLI cannot see as a policy (a teleop node, a policy not discovered yet) is

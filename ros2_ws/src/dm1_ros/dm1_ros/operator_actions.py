@@ -29,6 +29,7 @@ from dm1_ros.service_calls import call_service, spin_step
 
 POLICY_WAIT_S = 3.0  # `status`, `home` of an idle arm: how long the policy may take to appear (else: none)
 HOME_WAIT_S = 60.0  # a home move is bounded by the controller (40 s, then stopped and latched)
+COMMAND_REPORTS = 4  # `home`: status reports read to tell whether someone commands the arm (10 Hz: 0.3 s)
 
 
 @dataclass
@@ -39,8 +40,8 @@ class ActionResult:
     message: str
 
 
-def controller_status(node: Node, timeout_s: float) -> dict[str, str]:
-    """The next report on `/dm1/controller/status`: its key/values plus `message` (fault text or state)."""
+def controller_reports(node: Node, timeout_s: float, count: int = 1) -> list[dict[str, str]]:
+    """The next `count` reports on `/dm1/controller/status`: key/values plus `message` (fault or state)."""
     got: list[dict[str, str]] = []
 
     def on_status(msg: DiagnosticArray) -> None:
@@ -50,7 +51,7 @@ def controller_status(node: Node, timeout_s: float) -> dict[str, str]:
     sub = node.create_subscription(DiagnosticArray, STATUS_TOPIC, on_status, 10)
     deadline = time.monotonic() + timeout_s
     try:
-        while not got:
+        while len(got) < count:
             if time.monotonic() > deadline:
                 raise TimeoutError(
                     f"no report on {STATUS_TOPIC} within {timeout_s:.1f} s: is the controller up?"
@@ -58,19 +59,32 @@ def controller_status(node: Node, timeout_s: float) -> dict[str, str]:
             spin_step(node)
     finally:
         node.destroy_subscription(sub)
-    return got[0]
+    return got[:count]
+
+
+def controller_status(node: Node, timeout_s: float) -> dict[str, str]:
+    """The next report on `/dm1/controller/status` (see `controller_reports`)."""
+    return controller_reports(node, timeout_s)[0]
+
+
+def commanded(reports: list[dict[str, str]]) -> bool:
+    """Whether someone streams chunks into the controller over these consecutive status reports: it executes
+    one in any of them, or it accepted new ones in between (a hold between two chunks, a watchdog that
+    expired on a loaded host, shows in one report as `holding` while the commander goes on)."""
+    accepted = [int(float(r.get("accepted", 0))) for r in reports]
+    return any(r.get("state") == ACTIVE for r in reports) or accepted[-1] > accepted[0]
 
 
 def _home(node: Node, lifecycle: LifecycleClient, timeout_s: float, policy_node: str) -> ActionResult:
     """`home`, unless someone commands the arm: the policy is active, or the controller executes chunks (a
     teleop node, a policy not discovered yet); they would drive it again right after the move."""
-    commanded = controller_status(node, timeout_s).get("state") == ACTIVE
+    busy = commanded(controller_reports(node, timeout_s, COMMAND_REPORTS))
     # A graph without a policy (teleop collection) never answers: wait for one only as long as discovery
     # takes, unless the arm is commanded (then as long as allowed, to say by whom).
-    wait_s = timeout_s if commanded else min(timeout_s, POLICY_WAIT_S)
+    wait_s = timeout_s if busy else min(timeout_s, POLICY_WAIT_S)
     if lifecycle.available(wait_s) and lifecycle.get_state() == "active":
         return ActionResult(False, f"home refused: {policy_node} is active; `dm1 operator deactivate` first")
-    if commanded:
+    if busy:
         return ActionResult(
             False,
             "home refused: the controller is executing chunks (a teleop node or another commander); stop it "
