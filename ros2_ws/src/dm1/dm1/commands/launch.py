@@ -350,9 +350,11 @@ class GraphRunner:
         if live:
             self.log(f"stopping {', '.join(s.name for s, _ in live)}")
         for spec, proc in live:
-            first = signal.SIGINT if spec.name in self._ready or spec.terminal else signal.SIGTERM
-            steps = [(first, self.shutdown_timeout), (signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)]
-            for k, (sig, timeout) in enumerate(steps if first == signal.SIGINT else steps[::2]):
+            if spec.name in self._ready or spec.terminal:
+                steps = [(signal.SIGINT, self.shutdown_timeout), (signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)]
+            else:  # still starting, perhaps still importing
+                steps = [(signal.SIGTERM, self.shutdown_timeout), (signal.SIGKILL, 5.0)]
+            for k, (sig, timeout) in enumerate(steps):
                 if proc.poll() is not None:
                     break
                 if k > 0:
