@@ -139,6 +139,10 @@ def test_malformed_parameter_file_names_the_file(tmp_path: Path) -> None:
     ("kwargs", "message"),
     [
         ({"no_policy": True}, r"LaunchArgs.robot_ip: required"),
+        ({"no_policy": True, "robot_ip": "172.16.0.256"}, r"IPv4 address .* found .172.16.0.256."),
+        ({"no_policy": True, "robot_ip": "999.1.1.1"}, r"robot_ip: expected an IPv4 address"),
+        ({"no_policy": True, "robot_ip": "http://172.16.0.2"}, r"robot_ip: expected an IP address or a host"),
+        ({"no_policy": True, "robot_ip": "fr3 lab"}, r"robot_ip: expected an IP address or a hostname"),
         ({"use_sim": True, "sim_host": "10.0.0.5", "no_policy": True}, r"sim_host: expected a loopback"),
         ({"use_sim": True, "cameras": "front,Wrist!", "no_policy": True}, r"cameras: expected names"),
         ({"use_sim": True, "cameras": "", "no_policy": True}, r"cameras: expected at least one"),
@@ -259,3 +263,8 @@ def test_every_entry_point_runs_the_policy_with_the_same_ensembling_default(mode
     # the graph hands it to the policy node (which would otherwise fall back to its own default)
     graph = _by_name(franka_graph(LaunchArgs(use_sim=True, model=str(model_dir))))
     assert graph["policy_node"].parameters["ensemble_alpha"] == DEFAULT_ENSEMBLE_ALPHA
+
+
+@pytest.mark.parametrize("address", ["172.16.0.2", "fr3-lab", "panda.lab.example.org", "fe80::1"])
+def test_the_robot_may_be_named_by_address_or_hostname(address: str) -> None:
+    assert LaunchArgs(robot_ip=address, no_policy=True).robot_ip == address

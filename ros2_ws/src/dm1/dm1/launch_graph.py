@@ -207,9 +207,22 @@ def _check_ip(name: str, value: str, *, loopback: bool) -> None:
             raise ValueError(
                 f"LaunchArgs.{name}: expected a loopback IPv4 address, found {value!r}"
             ) from None
-        return  # a hostname is acceptable for the real robot
+        _check_hostname(name, value)  # a hostname is acceptable for the real robot
+        return
     if loopback and not addr.is_loopback:
         raise ValueError(f"LaunchArgs.{name}: expected a loopback address (127.x.y.z), found {value!r}")
+
+
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def _check_hostname(name: str, value: str) -> None:
+    """Refuse what is neither an IP address nor a hostname (RFC 1123), e.g. a mistyped dotted quad."""
+    labels = value.rstrip(".").split(".")
+    if re.fullmatch(r"[0-9.]+", value):
+        raise ValueError(f"LaunchArgs.{name}: expected an IPv4 address (four numbers 0-255), found {value!r}")
+    if len(value) > 253 or not all(_HOST_LABEL.match(label) for label in labels):
+        raise ValueError(f"LaunchArgs.{name}: expected an IP address or a hostname, found {value!r}")
 
 
 def default_config_dir() -> Path:
