@@ -130,6 +130,33 @@ def test_existing_model_dir_is_not_overwritten_without_force(tmp_path: Path) -> 
     assert (out / "keep.txt").read_text() == "x"
 
 
+def test_force_replaces_an_earlier_export_but_never_a_dataset_or_a_file(tmp_path: Path) -> None:
+    ckpt = make_checkpoint(tmp_path, **SMALL)
+    earlier = export_model(ckpt, tmp_path / "m").path
+    (earlier / "model.onnx").write_bytes(b"old")
+    again = export_model(ckpt, earlier, overwrite=True)
+    assert (again.path / "model.onnx").read_bytes() != b"old"
+    dataset = tmp_path / "dataset"
+    dataset.mkdir()
+    (dataset / "episode_000000.h5").write_bytes(b"demo")
+    (dataset / "index.json").write_text("{}")
+    with pytest.raises(ExportError, match=r"dataset: expected an earlier export .* found episode_000000.h5"):
+        export_model(ckpt, dataset, overwrite=True)
+    assert sorted(p.name for p in dataset.iterdir()) == ["episode_000000.h5", "index.json"]
+    afile = tmp_path / "notes.txt"
+    afile.write_text("keep")
+    with pytest.raises(ExportError, match="found a file"):
+        export_model(ckpt, afile, overwrite=True)
+    assert afile.read_text() == "keep"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temp dirs left"
+
+
+def test_an_opset_torch_cannot_write_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match=r"--opset 99: torch could not export"):
+        export_model(make_checkpoint(tmp_path, **SMALL), tmp_path / "m", opset=99)
+    assert not (tmp_path / "m").exists()
+
+
 def test_flow_matching_checkpoint_is_not_exported_as_a_one_step_policy(tmp_path: Path) -> None:
     ckpt = make_checkpoint(tmp_path, objective="flow_matching", **SMALL)
     with pytest.raises(ExportError, match="objective"):

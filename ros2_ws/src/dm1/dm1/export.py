@@ -215,8 +215,7 @@ def export_model(
     """Export, verify and publish; see the module docstring. Raises `ExportError` (or `CheckpointError`)."""
     start = time.monotonic()
     out = Path(out_dir)
-    if out.exists() and not overwrite:
-        raise ExportError(f"{out}: already exists (pass overwrite=True / --force to replace it)")
+    _check_replaceable(out, overwrite)
     ckpt = load_checkpoint(checkpoint_dir)
     cfg = ckpt.train_config
     if cfg.objective != "meanflow":
@@ -276,16 +275,22 @@ def _trace_to_onnx(
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # legacy-exporter deprecation and tracer notices
-        torch.onnx.export(
-            module,
-            args,
-            str(path),
-            dynamo=False,
-            opset_version=opset,
-            input_names=[f"image_{c}" for c in cams] + ["proprio", "noise"],
-            output_names=["actions"],
-            do_constant_folding=True,
-        )
+        try:
+            torch.onnx.export(
+                module,
+                args,
+                str(path),
+                dynamo=False,
+                opset_version=opset,
+                input_names=[f"image_{c}" for c in cams] + ["proprio", "noise"],
+                output_names=["actions"],
+                do_constant_folding=True,
+            )
+        except Exception as exc:  # e.g. an opset torch cannot write (5, 99): a torch error, not ours
+            why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ExportError(
+                f"--opset {opset}: torch could not export the network at this opset: {why}"
+            ) from exc
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as exc:
@@ -333,11 +338,30 @@ def _verify(
     return worst
 
 
+def _check_replaceable(out: Path, overwrite: bool) -> None:
+    """Raise `ExportError` unless `out` is absent, or is an earlier export (or empty) and `overwrite` is set:
+    `--force` replaces a model directory, never a dataset, a checkpoint or a file put there by mistake."""
+    if not out.exists() and not out.is_symlink():
+        return
+    if not overwrite:
+        raise ExportError(
+            f"{out}: already exists (`dm1 export --force`, or overwrite=True, replaces an earlier export)"
+        )
+    if out.is_symlink() or not out.is_dir():
+        raise ExportError(f"{out}: expected an earlier export directory to replace, found a file")
+    others = sorted(p.name for p in out.iterdir() if p.name not in (ONNX_FILENAME, CARD_FILENAME))
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise ExportError(
+            f"{out}: expected an earlier export to replace ({ONNX_FILENAME}, {CARD_FILENAME} only), "
+            f"found {shown}; nothing was replaced: choose another output directory"
+        )
+
+
 def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
     """Rename the finished temporary directory to `out` (replacing an old export only when allowed)."""
     if out.exists():
-        if not overwrite:
-            raise ExportError(f"{out}: already exists (pass overwrite=True / --force to replace it)")
+        _check_replaceable(out, overwrite)  # again: the directory may have changed during the export
         old = out.parent / f".{out.name}.old-{os.getpid()}"
         os.replace(out, old)
         os.replace(tmp, out)

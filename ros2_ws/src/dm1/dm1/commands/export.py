@@ -51,7 +51,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--tolerance", type=positive_float, default=1e-4, help="max |ONNX - torch| allowed (default 1e-4)"
     )
-    p.add_argument("--force", action="store_true", help="replace an existing output directory")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an earlier export (a directory holding only model.onnx + model_card.json)",
+    )
     p.add_argument(
         "--no-optimize",
         action="store_true",
