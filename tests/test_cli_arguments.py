@@ -55,3 +55,16 @@ def test_every_output_option_is_also_spelled_dash_o(argv: list[str]) -> None:
     from dm1.cli import build_parser
 
     assert build_parser().parse_args(argv).out == "reports/x"
+
+
+def test_ctrl_c_in_a_command_without_its_own_handler_is_one_line_and_exit_130(
+    monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import dm1.commands.export as export_command
+
+    def interrupted(args) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export_command, "_handler", interrupted)
+    assert main(["export", "some_checkpoint"]) == 130
+    assert capsys.readouterr().err == "dm1 export: interrupted\n"

@@ -65,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `dm1 ... | head`: the reader left; no traceback, and none at exit either
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 128 + signal.SIGPIPE
+    except KeyboardInterrupt:  # Ctrl-C where the command has no handler of its own (e.g. while importing)
+        print(f"dm1 {args.command}: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
 
 
 if __name__ == "__main__":
