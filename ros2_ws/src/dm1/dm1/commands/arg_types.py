@@ -34,3 +34,4 @@ non_negative_float = _bounded(float, lambda v: v >= 0, "a number >= 0", "non_neg
 fraction = _bounded(float, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]", "fraction")
 positive_int = _bounded(int, lambda v: v >= 1, "an integer >= 1", "positive_int")
 non_negative_int = _bounded(int, lambda v: v >= 0, "an integer >= 0", "non_negative_int")
+episode_length = _bounded(int, lambda v: v >= 2, "an integer >= 2", "episode_length")

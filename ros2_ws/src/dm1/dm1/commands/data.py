@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dm1.commands.arg_types import positive_float, positive_int
+from dm1.commands.arg_types import episode_length, positive_float, positive_int
 
 
 def _image_size(text: str) -> tuple[int, int]:
@@ -25,12 +25,32 @@ def _image_size(text: str) -> tuple[int, int]:
 
 
 def _add_synth(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-o", "--out", required=True, help="dataset directory (episodes are appended)")
-    p.add_argument("--episodes", type=positive_int, default=20, help="number of episodes")
-    p.add_argument("--length", type=int, default=48, help="steps per episode (a lift takes about 40)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--image-size", type=_image_size, default=(96, 96), help="N or HxW (default 96)")
-    p.add_argument("--cameras", default="front,wrist", help="comma-separated camera names")
+    p.add_argument(
+        "-o",
+        "--out",
+        required=True,
+        help="dataset directory (episodes are appended; episodes of another layout there are refused)",
+    )
+    p.add_argument(
+        "--episodes", type=positive_int, default=20, help="number of episodes (default: %(default)s)"
+    )
+    p.add_argument(
+        "--length",
+        type=episode_length,
+        default=48,
+        help="steps per episode, >= 2; a lift takes about 40 (default: %(default)s)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="random seed; appending continues at seed + the number of the first new episode, so a second "
+        "run adds new episodes, not copies (default: %(default)s)",
+    )
+    p.add_argument("--image-size", type=_image_size, default=(96, 96), help="N or HxW (default: 96)")
+    p.add_argument(
+        "--cameras", default="front,wrist", help="comma-separated camera names (default: %(default)s)"
+    )
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -76,11 +96,18 @@ def _info(args: argparse.Namespace) -> int:
     if path.is_file():
         out = _episode_summary(read_episode(path, load_images=False))
     else:
+        info = dataset_info(path)  # lengths, success rate, recovery demos, schema, duration; none: an error
         index = DatasetIndex(path).update()
         out = {k: v for k, v in index.to_dict().items() if k != "episodes"}  # hash, totals, bad files
-        out |= dataset_info(path)  # lengths, success rate, recovery demos, schema, duration
+        out |= info
         if index.episodes:
             out["first_episode"] = _episode_summary(read_episode(index.episode_paths()[0], load_images=False))
+        for name, diffs in info.get("layout_differs", {}).items():
+            print(
+                f"dm1 data info: warning: {path / name}: layout differs from the first episode "
+                f"({'; '.join(diffs)}); the summary shows the first episode's",
+                file=sys.stderr,
+            )
     if args.json:
         print(json.dumps(out, indent=1))
     else:
@@ -211,6 +238,8 @@ def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse
     def run(args: argparse.Namespace) -> int:
         try:
             return handler(args)
+        except BrokenPipeError:  # `dm1 data info | head`: not a data error (dm1.cli.main handles it)
+            raise
         except (ValueError, OSError) as exc:
             print(f"dm1 data {args.data_action}: error: {exc}", file=sys.stderr)
             return 2

@@ -28,6 +28,8 @@ import h5py
 import numpy as np
 
 from dm1.data.episode import Episode, read_episode, require_free_space
+from dm1.data.schema import require_same_layout
+from dm1.data.staging import staged_output
 from dm1.data.tools import episode_files
 
 LEROBOT_VERSION = "v3.0"
@@ -48,12 +50,13 @@ def _pyarrow() -> Any:
 
 
 def _episodes(src: Path, success_only: bool) -> list[Path]:
-    files = episode_files(src)
-    if success_only:
-        files = [p for p in files if read_episode(p, load_images=False).success]
-    if not files:
+    """The episode files to export, all read (metadata) and of one layout, before anything is written."""
+    eps = [read_episode(p, load_images=False) for p in episode_files(src)]
+    eps = [e for e in eps if e.success or not success_only]
+    if not eps:
         raise ValueError(f"{src}: no {'successful ' if success_only else ''}episodes to export")
-    return files
+    require_same_layout(eps, "cannot export them together")
+    return [e.path for e in eps]
 
 
 def _png(img: np.ndarray) -> bytes:
@@ -118,16 +121,29 @@ def export_lerobot(
     data_file_mb: float = 100.0,
     progress: bool = False,
 ) -> Path:
-    """Write the episodes of `src` as a LeRobot v3 dataset in `out` (must not exist). Returns `out`."""
-    from tqdm import tqdm
+    """Write the episodes of `src` as a LeRobot v3 dataset in `out` (must not exist). Returns `out`.
 
+    It is built in `<out>.partial` and renamed to `out` when complete; a failure or Ctrl-C removes it.
+    """
     src, out = Path(src), Path(out)
     if out.exists():
         raise FileExistsError(f"output {out} already exists; choose a new directory")
+    _pyarrow()
+    files = _episodes(src, success_only)
+    with staged_output(out, directory=True) as tmp:
+        _write_lerobot(src, tmp, files, task, robot_type, data_file_mb, progress)
+    return out
+
+
+def _write_lerobot(
+    src: Path, out: Path, files: list[Path], task: str, robot_type: str, data_file_mb: float, progress: bool
+) -> None:
+    """`export_lerobot` into the empty directory `out`."""
+    from tqdm import tqdm
+
     pa = _pyarrow()
     import pyarrow.parquet as pq
 
-    files = _episodes(src, success_only)
     first = read_episode(files[0], load_images=False)
     cams = first.camera_names
     features: dict[str, Any] = {
@@ -187,8 +203,6 @@ def export_lerobot(
     writer, file_index, start = None, 0, 0
     for ei, path in enumerate(tqdm(files, desc="lerobot", unit="ep", disable=not progress)):
         ep = read_episode(path)
-        if ep.camera_names != cams or ep.action_names != first.action_names:
-            raise ValueError(f"{path}: cameras/actions differ from {files[0].name}; cannot export together")
         T = ep.length
         state = _state(ep)
         cols: dict[str, Any] = {
@@ -262,7 +276,6 @@ def export_lerobot(
         "dm1": {"action_space": first.action_space, "frame": first.frame, "source": str(src)},
     }
     (out / "meta/info.json").write_text(json.dumps(info, indent=2) + "\n")
-    return out
 
 
 def read_lerobot(root: str | Path) -> list[dict[str, Any]]:
@@ -326,17 +339,25 @@ def export_robomimic(
     success_only: bool = False,
     progress: bool = False,
 ) -> Path:
-    """Write the episodes of `src` as one robomimic HDF5 file `out_path` (must not exist); returns it."""
-    from tqdm import tqdm
+    """Write the episodes of `src` as one robomimic HDF5 file `out_path` (must not exist); returns it.
 
+    The file is written as `<out_path>.partial` and renamed when complete; a failure or Ctrl-C removes it.
+    """
     src, out_path = Path(src), Path(out_path)
     if out_path.exists():
         raise FileExistsError(f"output {out_path} already exists; choose a new file name")
     files = _episodes(src, success_only)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".partial")
-    # the same arrays, proprio widened to float64: at most ~10 % more than the episode files
-    require_free_space(tmp, int(1.1 * sum(p.stat().st_size for p in files)))
+    with staged_output(out_path) as tmp:
+        # the same arrays, proprio widened to float64: at most ~10 % more than the episode files
+        require_free_space(tmp, int(1.1 * sum(p.stat().st_size for p in files)))
+        _write_robomimic(tmp, files, env_name, progress)
+    return out_path
+
+
+def _write_robomimic(tmp: Path, files: list[Path], env_name: str, progress: bool) -> None:
+    """`export_robomimic` into the new file `tmp`."""
+    from tqdm import tqdm
+
     total = 0
     names, unperturbed = [], []
     with h5py.File(tmp, "w") as f:
@@ -380,8 +401,6 @@ def export_robomimic(
         data.attrs["total"] = total
         f.create_dataset("mask/train", data=np.array(names, dtype="S"))
         f.create_dataset("mask/unperturbed", data=np.array(unperturbed, dtype="S"))
-    tmp.replace(out_path)
-    return out_path
 
 
 def first_rate(path: Path) -> float:

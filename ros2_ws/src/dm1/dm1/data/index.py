@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from dm1.data.episode import (
     atomic_write_text,
     read_episode,
 )
+
+log = logging.getLogger(__name__)
 
 
 def file_sha256(path: Path, block: int = 1 << 20) -> str:
@@ -46,7 +49,8 @@ class DatasetIndex:
     """Index of a directory of episode files, kept in ``index.json`` (rewritten atomically).
 
     ``scan()`` validates every ``*.h5`` (reusing sha256s of unchanged files from the previous index), lists
-    ``*.h5.partial`` files as incomplete and unreadable ``*.h5`` files as invalid.
+    ``*.h5.partial`` files as incomplete and unreadable ``*.h5`` files as invalid. Episodes the previous
+    index listed but the directory no longer holds are in ``missing``; ``write()`` warns about them (stderr).
     """
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
@@ -56,6 +60,7 @@ class DatasetIndex:
         self.episodes: list[dict[str, Any]] = []
         self.incomplete: list[str] = []
         self.invalid: list[dict[str, str]] = []
+        self.missing: list[str] = []
 
     @property
     def index_path(self) -> Path:
@@ -72,6 +77,7 @@ class DatasetIndex:
     def scan(self) -> DatasetIndex:
         """Re-read the directory (validating episodes); returns self."""
         previous = self._previous()
+        self.missing = sorted(name for name in previous if not (self.directory / name).is_file())
         self.episodes, self.invalid = [], []
         for p in sorted(self.directory.glob("*.h5")):
             st = p.stat()
@@ -123,7 +129,16 @@ class DatasetIndex:
         }
 
     def write(self) -> Path:
-        """Atomically (re)write ``index.json``."""
+        """Atomically (re)write ``index.json``; warns (logging) when listed episodes have disappeared."""
+        if self.missing:
+            log.warning(
+                "warning: %s listed %d episode(s) that are no longer in %s: %s; "
+                "the index is rebuilt without them",
+                self.index_path,
+                len(self.missing),
+                self.directory,
+                ", ".join(self.missing),
+            )
         atomic_write_text(self.index_path, json.dumps(self.to_dict(), indent=1) + "\n")
         return self.index_path
 
@@ -134,7 +149,7 @@ class DatasetIndex:
 
     def quarantine(self, include_invalid: bool = True) -> list[Path]:
         """Move incomplete (and by default invalid) episode files into ``quarantine/``; returns new paths."""
-        self.scan()
+        self.scan().write()  # so that files moved below are not reported as disappeared
         names = list(self.incomplete) + ([e["file"] for e in self.invalid] if include_invalid else [])
         moved = []
         if names:

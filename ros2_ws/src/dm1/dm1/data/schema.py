@@ -1,13 +1,16 @@
 """What makes episodes mixable in one dataset directory; the check that refuses to append conflicting ones.
 
-Every collector (`dm1 data collect`, in-process or through the teleop node) calls `check_append_compatible`
-before writing: appending episodes with other cameras, image sizes, proprio keys, action space or names, or
-control rate to an existing dataset would make it unusable for training and conversion.
+Every writer (`dm1 data collect`, in-process or through the teleop node, and `dm1 data synth`) calls
+`check_append_compatible` before writing: appending episodes with other cameras, image sizes, proprio keys,
+action space or names, or control rate to an existing dataset would make it unusable for training and
+conversion. `layout_differences` finds such episodes in a dataset (`dm1 data validate`, `info`), and
+`require_same_layout` refuses them (`dm1 data convert`).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,6 +90,35 @@ def check_append_compatible(directory: str | os.PathLike[str], schema: EpisodeSc
         if diffs:
             raise ValueError(
                 f"{d} holds a different dataset ({path.name}: {'; '.join(diffs)}); "
-                "collect into a new directory (-o) or move those episodes away"
+                "write into a new directory (-o) or move those episodes away"
             )
     return len(paths)
+
+
+def layout_differences(episodes: Sequence[Any]) -> dict[str, list[str]]:
+    """Episodes (read with or without images) whose layout differs from the first one's.
+
+    Returns file name -> the `field: expected X, found Y` differences (X: the first episode's value).
+    """
+    if not episodes:
+        return {}
+    ref = EpisodeSchema.of(episodes[0])
+    found = {ep.path.name: ref.differences(EpisodeSchema.of(ep)) for ep in episodes[1:]}
+    return {name: diffs for name, diffs in found.items() if diffs}
+
+
+def require_same_layout(episodes: Sequence[Any], consequence: str) -> None:
+    """Raise ValueError naming every episode whose layout differs from the first one's, and how.
+
+    Args:
+        episodes: episodes of one dataset, the reference first.
+        consequence: what the caller cannot do with them (ends the message).
+    """
+    diffs = layout_differences(episodes)
+    if diffs:
+        first = Path(episodes[0].path)
+        listing = "; ".join(f"{name} ({'; '.join(d)})" for name, d in diffs.items())
+        raise ValueError(
+            f"{first.parent}: {len(diffs)} episode(s) differ in layout from {first.name}: {listing}; "
+            f"{consequence}"
+        )

@@ -17,6 +17,7 @@ import numpy as np
 
 from dm1.data.episode import EpisodeWriter, next_episode_path
 from dm1.data.index import DatasetIndex
+from dm1.data.schema import EpisodeSchema, check_append_compatible
 
 ACTION_NAMES = ("x", "y", "z", "gripper")
 PROPRIO_SPEC = {"ee_pos": 3, "gripper_width": 1}
@@ -128,10 +129,13 @@ def make_synthetic_dataset(
     """Write ``n_episodes`` toy episodes into ``out_dir`` (appending after existing ones) and index them.
 
     Args:
-        out_dir: dataset directory (created if missing).
+        out_dir: dataset directory (created if missing); episodes already there must have the same layout
+            (cameras, image size, ...), else ValueError naming the directory, the field, expected and found.
         n_episodes: number of episodes (>= 1).
         episode_len: steps per episode (>= 2); about 40 steps complete a lift.
-        seed: seed of the cube and start positions.
+        seed: seed of the cube and start positions. The random stream is seeded with ``seed + n``, n the
+            number of the first new episode (``episode_<n>.h5``; 0 in a new directory), so appending with
+            the same seed adds new scenes, not copies of the episodes already there.
         camera_names: cameras to render; ``front`` is the top-down view, any other name a wrist view.
         image_size: (H, W) of every image.
 
@@ -145,8 +149,18 @@ def make_synthetic_dataset(
     if len(image_size) != 2 or min(image_size) < 8:
         raise ValueError(f"image_size must be (H, W) with both >= 8, found {image_size}")
     out = Path(out_dir)
+    schema = EpisodeSchema(
+        tuple(camera_names),
+        (int(image_size[0]), int(image_size[1])),
+        tuple(PROPRIO_SPEC),
+        "ee_position",
+        ACTION_NAMES,
+        CONTROL_RATE_HZ,
+    )
+    check_append_compatible(out, schema)
     out.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
+    first = int(next_episode_path(out).stem.removeprefix("episode_"))
+    rng = np.random.default_rng(seed + first)
     for _ in range(n_episodes):
         path = next_episode_path(out)
         make_synthetic_episode(path, episode_len, rng, tuple(camera_names), tuple(image_size))

@@ -4,10 +4,11 @@
   cameras and shapes, action space, rate, success rate, recovery demos, duration, incomplete files.
 - `validate`: per-episode QA — format, timestamp monotonicity, gaps (a step interval above 1.5 control
   periods), dropped/repeated camera frames (from the recorder's `timing/<cam>_capture`), non-finite or
-  out-of-range actions (gripper outside [0, 1], positions outside the workspace box); incomplete `.partial`
-  files are quarantined. Writes `qa_report.json` and `qa_report.md`.
+  out-of-range actions (gripper outside [0, 1], positions outside the workspace box), a layout (cameras,
+  image size, proprio keys, actions, rate) other than the first episode's; incomplete `.partial` files and
+  files that fail the episode format are quarantined. Writes `qa_report.json` and `qa_report.md`.
 - `stats`: min / max / mean / std of actions and proprio keys (JSON).
-- `plot`: one PNG per episode with the action and joint (or EE) trajectories.
+- `plot`: one PNG per episode with the action and joint (or EE) trajectories (all written, or none).
 `register_tools` adds the command-line actions of this module (all but `info`) to `dm1 data`.
 """
 
@@ -25,6 +26,8 @@ import numpy as np
 
 from dm1.commands.arg_types import positive_int
 from dm1.data.episode import PARTIAL_SUFFIX, EpisodeFormatError, read_episode
+from dm1.data.schema import layout_differences
+from dm1.data.staging import staged_output
 
 #: Default workspace box (m, fr3_link0) for out-of-range `ee_position` actions.
 WORKSPACE_MIN = (0.15, -0.6, -0.05)
@@ -59,6 +62,14 @@ def episode_files(directory: Path) -> list[Path]:
     if not directory.is_dir():
         raise FileNotFoundError(f"dataset directory {directory} does not exist")
     return sorted(directory.glob("episode_*.h5"))
+
+
+def require_episode_files(directory: Path) -> list[Path]:
+    """`episode_files`, or ValueError naming `directory` when it holds none."""
+    files = episode_files(directory)
+    if not files:
+        raise ValueError(f"no episodes in {directory} (expected episode_*.h5 files)")
+    return files
 
 
 def check_episode(
@@ -134,6 +145,7 @@ def validate_dataset(directory: Path, quarantine: bool = True, progress: bool = 
 
     files = episode_files(directory)
     results = [check_episode(p) for p in tqdm(files, desc="validate", unit="ep", disable=not progress)]
+    _flag_mixed_layout(files, results)
     partial = sorted(p.name for p in directory.glob(f"*.h5{PARTIAL_SUFFIX}"))
     moved: list[str] = []
     if quarantine:
@@ -151,6 +163,19 @@ def validate_dataset(directory: Path, quarantine: bool = True, progress: bool = 
     (directory / "qa_report.json").write_text(json.dumps(report, indent=1) + "\n")
     (directory / "qa_report.md").write_text(report_markdown(report))
     return report
+
+
+def _flag_mixed_layout(files: list[Path], results: list[EpisodeQA]) -> None:
+    """Add an error to every readable episode whose layout differs from the first readable one's."""
+    eps = []
+    for p in files:
+        try:
+            eps.append(read_episode(p, load_images=False))
+        except EpisodeFormatError:
+            continue  # already an error of its own
+    qa = {q.file: q for q in results}
+    for name, diffs in layout_differences(eps).items():
+        qa[name].errors.append(f"layout differs from {eps[0].path.name}: {'; '.join(diffs)}")
 
 
 def report_markdown(report: dict[str, Any]) -> str:
@@ -177,13 +202,16 @@ def report_markdown(report: dict[str, Any]) -> str:
 
 
 def dataset_info(directory: Path) -> dict[str, Any]:
-    """Summary of a dataset directory (reads metadata and vectors only)."""
-    eps = [read_episode(p, load_images=False) for p in episode_files(directory)]
-    if not eps:
-        return {"directory": str(directory), "num_episodes": 0}
+    """Summary of a dataset directory (reads metadata and vectors only); ValueError when it has no episodes.
+
+    The layout (cameras, action space, ...) is the first episode's; `layout_differs` (only present when some
+    episode differs) maps the others' file names to their differences.
+    """
+    eps = [read_episode(p, load_images=False) for p in require_episode_files(directory)]
     first = eps[0]
     lengths = [e.length for e in eps]
-    return {
+    mixed = layout_differences(eps)
+    return ({"layout_differs": mixed} if mixed else {}) | {
         "directory": str(directory),
         "num_episodes": len(eps),
         "total_steps": int(sum(lengths)),
@@ -206,9 +234,7 @@ def _summary(x: np.ndarray) -> dict[str, list[float]]:
 
 def dataset_stats(directory: Path) -> dict[str, Any]:
     """Per-dimension min/max/mean/std of actions and every proprio key over all episodes."""
-    eps = [read_episode(p, load_images=False) for p in episode_files(directory)]
-    if not eps:
-        raise ValueError(f"{directory}: no episode files (episode_*.h5)")
+    eps = [read_episode(p, load_images=False) for p in require_episode_files(directory)]
     out: dict[str, Any] = {"actions": _summary(np.concatenate([e.actions for e in eps]))}
     out["actions"]["names"] = eps[0].action_names
     for k in eps[0].proprio_keys:
@@ -277,9 +303,10 @@ def _plot(args: argparse.Namespace) -> int:
 
     directory = Path(args.dataset)
     out = Path(args.out) if args.out else directory / "plots"
-    files = episode_files(directory)[: args.max_episodes]
-    for p in tqdm(files, desc="plot", unit="ep"):
-        plot_episode(p, out / f"{p.stem}.png")
+    files = require_episode_files(directory)[: args.max_episodes]
+    with staged_output(out, merge=True) as tmp:  # every plot or none; other files in `out` are kept
+        for p in tqdm(files, desc="plot", unit="ep"):
+            plot_episode(p, tmp / f"{p.stem}.png")
     print(f"wrote {len(files)} plots to {out}")
     return 0
 
@@ -315,7 +342,12 @@ def register_tools(data_sub: argparse._SubParsersAction, only: tuple[str, ...] =
         p.set_defaults(func=func)
         return p
 
-    if p := add("validate", "per-episode QA report; quarantines incomplete episodes", _validate):
+    if p := add(
+        "validate",
+        "per-episode QA report; moves incomplete (.partial) files and files that fail the episode format "
+        "into <dataset>/quarantine/ (episodes with other errors are reported, not moved)",
+        _validate,
+    ):
         p.add_argument("--no-quarantine", action="store_true", help="only report, move nothing")
         p.add_argument("--json", action="store_true", help="print the report as JSON instead of Markdown")
     if p := add("stats", "min/max/mean/std of actions and proprio (JSON)", _stats):
