@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,8 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from dm1 import interrupts
 from dm1.checkpoint import latest_checkpoint, load_checkpoint
-from dm1.config import TrainConfig, load_train_config
+from dm1.commands import train as train_command
+from dm1.config import TrainConfig, load_train_config, save_train_config
 from dm1.data.episode import EpisodeWriter, read_episode
 from dm1.data.synthetic import make_synthetic_dataset
 from dm1.meanflow import sample
@@ -242,3 +247,132 @@ def test_ctrl_c_or_sigterm_stops_dm1_train_with_a_checkpoint_and_a_resume_comman
     resumed = _dm1(*resume[1:-1], "--steps", str(step + 2), "--resume", "--no-progress")
     assert resumed.returncode == 0, resumed.stderr
     assert f"resumed from {run / 'checkpoints' / f'step_{step:08d}'}" in resumed.stdout
+
+
+def _train_in_process(*argv: str) -> int:
+    """`dm1 train ARGV` in this process (the handler `dm1.cli` dispatches to); returns its exit code."""
+    parser = argparse.ArgumentParser(prog="dm1")
+    train_command.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["train", *argv])
+    return args.func(args)
+
+
+def _snapshot(run: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+def test_resuming_with_steps_below_the_checkpoint_is_refused_naming_steps(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    Trainer(
+        _cfg(tiny_data, steps=4, checkpoint_every=4, log_every=2, batch_size=4), out_dir=run, progress=False
+    ).fit()
+    before = _snapshot(run)
+    with pytest.raises(ValueError, match=r"TrainConfig\.steps: expected > 4 .*step_00000004.*, found 2$"):
+        Trainer(_cfg(tiny_data, steps=2, batch_size=4), out_dir=run, resume=True, progress=False)
+    assert _snapshot(run) == before
+
+
+def test_resuming_a_finished_run_trains_nothing_and_rewrites_nothing(tiny_data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    Trainer(
+        _cfg(tiny_data, steps=4, checkpoint_every=4, log_every=2, batch_size=4), out_dir=run, progress=False
+    ).fit()
+    before = _snapshot(run)
+    # the same step count with another setting: config.yaml must still describe the checkpoints
+    again = Trainer(
+        _cfg(tiny_data, steps=4, log_every=1, batch_size=4), out_dir=run, resume=True, progress=False
+    )
+    summary = again.fit()
+    assert summary["trained_steps"] == 0 and summary["step"] == 4 and not summary["stopped"]
+    saved = load_checkpoint(latest_checkpoint(run))
+    assert summary["metrics"] == saved.metrics and np.isfinite(summary["metrics"]["loss"])
+    assert summary["checkpoint"] == saved.path
+    assert _snapshot(run) == before
+
+
+def test_dm1_train_resume_below_or_at_the_checkpoints_step_never_reports_a_nan_loss(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, run = tmp_path / "tiny.yaml", tmp_path / "run1"
+    save_train_config(_cfg(tiny_data, steps=4, checkpoint_every=4, log_every=2, batch_size=4), config)
+    assert _train_in_process("--config", str(config), "-o", str(run), "--no-progress") == 0
+    capsys.readouterr()
+    before = _snapshot(run)
+
+    assert _train_in_process("--config", str(config), "-o", str(run), "--steps", "2", "--resume") == 2
+    out, err = capsys.readouterr()
+    assert "nan" not in out + err
+    assert "dm1 train: error: TrainConfig.steps: expected > 4 to continue the run" in err and "found 2" in err
+    assert _snapshot(run) == before
+
+    assert _train_in_process("--config", str(config), "-o", str(run), "--resume", "--no-progress") == 0
+    out, err = capsys.readouterr()
+    assert "nan" not in out + err
+    assert f"dm1 train: {run} is already at step 4 >= steps 4: nothing to train" in out
+    assert _snapshot(run) == before
+
+
+def test_resuming_a_fine_tune_keeps_its_init_from_record_without_loading_it_again(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    base, tuned = tmp_path / "base", tmp_path / "tuned"
+    Trainer(_cfg(tiny_data, steps=2, checkpoint_every=2, batch_size=4), out_dir=base, progress=False).fit()
+    cfg = _cfg(tiny_data, steps=4, checkpoint_every=4, log_every=1, batch_size=4, init_from=str(base))
+    Trainer(cfg, out_dir=tuned, progress=False).fit(until=2)  # "preempted" at step 2
+    shutil.rmtree(base)  # the weights come from the run's own checkpoint: the source is not read again
+    resumed = Trainer(
+        _cfg(tiny_data, steps=4, log_every=1, batch_size=4), out_dir=tuned, resume=True, progress=False
+    )
+    assert resumed.step == 2
+    resumed.fit()
+    assert load_checkpoint(latest_checkpoint(tuned)).train_config.init_from == str(base)
+    assert load_train_config(tuned / "config.yaml").init_from == str(base)
+
+
+def test_resuming_with_another_init_from_is_refused_naming_the_recorded_one(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"  # trained from scratch
+    Trainer(_cfg(tiny_data, steps=4, checkpoint_every=2, batch_size=4), out_dir=run, progress=False).fit(
+        until=2
+    )
+    cfg = _cfg(tiny_data, steps=4, batch_size=4, init_from=str(tmp_path / "elsewhere"))
+    with pytest.raises(
+        ValueError, match=r"TrainConfig\.init_from: expected '' \(trained from scratch\).*found '"
+    ):
+        Trainer(cfg, out_dir=run, resume=True, progress=False)
+
+
+def test_the_continue_command_of_an_interrupted_fine_tune_keeps_init_from(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config, base, run = tmp_path / "tiny.yaml", tmp_path / "run1", tmp_path / "run2"
+    save_train_config(_cfg(tiny_data, steps=2, checkpoint_every=100, log_every=1, batch_size=4), config)
+    assert _train_in_process("--config", str(config), "-o", str(base), "--no-progress") == 0
+    with monkeypatch.context() as m:  # Ctrl-C during the first step
+        m.setattr(interrupts, "requested", lambda: True)
+        m.setattr(interrupts, "pending", lambda: int(signal.SIGINT))
+        code = _train_in_process(
+            "--config", str(config), "--init-from", str(base), "-o", str(run), "--no-progress"
+        )
+    assert code == 128 + signal.SIGINT
+    line = next(ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("dm1 train: stopped by"))
+    cmd = shlex.split(line.split("`")[1])
+    assert cmd[:2] == ["dm1", "train"] and cmd[-1] == "--resume"
+    assert cmd[cmd.index("--init-from") + 1] == str(base)
+    assert _train_in_process(*cmd[2:], "--no-progress") == 0
+    assert "resumed from" in capsys.readouterr().out
+    assert load_checkpoint(latest_checkpoint(run)).step == 2
+    assert load_checkpoint(latest_checkpoint(run)).train_config.init_from == str(base)
+    assert load_train_config(run / "config.yaml").init_from == str(base)
+
+
+def test_dm1_train_with_a_directory_as_config_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _train_in_process("--config", str(tmp_path)) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == f"dm1 train: error: --config {tmp_path}: expected a YAML file, found a directory\n"

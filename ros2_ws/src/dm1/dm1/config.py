@@ -408,12 +408,12 @@ def load_train_config(path: str | Path) -> TrainConfig:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ValueError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path}: expected a YAML file, found a directory") from None
     except yaml.YAMLError as exc:
         raise ValueError(f"{path}: invalid YAML: {exc}") from None
-    if raw is None:
-        raw = {}
     try:
-        return TrainConfig.from_dict(raw)
+        return TrainConfig.from_dict({} if raw is None else raw)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
 

@@ -59,13 +59,19 @@ def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return cfg
 
 
-def resume_command(args: argparse.Namespace, out_dir: str) -> str:
-    """The `dm1 train` command line that continues the run `args` started in `out_dir`."""
+def resume_command(args: argparse.Namespace, out_dir: str, init_from: str = "") -> str:
+    """The `dm1 train` command line that continues the run `args` started in `out_dir`.
+
+    ``init_from`` is what the run was fine-tuned from ("" if from scratch): the command repeats it so the run
+    keeps that record (a resumed run takes its weights from its own checkpoint, not from there).
+    """
     import shlex
 
     cmd = ["dm1", "train", "--config", args.config, "--out", str(out_dir)]
     if args.steps is not None:
         cmd += ["--steps", str(args.steps)]
+    if init_from:
+        cmd += ["--init-from", init_from]
     for item in args.set:
         cmd += ["--set", item]
     return shlex.join([*cmd, "--resume"])
@@ -80,7 +86,11 @@ def run(args: argparse.Namespace) -> int:
     from dm1.config import TrainConfig, load_train_config
 
     try:
-        d = apply_overrides(load_train_config(args.config).to_dict(), args.set)
+        try:
+            loaded = load_train_config(args.config)
+        except ValueError as exc:
+            raise ValueError(f"--config {exc}") from None
+        d = apply_overrides(loaded.to_dict(), args.set)
         if args.steps is not None:
             d["steps"] = args.steps
             d["warmup_steps"] = min(d["warmup_steps"], args.steps)
@@ -114,10 +124,16 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"dm1 train: stopped by {sig.name} at step {summary['step']}: "
             f"checkpoint {summary['checkpoint']}; plot {summary['plot']}; continue with "
-            f"`{resume_command(args, cfg.out_dir)}`",
+            f"`{resume_command(args, cfg.out_dir, trainer.cfg.init_from)}`",
             file=sys.stderr,
         )
         return 128 + int(sig)
+    if summary["trained_steps"] == 0:  # a finished run resumed: nothing rewritten
+        print(
+            f"dm1 train: {cfg.out_dir} is already at step {summary['step']} >= steps {cfg.steps}: "
+            f"nothing to train; checkpoint {summary['checkpoint']}"
+        )
+        return 0
     m = summary["metrics"]
     print(
         f"done: step {summary['step']}, loss {m.get('loss', float('nan')):.4f} "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import math
 import random
 import time
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 
 from dm1.augment import random_shift_dict
-from dm1.checkpoint import checkpoint_dir, latest_checkpoint, load_checkpoint, save_checkpoint
+from dm1.checkpoint import Checkpoint, checkpoint_dir, latest_checkpoint, load_checkpoint, save_checkpoint
 from dm1.config import TrainConfig, save_train_config
 from dm1.data.dataset import WindowDataset
 from dm1.dispersive import dispersive_forward
@@ -74,7 +75,8 @@ class Trainer:
         cfg: the validated training config.
         out_dir: run directory (default ``cfg.out_dir``).
         resume: continue from the latest checkpoint in ``out_dir`` (exact step, optimizer, EMA, RNG states).
-            Without it an ``out_dir`` that already holds checkpoints is refused.
+            Without it an ``out_dir`` that already holds checkpoints is refused. ``cfg.steps`` below the
+            checkpoint's step is refused; the run keeps the ``init_from`` its checkpoint records.
         progress: show a tqdm progress bar.
         log: where one-line messages go.
     """
@@ -101,6 +103,8 @@ class Trainer:
         ckpt = load_checkpoint(ckpt_path) if (resume and ckpt_path is not None) else None
         if resume and ckpt is None:
             log(f"resume: no checkpoint in {self.out_dir}, starting from step 0")
+        if ckpt is not None:
+            cfg = self.cfg = self._resumed_config(cfg, ckpt)
         # fine-tuning starts from another run's weights and normalizers (a resumed run has its own)
         init = load_checkpoint(cfg.init_from) if (cfg.init_from and ckpt is None) else None
         if init is not None and init.train_config.model != cfg.model:  # before loading the dataset
@@ -124,10 +128,36 @@ class Trainer:
         self.data_gen = torch.Generator().manual_seed(cfg.seed + 1)  # batch indices (CPU)
         self.encoder_params = [*self.net.encoders.parameters(), *self.net.spatial.parameters()]
         self.step = 0
+        self._ckpt_metrics: dict[str, Any] = {}  # the resumed checkpoint's last logged metrics
         if ckpt is not None:
             self._restore(ckpt)
         elif init is not None:
             self._init_weights(init)
+
+    def _resumed_config(self, cfg: TrainConfig, ckpt: Checkpoint) -> TrainConfig:
+        """``cfg`` checked against the checkpoint it resumes, with the run's own ``init_from`` record kept.
+
+        ``steps`` below the checkpoint's step is refused (the run is already past it; nothing would be
+        trained and ``config.yaml`` would disagree with the checkpoints). The weights come from ``ckpt``, so
+        ``init_from`` is never loaded again; it stays what the run was fine-tuned from ("" or that path).
+        """
+        if cfg.steps < ckpt.step:
+            raise ValueError(
+                f"TrainConfig.steps: expected > {ckpt.step} to continue the run {self.out_dir} (its newest "
+                f"checkpoint {ckpt.path.name} is at step {ckpt.step}), found {cfg.steps}"
+            )
+        recorded = ckpt.train_config.init_from
+        if cfg.init_from and not _same_path(cfg.init_from, recorded):
+            what = (
+                f"{recorded!r} (what it was fine-tuned from) or ''"
+                if recorded
+                else "'' (trained from scratch)"
+            )
+            raise ValueError(
+                f"TrainConfig.init_from: expected {what} to resume {self.out_dir}, whose weights come from "
+                f"its checkpoint {ckpt.path.name}; found {cfg.init_from!r}"
+            )
+        return dataclasses.replace(cfg, init_from=recorded)
 
     def _init_weights(self, init: Any) -> None:
         """Start from ``init``'s EMA weights (network and EMA); optimizer, schedule and step start fresh."""
@@ -155,6 +185,7 @@ class Trainer:
         if self.device.type == "cuda" and "cuda_rng_state" in ckpt.extra_tensors:
             torch.cuda.set_rng_state(ckpt.extra_tensors["cuda_rng_state"], self.device)
         self.step = ckpt.step
+        self._ckpt_metrics = dict(ckpt.metrics)
         self.log(f"resumed from {ckpt.path} at step {self.step}")
 
     # -- one optimisation step -------------------------------------------------------------------------------
@@ -213,12 +244,28 @@ class Trainer:
         preempted job would); returns a summary (final step, last metrics, paths, ``stopped``).
 
         ``stop`` is asked after every step (e.g. "was Ctrl-C pressed"); once it says True, training ends
-        at that step with a checkpoint and the plot, so ``--resume`` continues from there."""
+        at that step with a checkpoint and the plot, so ``--resume`` continues from there.
+
+        A run already at that step (a finished run resumed) trains nothing and writes nothing: the summary
+        has ``trained_steps`` 0 and the metrics of its newest checkpoint."""
         from tqdm import tqdm
 
         from dm1.train.plots import plot_metrics
 
         cfg = self.cfg
+        end = cfg.steps if until is None else min(until, cfg.steps)
+        if self.step >= end:  # a finished run resumed: change nothing (config, metrics, plot, checkpoints)
+            plot = self.out_dir / "loss.png"
+            return {
+                "step": self.step,
+                "metrics": dict(self._ckpt_metrics),
+                "checkpoint": latest_checkpoint(self.out_dir),
+                "metrics_csv": self.out_dir / "metrics.csv",
+                "plot": plot if plot.is_file() else None,
+                "stopped": False,
+                "trained_steps": 0,
+            }
+        start = self.step
         self.out_dir.mkdir(parents=True, exist_ok=True)
         save_train_config(cfg, self.out_dir / "config.yaml")
         csv_path = self.out_dir / "metrics.csv"
@@ -236,7 +283,6 @@ class Trainer:
             writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
             if f.tell() == 0:
                 writer.writeheader()
-            end = cfg.steps if until is None else min(until, cfg.steps)
             stopped = False
             while self.step < end and not stopped:
                 m = self.train_step(measure_grad=(self.step + 1) % cfg.log_every == 0)
@@ -265,6 +311,7 @@ class Trainer:
             "metrics_csv": csv_path,
             "plot": plot_path,
             "stopped": stopped,
+            "trained_steps": self.step - start,
         }
 
     def _rng_states(self) -> dict[str, torch.Tensor]:
@@ -304,6 +351,11 @@ class Trainer:
                 "parameters": count_parameters(self.net),
             },
         )
+
+
+def _same_path(a: str, b: str) -> bool:
+    """Whether two ``init_from`` strings name the same checkpoint or run (equal, or one resolved path)."""
+    return bool(a and b) and (a == b or Path(a).resolve() == Path(b).resolve())
 
 
 def _truncate_csv(path: Path, step: int) -> None:
