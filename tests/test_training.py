@@ -175,8 +175,12 @@ def test_fine_tuning_a_different_network_is_refused_naming_the_checkpoint(
         _cfg(tiny_data, steps=2, checkpoint_every=2, batch_size=4), out_dir=tmp_path / "a", progress=False
     ).fit()
     cfg = _cfg(tiny_data, steps=2, batch_size=4, model__mlp_width=64, init_from=str(tmp_path / "a"))
-    with pytest.raises(ValueError, match=r"init_from .*step_0*2: model config differs"):
+    with pytest.raises(ValueError, match=r"init_from .*step_0*2: model config differs") as err:
         Trainer(cfg, out_dir=tmp_path / "b", progress=False)
+    width = cfg.model.mlp_width  # the one field that differs is named, with both values, and nothing else
+    assert str(err.value).endswith(
+        f"(model.mlp_width: checkpoint {_cfg(tiny_data).model.mlp_width}, config {width})"
+    )
 
 
 def test_dispersive_gradient_on_the_encoder_is_logged(tiny_data: Path, tmp_path: Path) -> None:

@@ -110,7 +110,7 @@ class Trainer:
         if init is not None and init.train_config.model != cfg.model:  # before loading the dataset
             raise ValueError(
                 f"init_from {init.path}: model config differs from the run config "
-                f"(checkpoint {init.train_config.model.to_dict()} vs config {cfg.model.to_dict()})"
+                f"({model_differences(init.train_config.model, cfg.model)})"
             )
         random.seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
@@ -169,7 +169,7 @@ class Trainer:
         if ckpt.train_config.model != self.cfg.model:
             raise ValueError(
                 f"{ckpt.path}: model config differs from the run config; cannot resume "
-                f"(checkpoint {ckpt.train_config.model.to_dict()} vs config {self.cfg.model.to_dict()})"
+                f"({model_differences(ckpt.train_config.model, self.cfg.model)})"
             )
         if ckpt.dataset_sha256 != self.dataset.dataset_sha256:
             raise ValueError(
@@ -351,6 +351,16 @@ class Trainer:
                 "parameters": count_parameters(self.net),
             },
         )
+
+
+def model_differences(checkpoint: Any, config: Any) -> str:
+    """`model.<field>: checkpoint X, config Y` for each `ModelConfig` field that differs, joined by '; '."""
+    mine, theirs = checkpoint.to_dict(), config.to_dict()
+    return "; ".join(
+        f"model.{k}: checkpoint {mine.get(k)!r}, config {theirs.get(k)!r}"
+        for k in sorted(set(mine) | set(theirs))
+        if mine.get(k) != theirs.get(k)
+    )
 
 
 def _same_path(a: str, b: str) -> bool:
