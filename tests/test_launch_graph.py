@@ -127,6 +127,17 @@ def test_shipped_parameter_files_cover_every_node() -> None:
     assert params["controller_node"]["relative_dynamics_factor"] <= 0.3  # safe default
 
 
+def test_nested_parameters_in_a_file_reach_the_node_as_dotted_names(tmp_path: Path) -> None:
+    (tmp_path / "controller.yaml").write_text(
+        "controller_node:\n  ros__parameters:\n    safety:\n      max_ee_speed: 0.1\n"
+        "      workspace_min: [0.3, -0.4, 0.02]\n    safety.wall_decel: 1.0\n"
+    )
+    graph = franka_graph(LaunchArgs(robot_ip="172.16.0.2", no_policy=True, config_dir=str(tmp_path)))
+    args = next(s for s in graph if s.name == "controller_node").ros_args()
+    assert "safety.max_ee_speed:=0.1" in args and "safety.workspace_min:=[0.3, -0.4, 0.02]" in args
+    assert "safety.wall_decel:=1.0" in args and not any(a.startswith("safety:=") for a in args)
+
+
 def test_malformed_parameter_file_names_the_file(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("policy_node:\n  params:\n    x: 1\n")
     with pytest.raises(

@@ -256,7 +256,21 @@ def load_param_files(config_dir: Path) -> dict[str, dict[str, Any]]:
                 raise ValueError(
                     f"{path}: node {node!r} expected a 'ros__parameters' mapping, found {body!r}"
                 )
-            out.setdefault(str(node).lstrip("/"), {}).update(params)
+            out.setdefault(str(node).lstrip("/"), {}).update(flatten_parameters(params))
+    return out
+
+
+def flatten_parameters(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as ROS 2 parameter files mean them: `{safety: {max_ee_speed: 0.1}}` is the parameter
+    `safety.max_ee_speed`. (Passed on as `-p safety:={...}`, rcl refuses the override and the node does not
+    start: "Couldn't parse parameter override rule".)"""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out |= flatten_parameters(value, f"{name}.")
+        else:
+            out[name] = value
     return out
 
 
