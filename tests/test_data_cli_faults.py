@@ -203,6 +203,14 @@ def test_an_empty_folder_is_an_error_for_info_plot_and_stats(tmp_path: Path, act
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("action", ["validate", "stats", "plot"])
+def test_a_file_given_for_a_dataset_directory_is_named_as_a_file(tmp_path: Path, action: str, capsys) -> None:
+    episode = tmp_path / "episode_000000.h5"
+    episode.write_bytes(b"not read")
+    assert _dm1_data([action, str(episode)]) == 2
+    assert f"{episode}: expected a dataset directory, found a file" in capsys.readouterr().err
+
+
 def test_validate_help_says_it_quarantines_files_that_fail_the_format(capsys) -> None:
     with pytest.raises(SystemExit):
         _dm1_data(["-h"])

@@ -59,6 +59,8 @@ class EpisodeQA:
 
 def episode_files(directory: Path) -> list[Path]:
     """Complete episode files in `directory`, sorted by name."""
+    if directory.is_file():
+        raise NotADirectoryError(f"{directory}: expected a dataset directory, found a file")
     if not directory.is_dir():
         raise FileNotFoundError(f"dataset directory {directory} does not exist")
     return sorted(directory.glob("episode_*.h5"))
