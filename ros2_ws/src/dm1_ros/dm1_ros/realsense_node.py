@@ -3,16 +3,21 @@
 Thin shell around `dm1.camera.realsense`: one reader thread per camera; header.stamp = the frame's device
 timestamp mapped to the node clock (`ClockMapper`: min-offset over a 10 s window, tracks drift);
 `/diagnostics` carries per-camera frame-drop counters (gaps in frame numbers). `playback_file` replays a
-`.db3` recording through the normal pipeline (`{name}` in the path is replaced by each camera name).
+`.db3` recording through the normal pipeline (`{name}` in the path is replaced by each camera name), at the
+recording's own modes (width/height/fps do not apply; the startup log says what is streamed). When a
+non-repeating playback ends the node logs it and keeps running, its camera's diagnostics at WARN "playback
+of FILE ended". Bad parameters (duplicate names, unquoted serials) and unreadable recordings end the node
+with one line naming the parameter or file and exit code 1 (`dm1.camera.realsense.camera_configs`, `start`).
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 import rclpy  # before pyrealsense2 (imported by dm1.camera on first use): see dm1.camera.realsense._rs
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from dm1.camera.realsense import NODE_PARAMETERS, CameraConfig, CameraFrame, NoDeviceError, RealSenseCamera
+from dm1.camera.realsense import NODE_PARAMETERS, CameraFrame, NoDeviceError, RealSenseCamera, camera_configs
 from rclpy.node import Node
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, Image
@@ -28,45 +33,42 @@ class RealSenseNode(Node):
     def __init__(self) -> None:
         super().__init__("realsense_node")
         params = declare_table(self, NODE_PARAMETERS, read_only=True)  # read once: a later set is refused
-        names, serials, playback = params["camera_names"], list(params["serials"]), params["playback_file"]
-        mode = {k: params[k] for k in ("width", "height", "fps")}
+        # ValueError naming the parameter (duplicate names, unquoted serials)
+        configs = camera_configs(params)
         depth = params["enable_depth"]
-        keys = ("enable_depth", "align_depth", "playback_realtime", "playback_repeat")
-        common = dict(mode, **{k: params[k] for k in keys})
-        period = params["diagnostics_period_s"]
-        if serials and len(serials) != len(names):
-            raise ValueError(f"parameter serials: expected one per camera {names}, found {serials}")
-        if playback and len(names) > 1 and "{name}" not in playback:
-            raise ValueError(
-                f"parameter playback_file: needs a {{name}} placeholder for {len(names)} cameras"
-            )
         self._publish_guards = PublishGuards(node_warning(self))  # dm1_ros.guarded_publish
         self.cams: dict[str, RealSenseCamera] = {}
         self.pubs: dict[str, tuple] = {}
-        for i, name in enumerate(names):
-            serial = serials[i] if serials else ""
-            cfg = CameraConfig(name, serial, playback_file=playback.replace("{name}", name), **common)
-            base = f"/camera/{name}"
+        for cfg in configs:
+            base = f"/camera/{cfg.name}"
             depth_pub = (
                 self.create_publisher(Image, f"{base}/aligned_depth_to_color/image_raw", 10)
                 if depth
                 else None
             )
-            self.pubs[name] = (
+            self.pubs[cfg.name] = (
                 self.create_publisher(Image, f"{base}/color/image_raw", 10),
                 self.create_publisher(CameraInfo, f"{base}/color/camera_info", 10),
                 depth_pub,
             )
-            self.cams[name] = RealSenseCamera(cfg, clock=self._now)
+            self.cams[cfg.name] = RealSenseCamera(cfg, clock=self._now)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_timer(period, self._diagnostics)  # before the reader threads: nothing after them can fail
+        self.create_timer(params["diagnostics_period_s"], self._diagnostics)  # before the reader threads
         try:
             for cam in self.cams.values():
-                cam.start(self._publish)
+                cam.start(self._publish, on_end=self._ended_logger(cam))
         except BaseException:
             self.close()
             raise
-        self.get_logger().info(f"streaming {names} {mode}, depth={depth}, playback={playback or 'no'}")
+        for cam in self.cams.values():  # what is actually streamed (a playback: the recording's modes)
+            self.get_logger().info(f"streaming {cam.describe()}")
+
+    def _ended_logger(self, cam: RealSenseCamera) -> Callable[[], None]:
+        """Logs, once (from the reader thread), that `cam`'s non-repeating playback has ended."""
+        return lambda: self.get_logger().warning(
+            f"camera {cam.cfg.name}: playback of {cam.cfg.playback_file} ended (playback_repeat is false): "
+            "no more frames will be published"
+        )
 
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
@@ -115,7 +117,7 @@ def main(args: list[str] | None = None) -> int:
                 rclpy.spin(node)
             finally:
                 node.close()  # stop the reader threads (they publish)
-    except (NoDeviceError, ValueError) as exc:  # ValueError: also a parameter out of range
+    except (NoDeviceError, ValueError) as exc:  # ValueError: a bad parameter or PlaybackFileError
         print(f"[realsense_node] ERROR: {exc}", file=sys.stderr, flush=True)
         return 1
     return 0

@@ -7,7 +7,9 @@ from dm1.camera.realsense import (
     FrameDropCounter,
     Intrinsics,
     NoDeviceError,
+    PlaybackFileError,
     RealSenseCamera,
+    camera_configs,
     list_devices,
 )
 from dm1.camera.recording import record_synthetic
@@ -19,7 +21,9 @@ __all__ = [
     "FrameDropCounter",
     "Intrinsics",
     "NoDeviceError",
+    "PlaybackFileError",
     "RealSenseCamera",
+    "camera_configs",
     "list_devices",
     "record_synthetic",
 ]

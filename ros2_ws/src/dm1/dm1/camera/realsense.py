@@ -13,13 +13,17 @@ device or playback restart, counted as a reset, not a drop). With depth, a color
 together with a depth frame stamped within half a frame period; an unmatched color frame counts as dropped.
 
 No camera: `RealSenseCamera.start()` raises `NoDeviceError` with the serials that were found.
-Playback: a `.db3` recording is replayed through the normal `rs.pipeline` (`enable_device_from_file`).
+Playback: a `.db3` recording is replayed through the normal `rs.pipeline` (`enable_device_from_file`); the
+recording's own stream modes are streamed (`width`/`height`/`fps` do not apply, see `describe()`). A file that
+librealsense cannot replay (corrupt, truncated, empty, not a RealSense rosbag) raises `PlaybackFileError` (a
+ValueError) naming the file. When a non-repeating playback ends, the camera stops reading, calls `on_end`, and
+`health()` reports WARN "playback of FILE ended" instead of the stale-frames ERROR.
+Node parameters: `camera_configs()` checks them (unique names, string serials) and builds the configs.
 Recording test fixtures: `dm1.camera.recording.record_synthetic()`.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import threading
 import time
@@ -30,69 +34,14 @@ from typing import Any
 
 import numpy as np
 
-#: Parameters of `dm1_ros.realsense_node`: name -> (default, description, bounds) for `dm1_ros.params`.
-NODE_PARAMETERS: dict[str, tuple[Any, str, tuple[float, float] | None]] = {
-    "camera_names": (["front"], "camera names: topics /camera/<name>/color/...", None),
-    "serials": ([], "device serial per camera, in camera_names order; empty = the first device", None),
-    "width": (640, "color/depth width [px]", (1, 4096)),
-    "height": (480, "color/depth height [px]", (1, 4096)),
-    "fps": (30, "color/depth frame rate [Hz]", (1, 300)),
-    "enable_depth": (False, "also publish depth (aligned_depth_to_color)", None),
-    "align_depth": (True, "align depth to the color frame", None),
-    "playback_file": ("", ".db3 recording to replay instead of a device; {name} = camera name", None),
-    "playback_realtime": (True, "pace playback at the recorded rate", None),
-    "playback_repeat": (False, "loop the recording", None),
-    "diagnostics_period_s": (1.0, "period of /diagnostics [s]", (0.05, 60.0)),
-}
-
-
-class NoDeviceError(RuntimeError):
-    """No RealSense device (or not the requested serial) is connected."""
-
-
-@dataclass
-class CameraConfig:
-    """One RealSense camera stream.
-
-    Args:
-        name: camera name (topics `/camera/<name>/...`).
-        serial: device serial number; "" = the first device found.
-        width, height, fps: color (and depth) stream mode.
-        enable_depth: also stream depth (z16).
-        align_depth: align depth to the color frame (`rs.align`), so pixel (u, v) matches in both.
-        playback_file: replay this `.db3` recording instead of opening a device.
-        playback_realtime: pace playback at the recorded rate (False: as fast as the reader consumes).
-        playback_repeat: loop the recording.
-    """
-
-    name: str
-    serial: str = ""
-    width: int = 640
-    height: int = 480
-    fps: int = 30
-    enable_depth: bool = False
-    align_depth: bool = True
-    playback_file: str = ""
-    playback_realtime: bool = True
-    playback_repeat: bool = False
-
-    def __post_init__(self) -> None:
-        if not self.name or not self.name.replace("_", "").isalnum():
-            raise ValueError(f"CameraConfig.name: expected a name like 'front', found {self.name!r}")
-        for key in ("width", "height", "fps"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(
-                    f"CameraConfig.{key} ({self.name}): expected a positive int, found {value!r}"
-                )
-        if self.playback_file:
-            path = Path(self.playback_file)
-            if path.suffix != ".db3":
-                raise ValueError(
-                    f"CameraConfig.playback_file ({self.name}): expected a .db3 file, found {path}"
-                )
-            if not path.is_file():
-                raise ValueError(f"CameraConfig.playback_file ({self.name}): {path} does not exist")
+from dm1.camera.camera_config import (  # noqa: F401 - re-exported: dm1.camera.realsense's API
+    NODE_PARAMETERS,
+    CameraConfig,
+    NoDeviceError,
+    PlaybackFileError,
+    camera_configs,
+)
+from dm1.camera.frame_timing import ClockMapper, FrameDropCounter  # noqa: F401 - re-exported
 
 
 @dataclass
@@ -136,60 +85,6 @@ class CameraFrame:
     depth_scale: float  # metres per depth unit (0.0 without depth)
 
 
-class FrameDropCounter:
-    """Counts frames lost between consecutive frame numbers."""
-
-    def __init__(self) -> None:
-        self.received = 0
-        self.dropped = 0
-        self.resets = 0
-        self.last: int | None = None
-
-    def update(self, frame_number: int) -> int:
-        """Register a frame number; return how many frames were skipped just before it."""
-        gap = 0
-        if self.last is not None:
-            if frame_number <= self.last:
-                self.resets += 1
-            else:
-                gap = frame_number - self.last - 1
-        self.dropped += gap
-        self.received += 1
-        self.last = frame_number
-        return gap
-
-
-class ClockMapper:
-    """Maps device timestamps (ms) to host time (s): min-offset over a sliding window, see the module doc."""
-
-    def __init__(self, window_s: float = 10.0, reset_threshold_s: float = 1.0) -> None:
-        if window_s <= 0 or reset_threshold_s <= 0:
-            raise ValueError(
-                f"ClockMapper: window_s and reset_threshold_s must be > 0, found {window_s}, "
-                f"{reset_threshold_s}"
-            )
-        self.window_s = window_s
-        self.reset_threshold_s = reset_threshold_s
-        self._samples: collections.deque[tuple[float, float]] = collections.deque()  # (device_s, offset_s)
-        self.resets = 0
-        self.offset_s: float | None = None
-
-    def map(self, device_ts_ms: float, arrival_s: float) -> float:
-        """Host time of a frame stamped `device_ts_ms` by the device that arrived at host time `arrival_s`."""
-        device_s = device_ts_ms / 1000.0
-        sample = arrival_s - device_s
-        if self._samples and (
-            device_s < self._samples[-1][0] or abs(sample - self.offset_s) > self.reset_threshold_s  # type: ignore[operator]
-        ):
-            self._samples.clear()  # device clock restarted or jumped: re-anchor
-            self.resets += 1
-        self._samples.append((device_s, sample))
-        while self._samples[0][0] < device_s - self.window_s:
-            self._samples.popleft()
-        self.offset_s = min(off for _, off in self._samples)
-        return device_s + self.offset_s
-
-
 def _rs():  # imported lazily: pyrealsense2 needs libusb and is not required by the rest of dm1
     # A process that also uses rclpy must import rclpy first: pyrealsense2 (2.56+) carries its own Fast DDS
     # (realdds), and when it is loaded before rclpy's rmw_fastrtps the duplicated static objects are
@@ -207,6 +102,27 @@ def list_devices() -> list[dict[str, str]]:
         {"serial": d.get_info(info.serial_number), "name": d.get_info(info.name)}
         for d in rs.context().query_devices()
     ]
+
+
+def _describe_profile(stream: Any) -> str:
+    """`color 64x48 rgb8 @ 30 fps` for an `rs.stream_profile`."""
+    video = stream.as_video_stream_profile()
+    kind, fmt = (str(v).split(".")[-1] for v in (stream.stream_type(), stream.format()))
+    return f"{kind} {video.width()}x{video.height()} {fmt} @ {stream.fps()} fps"
+
+
+def _size(path: Path) -> int | None:
+    """The file's size in bytes; None when it cannot be read."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
+
+
+def _librealsense_reason(exc: RuntimeError) -> str:
+    """librealsense's own reason on one line, without its "Failed to resolve request ... Reason:" preamble."""
+    text = " ".join(str(exc).split())
+    return text.split("Reason: ", 1)[-1] or type(exc).__name__
 
 
 READ_SLICE_S = 0.05  # `read` waits in slices this long, checking for the end of a playback in between
@@ -232,38 +148,33 @@ class RealSenseCamera:
         self._align = None
         self._depth_scale = 0.0
         self._intrinsics: Intrinsics | None = None
+        self._streams: list[str] = []  # `_describe_profile` of each stream read
+        self.playback_ended = False  # a non-repeating playback has been read to its end
+        self._end_seen_s: float | None = None  # when `read` first found the playback stopped (monotonic)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.error: BaseException | None = None
         self.last_frame_s: float | None = None  # host time of the last delivered frame
 
-    def start(self, callback: Callable[[CameraFrame], None] | None = None) -> None:
-        """Open the device or file; with `callback`, deliver frames to it from a reader thread."""
+    def start(
+        self,
+        callback: Callable[[CameraFrame], None] | None = None,
+        on_end: Callable[[], None] | None = None,
+    ) -> None:
+        """Open the device or file; with `callback`, deliver frames to it from a reader thread.
+
+        Args:
+            callback: receives every frame, on the reader thread.
+            on_end: called once, on the reader thread, when a non-repeating playback has ended (the thread
+                then stops; `health()` reports the end).
+
+        Raises:
+            NoDeviceError: no device (or not the configured serial) is connected.
+            PlaybackFileError: `playback_file` is not a RealSense recording librealsense can replay.
+        """
         rs = _rs()
         cfg = self.cfg
-        rs_cfg = rs.config()
-        if cfg.playback_file:
-            rs_cfg.enable_device_from_file(str(cfg.playback_file), repeat_playback=cfg.playback_repeat)
-        else:
-            found = list_devices()
-            if not found or (cfg.serial and cfg.serial not in {d["serial"] for d in found}):
-                which = f" with serial {cfg.serial}" if cfg.serial else ""
-                serials = [d["serial"] for d in found] or "none"
-                raise NoDeviceError(
-                    f"camera {cfg.name!r}: no RealSense device{which} is connected (found: {serials})"
-                )
-            if cfg.serial:
-                rs_cfg.enable_device(cfg.serial)
-            rs_cfg.enable_stream(rs.stream.color, cfg.width, cfg.height, rs.format.rgb8, cfg.fps)
-            if cfg.enable_depth:
-                rs_cfg.enable_stream(rs.stream.depth, cfg.width, cfg.height, rs.format.z16, cfg.fps)
-        pipeline = rs.pipeline()
-        if cfg.playback_file:
-            # Pace the resolved device *before* start: set after start, the first frames can be lost.
-            rs_cfg.resolve(rs.pipeline_wrapper(pipeline)).get_device().as_playback().set_real_time(
-                cfg.playback_realtime
-            )
-        profile = pipeline.start(rs_cfg)
+        pipeline, profile = self._open_playback(rs) if cfg.playback_file else self._open_device(rs)
         device = profile.get_device()
         self._pipeline = pipeline
         if cfg.playback_file and not cfg.playback_repeat:
@@ -276,6 +187,8 @@ class RealSenseCamera:
             self._depth_scale = float(device.first_depth_sensor().get_depth_scale())
             self._align = rs.align(rs.stream.color) if cfg.align_depth else None
         self._has_depth = has_depth
+        kinds = [rs.stream.color] + ([rs.stream.depth] if has_depth else [])
+        self._streams = [_describe_profile(profile.get_stream(kind)) for kind in kinds]
         color = profile.get_stream(rs.stream.color).as_video_stream_profile().get_intrinsics()
         self._intrinsics = Intrinsics(
             color.width,
@@ -289,25 +202,104 @@ class RealSenseCamera:
         )
         if callback is not None:
             self._thread = threading.Thread(
-                target=self._loop, args=(callback,), name=f"rs-{cfg.name}", daemon=True
+                target=self._loop, args=(callback, on_end), name=f"rs-{cfg.name}", daemon=True
             )
             self._thread.start()
 
+    def _open_device(self, rs: Any) -> tuple[Any, Any]:
+        """(pipeline, profile) of the configured device and mode; `NoDeviceError` when it is not connected."""
+        cfg = self.cfg
+        found = list_devices()
+        if not found or (cfg.serial and cfg.serial not in {d["serial"] for d in found}):
+            which = f" with serial {cfg.serial}" if cfg.serial else ""
+            serials = [d["serial"] for d in found] or "none"
+            raise NoDeviceError(
+                f"camera {cfg.name!r}: no RealSense device{which} is connected (found: {serials})"
+            )
+        rs_cfg = rs.config()
+        if cfg.serial:
+            rs_cfg.enable_device(cfg.serial)
+        rs_cfg.enable_stream(rs.stream.color, cfg.width, cfg.height, rs.format.rgb8, cfg.fps)
+        if cfg.enable_depth:
+            rs_cfg.enable_stream(rs.stream.depth, cfg.width, cfg.height, rs.format.z16, cfg.fps)
+        pipeline = rs.pipeline()
+        return pipeline, pipeline.start(rs_cfg)
+
+    def _open_playback(self, rs: Any) -> tuple[Any, Any]:
+        """(pipeline, profile) replaying `playback_file` (every recorded stream, at its recorded mode);
+        `PlaybackFileError` naming the file when librealsense cannot replay it or it has no color stream."""
+        cfg = self.cfg
+        path = Path(cfg.playback_file)
+        pipeline, started = rs.pipeline(), False
+        try:
+            rs_cfg = rs.config()
+            rs_cfg.enable_device_from_file(str(path), repeat_playback=cfg.playback_repeat)
+            # Pace the resolved device *before* start: set after start, the first frames can be lost.
+            rs_cfg.resolve(rs.pipeline_wrapper(pipeline)).get_device().as_playback().set_real_time(
+                cfg.playback_realtime
+            )
+            profile = pipeline.start(rs_cfg)
+            started = True
+            if not any(s.stream_type() == rs.stream.color for s in profile.get_streams()):
+                kinds = sorted(str(s.stream_type()).split(".")[-1] for s in profile.get_streams())
+                raise PlaybackFileError(
+                    f"camera {cfg.name!r}: playback_file {path}: expected a color stream, found {kinds}"
+                )
+            return pipeline, profile
+        except BaseException as exc:
+            if started:
+                with contextlib.suppress(RuntimeError):
+                    pipeline.stop()
+            if not isinstance(exc, RuntimeError):
+                raise
+            reason = "the file is empty (0 bytes)" if _size(path) == 0 else _librealsense_reason(exc)
+            raise PlaybackFileError(
+                f"camera {cfg.name!r}: playback_file {path}: not a RealSense recording (.db3 rosbag): "
+                f"{reason}"
+            ) from None
+
+    def describe(self) -> str:
+        """What `start()` opened, one line: `front: color 64x48 rgb8 @ 30 fps from rec.db3 (...)`.
+
+        On playback the recording's own modes are streamed and the note says that the configured
+        width/height/fps do not apply."""
+        cfg = self.cfg
+        if not self._streams:
+            return f"{cfg.name}: not started"
+        text = f"{cfg.name}: {', '.join(self._streams)}"
+        if cfg.enable_depth and not self._has_depth:
+            text += " (enable_depth: the recording has no depth stream)"
+        if cfg.playback_file:
+            repeat = ", repeating" if cfg.playback_repeat else ""
+            text += (
+                f" from recording {cfg.playback_file}{repeat} (its recorded modes: width/height/fps "
+                "do not apply to playback)"
+            )
+        elif cfg.serial:
+            text += f" from device {cfg.serial}"
+        return text
+
     def read(self, timeout_s: float = 1.0) -> CameraFrame | None:
         """The next new color frame; None after `timeout_s` without one, or as soon as a non-repeating
-        playback has ended (its file read to the end and nothing delivered for `PLAYBACK_END_GRACE_S`)."""
+        playback has ended (its file read to the end and nothing delivered for `PLAYBACK_END_GRACE_S`; then
+        `playback_ended` is set and later calls return None at once)."""
         if self._pipeline is None:
             raise RuntimeError(f"camera {self.cfg.name!r}: read() before start()")
+        if self.playback_ended:
+            return None
         deadline = time.monotonic() + timeout_s
-        ended_at: float | None = None
         while (left := deadline - time.monotonic()) > 0:
             ok, frames = self._pipeline.try_wait_for_frames(max(1, int(min(left, READ_SLICE_S) * 1000)))
             if not ok:
                 if self._playback_end is not None and self._playback_end():
-                    ended_at = ended_at or time.monotonic()  # frames already read may still be queued
-                    if time.monotonic() - ended_at >= PLAYBACK_END_GRACE_S:
+                    # frames already read may still be queued; the grace spans calls (a reader thread's
+                    # timeout may be shorter than it)
+                    self._end_seen_s = self._end_seen_s or time.monotonic()
+                    if time.monotonic() - self._end_seen_s >= PLAYBACK_END_GRACE_S:
+                        self.playback_ended = True
                         return None
                 continue
+            self._end_seen_s = None
             arrival = self.clock()
             color = frames.get_color_frame()
             if not color or color.get_frame_number() == self.drops.last:
@@ -344,22 +336,35 @@ class RealSenseCamera:
             self._depth_scale,
         )  # type: ignore[arg-type]
 
-    def _loop(self, callback: Callable[[CameraFrame], None]) -> None:
+    def _loop(
+        self, callback: Callable[[CameraFrame], None], on_end: Callable[[], None] | None = None
+    ) -> None:
         try:
             while not self._stop.is_set():
                 frame = self.read(timeout_s=0.5)
                 if frame is not None:
                     callback(frame)
                     self.last_frame_s = self.clock()
+                elif self.playback_ended:  # nothing more will come: report it once and stop reading
+                    if on_end is not None:
+                        on_end()
+                    return
         except BaseException as exc:  # surfaced by `alive` / the node's diagnostics
             self.error = exc
 
     def health(self, now_s: float, max_age_s: float = 1.0) -> tuple[int, str, dict[str, object]]:
-        """(level 0 ok / 1 warn / 2 error, message, counters) for diagnostics."""
+        """(level 0 ok / 1 warn / 2 error, message, counters) for diagnostics.
+
+        A non-repeating playback that has ended is a WARN, "playback of FILE ended": no more frames will
+        come, by design (not the ERROR of a stream that stopped delivering)."""
         age = now_s - self.last_frame_s if self.last_frame_s is not None else float("inf")
         values = dict(vars(self.drops), clock_offset_s=self.mapper.offset_s, clock_resets=self.mapper.resets)
         values["frame_age_s"] = age
         values["unpaired_color"] = self.unpaired
+        if self.cfg.playback_file:
+            values["playback_ended"] = self.playback_ended
+        if self.error is None and self.playback_ended:
+            return 1, f"playback of {self.cfg.playback_file} ended", values
         if self.error is not None or age > max_age_s:
             return 2, f"no frames for {age:.1f} s" + (f": {self.error}" if self.error else ""), values
         if self.drops.dropped:
