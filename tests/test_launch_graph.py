@@ -108,6 +108,42 @@ def test_only_a_keyboard_teleop_node_reads_the_terminal(tmp_path: Path) -> None:
     assert not _by_name(franka_graph(args))["teleop"].terminal
 
 
+def test_the_teleop_device_and_directory_come_from_teleop_yaml_unless_launch_arguments_name_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    base = {"use_sim": True, "no_policy": True, "record": True}
+    shipped = _by_name(franka_graph(LaunchArgs(**base)))["teleop"]
+    assert shipped.parameters["device"] == "keyboard" and shipped.terminal
+    assert shipped.parameters["out_dir"] == str(tmp_path / "data/teleop")  # teleop.yaml's out_dir
+    chosen = LaunchArgs(**base, teleop_device="scripted", record_dir="demos")
+    teleop = _by_name(franka_graph(chosen))["teleop"]
+    assert teleop.parameters["device"] == "scripted" and not teleop.terminal
+    assert teleop.parameters["out_dir"] == str(tmp_path / "demos")
+    assert "device:=scripted" in teleop.ros_args() and f"out_dir:={tmp_path / 'demos'}" in teleop.ros_args()
+
+
+def test_dm1_launch_and_the_launch_file_pass_the_teleop_device_and_directory_alike(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dm1.cli import build_parser
+
+    argv = ["launch", "franka", "--use-sim", "--sim-host", "127.0.0.1", "--no-policy", "--record"]
+    argv += ["--teleop-device", "joy", "--record-dir", str(tmp_path / "demos"), "--dry-run"]
+    args = build_parser().parse_args(argv)
+    assert args.func(args) == 0
+    teleop = next(line for line in capsys.readouterr().out.splitlines() if "dm1_ros.teleop_node" in line)
+    assert "device:=joy" in teleop and f"out_dir:={tmp_path / 'demos'}" in teleop
+    values = {"use_sim": "true", "sim_host": "127.0.0.1", "no_policy": "true", "record": "true"}
+    values |= {"teleop_device": "joy", "record_dir": str(tmp_path / "demos")}
+    from_launch = _by_name(_launch_module().node_specs(**values))["teleop"].parameters
+    assert from_launch["device"] == "joy" and from_launch["out_dir"] == str(tmp_path / "demos")
+    defaults = {name: default for name, default, _ in _launch_module().ARGUMENTS}
+    assert defaults["teleop_device"] == defaults["record_dir"] == ""  # teleop.yaml's values
+    no_flags = build_parser().parse_args(["launch", "franka"])
+    assert no_flags.teleop_device == no_flags.record_dir == ""
+
+
 def test_file_defaults_are_overridden_by_launch_arguments(tmp_path: Path) -> None:
     (tmp_path / "controller.yaml").write_text(
         "controller_node:\n  ros__parameters:\n    robot_ip: '10.0.0.1'\n    control_rate_hz: 250.0\n"
@@ -161,6 +197,15 @@ def test_malformed_parameter_file_names_the_file(tmp_path: Path) -> None:
         ({"use_sim": True, "model": "/nonexistent"}, r"lacks model.onnx, model_card.json"),
         ({"use_sim": True, "no_policy": True, "foxglove_port": 70000}, r"foxglove_port: expected 0..65535"),
         ({"use_sim": True, "record": True, "model": "/m"}, r"record: the teleop recorder commands the robot"),
+        (
+            {"use_sim": True, "no_policy": True, "record": True, "teleop_device": "mouse"},
+            r"teleop_device: expected one of \['gamepad', 'joy', 'keyboard', 'scripted', 'spacemouse'\] "
+            r"\(or '' for teleop.yaml's device\), found 'mouse'",
+        ),
+        (
+            {"use_sim": True, "no_policy": True, "teleop_device": "joy"},
+            r"teleop_device: only used by the teleop recorder, expected record with it",
+        ),
     ],
 )
 def test_bad_launch_arguments_are_refused_with_the_field_named(kwargs: dict, message: str) -> None:

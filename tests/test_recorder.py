@@ -120,6 +120,59 @@ def test_low_disk_space_refuses_to_start(tmp_path):
         rec.start(0)
 
 
+def _lift_dataset(tmp_path) -> None:
+    """One episode of `dm1 data collect --via-teleop`'s layout (proprio ee_pos + gripper_width) in ds/."""
+    rec = EpisodeRecorder(_config(tmp_path, proprio_keys=("ee_pos", "gripper_width")))
+    rec.start(0)
+    _record(rec, 3)
+    rec.stop_save(success=True)
+
+
+def test_recording_into_a_dataset_of_another_layout_is_refused_before_anything_is_written(tmp_path):
+    _lift_dataset(tmp_path)
+    rec = EpisodeRecorder(_config(tmp_path))  # the node's default proprio keys: another layout
+    expected = (
+        r"ds holds a different dataset \(episode_000000.h5: proprio_keys: expected "
+        r"\['ee_pos', 'ee_quat_xyzw', 'gripper_width', 'joint_pos'\], found \['ee_pos', 'gripper_width'\]\)"
+    )
+    with pytest.raises(RecorderError, match=expected):
+        rec.start(1)
+    assert not rec.recording
+    with pytest.raises(RecorderError, match=expected):
+        rec.check_dataset()  # the node's startup check
+    assert sorted(p.name for p in rec.config.out_dir.iterdir()) == ["episode_000000.h5"]
+
+
+def test_recording_into_a_dataset_of_the_same_layout_appends(tmp_path):
+    _lift_dataset(tmp_path)
+    rec = EpisodeRecorder(_config(tmp_path, proprio_keys=("ee_pos", "gripper_width")))
+    rec.check_dataset()
+    rec.start(1)
+    _record(rec, 3)
+    assert rec.stop_save(success=False).name == "episode_000001.h5"
+
+
+def test_frames_of_another_size_than_the_datasets_are_refused(tmp_path):
+    _lift_dataset(tmp_path)  # 24x32 frames
+    rec = EpisodeRecorder(_config(tmp_path, proprio_keys=("ee_pos", "gripper_width")))
+    for cam in rec.config.camera_names:
+        rec.on_image(cam, np.zeros((48, 64, 3), np.uint8), 9.0, 9.0)
+    with pytest.raises(RecorderError, match=r"image_size: expected 48x64, found 24x32"):
+        rec.start(1)
+
+
+def test_an_episode_of_another_layout_added_while_the_recorder_runs_is_found_at_the_next_start(tmp_path):
+    rec = EpisodeRecorder(_config(tmp_path))
+    rec.start(0)  # empty: passes
+    _record(rec, 3)
+    rec.stop_save(success=True)
+    (tmp_path / "other").mkdir()  # another writer's episode moved in by hand
+    _lift_dataset(tmp_path / "other")
+    (tmp_path / "other" / "ds" / "episode_000000.h5").rename(rec.config.out_dir / "episode_000001.h5")
+    with pytest.raises(RecorderError, match=r"episode_000001.h5: proprio_keys"):
+        rec.start(2)
+
+
 class _DiskFullWriter(TimedEpisodeWriter):
     """Fails like a full disk after a few steps (h5py raises OSError with errno ENOSPC)."""
 

@@ -357,3 +357,64 @@ def test_loop_target_follows_an_arm_something_else_moved_until_the_device_moves_
     dev.next = DeviceCommand(t + 0.05, "delta", [0.0, 0.01, 0.0])
     out = loop.step(DeviceContext(t + 0.05, 0.05, ee_pos=ee))  # the target leads the arm again
     np.testing.assert_allclose(out.action[:3], ee + [0.0, 0.02, 0.0])
+
+
+def _recording_loop(out, proprio_keys=("ee_pos", "ee_quat_xyzw", "gripper_width", "joint_pos")):
+    """A loop with a real recorder into `out` whose inputs (frames, joints) are fed at every `_tick`."""
+    from dm1.teleop.recorder import EpisodeRecorder, RecorderConfig
+
+    rec = EpisodeRecorder(RecorderConfig(out_dir=out, proprio_keys=proprio_keys, min_free_mb=0))
+    return (*_loop(rec), rec)
+
+
+def _tick(loop, dev, rec, t, events=()):
+    q = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
+    for cam in rec.config.camera_names:
+        rec.on_image(cam, np.zeros((24, 32, 3), np.uint8), t, t)
+    rec.on_joint_state(q, 0.08, t, t)
+    dev.next = DeviceCommand(t, "delta", [0.0, 0.0, 0.0], events=tuple(events))
+    return loop.step(DeviceContext(t, 0.05, ee_pos=EE))
+
+
+def test_a_refused_second_start_keeps_the_episode_number_and_the_saved_message_names_the_file(tmp_path):
+    out = tmp_path / "ds"
+    loop, dev, rec = _recording_loop(out)
+    messages = []
+    for k, events in enumerate([("start",), ("start",), (), (), ("mark_success", "stop_save"), ("start",)]):
+        messages += _tick(loop, dev, rec, 100.0 + 0.05 * k, events).messages
+    assert messages == [
+        "recording episode 0",
+        "error: cannot start: session is recording, expected idle",
+        "episode marked success",
+        "saved episode 0 (success=True)",  # `dm1 data collect --via-teleop` reads the file name from it
+        "recording episode 1",
+    ]
+    assert sorted(p.name for p in out.iterdir()) == ["episode_000000.h5", "episode_000001.h5.partial"]
+
+
+def test_loop_start_into_a_dataset_of_another_layout_is_refused_and_holds(tmp_path):
+    from dm1.teleop.recorder import RecorderError
+
+    out = tmp_path / "ds"
+    lift, lift_dev, lift_rec = _recording_loop(out, proprio_keys=("ee_pos", "gripper_width"))
+    for k, events in enumerate([("start",), (), ("stop_save",)]):  # a --via-teleop episode
+        _tick(lift, lift_dev, lift_rec, 100.0 + 0.05 * k, events)
+    loop, dev, rec = _recording_loop(out)  # the node's default proprio keys
+    with pytest.raises(RecorderError, match=r"holds a different dataset \(episode_000000.h5: proprio_keys"):
+        loop.event("start", 100.0)  # a service call: the node answers success=false with the message
+    out1 = _tick(loop, dev, rec, 100.05, ["start"])  # a device key: the same refusal, the loop holds
+    assert out1.messages[0].startswith("error: ") and "holds a different dataset" in out1.messages[0]
+    assert loop.status(100.05)["next_index"] == 0  # a refused start changes nothing
+    assert not loop.session.recording and loop.hold
+    np.testing.assert_allclose(out1.action[:3], EE)  # holding where the arm is
+    assert sorted(p.name for p in out.iterdir()) == ["episode_000000.h5"]
+    fresh = _recording_loop(out)[0]
+    line = fresh.check_dataset()  # the node's startup check: logged at once, the loop holds
+    assert line.startswith("error: ") and "holds a different dataset (episode_000000.h5: proprio_keys" in line
+    assert line.endswith("start is refused while it does") and fresh.hold
+
+
+def test_loop_check_dataset_passes_for_an_empty_directory_or_without_a_recorder(tmp_path):
+    loop, _dev, _rec = _recording_loop(tmp_path / "ds")
+    assert loop.check_dataset() is None and not loop.hold
+    assert _loop()[0].check_dataset() is None

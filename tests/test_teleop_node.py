@@ -320,3 +320,50 @@ def test_a_home_move_under_a_live_joystick_is_not_undone(graph, tmp_path):
         finally:
             stop.set()
             thread.join()
+
+
+def test_a_dataset_of_another_layout_is_named_at_startup_and_start_is_refused_while_the_node_holds(
+    graph, tmp_path
+):
+    """`--record-dir` pointing at `dm1 data collect --via-teleop` episodes (proprio ee_pos + gripper_width)
+    while the node records its default proprio keys: it logs the conflict once it is up, refuses `start`
+    with the dataset check's message and keeps running, holding the arm; nothing is appended."""
+    from dm1.teleop.recorder import EpisodeRecorder, RecorderConfig
+
+    out = tmp_path / "ds"
+    lift = EpisodeRecorder(
+        RecorderConfig(out_dir=out, proprio_keys=("ee_pos", "gripper_width"), min_free_mb=0)
+    )
+    lift.start(0)
+    for cam in lift.config.camera_names:
+        lift.on_image(cam, np.zeros((96, 96, 3), np.uint8), 1.0, 1.0)
+    lift.on_joint_state(np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785]), 0.08, 1.0, 1.0)
+    assert lift.tick(1.0, np.array([0.5, 0.0, 0.3, 0.0]))
+    lift.stop_save(success=True)
+    group, probe, _ = graph
+    with _teleop(graph, "teleop_mixed", out, "scripted") as proc:
+        conflict = "holds a different dataset (episode_000000.h5: proprio_keys"
+        wait_for(lambda: conflict in group.log("teleop_mixed"), 30, what="the startup error in the log")
+        assert probe.status["hold"] and "holds a different dataset" in probe.status["last_error"]
+        reply = probe.call("/teleop/start")
+        assert not reply.success and "holds a different dataset (episode_000000.h5" in reply.message
+        probe.wait_sim(0.5)
+        assert proc.poll() is None and probe.status["state"] == "idle" and probe.status["hold"]
+    assert sorted(p.name for p in out.iterdir()) == ["episode_000000.h5"]
+
+
+def test_a_refused_second_start_leaves_the_episode_number_alone(graph, tmp_path):
+    """start, start (refused: recording), mark_success, stop_save: the reply names the file written, and the
+    next episode is the next number (`dm1 data collect --via-teleop` reads the file name from the reply)."""
+    probe, out = graph[1], tmp_path / "ds"
+    with _teleop(graph, "teleop_restart", out, "scripted"):
+        assert probe.call("/teleop/start").message == "recording episode 0"
+        refused = probe.call("/teleop/start")
+        assert not refused.success and "cannot start: session is recording" in refused.message
+        wait_for(lambda: _frames(probe) >= 3, 120, what="3 recorded frames")
+        assert probe.call("/teleop/mark_success").success
+        saved = probe.call("/teleop/stop_save")
+        assert saved.success and saved.message == "saved episode 0 (success=True)", saved.message
+        assert (out / "episode_000000.h5").is_file()
+        assert probe.call("/teleop/start").message == "recording episode 1"
+        assert probe.call("/teleop/discard").success

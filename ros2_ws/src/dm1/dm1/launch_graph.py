@@ -118,7 +118,9 @@ class LaunchArgs:
         rviz: start rviz2 with `dm1_bringup/rviz/dm1.rviz` (needs a ROS host).
         record: start the teleop recorder (`dm1_ros.teleop_node`), episodes into `record_dir`; it commands the
             robot, so it needs `no_policy`.
-        record_dir: output directory of the recorder.
+        record_dir: output directory of the recorder ("" = teleop.yaml's `out_dir`).
+        teleop_device: input device of the recorder, one of `dm1.teleop.devices.DEVICES` ("" = teleop.yaml's
+            `device`); needs `record`.
         foxglove: start the Foxglove bridge (websocket on `foxglove_port`, optional MCAP file).
         foxglove_port: websocket port (0 = any free port).
         foxglove_mcap: also write the bridged stream to this `.mcap` file ("" = no file).
@@ -137,7 +139,8 @@ class LaunchArgs:
     external_cameras: bool = False
     rviz: bool = False
     record: bool = False
-    record_dir: str = "data/episodes"
+    record_dir: str = ""
+    teleop_device: str = ""
     foxglove: bool = False
     foxglove_port: int = 8765
     foxglove_mcap: str = ""
@@ -169,6 +172,19 @@ class LaunchArgs:
                 "LaunchArgs.record: the teleop recorder commands the robot, so it cannot run beside the "
                 "policy; pass no_policy (policy rollouts are recorded by `dm1 eval`)"
             )
+        if self.teleop_device:
+            from dm1.teleop.devices import DEVICES
+
+            if self.teleop_device not in DEVICES:
+                raise ValueError(
+                    f"LaunchArgs.teleop_device: expected one of {sorted(DEVICES)} (or '' for teleop.yaml's "
+                    f"device), found {self.teleop_device!r}"
+                )
+            if not self.record:
+                raise ValueError(
+                    f"LaunchArgs.teleop_device: only used by the teleop recorder, expected record with it, "
+                    f"found teleop_device={self.teleop_device!r} without record"
+                )
         if self.model is None and not self.no_policy:
             raise ValueError(
                 "LaunchArgs.model: expected an exported model directory (or no_policy), found None"
@@ -380,7 +396,11 @@ def franka_graph(args: LaunchArgs) -> list[NodeSpec]:
             )
         )
     if args.record:
-        rec = params("teleop", out_dir=str(Path(args.record_dir).resolve()), record=True, cameras=cams)
+        # record_dir / teleop_device win over teleop.yaml's out_dir / device; left empty, the file's apply
+        chosen = {"out_dir": args.record_dir, "device": args.teleop_device}
+        rec = params("teleop", record=True, cameras=cams, **{k: v for k, v in chosen.items() if v})
+        if "out_dir" in rec:  # relative to the directory the graph is launched from (the nodes' cwd)
+            rec["out_dir"] = str(Path(str(rec["out_dir"])).resolve())
         graph.append(
             NodeSpec(
                 **ros,

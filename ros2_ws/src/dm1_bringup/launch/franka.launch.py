@@ -41,7 +41,12 @@ ARGUMENTS: list[tuple[str, str, str]] = [
     ),
     ("rviz", "false", "start rviz2 with dm1_bringup/rviz/dm1.rviz"),
     ("record", "false", "start the teleop recorder (episodes into record_dir)"),
-    ("record_dir", "data/episodes", "recorder output directory"),
+    ("record_dir", "", "recorder output directory (default: teleop.yaml's out_dir)"),
+    (
+        "teleop_device",
+        "",
+        "recorder input device: spacemouse|keyboard|gamepad|joy|scripted (default: teleop.yaml's device)",
+    ),
     ("foxglove", "false", "start the Foxglove live bridge (monitoring only)"),
     ("foxglove_port", "8765", "Foxglove websocket port"),
     ("foxglove_mcap", "", "also write the Foxglove stream to this .mcap file"),

@@ -56,14 +56,14 @@ class TeleopNode(Node):
         self.p = p = declare_parameters(self)
         keys = ("control_rate_hz", "deadman_timeout_s", "require_enable", "max_speed")
         self.cfg = TeleopConfig(**{k: p[k] for k in keys})
-        rc = RecorderConfig(
-            Path(p["out_dir"]), p["cameras"], p["proprio_keys"], control_rate_hz=p["control_rate_hz"]
-        )
-        rc.min_free_mb = p["min_free_mb"]  # bounded by its descriptor
+        bounded = {k: p[k] for k in ("control_rate_hz", "min_free_mb")}  # by their parameter descriptors
+        rc = RecorderConfig(Path(p["out_dir"]), p["cameras"], p["proprio_keys"], **bounded)
         mirror = McapMirror(Path(p["out_dir"]) / "mcap") if p["mcap"] else None
         scripted = {"recovery_fraction": p["scripted_recovery_fraction"], "seed": p["scripted_seed"]}
         self.device = make_device(p["device"], **(scripted if p["device"] == "scripted" else {}))
         self.loop = TeleopLoop(self.cfg, self.device, EpisodeRecorder(rc) if p["record"] else None, mirror)
+        if problem := self.loop.check_dataset():  # out_dir holds another dataset: say so now, not at start
+            self._log(problem, error=True)
         self.q, self.width, self.cube = None, None, None  # joints (7,), gripper width m, object position (3,)
         reliable = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
         for cam in p["cameras"]:

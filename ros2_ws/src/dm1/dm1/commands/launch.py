@@ -85,7 +85,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--rviz", action="store_true", help="start rviz2 (ROS host only)")
     p.add_argument("--record", action="store_true", help="start the teleop recorder")
-    p.add_argument("--record-dir", default="data/episodes", help="recorder output directory")
+    p.add_argument("--record-dir", default="", help="recorder output directory (default: teleop.yaml's)")
+    p.add_argument(
+        "--teleop-device",
+        default="",
+        help="recorder input device: spacemouse|keyboard|gamepad|joy|scripted (default: teleop.yaml's)",
+    )
     p.add_argument("--foxglove", action="store_true", help="start the Foxglove live bridge")
     p.add_argument("--foxglove-port", type=int, default=8765, help="Foxglove websocket port")
     p.add_argument("--foxglove-mcap", default="", help="also record the Foxglove stream to this .mcap")
@@ -115,6 +120,7 @@ def _handle(args: argparse.Namespace) -> int:
             rviz=args.rviz,
             record=args.record,
             record_dir=args.record_dir,
+            teleop_device=args.teleop_device,
             foxglove=args.foxglove,
             foxglove_port=args.foxglove_port,
             foxglove_mcap=args.foxglove_mcap,

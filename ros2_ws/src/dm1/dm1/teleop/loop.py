@@ -10,7 +10,10 @@ file, disk full) end the episode and put the loop in hold (target frozen, device
 successful `start`; the tick never raises for them. So does a fault the controller reports (`on_controller`):
 the open episode is discarded (the arm stopped while its actions went on being recorded), nothing is
 published while the fault is latched, and after the operator's recovery the target is re-seeded where the
-arm stands and held there until the next `start` (refused while the fault is latched).
+arm stands and held there until the next `start` (refused while the fault is latched). A dataset directory
+that holds episodes of another layout (`EpisodeRecorder.check_dataset`, checked at startup by
+`check_dataset` and again at every `start`) refuses `start` the same way: error, hold. A refused `start`
+changes nothing: the next episode keeps its number.
 """
 
 from __future__ import annotations
@@ -131,6 +134,18 @@ class TeleopLoop:
         self.hold, self.target, self.last_error = True, None, f"controller fault: {fault}"
         return message
 
+    def check_dataset(self) -> str | None:
+        """Startup check of the recorder's output directory: None when episodes may be appended there; else
+        the error line (the loop then holds; `start` is refused with the same message while it lasts)."""
+        if self.recorder is None:
+            return None
+        try:
+            self.recorder.check_dataset()
+        except RecorderError as exc:
+            self.hold, self.last_error = True, str(exc)
+            return f"error: {exc}; start is refused while it does"
+        return None
+
     def open_device(self, wall_now: float) -> str | None:
         """Open the device if needed (retrying every 5 s of wall time); returns a log line when it tried."""
         if self.device_open or wall_now < self._next_open:
@@ -186,12 +201,17 @@ class TeleopLoop:
                 raise SessionError(
                     f"start refused: controller fault latched ({self.controller_fault}); recover it first"
                 )
-            if self.recorder is not None:
+            before = self.session.next_index
+            if self.recorder is not None and not self.session.recording:  # (the open .partial counts)
                 from dm1.data.index import next_episode_path
 
                 stem = next_episode_path(self.recorder.config.out_dir).stem
-                self.session.next_index = max(self.session.next_index, int(stem.split("_")[1]))
-            index = self.session.start(now)
+                self.session.next_index = max(before, int(stem.split("_")[1]))
+            try:
+                index = self.session.start(now)
+            except Exception:
+                self.session.next_index = before  # a refused start changes nothing
+                raise
             self.hold, self.last_error, self.episode_t0 = False, "", now
             self.target = None  # re-seeded from the measured pose (the arm may have been homed since)
             reset = getattr(self.device, "reset", None)

@@ -7,8 +7,11 @@ and under `timing/` the capture (header) and receive time of each camera frame a
 per-episode QA summary (frame repeats, stale inputs, skipped ticks) is stored as the `qa` attribute (JSON)
 of `timing/control`.
 
-Failures (output exists, directory not writable, disk full) raise `RecorderError` with a clear message; the
-episode is dropped and the caller keeps its robot loop running in hold.
+Failures (output exists, directory not writable, disk full, a directory that holds episodes of another
+layout) raise `RecorderError` with a clear message; the episode is dropped and the caller keeps its robot loop
+running in hold. Like every other dataset writer, the recorder refuses to append to a directory of another
+layout (`dm1.data.schema.check_append_compatible`): `check_dataset` runs that check (the node calls it once at
+startup), and `start` runs it again whenever the directory holds episodes it has not checked yet.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from dm1.data.episode import ACTION_SPACE_DIMS, EpisodeWriter
+from dm1.data.schema import EpisodeSchema, check_append_compatible
 from dm1.proprio import compute_proprio, proprio_dims, proprio_units
 
 EE_ACTION_NAMES = ("x", "y", "z", "gripper")
@@ -138,6 +142,8 @@ class EpisodeRecorder:
         self._qa: dict[str, Any] = {}
         self._last_capture: dict[str, float] = {}
         self._not_before: float | None = None  # see `start`
+        # the last schema `check_dataset` passed, and the episode files it covers (plus those saved since)
+        self._checked: tuple[EpisodeSchema, frozenset[str]] | None = None
 
     # ---- inputs -------------------------------------------------------------------------------------------
     def on_image(self, camera: str, image: np.ndarray, capture: float, receive: float) -> None:
@@ -166,6 +172,32 @@ class EpisodeRecorder:
         """Final path of the open episode."""
         return None if self._writer is None else self._writer.path
 
+    # ---- dataset layout ----------------------------------------------------------------------------------
+    def schema(self) -> EpisodeSchema:
+        """The layout this recorder writes; the image size is that of the latest frames (None before any, or
+        when the cameras' sizes differ: then it is not compared)."""
+        c, frames = self.config, [s.value for s in self._images.values()]
+        sizes = {tuple(int(n) for n in np.shape(f)[:2]) for f in frames if f is not None}
+        size = sizes.pop() if len(sizes) == 1 and all(f is not None for f in frames) else None
+        rate = c.control_rate_hz
+        return EpisodeSchema(c.camera_names, size, c.proprio_keys, c.action_space, c.action_names, rate)
+
+    def check_dataset(self) -> None:
+        """Raise `RecorderError` (the message of `check_append_compatible`) when `out_dir` already holds
+        episodes of another layout (cameras, image size, proprio keys, action space or names, control rate).
+
+        Episode files already checked against the same schema (or saved by this recorder) are not read again.
+        """
+        schema, out = self.schema(), self.config.out_dir
+        names = frozenset(p.name for p in out.glob("episode_*.h5")) if out.is_dir() else frozenset()
+        if self._checked is not None and self._checked[0] == schema and names <= self._checked[1]:
+            return
+        try:
+            check_append_compatible(out, schema)
+        except ValueError as exc:
+            raise RecorderError(str(exc)) from exc
+        self._checked = (schema, names)
+
     # ---- episode lifecycle -------------------------------------------------------------------------------
     def start(self, index: int, now: float | None = None) -> Path:
         """Open `episode_<index>.h5` (as `.partial`). Raises `RecorderError` with the reason.
@@ -173,10 +205,12 @@ class EpisodeRecorder:
         With `now` (the start time, on the clock of the capture stamps), the episode's first step waits for
         a joint state and a frame of every camera captured at or after it: inputs from before the start (the
         previous scene, an arm still being homed, a backlog the node has not yet processed) are not recorded
-        (`skipped_before_start` in the QA summary).
+        (`skipped_before_start` in the QA summary). Refused (`check_dataset`) when `out_dir` holds episodes of
+        another layout.
         """
         if self._writer is not None:
             raise RecorderError(f"an episode is already being recorded to {self._writer.partial_path}")
+        self.check_dataset()
         out = self.config.out_dir
         path = out / f"episode_{index:06d}.h5"
         try:
@@ -299,6 +333,8 @@ class EpisodeRecorder:
             self._writer = None
             raise RecorderError(f"saving {writer.path} failed: {exc}") from exc
         self._writer = None
+        if self._checked is not None:  # written with this schema: no need to read it back at the next start
+            self._checked = (self._checked[0], self._checked[1] | {path.name})
         return path
 
     def discard(self) -> None:
