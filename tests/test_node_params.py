@@ -104,6 +104,29 @@ def test_every_node_refuses_a_bad_parameter_in_one_line(ros_env, module: str, ov
     assert f"parameter {name}: " in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
 
 
+@pytest.mark.parametrize(
+    ("module", "name"),
+    [
+        ("dm1_sim.twin_node", "twin_node"),
+        ("dm1_ros.controller_node", "controller_node"),
+        ("dm1_ros.policy_node", "policy_node"),
+        ("dm1_ros.teleop_node", "teleop_node"),
+        ("dm1_ros.realsense_node", "realsense_node"),
+        ("dm1_ros.foxglove_node", "foxglove_node"),
+    ],
+)
+def test_every_node_refuses_arguments_rcl_cannot_parse_in_one_line(ros_env, module: str, name: str) -> None:
+    """`-p safety:={max_ee_speed: 0.1}` (a mapping where rcl wants a name.with.dots) fails inside rclpy.init:
+    one line naming the node and the rule, exit code 2 (before: an RCLError traceback)."""
+    cmd = [PYTHON, "-m", module, "--ros-args", "-p", "safety:={max_ee_speed: 0.1}"]
+    done = subprocess.run(cmd, env=ros_env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
+    assert f"{name}: bad --ros-args: Couldn't parse parameter override rule" in done.stderr, done.stderr[
+        -2000:
+    ]
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]
+
+
 def test_read_only_table_cannot_be_changed_after_start(ctx) -> None:
     node = _node(ctx)
     declare_table(node, TABLE, read_only=True)

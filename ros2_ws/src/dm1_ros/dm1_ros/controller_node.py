@@ -40,7 +40,7 @@ from dm1_ros.dds_publishing import publish_asynchronously
 from dm1_ros.guarded_publish import GuardedPublisher, node_warning
 from dm1_ros.home_service import HomeService
 from dm1_ros.node_signals import stopped_by_signals
-from dm1_ros.params import declare_table
+from dm1_ros.params import declare_table, init_ros
 
 
 class ControllerNode(Node):
@@ -149,7 +149,7 @@ class ControllerNode(Node):
 def main(args: list[str] | None = None) -> int:
     with stopped_by_signals():  # Ctrl-C ends the spin through the context shutdown (see node_signals)
         publish_asynchronously()  # a dead peer's shared-memory lock must not stall the control ticks
-        rclpy.init(args=args if args is not None else sys.argv)
+        init_ros("controller_node", args if args is not None else sys.argv)
         try:
             node = ControllerNode()
         except Exception as exc:  # noqa: BLE001 - bad parameters or no robot: refuse to start, say why

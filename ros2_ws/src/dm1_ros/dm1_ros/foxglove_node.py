@@ -24,7 +24,7 @@ from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
 
 from dm1_ros.chunk_qos import CARTESIAN_TOPIC, JOINT_TOPIC
 from dm1_ros.node_signals import stopped_by_signals
-from dm1_ros.params import ParamTable, declare_table
+from dm1_ros.params import ParamTable, declare_table, init_ros
 
 
 def _stamp(header) -> float:  # noqa: ANN001
@@ -142,7 +142,7 @@ def main(args: list[str] | None = None) -> int:
     """`ros2 run dm1_ros foxglove_node` / `python -m dm1_ros.foxglove_node`."""
     node = None
     try:
-        with stopped_by_signals(), rclpy.init(args=args):  # Ctrl-C: see node_signals
+        with stopped_by_signals(), init_ros("foxglove_node", args):  # Ctrl-C: see node_signals
             node = FoxgloveNode()
             rclpy.spin(node)
     except ValueError as exc:

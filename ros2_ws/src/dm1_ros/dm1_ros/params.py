@@ -75,3 +75,20 @@ def declare_table(node: Node, table: ParamTable, prefix: str = "", read_only: bo
             value = []
         values[name] = tuple(value) if isinstance(default, tuple) else value
     return values
+
+
+def init_ros(node_name: str, args: list[str] | None = None) -> Any:
+    """`rclpy.init(args=args)`, whose return value also works as a context manager; command-line arguments rcl
+    cannot parse (a malformed `-p name:=value`, a parameter file with a mixed-type list) end the process with
+    one line naming the node and exit code 2, not an RCLError traceback."""
+    import sys
+
+    import rclpy
+    from rclpy.impl.implementation_singleton import rclpy_implementation
+
+    try:
+        return rclpy.init(args=args)
+    except rclpy_implementation.RCLError as exc:
+        reason = str(exc).removeprefix("failed to initialize rcl: ").split(", at /")[0]
+        print(f"{node_name}: bad --ros-args: {reason}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None

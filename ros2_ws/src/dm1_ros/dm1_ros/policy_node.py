@@ -22,7 +22,7 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from dm1_ros.conversions import controller_faults
-from dm1_ros.params import declare_table
+from dm1_ros.params import declare_table, init_ros
 from dm1_ros.policy_inputs import subscribe_inputs
 from dm1_ros.policy_outputs import PolicyOutputs
 
@@ -140,7 +140,8 @@ def main(args: list[str] | None = None) -> None:
 
     from dm1_ros.node_signals import stopped_by_signals
 
-    with stopped_by_signals(), rclpy.init(args=args):  # Ctrl-C ends the spin via the context (node_signals)
+    # Ctrl-C ends the spin via the context (node_signals)
+    with stopped_by_signals(), init_ros("policy_node", args):
         try:
             node = PolicyNode()
         except ValueError as exc:

@@ -24,7 +24,7 @@ from sensor_msgs.msg import CameraInfo, Image
 
 from dm1_ros.guarded_publish import PublishGuards, node_warning
 from dm1_ros.node_signals import stopped_by_signals
-from dm1_ros.params import declare_table
+from dm1_ros.params import declare_table, init_ros
 
 
 class RealSenseNode(Node):
@@ -111,7 +111,7 @@ class RealSenseNode(Node):
 def main(args: list[str] | None = None) -> int:
     """`ros2 run dm1_ros realsense_node` / `python -m dm1_ros.realsense_node`."""
     try:
-        with stopped_by_signals(), rclpy.init(args=args):  # Ctrl-C: see node_signals
+        with stopped_by_signals(), init_ros("realsense_node", args):  # Ctrl-C: see node_signals
             node = RealSenseNode()
             try:
                 rclpy.spin(node)

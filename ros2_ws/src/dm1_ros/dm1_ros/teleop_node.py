@@ -45,6 +45,7 @@ from dm1_ros.conversions import (
 )
 from dm1_ros.guarded_publish import GuardedPublisher, node_warning
 from dm1_ros.node_signals import stopped_by_signals
+from dm1_ros.params import init_ros
 from dm1_ros.teleop_params import declare_parameters
 
 
@@ -152,7 +153,7 @@ def main(args: list[str] | None = None) -> int:
     node = None
     try:
         with stopped_by_signals():  # Ctrl-C ends the spin via the context (node_signals)
-            rclpy.init(args=args)
+            init_ros("teleop_node", args)
             node = TeleopNode()
             rclpy.spin(node)
     except ValueError as exc:

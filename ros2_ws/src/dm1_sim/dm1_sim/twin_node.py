@@ -25,6 +25,7 @@ from dm1_ros.conversions import image_to_msg, to_time_msg
 from dm1_ros.dds_publishing import publish_asynchronously
 from dm1_ros.guarded_publish import PublishGuards, node_warning
 from dm1_ros.node_signals import stopped_by_signals
+from dm1_ros.params import init_ros
 from geometry_msgs.msg import PoseStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
@@ -166,7 +167,7 @@ def main(args: list[str] | None = None) -> int:
     try:
         with stopped_by_signals():  # Ctrl-C ends the spin via the context shutdown (dm1_ros.node_signals)
             publish_asynchronously()  # a killed subscriber's dead-held SHM lock must not stall the physics
-            rclpy.init(args=args)
+            init_ros("twin_node", args)
             node = TwinNode()  # a stop while it starts is seen once it has (its threads then stopped)
             rclpy.get_default_context().on_shutdown(_arm_shutdown_watchdog)  # SIGINT shuts the context down
             executor = MultiThreadedExecutor(num_threads=2)
