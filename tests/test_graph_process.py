@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -141,3 +145,51 @@ def test_launch_command_runs_this_interpreter() -> None:
     cmd = launch_command("--use-sim", "--dry-run")
     assert cmd[0] == sys.executable and cmd[1:5] == ["-m", "dm1.cli", "launch", "franka"]
     assert cmd[5:] == ["--use-sim", "--dry-run"]
+
+
+_CHILD = """
+import signal, sys, time
+marker = sys.argv[1]
+def stop(*_):
+    open(marker, "w").write("SIGTERM")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+_PARENT = """
+import sys, time
+from dm1.commands.graph_process import spawn_graph
+with open(sys.argv[2], "wb") as log:
+    child = spawn_graph([sys.executable, "-c", sys.argv[1], sys.argv[3]], log)
+print(child.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_graph_launcher_gets_sigterm_when_its_driver_is_killed(tmp_path: Path) -> None:
+    """`dm1 eval` killed with SIGKILL left the launcher and every node running (and the ROS domain taken):
+    the launcher now gets SIGTERM from the kernel, which stops its graph in order."""
+    log, marker = tmp_path / "launch.log", tmp_path / "terminated"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _PARENT, _CHILD, str(log), str(marker)], stdout=subprocess.PIPE, text=True
+    )
+    child_pid = None
+    try:
+        child_pid = int(parent.stdout.readline())
+        deadline = time.monotonic() + 30
+        while "ready" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "ready" in log.read_text(), "the child never started"
+        parent.kill()
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.read_text() == "SIGTERM"
+    finally:
+        parent.kill()
+        if child_pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child_pid, signal.SIGKILL)

@@ -94,7 +94,7 @@ def collect_via_teleop(
     Raises ValueError when `out_dir` holds a dataset with another schema (nothing is started then), and
     GraphExitedError when the graph exits (with its error lines), TimeoutError when it does not answer.
     """
-    from dm1.commands.graph_process import graph_stopped_after
+    from dm1.commands.graph_process import graph_stopped_after, spawn_graph
     from dm1.data.schema import check_append_compatible
     from dm1.launch_graph import default_config_dir
     from dm1.sim.collect import lift_schema
@@ -116,12 +116,7 @@ def collect_via_teleop(
         out.mkdir(parents=True, exist_ok=True)
         log_path = out / "launch.log"
         with open(log_path, "wb") as log:
-            graph = subprocess.Popen(
-                _graph_command(out, seed, sim_host, Path(tmp)),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # a terminal Ctrl-C reaches only this process; it stops the graph
-            )
+            graph = spawn_graph(_graph_command(out, seed, sim_host, Path(tmp)), log)
         with graph_stopped_after(graph):
             records, startup_s = _drive(
                 graph, log_path, episodes, max_sim_s, post_success_s, keep_failures, progress

@@ -15,9 +15,10 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import IO, Protocol
 
 from dm1.commands.launch import GRAPH_UP as _LAUNCHER_GRAPH_UP
+from dm1.commands.launch import with_parent_death_signal
 from dm1.errors import ReportedError
 from dm1.interrupts import deferred_interrupts, raise_if_requested
 
@@ -69,8 +70,18 @@ def start_graph(
 ) -> subprocess.Popen[bytes]:
     """Start the twin + controller + policy graph (`dm1 launch franka --use-sim`) in its own process group."""
     cmd = launch_command("--use-sim", "--model", model, "--seed", str(seed))
-    log = open(log_path, "wb")  # noqa: SIM115 - lives as long as the child process
-    return subprocess.Popen(cmd + (extra or []), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    with open(log_path, "wb") as log:  # the child keeps its own descriptor
+        return spawn_graph(cmd + (extra or []), log)
+
+
+def spawn_graph(cmd: list[str], log: IO[bytes]) -> subprocess.Popen[bytes]:
+    """Start a graph launcher: output to `log`, in its own session (a terminal Ctrl-C reaches only this
+    process, which then stops the graph), and tied to this process: should it die without stopping the graph
+    (SIGKILL, a crash), the kernel sends the launcher SIGTERM, which stops every node in order
+    (`with_parent_death_signal`; before, the whole graph ran on and blocked the ROS domain)."""
+    return subprocess.Popen(
+        with_parent_death_signal(cmd), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def stop_graph(proc: subprocess.Popen[bytes], timeout_s: float = 90.0) -> None:
