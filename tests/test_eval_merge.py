@@ -107,6 +107,48 @@ def test_cli_merge_writes_the_report_and_updates_only_the_matching_card(tmp_path
     other.mkdir()
     (other / "model_card.json").write_text(json.dumps({**card, "onnx_sha256": "ef" * 32}))
     argv[argv.index(str(model))] = str(other)
+    argv[argv.index(str(out))] = str(tmp_path / "merged_other")  # `out` holds a report: refused anyway
     assert main([*argv, "--update-card"]) == 2
     assert "onnx_sha256" in capsys.readouterr().err
     assert json.loads((other / "model_card.json").read_text())["evaluation"] is None
+    assert not (tmp_path / "merged_other").exists()
+
+
+@pytest.mark.parametrize("field", ["extra", "seed", "model"])
+def test_a_part_whose_eval_json_lacks_a_field_is_refused_naming_the_file_and_field(
+    tmp_path: Path, capsys, field: str
+) -> None:
+    a = _part(tmp_path, "a", 1000, [True])
+    b = _part(tmp_path, "b", 1001, [True])
+    summary = json.loads((b / "eval.json").read_text())
+    del summary[field]  # a hand-edited report
+    (b / "eval.json").write_text(json.dumps(summary))
+    with pytest.raises(
+        ValueError, match=f"eval.json: field '{field}': expected to be present, found it missing"
+    ):
+        merge_runs([a, b])
+    assert main(["eval", "--merge", str(a), str(b), "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    missing = f"field '{field}': expected to be present, found it missing"
+    assert err == f"dm1 eval: error: --merge: {b / 'eval.json'}: {missing}\n"
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_record_without_its_outcome_is_refused_naming_the_file_and_field(tmp_path: Path) -> None:
+    a = _part(tmp_path, "a", 1000, [True])
+    b = _part(tmp_path, "b", 1001, [True, False])
+    records = json.loads((b / "episodes.json").read_text())
+    del records[1]["success"]
+    (b / "episodes.json").write_text(json.dumps(records))
+    with pytest.raises(ValueError, match=r"episodes.json: record 1: field 'success': expected to be present"):
+        merge_runs([a, b])
+
+
+def test_parts_of_one_model_directory_spelled_differently_merge(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models" / "m").mkdir(parents=True)
+    a = _part(tmp_path, "a", 1000, [True], model="./models/m/")
+    b = _part(tmp_path, "b", 1001, [False], model="models/m")
+    c = _part(tmp_path, "c", 1002, [True], model=str(tmp_path / "models" / "m"))
+    merged, _ = merge_runs([a, b, c])
+    assert (merged.episodes, merged.successes, merged.model) == (3, 2, "./models/m/")

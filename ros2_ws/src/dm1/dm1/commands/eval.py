@@ -3,19 +3,123 @@
 Starts `dm1 launch franka --use-sim --model M` (twin, controller, policy node) as a child process group,
 drives episodes with `dm1_ros.evaluate.EvalDriver` (reset → home → activate → success or time limit),
 then writes `eval.json` (success rate ± binomial s.e., episode time, latency ledger), `report.md` and plots.
+Every argument (model, output directory, a writable card for `--update-card`) is checked before the graph
+starts; a report directory that already holds a report is replaced only with `--force`, and an interrupted
+evaluation never updates the model card.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from dm1.commands.arg_types import fraction, positive_float, positive_int
+from dm1.commands.arg_types import fraction, output_path_problem, positive_float, positive_int
+from dm1.errors import ReportedError
 from dm1.policy_defaults import DEFAULT_ENSEMBLE_ALPHA
+
+#: what `dm1 eval` writes into its report directory besides the report (`dm1.evaluation.report.REPORT_FILES`)
+EVAL_LOG = "launch.log"
+#: the files whose presence makes a directory hold a report (`--out` refuses it without `--force`)
+_REPORT_MARKERS: tuple[str, ...] = ("eval.json", "episodes.json")
+_MODEL_DIR = "a model directory (model.onnx + model_card.json)"
+
+
+class EvalArgumentError(ReportedError, ValueError):
+    """An argument of `dm1 eval` / `dm1 demo` that cannot be used; raised before anything runs."""
+
+
+def check_model_dir(model: str | os.PathLike[str]) -> Path:
+    """`model` as a Path; EvalArgumentError when it is missing or a file (e.g. the model's `model.onnx`)."""
+    path = Path(model)
+    if path.is_file():
+        raise EvalArgumentError(f"--model {model}: expected {_MODEL_DIR}, found a file")
+    if not path.is_dir():
+        raise EvalArgumentError(
+            f"{model}: no such directory (--model expects a model directory: model.onnx + model_card.json)"
+        )
+    return path
+
+
+def _twin_cameras() -> tuple[str, ...]:
+    """The cameras of the twin `dm1 eval` launches (the launcher's default: eval has no --cameras)."""
+    from dataclasses import fields
+
+    from dm1.launch_graph import LaunchArgs
+
+    return tuple(next(f.default for f in fields(LaunchArgs) if f.name == "cameras"))
+
+
+def check_model(model: str | os.PathLike[str]) -> None:
+    """What the launched graph would refuse about `model`, checked before it starts: a model directory with a
+    valid card (ModelCardError) and `model.onnx`, whose cameras the twin renders, at one size."""
+    from dm1.launch_graph import twin_image_size
+    from dm1.modelcard import ONNX_FILENAME, load_card
+
+    path = check_model_dir(model)
+    card = load_card(path)
+    if not (path / ONNX_FILENAME).is_file():
+        raise EvalArgumentError(f"--model {model}: expected {_MODEL_DIR}, found no {ONNX_FILENAME}")
+    cameras = _twin_cameras()
+    lacking = [c for c in card.camera_names if c not in cameras]
+    if lacking:  # `dm1 launch` would suggest its --cameras, which eval lacks: say what the twin renders
+        raise EvalArgumentError(
+            f"--model {model}: expected a model of the twin's cameras {list(cameras)}, found cameras "
+            f"{card.camera_names}, lacking {lacking}"
+        )
+    try:
+        twin_image_size(path, cameras)
+    except ValueError as exc:  # cameras of different sizes, in `dm1 launch`'s words
+        raise EvalArgumentError(f"--model: {str(exc).removeprefix('LaunchArgs.model: ')}") from exc
+
+
+def check_card_writable(model: str | os.PathLike[str]) -> Path:
+    """The card `--update-card` replaces (a temporary file in the model directory, then a rename);
+    EvalArgumentError when the card is missing or it or its directory is not writable."""
+    from dm1.modelcard import CARD_FILENAME
+
+    path = check_model_dir(model)
+    card = path / CARD_FILENAME
+    if not card.is_file():
+        raise EvalArgumentError(f"--update-card: expected a model card {card}, found none")
+    for target in (path, card):
+        if not os.access(target, os.W_OK):
+            raise EvalArgumentError(
+                f"--update-card: expected a writable model card, found {target} read-only"
+            )
+    return card
+
+
+def check_report_dir(out: Path, force: bool, inputs: Sequence[str | os.PathLike[str]] = ()) -> None:
+    """EvalArgumentError unless `out` can take a new report: a directory (or none yet) that is none of the
+    `--merge` `inputs` and holds no report (`eval.json`, `episodes.json`) unless `force`."""
+    if problem := output_path_problem(out, "directory"):  # a file, or a path below one, or read-only
+        raise EvalArgumentError(f"--out {out}: {problem}")
+    for run in inputs:
+        if out.resolve() == Path(run).resolve():
+            raise EvalArgumentError(
+                f"--out {out}: expected a directory other than the --merge inputs, found the input {run}"
+            )
+    held = [name for name in _REPORT_MARKERS if (out / name).exists()]
+    if held and not force:
+        raise EvalArgumentError(
+            f"--out {out}: expected a directory without a report, found {' and '.join(held)} of an earlier "
+            "evaluation (pass --force to replace that report, or choose another --out)"
+        )
+
+
+def clear_report_dir(out: Path) -> None:
+    """Remove the files an evaluation writes (its report's `REPORT_FILES`, the graph's log) from `out`; other
+    files stay."""
+    from dm1.evaluation.report import REPORT_FILES
+
+    for name in (*REPORT_FILES, EVAL_LOG):
+        (out / name).unlink(missing_ok=True)
 
 
 def run_ros_eval(
@@ -28,8 +132,13 @@ def run_ros_eval(
     sim_host: str = "auto",
     noise_scale: float = 1.0,
     ensemble_alpha: float = DEFAULT_ENSEMBLE_ALPHA,
+    replace: bool = False,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Run the evaluation; returns (summary dict, per-episode records)."""
+    """Run the evaluation; returns (summary dict, per-episode records).
+
+    `model` and `out_dir` are checked first (`check_model`, `check_report_dir`): a report already in
+    `out_dir` is an EvalArgumentError, unless `replace`, which removes its files (`clear_report_dir`).
+    """
     import rclpy
     from dm1_ros.evaluate import EvalDriver
     from dm1_ros.service_calls import checked_while_waiting
@@ -47,12 +156,14 @@ def run_ros_eval(
     )
     from dm1.evaluation import summarize, write_report
     from dm1.evaluation.report import write_episodes
-    from dm1.modelcard import load_card
 
-    load_card(model)  # a missing or invalid card: ModelCardError now, not a graph that fails to start
+    check_model(model)  # a missing model or an invalid card: an error now, not a graph that fails to start
+    check_report_dir(out_dir, replace)  # never a report of two evaluations
+    if replace:
+        clear_report_dir(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     policy = policy_launch_args(noise_scale, ensemble_alpha)
-    graph = start_graph(model, seed, out_dir / "launch.log", ["--sim-host", sim_host, *policy])
+    graph = start_graph(model, seed, out_dir / EVAL_LOG, ["--sim-host", sim_host, *policy])
     records: list[dict[str, Any]] = []
     interrupted = False
     lost_in: int | None = None  # the episode during which the graph exited
@@ -104,9 +215,10 @@ def run_ros_eval(
 
 
 def run_from_args(
-    args: argparse.Namespace, out: Path, progress: bool = True
+    args: argparse.Namespace, out: Path, progress: bool = True, replace: bool = False
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """`run_ros_eval` with the arguments of `add_eval_arguments` (shared by `dm1 eval` and `dm1 demo`)."""
+    """`run_ros_eval` with the arguments of `add_eval_arguments` (shared by `dm1 eval` and `dm1 demo`);
+    `replace`: replace a report already in `out`."""
     return run_ros_eval(
         args.model,
         args.episodes,
@@ -117,6 +229,7 @@ def run_from_args(
         sim_host=args.sim_host,
         noise_scale=args.noise_scale,
         ensemble_alpha=args.ensemble_alpha,
+        replace=replace,
     )
 
 
@@ -126,7 +239,8 @@ def _card(model: Path) -> dict[str, Any]:
 
 
 def _merge(args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    """`--merge`: one report over the episodes of finished evaluations; checks the card's model first."""
+    """`--merge`: one report over the episodes of finished evaluations; checks the card's model first, and
+    replaces a report in `out` (`--force`) only once the merge succeeded."""
     from dm1.evaluation import write_report
     from dm1.evaluation.merge import merge_runs
 
@@ -139,14 +253,41 @@ def _merge(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                 f"--update-card: the merged runs evaluated {merged.model} (onnx_sha256 {found}); expected "
                 f"the model of --model {args.model} (onnx_sha256 {want})"
             )
+    if args.force:
+        clear_report_dir(out)
     write_report(merged, out, records)
     return merged.to_dict()
 
 
+def _update_card(model: str, summary: dict[str, Any]) -> None:
+    """Store `summary` as the card's `evaluation` (atomically: a temporary file, then a rename)."""
+    card_path = Path(model) / "model_card.json"
+    card = json.loads(card_path.read_text())
+    card["evaluation"] = summary
+    tmp = card_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(card, indent=2) + "\n")
+    tmp.replace(card_path)
+
+
+def _check_args(args: argparse.Namespace, out: Path) -> None:
+    """Every check that needs no evaluation, so that no finished evaluation is lost to a late error."""
+    if not args.merge:
+        check_model(args.model)
+    if args.update_card:
+        check_card_writable(args.model)
+    check_report_dir(out, args.force, args.merge or ())
+
+
 def _handler(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/eval/{Path(args.model).name}{'_merged' if args.merge else ''}")
+    if args.out is None:  # the default directory is this model's scratch report: each run replaces it
+        args.force = True
+    _check_args(args, out)
     try:
-        summary = _merge(args, out) if args.merge else run_from_args(args, out, progress=not args.json)[0]
+        if args.merge:
+            summary = _merge(args, out)
+        else:
+            summary = run_from_args(args, out, progress=not args.json, replace=args.force)[0]
     except KeyboardInterrupt:
         print("dm1 eval: interrupted before an episode finished; nothing to report", file=sys.stderr)
         return 130
@@ -155,19 +296,15 @@ def _handler(args: argparse.Namespace) -> int:
             raise
         print(f"dm1 eval: error: --merge: {exc}", file=sys.stderr)
         return 2
-    if args.update_card:
-        card_path = Path(args.model) / "model_card.json"
-        card = json.loads(card_path.read_text())
-        card["evaluation"] = summary
-        tmp = card_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(card, indent=2) + "\n")
-        tmp.replace(card_path)
     interrupted = "interrupted_after" in summary["extra"]
-    if interrupted:
+    if interrupted:  # a partial evaluation is no evaluation of the model: the card keeps its own
+        kept = "; the model card was not updated" if args.update_card else ""
         print(
-            f"dm1 eval: interrupted: the report covers the {summary['episodes']} finished episodes",
+            f"dm1 eval: interrupted: the report covers the {summary['episodes']} finished episodes{kept}",
             file=sys.stderr,
         )
+    elif args.update_card:
+        _update_card(args.model, summary)
     if args.json:
         print(json.dumps(summary))
     else:
@@ -189,7 +326,18 @@ def add_eval_arguments(p: argparse.ArgumentParser, episodes: int) -> None:
     p.add_argument(
         "--max-sim-s", type=positive_float, default=20.0, help="time limit per episode (simulation s)"
     )
-    p.add_argument("-o", "--out", default=None, help="report directory (default runs/eval/<model name>)")
+    p.add_argument(
+        "-o",
+        "--out",
+        default=None,
+        help="report directory (default runs/eval/<model name>, replaced by each run; a given --out that "
+        "holds a report needs --force)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace a report already in --out (removes only the files an evaluation writes)",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as one line of JSON")
     p.add_argument(
         "--sim-host", default="auto", help="loopback address of the twin's franky server (auto: a free one)"

@@ -30,6 +30,38 @@ def _read_json(path: Path) -> Any:
         raise ValueError(f"{path}: not valid JSON ({exc})") from exc
 
 
+#: `eval.json` fields `merge_runs` reads, with the JSON type each must have
+SUMMARY_FIELDS: dict[str, type] = {
+    "model": str,
+    "through_ros": bool,
+    "seed": int,
+    "episodes": int,
+    "successes": int,
+    "machine": str,
+    "extra": dict,
+}
+_JSON_NAMES = {str: "a string", bool: "true or false", int: "an integer", dict: "an object"}
+#: per-episode fields `summarize` reads from each `episodes.json` record
+RECORD_FIELDS: tuple[str, ...] = ("success", "sim_duration_s", "wall_s")
+
+
+def _check_fields(path: Path, data: dict[str, Any], types: dict[str, type]) -> None:
+    """Raise ValueError naming `path` and the field when a field of `types` is missing or has another type."""
+    for name, kind in types.items():
+        if name not in data:
+            raise ValueError(f"{path}: field '{name}': expected to be present, found it missing")
+        value = data[name]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ValueError(f"{path}: field '{name}': expected {_JSON_NAMES[kind]}, found {value!r}")
+
+
+def same_model(a: object, b: object) -> bool:
+    """Whether two recorded model paths name the same directory (`./models/m/` and `models/m` do)."""
+    if isinstance(a, str) and isinstance(b, str):
+        return a == b or Path(a).resolve() == Path(b).resolve()
+    return a == b
+
+
 def pose_key(record: dict[str, Any]) -> tuple:
     """What fixes an episode's cube pose: its own seed, or (stream seed, reset index) for a twin without
     `seeded_resets` (and for records written before episodes carried their seed)."""
@@ -43,19 +75,30 @@ def load_run(run_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]
     """(`eval.json`, `episodes.json` records) of one finished evaluation.
 
     A record without its own cube `seed` gets `stream: [eval seed, index]`: its pose was the index-th draw of
-    the twin's reset stream seeded by the evaluation's seed.
+    the twin's reset stream seeded by the evaluation's seed. Raises ValueError naming the file and the field
+    when eval.json lacks a field of `SUMMARY_FIELDS` (or holds another type), or a record one of
+    `RECORD_FIELDS` (e.g. a hand-edited report).
     """
     run = Path(run_dir)
     summary = _read_json(run / "eval.json")
     records = _read_json(run / "episodes.json")
     if not isinstance(summary, dict) or not isinstance(records, list):
         raise ValueError(f"{run}: expected eval.json to hold an object and episodes.json a list")
+    _check_fields(run / "eval.json", summary, SUMMARY_FIELDS)
     if len(records) != summary.get("episodes"):
         raise ValueError(
             f"{run / 'episodes.json'}: expected {summary.get('episodes')} records (eval.json episodes), "
             f"found {len(records)}"
         )
     for i, rec in enumerate(records):
+        if not isinstance(rec, dict):
+            raise ValueError(f"{run / 'episodes.json'}: record {i}: expected an object, found {rec!r}")
+        missing = [name for name in RECORD_FIELDS if name not in rec]
+        if missing:
+            raise ValueError(
+                f"{run / 'episodes.json'}: record {i}: field '{missing[0]}': expected to be present, "
+                "found it missing"
+            )
         if rec.get("seed") is None:
             rec["stream"] = [int(summary["seed"]), int(rec.get("index", i))]
     return summary, records
@@ -64,8 +107,9 @@ def load_run(run_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]
 def merge_runs(run_dirs: Sequence[str | Path], machine: str | None = None) -> tuple[EvalSummary, list[dict]]:
     """One `EvalSummary` over every episode of `run_dirs`, in the given order.
 
-    Raises ValueError naming the directory and field when the parts differ in model, `through_ros`, or an
-    episode setting (`MUST_AGREE`, compared where both parts recorded it), or when a cube pose repeats.
+    Raises ValueError naming the directory and field when the parts differ in model (compared as resolved
+    paths: `./models/m/` is `models/m`), `through_ros`, or an episode setting (`MUST_AGREE`, compared where
+    both parts recorded it), or when a cube pose repeats.
     """
     if len(run_dirs) < 2:
         raise ValueError(f"merge: expected at least 2 evaluation directories, found {len(run_dirs)}")
@@ -74,12 +118,16 @@ def merge_runs(run_dirs: Sequence[str | Path], machine: str | None = None) -> tu
     seen: dict[tuple, Path] = {}
     records: list[dict[str, Any]] = []
     for run, summary, recs in parts:
-        for name in ("model", "through_ros"):
-            if summary.get(name) != first.get(name):
-                raise ValueError(
-                    f"{run / 'eval.json'}: {name}: expected {first.get(name)!r} (as {first_dir}), "
-                    f"found {summary.get(name)!r}"
-                )
+        if not same_model(summary["model"], first["model"]):  # the same directory, however spelled
+            raise ValueError(
+                f"{run / 'eval.json'}: model: expected {first['model']!r} (as {first_dir}), "
+                f"found {summary['model']!r}"
+            )
+        if summary["through_ros"] != first["through_ros"]:
+            raise ValueError(
+                f"{run / 'eval.json'}: through_ros: expected {first['through_ros']!r} (as {first_dir}), "
+                f"found {summary['through_ros']!r}"
+            )
         for name in MUST_AGREE:
             a, b = first["extra"].get(name), summary["extra"].get(name)
             if a is not None and b is not None and a != b:

@@ -92,6 +92,17 @@ def summarize(
     )
 
 
+#: the files `write_report` writes into a report directory (`dm1 eval --force` removes exactly these)
+REPORT_FILES: tuple[str, ...] = (
+    "eval.json",
+    "episodes.json",
+    "episodes.json.tmp",
+    "report.md",
+    "success.png",
+    "latency.png",
+)
+
+
 def write_episodes(out_dir: str | Path, records: Sequence[dict[str, Any]]) -> None:
     """Atomically (re)write `out_dir/episodes.json` (a crash mid-write leaves the previous file)."""
     out = Path(out_dir)
