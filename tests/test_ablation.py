@@ -169,3 +169,188 @@ def test_cli_parses_step_lists_and_requires_runs() -> None:
     assert args.runs == ["a", "b"] and args.steps == (1, 5) and args.fm_steps == (1, 10)
     with pytest.raises(SystemExit):
         parser.parse_args(["ablate", "--runs", "a", "--steps", "0"])
+
+
+# --- faults found by exploratory testing ------------------------------------------------------------
+
+
+class ErrorContext(FakeContext):
+    """Every episode of the policies named in `failing` ends in an error (as a refused setting makes them)."""
+
+    def __init__(self, periods: dict[str, int], failing: tuple[str, ...], error: str) -> None:
+        super().__init__(periods)
+        self.failing, self.error = failing, error
+
+    def evaluate(self, policy: PolicyFn, episodes: int, seed: int) -> list[dict]:
+        recs = super().evaluate(policy, episodes, seed)
+        if policy.name.startswith(self.failing):
+            for i, r in enumerate(recs):
+                r.update(success=False, index=i, error=self.error)
+        return recs
+
+
+class InterruptedContext(FakeContext):
+    """Ctrl-C arrives while the policy named `interrupt_at` is being evaluated."""
+
+    def __init__(self, periods: dict[str, int], interrupt_at: str) -> None:
+        super().__init__(periods)
+        self.interrupt_at = interrupt_at
+
+    def evaluate(self, policy: PolicyFn, episodes: int, seed: int) -> list[dict]:
+        if policy.name.startswith(self.interrupt_at):
+            raise KeyboardInterrupt
+        return super().evaluate(policy, episodes, seed)
+
+
+def fake_loader(entry: MatrixEntry, threads: int) -> FakePolicy:
+    return FakePolicy(entry.key, entry.steps)
+
+
+SMALL = AblationConfig(episodes=4, seed=0, steps=(1,), timing_iters=2, timing_warmup=0)
+ALPHA_ERROR = "ValueError: PolicyConfig.ensemble_alpha: expected a number in (0, 1], found 5.0"
+
+
+def test_out_that_is_a_file_is_refused_before_any_policy_is_loaded_or_timed(tmp_path: Path) -> None:
+    out = tmp_path / "ablation.txt"
+    out.write_text("")
+    loaded: list[str] = []
+
+    def loader(entry: MatrixEntry, threads: int) -> FakePolicy:
+        loaded.append(entry.key)
+        return fake_loader(entry, threads)
+
+    with pytest.raises(ValueError, match=f"out_dir: expected a directory, found the file {out}"):
+        run_ablation([], out, SMALL, context=FakeContext({"a": 1}), loader=loader, runs=[run("a")])
+    assert loaded == []
+
+
+def test_cli_out_that_is_a_file_is_one_line_and_exit_2(tmp_path: Path, capsys) -> None:
+    from dm1.cli import main
+
+    out = tmp_path / "ablation.txt"
+    out.write_text("")
+    with pytest.raises(SystemExit) as exited:
+        main(["ablate", "--runs", str(tmp_path), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and f"argument -o/--out: expected a directory, found the file {out}" in err
+
+
+def test_errored_episodes_are_counted_and_shown_above_the_table(tmp_path: Path) -> None:
+    ctx = ErrorContext({"a": 1, "b": 1}, failing=("b",), error=ALPHA_ERROR)
+    result = run_ablation(
+        [],
+        tmp_path,
+        SMALL,
+        context=ctx,
+        loader=fake_loader,
+        runs=[run("a"), run("b", seed=1)],
+        log=lambda _: None,
+    )
+    assert result["meta"]["episode_errors"] == {
+        "episodes": 8,
+        "errored": 4,
+        "first": {"configuration": "b K=1 onnx", "index": 0, "error": ALPHA_ERROR},
+    }
+    (row,) = result["rows"]
+    assert (row["successes"], row["errors"], row["first_error"]) == (4, 4, f"b K=1 onnx: {ALPHA_ERROR}")
+    md = (tmp_path / "ablation.md").read_text()
+    assert md.index("**4 of 8 episodes ended in an error**") < md.index("| method | K |")
+    assert ALPHA_ERROR in md and "- DM1 λ=0.5 K=1: 4 of 8 episodes errored" in md
+    saved = json.loads((tmp_path / "ablation.json").read_text())
+    assert saved["meta"]["episode_errors"]["errored"] == 4
+
+
+def test_a_clean_ablation_reports_no_errors(tmp_path: Path) -> None:
+    result = run_ablation(
+        [], tmp_path, SMALL, context=FakeContext({"a": 2}), loader=fake_loader, runs=[run("a")]
+    )
+    assert result["meta"]["episode_errors"] is None and result["rows"][0]["errors"] == 0
+    assert "ended in an error" not in (tmp_path / "ablation.md").read_text()
+
+
+def test_ctrl_c_during_the_episodes_writes_a_partial_report_of_the_finished_configurations(
+    tmp_path: Path,
+) -> None:
+    runs = [run("a"), run("b", seed=1), run("f", objective="flow_matching")]
+    cfg = dataclasses.replace(SMALL, fm_steps=(1,))
+    ctx = InterruptedContext({"a": 1, "b": 2, "f": 1}, interrupt_at="b")
+    try:
+        result = run_ablation(
+            [], tmp_path, cfg, context=ctx, loader=fake_loader, runs=runs, log=lambda _: None
+        )
+    except KeyboardInterrupt:  # not re-raised: it would end the whole test session
+        pytest.fail("Ctrl-C after a finished configuration propagated and wrote no report")
+    assert ctx.closed
+    assert result["meta"]["interrupted"] == {"during": "b K=1 onnx", "finished": 1, "planned": 3}
+    assert set(result["records"]) == {"a K=1 onnx"}
+    assert [(r["method"], r["episodes"]) for r in result["rows"]] == [("DM1 λ=0.5", 4)]  # no empty 0 % rows
+    md = (tmp_path / "ablation.md").read_text()
+    assert "**Partial report: interrupted during `b K=1 onnx`.**" in md and "1 of 3 configurations" in md
+    assert "Flow matching" not in md.split("## Inference wall time")[0]
+    assert json.loads((tmp_path / "ablation.json").read_text())["meta"]["interrupted"]["finished"] == 1
+
+
+def test_ctrl_c_before_a_configuration_finished_writes_nothing(tmp_path: Path) -> None:
+    ctx = InterruptedContext({"a": 1}, interrupt_at="a")
+    with pytest.raises(KeyboardInterrupt):
+        run_ablation([], tmp_path / "out", SMALL, context=ctx, loader=fake_loader, runs=[run("a")])
+    assert ctx.closed and not (tmp_path / "out").exists()
+
+
+@pytest.fixture
+def cli_ablation(monkeypatch: pytest.MonkeyPatch):
+    """`dm1 ablate` with the real `run_ablation` over fake runs, policies and a context set per test."""
+    import dm1.evaluation.ablation as ablation
+
+    real = ablation.run_ablation
+    setup: dict = {}
+
+    def fake(run_dirs, out_dir, cfg, context=None):
+        return real(
+            run_dirs, out_dir, SMALL, context=setup["context"], loader=fake_loader, runs=setup["runs"]
+        )
+
+    monkeypatch.setattr(ablation, "run_ablation", fake)
+    return setup
+
+
+def test_cli_interrupted_ablation_says_the_report_is_partial_and_exits_130(
+    tmp_path: Path, cli_ablation: dict, capsys
+) -> None:
+    from dm1.cli import main
+
+    cli_ablation.update(runs=[run("a"), run("b", seed=1)], context=InterruptedContext({"a": 1}, "b"))
+    assert main(["ablate", "--runs", "a", "b", "-o", str(tmp_path)]) == 130
+    err = capsys.readouterr().err
+    assert "dm1 ablate: interrupted during b K=1 onnx: the report is partial" in err
+    assert "covers the 1 of 2 configurations that finished" in err and (tmp_path / "ablation.json").is_file()
+
+
+def test_cli_interrupted_before_a_configuration_finished_exits_130_without_report(
+    tmp_path: Path, cli_ablation: dict, capsys
+) -> None:
+    from dm1.cli import main
+
+    cli_ablation.update(runs=[run("a")], context=InterruptedContext({"a": 1}, "a"))
+    assert main(["ablate", "--runs", "a", "-o", str(tmp_path / "out")]) == 130
+    assert "interrupted before a configuration finished; no report written" in capsys.readouterr().err
+
+
+def test_cli_summary_names_the_errored_episodes(tmp_path: Path, cli_ablation: dict, capsys) -> None:
+    from dm1.cli import main
+
+    cli_ablation.update(runs=[run("a")], context=ErrorContext({"a": 1}, failing=("a",), error=ALPHA_ERROR))
+    assert main(["ablate", "--runs", "a", "-o", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert "4 of 4 episodes ended in an error" in captured.out  # ablation.md, printed
+    first = f"first, a K=1 onnx episode 0: {ALPHA_ERROR}"
+    assert f"dm1 ablate: 4 of 4 episodes ended in an error (counted as failures); {first}" in captured.err
+
+
+@pytest.mark.parametrize("iters", [1, 2, 7, 10])
+def test_timing_makes_exactly_the_requested_number_of_calls(iters: int) -> None:
+    from dm1.evaluation.ablation import time_policies
+
+    policy = FakePolicy("a", 1)
+    timings = time_policies({"a": policy}, iters=iters, warmup=0)
+    assert timings["a"]["iters"] == iters and policy.calls == iters

@@ -29,6 +29,40 @@ from dm1.cli import main
         (["launch", "franka", "--shutdown-timeout", "-1"], "--shutdown-timeout: expected a number > 0"),
         (["operator", "status", "--timeout", "0"], "argument --timeout: expected a number > 0, found 0"),
         (["train", "--config", "c.yaml", "--steps", "0"], "--steps: expected an integer >= 1, found 0"),
+        (["bench", "train", "--batch-sizes", "abc"], "argument --batch-sizes: expected comma-separated"),
+        (
+            ["bench", "train", "--batch-sizes", "2,,"],
+            "--batch-sizes: expected comma-separated distinct integers",
+        ),
+        (["bench", "train", "--batch-sizes", "0"], "integers >= 1 like 32,64, found 0"),
+        (["bench", "train", "--batch-sizes", "-4"], "integers >= 1 like 32,64, found -4"),
+        (
+            ["bench", "loop", "--ensemble-alpha", "0"],
+            "argument --ensemble-alpha: expected a number in (0, 1]",
+        ),
+        (["sim", "--width", "5000"], "argument --width: expected an integer in [1, 1920], found 5000"),
+        (
+            ["sim", "--no-ros", "--host", "foo"],
+            "argument --host: expected a loopback address 127.x.y.z, found foo",
+        ),
+        (
+            ["sim", "--host", "10.1.2.3"],
+            "argument --host: expected a loopback address 127.x.y.z, found 10.1.2.3",
+        ),
+        (
+            ["ablate", "--runs", "r", "--ensemble-alpha", "5"],
+            "--ensemble-alpha: expected a number in (0, 1], found 5",
+        ),
+        (
+            ["ablate", "--runs", "r", "--ensemble-alpha", "nan"],
+            "--ensemble-alpha: expected a number in (0, 1]",
+        ),
+        (
+            ["ablate", "--runs", "r", "--host", "foo"],
+            "argument --host: expected a loopback address 127.x.y.z",
+        ),
+        (["ablate", "--runs", "r", "--seed", "-1"], "argument --seed: expected an integer >= 0, found -1"),
+        (["ablate", "--runs", "r", "--steps", "1,,5"], "argument --steps: expected comma-separated distinct"),
     ],
 )
 def test_a_bad_number_is_refused_naming_the_option(argv: list[str], message: str, capsys) -> None:

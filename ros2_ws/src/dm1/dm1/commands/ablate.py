@@ -10,20 +10,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dm1.commands.arg_types import fraction, positive_float, positive_int
+from dm1.commands.arg_types import (
+    fraction,
+    loopback_host,
+    non_negative_int,
+    output_dir,
+    positive_float,
+    positive_fraction,
+    positive_int,
+    positive_int_list,
+)
 from dm1.policy_defaults import DEFAULT_ENSEMBLE_ALPHA
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers like 1,5, found {text!r}"
-        ) from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected integers >= 1, found {text!r}")
-    return values
 
 
 def _handler(args: argparse.Namespace) -> int:
@@ -53,8 +50,27 @@ def _handler(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"dm1 ablate: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before the first configuration finished (later: a partial report, below)
+        print("dm1 ablate: interrupted before a configuration finished; no report written", file=sys.stderr)
+        return 130
     print((Path(args.out) / "ablation.md").read_text())
     print(f"{len(result['rows'])} rows; wrote {Path(args.out) / 'ablation.json'}")
+    errors = result["meta"].get("episode_errors")
+    if errors:
+        print(
+            f"dm1 ablate: {errors['errored']} of {errors['episodes']} episodes ended in an error (counted as "
+            f"failures); first, {errors['first']['configuration']} episode {errors['first']['index']}: "
+            f"{errors['first']['error']}",
+            file=sys.stderr,
+        )
+    interrupted = result["meta"].get("interrupted")
+    if interrupted:
+        print(
+            f"dm1 ablate: interrupted during {interrupted['during']}: the report is partial, it covers the "
+            f"{interrupted['finished']} of {interrupted['planned']} configurations that finished",
+            file=sys.stderr,
+        )
+        return 130  # a script must not take a partial table for the whole ablation
     return 0
 
 
@@ -66,10 +82,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runs", nargs="+", required=True, help="`dm1 train` run directories")
     p.add_argument("--episodes", type=positive_int, default=20, help="seeded episodes per run and K")
     p.add_argument(
-        "--steps", type=_ints, default=(1, 5), help="sampler steps for MeanFlow models (default 1,5)"
+        "--steps",
+        type=positive_int_list,
+        default=(1, 5),
+        help="sampler steps for MeanFlow models (default 1,5)",
     )
-    p.add_argument("--fm-steps", type=_ints, default=(1, 5, 10), help="steps for flow matching (1,5,10)")
-    p.add_argument("--seed", type=int, default=1000, help="first cube/noise seed (differs from training)")
+    p.add_argument(
+        "--fm-steps", type=positive_int_list, default=(1, 5, 10), help="steps for flow matching (1,5,10)"
+    )
+    p.add_argument(
+        "--seed", type=non_negative_int, default=1000, help="first cube/noise seed (differs from training)"
+    )
     p.add_argument(
         "--max-sim-s", type=positive_float, default=20.0, help="time limit per episode (simulation s)"
     )
@@ -86,12 +109,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--ensemble-alpha",
-        type=float,
+        type=positive_fraction,
         default=DEFAULT_ENSEMBLE_ALPHA,
-        help="chunk ensembling weight, 1 = off; default %(default)s",
+        help="chunk ensembling weight in (0, 1], 1 = off; default %(default)s",
     )
-    p.add_argument("--host", default=None, help="loopback address for franky-sim (default: first free)")
-    p.add_argument("-o", "--out", default="runs/ablation/eval", help="output directory")
+    p.add_argument(
+        "--host",
+        type=loopback_host,
+        default=None,
+        help="loopback address for franky-sim (default: first free)",
+    )
+    p.add_argument(
+        "-o", "--out", type=output_dir, default="runs/ablation/eval", help="output directory (created)"
+    )
     p.set_defaults(func=_handler)
 
 

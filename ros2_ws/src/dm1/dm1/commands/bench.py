@@ -1,7 +1,9 @@
-"""`dm1 bench {inference,train,twin,loop}`: benchmarks that print JSON and append a Markdown report.
+"""`dm1 bench {inference,train,twin,loop}`: benchmarks that print their result as JSON.
 
 Each benchmark lives beside the code it measures and returns a plain dict; this module only parses arguments,
-prints the JSON (`--json`) or a readable summary, and writes `--report` (JSON + Markdown table row).
+prints the JSON (indented, or one line with `--json`) and, with `--report FILE`, also writes it to FILE
+(replacing it). Bad arguments, a `--report` that cannot be written and a `--model` that is a file are refused
+before the benchmark runs.
 """
 
 from __future__ import annotations
@@ -14,7 +16,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dm1.commands.arg_types import fraction, non_negative_int, positive_float, positive_int
+from dm1.commands.arg_types import (
+    fraction,
+    non_negative_int,
+    output_file,
+    positive_float,
+    positive_fraction,
+    positive_int,
+    positive_int_list,
+)
 from dm1.policy_defaults import DEFAULT_ENSEMBLE_ALPHA
 
 
@@ -33,16 +43,21 @@ def machine_description() -> str:
     return f"{model} ({os.cpu_count()} cores)"
 
 
+#: Untimed inferences before the timed ones when `--warmup` is not given (train: `DEFAULT_WARMUP_STEPS`).
+DEFAULT_INFERENCE_WARMUP = 50
+
+
 def _run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     if kind == "inference":
         from dm1.bench_inference import export_reference_network, run_inference_benchmark
 
+        warmup = DEFAULT_INFERENCE_WARMUP if args.warmup is None else args.warmup
         if not args.reference:
             return run_inference_benchmark(
                 args.model,
                 checkpoint_dir=args.checkpoint,
                 iters=args.iters,
-                warmup=args.warmup,
+                warmup=warmup,
                 spinning=args.spinning,
             )
         import tempfile
@@ -50,7 +65,7 @@ def _run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="dm1-reference-") as tmp:
             model, ckpt = export_reference_network(tmp)
             result = run_inference_benchmark(
-                model, checkpoint_dir=ckpt, iters=args.iters, warmup=args.warmup, spinning=args.spinning
+                model, checkpoint_dir=ckpt, iters=args.iters, warmup=warmup, spinning=args.spinning
             )
         result["model_dir"] = (
             "reference network (random weights, dm1.bench_inference.export_reference_network)"
@@ -71,7 +86,19 @@ def _run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     raise ValueError(f"unknown benchmark {kind!r}")
 
 
+def _model_problem(args: argparse.Namespace) -> str | None:
+    """`argument --model: expected ..., found ...` when the benchmark reads `--model` and it is a file."""
+    uses_model = args.kind == "loop" or (args.kind == "inference" and not args.reference)
+    if uses_model and Path(args.model).is_file():  # a missing one: the model loader names what is missing
+        return f"argument --model: expected a model directory, found the file {args.model}"
+    return None
+
+
 def _handler(args: argparse.Namespace) -> int:
+    problem = _model_problem(args)
+    if problem is not None:
+        print(f"dm1 bench: error: {problem}", file=sys.stderr)
+        return 2
     try:
         result = _run(args.kind, args)
     except KeyboardInterrupt:  # Ctrl-C / SIGTERM (loop: after its graph was stopped)
@@ -82,10 +109,16 @@ def _handler(args: argparse.Namespace) -> int:
     result.setdefault("date", time.strftime("%Y-%m-%dT%H:%M:%S"))
     text = json.dumps(result, indent=None if args.json else 2, sort_keys=False)
     print(text)
-    if args.report:
+    if args.report:  # checked by `output_file` before the run; what fails now still leaves the JSON above
         report = Path(args.report)
-        report.parent.mkdir(parents=True, exist_ok=True)
-        report.write_text(json.dumps(result, indent=2) + "\n")
+        try:
+            report.parent.mkdir(parents=True, exist_ok=True)
+            report.write_text(json.dumps(result, indent=2) + "\n")
+        except OSError as exc:
+            print(
+                f"dm1 bench: error: --report {report}: {exc} (the result is printed above)", file=sys.stderr
+            )
+            return 1
     return 0
 
 
@@ -94,7 +127,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmarks (print JSON)", description=__doc__)
     p.add_argument("kind", choices=["inference", "train", "twin", "loop"])
     p.add_argument("--json", action="store_true", help="print one line of JSON")
-    p.add_argument("--report", help="also write the JSON result to this file")
+    p.add_argument(
+        "--report",
+        type=output_file,
+        default=None,
+        metavar="FILE",
+        help="also write the JSON result to FILE (replaced if it exists; parent directories are created)",
+    )
     p.add_argument("--model", default="models/dm1_lift", help="model directory (inference, loop)")
     p.add_argument("--checkpoint", default=None, help="checkpoint directory for the torch comparison")
     p.add_argument(
@@ -110,13 +149,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="run",
         help="onnxruntime idle-worker policy (inference; see dm1.runtime.session_options)",
     )
-    p.add_argument("--warmup", type=non_negative_int, default=50)
+    p.add_argument(
+        "--warmup",
+        type=non_negative_int,
+        default=None,
+        help="untimed calls before the timed ones (inference: default 50; train: steps, default 10)",
+    )
     p.add_argument(
         "--seconds", type=positive_float, default=20.0, help="simulated seconds to run (twin, loop)"
     )
-    p.add_argument("--batch-sizes", default="32,64", help="training batch sizes (train)")
+    p.add_argument(
+        "--batch-sizes", type=positive_int_list, default=(32, 64), help="training batch sizes (train; 32,64)"
+    )
     p.add_argument("--steps", type=positive_int, default=20, help="timed training steps (train)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seed", type=non_negative_int, default=0, help="twin seed (twin: cube poses and episodes; loop)"
+    )
     p.add_argument("--noise-scale", type=fraction, default=1.0, help="policy sampler noise scale (loop)")
     p.add_argument(
         "--sim-host",
@@ -125,8 +173,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--ensemble-alpha",
-        type=float,
+        type=positive_fraction,
         default=DEFAULT_ENSEMBLE_ALPHA,
-        help="policy chunk ensembling weight (loop)",
+        help="policy chunk ensembling weight in (0, 1], 1 = off (loop)",
     )
     p.set_defaults(func=_handler)

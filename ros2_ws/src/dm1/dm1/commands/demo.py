@@ -1,11 +1,13 @@
 """`dm1 demo`: the README's main job — the bundled model drives the twin through the full ROS 2 stack.
 
-A short `dm1 eval` (3 episodes by default) that prints success and the latency ledger.
+A short `dm1 eval` (3 episodes by default) that prints success and the latency ledger (`--json`: the
+summary as one line of JSON, as `dm1 eval --json`, and no progress bar).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -15,10 +17,22 @@ def _handler(args: argparse.Namespace) -> int:
 
     out = Path(args.out or "runs/demo")
     try:
-        summary, records = run_from_args(args, out)
+        # runs/demo is the demo's scratch report, replaced on each run; another --out only with --force
+        summary, records = run_from_args(
+            args, out, progress=not args.json, replace=args.force or args.out is None
+        )
     except KeyboardInterrupt:
         print("dm1 demo: interrupted before an episode finished", file=sys.stderr)
         return 130
+    interrupted = "interrupted_after" in summary["extra"]
+    if args.json:  # successes, rate, latency ledger, ... (the summary `dm1 eval --json` prints)
+        if interrupted:
+            finished = summary["episodes"]
+            print(
+                f"dm1 demo: interrupted: the summary covers the {finished} finished episodes", file=sys.stderr
+            )
+        print(json.dumps(summary))
+        return 130 if interrupted else 0
     print(f"\nmodel {args.model} on the franky-sim twin, through twin → policy node → controller → franky")
     for r in records:
         verdict = "success" if r["success"] else "failure"
@@ -30,7 +44,7 @@ def _handler(args: argparse.Namespace) -> int:
     for key, st in summary["latency_ms"].items():
         print(f"  latency {key}: median {st['median']:.2f} ms, p99 {st['p99']:.2f} ms")
     print(f"report: {out / 'report.md'}")
-    if "interrupted_after" in summary["extra"]:
+    if interrupted:
         print(f"interrupted: the report covers the {summary['episodes']} finished episodes", file=sys.stderr)
         return 130
     return 0

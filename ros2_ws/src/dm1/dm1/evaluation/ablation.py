@@ -10,6 +10,9 @@ process, interleaved in rounds, before any episode runs. Every policy sees the s
 
 Outputs in `out_dir`: `ablation.json` (meta, rows, per-configuration summaries, timings, per-episode records),
 `ablation.md` (the table) and `report/` (`dm1.evaluation.report.write_report`: plots and pooled summaries).
+Episodes that ended in an error (a franky error, a refused setting) count as failures and are listed above the
+table. Ctrl-C during the episodes writes a partial report of the configurations that finished
+(`meta["interrupted"]`); the interrupted configuration's episodes are not in it.
 """
 
 from __future__ import annotations
@@ -17,14 +20,20 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from dm1.evaluation.ablation_report import (  # noqa: F401 - re-exported: the ablation's API
+    Row,
+    aggregate,
+    episode_errors,
+    markdown_table,
+)
 from dm1.evaluation.policies import PolicyFn
-from dm1.evaluation.report import binomial_stderr, summarize, write_report
+from dm1.evaluation.report import summarize, write_report
 
 
 @dataclass(frozen=True)
@@ -168,18 +177,22 @@ def sample_observation(card: Any, seed: int = 0) -> tuple[dict[str, np.ndarray],
 def time_policies(
     policies: dict[str, PolicyFn], iters: int, warmup: int, rounds: int = 5, seed: int = 0
 ) -> dict[str, dict[str, float]]:
-    """Wall time (ms) of one `predict` per policy, all in this process, interleaved over `rounds`."""
+    """Wall time (ms) of one `predict` per policy, all in this process, interleaved over `rounds`.
+
+    Exactly `iters` timed calls per policy, spread over at most `rounds` rounds (fewer when `iters` is less).
+    """
     obs = {k: sample_observation(p.card, seed) for k, p in policies.items()}
     rng = np.random.default_rng(seed)
     samples: dict[str, list[float]] = {k: [] for k in policies}
     for key, pol in policies.items():
         for _ in range(warmup):
             pol.predict(*obs[key], rng=rng)
-    per_round = max(1, -(-iters // rounds))
-    for _ in range(rounds):
+    rounds = max(1, min(rounds, iters))
+    per_round = [iters // rounds + (r < iters % rounds) for r in range(rounds)]  # sums to iters
+    for calls in per_round:
         for key, pol in policies.items():
             images, proprio = obs[key]
-            for _ in range(per_round):
+            for _ in range(calls):
                 noise = rng.standard_normal(tuple(pol.card.noise_shape), dtype=np.float32)
                 t = time.perf_counter()
                 pol.predict(images, proprio, noise=noise)
@@ -193,96 +206,6 @@ def time_policies(
         }
         for k, v in samples.items()
     }
-
-
-@dataclass
-class Row:
-    """One table row: a method at K steps, pooled over training seeds."""
-
-    method: str
-    steps: int
-    backend: str
-    successes: int = 0
-    episodes: int = 0
-    per_seed: dict[str, float] = field(default_factory=dict)
-    infer_ms: float = float("nan")
-
-    @property
-    def rate(self) -> float:
-        return self.successes / self.episodes if self.episodes else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.update(
-            rate=self.rate, stderr=binomial_stderr(self.successes, self.episodes), seed_std=self.seed_std
-        )
-        return d
-
-    @property
-    def seed_std(self) -> float:
-        """Standard deviation of the per-seed success rates (nan with one seed)."""
-        v = list(self.per_seed.values())
-        return float(np.std(v, ddof=1)) if len(v) > 1 else float("nan")
-
-
-def aggregate(
-    entries: Sequence[MatrixEntry], records: dict[str, list[dict]], timings: dict[str, dict]
-) -> list[Row]:
-    """Pool the per-entry episode records into table rows (method, K)."""
-    rows: dict[tuple[str, int], Row] = {}
-    medians: dict[tuple[str, int], list[float]] = {}
-    for e in entries:
-        recs = records.get(e.key, [])
-        row = rows.setdefault(e.row, Row(e.run.method, e.steps, e.backend))
-        if e.backend not in row.backend.split("+"):
-            row.backend += f"+{e.backend}"
-        wins = sum(bool(r["success"]) for r in recs)
-        row.successes += wins
-        row.episodes += len(recs)
-        if recs:
-            row.per_seed[f"seed {e.run.train_seed}"] = wins / len(recs)
-        if e.key in timings:
-            medians.setdefault(e.row, []).append(timings[e.key]["median_ms"])
-    for key, row in rows.items():
-        if medians.get(key):
-            row.infer_ms = float(np.median(medians[key]))
-    return list(rows.values())
-
-
-def markdown_table(rows: Sequence[Row], meta: dict[str, Any]) -> str:
-    """The ablation table with its caveats."""
-    lines = [
-        "# Ablation: DM1 vs MeanFlow λ=0 vs flow matching (in-process, twin Lift)",
-        "",
-        f"- episodes per configuration and training seed: {meta['episodes']}; cube/noise seeds "
-        f"{meta['seed']}..{meta['seed'] + meta['episodes'] - 1} (the same for every row)",
-        f"- machine: {meta['machine']}; inference threads: {meta['threads']}; date {meta['date']}",
-        "- success ± binomial s.e. pooled over training seeds; per-seed rates in the last column",
-        "- inference: median wall ms of one `predict` (batch 1), all rows timed in the same process",
-        "",
-        "| method | K | backend | success % | s.e. | episodes | inference ms | per seed % |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        seeds = ", ".join(f"{100 * v:.0f}" for v in r.per_seed.values()) or "–"
-        ms = "–" if np.isnan(r.infer_ms) else f"{r.infer_ms:.2f}"
-        se = 100 * binomial_stderr(r.successes, r.episodes)
-        cells = [r.method, r.steps, r.backend, f"{100 * r.rate:.1f}", f"{se:.1f}", r.episodes, ms, seeds]
-        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
-    lines += ["", "![success per configuration](report/success.png)", ""]
-    timings = meta.get("timings_ms") or {}
-    if timings:
-        lines += [
-            "## Inference wall time (batch 1, every configuration timed in this process, interleaved)",
-            "",
-            "| configuration | median ms | p90 ms | calls |",
-            "|---|---|---|---|",
-        ]
-        for key in sorted(timings):
-            t = timings[key]
-            lines.append(f"| {key} | {t['median_ms']:.2f} | {t['p90_ms']:.2f} | {t['iters']} |")
-        lines.append("")
-    return "\n".join(lines)
 
 
 def episode_config(context: Any) -> dict[str, Any] | None:
@@ -303,11 +226,18 @@ def run_ablation(
     """Plan, time, evaluate and report; returns the `ablation.json` content.
 
     `context` provides `evaluate(policy, episodes, seed) -> list[record dict]` and `close()` (default
-    `TwinContext()`); `runs` overrides `describe_run` (tests).
+    `TwinContext()`); `runs` overrides `describe_run` (tests). An `out_dir` that cannot be written is refused
+    (ValueError) before anything runs. A KeyboardInterrupt during the episodes, once a configuration finished,
+    writes the report of the finished configurations and returns it with `meta["interrupted"]` =
+    `{"during", "finished", "planned"}`; before that, it propagates and nothing is written.
     """
+    from dm1.commands.arg_types import output_path_problem
     from dm1.commands.bench import machine_description
 
     cfg = cfg or AblationConfig()
+    problem = output_path_problem(out_dir, "directory")
+    if problem is not None:  # refused now, not after every episode ran
+        raise ValueError(f"out_dir: {problem}")
     runs = list(runs) if runs is not None else [describe_run(d) for d in run_dirs]
     if not runs:
         raise ValueError("run_ablation: expected at least one run directory")
@@ -325,20 +255,38 @@ def run_ablation(
 
         context = TwinContext()
     records: dict[str, list[dict]] = {}
+    current, interrupted = "", None
+    planned = len(entries) + int(cfg.oracle and hasattr(context, "oracle"))
     try:
         for e in entries:
+            current = e.key
             log(f"evaluating {e.key} ({e.run.method}): {cfg.episodes} episodes")
             records[e.key] = context.evaluate(policies[e.key], cfg.episodes, cfg.seed)
         if cfg.oracle and hasattr(context, "oracle"):
+            current = "oracle"
             log("evaluating the scripted expert (privileged upper bound)")
             records["oracle"] = context.evaluate(context.oracle(), cfg.episodes, cfg.seed)
+    except KeyboardInterrupt:  # Ctrl-C / SIGTERM: report the configurations that finished
+        if not records:
+            raise
+        interrupted = {"during": current, "finished": len(records), "planned": planned}
+        log(f"interrupted during {current}: writing a partial report of {len(records)} configurations")
     finally:
         context.close()
-    rows = aggregate(entries, records, timings)
+    rows = aggregate([e for e in entries if e.key in records], records, timings)
     if "oracle" in records:
         recs = records["oracle"]
+        oracle_errors = [r["error"] for r in recs if r.get("error")]
         rows.append(
-            Row("Scripted expert (privileged)", 0, "scripted", sum(r["success"] for r in recs), len(recs))
+            Row(
+                "Scripted expert (privileged)",
+                0,
+                "scripted",
+                sum(r["success"] for r in recs),
+                len(recs),
+                errors=len(oracle_errors),
+                first_error=f"oracle: {oracle_errors[0]}" if oracle_errors else None,
+            )
         )
     meta = {
         "episodes": cfg.episodes,
@@ -349,7 +297,10 @@ def run_ablation(
         "config": asdict(cfg),
         "episode_config": episode_config(context),
         "runs": [asdict(r) for r in runs],
+        "episode_errors": episode_errors(records),
     }
+    if interrupted is not None:
+        meta["interrupted"] = interrupted
     summaries = {
         key: summarize(recs, model=key, through_ros=False, seed=cfg.seed, machine=meta["machine"])
         for key, recs in records.items()

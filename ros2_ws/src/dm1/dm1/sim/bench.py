@@ -18,8 +18,10 @@ def run_twin_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     """Run the scripted expert on the twin for about `args.seconds` of simulation time and measure it.
 
     Reads (all optional): `seconds` (sim seconds, default 20), `width`/`height` (96), `fps` (20),
-    `realtime` (True), `host` (None = first free loopback). Two cameras (front, wrist).
-    Returns `{"render_ms": {"median", "p99"}, "real_time_factor", "cameras", "size", "fps", "machine", ...}`.
+    `realtime` (True), `host` (None = first free loopback), `seed` (0: the twin's seed, the warm-up episode's
+    cube seed; the timed episodes use seed + 1, ...). Two cameras (front, wrist).
+    Returns `{"render_ms": {"median", "p99"}, "real_time_factor", "cameras", "size", "fps", "seed", "machine",
+    ...}`.
     """
     from dm1.sim.expert import run_expert_episodes
     from dm1.sim.twin import Twin
@@ -29,14 +31,15 @@ def run_twin_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     height = int(getattr(args, "height", 96) or 96)
     fps = float(getattr(args, "fps", 20.0) or 20.0)
     realtime = bool(getattr(args, "realtime", True))
+    seed = int(getattr(args, "seed", 0) or 0)
     cams = {n: CameraSpec(width=width, height=height, fps=fps) for n in ("front", "wrist")}
-    cfg = TwinConfig(host=getattr(args, "host", None), cameras=cams, realtime=realtime, seed=0)
+    cfg = TwinConfig(host=getattr(args, "host", None), cameras=cams, realtime=realtime, seed=seed)
     with Twin(cfg) as twin:
-        run_expert_episodes(twin, 1, seed=0, max_sim_s=0.5)  # warm-up: connect, home, first renders
+        run_expert_episodes(twin, 1, seed=seed, max_sim_s=0.5)  # warm-up: connect, home, first renders
         twin.renderer.render_ms.clear()
         wall0, sim0 = time.monotonic(), twin.sim_time()
         results = run_expert_episodes(
-            twin, max(1, math.ceil(seconds / SIM_S_PER_EPISODE)), seed=1, max_sim_s=15.0
+            twin, max(1, math.ceil(seconds / SIM_S_PER_EPISODE)), seed=seed + 1, max_sim_s=15.0
         )
         episodes, successes = len(results), sum(r.success for r in results)
         wall, sim = time.monotonic() - wall0, twin.sim_time() - sim0
@@ -58,6 +61,7 @@ def run_twin_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "cameras": 2,
         "size": [height, width],
         "fps": fps,
+        "seed": seed,
         "realtime": realtime,
         "sim_seconds": round(sim, 2),
         "wall_seconds": round(wall, 2),

@@ -11,6 +11,10 @@ from typing import Any
 
 import numpy as np
 
+#: Untimed training steps before the timed ones when `warmup` is not given (what `dm1 bench train` ran before
+#: `--warmup` was honoured: the shared default 50, capped at 10).
+DEFAULT_WARMUP_STEPS = 10
+
 
 def _machine(device: Any) -> str:
     import torch
@@ -24,9 +28,13 @@ def _machine(device: Any) -> str:
 def run_train_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     """Time ``Trainer.train_step`` (MeanFlow JVP + dispersive pass + AdamW + EMA) on synthetic data.
 
-    Args (attributes of ``args``, all optional): ``batch_sizes`` ("32,64" or a list), ``steps``
-    (timed steps per batch size, default 20), ``warmup`` (default 3, at most 10), ``device`` (``auto``),
-    ``image_size`` (default 96), ``dispersive`` (variant, default ``infonce_l2``), ``threads`` (0 = default).
+    Args (attributes of ``args``, all optional): ``batch_sizes`` ("32,64" or a sequence of ints >= 1),
+    ``steps`` (timed steps per batch size, default 20), ``warmup`` (untimed steps first; None = 10, 0 = none),
+    ``device`` (``auto``), ``image_size`` (default 96), ``dispersive`` (variant, default ``infonce_l2``),
+    ``threads`` (0 = default).
+
+    Raises:
+        ValueError: no batch size, or one < 1, or a negative ``warmup`` (before anything is built).
 
     Returns:
         ``{"samples_per_s", "step_ms": {"median", "p99"}, "batch_size", "device", "machine", "runs": [...]}``;
@@ -39,9 +47,17 @@ def run_train_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     from dm1.train.trainer import Trainer
 
     raw = getattr(args, "batch_sizes", None) or [32, 64]
-    batch_sizes = [int(b) for b in (raw.split(",") if isinstance(raw, str) else raw)]  # "32,64" or [32, 64]
+    try:  # "32,64" or [32, 64]
+        batch_sizes = [int(b) for b in (raw.split(",") if isinstance(raw, str) else raw)]
+    except ValueError:
+        batch_sizes = []
+    if not batch_sizes or min(batch_sizes) < 1:
+        raise ValueError(f"batch_sizes: expected comma-separated integers >= 1 like 32,64, found {raw!r}")
     steps = int(getattr(args, "steps", 20) or 20)
-    warmup = min(int(getattr(args, "warmup", 3) or 3), 10)  # shared --warmup default (50) is for inference
+    warmup = getattr(args, "warmup", None)  # `dm1 bench --warmup`: None unless given
+    warmup = DEFAULT_WARMUP_STEPS if warmup is None else int(warmup)
+    if warmup < 0:
+        raise ValueError(f"warmup: expected an integer >= 0, found {warmup}")
     size = int(getattr(args, "image_size", 96) or 96)
     variant = getattr(args, "dispersive", None) or "infonce_l2"
     runs = []
@@ -77,6 +93,7 @@ def run_train_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                     "machine": _machine(trainer.device),
                     "dispersive": variant,
                     "timed_steps": steps,
+                    "warmup_steps": warmup,
                 }
             )
             del trainer
