@@ -194,6 +194,17 @@ def test_demo_replaces_its_own_scratch_report_but_not_a_report_in_another_out(
     assert len(graph_start) == 1 and (kept / "eval.json").exists()
 
 
+def test_report_files_name_everything_a_report_writes(tmp_path: Path) -> None:
+    """`--force` removes exactly REPORT_FILES: a file `write_report` adds and the list lacks would survive it
+    and make a report of two runs."""
+    from dm1.evaluation import summarize, write_report
+    from dm1.evaluation.report import REPORT_FILES
+
+    records = _records(1000, 2)
+    write_report(summarize(records, "m", through_ros=True, seed=1000, machine="test"), tmp_path, records)
+    assert {p.name for p in tmp_path.iterdir()} <= set(REPORT_FILES)
+
+
 def test_eval_replaces_its_default_report_but_not_a_report_in_a_given_out(
     model: Path, tmp_path: Path, graph_start: list[list[str]], monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:

@@ -273,7 +273,7 @@ def test_resuming_with_steps_below_the_checkpoint_is_refused_naming_steps(
         _cfg(tiny_data, steps=4, checkpoint_every=4, log_every=2, batch_size=4), out_dir=run, progress=False
     ).fit()
     before = _snapshot(run)
-    with pytest.raises(ValueError, match=r"TrainConfig\.steps: expected > 4 .*step_00000004.*, found 2$"):
+    with pytest.raises(ValueError, match=r"TrainConfig\.steps: expected at least 4 .*step_0+4.*, found 2$"):
         Trainer(_cfg(tiny_data, steps=2, batch_size=4), out_dir=run, resume=True, progress=False)
     assert _snapshot(run) == before
 
@@ -308,7 +308,7 @@ def test_dm1_train_resume_below_or_at_the_checkpoints_step_never_reports_a_nan_l
     assert _train_in_process("--config", str(config), "-o", str(run), "--steps", "2", "--resume") == 2
     out, err = capsys.readouterr()
     assert "nan" not in out + err
-    assert "dm1 train: error: TrainConfig.steps: expected > 4 to continue the run" in err and "found 2" in err
+    assert "dm1 train: error: TrainConfig.steps: expected at least 4 to resume" in err and "found 2" in err
     assert _snapshot(run) == before
 
     assert _train_in_process("--config", str(config), "-o", str(run), "--resume", "--no-progress") == 0

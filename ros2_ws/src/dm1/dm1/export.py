@@ -286,11 +286,9 @@ def _trace_to_onnx(
                 output_names=["actions"],
                 do_constant_folding=True,
             )
-        except Exception as exc:  # e.g. an opset torch cannot write (5, 99): a torch error, not ours
+        except Exception as exc:  # e.g. an opset torch cannot write (5, 99): one line, not a torch traceback
             why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ExportError(
-                f"--opset {opset}: torch could not export the network at this opset: {why}"
-            ) from exc
+            raise ExportError(f"torch.onnx.export failed (--opset {opset}): {why}") from exc
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as exc:

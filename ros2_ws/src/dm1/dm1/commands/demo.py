@@ -18,9 +18,7 @@ def _handler(args: argparse.Namespace) -> int:
     out = Path(args.out or "runs/demo")
     try:
         # runs/demo is the demo's scratch report, replaced on each run; another --out only with --force
-        summary, records = run_from_args(
-            args, out, progress=not args.json, replace=args.force or args.out is None
-        )
+        summary, records = run_from_args(args, out, progress=not args.json)
     except KeyboardInterrupt:
         print("dm1 demo: interrupted before an episode finished", file=sys.stderr)
         return 130

@@ -214,11 +214,17 @@ def run_ros_eval(
     return summary.to_dict(), records
 
 
+def replaces_report(args: argparse.Namespace) -> bool:
+    """Whether a report already in the output directory is replaced: with `--force`, or when no `--out` was
+    given (the command's default directory is its scratch report, rewritten by each run)."""
+    return bool(args.force) or args.out is None
+
+
 def run_from_args(
-    args: argparse.Namespace, out: Path, progress: bool = True, replace: bool = False
+    args: argparse.Namespace, out: Path, progress: bool = True
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """`run_ros_eval` with the arguments of `add_eval_arguments` (shared by `dm1 eval` and `dm1 demo`);
-    `replace`: replace a report already in `out`."""
+    """`run_ros_eval` with the arguments of `add_eval_arguments` (shared by `dm1 eval` and `dm1 demo`); a
+    report already in `out` is replaced per `replaces_report`."""
     return run_ros_eval(
         args.model,
         args.episodes,
@@ -229,7 +235,7 @@ def run_from_args(
         sim_host=args.sim_host,
         noise_scale=args.noise_scale,
         ensemble_alpha=args.ensemble_alpha,
-        replace=replace,
+        replace=replaces_report(args),
     )
 
 
@@ -253,41 +259,38 @@ def _merge(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                 f"--update-card: the merged runs evaluated {merged.model} (onnx_sha256 {found}); expected "
                 f"the model of --model {args.model} (onnx_sha256 {want})"
             )
-    if args.force:
+    if replaces_report(args):
         clear_report_dir(out)
     write_report(merged, out, records)
     return merged.to_dict()
 
 
 def _update_card(model: str, summary: dict[str, Any]) -> None:
-    """Store `summary` as the card's `evaluation` (atomically: a temporary file, then a rename)."""
-    card_path = Path(model) / "model_card.json"
+    """Store `summary` as the card's `evaluation` (atomically: a temporary file, fsync, then a rename)."""
+    from dm1.data.episode import atomic_write_text
+    from dm1.modelcard import CARD_FILENAME
+
+    card_path = Path(model) / CARD_FILENAME
     card = json.loads(card_path.read_text())
     card["evaluation"] = summary
-    tmp = card_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(card, indent=2) + "\n")
-    tmp.replace(card_path)
+    atomic_write_text(card_path, json.dumps(card, indent=2) + "\n")
 
 
 def _check_args(args: argparse.Namespace, out: Path) -> None:
-    """Every check that needs no evaluation, so that no finished evaluation is lost to a late error."""
+    """Every check that needs no evaluation, so that no finished evaluation is lost to a late error
+    (`run_ros_eval` checks the model and `out` again: it is also the library entry point)."""
     if not args.merge:
         check_model(args.model)
     if args.update_card:
         check_card_writable(args.model)
-    check_report_dir(out, args.force, args.merge or ())
+    check_report_dir(out, replaces_report(args), args.merge or ())
 
 
 def _handler(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/eval/{Path(args.model).name}{'_merged' if args.merge else ''}")
-    if args.out is None:  # the default directory is this model's scratch report: each run replaces it
-        args.force = True
     _check_args(args, out)
     try:
-        if args.merge:
-            summary = _merge(args, out)
-        else:
-            summary = run_from_args(args, out, progress=not args.json, replace=args.force)[0]
+        summary = _merge(args, out) if args.merge else run_from_args(args, out, progress=not args.json)[0]
     except KeyboardInterrupt:
         print("dm1 eval: interrupted before an episode finished; nothing to report", file=sys.stderr)
         return 130

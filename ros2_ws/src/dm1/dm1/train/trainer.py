@@ -143,8 +143,8 @@ class Trainer:
         """
         if cfg.steps < ckpt.step:
             raise ValueError(
-                f"TrainConfig.steps: expected > {ckpt.step} to continue the run {self.out_dir} (its newest "
-                f"checkpoint {ckpt.path.name} is at step {ckpt.step}), found {cfg.steps}"
+                f"TrainConfig.steps: expected at least {ckpt.step} to resume the run {self.out_dir} (its "
+                f"newest checkpoint {ckpt.path.name} is at step {ckpt.step}), found {cfg.steps}"
             )
         recorded = ckpt.train_config.init_from
         if cfg.init_from and not _same_path(cfg.init_from, recorded):
