@@ -150,6 +150,8 @@ def main(args: list[str] | None = None) -> int:
     with stopped_by_signals():  # Ctrl-C ends the spin through the context shutdown (see node_signals)
         publish_asynchronously()  # a dead peer's shared-memory lock must not stall the control ticks
         init_ros("controller_node", args if args is not None else sys.argv)
+        # before the node (see twin_node.main); MultiThreadedExecutor cost ~80 % of a core under sim time
+        executor = SingleThreadedExecutor()
         try:
             node = ControllerNode()
         except Exception as exc:  # noqa: BLE001 - bad parameters or no robot: refuse to start, say why
@@ -158,7 +160,6 @@ def main(args: list[str] | None = None) -> int:
             print(f"controller_node: refusing to start: {type(exc).__name__}: {exc}", file=sys.stderr)
             rclpy.try_shutdown()
             return 2
-        executor = SingleThreadedExecutor()  # MultiThreadedExecutor cost ~80 % of a core under sim time
         executor.add_node(node)
         node.home.start()
         try:

@@ -168,9 +168,11 @@ def main(args: list[str] | None = None) -> int:
         with stopped_by_signals():  # Ctrl-C ends the spin via the context shutdown (dm1_ros.node_signals)
             publish_asynchronously()  # a killed subscriber's dead-held SHM lock must not stall the physics
             init_ros("twin_node", args)
+            # before the node: built after a Ctrl-C shut the context down, its constructor raises and rclpy's
+            # Executor.__del__ then prints an AttributeError traceback (seen while the twin started)
+            executor = MultiThreadedExecutor(num_threads=2)
             node = TwinNode()  # a stop while it starts is seen once it has (its threads then stopped)
             rclpy.get_default_context().on_shutdown(_arm_shutdown_watchdog)  # SIGINT shuts the context down
-            executor = MultiThreadedExecutor(num_threads=2)
             executor.add_node(node)
             executor.spin()
     except ValueError as exc:
