@@ -17,6 +17,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from dm1.control.executor import STATUS_TOPIC
 from dm1.monitor.foxglove_bridge import BridgeConfig, FoxgloveBridge
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
@@ -143,8 +144,9 @@ def main(args: list[str] | None = None) -> int:
     node = None
     try:
         with stopped_by_signals(), init_ros("foxglove_node", args):  # Ctrl-C: see node_signals
+            executor = SingleThreadedExecutor()  # before the node: see dm1_sim.twin_node.main
             node = FoxgloveNode()
-            rclpy.spin(node)
+            rclpy.spin(node, executor)
     except ValueError as exc:
         print(f"[foxglove_node] ERROR: {exc}", file=sys.stderr, flush=True)
         return 1

@@ -137,11 +137,13 @@ def main(args: list[str] | None = None) -> None:
     import sys
 
     import rclpy
+    from rclpy.executors import SingleThreadedExecutor
 
     from dm1_ros.node_signals import stopped_by_signals
 
     # Ctrl-C ends the spin via the context (node_signals)
     with stopped_by_signals(), init_ros("policy_node", args):
+        executor = SingleThreadedExecutor()  # before the node: see dm1_sim.twin_node.main
         try:
             node = PolicyNode()
         except ValueError as exc:
@@ -153,7 +155,7 @@ def main(args: list[str] | None = None) -> None:
                 node.destroy_node()
                 raise SystemExit(1)
             node.trigger_activate()  # refused under a controller fault: the node waits, configured
-        rclpy.spin(node)
+        rclpy.spin(node, executor)
 
 
 if __name__ == "__main__":

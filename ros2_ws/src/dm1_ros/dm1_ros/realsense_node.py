@@ -18,6 +18,7 @@ from collections.abc import Callable
 import rclpy  # before pyrealsense2 (imported by dm1.camera on first use): see dm1.camera.realsense._rs
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from dm1.camera.realsense import NODE_PARAMETERS, CameraFrame, NoDeviceError, RealSenseCamera, camera_configs
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, Image
@@ -112,9 +113,10 @@ def main(args: list[str] | None = None) -> int:
     """`ros2 run dm1_ros realsense_node` / `python -m dm1_ros.realsense_node`."""
     try:
         with stopped_by_signals(), init_ros("realsense_node", args):  # Ctrl-C: see node_signals
+            executor = SingleThreadedExecutor()  # before the node: see dm1_sim.twin_node.main
             node = RealSenseNode()
             try:
-                rclpy.spin(node)
+                rclpy.spin(node, executor)
             finally:
                 node.close()  # stop the reader threads (they publish)
     except (NoDeviceError, ValueError) as exc:  # ValueError: a bad parameter or PlaybackFileError

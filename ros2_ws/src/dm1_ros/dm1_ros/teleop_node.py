@@ -28,6 +28,7 @@ from dm1.teleop.loop import TeleopConfig, TeleopLoop
 from dm1.teleop.mcap_mirror import McapMirror
 from dm1.teleop.recorder import EE_ACTION_NAMES, EpisodeRecorder, RecorderConfig
 from geometry_msgs.msg import PoseStamped
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState, Joy
@@ -154,8 +155,9 @@ def main(args: list[str] | None = None) -> int:
     try:
         with stopped_by_signals():  # Ctrl-C ends the spin via the context (node_signals)
             init_ros("teleop_node", args)
+            executor = SingleThreadedExecutor()  # before the node: see dm1_sim.twin_node.main
             node = TeleopNode()
-            rclpy.spin(node)
+            rclpy.spin(node, executor)
     except ValueError as exc:
         print(f"teleop_node: bad configuration: {exc}", file=sys.stderr)
         return 2
