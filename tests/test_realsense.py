@@ -134,7 +134,9 @@ def test_playback_with_depth_returns_uint16_depth(tmp_path: Path) -> None:
             got = []
             while (frame := cam.read(timeout_s=30.0)) is not None:  # None at the end
                 got.append(frame)
+        ended = "the file's end" if cam.playback_ended else "a 30 s read timeout (playback stuck)"
         counters = f"align={align}, drops={vars(cam.drops)}, unpaired color frames={cam.unpaired}"
+        counters += f", ended by {ended}"
         assert got and all(f.depth is not None and f.depth.dtype == np.uint16 for f in got), counters
         assert got[0].depth_scale == pytest.approx(0.001)
         for f in got:
