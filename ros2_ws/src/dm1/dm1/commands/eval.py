@@ -21,6 +21,7 @@ from typing import Any
 
 from dm1.commands.arg_types import fraction, output_path_problem, positive_float, positive_int
 from dm1.errors import ReportedError
+from dm1.paths import same_path
 from dm1.policy_defaults import DEFAULT_ENSEMBLE_ALPHA
 
 #: what `dm1 eval` writes into its report directory besides the report (`dm1.evaluation.report.REPORT_FILES`)
@@ -101,7 +102,7 @@ def check_report_dir(out: Path, force: bool, inputs: Sequence[str | os.PathLike[
     if problem := output_path_problem(out, "directory"):  # a file, or a path below one, or read-only
         raise EvalArgumentError(f"--out {out}: {problem}")
     for run in inputs:
-        if out.resolve() == Path(run).resolve():
+        if same_path(out, run):
             raise EvalArgumentError(
                 f"--out {out}: expected a directory other than the --merge inputs, found the input {run}"
             )
@@ -253,8 +254,8 @@ def _merge(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     merged, records = merge_runs(args.merge)
     if args.update_card:
         want, found = _card(Path(args.model)).get("onnx_sha256"), merged.extra.get("onnx_sha256")
-        same_path = Path(merged.model).resolve() == Path(args.model).resolve()
-        if (found is not None and found != want) or (found is None and not same_path):
+        same_dir = same_path(merged.model, args.model)
+        if (found is not None and found != want) or (found is None and not same_dir):
             raise ValueError(
                 f"--update-card: the merged runs evaluated {merged.model} (onnx_sha256 {found}); expected "
                 f"the model of --model {args.model} (onnx_sha256 {want})"

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dm1.evaluation.report import EvalSummary, summarize
+from dm1.paths import same_path
 
 #: `extra` entries that must agree between merged parts (episode settings and model identity).
 MUST_AGREE = ("max_sim_s", "noise_scale", "ensemble_alpha", "onnx_sha256")
@@ -53,13 +54,6 @@ def _check_fields(path: Path, data: dict[str, Any], types: dict[str, type]) -> N
         value = data[name]
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise ValueError(f"{path}: field '{name}': expected {_JSON_NAMES[kind]}, found {value!r}")
-
-
-def same_model(a: object, b: object) -> bool:
-    """Whether two recorded model paths name the same directory (`./models/m/` and `models/m` do)."""
-    if isinstance(a, str) and isinstance(b, str):
-        return a == b or Path(a).resolve() == Path(b).resolve()
-    return a == b
 
 
 def pose_key(record: dict[str, Any]) -> tuple:
@@ -118,7 +112,7 @@ def merge_runs(run_dirs: Sequence[str | Path], machine: str | None = None) -> tu
     seen: dict[tuple, Path] = {}
     records: list[dict[str, Any]] = []
     for run, summary, recs in parts:
-        if not same_model(summary["model"], first["model"]):  # the same directory, however spelled
+        if not same_path(summary["model"], first["model"]):  # the same directory, however spelled
             raise ValueError(
                 f"{run / 'eval.json'}: model: expected {first['model']!r} (as {first_dir}), "
                 f"found {summary['model']!r}"

@@ -27,6 +27,7 @@ from dm1.data.dataset import WindowDataset
 from dm1.dispersive import dispersive_forward
 from dm1.meanflow import flow_matching_loss, meanflow_loss
 from dm1.network import DM1Network, count_parameters
+from dm1.paths import same_path
 from dm1.train.schedule import lr_at
 
 CSV_FIELDS = (
@@ -147,7 +148,7 @@ class Trainer:
                 f"newest checkpoint {ckpt.path.name} is at step {ckpt.step}), found {cfg.steps}"
             )
         recorded = ckpt.train_config.init_from
-        if cfg.init_from and not _same_path(cfg.init_from, recorded):
+        if cfg.init_from and not (recorded and same_path(cfg.init_from, recorded)):
             what = (
                 f"{recorded!r} (what it was fine-tuned from) or ''"
                 if recorded
@@ -361,11 +362,6 @@ def model_differences(checkpoint: Any, config: Any) -> str:
         for k in sorted(set(mine) | set(theirs))
         if mine.get(k) != theirs.get(k)
     )
-
-
-def _same_path(a: str, b: str) -> bool:
-    """Whether two ``init_from`` strings name the same checkpoint or run (equal, or one resolved path)."""
-    return bool(a and b) and (a == b or Path(a).resolve() == Path(b).resolve())
 
 
 def _truncate_csv(path: Path, step: int) -> None:
