@@ -256,13 +256,14 @@ def run_ablation(
         context = TwinContext()
     records: dict[str, list[dict]] = {}
     current, interrupted = "", None
-    planned = len(entries) + int(cfg.oracle and hasattr(context, "oracle"))
+    with_oracle = bool(cfg.oracle and hasattr(context, "oracle"))  # a context without an expert has none
+    planned = len(entries) + int(with_oracle)
     try:
         for e in entries:
             current = e.key
             log(f"evaluating {e.key} ({e.run.method}): {cfg.episodes} episodes")
             records[e.key] = context.evaluate(policies[e.key], cfg.episodes, cfg.seed)
-        if cfg.oracle and hasattr(context, "oracle"):
+        if with_oracle:
             current = "oracle"
             log("evaluating the scripted expert (privileged upper bound)")
             records["oracle"] = context.evaluate(context.oracle(), cfg.episodes, cfg.seed)
