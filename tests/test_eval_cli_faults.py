@@ -119,6 +119,34 @@ def test_a_finished_eval_stores_its_summary_in_the_model_card(model: Path, tmp_p
     assert _card_evaluation(model)["episodes"] == 2
 
 
+def test_a_statistic_with_nothing_measured_is_stored_in_the_card_as_null_not_nan(
+    model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Episodes in which the policy published no chunk leave the latency without a sample (nan): the card
+    must stay strict JSON (other parsers reject NaN) and must still load."""
+    import dm1.commands.eval as eval_command
+    from dm1.modelcard import load_card
+
+    def run(args: Any, out: Path, *_: Any, **__: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        records = [{**r, "ledger_ms": {"published_ms": []}} for r in _records(args.seed, 2)]
+        summary = summarize(records, model=args.model, through_ros=True, seed=args.seed, machine="x")
+        write_report(summary, out, records)
+        return summary.to_dict(), records
+
+    monkeypatch.setattr(eval_command, "run_from_args", run)
+    assert main(["eval", "--model", str(model), "--out", str(tmp_path / "r"), "--update-card"]) == 0
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"model card holds {constant}")
+
+    card = json.loads((model / "model_card.json").read_text(), parse_constant=refuse)
+    assert card["evaluation"]["latency_ms"]["published_ms"] == {
+        "median": None, "p99": None, "mean": None, "count": 0
+    }  # fmt: skip
+    assert card["evaluation"]["episodes"] == 2
+    assert load_card(model).evaluation == card["evaluation"]
+
+
 @pytest.mark.parametrize("read_only", ["model directory", "model card"])
 @pytest.mark.parametrize("merge", [False, True], ids=["eval", "merge"])
 def test_update_card_of_a_read_only_model_is_refused_before_anything_runs(

@@ -9,6 +9,7 @@ import pytest
 from dm1.cli import main
 from dm1.evaluation import summarize, write_report
 from dm1.evaluation.merge import load_run, merge_runs
+from policy_toy_model import build_toy_model
 
 SETTINGS = {"max_sim_s": 20.0, "noise_scale": 1.0, "ensemble_alpha": 0.5, "onnx_sha256": "ab" * 32}
 
@@ -89,12 +90,11 @@ def test_a_truncated_part_is_refused(tmp_path: Path) -> None:
 
 
 def test_cli_merge_writes_the_report_and_updates_only_the_matching_card(tmp_path: Path, capsys) -> None:
-    model = tmp_path / "models" / "m"
-    model.mkdir(parents=True)
-    card = {"name": "m", "onnx_sha256": SETTINGS["onnx_sha256"], "evaluation": None}
-    (model / "model_card.json").write_text(json.dumps(card))
-    a = _part(tmp_path, "a", 1000, [True, True], model=str(model))
-    b = _part(tmp_path, "b", 1002, [False, True], model=str(model))
+    model = build_toy_model(tmp_path / "models" / "m")
+    card = json.loads((model / "model_card.json").read_text())
+    sha = card["onnx_sha256"]
+    a = _part(tmp_path, "a", 1000, [True, True], model=str(model), onnx_sha256=sha)
+    b = _part(tmp_path, "b", 1002, [False, True], model=str(model), onnx_sha256=sha)
     out = tmp_path / "merged"
     argv = ["eval", "--merge", str(a), str(b), "--model", str(model), "--out", str(out), "--json"]
     assert main([*argv, "--update-card"]) == 0
@@ -152,3 +152,23 @@ def test_parts_of_one_model_directory_spelled_differently_merge(tmp_path: Path, 
     c = _part(tmp_path, "c", 1002, [True], model=str(tmp_path / "models" / "m"))
     merged, _ = merge_runs([a, b, c])
     assert (merged.episodes, merged.successes, merged.model) == (3, 2, "./models/m/")
+
+
+def test_cli_merge_refuses_update_card_of_an_invalid_card_before_writing_a_report(
+    tmp_path: Path, capsys
+) -> None:
+    model = build_toy_model(tmp_path / "models" / "m")
+    card = json.loads((model / "model_card.json").read_text())
+    del card["inputs"]
+    (model / "model_card.json").write_text(json.dumps(card))
+    a = _part(tmp_path, "a", 1000, [True], model=str(model))
+    b = _part(tmp_path, "b", 1001, [True], model=str(model))
+    out = tmp_path / "merged"
+    assert (
+        main(["eval", "--merge", str(a), str(b), "--model", str(model), "--out", str(out), "--update-card"])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "--update-card:" in err and "field 'inputs': expected to be present, found it missing" in err
+    assert not out.exists()
+    assert "inputs" not in json.loads((model / "model_card.json").read_text())  # left as it was

@@ -28,10 +28,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from dm1.config import TrainConfig
-from dm1.data.episode import _sync_dir
 from dm1.data.index import file_sha256
 from dm1.errors import ReportedError
 from dm1.normalization import Normalizer
+from dm1.paths import sync_dir
 
 FORMAT_VERSION = 1
 CHECKPOINTS_DIR = "checkpoints"
@@ -144,7 +144,7 @@ def save_checkpoint(
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, directory)
-    _sync_dir(directory.parent)
+    sync_dir(directory.parent)
     return directory
 
 

@@ -20,12 +20,12 @@ import json
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dm1.errors import ReportedError
+from dm1.paths import atomic_write_text
 
 FORMAT_VERSION = 1
 ACTION_SPACES: tuple[str, ...] = ("ee_position", "joint_position")
@@ -239,21 +239,12 @@ class ModelCard:
         )
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the card as JSON atomically (temp file in the same directory, then rename)."""
+        """Validate and write the card as JSON, atomically and durably (`dm1.paths.atomic_write_text`)."""
         path = Path(path)
         if path.is_dir():
             path = path / CARD_FILENAME
         validate_card(self)
-        text = json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
-        fd, tmp = tempfile.mkstemp(prefix=".model_card.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-            os.chmod(tmp, 0o644)  # mkstemp creates 0600; a model card is meant to be shared
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
         return path
 
 

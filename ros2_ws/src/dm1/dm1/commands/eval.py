@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -81,13 +82,17 @@ def check_model(model: str | os.PathLike[str]) -> None:
 
 def check_card_writable(model: str | os.PathLike[str]) -> Path:
     """The card `--update-card` replaces (a temporary file in the model directory, then a rename);
-    EvalArgumentError when the card is missing or it or its directory is not writable."""
-    from dm1.modelcard import CARD_FILENAME
+    EvalArgumentError when the card is missing, invalid, or it or its directory is not writable."""
+    from dm1.modelcard import CARD_FILENAME, ModelCardError, load_card
 
     path = check_model_dir(model)
     card = path / CARD_FILENAME
     if not card.is_file():
         raise EvalArgumentError(f"--update-card: expected a model card {card}, found none")
+    try:
+        load_card(card)
+    except ModelCardError as exc:
+        raise EvalArgumentError(f"--update-card: {exc}") from exc
     for target in (path, card):
         if not os.access(target, os.W_OK):
             raise EvalArgumentError(
@@ -267,14 +272,24 @@ def _merge(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 
 def _update_card(model: str, summary: dict[str, Any]) -> None:
-    """Store `summary` as the card's `evaluation` (atomically: a temporary file, fsync, then a rename)."""
-    from dm1.data.episode import atomic_write_text
-    from dm1.modelcard import CARD_FILENAME
+    """Store `summary` as the card's `evaluation` (validated, atomically: `ModelCard.save`). A statistic with
+    nothing to measure (nan: no latency sample, say) is stored as null: the card stays strict JSON."""
+    from dm1.modelcard import load_card
 
-    card_path = Path(model) / CARD_FILENAME
-    card = json.loads(card_path.read_text())
-    card["evaluation"] = summary
-    atomic_write_text(card_path, json.dumps(card, indent=2) + "\n")
+    card = load_card(model)
+    card.evaluation = _finite_or_null(summary)
+    card.save(model)
+
+
+def _finite_or_null(value: Any) -> Any:
+    """`value` with every non-finite float (nan, ±inf), however deeply nested, replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_null(v) for v in value]
+    return value
 
 
 def _check_args(args: argparse.Namespace, out: Path) -> None:

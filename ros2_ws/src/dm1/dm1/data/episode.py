@@ -29,6 +29,7 @@ import h5py
 import numpy as np
 
 from dm1.errors import ReportedError
+from dm1.paths import sync_dir
 
 FORMAT_VERSION = 1
 PARTIAL_SUFFIX = ".partial"
@@ -54,29 +55,6 @@ _EPISODE_RE = re.compile(r"^episode_(\d+)\.h5$")
 
 class EpisodeFormatError(ReportedError, ValueError):
     """An episode file, or a step appended to one, does not match the episode format."""
-
-
-def _sync_dir(directory: Path) -> None:
-    """fsync a directory so that a rename inside it survives a power loss (best effort)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _sync_dir(path.parent)
 
 
 def require_free_space(path: Path, need_bytes: int, reserve_bytes: int = DISK_RESERVE_BYTES) -> None:
@@ -281,7 +259,7 @@ class EpisodeWriter:
         if self.path.exists():
             raise FileExistsError(f"refusing to overwrite existing episode file {self.path}")
         os.replace(self.partial_path, self.path)
-        _sync_dir(self.path.parent)
+        sync_dir(self.path.parent)
         return self.path
 
     def discard(self) -> None:

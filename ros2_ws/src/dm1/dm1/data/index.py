@@ -17,10 +17,9 @@ from dm1.data.episode import (
     PARTIAL_SUFFIX,
     QUARANTINE_DIR,
     EpisodeFormatError,
-    _sync_dir,
-    atomic_write_text,
     read_episode,
 )
+from dm1.paths import atomic_write_text, sync_dir
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +160,7 @@ class DatasetIndex:
                     target = qdir / f"{name}.{_dt.datetime.now(_dt.UTC).strftime('%Y%m%dT%H%M%S%f')}"
                 os.replace(self.directory / name, target)
                 moved.append(target)
-            _sync_dir(self.directory)
+            sync_dir(self.directory)
         self.update()
         return moved
 

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from dm1.data.episode import PARTIAL_SUFFIX, _sync_dir
+from dm1.data.episode import PARTIAL_SUFFIX
+from dm1.paths import sync_dir
 
 
 def partial_path(final: Path) -> Path:
@@ -68,4 +69,4 @@ def staged_output(
     except BaseException:
         remove_path(tmp)
         raise
-    _sync_dir(final.parent)
+    sync_dir(final.parent)
