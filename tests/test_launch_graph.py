@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import signal
 import subprocess
 import sys
@@ -142,6 +143,33 @@ def test_dm1_launch_and_the_launch_file_pass_the_teleop_device_and_directory_ali
     assert defaults["teleop_device"] == defaults["record_dir"] == ""  # teleop.yaml's values
     no_flags = build_parser().parse_args(["launch", "franka"])
     assert no_flags.teleop_device == no_flags.record_dir == ""
+
+
+def test_the_policy_listens_where_the_graphs_cameras_publish_whatever_topic_the_card_recorded(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    """A card from another rig (topics `/rig/<name>/image`) would leave the policy waiting for frames that
+    the twin or realsense_node publish on `/camera/<name>/color/image_raw`."""
+    card_path = model_dir / "model_card.json"
+    card = yaml.safe_load(card_path.read_text())  # JSON is YAML
+    for cam in card["inputs"]["cameras"]:
+        cam["topic"] = f"/rig/{cam['name']}/image"
+    card_path.write_text(json.dumps(card))
+    expected = ["front=/camera/front/color/image_raw", "wrist=/camera/wrist/color/image_raw"]
+    for args in (
+        LaunchArgs(use_sim=True, model=str(model_dir)),
+        LaunchArgs(robot_ip="172.16.0.2", model=str(model_dir)),
+    ):
+        assert _by_name(franka_graph(args))["policy_node"].parameters["camera_topics"] == expected
+
+    (tmp_path / "cfg").mkdir()  # camera_topics the user sets in a policy.yaml of their own win
+    (tmp_path / "cfg/policy.yaml").write_text(
+        "policy_node:\n  ros__parameters:\n    camera_topics: ['front=/mine/front', 'wrist=/mine/wrist']\n"
+    )
+    args = LaunchArgs(use_sim=True, model=str(model_dir), config_dir=str(tmp_path / "cfg"))
+    assert _by_name(franka_graph(args))["policy_node"].parameters["camera_topics"] == [
+        "front=/mine/front", "wrist=/mine/wrist"
+    ]  # fmt: skip
 
 
 def test_file_defaults_are_overridden_by_launch_arguments(tmp_path: Path) -> None:

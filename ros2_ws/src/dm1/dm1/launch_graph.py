@@ -311,8 +311,16 @@ def twin_image_size(model: str | Path, cameras: tuple[str, ...]) -> tuple[int, i
     return int(height), int(width)
 
 
-def _camera_topics(cameras: tuple[str, ...]) -> list[str]:
-    return [f"/camera/{c}/color/image_raw" for c in cameras]
+def camera_topic(camera: str) -> str:
+    """Where a camera of this graph publishes its color images: the twin, `realsense_node` and an external
+    driver (remapped as the README says) all use `/camera/<name>/color/image_raw`."""
+    return f"/camera/{camera}/color/image_raw"
+
+
+def policy_camera_topics(model: str | Path) -> list[str]:
+    """The policy node's `camera_topics` in this graph: each of the model's cameras on `camera_topic`,
+    whatever topic its card recorded (a card from another rig would otherwise leave the policy waiting)."""
+    return [f"{c}={camera_topic(c)}" for c in load_card(model).camera_names]
 
 
 def franka_graph(args: LaunchArgs) -> list[NodeSpec]:
@@ -383,6 +391,8 @@ def franka_graph(args: LaunchArgs) -> list[NodeSpec]:
             noise_scale=float(args.noise_scale),
             ensemble_alpha=float(args.ensemble_alpha),
         )
+        if not policy.get("camera_topics"):  # a policy.yaml of the user's that sets them wins
+            policy["camera_topics"] = policy_camera_topics(str(args.model))
         graph.append(
             NodeSpec(
                 **ros,
@@ -417,7 +427,7 @@ def franka_graph(args: LaunchArgs) -> list[NodeSpec]:
             "foxglove_node",
             port=args.foxglove_port,
             mcap_path=args.foxglove_mcap,
-            image_topics=_camera_topics(args.cameras),
+            image_topics=[camera_topic(c) for c in args.cameras],
         )
         graph.append(
             NodeSpec(
