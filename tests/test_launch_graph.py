@@ -338,6 +338,7 @@ def test_every_entry_point_runs_the_policy_with_the_same_ensembling_default(mode
     assert from_launch == LaunchArgs(**sim).ensemble_alpha == DEFAULT_ENSEMBLE_ALPHA
     assert NODE_PARAMETERS["ensemble_alpha"][0] == PolicyConfig().ensemble_alpha == DEFAULT_ENSEMBLE_ALPHA
     values = {name: default for name, (default, _, _) in NODE_PARAMETERS.items() if name != "ensemble_alpha"}
+    values["model_dir"] = str(model_dir)
     assert config_from_parameters(values).ensemble_alpha == DEFAULT_ENSEMBLE_ALPHA
     assert InProcessConfig().ensemble_alpha == DEFAULT_ENSEMBLE_ALPHA
     parser = build_parser()

@@ -147,6 +147,29 @@ def test_non_finite_joint_state_is_rejected() -> None:
     assert isinstance(reason, StaleReason) and reason.stream == JOINT_STREAM
 
 
+def test_a_stream_gone_stale_because_its_new_frames_are_rejected_says_why() -> None:
+    """Good frames, then only NaN joint states or wrong-size images: the hold must name the rejection, not
+    only the age of the last good frame."""
+    asm = ObservationAssembler(make_card(), ObservationConfig(max_age_s=0.1))
+    feed_all(asm, 10.0)
+    q = FR3_HOME_Q.copy()
+    q[2] = np.nan
+    for t in (10.1, 10.2):
+        asm.on_image("front", t, img())
+        asm.on_image("wrist", t, img(shape=(48, 64, 3)))
+        asm.on_joint_state(t, q, 0.04)
+    reason = asm.assemble(now=10.2)
+    assert reason.stream == "wrist" and reason.kind == "stale"
+    assert (
+        "200 ms old" in str(reason) and "last frame rejected" in str(reason) and "(48, 64, 3)" in str(reason)
+    )
+    asm.on_image("wrist", 10.2, img())  # the camera recovers; the joint states are still NaN
+    reason = asm.assemble(now=10.2)
+    assert reason.stream == JOINT_STREAM and "last frame rejected" in str(reason) and "nan" in str(reason)
+    asm.on_joint_state(10.2, FR3_HOME_Q, 0.04)
+    assert isinstance(asm.assemble(now=10.2), Observation)
+
+
 def test_invalid_config_names_the_field() -> None:
     with pytest.raises(ValueError, match="sync_tolerance_s.*-1"):
         ObservationConfig(sync_tolerance_s=-1)

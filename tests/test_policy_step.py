@@ -202,6 +202,11 @@ def test_session_forgets_frames_when_the_clock_jumps_back(runtime) -> None:
 
 def test_node_parameters_map_to_a_validated_config(runtime) -> None:
     values = {name: default for name, (default, _, _) in NODE_PARAMETERS.items()}
+    with pytest.raises(
+        ValueError, match="model_dir: expected a model directory .* found the parameter empty"
+    ):
+        config_from_parameters(values)  # unset: never whatever model the working directory holds
+    values["model_dir"] = "models/toy"
     cfg = config_from_parameters({**values, "camera_topics": ["wrist=/rs/wrist/color/image_raw"], "seed": 7})
     assert cfg.control_rate_hz is None and cfg.seed == 7
     session = PolicySession(runtime, FakeClock(), cfg)
@@ -209,6 +214,12 @@ def test_node_parameters_map_to_a_validated_config(runtime) -> None:
     assert session.period_s == pytest.approx(1 / RATE)
     with pytest.raises(ValueError, match="'wrist:/x'"):
         config_from_parameters({**values, "camera_topics": ["wrist:/x"]})
+    for rate in (RATE * 4, 1000.0, 0.5):  # the trained action spacing, or the arm moves at another speed
+        with pytest.raises(ValueError, match=rf"control_rate_hz: expected 0 or the model card's {RATE:g} Hz"):
+            PolicySession(runtime, FakeClock(), PolicyConfig(control_rate_hz=rate))
+    assert PolicySession(runtime, FakeClock(), PolicyConfig(control_rate_hz=RATE)).period_s == pytest.approx(
+        1 / RATE
+    )
     with pytest.raises(ValueError, match=r"unknown camera\(s\) \['side'\]"):
         PolicySession(runtime, FakeClock(), PolicyConfig(camera_topics={"side": "/s"}))
     with pytest.raises(ValueError, match="mode"):

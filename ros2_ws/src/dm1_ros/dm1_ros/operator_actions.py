@@ -135,8 +135,11 @@ def run_action(
     if policy is None:
         raise TimeoutError(f"{policy_node}: its lifecycle services did not appear: is the policy running?")
     ok = lifecycle.transition(action)
-    message = f"{policy_node}: {action} {'done' if ok else 'refused'}; now {lifecycle.get_state()}"
-    if not ok and action == "activate":
+    now = lifecycle.get_state()
+    message = f"{policy_node}: {action} {'done' if ok else 'refused'}; now {now}"
+    if not ok and action == "activate" and now == "active":
+        message += " (it was active already)"
+    elif not ok and action == "activate":
         message += (
             " (a latched controller fault blocks activation: `dm1 operator recover` first; see its log)"
         )

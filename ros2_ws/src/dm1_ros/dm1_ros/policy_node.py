@@ -72,7 +72,10 @@ class PolicyNode(LifecycleNode):
         cartesian = card.action.space == "ee_position"
         topic = self.outputs.open(cartesian, deadline_ms, self.p("chunk_liveliness_lease_ms"))
         self._subs = subscribe_inputs(self, self.session, self.p("joint_states_topic"))
-        self.get_logger().info(f"loaded {card.name!r}: {card.action.space} → {topic}, {self.session.topics}")
+        self.get_logger().info(
+            f"loaded {card.name!r} from {runtime.model_dir}: {card.action.space} → {topic}, "
+            f"{self.session.topics}"
+        )
         return SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:

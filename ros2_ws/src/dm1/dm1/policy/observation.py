@@ -176,9 +176,9 @@ class ObservationAssembler:
         streams = [*self.camera_shapes, JOINT_STREAM]
         for s in streams:
             frame = self._frames.get(s)
+            last = self._rejections.get(s)  # frames offered since the stored one, all rejected: say why
+            detail = f" (last frame rejected: {last.message})" if last else ""
             if frame is None:
-                last = self._rejections.get(s)
-                detail = f" (last frame rejected: {last.message})" if last else ""
                 return StaleReason(s, "missing", f"{_label(s)}: no frame received yet{detail}")
             age = now - frame.stamp
             limit = self.limit_for(s)
@@ -186,7 +186,8 @@ class ObservationAssembler:
                 return StaleReason(
                     s,
                     "stale",
-                    f"{_label(s)}: newest frame is {age * 1e3:.0f} ms old, limit {limit * 1e3:.0f} ms",
+                    f"{_label(s)}: newest frame is {age * 1e3:.0f} ms old, limit {limit * 1e3:.0f} ms"
+                    f"{detail}",
                     age,
                     limit,
                 )

@@ -42,7 +42,12 @@ NODE_PARAMETERS: dict[str, tuple[Any, str, tuple[float, float] | None]] = {
     "max_obs_age_s": (0.1, "age limit of every input stream [s]", (1e-3, 10.0)),
     "sync_tolerance_s": (0.1, "max spread between the streams' stamps [s]", (1e-3, 10.0)),
     "mode": ("replan_every_tick", f"one of {list(MODES)}", None),
-    "control_rate_hz": (0.0, "tick and chunk rate [Hz]; 0 = the model card's", (0.0, 1000.0)),
+    "control_rate_hz": (
+        0.0,
+        "tick and chunk rate [Hz]; 0 = the model card's, the only rate accepted (another one changes how "
+        "fast the arm moves)",
+        (0.0, 1000.0),
+    ),
     "seed": (-1, "MeanFlow noise seed; -1 = random", (-1, 2**31 - 1)),
     "noise_scale": (
         1.0,
@@ -175,7 +180,13 @@ class PolicyConfig:
 
 
 def config_from_parameters(values: dict[str, Any]) -> PolicyConfig:
-    """`PolicyConfig` from node parameter values (0 rate → card's rate, negative seed → random)."""
+    """`PolicyConfig` from node parameter values (0 rate → card's rate, negative seed → random). ValueError
+    when `model_dir` is empty: an unset parameter must not load whatever model the working directory holds."""
+    if not str(values["model_dir"]).strip():
+        raise ValueError(
+            "model_dir: expected a model directory (model.onnx + model_card.json), found the parameter "
+            "empty (set it: -p model_dir:=/abs/path/models/<name>)"
+        )
     seed = int(values["seed"])
     return PolicyConfig(
         max_obs_age_s=float(values["max_obs_age_s"]),
@@ -211,6 +222,13 @@ class PolicySession:
                 f"camera_topics: unknown camera(s) {unknown}; the model card has {sorted(self.topics)}"
             )
         self.topics.update(cfg.camera_topics)
+        trained = float(self.card.action.control_rate_hz)
+        if cfg.control_rate_hz is not None and not np.isclose(cfg.control_rate_hz, trained, rtol=1e-3):
+            raise ValueError(
+                f"control_rate_hz: expected 0 or the model card's {trained:g} Hz (its actions are "
+                f"{1e3 / trained:g} ms apart: another rate changes how fast the arm moves), "
+                f"found {cfg.control_rate_hz:g} Hz"
+            )
         obs_cfg = ObservationConfig(
             cfg.max_obs_age_s, sync_tolerance_s=cfg.sync_tolerance_s, resize=cfg.resize_images
         )
