@@ -134,6 +134,19 @@ def test_read_only_table_cannot_be_changed_after_start(ctx) -> None:
     node.destroy_node()
 
 
+def test_a_frozen_parameter_such_as_use_sim_time_cannot_be_changed_after_start(ctx) -> None:
+    from dm1_ros.params import freeze_parameters
+
+    node = _node(ctx)
+    freeze_parameters(node, ("use_sim_time",))
+    result = node.set_parameters([Parameter("use_sim_time", value=True)])[0]
+    assert not result.successful and result.reason.startswith("use_sim_time: read once, at start")
+    assert node.get_parameter("use_sim_time").value is False
+    declare_table(node, TABLE)
+    assert node.set_parameters([Parameter("name", value="wrist")])[0].successful  # others still change
+    node.destroy_node()
+
+
 def test_policy_parameters_change_only_while_the_node_is_unconfigured() -> None:
     from dm1.policy.session import refused_while_configured
 
@@ -141,6 +154,7 @@ def test_policy_parameters_change_only_while_the_node_is_unconfigured() -> None:
     assert refused_while_configured(["drill", "drill_duration_s"], configured=True) is None  # run time
     reason = refused_while_configured(["seed", "max_obs_age_s", "drill"], configured=True)
     assert reason.startswith("max_obs_age_s, seed: read on configure, so a change now would not apply")
+    assert refused_while_configured(["use_sim_time"], configured=True).startswith("use_sim_time: read on")
 
 
 def test_descriptor_rejects_unsupported_defaults_and_bounds_on_strings() -> None:

@@ -40,7 +40,7 @@ from dm1_ros.dds_publishing import publish_asynchronously
 from dm1_ros.guarded_publish import GuardedPublisher, node_warning
 from dm1_ros.home_service import HomeService
 from dm1_ros.node_signals import stopped_by_signals
-from dm1_ros.params import declare_table, init_ros
+from dm1_ros.params import declare_table, freeze_parameters, init_ros
 
 
 class ControllerNode(Node):
@@ -53,6 +53,7 @@ class ControllerNode(Node):
         # ValueError naming the bad field or value -> the node refuses to start
         self.limits = SafetyLimits(**declare_table(self, SAFETY_PARAMETERS, prefix="safety.", read_only=True))
         sim = self.get_parameter("use_sim_time").value
+        freeze_parameters(self, ("use_sim_time",))
         # host checks (warnings) -> franky -> Franka's communication_test; a bad parameter, no robot or a
         # lossy link raises: the node refuses to start
         self.backend, link = start_robot(p, sim, self.get_logger().warning)

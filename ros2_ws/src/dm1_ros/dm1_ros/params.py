@@ -77,6 +77,22 @@ def declare_table(node: Node, table: ParamTable, prefix: str = "", read_only: bo
     return values
 
 
+def freeze_parameters(node: Node, names: tuple[str, ...]) -> None:
+    """Refuse every change of `names` after start: for parameters rclpy declares itself (`use_sim_time`),
+    which cannot be declared read-only, but which the node read once (a switch of the clock under a running
+    controller stamped its joint states with wall time and latched a misleading 'late chunks' fault)."""
+    from rcl_interfaces.msg import SetParametersResult
+
+    def check(params: list) -> SetParametersResult:
+        frozen = sorted({p.name for p in params} & set(names))
+        if frozen:
+            reason = f"{', '.join(frozen)}: read once, at start (read-only); restart the node to change it"
+            return SetParametersResult(successful=False, reason=reason)
+        return SetParametersResult(successful=True)
+
+    node.add_on_set_parameters_callback(check)
+
+
 def init_ros(node_name: str, args: list[str] | None = None) -> Any:
     """`rclpy.init(args=args)`, whose return value also works as a context manager; command-line arguments rcl
     cannot parse (a malformed `-p name:=value`, a parameter file with a mixed-type list) end the process with

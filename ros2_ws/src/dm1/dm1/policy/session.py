@@ -91,7 +91,7 @@ def refused_while_configured(names: Sequence[str], configured: bool) -> str | No
     """Why a change of the node's parameters is refused, or None. `NODE_PARAMETERS` are read on configure: a
     change while the node is configured would silently not apply (lifecycle convention: change, then
     configure)."""
-    late = sorted(set(names) & set(NODE_PARAMETERS))
+    late = sorted(set(names) & {*NODE_PARAMETERS, "use_sim_time"})  # the session's clock: bound on configure
     if not (configured and late):
         return None
     return (
