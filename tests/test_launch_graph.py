@@ -184,6 +184,39 @@ def test_file_defaults_are_overridden_by_launch_arguments(tmp_path: Path) -> Non
     assert params["robot_ip"] == "172.16.0.2"  # launch argument wins
 
 
+def test_integers_in_a_parameter_file_reach_double_parameters_as_doubles(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    """rclpy refuses `max_obs_age_s: 1` for a double parameter, and under a launch only after the twin and
+    the controller started: the graph writes it as 1.0 (and [0, -1, 0] as doubles); other types stay."""
+    from dm1.launch_graph import format_param
+
+    (tmp_path / "policy.yaml").write_text(
+        "policy_node:\n  ros__parameters:\n    max_obs_age_s: 1\n    seed: 3\n    mode: replan_every_tick\n"
+    )
+    (tmp_path / "controller.yaml").write_text(
+        "controller_node:\n  ros__parameters:\n    control_rate_hz: 250\n"
+        "    safety:\n      workspace_min: [0, -1, 0]\n      max_ee_speed: 'fast'\n"
+    )
+    nodes = _by_name(franka_graph(LaunchArgs(use_sim=True, model=str(model_dir), config_dir=str(tmp_path))))
+    policy, controller = nodes["policy_node"].parameters, nodes["controller_node"].parameters
+    assert policy["max_obs_age_s"] == 1.0 and isinstance(policy["max_obs_age_s"], float)
+    assert policy["seed"] == 3 and isinstance(policy["seed"], int)  # an integer parameter stays one
+    assert controller["control_rate_hz"] == 250.0 and isinstance(controller["control_rate_hz"], float)
+    assert controller["safety.workspace_min"] == [0.0, -1.0, 0.0]
+    assert format_param(controller["safety.workspace_min"]) == "[0.0, -1.0, 0.0]"
+    assert controller["safety.max_ee_speed"] == "fast"  # a wrong type is left for the node to refuse by name
+
+
+def test_a_model_whose_onnx_is_not_the_cards_is_refused_before_anything_starts(model_dir: Path) -> None:
+    """Before, the policy node found it only after the twin and the controller had started (exit 1 then)."""
+    with open(model_dir / "model.onnx", "ab") as f:
+        f.write(b"\0")
+    for args in ({"use_sim": True}, {"robot_ip": "172.16.0.2"}):
+        with pytest.raises(ValueError, match=r"LaunchArgs.model: .*model.onnx: SHA-256 mismatch"):
+            LaunchArgs(model=str(model_dir), **args)
+
+
 def test_shipped_parameter_files_cover_every_node() -> None:
     params = load_param_files(CONFIG_DIR)
     nodes = {"twin", "controller_node", "policy_node", "realsense_node", "teleop", "foxglove_node"}

@@ -28,10 +28,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from dm1.config import TrainConfig
-from dm1.data.index import file_sha256
 from dm1.errors import ReportedError
 from dm1.normalization import Normalizer
-from dm1.paths import sync_dir
+from dm1.paths import file_sha256, sync_dir
 
 FORMAT_VERSION = 1
 CHECKPOINTS_DIR = "checkpoints"

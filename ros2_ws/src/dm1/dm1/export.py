@@ -33,8 +33,9 @@ from dm1.checkpoint import Checkpoint, load_checkpoint
 from dm1.config import TrainConfig
 from dm1.modelcard import CARD_FILENAME, ONNX_FILENAME, ActionSpec, CameraSpec, ModelCard, ProprioSpec
 from dm1.network import DM1Network, DM1Policy, count_parameters
+from dm1.paths import file_sha256
 from dm1.proprio import proprio_dims, proprio_units
-from dm1.runtime import PolicyRuntime, sha256_file
+from dm1.runtime import PolicyRuntime
 
 DEFAULT_OPSET = 18
 DEFAULT_TOLERANCE = 1e-4
@@ -248,7 +249,7 @@ def export_model(
         onnx_path = tmp / ONNX_FILENAME
         _trace_to_onnx(OnnxPolicy(policy, cams).eval(), args, onnx_path, cams, opset)
         rewrites = _optimize_onnx(onnx_path) if optimize else {}
-        card = build_card(ckpt, name or out.name, sha256_file(onnx_path), parameters)
+        card = build_card(ckpt, name or out.name, file_sha256(onnx_path), parameters)
         card.save(tmp / CARD_FILENAME)
         max_diff = _verify(tmp, policy, card, p_norm.min, p_norm.max, verify_samples, tolerance)
         _publish(tmp, out, overwrite)

@@ -10,7 +10,6 @@ that the launcher waits for before starting the next one.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -19,7 +18,8 @@ from typing import Any
 import yaml
 
 from dm1.control.backend import TWIN_HOME_DYNAMICS
-from dm1.modelcard import load_card
+from dm1.launch_params import default_config_dir, load_param_files, typed_parameters
+from dm1.modelcard import load_card, onnx_hash_problem
 from dm1.policy_defaults import DEFAULT_ENSEMBLE_ALPHA
 
 CONFIG_FILES: tuple[str, ...] = ("twin.yaml", "controller.yaml", "policy.yaml", "realsense.yaml")
@@ -196,6 +196,8 @@ class LaunchArgs:
                 raise ValueError(
                     f"LaunchArgs.model: {model} lacks {', '.join(missing)} (expected `dm1 export` output)"
                 )
+            if problem := onnx_hash_problem(load_card(model), model / "model.onnx"):
+                raise ValueError(f"LaunchArgs.model: {problem}")  # now, not once the twin and controller run
             if self.use_sim:
                 twin_image_size(model, self.cameras)  # a clear error now, not a policy waiting for frames
         if not 0 <= self.foxglove_port <= 65535:
@@ -241,55 +243,6 @@ def _check_hostname(name: str, value: str) -> None:
         raise ValueError(f"LaunchArgs.{name}: expected an IP address or a hostname, found {value!r}")
 
 
-def default_config_dir() -> Path:
-    """The parameter-file directory: $DM1_BRINGUP_CONFIG, the source tree, or the installed share dir."""
-    env = os.environ.get("DM1_BRINGUP_CONFIG")
-    if env:
-        return Path(env)
-    source = Path(__file__).resolve().parents[2] / "dm1_bringup" / "config"
-    if source.is_dir():
-        return source
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        return Path(get_package_share_directory("dm1_bringup")) / "config"
-    except Exception as exc:  # PackageNotFoundError or ament_index missing
-        raise FileNotFoundError(
-            f"dm1_bringup config directory not found (set DM1_BRINGUP_CONFIG): {exc}"
-        ) from exc
-
-
-def load_param_files(config_dir: Path) -> dict[str, dict[str, Any]]:
-    """Read every `*.yaml` in `config_dir`: `{node_name: {param: value}}` (ROS 2 parameter-file format)."""
-    out: dict[str, dict[str, Any]] = {}
-    for path in sorted(Path(config_dir).glob("*.yaml")):
-        data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping of node names, found {type(data).__name__}")
-        for node, body in data.items():
-            params = body.get("ros__parameters") if isinstance(body, dict) else None
-            if not isinstance(params, dict):
-                raise ValueError(
-                    f"{path}: node {node!r} expected a 'ros__parameters' mapping, found {body!r}"
-                )
-            out.setdefault(str(node).lstrip("/"), {}).update(flatten_parameters(params))
-    return out
-
-
-def flatten_parameters(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested mappings as ROS 2 parameter files mean them: `{safety: {max_ee_speed: 0.1}}` is the parameter
-    `safety.max_ee_speed`. (Passed on as `-p safety:={...}`, rcl refuses the override and the node does not
-    start: "Couldn't parse parameter override rule".)"""
-    out: dict[str, Any] = {}
-    for key, value in params.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out |= flatten_parameters(value, f"{name}.")
-        else:
-            out[name] = value
-    return out
-
-
 def twin_image_size(model: str | Path, cameras: tuple[str, ...]) -> tuple[int, int]:
     """(height, width) the twin renders for `model`: its cameras' common input size. The twin renders exactly
     `cameras`, all at one size: ValueError when one of the model's cameras is not among them, or when the
@@ -328,7 +281,7 @@ def franka_graph(args: LaunchArgs) -> list[NodeSpec]:
     files = load_param_files(Path(args.config_dir) if args.config_dir else default_config_dir())
 
     def params(node: str, **overrides: Any) -> dict[str, Any]:
-        merged = dict(files.get(node, {}))
+        merged = typed_parameters(node, files.get(node, {}))  # `1` in a file for a double: 1.0
         merged.update(overrides)
         if args.use_sim and node != "twin":
             merged["use_sim_time"] = True  # the twin publishes /clock

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from dm1.errors import ReportedError
-from dm1.paths import atomic_write_text
+from dm1.paths import atomic_write_text, file_sha256
 
 FORMAT_VERSION = 1
 ACTION_SPACES: tuple[str, ...] = ("ee_position", "joint_position")
@@ -260,6 +260,20 @@ def load_card(path: str | os.PathLike[str]) -> ModelCard:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelCardError(f"{path}: not valid JSON ({exc})") from exc
     return ModelCard.from_dict(data, source=str(path))
+
+
+def onnx_hash_problem(
+    card: ModelCard, onnx_path: str | os.PathLike[str], digest: str | None = None
+) -> str | None:
+    """Why `onnx_path` is not the graph `card` describes (its SHA-256 is not the card's `onnx_sha256`), or
+    None. `digest`: the file's SHA-256 where the caller has it already."""
+    digest = digest or file_sha256(onnx_path)
+    if digest == card.onnx_sha256:
+        return None
+    return (
+        f"{onnx_path}: SHA-256 mismatch: {CARD_FILENAME} field 'onnx_sha256' expects {card.onnx_sha256}, "
+        f"found {digest} (the ONNX file was modified or belongs to another card)"
+    )
 
 
 # --------------------------------------------------------------------------------------------- validation

@@ -1,7 +1,9 @@
-"""Path and file helpers shared by the core and the commands: path identity, durable atomic writes."""
+"""Path and file helpers shared by the core and the commands: path identity, durable atomic writes,
+file hashes."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -41,3 +43,12 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, mode: int = 0o644
         Path(tmp).unlink(missing_ok=True)
         raise
     sync_dir(path.parent)
+
+
+def file_sha256(path: str | os.PathLike[str], block: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes, read in blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            h.update(chunk)
+    return h.hexdigest()

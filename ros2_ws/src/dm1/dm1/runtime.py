@@ -17,7 +17,14 @@ import numpy as np
 import onnxruntime as ort
 
 from dm1.errors import ReportedError
-from dm1.modelcard import CARD_FILENAME, ONNX_FILENAME, ModelCard, ModelCardError, load_card
+from dm1.modelcard import (
+    CARD_FILENAME,
+    ONNX_FILENAME,
+    ModelCard,
+    ModelCardError,
+    load_card,
+    onnx_hash_problem,
+)
 
 #: File suffixes that are (or usually are) Python pickles; never loaded, by design.
 PICKLE_SUFFIXES: tuple[str, ...] = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")
@@ -41,15 +48,6 @@ class InputError(ValueError):
 
 class OutputError(RuntimeError):
     """The network produced an invalid output (e.g. NaN/Inf); the chunk must not reach the robot."""
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file, streamed."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def select_providers(requested: Sequence[str] | None = None) -> list[str]:
@@ -173,12 +171,8 @@ class PolicyRuntime:
         except ModelCardError as exc:
             raise ModelLoadError(str(exc)) from exc
         data = onnx_path.read_bytes()
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != card.onnx_sha256:
-            raise ModelLoadError(
-                f"{onnx_path}: SHA-256 mismatch: {CARD_FILENAME} field 'onnx_sha256' expects "
-                f"{card.onnx_sha256}, found {digest} (the ONNX file was modified or belongs to another card)"
-            )
+        if problem := onnx_hash_problem(card, onnx_path, hashlib.sha256(data).hexdigest()):
+            raise ModelLoadError(problem)
         try:
             session = ort.InferenceSession(
                 data,

@@ -19,18 +19,9 @@ from dm1.data.episode import (
     EpisodeFormatError,
     read_episode,
 )
-from dm1.paths import atomic_write_text, sync_dir
+from dm1.paths import atomic_write_text, file_sha256, sync_dir
 
 log = logging.getLogger(__name__)
-
-
-def file_sha256(path: Path, block: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def next_episode_path(directory: str | os.PathLike[str]) -> Path:
