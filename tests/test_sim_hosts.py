@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from conftest import free_loopback_host
-from dm1.sim.hosts import ports_free, resolve_sim_host
+from conftest import PYTHON, free_loopback_host
+from dm1.sim.hosts import ports_free, release_host, resolve_sim_host
 
 
 @contextmanager
@@ -27,9 +28,39 @@ def listening(host: str, port: int) -> Iterator[None]:
 
 def test_auto_takes_the_next_loopback_address_while_127_0_0_1_serves_a_twin() -> None:
     with listening("127.0.0.1", 1337):
-        host, note = resolve_sim_host("auto")
+        host, note = resolve_sim_host("auto", claim=False)
         assert host != "127.0.0.1" and host.startswith("127.0.0.") and ports_free(host)
-        assert note == f"127.0.0.1 serves another franky-sim (another twin): the twin uses {host}"
+        assert note == (
+            "127.0.0.1 serves another franky-sim (another twin, or a launch starting one): the twin uses "
+            f"{host}"
+        )
+
+
+CLAIM_AND_HOLD = """
+import sys, time
+from dm1.sim.hosts import resolve_sim_host
+print(resolve_sim_host("auto")[0], flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_launch_that_chose_an_address_holds_it_before_its_twin_listens() -> None:
+    """Two launches started together: the first chose 127.0.0.x, its twin is still loading (ports free),
+    and the second must not choose the same address (its twin died on the taken ports before)."""
+    first = subprocess.Popen([PYTHON, "-c", CLAIM_AND_HOLD], stdout=subprocess.PIPE, text=True)
+    try:
+        chosen = first.stdout.readline().strip()
+        assert chosen.startswith("127.0.0.") and ports_free(chosen)  # nobody listens there yet
+        second, note = resolve_sim_host("auto")
+        try:
+            assert second != chosen and ports_free(second)
+            assert resolve_sim_host("auto", claim=False)[0] != chosen  # a dry run skips it too
+        finally:
+            release_host(second)
+    finally:
+        first.kill()
+        first.wait(timeout=10)
+    assert resolve_sim_host("auto", claim=False)[0] == chosen  # the claim ended with its process
 
 
 def test_a_taken_gripper_port_alone_makes_an_address_busy() -> None:

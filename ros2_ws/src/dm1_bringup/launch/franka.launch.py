@@ -82,7 +82,7 @@ def launch_args_from(values: dict[str, str]) -> LaunchArgs:
     bools = {"use_sim", "external_cameras", "rviz", "record", "foxglove", "no_policy"}
     typed: dict[str, object] = {k: _bool(k, v) if k in bools else v for k, v in raw.items()}
     if raw["sim_host"] == AUTO:  # unused without use_sim
-        typed["sim_host"] = resolve_sim_host(AUTO)[0] if typed["use_sim"] else "127.0.0.1"
+        typed["sim_host"] = resolve_sim_host(AUTO, claim=False)[0] if typed["use_sim"] else "127.0.0.1"
     typed["model"] = raw["model"] or None
     typed["config_dir"] = raw["config_dir"] or None
     for key in ("foxglove_port", "seed"):

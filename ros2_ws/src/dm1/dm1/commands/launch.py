@@ -107,7 +107,9 @@ def _handle(args: argparse.Namespace) -> int:
     from dm1.sim.hosts import resolve_sim_host
 
     try:
-        sim_host, note = resolve_sim_host(args.sim_host) if args.use_sim else ("127.0.0.1", None)
+        # held until this process ends: a second launch started now does not take it too
+        claim = not args.dry_run
+        sim_host, note = resolve_sim_host(args.sim_host, claim) if args.use_sim else ("127.0.0.1", None)
         if note and not args.dry_run:
             print(f"[launch] {note}", flush=True)
         launch_args = LaunchArgs(
