@@ -11,23 +11,37 @@ from dm1.cli import main
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["sim", "--fps", "0"], "argument --fps: expected a number > 0, found 0"),
+        (["sim", "--fps", "0"], "argument --fps: expected a finite number > 0, found 0"),
         (["sim", "--min-success", "1.5"], "argument --min-success: expected a number in [0, 1], found 1.5"),
-        (["sim", "--seconds", "-1"], "argument --seconds: expected a number >= 0, found -1"),
-        (["bench", "loop", "--seconds", "-1"], "argument --seconds: expected a number > 0, found -1"),
+        (["sim", "--seconds", "-1"], "argument --seconds: expected a finite number >= 0, found -1"),
+        (["bench", "loop", "--seconds", "-1"], "argument --seconds: expected a finite number > 0, found -1"),
         (["bench", "inference", "--iters", "0"], "argument --iters: expected an integer >= 1, found 0"),
         (["bench", "inference", "--warmup", "-5"], "argument --warmup: expected an integer >= 0, found -5"),
         (["data", "collect", "-o", "x", "--episodes", "-3"], "argument --episodes: expected an integer >= 1"),
         (["data", "synth", "-o", "x", "--episodes", "two"], "argument --episodes: expected an integer >= 1"),
         (["eval", "--model", "m", "--noise-scale", "2"], "--noise-scale: expected a number in [0, 1]"),
-        (["eval", "--model", "m", "--max-sim-s", "0"], "--max-sim-s: expected a number > 0, found 0"),
+        (["eval", "--model", "m", "--max-sim-s", "0"], "--max-sim-s: expected a finite number > 0, found 0"),
         (
             ["ablate", "--runs", "r", "--threads", "0"],
             "argument --threads: expected an integer >= 1, found 0",
         ),
-        (["export", "ckpt", "-o", "out", "--tolerance", "0"], "argument --tolerance: expected a number > 0"),
-        (["launch", "franka", "--shutdown-timeout", "-1"], "--shutdown-timeout: expected a number > 0"),
-        (["operator", "status", "--timeout", "0"], "argument --timeout: expected a number > 0, found 0"),
+        (
+            ["export", "ckpt", "-o", "out", "--tolerance", "0"],
+            "argument --tolerance: expected a finite number > 0",
+        ),
+        (
+            ["launch", "franka", "--shutdown-timeout", "-1"],
+            "--shutdown-timeout: expected a finite number > 0",
+        ),
+        (
+            ["launch", "franka", "--shutdown-timeout", "inf"],
+            "--shutdown-timeout: expected a finite number > 0",
+        ),
+        (["sim", "--seconds", "inf"], "argument --seconds: expected a finite number >= 0, found inf"),
+        (
+            ["operator", "status", "--timeout", "0"],
+            "argument --timeout: expected a finite number > 0, found 0",
+        ),
         (["train", "--config", "c.yaml", "--steps", "0"], "--steps: expected an integer >= 1, found 0"),
         (["bench", "train", "--batch-sizes", "abc"], "argument --batch-sizes: expected comma-separated"),
         (

@@ -1,13 +1,14 @@
 """Argument types shared by the `dm1` subcommands (argparse `type=` callables).
 
 Each refuses a bad value with `expected <what>, found <text>`, which argparse prints after the option's name
-(`dm1 sim: error: argument --fps: expected a number > 0, found 0`, exit code 2).
+(`dm1 sim: error: argument --fps: expected a finite number > 0, found 0`, exit code 2).
 """
 
 from __future__ import annotations
 
 import argparse
 import ipaddress
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -32,8 +33,13 @@ def _bounded(
     return parse
 
 
-positive_float = _bounded(float, lambda v: v > 0, "a number > 0", "positive_float")
-non_negative_float = _bounded(float, lambda v: v >= 0, "a number >= 0", "non_negative_float")
+# inf is refused too: a timeout of inf never ends (`dm1 launch --shutdown-timeout inf` never escalated)
+positive_float = _bounded(
+    float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0", "positive_float"
+)
+non_negative_float = _bounded(
+    float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0", "non_negative_float"
+)
 fraction = _bounded(float, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]", "fraction")
 #: A weight that must not be 0, e.g. the chunk ensembling weight `ensemble_alpha` (1 = off).
 positive_fraction = _bounded(float, lambda v: 0.0 < v <= 1.0, "a number in (0, 1]", "positive_fraction")
