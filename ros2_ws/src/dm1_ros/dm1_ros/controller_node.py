@@ -39,6 +39,7 @@ from dm1_ros.conversions import (
 from dm1_ros.dds_publishing import publish_asynchronously
 from dm1_ros.guarded_publish import GuardedPublisher, node_warning
 from dm1_ros.home_service import HomeService
+from dm1_ros.log_bridge import route_core_logging
 from dm1_ros.node_signals import stopped_by_signals
 from dm1_ros.params import declare_table, freeze_parameters, init_ros
 
@@ -48,6 +49,7 @@ class ControllerNode(Node):
 
     def __init__(self) -> None:
         super().__init__("controller_node")
+        route_core_logging(self)  # dm1.control's warnings: [WARN] [time] [controller_node], not bare lines
         # read once, at start: read-only, so `ros2 param set` is refused instead of changing nothing
         p = declare_table(self, CONTROLLER_PARAMETERS, read_only=True)
         # ValueError naming the bad field or value -> the node refuses to start

@@ -24,6 +24,7 @@ from dm1.sim.twin import Twin, TwinStartError
 from dm1_ros.conversions import image_to_msg, to_time_msg
 from dm1_ros.dds_publishing import publish_asynchronously
 from dm1_ros.guarded_publish import PublishGuards, node_warning
+from dm1_ros.log_bridge import route_core_logging
 from dm1_ros.node_signals import stopped_by_signals
 from dm1_ros.params import init_ros
 from geometry_msgs.msg import PoseStamped
@@ -50,6 +51,7 @@ class TwinNode(Node):
 
     def __init__(self) -> None:
         super().__init__("twin")
+        route_core_logging(self)  # dm1.sim's warnings (physics stood still, render stalls) as ROS log lines
         self.params = declare_parameters(self)
         cfg = twin_config_from_parameters(self.params)  # ValueError naming the bad parameter
         # before the physics and render threads start: they inherit it
