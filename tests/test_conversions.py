@@ -176,3 +176,34 @@ def test_safety_box_marker_spans_the_workspace_limits() -> None:
     lo, hi = np.asarray(lim.workspace_min), np.asarray(lim.workspace_max)
     np.testing.assert_allclose([box.pose.position.x, box.pose.position.y, box.pose.position.z], (lo + hi) / 2)
     np.testing.assert_allclose([box.scale.x, box.scale.y, box.scale.z], hi - lo)
+
+
+def test_a_cartesian_trajectory_with_a_zero_quaternion_is_malformed() -> None:
+    from dm1_ros.conversions import msg_to_timed_chunk
+
+    msg = chunk_to_msg(_chunk("ee_position"), orientation_xyzw=[1.0, 0.0, 0.0, 0.0])
+    rot = msg.points[2].transforms[0].rotation
+    rot.x = rot.y = rot.z = rot.w = 0.0
+    with pytest.raises(ValueError, match=r"quat_xyzw\[2\]: expected a unit quaternion"):
+        msg_to_timed_chunk(msg)
+
+
+def test_an_oversized_trajectory_is_refused_before_its_points_are_converted(monkeypatch) -> None:
+    """A 20,000-point chunk stalled the controller's executor while converted point by point."""
+    from dm1.control.schedule import MAX_CHUNK_POINTS
+    from dm1_ros import conversions
+
+    n = MAX_CHUNK_POINTS + 1
+    names = ("x", "y", "z", "gripper")
+    big = ActionChunk(0.0, 0.01, np.zeros((n, 4), np.float32), 0, 0.0, "ee_position", names)
+    cart = chunk_to_msg(big, orientation_xyzw=[1.0, 0.0, 0.0, 0.0])
+    joint = JointTrajectory(joint_names=[f"fr3_joint{i}" for i in range(1, 8)] + ["gripper"])
+    joint.points = list(chunk_to_msg(_chunk("joint_position")).points) * (n // 5 + 1)
+
+    def no_conversion(*_args):
+        raise AssertionError("points converted before the size check")
+
+    monkeypatch.setattr(conversions, "_times", no_conversion)
+    for msg in (cart, joint):
+        with pytest.raises(ValueError, match=f"points: expected at most {MAX_CHUNK_POINTS}, found"):
+            conversions.msg_to_timed_chunk(msg)

@@ -476,3 +476,50 @@ def test_the_status_reports_the_action_to_motion_lag_of_a_streamed_path() -> Non
     assert extra["tracking_lag_ms"] == pytest.approx(10.0, abs=2.5) and extra["tracking_error_mm"] < 0.1
     run(ex, clock, 0.5)  # the watchdog holds: the last estimate stays in the status
     assert ex.state == HOLDING and ex.status().extra["tracking_lag_ms"] == extra["tracking_lag_ms"]
+
+
+def test_recover_without_a_latched_fault_leaves_a_streaming_arm_alone() -> None:
+    """`recover` on a healthy controller stopped a moving arm (the backend's recover stops the tracker) and
+    blocked the node's only executor thread: with no fault latched it must change nothing."""
+    ex, backend, clock = make()
+    ex.on_chunk(ee_chunk(clock.t, n=40))
+    run(ex, clock, 0.05)
+    assert ex.state == ACTIVE
+    reasons, moves = ex.status().reasons, len(backend.motion_calls())
+    assert ex.recover() == "no fault latched: nothing to recover"
+    assert ("recover", ()) not in backend.calls and ex.state == ACTIVE and ex.status().reasons == reasons
+    ex.on_chunk(ee_chunk(clock.t, n=40))
+    run(ex, clock, 0.05)
+    assert ex.state == ACTIVE and len(backend.motion_calls()) > moves  # the stream goes on
+    run(ex, clock, 0.3)
+    assert ex.state == HOLDING
+    ex.recover()
+    assert ("recover", ()) not in backend.calls and ex.state == HOLDING
+
+
+def test_recover_still_clears_a_robot_fault_the_executor_has_not_latched_yet() -> None:
+    """A robot fault seen by no tick yet (a failed home move: ticks pause while homing) is still recovered."""
+    ex, backend, _clock = make()
+    backend.fault = "ControlException: home move stopped after 30 s"
+    assert ex.recover() == "recovered"
+    assert ("recover", ()) in backend.calls and backend.fault is None and ex.state == IDLE
+
+
+def test_timing_refusals_name_the_stamp_the_controller_clock_and_the_limit() -> None:
+    ex, _backend, clock = make(max_consecutive_late=5)
+    clock.t = 104.10
+    assert ex.on_chunk(ee_chunk(1796174672.10)) == "rejected_future"
+    reason = ex.status().reasons[0]
+    assert "stamped 1796174672.10 s" in reason and "controller clock 104.10 s" in reason, reason
+    assert "max_future_s 1 s" in reason and "use_sim_time" in reason, reason
+    assert ex.on_chunk(ee_chunk(104.0, n=40)) == "accepted"
+    assert ex.on_chunk(ee_chunk(103.5, n=40)) == "ignored_older"
+    reason = ex.status().reasons[0]
+    assert "stamped 103.50 s" in reason and "running chunk's stamp 104.00 s" in reason, reason
+    assert ex.on_chunk(ee_chunk(104.0, n=1)) == "ignored_older"
+    assert ex.on_chunk(ee_chunk(104.05, n=1)) == "late"
+    reason = ex.status().reasons[0]
+    assert "last action due at 104.05 s" in reason and "controller clock 104.10 s" in reason, reason
+    assert "1 in a row" in reason and "max_consecutive_late 5" in reason, reason
+    assert ex.counters["rejected_future"] == 1 and ex.counters["ignored_older"] == 2
+    assert ex.counters["late"] == 1

@@ -106,3 +106,48 @@ def test_replanned_chunk_starting_one_period_ahead_blends_without_a_jump() -> No
     first = np.array([0.5, 0.02, 0.3])
     np.testing.assert_allclose(sched.target_at(0.075).position, 0.5 * (before + first), atol=1e-9)
     np.testing.assert_allclose(sched.target_at(0.1).position, first, atol=1e-12)
+
+
+def _ee(n: int = 3, **fields) -> TimedChunk:
+    args = {"stamp": 0.0, "time_from_start": np.arange(n) * 0.1, "positions": np.zeros((n, 3))}
+    return TimedChunk(**{**args, "gripper": np.zeros(n), **fields})
+
+
+@pytest.mark.parametrize("bad", [[0.0, 0.0, 0.0, 0.0], [1e-9, 0.0, 0.0, 0.0]])
+def test_a_zero_or_tiny_quaternion_is_refused_when_the_chunk_is_made(bad: list[float]) -> None:
+    """It used to pass and latch "internal error in the control tick" on the next tick (normalisation)."""
+    quats = np.tile([1.0, 0.0, 0.0, 0.0], (3, 1))
+    quats[1] = bad
+    expected = r"TimedChunk.quat_xyzw\[1\]: expected a unit quaternion \(norm >= 0.001\), found norm"
+    with pytest.raises(ValueError, match=expected):
+        _ee(quat_xyzw=quats)
+    quats[1] = np.nan  # non-finite values stay the executor's to count (rejected_nonfinite)
+    assert np.isnan(_ee(quat_xyzw=quats).quat_xyzw[1]).all()
+
+
+def test_a_chunk_with_more_points_than_the_limit_is_refused() -> None:
+    from dm1.control.schedule import MAX_CHUNK_POINTS
+
+    assert _ee(n=MAX_CHUNK_POINTS).time_from_start.size == MAX_CHUNK_POINTS
+    with pytest.raises(ValueError, match=f"at most {MAX_CHUNK_POINTS} points, found {MAX_CHUNK_POINTS + 1}"):
+        _ee(n=MAX_CHUNK_POINTS + 1)
+
+
+def test_a_negative_first_time_from_start_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"time_from_start\[0\]: expected >= 0 s.*found -0.5"):
+        _ee(time_from_start=np.array([-0.5, 0.0, 0.1]))
+
+
+@pytest.mark.parametrize("bad", [5.0, -5.0, 80.0])
+def test_a_gripper_command_far_outside_0_1_is_refused(bad: float) -> None:
+    expected = r"TimedChunk.gripper\[2\]: expected a command in \[0, 1\]"
+    with pytest.raises(ValueError, match=rf"{expected}.*found {bad}"):
+        _ee(gripper=np.array([0.0, 1.0, bad]))
+
+
+def test_a_de_normalised_gripper_command_just_outside_0_1_is_clipped() -> None:
+    """A policy's de-normalised output lands slightly outside [0, 1] (1 + 1e-6 from the normaliser's EPS;
+    the reference random-weight network spans [-1, 1]): clipped, which the thresholds treat alike."""
+    chunk = _ee(gripper=np.array([1.000001, -1.0, np.nan]))
+    np.testing.assert_array_equal(chunk.gripper[:2], [1.0, 0.0])
+    assert np.isnan(chunk.gripper[2])  # counted by the executor (rejected_nonfinite)

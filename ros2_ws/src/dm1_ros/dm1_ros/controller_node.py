@@ -141,8 +141,7 @@ class ControllerNode(Node):
 
     def _on_recover(self, _req, res):
         try:
-            self.gate.recover()
-            res.success, res.message = True, "recovered"
+            res.success, res.message = True, self.gate.recover()  # or: no fault latched, nothing done
         except Exception as exc:  # noqa: BLE001 - no link, user stop engaged: the fault stays, say why
             res.success, res.message = False, str(exc)
         self.publish_status()

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from builtin_interfaces.msg import Duration, Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from dm1.control.schedule import TimedChunk
+from dm1.control.schedule import MAX_CHUNK_POINTS, TimedChunk
 from dm1.policy.step import ActionChunk
 from geometry_msgs.msg import Quaternion, Transform, Vector3
 from sensor_msgs.msg import Image, JointState
@@ -231,12 +231,20 @@ def chunk_to_msg(
     raise ValueError(f"chunk_to_msg: unknown action space {chunk.space!r}")
 
 
+def _check_size(msg: JointTrajectory | MultiDOFJointTrajectory, what: str) -> None:
+    """Refuse a trajectory of more than `MAX_CHUNK_POINTS` points before any point is converted (a
+    20,000-point one stalled the controller's executor in the per-point Python loops below)."""
+    if len(msg.points) > MAX_CHUNK_POINTS:
+        raise ValueError(f"{what} points: expected at most {MAX_CHUNK_POINTS}, found {len(msg.points)}")
+
+
 def _times(header_stamp: Time, points: Sequence[Any]) -> tuple[float, np.ndarray]:
     return from_time_msg(header_stamp), np.array([from_time_msg(p.time_from_start) for p in points])
 
 
 def joint_trajectory_to_arrays(msg: JointTrajectory) -> tuple[float, np.ndarray, np.ndarray]:
     """JointTrajectory → (t0 [s], time_from_start (N,) [s], actions (N, 8): fr3_joint1..7 + gripper)."""
+    _check_size(msg, "joint trajectory")
     want = [*ARM_JOINTS, GRIPPER_NAME]
     if sorted(msg.joint_names) != sorted(want):
         raise ValueError(f"joint trajectory: expected joint_names {want}, found {list(msg.joint_names)}")
@@ -255,6 +263,7 @@ def multidof_trajectory_to_arrays(
     msg: MultiDOFJointTrajectory,
 ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
     """MultiDOFJointTrajectory → (t0, time_from_start (N,), actions (N, 4) [x, y, z, grip], quats (N, 4))."""
+    _check_size(msg, "cartesian trajectory")
     names = list(msg.joint_names)
     if sorted(names) != sorted([EE_FRAME, GRIPPER_NAME]):
         raise ValueError(
@@ -288,7 +297,9 @@ def msg_to_chunk(msg: JointTrajectory | MultiDOFJointTrajectory) -> ActionChunk:
 
 
 def msg_to_timed_chunk(msg: JointTrajectory | MultiDOFJointTrajectory) -> TimedChunk:
-    """A received trajectory as the controller's `TimedChunk`; ValueError/IndexError on a malformed one."""
+    """A received trajectory as the controller's `TimedChunk`; ValueError/IndexError on a malformed one
+    (wrong names or lengths, more than `MAX_CHUNK_POINTS` points, a zero quaternion, a negative first time,
+    a gripper command far outside [0, 1]: see `TimedChunk`)."""
     if isinstance(msg, MultiDOFJointTrajectory):
         t0, tfs, acts, quats = multidof_trajectory_to_arrays(msg)
         return TimedChunk(t0, tfs, acts[:, :3], acts[:, 3], kind="cartesian", quat_xyzw=quats)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 import numpy as np
 
 from dm1.control.backend import RobotBackend, RobotFault, RobotStateSnapshot
+from dm1.control.chunk_refusals import nonfinite_chunk_reason, timing_refusal
 from dm1.control.chunk_sources import ChunkSource, SourceGuard
 from dm1.control.executor_status import (  # noqa: F401 - re-exported: the executor's public names
     ACTIVE,
@@ -31,13 +32,14 @@ from dm1.control.executor_status import (  # noqa: F401 - re-exported: the execu
 )
 from dm1.control.limits import SafetyLimits
 from dm1.control.link_check import CommandLinkMonitor
-from dm1.control.safety import OverspeedWatch, SafetyFilter, SafetyReport, nonfinite_reason
-from dm1.control.schedule import ChunkSchedule, TimedChunk
+from dm1.control.safety import OverspeedWatch, SafetyFilter, SafetyReport, pose_report
+from dm1.control.schedule import ChunkSchedule, ScheduledTarget, TimedChunk
 from dm1.control.tracking import TrackingMonitor
 
 log = logging.getLogger(__name__)
 
 GRIPPER_OPEN_M = 0.07  # a gripper at least this wide counts as open (the Franka Hand opens to 0.08 m)
+NO_FAULT_TO_RECOVER = "no fault latched: nothing to recover"  # `ChunkExecutor.recover` on a healthy arm
 
 
 class ChunkExecutor:
@@ -79,6 +81,7 @@ class ChunkExecutor:
         self.consecutive_late = 0
         self.last_clamp: SafetyReport | None = None
         self._prev_target: np.ndarray | None = None
+        self._prev_quat: np.ndarray | None = None  # the last commanded EE orientation (cartesian)
         self._prev_time: float | None = None
         self._gripper_closed: bool | None = None
         self._brake_error_logged = -np.inf  # time.monotonic() of the last "hold failed" log
@@ -119,15 +122,9 @@ class ChunkExecutor:
             self.counters["rejected_two_sources"] += 1
             self._latch(conflict)
             return "rejected_two_sources"
-        reason = nonfinite_reason(
-            stamp=np.array([chunk.stamp]),
-            time_from_start=chunk.time_from_start,
-            positions=chunk.positions,
-            gripper=chunk.gripper,
-            **({} if chunk.quat_xyzw is None else {"quat_xyzw": chunk.quat_xyzw}),
-        )
-        if reason is not None:
+        if (reason := nonfinite_chunk_reason(chunk)) is not None:
             return self._refuse("rejected_nonfinite", f"chunk rejected: {reason}")
+        running = self.schedule.chunk
         result = self.schedule.offer(chunk, now)
         if result == ChunkSchedule.ACCEPTED:
             self.counters["accepted"] += 1
@@ -135,12 +132,14 @@ class ChunkExecutor:
             return result
         if result == ChunkSchedule.LATE:
             self.consecutive_late += 1
-            self._refuse("late", f"late chunk: all actions past ({self.consecutive_late} in a row)")
+        why = timing_refusal(result, chunk, now, running, self.limits, self.consecutive_late)
+        if result == ChunkSchedule.LATE:
+            self._refuse("late", why)
             if self.consecutive_late >= self.limits.max_consecutive_late:
                 self._latch(f"over budget: {self.consecutive_late} consecutive late chunks")
             return result
         key = {ChunkSchedule.OLDER: "ignored_older", ChunkSchedule.FUTURE: "rejected_future"}[result]
-        return self._refuse(key, f"chunk {result}")
+        return self._refuse(key, why)
 
     def stop(self, reason: str) -> None:
         """Explicit hold request from upstream (the policy's inputs went stale): hold now, not after the
@@ -228,7 +227,7 @@ class ChunkExecutor:
         self._prev_target = None  # the next activation starts from the measured state
         self.schedule.clear()
 
-    def _command(self, target, state: RobotStateSnapshot, now: float) -> None:
+    def _command(self, target: ScheduledTarget, state: RobotStateSnapshot, now: float) -> None:
         activating = self.state != ACTIVE or self._prev_target is None
         measured = state.ee_pos if self.mode == "cartesian" else state.q
         dt = 0.0 if self._prev_time is None or activating else max(now - self._prev_time, 0.0)
@@ -246,14 +245,18 @@ class ChunkExecutor:
                 if report.clipped
                 else self.safety.limit_feedforward(target.velocity, safe, self.mode)
             )
-            if report.clipped:
-                self.counters["clamped"] += 1
-                self.last_clamp = report
-                log.debug("clamped %s: %s -> %s", report.reasons, report.original, report.safe)
-        if self.mode == "cartesian":
+        if self.mode == "cartesian":  # the orientation likewise; (re)activation: the measured one
             quat = state.ee_quat_xyzw if activating or target.quat_xyzw is None else target.quat_xyzw
+            previous = None if activating else self._prev_quat
+            turn = self.safety.filter_orientation(quat, state.ee_quat_xyzw, previous, dt)
+            report, self._prev_quat = pose_report(report, turn), turn.safe  # report: the pose's (7,)
+        if report is not None and report.clipped:
+            self.counters["clamped"] += 1
+            self.last_clamp = report
+            log.debug("clamped %s: %s -> %s", report.reasons, report.original, report.safe)
+        if self.mode == "cartesian":
             acc = None if velocity is None else self.safety.wall_braking(velocity, safe)
-            self.backend.send_ee_target(safe, self.safety.normalize_quaternion(quat), velocity, acc)
+            self.backend.send_ee_target(safe, self._prev_quat, velocity, acc)
         else:
             self.backend.send_joint_target(safe, velocity)
         self._update_gripper(target.gripper)
@@ -303,10 +306,18 @@ class ChunkExecutor:
                 self._brake_error_logged = time.monotonic()
                 log.exception("hold failed while faulted")
 
-    def recover(self) -> None:
+    def recover(self) -> str:
         """Explicit operator recovery: clear robot errors and the latch; the executor returns to IDLE.
         Raises RobotFault when the backend cannot recover (no link, user stop engaged) or while two publishers
-        still send chunks (`SourceGuard.live`): nothing changes."""
+        still send chunks (`SourceGuard.live`): nothing changes. Returns "recovered".
+
+        With no fault latched, neither here nor by the robot, it does nothing and returns
+        `NO_FAULT_TO_RECOVER`: a streaming or holding arm goes on as it was (the backend's recovery stops the
+        running motion and waits up to 0.5 s for it, in the node's only executor thread). A robot fault no
+        tick has latched yet (a failed home move: ticks pause while homing) is still recovered."""
+        if self.state != FAULT and self._robot_fault() is None:
+            log.info("recover: %s (%s)", NO_FAULT_TO_RECOVER, self.state)
+            return NO_FAULT_TO_RECOVER
         if len(live := self.sources.live(self.clock())) > 1:
             self.reasons = [f"recover refused: {' and '.join(live)} still send chunks; stop all but one"]
             log.error("%s", self.reasons[0])
@@ -323,6 +334,14 @@ class ChunkExecutor:
         self.schedule.clear()
         self._prev_target = None
         self._gripper_closed = None
+        return "recovered"
+
+    def _robot_fault(self) -> str | None:
+        """The fault the backend reports (None: healthy); an unreadable state counts as one."""
+        try:
+            return self.backend.read_state().fault
+        except Exception as exc:  # noqa: BLE001 - no state at all: the backend's recovery is the way back
+            return f"{type(exc).__name__}: {exc}"
 
     def home(
         self, q: np.ndarray | None = None, open_gripper: bool = True, gripper_timeout_s: float = 5.0

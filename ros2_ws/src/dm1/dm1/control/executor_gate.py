@@ -63,10 +63,11 @@ class ExecutorGate:
             before = self.executor.state
             return self.executor.tick().state != before
 
-    def recover(self) -> None:
-        """`ChunkExecutor.recover` (raises `RobotFault` with the reason it cannot)."""
+    def recover(self) -> str:
+        """`ChunkExecutor.recover`: what it did ("recovered", or that no fault was latched); raises
+        `RobotFault` with the reason it cannot."""
         with self._lock:
-            self.executor.recover()
+            return self.executor.recover()
 
     def home(self) -> None:
         """`ChunkExecutor.home`, blocking; it runs outside the lock (joint states and the status go on), with

@@ -22,6 +22,13 @@ class SafetyLimits:
     max_ee_step: max ||target - measured EE position|| (m).
     max_ee_speed: max rate of change of the commanded EE position (m/s); 0.35 by default (teleop and the
         scripted expert move at 0.3), so a hold from full speed settles within 150 ms on the FR3.
+    max_ee_angular_speed: max rate of change of the commanded EE orientation (rad/s): each tick the
+        commanded orientation turns from the previous commanded one toward the requested one by at most this
+        x the control period (slerp, shortest path). 0.5 by default: the policy and teleop hold the card's
+        top-down orientation, so only a chunk asking for a turn is slowed (one turning 90° at once spun the
+        hand 58° with joint 7 at 2.3 rad/s on the twin).
+    max_ee_rotation_step: max rotation (rad) between the commanded and the *measured* EE orientation, the
+        orientation's `max_ee_step`.
     workspace_min / workspace_max: EE box (m, fr3_link0) the targets are clipped to.
     wall_decel: m/s²; the commanded EE target approaches a box wall at most at sqrt(2 x wall_decel x its
         distance to the wall), and its feed-forward velocity likewise, so the arm, which follows the targets
@@ -51,6 +58,8 @@ class SafetyLimits:
     max_joint_step: float = 0.1
     max_ee_step: float = 0.04
     max_ee_speed: float = 0.35
+    max_ee_angular_speed: float = 0.5
+    max_ee_rotation_step: float = 0.1
     workspace_min: tuple[float, float, float] = (0.25, -0.40, 0.02)
     workspace_max: tuple[float, float, float] = (0.80, 0.40, 0.60)
     wall_decel: float = 2.0
@@ -89,11 +98,13 @@ class SafetyLimits:
                 "min < max on x, y, z",
                 (self.workspace_min, self.workspace_max),
             )
-        for name, upper in (("velocity_scale", 1.0), ("max_joint_step", 1.0), ("max_ee_step", 0.5)):
+        steps = (("velocity_scale", 1.0), ("max_joint_step", 1.0), ("max_ee_step", 0.5))
+        for name, upper in (*steps, ("max_ee_rotation_step", 1.0)):
             value = getattr(self, name)
             if not 0.0 < value <= upper:
                 raise bad(name, f"0 < value <= {upper}", value)
-        for name in ("max_ee_speed", "wall_decel", "chunk_timeout_s", "max_tick_gap_s", "max_future_s"):
+        speeds = ("max_ee_speed", "max_ee_angular_speed", "wall_decel")
+        for name in (*speeds, "chunk_timeout_s", "max_tick_gap_s", "max_future_s"):
             value = getattr(self, name)
             if not (np.isfinite(value) and value > 0.0):
                 raise bad(name, "a positive finite value", value)

@@ -4,8 +4,10 @@ Order for every target: reject non-finite input; clip to the joint limits / work
 change of the commanded target (velocity limit x control period, vs the previous *commanded* target); near a
 box wall, limit its approach speed so that the target stream brakes into the wall (EE targets); and finally
 limit the distance from the *measured* state (max step), which always wins, so a command never jumps away
-from where the arm actually is. `limit_feedforward` applies the same limits to the velocity sent with one,
-and `wall_braking` gives the deceleration of a target stream braking into a wall (acceleration feed-forward).
+from where the arm actually is. The EE orientation (`filter_orientation`) likewise: a rate limit vs the
+previous commanded orientation, then a step limit vs the measured one. `limit_feedforward` applies the
+same limits to the velocity sent with one, and `wall_braking` gives the deceleration of a target stream
+braking into a wall (acceleration feed-forward).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dm1.control.limits import SafetyLimits
+from dm1.control.orientation import turn_toward
 
 
 @dataclass
@@ -29,6 +32,18 @@ class SafetyReport:
     def clipped(self) -> bool:
         """True when the safe target differs from the requested one."""
         return bool(self.reasons)
+
+
+def pose_report(position: SafetyReport | None, orientation: SafetyReport) -> SafetyReport:
+    """One Cartesian tick's clamp report: the pose (7,) [x, y, z, qx, qy, qz, qw] requested and sent, with
+    the reasons of both filters (no position report on activation: the position is the measured one)."""
+    if position is None:
+        return orientation
+    return SafetyReport(
+        original=np.concatenate([position.original, orientation.original]),
+        safe=np.concatenate([position.safe, orientation.safe]),
+        reasons=[*position.reasons, *orientation.reasons],
+    )
 
 
 def nonfinite_reason(**arrays: np.ndarray) -> str | None:
@@ -137,6 +152,29 @@ class SafetyFilter:
         safe, hit = _limit_step(safe, measured, lim.max_ee_step)
         if hit:
             report.reasons.append("ee_step")
+        report.safe = safe
+        return report
+
+    def filter_orientation(
+        self, target: np.ndarray, measured: np.ndarray, previous: np.ndarray | None, dt: float
+    ) -> SafetyReport:
+        """Safe EE orientation (4,) xyzw for the requested `target`: turned from `previous` (the last
+        commanded orientation; None at activation) by at most `max_ee_angular_speed` x dt
+        ("ee_angular_speed"), then from the `measured` one by at most `max_ee_rotation_step` ("ee_rotation");
+        shortest path (slerp). Unlimited, it is the target normalised. ValueError on a non-finite or
+        near-zero quaternion."""
+        lim = self.limits
+        original = np.asarray(target, dtype=float).copy()
+        report = SafetyReport(original=original, safe=original.copy())
+        safe, measured = self.normalize_quaternion(original), self.normalize_quaternion(measured)
+        if previous is not None:
+            prev = self.normalize_quaternion(previous)
+            safe, hit = turn_toward(prev, safe, lim.max_ee_angular_speed * max(dt, 0.0))
+            if hit:
+                report.reasons.append("ee_angular_speed")
+        safe, hit = turn_toward(measured, safe, lim.max_ee_rotation_step)
+        if hit:
+            report.reasons.append("ee_rotation")
         report.safe = safe
         return report
 

@@ -12,6 +12,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
+#: Most points a chunk may hold (a policy chunk has 8-16): a 20,000-point one stalled the controller's
+#: executor while its message was converted point by point. Checked before that conversion too.
+MAX_CHUNK_POINTS = 1000
+#: A quaternion shorter than this is no orientation (zero, or rounding noise): refused, not normalised.
+MIN_QUAT_NORM = 1e-3
+#: Gripper commands up to this far outside [0, 1] are clipped into it (a policy's de-normalised output:
+#: 1 + 1e-6 from the normaliser's EPS, [-1, 1] for the reference random-weight network; the thresholds act
+#: alike on both); further out (5.0, a width in mm) the chunk is refused.
+GRIPPER_CLIP_MARGIN = 1.0
+
+
+def _first_outside(values: np.ndarray, ok: np.ndarray) -> int | None:
+    """Index of the first finite value whose `ok` is False, else None (non-finite ones are the executor's)."""
+    bad = np.flatnonzero(np.isfinite(values) & ~ok)
+    return int(bad[0]) if bad.size else None
+
 
 @dataclass(frozen=True)
 class TimedChunk:
@@ -20,7 +36,9 @@ class TimedChunk:
     stamp: absolute time (s) of the first action; time_from_start: (N,) s, non-decreasing from 0;
     positions: (N, D) targets (D = 3 EE position m, or 7 joint rad); gripper: (N,) command in [0, 1];
     quat_xyzw: (N, 4) EE orientation (cartesian chunks) or None; kind: "cartesian" | "joint".
-    Shapes are validated here; finiteness is checked by the executor (so NaN chunks are counted, not raised).
+    Shapes, N <= `MAX_CHUNK_POINTS`, times from 0 and in order, quaternions of norm >= `MIN_QUAT_NORM` and
+    gripper commands (clipped into [0, 1] within `GRIPPER_CLIP_MARGIN`) are validated here (ValueError);
+    finiteness is checked by the executor (so NaN chunks are counted, not raised).
     """
 
     stamp: float
@@ -39,17 +57,36 @@ class TimedChunk:
             raise ValueError(f"TimedChunk.kind: expected 'cartesian' or 'joint', found {self.kind!r}")
         if t.ndim != 1 or t.size == 0:
             raise ValueError(f"TimedChunk.time_from_start: expected shape (N>0,), found {t.shape}")
+        if t.size > MAX_CHUNK_POINTS:
+            raise ValueError(
+                f"TimedChunk.time_from_start: expected at most {MAX_CHUNK_POINTS} points, found {t.size}"
+            )
         if pos.shape != (t.size, dim):
             raise ValueError(f"TimedChunk.positions: expected shape ({t.size}, {dim}), found {pos.shape}")
         if grip.shape != (t.size,):
             raise ValueError(f"TimedChunk.gripper: expected shape ({t.size},), found {grip.shape}")
         if np.all(np.isfinite(t)) and np.any(np.diff(t) < 0):
             raise ValueError("TimedChunk.time_from_start: expected non-decreasing times")
+        if np.isfinite(t[0]) and t[0] < 0:
+            raise ValueError(f"TimedChunk.time_from_start[0]: expected >= 0 s (times from 0), found {t[0]}")
+        lo, hi = -GRIPPER_CLIP_MARGIN, 1.0 + GRIPPER_CLIP_MARGIN
+        if (i := _first_outside(grip, (grip >= lo) & (grip <= hi))) is not None:
+            raise ValueError(
+                f"TimedChunk.gripper[{i}]: expected a command in [0, 1] (within {GRIPPER_CLIP_MARGIN:g} "
+                f"of it clipped), found {grip[i]}"
+            )
+        grip = np.clip(grip, 0.0, 1.0)  # NaN stays NaN
         quat = None
         if self.quat_xyzw is not None:
             quat = np.asarray(self.quat_xyzw, dtype=float)
             if quat.shape != (t.size, 4):
                 raise ValueError(f"TimedChunk.quat_xyzw: expected shape ({t.size}, 4), found {quat.shape}")
+            norms = np.linalg.norm(quat, axis=1)  # (N,) NaN where a component is
+            if (i := _first_outside(norms, norms >= MIN_QUAT_NORM)) is not None:
+                raise ValueError(
+                    f"TimedChunk.quat_xyzw[{i}]: expected a unit quaternion (norm >= {MIN_QUAT_NORM:g}), "
+                    f"found norm {norms[i]:.3g} ({quat[i].tolist()})"
+                )
         object.__setattr__(self, "stamp", float(self.stamp))
         object.__setattr__(self, "time_from_start", t)
         object.__setattr__(self, "positions", pos)

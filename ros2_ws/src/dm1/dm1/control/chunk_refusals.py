@@ -1,0 +1,66 @@
+"""Why `ChunkExecutor` refuses an offered chunk: non-finite values, and the timing refusals with the numbers
+an operator needs (the chunk's stamp, the controller's clock, the limit), e.g. a wall-clock stamp sent to a
+controller on simulation time."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dm1.control.limits import SafetyLimits
+from dm1.control.safety import nonfinite_reason
+from dm1.control.schedule import ChunkSchedule, TimedChunk
+
+#: s; a stamp this far from the controller's clock is on another clock (wall clock vs simulation time).
+OTHER_CLOCK_S = 3600.0
+
+
+def nonfinite_chunk_reason(chunk: TimedChunk) -> str | None:
+    """None when the chunk's stamp, times, positions, gripper commands and orientations are all finite, else
+    a message naming the first offending field and index."""
+    return nonfinite_reason(
+        stamp=np.array([chunk.stamp]),
+        time_from_start=chunk.time_from_start,
+        positions=chunk.positions,
+        gripper=chunk.gripper,
+        **({} if chunk.quat_xyzw is None else {"quat_xyzw": chunk.quat_xyzw}),
+    )
+
+
+def timing_refusal(
+    result: str,
+    chunk: TimedChunk,
+    now: float,
+    running: TimedChunk | None,
+    limits: SafetyLimits,
+    late_in_row: int,
+) -> str:
+    """The message for a chunk `ChunkSchedule.offer` refused with `result` (FUTURE, OLDER or LATE) at the
+    controller's clock `now` (s); `running`: the chunk running then; `late_in_row`: late chunks in a row."""
+    stamped, clock = f"chunk stamped {chunk.stamp:.2f} s", f"controller clock {now:.2f} s"
+    if result == ChunkSchedule.FUTURE:
+        ahead = float(chunk.times[0]) - now
+        hint = " — a wall-clock stamp under use_sim_time?" if ahead > OTHER_CLOCK_S else ""
+        return (
+            f"{stamped}: its first action is {ahead:.2f} s ahead of the {clock}; "
+            f"limit max_future_s {limits.max_future_s:g} s{hint}"
+        )
+    if result == ChunkSchedule.OLDER:
+        running_stamp = float("nan") if running is None else running.stamp
+        return (
+            f"{stamped} is not newer than the running chunk's stamp {running_stamp:.2f} s "
+            f"({clock}): the latest chunk wins"
+        )
+    if result == ChunkSchedule.LATE:
+        last = float(chunk.times[-1])
+        behind = now - last
+        hint = ""
+        if behind > OTHER_CLOCK_S:
+            hint = " — a simulation-time stamp while the controller runs on the wall clock?"
+        return (
+            f"late chunk: {stamped}, its last action due at {last:.2f} s, {behind:.3f} s before the {clock} "
+            f"({late_in_row} in a row; max_consecutive_late {limits.max_consecutive_late}){hint}"
+        )
+    raise ValueError(
+        f"timing_refusal.result: expected {ChunkSchedule.FUTURE!r}, {ChunkSchedule.OLDER!r} or "
+        f"{ChunkSchedule.LATE!r}, found {result!r}"
+    )
