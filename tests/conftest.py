@@ -169,6 +169,17 @@ def _no_real_time_priority_leaks_into_later_tests() -> Iterator[None]:
         own.apply()
 
 
+@pytest.fixture(autouse=True)
+def _no_sim_host_claim_leaks_into_later_tests() -> Iterator[None]:
+    """Release the franky-sim addresses a test claimed in this process (`dm1 launch` in-process, the launch
+    file's preflight): a launch holds its claim for its process's lifetime, and this process is the runner."""
+    from dm1.sim.hosts import claimed_hosts, release_host
+
+    yield
+    for host in claimed_hosts():
+        release_host(host)
+
+
 def thread_scheduling(pid: int | str = "self") -> dict[int, tuple[int, int]]:
     """Thread id -> (scheduling policy, real-time priority) for every thread of process `pid`."""
     from dm1.scheduling import process_thread_ids

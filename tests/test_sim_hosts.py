@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from conftest import PYTHON, free_loopback_host
-from dm1.sim.hosts import ports_free, release_host, resolve_sim_host
+from dm1.sim.hosts import claim_host, ports_free, release_host, resolve_sim_host
 
 
 @contextmanager
@@ -60,7 +60,8 @@ def test_a_launch_that_chose_an_address_holds_it_before_its_twin_listens() -> No
     finally:
         first.kill()
         first.wait(timeout=10)
-    assert resolve_sim_host("auto", claim=False)[0] == chosen  # the claim ended with its process
+    assert claim_host(chosen)  # the claim ended with its process
+    release_host(chosen)
 
 
 def test_a_taken_gripper_port_alone_makes_an_address_busy() -> None:

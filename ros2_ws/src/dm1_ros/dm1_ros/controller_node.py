@@ -111,9 +111,7 @@ class ControllerNode(Node):
         except (ValueError, IndexError) as exc:
             self.gate.count_malformed(f"malformed chunk: {exc}")
             return
-        result = self.gate.offer(chunk, self.chunk_publishers.source(topic, info))
-        if result not in (None, "accepted"):
-            self.get_logger().warning(f"chunk not executed: {result}", throttle_duration_sec=1.0)
+        self.gate.offer(chunk, self.chunk_publishers.source(topic, info))  # a refusal logs its reason itself
 
     def _on_stream_lost(self, counter: str, reason: str) -> None:
         if self.gate.stream_lost(counter, reason):

@@ -35,6 +35,8 @@ def route_core_logging(node: Any, logger_name: str = "dm1") -> RosLogHandler:
     """Send `logger_name`'s records (warnings and above) to `node`'s ROS logger; returns the handler."""
     handler = RosLogHandler(node.get_logger())
     core = logging.getLogger(logger_name)
+    for old in [h for h in core.handlers if isinstance(h, RosLogHandler)]:
+        core.removeHandler(old)  # one bridge: the node made last (a process runs one node of dm1's)
     core.addHandler(handler)
     core.propagate = False  # not a second, bare copy through the last-resort handler
     return handler

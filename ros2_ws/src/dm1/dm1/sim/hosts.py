@@ -57,6 +57,11 @@ def claim_host(host: str) -> bool:
     return True
 
 
+def claimed_hosts() -> list[str]:
+    """The addresses this process claims now."""
+    return sorted(_CLAIMS)
+
+
 def release_host(host: str) -> None:
     """Give up this process's claim on `host` (nothing when it holds none)."""
     if (fd := _CLAIMS.pop(host, None)) is not None:
