@@ -109,6 +109,37 @@ def test_silence_publishes_nothing_and_stall_hangs_each_inference(runtime) -> No
     assert waits == [0.4] and np.all(np.isfinite(actions))  # late, but the real output
 
 
+def test_a_stall_lasts_its_length_in_the_nodes_clock_on_a_simulation_slower_than_real_time(runtime) -> None:
+    """On the twin at half real time a 0.5 s wall sleep was 0.25 s of simulated time: the chunk came back
+    with actions still ahead and the arm moved between the stalls (the drill then failed now and then).
+    The wall sleep is scaled by the measured real-time factor; kept through back-to-back stalls."""
+    wall = {"t": 0.0}
+    waits: list[float] = []
+    drill: list = [None]
+
+    def sleep(s: float) -> None:
+        waits.append(s)
+        wall["t"] += s  # the node clock (below) stands still meanwhile, as a blocked executor's does
+
+    node = {"t": 10.0}
+    stalled = DrilledRuntime(
+        runtime, lambda: drill[0], sleep, clock=lambda: node["t"], wall=lambda: wall["t"]
+    )
+    images = {c.name: np.zeros(c.shape, np.uint8) for c in runtime.card.cameras}
+    proprio = np.zeros(runtime.card.proprio.dim, np.float32)
+    for _ in range(20):  # 1 s of wall time, 0.5 s of simulated time
+        stalled.predict(images, proprio)
+        wall["t"] += 0.05
+        node["t"] += 0.025
+    assert stalled.real_time_factor() == pytest.approx(0.5) and waits == []
+    drill[0] = parse_drill("stall_inference:0.4", CAMERAS, node["t"], 1.0)
+    for _ in range(3):
+        stalled.predict(images, proprio)
+        node["t"] += 0.4  # the simulation went on while the node was blocked
+    assert waits == pytest.approx([0.8, 0.8, 0.8])  # 0.4 s of simulated time each
+    assert DrilledRuntime(runtime, lambda: drill[0], waits.append).real_time_factor() == 1.0  # robot: wall
+
+
 def test_late_chunks_are_sent_unchanged_once_past_and_the_controller_refuses_them_then_latches(
     runtime,
 ) -> None:

@@ -8,8 +8,9 @@ sets the policy node's `drill` parameter, records `/joint_states` and reports ho
     freeze_camera:<name>   that camera's frames are dropped: its stream goes stale → the policy publishes an
                            explicit hold (the empty chunk)
     nan_output             the model's output becomes NaN → the chunk is rejected → explicit hold
-    stall_inference[:<s>]  each inference hangs <s> seconds (default 0.5) before returning: chunks stop or
-                           come late → the controller's watchdog holds
+    stall_inference[:<s>]  each inference hangs <s> seconds (default 0.5; of the node's clock: simulated
+                           seconds on the twin) before returning: chunks stop or come late → the
+                           controller's watchdog holds
     silence                the policy publishes nothing at all, not even a hold → the controller's watchdog
                            and the chunk topic's QoS deadline hold
     late_chunks            each chunk is held back until its last action is one tick past, then sent unchanged
@@ -25,6 +26,7 @@ recover`, then `activate`) as after any latched fault.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -125,22 +127,58 @@ def drill_request(changes: dict[str, Any], session: Any, duration_s: float) -> t
 class DrilledRuntime:
     """Wraps a runtime: while the current drill says so, `predict` first hangs or returns NaN.
 
+    A stall blocks the calling thread, as a hung inference would, for `stall_s` seconds of the node's clock:
+    on the robot the wall clock; on the twin simulated time, whose rate the wall sleep is scaled by (the
+    simulation's real-time factor, measured from the calls' node and wall times over the last seconds). A
+    0.5 s wall sleep at a real-time factor of 0.5 was only 0.25 s of the simulated world's time: the chunk
+    then came back with actions still ahead and the arm moved between the stalls.
+
     Args:
         runtime: the real runtime (`.card`, `.predict(images, proprio, noise=...)`).
         current: the drill active now, or None.
-        sleep: how a stall waits (wall time, as a hung inference would).
+        sleep: how a stall waits (wall time).
+        clock: the node's clock [s]; None = the wall clock (no scaling).
+        wall: the wall clock [s] the rate is measured against.
     """
 
+    RATE_WINDOW_S = 2.0  # wall seconds of calls the real-time factor is measured over
+    RATE_BOUNDS = (0.05, 2.0)  # a measured factor outside is clipped: a stall never lasts 20x its length
+
     def __init__(
-        self, runtime: Any, current: Callable[[], Drill | None], sleep: Callable[[float], None] = time.sleep
+        self,
+        runtime: Any,
+        current: Callable[[], Drill | None],
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] | None = None,
+        wall: Callable[[], float] = time.monotonic,
     ) -> None:
         self.runtime, self.current, self.sleep = runtime, current, sleep
+        self.clock, self.wall = clock, wall
         self.card = runtime.card
+        self._samples: deque[tuple[float, float]] = deque()  # (wall, node) at each call, oldest first
+        self._factor = 1.0  # the last measured real-time factor (kept through stalls, which pause sampling)
+
+    def real_time_factor(self) -> float:
+        """Node seconds per wall second over the recent calls; the last such measure while there are fewer
+        than two samples since a stall (1 before any, or without a node clock)."""
+        if self.clock is not None and len(self._samples) >= 2:
+            (w0, n0), (w1, n1) = self._samples[0], self._samples[-1]
+            if w1 - w0 > 0.0:
+                self._factor = float(np.clip((n1 - n0) / (w1 - w0), *self.RATE_BOUNDS))
+        return self._factor
 
     def predict(self, images: Any, proprio: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
+        if self.clock is not None:
+            wall_now, node_now = self.wall(), self.clock()
+            if self._samples and node_now < self._samples[-1][1]:
+                self._samples.clear()  # the clock jumped back (a simulation reset)
+            self._samples.append((wall_now, node_now))
+            while wall_now - self._samples[0][0] > self.RATE_WINDOW_S:
+                self._samples.popleft()
         drill = self.current()
         if drill is not None and drill.kind == "stall_inference":
-            self.sleep(drill.stall_s)
+            self.sleep(drill.stall_s / self.real_time_factor())
+            self._samples.clear()  # the node clock stood still meanwhile: not a rate sample
         actions = np.asarray(self.runtime.predict(images, proprio, noise=noise))  # (Ta, Da)
         if drill is not None and drill.kind == "nan_output":
             return np.full_like(actions, np.nan)

@@ -237,7 +237,7 @@ class PolicySession:
         self.drill_counts: dict[str, int] = {"drills": 0, "frames_dropped_by_drill": 0}
         self._held_back: deque[tuple[float, StepOutcome]] = deque()  # late_chunks: (release time, outcome)
         self.step = PolicyStep(
-            DrilledRuntime(runtime, self.active_drill),
+            DrilledRuntime(runtime, self.active_drill, clock=clock),
             clock,
             cfg.mode,
             cfg.control_rate_hz,
