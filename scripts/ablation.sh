@@ -70,7 +70,7 @@ T2=$(stamp)
 
 # 3. Evaluation in-process on the twin (+ the privileged scripted expert as an upper bound) and timing.
 run $PY -m dm1.commands.ablate --runs "${runs[@]}" --episodes "$EPISODES" --steps 1,5 --fm-steps 1,5,10 \
-  --max-sim-s "$MAX_SIM_S" --oracle --out "$ROOT/eval"
+  --max-sim-s "$MAX_SIM_S" --oracle --out "$ROOT/eval" --force
 T3=$(stamp)
 
 # 4. docs/ablation.md: the recipe actually used, stage times, then the table as measured.

@@ -115,6 +115,20 @@ def test_read_returns_none_at_the_end_of_a_playback_without_waiting_out_its_time
         assert time.monotonic() - t0 < 120.0  # liveness: ended by the file's end, not by the 600 s timeout
 
 
+def test_a_playback_read_to_its_end_is_a_warning_not_a_stale_stream_error(tmp_path: Path) -> None:
+    """Between the file's end and the end of the grace for queued frames, a silent playback is the WARN
+    "playback ... ended", never the ERROR "no frames for ..." of a camera that stopped delivering."""
+    path = record_synthetic(tmp_path / "end.db3", _frames(3), pace=False)
+    cfg = CameraConfig("front", width=W, height=H, playback_file=str(path), playback_realtime=False)
+    with RealSenseCamera(cfg) as cam:
+        cam.start()
+        assert all(cam.read(timeout_s=30.0) is not None for _ in range(3))
+        assert cam.read(timeout_s=0.3) is None  # the file is read to its end; the grace has not run out
+        assert not cam.playback_ended
+        level, text, _ = cam.health(cam.clock() + 1.5)  # older than the 1 s stale limit
+    assert (level, text) == (1, f"playback of {path} ended")
+
+
 def test_playback_with_depth_returns_uint16_depth(tmp_path: Path) -> None:
     colors = _frames(4)
     depths = [np.full((H, W), 500 + 100 * i, np.uint16) for i in range(4)]

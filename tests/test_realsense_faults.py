@@ -219,9 +219,18 @@ def test_realsense_node_logs_the_recorded_mode_and_the_end_of_a_playback(procs, 
         node.destroy_node()
         rclpy.shutdown(context=ctx)
     assert (level, message) == (1, f"playback of {path} ended")  # WARN, not the stale-frames ERROR
+    ended_line = rf"WARN.*camera front: playback of {re.escape(str(path))} ended"
+    # the line is logged once the grace for queued frames has run out, up to ~1 s after the diagnostic
+    wait_for(
+        lambda: re.search(ended_line, procs.log("rs")),
+        30,
+        0.1,
+        "the 'ended' log line",
+        lambda: procs.log("rs"),
+    )
     procs.stop("rs")
     log = procs.log("rs")
     start = re.search(r"streaming front: color 64x48 rgb8 @ 30 fps from recording \S+ \((.*)\)", log)
     assert start and "width/height/fps do not apply to playback" in start[1], log
     assert "'width': 640" not in log, log
-    assert re.search(rf"WARN.*camera front: playback of {re.escape(str(path))} ended", log), log
+    assert re.search(ended_line, log), log

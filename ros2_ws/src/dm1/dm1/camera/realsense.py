@@ -366,7 +366,9 @@ class RealSenseCamera:
         values["unpaired_color"] = self.unpaired
         if self.cfg.playback_file:
             values["playback_ended"] = self.playback_ended
-        if self.error is None and self.playback_ended:
+        # read to its end: ended, also while the grace for queued frames (`read`) has not run out yet
+        at_end = self.playback_ended or (self._end_seen_s is not None and age > max_age_s)
+        if self.error is None and at_end:
             return 1, f"playback of {self.cfg.playback_file} ended", values
         if self.error is not None or age > max_age_s:
             return 2, f"no frames for {age:.1f} s" + (f": {self.error}" if self.error else ""), values
