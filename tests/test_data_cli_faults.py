@@ -216,3 +216,154 @@ def test_validate_help_says_it_quarantines_files_that_fail_the_format(capsys) ->
         _dm1_data(["-h"])
     text = " ".join(capsys.readouterr().out.split())
     assert "fail the episode format" in text
+
+
+# ---- 7. damaged files: one-line errors naming the file; validate quarantines them ------------------------
+def _flip_bytes_from(path: Path, offset: int = 3000) -> None:
+    """XOR every byte of `path` from `offset` on (HDF5 metadata after the superblock is damaged)."""
+    data = bytearray(path.read_bytes())
+    data[offset:] = bytes(b ^ 0xFF for b in data[offset:])
+    path.write_bytes(bytes(data))
+
+
+def _scalar_actions(path: Path) -> None:
+    import h5py
+
+    with h5py.File(path, "a") as f:
+        del f["actions"]
+        f.create_dataset("actions", data=np.float32(0.5))
+
+
+@pytest.mark.parametrize("damage", [_flip_bytes_from, _scalar_actions])
+@pytest.mark.parametrize(
+    "argv", [["info"], ["info", "--json"], ["stats"], ["convert", "--to", "robomimic"], ["plot"]]
+)
+def test_a_damaged_episode_is_a_one_line_error_naming_the_file(
+    dataset: Path, tmp_path: Path, capsys, damage, argv: list[str]
+) -> None:
+    bad = dataset / "episode_000001.h5"
+    damage(bad)
+    args = [argv[0], str(dataset)] + (["--json"] if "--json" in argv else [])
+    if argv[0] == "convert":
+        args = ["convert", str(dataset), str(tmp_path / "out.hdf5"), "--to", "robomimic"]
+    assert _dm1_data(args) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error" in line]  # (plot also draws a progress bar)
+    assert len(errors) == 1 and f"{bad}: actions: " in errors[0] and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("damage", [_flip_bytes_from, _scalar_actions])
+def test_validate_quarantines_a_damaged_episode_and_names_it(dataset: Path, capsys, damage) -> None:
+    damage(dataset / "episode_000001.h5")
+    assert _dm1_data(["validate", str(dataset)]) == 1
+    report = capsys.readouterr().out
+    assert "episode_000001.h5: actions: " in report
+    assert [p.name for p in (dataset / "quarantine").iterdir()] == ["episode_000001.h5"]
+    assert _dm1_data(["validate", str(dataset)]) == 0  # the rest is clean
+
+
+def test_synth_appends_next_to_a_damaged_episode(dataset: Path) -> None:
+    _flip_bytes_from(dataset / "episode_000001.h5")
+    assert (
+        _dm1_data(["synth", "-o", str(dataset), "--episodes", "1", "--length", "10", "--image-size", "16"])
+        == 0
+    )
+    assert (dataset / "episode_000003.h5").is_file()
+
+
+def test_info_json_refuses_a_nan_control_rate_instead_of_printing_bare_nan(dataset: Path, capsys) -> None:
+    import h5py
+
+    with h5py.File(dataset / "episode_000000.h5", "a") as f:
+        f.attrs["control_rate_hz"] = float("nan")
+    assert _dm1_data(["info", "--json", str(dataset)]) == 2
+    captured = capsys.readouterr()
+    assert "NaN" not in captured.out
+    assert "episode_000000.h5: control_rate_hz: expected a finite number > 0, found nan" in captured.err
+
+
+# ---- 8. refused arguments create nothing ---------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["--cameras", "front,front"], "argument --cameras: expected"),
+        (["--cameras", "a b,c/d"], "argument --cameras: expected"),
+        (["--cameras", ","], "argument --cameras: expected"),
+        (["--seed", "-1"], "argument --seed: expected an integer >= 0, found -1"),
+        (["--image-size", "32x"], "argument --image-size: expected N or HxW"),
+        (["--image-size", "4"], "argument --image-size: expected N or HxW"),
+    ],
+)
+def test_synth_refuses_bad_arguments_before_creating_the_output(
+    tmp_path: Path, capsys, extra: list[str], expected: str
+) -> None:
+    with pytest.raises(SystemExit):
+        _dm1_data(["synth", "-o", str(tmp_path / "ds"), "--episodes", "1", "--length", "2", *extra])
+    assert expected in capsys.readouterr().err
+    assert not (tmp_path / "ds").exists()
+
+
+def test_synth_library_refuses_bad_cameras_and_seed_before_creating_the_output(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"camera_names: expected non-empty and unique names"):
+        make_synthetic_dataset(tmp_path / "ds", 1, 2, camera_names=("front", "front"), image_size=(8, 8))
+    with pytest.raises(ValueError, match=r"camera_names: expected identifiers"):
+        make_synthetic_dataset(tmp_path / "ds", 1, 2, camera_names=("a b", "c/d"), image_size=(8, 8))
+    with pytest.raises(ValueError, match=r"seed: expected an integer >= 0, found -1"):
+        make_synthetic_dataset(tmp_path / "ds", 1, 2, seed=-1, image_size=(8, 8))
+    assert not (tmp_path / "ds").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["--seed", "-1"], "argument --seed: expected an integer >= 0, found -1"),
+        (["--recovery-fraction", "2"], "argument --recovery-fraction: expected a number in [0, 1], found 2"),
+    ],
+)
+def test_collect_refuses_bad_arguments_before_creating_the_output(
+    tmp_path: Path, capsys, extra: list[str], expected: str
+) -> None:
+    with pytest.raises(SystemExit):
+        _dm1_data(["collect", "-o", str(tmp_path / "ds"), "--episodes", "1", *extra])
+    assert expected in capsys.readouterr().err
+    assert not (tmp_path / "ds").exists()
+
+
+_COLLECT_UNTIL_SIGNALLED = """
+import os, signal, sys, time
+from pathlib import Path
+import numpy as np
+import dm1.sim.collect
+from dm1.cli import main
+from dm1.data.episode import EpisodeWriter
+
+def fake_collect(out_dir, episodes, recovery_fraction=0.0, **kw):
+    # like collect_expert_demos: an open episode, discarded on any exception (KeyboardInterrupt included)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    w = EpisodeWriter(Path(out_dir) / "episode_000000.h5", ("front",), {{"ee_pos": 3}}, "xyzg",
+                      "ee_position", 20.0)
+    try:
+        w.append({{"front": np.zeros((8, 8, 3), np.uint8)}}, {{"ee_pos": np.zeros(3)}}, np.zeros(4), 0.0)
+        print("recording", flush=True)
+        os.kill(os.getpid(), signal.{sig})
+        time.sleep(30)
+    except BaseException:
+        w.discard()
+        raise
+
+dm1.sim.collect.collect_expert_demos = fake_collect
+sys.exit(main(["data", "collect", "-o", {out!r}, "--episodes", "1"]))
+"""
+
+
+@pytest.mark.parametrize(("sig", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_collect_discards_the_open_episode_on_sigterm_as_on_ctrl_c(
+    tmp_path: Path, sig: str, code: int
+) -> None:
+    out = tmp_path / "ds"
+    script = _COLLECT_UNTIL_SIGNALLED.format(sig=sig, out=str(out))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert "recording" in done.stdout, done.stderr
+    assert done.returncode == code, done.stderr
+    assert "interrupted" in done.stderr and "the open episode was discarded" in done.stderr
+    assert list(out.iterdir()) == []  # no .partial left

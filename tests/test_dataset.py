@@ -142,3 +142,62 @@ def test_relative_actions_need_the_anchor_key_first(toy_dir: Path) -> None:
     data = DataConfig(dataset_dir=str(toy_dir), proprio_keys=("gripper_width", "ee_pos"))
     with pytest.raises(ValueError, match=r"relative_action_dims=3: expected data.proprio_keys to start"):
         WindowDataset(toy_dir, m, data)
+
+
+def _edit_attrs(path: Path, **attrs: object) -> None:
+    import h5py
+
+    with h5py.File(path, "a") as f:
+        for name, value in attrs.items():
+            f.attrs[name] = value
+
+
+@pytest.mark.parametrize(
+    ("attrs", "field", "model", "data"),
+    [
+        ({"control_rate_hz": 10.0}, "control_rate_hz: expected 20, found 10", {}, {}),
+        ({"frame": "world"}, "frame: expected 'fr3_link0', found 'world'", {}, {}),
+        (
+            {"action_names": '["a", "b", "c", "d"]'},
+            "action_names: expected ['x', 'y', 'z', 'gripper'], found ['a', 'b', 'c', 'd']",
+            {},
+            {},
+        ),
+        (
+            {"camera_names": '["front"]'},
+            "camera_names: expected ['front', 'wrist'], found ['front']",
+            {"camera_names": ("front",)},
+            {"camera_names": ("front",)},
+        ),
+        (
+            {"proprio_keys": '["ee_pos"]'},
+            "proprio_keys: expected ['ee_pos', 'gripper_width'], found ['ee_pos']",
+            {"proprio_dim": 3},
+            {"proprio_keys": ("ee_pos",)},
+        ),
+    ],
+)
+def test_episodes_that_disagree_on_metadata_are_refused_naming_both_files_and_the_field(
+    tmp_path: Path, attrs: dict, field: str, model: dict, data: dict
+) -> None:
+    make_synthetic_dataset(tmp_path, n_episodes=3, episode_len=40, seed=1, image_size=(32, 32))
+    _edit_attrs(tmp_path / "episode_000001.h5", **attrs)
+    m = ModelConfig(image_size=(32, 32), chunk_length=4, **model)
+    d = DataConfig(dataset_dir=str(tmp_path), **data)
+    with pytest.raises(ValueError) as info:
+        WindowDataset(tmp_path, m, d)
+    msg = str(info.value)
+    assert str(tmp_path / "episode_000001.h5") in msg and str(tmp_path / "episode_000000.h5") in msg, msg
+    assert field in msg, msg
+
+
+def test_a_dataset_whose_chunks_are_all_perturbed_names_the_dataset_and_the_cause(tmp_path: Path) -> None:
+    import h5py
+
+    make_synthetic_dataset(tmp_path, n_episodes=2, episode_len=40, seed=1, image_size=(32, 32))
+    for path in sorted(tmp_path.glob("episode_*.h5")):
+        with h5py.File(path, "a") as f:
+            f.create_dataset("perturbed", data=np.arange(40) % 3 == 0)  # every 4-step chunk holds one
+    with pytest.raises(ValueError, match="no unperturbed") as info:
+        WindowDataset(tmp_path, *_cfgs(tmp_path))
+    assert str(tmp_path) in str(info.value) and "Normalizer" not in str(info.value)

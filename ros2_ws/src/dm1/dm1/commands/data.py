@@ -6,22 +6,42 @@ Actions are registered in ``ACTIONS`` (name -> (add_arguments, handler)); later 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import re
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from dm1.commands.arg_types import episode_length, positive_float, positive_int
+from dm1.commands.arg_types import episode_length, fraction, non_negative_int, positive_float, positive_int
+
+_SIZE_RE = re.compile(r"^(\d+)(?:x(\d+))?$")
+MIN_IMAGE_SIZE = 8  # `make_synthetic_dataset`'s smallest image side
 
 
 def _image_size(text: str) -> tuple[int, int]:
-    h, _, w = text.lower().partition("x")
-    try:
-        size = (int(h), int(w or h))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected N or HxW, found {text!r}") from None
+    """`N` or `HxW` (both >= 8) as (H, W); otherwise `expected N or HxW ..., found <text>`."""
+    m = _SIZE_RE.match(text.strip().lower())
+    size = (int(m.group(1)), int(m.group(2) or m.group(1))) if m else (0, 0)
+    if min(size) < MIN_IMAGE_SIZE:
+        raise argparse.ArgumentTypeError(
+            f"expected N or HxW with sides >= {MIN_IMAGE_SIZE} (e.g. 96 or 96x128), found {text!r}"
+        )
     return size
+
+
+def _camera_names(text: str) -> tuple[str, ...]:
+    """Comma-separated unique identifiers (`front,wrist`); otherwise `expected ..., found <text>`."""
+    from dm1.data.episode_checks import bad_camera_names  # h5py, numpy: only when `data synth` parses
+
+    cams = tuple(c.strip() for c in text.split(","))
+    problem = bad_camera_names(cams)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{problem} (comma-separated, e.g. front,wrist)")
+    return cams
 
 
 def _add_synth(p: argparse.ArgumentParser) -> None:
@@ -42,22 +62,26 @@ def _add_synth(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--seed",
-        type=int,
+        type=non_negative_int,
         default=0,
         help="random seed; appending continues at seed + the number of the first new episode, so a second "
         "run adds new episodes, not copies (default: %(default)s)",
     )
     p.add_argument("--image-size", type=_image_size, default=(96, 96), help="N or HxW (default: 96)")
     p.add_argument(
-        "--cameras", default="front,wrist", help="comma-separated camera names (default: %(default)s)"
+        "--cameras",
+        type=_camera_names,
+        default="front,wrist",
+        help="comma-separated camera names, identifiers (default: %(default)s)",
     )
 
 
 def _synth(args: argparse.Namespace) -> int:
     from dm1.data.synthetic import make_synthetic_dataset
 
-    cams = tuple(c.strip() for c in args.cameras.split(",") if c.strip())
-    index = make_synthetic_dataset(args.out, args.episodes, args.length, args.seed, cams, args.image_size)
+    index = make_synthetic_dataset(
+        args.out, args.episodes, args.length, args.seed, args.cameras, args.image_size
+    )
     print(
         f"wrote {args.episodes} episodes to {args.out}: {len(index.episodes)} episodes, "
         f"{index.total_steps} steps, dataset_sha256 {index.dataset_sha256[:16]}"
@@ -124,14 +148,16 @@ def _add_collect(p: argparse.ArgumentParser) -> None:
         help="dataset directory (episodes are appended; a different dataset there is refused)",
     )
     p.add_argument("--episodes", type=positive_int, default=50, help="expert episodes to attempt")
-    p.add_argument("--seed", type=int, default=0, help="first cube seed (episode i uses seed + i)")
+    p.add_argument(
+        "--seed", type=non_negative_int, default=0, help="first cube seed (episode i uses seed + i)"
+    )
     p.add_argument("--keep-failures", action="store_true", help="also keep failed episodes (success=False)")
     p.add_argument(
         "--max-sim-s", type=positive_float, default=20.0, help="time limit per episode (simulation s)"
     )
     p.add_argument(
         "--recovery-fraction",
-        type=float,
+        type=fraction,
         default=0.0,
         help="fraction of episodes whose first grasp is a deliberate miss that the expert then recovers "
         "from (the miss is marked `perturbed` and not learned; default 0)",
@@ -152,13 +178,16 @@ def _add_collect(p: argparse.ArgumentParser) -> None:
 
 def _collect(args: argparse.Namespace) -> int:
     try:
-        out = _run_collect(args)
-    except KeyboardInterrupt:
+        with _sigterm_as_ctrl_c():
+            out = _run_collect(args)
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the collectors discard the open episode
+        sig = signal.SIGTERM if signal.SIGTERM.name in str(exc) else signal.SIGINT
         print(
-            "dm1 data collect: interrupted; the open episode was discarded, saved episodes are kept",
+            f"dm1 data collect: interrupted ({sig.name}); the open episode was discarded, "
+            "saved episodes are kept",
             file=sys.stderr,
         )
-        return 130
+        return 128 + int(sig)
     except (RuntimeError, TimeoutError) as exc:  # the graph failed (--via-teleop) or the twin stalled
         print(f"dm1 data collect: error: {exc}", file=sys.stderr)
         return 1
@@ -170,6 +199,29 @@ def _collect(args: argparse.Namespace) -> int:
             f"in {args.out} ({out['sim_s']:.0f} sim s in {out['wall_s']:.0f} wall s, {out['via']})"
         )
     return 0
+
+
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[None]:
+    """In the block SIGTERM raises KeyboardInterrupt("received SIGTERM") as Ctrl-C does, so that a stopped
+    collection discards its open episode instead of leaving a `.partial` (default SIGTERM: killed at once).
+
+    The in-process collection has no safe points to poll `dm1.interrupts` at, so it is raised at once, as
+    Python's own SIGINT handler does; through ROS (`--via-teleop`) `graph_stopped_after` defers both signals
+    to the driver's next spin step (`dm1.interrupts`) inside this block.
+    """
+    if threading.current_thread() is not threading.main_thread():  # signal handlers: main thread only
+        yield
+        return
+
+    def raise_interrupt(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"received {signal.Signals(signum).name}")
+
+    old = signal.signal(signal.SIGTERM, raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def _run_collect(args: argparse.Namespace) -> dict[str, Any]:

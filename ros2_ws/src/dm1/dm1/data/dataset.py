@@ -27,6 +27,7 @@ import torch
 from dm1.config import PROPRIO_KEY_DIMS, DataConfig, ModelConfig
 from dm1.data.episode import Episode, read_episode
 from dm1.data.index import DatasetIndex
+from dm1.data.schema import EpisodeSchema
 from dm1.normalization import Normalizer
 
 #: Proprio key whose values relative actions are offsets from, per action space.
@@ -128,11 +129,9 @@ class WindowDataset(torch.utils.data.Dataset):
 
     def _load(self, eps: list[Episode], normalizers: dict[str, Normalizer] | None) -> None:
         m = self.model_cfg
-        spaces = {ep.action_space for ep in eps}
-        if len(spaces) != 1:
-            raise ValueError(f"{self.dataset_dir}: episodes mix action spaces {sorted(spaces)}")
         for ep in eps:
             self._check_episode(ep)
+        _require_one_layout(eps)
         first = eps[0]
         self.action_space, self.action_names = first.action_space, list(first.action_names)
         self.control_rate_hz, self.units, self.frame = first.control_rate_hz, dict(first.units), first.frame
@@ -154,6 +153,12 @@ class WindowDataset(torch.utils.data.Dataset):
                 starts.append(offset + i)
                 hist.append([offset + max(i - k, 0) for k in range(m.obs_history - 1, -1, -1)])
             offset += T
+        if not starts:
+            raise ValueError(
+                f"no training windows in {self.dataset_dir}: no unperturbed steps form a full chunk of "
+                f"chunk_length={m.chunk_length} (each chunk holds a `perturbed` step, a recovery demo's "
+                "deliberate mistake, which is never learned)"
+            )
         window_starts = np.asarray(starts, dtype=np.int64)  # (W,)
         obs_index = np.asarray(hist, dtype=np.int64).reshape(len(starts), m.obs_history)  # (W, h)
         chunks = actions[window_starts[:, None] + np.arange(m.chunk_length)]  # (W, Ta, Da)
@@ -243,6 +248,20 @@ class WindowDataset(torch.utils.data.Dataset):
         """Window indices (W_e,) of the ``episode``-th selected episode, in time order."""
         start = sum(self.windows_per_episode[:episode])
         return torch.arange(start, start + self.windows_per_episode[episode])
+
+
+def _require_one_layout(eps: list[Episode]) -> None:
+    """ValueError naming an episode whose layout (rate, frame, action space and names, cameras, proprio keys,
+    image size) differs from the first one's, both files, and the field: the first episode's rate, frame and
+    action names would otherwise stand for all of them in the model card."""
+    ref = EpisodeSchema.of(eps[0])
+    for ep in eps[1:]:
+        diffs = ref.differences(EpisodeSchema.of(ep))
+        if diffs:
+            raise ValueError(
+                f"{ep.path}: {'; '.join(diffs)} (expected: as in {eps[0].path}); the episodes of one dataset "
+                "must agree on these fields: move the odd ones away (`dm1 data validate` lists them)"
+            )
 
 
 def _entries_sha256(entries: list[dict[str, Any]]) -> str:

@@ -15,6 +15,7 @@ own file.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import errno
 import json
@@ -28,7 +29,16 @@ from typing import Any
 import h5py
 import numpy as np
 
-from dm1.errors import ReportedError
+from dm1.data.episode_checks import (
+    ACTION_SPACE_DIMS,
+    H5_ERRORS,
+    EpisodeFormatError,
+    bad_camera_names,
+    h5_array,
+    h5_dataset,
+    h5_errors,
+    read_attrs,
+)
 from dm1.paths import sync_dir
 
 FORMAT_VERSION = 1
@@ -36,25 +46,7 @@ PARTIAL_SUFFIX = ".partial"
 INDEX_FILE = "index.json"
 DISK_RESERVE_BYTES = 16 << 20  # free space EpisodeWriter keeps (16 MiB), see its reserve_bytes
 QUARANTINE_DIR = "quarantine"
-#: Per-step action dimension of each action space (docs/architecture.md, "Action spaces").
-ACTION_SPACE_DIMS: dict[str, int] = {"ee_position": 4, "joint_position": 8}
-_REQUIRED_ATTRS = (
-    "control_rate_hz",
-    "action_space",
-    "action_names",
-    "camera_names",
-    "proprio_keys",
-    "units",
-    "frame",
-    "success",
-    "created",
-    "format_version",
-)
 _EPISODE_RE = re.compile(r"^episode_(\d+)\.h5$")
-
-
-class EpisodeFormatError(ReportedError, ValueError):
-    """An episode file, or a step appended to one, does not match the episode format."""
 
 
 def require_free_space(path: Path, need_bytes: int, reserve_bytes: int = DISK_RESERVE_BYTES) -> None:
@@ -118,8 +110,9 @@ class EpisodeWriter:
                 f"action_names for {action_space!r} must have {ACTION_SPACE_DIMS[action_space]} entries, "
                 f"found {len(action_names)}"
             )
-        if not camera_names or len(set(camera_names)) != len(camera_names):
-            raise ValueError(f"camera_names must be non-empty and unique, found {list(camera_names)}")
+        problem = bad_camera_names(camera_names)
+        if problem:
+            raise ValueError(f"camera_names: {problem}")
         if not proprio_spec or any(int(d) < 1 for d in proprio_spec.values()):
             raise ValueError(f"proprio_spec must map keys to dimensions >= 1, found {proprio_spec}")
         clash = set(camera_names) & set(proprio_spec)
@@ -327,7 +320,8 @@ def read_episode(path: str | os.PathLike[str], load_images: bool = True) -> Epis
     """Read and validate one complete episode file.
 
     Raises:
-        EpisodeFormatError: naming the file and what is wrong (partial, unreadable, bad field).
+        EpisodeFormatError: naming the file and what is wrong (partial, unreadable, bad attribute or dataset);
+            any h5py error while reading (a damaged file) becomes one, naming the dataset being read.
     """
     path = Path(path)
     if path.name.endswith(PARTIAL_SUFFIX):
@@ -336,50 +330,43 @@ def read_episode(path: str | os.PathLike[str], load_images: bool = True) -> Epis
         raise EpisodeFormatError(f"{path}: episode file not found")
     try:
         f = h5py.File(path, "r")
-    except OSError as exc:
+    except H5_ERRORS as exc:
         raise EpisodeFormatError(f"{path}: not a readable HDF5 episode ({exc})") from exc
     try:
-        return _read_open(path, f, load_images)
-    except (KeyError, OSError, TypeError, json.JSONDecodeError) as exc:
-        raise EpisodeFormatError(f"{path}: corrupt episode ({type(exc).__name__}: {exc})") from exc
+        with h5_errors(path):  # anything not caught nearer to the dataset it concerns
+            return _read_open(path, f, load_images)
     finally:
-        f.close()
+        with contextlib.suppress(*H5_ERRORS):  # a damaged file may fail to close too; the error above counts
+            f.close()
 
 
 def _read_open(path: Path, f: h5py.File, load_images: bool) -> Episode:
     def bad(msg: str) -> EpisodeFormatError:
         return EpisodeFormatError(f"{path}: {msg}")
 
-    missing = [a for a in _REQUIRED_ATTRS if a not in f.attrs]
-    if missing:
-        raise bad(f"missing attributes {missing}")
-    version = int(f.attrs["format_version"])
-    if version != FORMAT_VERSION:
-        raise bad(f"format_version: expected {FORMAT_VERSION}, found {version}")
-    meta = {k: f.attrs[k] for k in _REQUIRED_ATTRS}
-    cams = json.loads(meta["camera_names"])
-    keys = json.loads(meta["proprio_keys"])
-    names = json.loads(meta["action_names"])
-    space = str(meta["action_space"])
-    if space not in ACTION_SPACE_DIMS:
-        raise bad(f"action_space: expected one of {sorted(ACTION_SPACE_DIMS)}, found {space!r}")
+    meta = read_attrs(path, f.attrs, FORMAT_VERSION)
+    cams, keys, names = meta.camera_names, meta.proprio_keys, meta.action_names
     for name in ["actions", "timestamps", *[f"obs/{c}" for c in cams], *[f"obs/{k}" for k in keys]]:
-        if name not in f:
-            raise bad(f"missing dataset {name!r}")
-    actions = f["actions"][()]
-    timestamps = f["timestamps"][()]
+        h5_dataset(path, f, name)
+    actions = h5_array(path, f, "actions")
+    timestamps = h5_array(path, f, "timestamps")
+    if actions.dtype != np.float32 or actions.ndim != 2 or actions.shape[1] != len(names):
+        raise bad(f"actions: expected float32 (T, {len(names)}), found {actions.dtype} {actions.shape}")
     T = actions.shape[0]
     if T == 0:
         raise bad("episode has no steps")
-    if actions.dtype != np.float32 or actions.shape != (T, len(names)):
-        raise bad(f"actions: expected float32 ({T}, {len(names)}), found {actions.dtype} {actions.shape}")
-    if timestamps.dtype != np.float64 or timestamps.shape != (T,):
-        raise bad(f"timestamps: expected float64 ({T},), found {timestamps.dtype} {timestamps.shape}")
+    if timestamps.dtype != np.float64 or timestamps.ndim != 1:
+        raise bad(f"timestamps: expected float64 (T,), found {timestamps.dtype} {timestamps.shape}")
+    if timestamps.shape[0] != T:
+        raise bad(
+            f"actions and timestamps: lengths disagree (actions has {T} steps, "
+            f"timestamps has {timestamps.shape[0]})"
+        )
     if T > 1 and not np.all(np.diff(timestamps) > 0):
         raise bad("timestamps: expected strictly increasing")
     proprio = {}
     for k in keys:
-        arr = f[f"obs/{k}"][()]
+        arr = h5_array(path, f, f"obs/{k}")
         if arr.dtype != np.float32 or arr.ndim != 2 or arr.shape[0] != T:
             raise bad(f"obs/{k}: expected float32 ({T}, d), found {arr.dtype} {arr.shape}")
         proprio[k] = arr
@@ -391,18 +378,20 @@ def _read_open(path: Path, f: h5py.File, load_images: bool) -> Episode:
         if not np.all(np.isfinite(arr)):
             raise bad(f"{name}: contains non-finite values")
     perturbed = None
-    if "perturbed" in f:
-        perturbed = f["perturbed"][()]
+    with h5_errors(path, "perturbed"):
+        has_perturbed = "perturbed" in f
+    if has_perturbed:
+        perturbed = h5_array(path, f, "perturbed")
         if perturbed.dtype != np.bool_ or perturbed.shape != (T,):
             raise bad(f"perturbed: expected bool ({T},), found {perturbed.dtype} {perturbed.shape}")
     images, shapes = {}, {}
     for c in cams:
-        ds = f[f"obs/{c}"]
+        ds = h5_dataset(path, f, f"obs/{c}")
         if ds.dtype != np.uint8 or ds.ndim != 4 or ds.shape[0] != T or ds.shape[3] != 3:
             raise bad(f"obs/{c}: expected uint8 ({T}, H, W, 3), found {ds.dtype} {ds.shape}")
         shapes[c] = tuple(int(s) for s in ds.shape[1:])
         if load_images:
-            images[c] = ds[()]
+            images[c] = h5_array(path, f, f"obs/{c}")
     return Episode(
         path=path,
         images=images,
@@ -412,13 +401,13 @@ def _read_open(path: Path, f: h5py.File, load_images: bool) -> Episode:
         camera_names=cams,
         proprio_keys=keys,
         action_names=names,
-        action_space=space,
-        control_rate_hz=float(meta["control_rate_hz"]),
-        units=json.loads(meta["units"]),
-        frame=str(meta["frame"]),
-        success=bool(meta["success"]),
-        created=str(meta["created"]),
-        format_version=version,
+        action_space=meta.action_space,
+        control_rate_hz=meta.control_rate_hz,
+        units=meta.units,
+        frame=meta.frame,
+        success=meta.success,
+        created=meta.created,
+        format_version=meta.format_version,
         image_shapes=shapes,
         perturbed=perturbed,
     )

@@ -3,8 +3,9 @@
 Every writer (`dm1 data collect`, in-process or through the teleop node, and `dm1 data synth`) calls
 `check_append_compatible` before writing: appending episodes with other cameras, image sizes, proprio keys,
 action space or names, or control rate to an existing dataset would make it unusable for training and
-conversion. `layout_differences` finds such episodes in a dataset (`dm1 data validate`, `info`), and
-`require_same_layout` refuses them (`dm1 data convert`).
+conversion. `layout_differences` finds such episodes in a dataset (`dm1 data validate`, `info`; these also
+compare the reference frame), `require_same_layout` refuses them (`dm1 data convert`), and so does the
+training loader (`dm1.data.dataset.WindowDataset`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ class EpisodeSchema:
         action_space: `ee_position` or `joint_position`.
         action_names: one name per action dimension.
         control_rate_hz: recording rate (Hz).
+        frame: reference frame of the positions (`fr3_link0`), or None when not known (not compared; the
+            writers' append checks leave it out).
     """
 
     camera_names: tuple[str, ...]
@@ -37,6 +40,7 @@ class EpisodeSchema:
     action_space: str
     action_names: tuple[str, ...]
     control_rate_hz: float
+    frame: str | None = None
 
     @classmethod
     def of(cls, episode: Any) -> EpisodeSchema:
@@ -49,6 +53,7 @@ class EpisodeSchema:
             str(episode.action_space),
             tuple(episode.action_names),
             float(episode.control_rate_hz),
+            str(episode.frame),
         )
 
     def differences(self, other: EpisodeSchema) -> list[str]:
@@ -62,6 +67,8 @@ class EpisodeSchema:
                 out.append(f"{name}: expected {_show(mine)}, found {_show(theirs)}")
         if abs(self.control_rate_hz - other.control_rate_hz) > 1e-9:
             out.append(f"control_rate_hz: expected {self.control_rate_hz:g}, found {other.control_rate_hz:g}")
+        if self.frame is not None and other.frame is not None and self.frame != other.frame:
+            out.append(f"frame: expected {self.frame!r}, found {other.frame!r}")
         return out
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from dm1.data.episode import EpisodeWriter, next_episode_path
+from dm1.data.episode_checks import bad_camera_names
 from dm1.data.index import DatasetIndex
 from dm1.data.schema import EpisodeSchema, check_append_compatible
 
@@ -133,9 +134,9 @@ def make_synthetic_dataset(
             (cameras, image size, ...), else ValueError naming the directory, the field, expected and found.
         n_episodes: number of episodes (>= 1).
         episode_len: steps per episode (>= 2); about 40 steps complete a lift.
-        seed: seed of the cube and start positions. The random stream is seeded with ``seed + n``, n the
-            number of the first new episode (``episode_<n>.h5``; 0 in a new directory), so appending with
-            the same seed adds new scenes, not copies of the episodes already there.
+        seed: seed (>= 0) of the cube and start positions. The random stream is seeded with ``seed + n``,
+            n the number of the first new episode (``episode_<n>.h5``; 0 in a new directory), so appending
+            with the same seed adds new scenes, not copies of the episodes already there.
         camera_names: cameras to render; ``front`` is the top-down view, any other name a wrist view.
         image_size: (H, W) of every image.
 
@@ -148,6 +149,11 @@ def make_synthetic_dataset(
         raise ValueError(f"episode_len must be >= 2, found {episode_len}")
     if len(image_size) != 2 or min(image_size) < 8:
         raise ValueError(f"image_size must be (H, W) with both >= 8, found {image_size}")
+    if not isinstance(seed, int | np.integer) or seed < 0:  # numpy's generators take no negative seed
+        raise ValueError(f"seed: expected an integer >= 0, found {seed}")
+    problem = bad_camera_names(camera_names)  # before anything is created in out_dir
+    if problem:
+        raise ValueError(f"camera_names: {problem}")
     out = Path(out_dir)
     schema = EpisodeSchema(
         tuple(camera_names),

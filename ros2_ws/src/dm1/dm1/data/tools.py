@@ -26,6 +26,7 @@ import numpy as np
 
 from dm1.commands.arg_types import positive_int
 from dm1.data.episode import PARTIAL_SUFFIX, EpisodeFormatError, read_episode
+from dm1.data.episode_checks import H5_ERRORS
 from dm1.data.schema import layout_differences
 from dm1.data.staging import staged_output
 
@@ -82,58 +83,66 @@ def check_episode(
     """Run every QA check on one episode file (never raises for a bad file: errors are collected)."""
     qa = EpisodeQA(file=path.name)
     try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        qa.errors.append(f"not a readable HDF5 file ({exc})")
-        return qa
-    with f:
-        ts = np.asarray(f["timestamps"][()]) if "timestamps" in f else np.zeros(0)
-        actions = np.asarray(f["actions"][()]) if "actions" in f else np.zeros((0, 0))
-        rate = float(f.attrs.get("control_rate_hz", 0.0))
-        space = str(f.attrs.get("action_space", ""))
-        qa.length = int(len(ts))
-        if qa.length:
-            qa.duration_s = float(ts[-1] - ts[0])
-        if "success" in f.attrs:
-            qa.success = bool(f.attrs["success"])
-        if len(ts) > 1:
-            dt = np.diff(ts)
-            if not np.all(np.isfinite(ts)) or np.any(dt <= 0):
-                qa.errors.append(f"timestamps: not strictly increasing ({int(np.sum(dt <= 0))} steps)")
-            qa.max_interval_s = float(np.nanmax(dt))
-            if rate > 0:
-                qa.gaps = int(np.sum(dt > GAP_FACTOR / rate))
-                if qa.gaps:
-                    qa.warnings.append(
-                        f"{qa.gaps} gaps longer than {GAP_FACTOR / rate * 1e3:.0f} ms "
-                        f"(max {qa.max_interval_s * 1e3:.0f} ms)"
-                    )
-        for cam in json.loads(f.attrs.get("camera_names", "[]")):
-            key = f"timing/{cam}_capture"
-            if key in f and len(f[key]) > 1:
-                cap = np.asarray(f[key][()])
-                qa.dropped_frames[cam] = int(np.sum(np.diff(cap) == 0))
-                if qa.dropped_frames[cam]:
-                    qa.warnings.append(f"camera {cam}: {qa.dropped_frames[cam]} repeated (dropped) frames")
-        if "timing/control" in f and "qa" in f["timing/control"].attrs:
-            qa.recorder_qa = json.loads(f["timing/control"].attrs["qa"])
-        if actions.size:
-            bad = ~np.all(np.isfinite(actions), axis=1)
-            if space == "ee_position" and actions.shape[1] == 4:
-                grip = actions[:, 3]
-                bad |= (grip < 0) | (grip > 1)
-                pos = actions[:, :3]
-                bad |= np.any((pos < np.asarray(workspace_min)) | (pos > np.asarray(workspace_max)), axis=1)
-            elif space == "joint_position" and actions.shape[1] == 8:
-                bad |= (actions[:, 7] < 0) | (actions[:, 7] > 1)
-            qa.out_of_range_actions = int(np.sum(bad))
-            if qa.out_of_range_actions:
-                qa.errors.append(f"{qa.out_of_range_actions} actions non-finite or out of range")
+        with h5py.File(path, "r") as f:
+            _qa_checks(f, qa, workspace_min, workspace_max)
+    except (*H5_ERRORS, IndexError) as exc:
+        # a damaged file or field: the episode reader below says which, naming the file
+        qa.warnings.append(f"QA checks stopped early ({type(exc).__name__}: {exc})")
     try:
         read_episode(path, load_images=False)
     except EpisodeFormatError as exc:
         qa.errors.append(str(exc))
     return qa
+
+
+def _qa_checks(
+    f: h5py.File, qa: EpisodeQA, workspace_min: tuple[float, ...], workspace_max: tuple[float, ...]
+) -> None:
+    """The checks of `check_episode` on the raw file (timing, dropped frames, action ranges), into `qa`."""
+    ts = np.asarray(f["timestamps"][()]) if "timestamps" in f else np.zeros(0)
+    actions = np.asarray(f["actions"][()]) if "actions" in f else np.zeros((0, 0))
+    rate = f.attrs.get("control_rate_hz", 0.0)
+    rate = float(rate) if isinstance(rate, float | int | np.number) and np.isfinite(rate) else 0.0
+    space = str(f.attrs.get("action_space", ""))
+    qa.length = int(len(ts)) if ts.ndim == 1 else 0
+    if qa.length:
+        qa.duration_s = float(ts[-1] - ts[0])
+    success = f.attrs.get("success")
+    if isinstance(success, bool | np.bool_ | np.integer):  # anything else: the episode reader's error
+        qa.success = bool(success)
+    if qa.length > 1:
+        dt = np.diff(ts)
+        if not np.all(np.isfinite(ts)) or np.any(dt <= 0):
+            qa.errors.append(f"timestamps: not strictly increasing ({int(np.sum(dt <= 0))} steps)")
+        qa.max_interval_s = float(np.nanmax(dt))
+        if rate > 0:
+            qa.gaps = int(np.sum(dt > GAP_FACTOR / rate))
+            if qa.gaps:
+                qa.warnings.append(
+                    f"{qa.gaps} gaps longer than {GAP_FACTOR / rate * 1e3:.0f} ms "
+                    f"(max {qa.max_interval_s * 1e3:.0f} ms)"
+                )
+    for cam in json.loads(f.attrs.get("camera_names", "[]")):
+        key = f"timing/{cam}_capture"
+        if key in f and len(f[key]) > 1:
+            cap = np.asarray(f[key][()])
+            qa.dropped_frames[cam] = int(np.sum(np.diff(cap) == 0))
+            if qa.dropped_frames[cam]:
+                qa.warnings.append(f"camera {cam}: {qa.dropped_frames[cam]} repeated (dropped) frames")
+    if "timing/control" in f and "qa" in f["timing/control"].attrs:
+        qa.recorder_qa = json.loads(f["timing/control"].attrs["qa"])
+    if actions.ndim == 2 and actions.size:  # another shape: the episode reader names it
+        bad = ~np.all(np.isfinite(actions), axis=1)
+        if space == "ee_position" and actions.shape[1] == 4:
+            grip = actions[:, 3]
+            bad |= (grip < 0) | (grip > 1)
+            pos = actions[:, :3]
+            bad |= np.any((pos < np.asarray(workspace_min)) | (pos > np.asarray(workspace_max)), axis=1)
+        elif space == "joint_position" and actions.shape[1] == 8:
+            bad |= (actions[:, 7] < 0) | (actions[:, 7] > 1)
+        qa.out_of_range_actions = int(np.sum(bad))
+        if qa.out_of_range_actions:
+            qa.errors.append(f"{qa.out_of_range_actions} actions non-finite or out of range")
 
 
 def validate_dataset(directory: Path, quarantine: bool = True, progress: bool = False) -> dict[str, Any]:
