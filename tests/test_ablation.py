@@ -340,7 +340,7 @@ def test_cli_summary_names_the_errored_episodes(tmp_path: Path, cli_ablation: di
     from dm1.cli import main
 
     cli_ablation.update(runs=[run("a")], context=ErrorContext({"a": 1}, failing=("a",), error=ALPHA_ERROR))
-    assert main(["ablate", "--runs", "a", "-o", str(tmp_path)]) == 0
+    assert main(["ablate", "--runs", "a", "-o", str(tmp_path)]) == 1  # every episode errored: no result
     captured = capsys.readouterr()
     assert "4 of 4 episodes ended in an error" in captured.out  # ablation.md, printed
     first = f"first, a K=1 onnx episode 0: {ALPHA_ERROR}"

@@ -196,16 +196,19 @@ def test_an_out_directory_holding_a_report_is_refused_without_force(
     assert calls == [] and sorted(os.listdir(out)) == [marker]
 
 
-def test_force_removes_only_the_files_an_evaluation_writes_before_the_graph_starts(
+def test_force_removes_nothing_before_the_graph_starts(
     model: Path, tmp_path: Path, graph_start: list[list[str]]
 ) -> None:
+    """The earlier report is replaced only once the new run has an episode (tests/test_eval_report_safety.py):
+    a graph that fails to start, or a Ctrl-C before the first episode, leaves it as it was."""
     out = _report(tmp_path / "report", model, 1000)
     (out / "launch.log").write_text("old graph\n")
     (out / "episodes.json.tmp").write_text("[]\n")
     (out / "notes.txt").write_text("mine\n")
+    before = sorted(os.listdir(out))
     with pytest.raises(GraphStarted):
         main(["eval", "--model", str(model), "--out", str(out), "--episodes", "1", "--force"])
-    assert graph_start == [["notes.txt"]]
+    assert graph_start == [before] and (out / "launch.log").read_text() == "old graph\n"
 
 
 def test_demo_replaces_its_own_scratch_report_but_not_a_report_in_another_out(
@@ -213,9 +216,9 @@ def test_demo_replaces_its_own_scratch_report_but_not_a_report_in_another_out(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     _report(tmp_path / "runs" / "demo", model, 1000)  # the previous `dm1 demo`
-    with pytest.raises(GraphStarted):
+    with pytest.raises(GraphStarted):  # not refused; kept until the new run has an episode
         main(["demo", "--model", str(model)])
-    assert graph_start == [[]]
+    assert len(graph_start) == 1 and "eval.json" in graph_start[0]
     kept = _report(tmp_path / "kept", model, 1000)
     assert main(["demo", "--model", str(model), "--out", str(kept)]) == 2
     assert "--force" in _one_line_error(capsys.readouterr().err, "demo")
@@ -238,9 +241,9 @@ def test_eval_replaces_its_default_report_but_not_a_report_in_a_given_out(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     _report(tmp_path / "runs" / "eval" / model.name, model, 1000)  # the previous plain `dm1 eval`
-    with pytest.raises(GraphStarted):
+    with pytest.raises(GraphStarted):  # not refused; kept until the new run has an episode
         main(["eval", "--model", str(model)])
-    assert graph_start == [[]]
+    assert len(graph_start) == 1 and "eval.json" in graph_start[0]
     kept = _report(tmp_path / "kept", model, 1000)
     assert main(["eval", "--model", str(model), "--out", str(kept)]) == 2
     assert "--force" in _one_line_error(capsys.readouterr().err)

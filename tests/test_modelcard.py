@@ -104,6 +104,7 @@ def test_missing_card_is_reported(tmp_path: Path) -> None:
 def test_joint_space_card_needs_no_orientation() -> None:
     card = example_card(
         noise_shape=(4, 8),
+        normalization={"action": {"min": [0.0] * 8, "max": [1.0] * 8}},  # 8 joint-space actions
         action=ActionSpec(
             space="joint_position",
             names=[f"fr3_joint{i}" for i in range(1, 8)] + ["gripper"],

@@ -177,6 +177,25 @@ def test_pickle_file_is_refused(tmp_path: Path, toy_model_dir: Path) -> None:
         PolicyRuntime.load(model)
 
 
+@pytest.mark.parametrize("name", ["pytorch_model.bin", "weights.BIN"])
+def test_pytorch_bin_weights_are_refused_as_pickles(tmp_path: Path, toy_model_dir: Path, name: str) -> None:
+    """`.bin` (torch.save's usual suffix for weights) is a pickle to checkpoint loading, so to the runtime."""
+    weights = tmp_path / name
+    weights.write_bytes(b"\x80\x04K\x01.")
+    with pytest.raises(ModelLoadError, match=rf"{name}: refusing to load a pickle"):
+        PolicyRuntime.load(weights)
+    model = copy_model(toy_model_dir, tmp_path / "with_bin")
+    (model / name).write_bytes(b"\x80\x04K\x01.")
+    with pytest.raises(ModelLoadError, match=rf"containing pickle-format files \['{name}'\]"):
+        PolicyRuntime.load(model)
+
+
+def test_runtime_refuses_every_suffix_checkpoint_loading_refuses() -> None:
+    from dm1 import checkpoint, runtime
+
+    assert set(checkpoint.PICKLE_SUFFIXES) <= set(runtime.PICKLE_SUFFIXES)
+
+
 def test_truncated_onnx_is_refused(tmp_path: Path, toy_model_dir: Path) -> None:
     model = copy_model(toy_model_dir, tmp_path / "m")
     onnx_path = model / "model.onnx"

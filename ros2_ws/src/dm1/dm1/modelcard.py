@@ -26,9 +26,22 @@ from typing import Any
 
 from dm1.errors import ReportedError
 from dm1.paths import atomic_write_text, file_sha256
+from dm1.proprio import PROPRIO_KEYS
 
 FORMAT_VERSION = 1
-ACTION_SPACES: tuple[str, ...] = ("ee_position", "joint_position")
+#: Per-step action width of each action space: [x, y, z, gripper] | [fr3_joint1..7, gripper]; the same as the
+#: episode format's `dm1.data.episode.ACTION_SPACE_DIMS` (tests/test_modelcard_consistency.py checks it).
+ACTION_SPACE_DIMS: dict[str, int] = {"ee_position": 4, "joint_position": 8}
+ACTION_SPACES: tuple[str, ...] = tuple(ACTION_SPACE_DIMS)
+#: The fields of each object of the on-disk layout; any other field is refused (a typo, another format).
+_FIELDS: dict[str, tuple[str, ...]] = {
+    "": ("format_version", "name", "inputs", "action", "normalization", "training_config",
+         "dataset_sha256", "onnx_sha256", "parameters", "evaluation"),
+    "inputs.": ("cameras", "proprio", "noise"),
+    "inputs.cameras[]": ("name", "shape", "dtype", "topic"),
+    "inputs.proprio.": ("keys", "dims", "units"),
+    "action.": ("space", "names", "units", "frame", "chunk_length", "control_rate_hz", "orientation_xyzw"),
+}  # fmt: skip
 CARD_FILENAME = "model_card.json"
 ONNX_FILENAME = "model.onnx"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -39,7 +52,20 @@ class ModelCardError(ReportedError, ValueError):
 
 
 def _fail(source: str, fieldname: str, expected: str, found: Any) -> ModelCardError:
-    return ModelCardError(f"{source}: field '{fieldname}': expected {expected}, found {found!r}")
+    return _refuse(source, fieldname, expected, repr(found))
+
+
+def _refuse(source: str, fieldname: str, expected: str, found: str) -> ModelCardError:
+    """The error for `fieldname`, with `found` already in words."""
+    return ModelCardError(f"{source}: field '{fieldname}': expected {expected}, found {found}")
+
+
+def _only_known_fields(d: dict[str, Any], source: str, prefix: str, layout: str | None = None) -> None:
+    """Refuse a field of `d` (the object at `prefix`) that the card format does not have."""
+    known = _FIELDS[prefix if layout is None else layout]
+    unknown = [k for k in d if k not in known]
+    if unknown:
+        raise _refuse(source, f"{prefix}{unknown[0]}", f"only the fields {list(known)}", "an unknown field")
 
 
 def camera_topic(name: str) -> str:
@@ -185,13 +211,16 @@ class ModelCard:
     def from_dict(cls, data: Any, source: str = "<model card>") -> ModelCard:
         """Parse the on-disk layout; errors name `source` and the offending field."""
         d = _expect_dict(data, source, "<root>")
+        _only_known_fields(d, source, "")
         inputs = _expect_dict(_req(d, "inputs", source), source, "inputs")
+        _only_known_fields(inputs, source, "inputs.")
         cams_raw = _req(inputs, "cameras", source, "inputs.")
         if not isinstance(cams_raw, list) or not cams_raw:
             raise _fail(source, "inputs.cameras", "a non-empty list of cameras", cams_raw)
         cameras = []
         for i, c in enumerate(cams_raw):
             c = _expect_dict(c, source, f"inputs.cameras[{i}]")
+            _only_known_fields(c, source, f"inputs.cameras[{i}].", "inputs.cameras[]")
             shape = _req(c, "shape", source, f"inputs.cameras[{i}].")
             if not _int_list(shape, 3):
                 raise _fail(source, f"inputs.cameras[{i}].shape", "[H, W, 3] integers", shape)
@@ -204,6 +233,7 @@ class ModelCard:
                 )
             )
         p = _expect_dict(_req(inputs, "proprio", source, "inputs."), source, "inputs.proprio")
+        _only_known_fields(p, source, "inputs.proprio.")
         proprio = ProprioSpec(
             keys=_req(p, "keys", source, "inputs.proprio."),
             dims=_req(p, "dims", source, "inputs.proprio."),
@@ -213,6 +243,7 @@ class ModelCard:
         if not _int_list(noise, 2):
             raise _fail(source, "inputs.noise", "[Ta, Da] integers", noise)
         a = _expect_dict(_req(d, "action", source), source, "action")
+        _only_known_fields(a, source, "action.")
         action = ActionSpec(
             space=_req(a, "space", source, "action."),
             names=_req(a, "names", source, "action."),
@@ -300,15 +331,24 @@ def validate_card(card: ModelCard) -> None:
     p = card.proprio
     if not _str_list(p.keys) or not p.keys or len(set(p.keys)) != len(p.keys):
         raise _fail(s, "inputs.proprio.keys", "a non-empty list of unique strings", p.keys)
+    if any(k not in PROPRIO_KEYS for k in p.keys):  # the policy node could not compute them
+        raise _fail(s, "inputs.proprio.keys", f"keys among {sorted(PROPRIO_KEYS)}", p.keys)
     if not _int_list(p.dims, len(p.keys)) or min(p.dims) < 1:
         raise _fail(s, "inputs.proprio.dims", f"{len(p.keys)} positive integers (one per key)", p.dims)
     if not _str_list(p.units) or len(p.units) != len(p.keys):
         raise _fail(s, "inputs.proprio.units", f"{len(p.keys)} strings (one per key)", p.units)
+    for what, found in (("dims", list(p.dims)), ("units", list(p.units))):
+        want = [getattr(PROPRIO_KEYS[k], what.rstrip("s")) for k in p.keys]
+        if found != want:
+            raise _fail(s, f"inputs.proprio.{what}", f"{want} (the {what} of keys {p.keys})", found)
     a = card.action
     if a.space not in ACTION_SPACES:
         raise _fail(s, "action.space", f"one of {list(ACTION_SPACES)}", a.space)
     if not _str_list(a.names) or not a.names:
         raise _fail(s, "action.names", "a non-empty list of strings", a.names)
+    if len(a.names) != ACTION_SPACE_DIMS[a.space]:
+        expected = f"{ACTION_SPACE_DIMS[a.space]} names for space {a.space!r}"
+        raise _refuse(s, "action.names", expected, f"{len(a.names)} names {a.names}")
     if not _str_list(a.units) or len(a.units) != len(a.names):
         raise _fail(s, "action.units", f"{len(a.names)} strings (one per action name)", a.units)
     if not isinstance(a.frame, str) or not a.frame:
@@ -343,15 +383,30 @@ def validate_card(card: ModelCard) -> None:
         raise _fail(s, "parameters", "a non-negative integer", card.parameters)
     if not isinstance(card.normalization, dict):
         raise _fail(s, "normalization", "an object", type(card.normalization).__name__)
+    widths = {"proprio": (card.proprio.dim, "inputs.proprio width"), "action": (a.dim, "action width")}
     for key, stats in card.normalization.items():
-        if isinstance(stats, dict) and "min" in stats and "max" in stats:
-            lo, hi = stats["min"], stats["max"]
-            if not isinstance(lo, list) or not isinstance(hi, list) or len(lo) != len(hi):
-                raise _fail(s, f"normalization.{key}", "'min' and 'max' lists of equal length", stats)
+        _check_stats(s, f"normalization.{key}", stats, widths.get(key))
     if not isinstance(card.training_config, dict):
         raise _fail(s, "training_config", "an object", type(card.training_config).__name__)
     if card.evaluation is not None and not isinstance(card.evaluation, dict):
         raise _fail(s, "evaluation", "an object or null", type(card.evaluation).__name__)
+
+
+def _check_stats(source: str, fieldname: str, stats: Any, width: tuple[int, str] | None) -> None:
+    """One normaliser's statistics (`dm1.normalization.Normalizer.to_dict`): 'min' and 'max' lists of finite
+    numbers, max >= min, each `width[0]` long where the width is known."""
+    if not isinstance(stats, dict) or set(stats) != {"min", "max"}:
+        raise _fail(source, fieldname, "an object with exactly 'min' and 'max'", stats)
+    lo, hi = stats["min"], stats["max"]
+    for name, values in (("min", lo), ("max", hi)):
+        if not isinstance(values, list) or not values or not all(_is_num(v) for v in values):
+            raise _fail(source, f"{fieldname}.{name}", "a non-empty list of finite numbers", values)
+    if len(lo) != len(hi):
+        raise _fail(source, fieldname, "'min' and 'max' lists of equal length", stats)
+    if width is not None and len(lo) != width[0]:
+        raise _refuse(source, fieldname, f"{width[0]} values (the {width[1]})", f"{len(lo)} values")
+    if any(h < m for m, h in zip(lo, hi, strict=True)):
+        raise _fail(source, f"{fieldname}.max", "max >= min in every dimension", hi)
 
 
 def _req(d: dict[str, Any], key: str, source: str, prefix: str = "") -> Any:

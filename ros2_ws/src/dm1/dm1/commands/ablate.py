@@ -2,7 +2,9 @@
 
 Evaluates every trained run directory in-process on the twin (same core, same twin, no ROS transport) at each
 number of sampler steps, times one inference of every configuration in the same process, and writes
-`ablation.json`, `ablation.md` and plots to `--out`. See `dm1.evaluation.ablation`.
+`ablation.json`, `ablation.md` and plots to `--out` (a directory that holds an ablation report already needs
+`--force`). Exits 1 when every episode of some configuration ended in an error (its row measures nothing), 130
+when interrupted (a partial report). See `dm1.evaluation.ablation`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,22 @@ from dm1.commands.arg_types import (
 )
 from dm1.policy_defaults import DEFAULT_ENSEMBLE_ALPHA
 
+#: the files whose presence makes a directory hold an ablation report (`--out` refuses it without `--force`)
+REPORT_MARKERS: tuple[str, ...] = ("ablation.json", "ablation.md")
+
+
+def report_problem(out: str, force: bool) -> str | None:
+    """Why `out` cannot take the new report (it holds an earlier one, and no `force`), or None."""
+    from pathlib import Path
+
+    held = [name for name in REPORT_MARKERS if (Path(out) / name).exists()]
+    if not held or force:
+        return None
+    return (
+        f"--out {out}: expected a directory without an ablation report, found {' and '.join(held)} of an "
+        "earlier ablation (pass --force to replace that report, or choose another --out)"
+    )
+
 
 def _handler(args: argparse.Namespace) -> int:
     from pathlib import Path
@@ -29,6 +47,9 @@ def _handler(args: argparse.Namespace) -> int:
     from dm1.evaluation.ablation import AblationConfig, run_ablation
     from dm1.evaluation.inprocess import InProcessConfig, TwinContext
 
+    if problem := report_problem(args.out, args.force):  # now, not after hours of episodes
+        print(f"dm1 ablate: error: {problem}", file=sys.stderr)
+        return 2
     try:
         cfg = AblationConfig(
             episodes=args.episodes,
@@ -71,6 +92,14 @@ def _handler(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130  # a script must not take a partial table for the whole ablation
+    failed = result["meta"].get("failed_configurations")
+    if failed:  # a table whose rows measured nothing is no result: a script must not take it for one
+        print(
+            f"dm1 ablate: error: every episode of {len(failed)} of {len(result['records'])} configurations "
+            f"ended in an error ({', '.join(failed)})",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -120,8 +149,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="loopback address for franky-sim (default: first free)",
     )
     p.add_argument(
-        "-o", "--out", type=output_dir, default="runs/ablation/eval", help="output directory (created)"
+        "-o",
+        "--out",
+        type=output_dir,
+        default="runs/ablation/eval",
+        help="output directory (created; one that holds an ablation report needs --force)",
     )
+    p.add_argument("--force", action="store_true", help="replace an ablation report already in --out")
     p.set_defaults(func=_handler)
 
 

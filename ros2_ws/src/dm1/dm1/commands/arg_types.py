@@ -76,6 +76,18 @@ def loopback_host(text: str) -> str:
     return text
 
 
+def loopback_host_or_auto(text: str) -> str:
+    """`auto` (the launcher picks a free address) or an IPv4 loopback address 127.x.y.z, as `dm1 launch
+    --sim-host` takes; otherwise `expected ..., found <text>`."""
+    if text == "auto":
+        return text
+    try:
+        return loopback_host(text)
+    except argparse.ArgumentTypeError:
+        expected = "auto or a loopback address 127.x.y.z"
+        raise argparse.ArgumentTypeError(f"expected {expected}, found {text}") from None
+
+
 def output_path_problem(path: str | os.PathLike[str], kind: str) -> str | None:
     """Why `path` cannot be written as a `kind` ("file" or "directory"), as `expected ..., found ...`; None
     when it can (it exists as that kind and is writable, or it can be created: its nearest existing ancestor

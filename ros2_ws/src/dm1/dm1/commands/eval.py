@@ -3,9 +3,11 @@
 Starts `dm1 launch franka --use-sim --model M` (twin, controller, policy node) as a child process group,
 drives episodes with `dm1_ros.evaluate.EvalDriver` (reset → home → activate → success or time limit),
 then writes `eval.json` (success rate ± binomial s.e., episode time, latency ledger), `report.md` and plots.
-Every argument (model, output directory, a writable card for `--update-card`) is checked before the graph
-starts; a report directory that already holds a report is replaced only with `--force`, and an interrupted
-evaluation never updates the model card.
+Every argument (model, output directory, a writable card for `--update-card`, the settings the launched graph
+would refuse) is checked before the graph starts; a report directory that already holds a report is replaced
+only with `--force`, and only once the new run's first episode finished (until then the new graph logs to
+`launch.new.log`): a run that ends earlier leaves the earlier report as it was. An interrupted evaluation
+never updates the model card.
 """
 
 from __future__ import annotations
@@ -20,20 +22,40 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from dm1.commands.arg_types import fraction, output_path_problem, positive_float, positive_int
+from dm1.commands.arg_types import (
+    fraction,
+    loopback_host_or_auto,
+    non_negative_int,
+    output_path_problem,
+    positive_float,
+    positive_fraction,
+    positive_int,
+)
 from dm1.errors import ReportedError
 from dm1.paths import same_path
 from dm1.policy_defaults import DEFAULT_ENSEMBLE_ALPHA
 
-#: what `dm1 eval` writes into its report directory besides the report (`dm1.evaluation.report.REPORT_FILES`)
-EVAL_LOG = "launch.log"
-#: the files whose presence makes a directory hold a report (`--out` refuses it without `--force`)
-_REPORT_MARKERS: tuple[str, ...] = ("eval.json", "episodes.json")
 _MODEL_DIR = "a model directory (model.onnx + model_card.json)"
 
 
 class EvalArgumentError(ReportedError, ValueError):
     """An argument of `dm1 eval` / `dm1 demo` that cannot be used; raised before anything runs."""
+
+
+def check_launch_settings(seed: int, sim_host: str, noise_scale: float, ensemble_alpha: float) -> None:
+    """What the launched graph (`dm1 launch`'s `LaunchArgs`) would refuse about its settings, as an
+    EvalArgumentError now, in the words of the command line's argument types."""
+    settings = (
+        ("--seed", non_negative_int, seed),
+        ("--sim-host", loopback_host_or_auto, sim_host),
+        ("--noise-scale", fraction, noise_scale),
+        ("--ensemble-alpha", positive_fraction, ensemble_alpha),
+    )
+    for option, parse, value in settings:
+        try:
+            parse(str(value))
+        except argparse.ArgumentTypeError as exc:
+            raise EvalArgumentError(f"{option}: {exc}") from None
 
 
 def check_model_dir(model: str | os.PathLike[str]) -> Path:
@@ -104,28 +126,21 @@ def check_card_writable(model: str | os.PathLike[str]) -> Path:
 def check_report_dir(out: Path, force: bool, inputs: Sequence[str | os.PathLike[str]] = ()) -> None:
     """EvalArgumentError unless `out` can take a new report: a directory (or none yet) that is none of the
     `--merge` `inputs` and holds no report (`eval.json`, `episodes.json`) unless `force`."""
-    if problem := output_path_problem(out, "directory"):  # a file, or a path below one, or read-only
-        raise EvalArgumentError(f"--out {out}: {problem}")
+    from dm1.evaluation.report_dir import REPORT_MARKERS, creation_problem
+
+    if problem := output_path_problem(out, "directory") or creation_problem(out):
+        raise EvalArgumentError(f"--out {out}: {problem}")  # a file, a path below one, read-only, /proc/x
     for run in inputs:
         if same_path(out, run):
             raise EvalArgumentError(
                 f"--out {out}: expected a directory other than the --merge inputs, found the input {run}"
             )
-    held = [name for name in _REPORT_MARKERS if (out / name).exists()]
+    held = [name for name in REPORT_MARKERS if (out / name).exists()]
     if held and not force:
         raise EvalArgumentError(
             f"--out {out}: expected a directory without a report, found {' and '.join(held)} of an earlier "
             "evaluation (pass --force to replace that report, or choose another --out)"
         )
-
-
-def clear_report_dir(out: Path) -> None:
-    """Remove the files an evaluation writes (its report's `REPORT_FILES`, the graph's log) from `out`; other
-    files stay."""
-    from dm1.evaluation.report import REPORT_FILES
-
-    for name in (*REPORT_FILES, EVAL_LOG):
-        (out / name).unlink(missing_ok=True)
 
 
 def run_ros_eval(
@@ -142,8 +157,9 @@ def run_ros_eval(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Run the evaluation; returns (summary dict, per-episode records).
 
-    `model` and `out_dir` are checked first (`check_model`, `check_report_dir`): a report already in
-    `out_dir` is an EvalArgumentError, unless `replace`, which removes its files (`clear_report_dir`).
+    `model`, the graph's settings and `out_dir` are checked first (`check_model`, `check_launch_settings`,
+    `check_report_dir`): a report already in `out_dir` is an EvalArgumentError, unless `replace`; it is then
+    kept (the new graph logs to `launch.new.log`) until the first episode finished, and replaced only then.
     """
     import rclpy
     from dm1_ros.evaluate import EvalDriver
@@ -162,14 +178,15 @@ def run_ros_eval(
     )
     from dm1.evaluation import summarize, write_report
     from dm1.evaluation.report import write_episodes
+    from dm1.evaluation.report_dir import new_run_log, replace_earlier_report
 
     check_model(model)  # a missing model or an invalid card: an error now, not a graph that fails to start
+    check_launch_settings(seed, sim_host, noise_scale, ensemble_alpha)
     check_report_dir(out_dir, replace)  # never a report of two evaluations
-    if replace:
-        clear_report_dir(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    log = new_run_log(out_dir)  # an earlier evaluation stays until this run has an episode
     policy = policy_launch_args(noise_scale, ensemble_alpha)
-    graph = start_graph(model, seed, out_dir / EVAL_LOG, ["--sim-host", sim_host, *policy])
+    graph = start_graph(model, seed, log, ["--sim-host", sim_host, *policy])
     records: list[dict[str, Any]] = []
     interrupted = False
     lost_in: int | None = None  # the episode during which the graph exited
@@ -177,7 +194,7 @@ def run_ros_eval(
         driver = EvalDriver()
         try:
             # RuntimeError too: the policy node may still be configuring (loading the model)
-            wait_graph_ready(graph, driver, out_dir / "launch.log", 180.0, (TimeoutError, RuntimeError))
+            wait_graph_ready(graph, driver, log, 180.0, (TimeoutError, RuntimeError))
             bar = tqdm(range(episodes), desc="eval episodes", disable=not progress)
             wins = 0
             for i in bar:
@@ -195,6 +212,7 @@ def run_ros_eval(
                     break
                 wins += outcome.success
                 records.append(asdict(outcome))
+                log = replace_earlier_report(out_dir, log)
                 write_episodes(out_dir, records)  # a crash later loses no finished episode
                 bar.set_postfix(success=f"{wins}/{i + 1}")
         finally:
@@ -204,7 +222,7 @@ def run_ros_eval(
     lost = None
     if lost_in is not None:
         finished = f"; the report covers the {len(records)} finished episodes" if records else ""
-        lost = graph_exited(graph, out_dir / "launch.log", f"during episode {lost_in}", finished)
+        lost = graph_exited(graph, log, f"during episode {lost_in}", finished)
         if not records:
             raise lost
     summary = summarize(records, model=str(model), through_ros=True, seed=seed, machine=machine_description())
@@ -255,6 +273,7 @@ def _merge(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     replaces a report in `out` (`--force`) only once the merge succeeded."""
     from dm1.evaluation import write_report
     from dm1.evaluation.merge import merge_runs
+    from dm1.evaluation.report_dir import clear_report_dir
 
     merged, records = merge_runs(args.merge)
     if args.update_card:
@@ -340,7 +359,10 @@ def add_eval_arguments(p: argparse.ArgumentParser, episodes: int) -> None:
     p.add_argument("--model", default="models/dm1_lift", help="exported model directory")
     p.add_argument("--episodes", type=positive_int, default=episodes)
     p.add_argument(
-        "--seed", type=int, default=1000, help="twin seed (cube poses); differs from training seeds"
+        "--seed",
+        type=non_negative_int,
+        default=1000,
+        help="twin seed (cube poses); differs from training seeds",
     )
     p.add_argument(
         "--max-sim-s", type=positive_float, default=20.0, help="time limit per episode (simulation s)"
@@ -355,16 +377,20 @@ def add_eval_arguments(p: argparse.ArgumentParser, episodes: int) -> None:
     p.add_argument(
         "--force",
         action="store_true",
-        help="replace a report already in --out (removes only the files an evaluation writes)",
+        help="replace a report already in --out (only the files an evaluation writes, and only once the "
+        "new run's first episode finished)",
     )
     p.add_argument("--json", action="store_true", help="print the summary as one line of JSON")
     p.add_argument(
-        "--sim-host", default="auto", help="loopback address of the twin's franky server (auto: a free one)"
+        "--sim-host",
+        type=loopback_host_or_auto,
+        default="auto",
+        help="loopback address 127.x.y.z of the twin's franky server (auto: a free one)",
     )
     p.add_argument("--noise-scale", type=fraction, default=1.0, help="policy sampler noise scale (0..1)")
     p.add_argument(
         "--ensemble-alpha",
-        type=float,
+        type=positive_fraction,
         default=DEFAULT_ENSEMBLE_ALPHA,
         help="policy chunk ensembling weight (0..1], 1 = off; default %(default)s",
     )

@@ -17,6 +17,7 @@ table. Ctrl-C during the episodes writes a partial report of the configurations 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -30,15 +31,18 @@ from dm1.evaluation.ablation_report import (  # noqa: F401 - re-exported: the ab
     Row,
     aggregate,
     episode_errors,
+    failed_configurations,
     markdown_table,
 )
 from dm1.evaluation.policies import PolicyFn
 from dm1.evaluation.report import summarize, write_report
+from dm1.evaluation.report_dir import clear_report_dir
 
 
 @dataclass(frozen=True)
 class RunInfo:
-    """One trained run directory and the method its config describes."""
+    """One trained run directory and the method its config describes; `label` names it in the report (its
+    directory name, or more of its path where runs share a name: `run_labels`)."""
 
     run_dir: str
     method: str
@@ -47,6 +51,7 @@ class RunInfo:
     lam: float
     train_seed: int
     train_steps: int
+    label: str = ""
 
 
 @dataclass(frozen=True)
@@ -59,8 +64,8 @@ class MatrixEntry:
 
     @property
     def key(self) -> str:
-        """Unique name, e.g. `dm1_l05_s0 K=1 onnx`."""
-        return f"{Path(self.run.run_dir).name} K={self.steps} {self.backend}"
+        """Unique name, e.g. `dm1_l05_s0 K=1 onnx` (`runs/tiny K=1 onnx` where runs share a name)."""
+        return f"{self.run.label or Path(self.run.run_dir).name} K={self.steps} {self.backend}"
 
     @property
     def row(self) -> tuple[str, int]:
@@ -136,6 +141,23 @@ def describe_run(run_dir: str | Path) -> RunInfo:
         cfg.seed,
         cfg.steps,
     )
+
+
+def run_labels(run_dirs: Sequence[str | Path]) -> list[str]:
+    """A distinct label per run directory: its name, or as many of its last path parts as tell it from the
+    others (`runs/tiny`, `other/tiny`). ValueError naming a directory given twice, however spelt."""
+    resolved = [Path(d).resolve() for d in run_dirs]
+    first: dict[Path, str | Path] = {}
+    for given, path in zip(run_dirs, resolved, strict=True):
+        if path in first:
+            twice = f"{path} given twice (as {first[path]} and {given})"
+            raise ValueError(f"run directories: expected each once, found {twice}")
+        first[path] = given
+    for depth in range(1, max((len(p.parts) for p in resolved), default=0) + 1):
+        labels = [Path(*p.parts[-depth:]).as_posix() for p in resolved]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [p.as_posix() for p in resolved]  # not reached: distinct paths differ in some part
 
 
 def plan_matrix(runs: Sequence[RunInfo], cfg: AblationConfig) -> list[MatrixEntry]:
@@ -226,10 +248,12 @@ def run_ablation(
     """Plan, time, evaluate and report; returns the `ablation.json` content.
 
     `context` provides `evaluate(policy, episodes, seed) -> list[record dict]` and `close()` (default
-    `TwinContext()`); `runs` overrides `describe_run` (tests). An `out_dir` that cannot be written is refused
-    (ValueError) before anything runs. A KeyboardInterrupt during the episodes, once a configuration finished,
-    writes the report of the finished configurations and returns it with `meta["interrupted"]` =
-    `{"during", "finished", "planned"}`; before that, it propagates and nothing is written.
+    `TwinContext()`); `runs` overrides `describe_run` (tests). An `out_dir` that cannot be written and a run
+    directory given twice are refused (ValueError) before anything runs; runs that share a directory name are
+    labelled by their paths' last parts (`run_labels`). A KeyboardInterrupt during the episodes, once a
+    configuration finished, writes the report of the finished configurations and returns it with
+    `meta["interrupted"]` = `{"during", "finished", "planned"}`; before that, it propagates and nothing is
+    written. `meta["failed_configurations"]`: those whose every episode ended in an error.
     """
     from dm1.commands.arg_types import output_path_problem
     from dm1.commands.bench import machine_description
@@ -238,9 +262,13 @@ def run_ablation(
     problem = output_path_problem(out_dir, "directory")
     if problem is not None:  # refused now, not after every episode ran
         raise ValueError(f"out_dir: {problem}")
-    runs = list(runs) if runs is not None else [describe_run(d) for d in run_dirs]
+    if runs is None:
+        run_labels(run_dirs)  # a run given twice: refused before any config is read
+        runs = [describe_run(d) for d in run_dirs]
     if not runs:
         raise ValueError("run_ablation: expected at least one run directory")
+    labels = run_labels([r.run_dir for r in runs])
+    runs = [dataclasses.replace(r, label=label) for r, label in zip(runs, labels, strict=True)]
     entries = plan_matrix(runs, cfg)
     policies = {e.key: loader(e, cfg.threads) for e in entries}
     # Timing only: torch K = 1 beside ONNX K = 1, so one- vs multi-step is also compared within one backend.
@@ -299,6 +327,7 @@ def run_ablation(
         "episode_config": episode_config(context),
         "runs": [asdict(r) for r in runs],
         "episode_errors": episode_errors(records),
+        "failed_configurations": failed_configurations(records),
     }
     if interrupted is not None:
         meta["interrupted"] = interrupted
@@ -320,6 +349,7 @@ def run_ablation(
     all_recs = [r for recs in records.values() for r in recs]
     overall = summarize(all_recs, model="ablation (all configurations)", through_ros=False, seed=cfg.seed,
                         machine=meta["machine"])  # fmt: skip
+    clear_report_dir(out / "report")  # an earlier ablation's plots: none outlives it (`dm1 ablate --force`)
     write_report(overall, out / "report", all_recs, configurations=summaries)
     return result
 

@@ -154,3 +154,8 @@ def episode_errors(records: dict[str, list[dict]]) -> dict[str, Any] | None:
         "errored": len(errored),
         "first": {"configuration": key, "index": rec.get("index"), "error": rec["error"]},
     }
+
+
+def failed_configurations(records: dict[str, list[dict]]) -> list[str]:
+    """The configurations whose every episode ended in an error: their rows measure nothing."""
+    return [key for key, recs in records.items() if recs and all(r.get("error") for r in recs)]
