@@ -129,3 +129,62 @@ def test_latest_checkpoint_picks_the_highest_complete_step(tmp_path: Path) -> No
     latest = latest_checkpoint(tmp_path)
     assert latest == checkpoint_dir(tmp_path, 20) and load_checkpoint(latest).step == 20
     assert load_checkpoint(tmp_path).step == 20  # a run directory loads its newest complete checkpoint
+
+
+def _corrupt(meta: dict, edit: str) -> object:
+    """`meta` with one corruption that still parses as JSON."""
+    if edit == "whole_file_a_list":
+        return []
+    if edit == "normalizers_a_list":
+        meta["normalizers"] = [1]
+    elif edit == "normalizer_not_a_mapping":
+        meta["normalizers"]["action"] = 1
+    elif edit == "step_a_string":
+        meta["step"] = "abc"
+    elif edit == "step_negative":
+        meta["step"] = -3
+    elif edit == "nan_normalizer_min":
+        meta["normalizers"]["proprio"]["min"][0] = float("nan")
+    elif edit == "train_config_a_list":
+        meta["train_config"] = [1]
+    elif edit == "train_config_invalid":
+        meta["train_config"]["lr"] = -1.0
+    elif edit == "files_a_list":
+        meta["files"] = ["model.safetensors"]
+    elif edit == "optimizer_param_groups_a_string":
+        meta["optimizer"]["param_groups"] = "x"
+    elif edit == "metrics_a_list":
+        meta["metrics"] = [1]
+    elif edit == "dataset_sha256_a_number":
+        meta["dataset_sha256"] = 5
+    return meta
+
+
+@pytest.mark.parametrize(
+    ("edit", "field"),
+    [
+        ("whole_file_a_list", "expected a JSON object"),
+        ("normalizers_a_list", "normalizers"),
+        ("normalizer_not_a_mapping", "normalizers.action"),
+        ("step_a_string", "step"),
+        ("step_negative", "step"),
+        ("nan_normalizer_min", "normalizers.proprio"),
+        ("train_config_a_list", "train_config"),
+        ("train_config_invalid", "TrainConfig.lr"),
+        ("files_a_list", "files"),
+        ("optimizer_param_groups_a_string", "optimizer.param_groups"),
+        ("metrics_a_list", "metrics"),
+        ("dataset_sha256_a_number", "dataset_sha256"),
+    ],
+)
+def test_a_corrupt_checkpoint_json_that_still_parses_is_a_checkpoint_error_naming_file_and_field(
+    tmp_path: Path, edit: str, field: str
+) -> None:
+    net, opt = _trained()
+    path = _save(tmp_path / "ck", net, opt)
+    meta = json.loads((path / "checkpoint.json").read_text())
+    (path / "checkpoint.json").write_text(json.dumps(_corrupt(meta, edit)))
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    msg = str(err.value)
+    assert msg.startswith(str(path / "checkpoint.json")) and field in msg, msg

@@ -148,3 +148,73 @@ def test_normalizer_rejects_bad_stats_and_shapes_by_name():
         ValueError, match=r"Normalizer\.normalize: expected an array \(\.\.\., 2\), found shape \(4, 3\)"
     ):
         Normalizer.fit(np.zeros((3, 2))).normalize(np.zeros((4, 3)))
+
+
+@pytest.mark.parametrize(
+    ("make", "field"),
+    [
+        (lambda: _train(lr=float("inf")), "TrainConfig.lr"),
+        (lambda: _train(weight_decay=float("inf")), "TrainConfig.weight_decay"),
+        (lambda: _train(min_lr=float("-inf")), "TrainConfig.min_lr"),
+        (lambda: DispersiveConfig(lam=float("inf")), "DispersiveConfig.lam"),
+        (lambda: DispersiveConfig(tau=float("inf")), "DispersiveConfig.tau"),
+        (lambda: DispersiveConfig(margin=float("inf")), "DispersiveConfig.margin"),
+        (lambda: MeanFlowConfig(logit_std=float("inf")), "MeanFlowConfig.logit_std"),
+        (lambda: MeanFlowConfig(adaptive_c=float("inf")), "MeanFlowConfig.adaptive_c"),
+        (lambda: MeanFlowConfig(adaptive_c="1e999"), "MeanFlowConfig.adaptive_c"),
+        (lambda: ModelConfig(dropout=float("nan")), "ModelConfig.dropout"),
+    ],
+)
+def test_non_finite_floats_are_refused_naming_the_field(make, field):
+    with pytest.raises(ValueError, match=rf"^{field}: expected a finite number, found "):
+        make()
+
+
+@pytest.mark.parametrize(
+    ("make", "field", "found"),
+    [
+        (lambda: _train(num_threads=100000), "TrainConfig.num_threads", "100000"),
+        (lambda: _train(seed=99999999999999999999999), "TrainConfig.seed", "99999999999999999999999"),
+        (lambda: _train(seed=2**32), "TrainConfig.seed", str(2**32)),
+        (lambda: ModelConfig(time_emb_dim=2**40), "ModelConfig.time_emb_dim", str(2**40)),
+        (lambda: ModelConfig(mlp_width=10**7), "ModelConfig.mlp_width", str(10**7)),
+        (lambda: ModelConfig(vit_layers=10**4), "ModelConfig.vit_layers", str(10**4)),
+        (lambda: ModelConfig(image_size=(32, 10**6)), "ModelConfig.image_size", str(10**6)),
+    ],
+)
+def test_out_of_range_sizes_threads_and_seeds_are_refused_naming_the_field(make, field, found):
+    with pytest.raises(ValueError) as err:
+        make()
+    msg = str(err.value)
+    assert msg.startswith(f"{field}: expected ") and found in msg
+
+
+def test_the_largest_accepted_seed_and_thread_count_still_build_a_config():
+    cfg = _train(seed=2**32 - 1, num_threads=256)
+    assert cfg.seed == 2**32 - 1 and cfg.num_threads == 256
+
+
+def test_a_non_string_yaml_key_is_refused_naming_the_file_and_the_key(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("data: {dataset_dir: d}\n1: 2\nnope: 3\n")  # mixed key types: used to be a TypeError
+    with pytest.raises(ValueError) as err:
+        load_train_config(path)
+    msg = str(err.value)
+    assert str(path) in msg and "expected string keys" in msg and "1" in msg
+
+
+def test_a_duplicate_yaml_key_is_refused_naming_the_file_the_key_and_both_lines(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text("data: {dataset_dir: d}\nlr: 1.0e-3\nsteps: 10\nlr: 1.0e-2\nwarmup_steps: 0\n")
+    with pytest.raises(ValueError) as err:
+        load_train_config(path)
+    msg = str(err.value)
+    assert str(path) in msg and "duplicate key 'lr'" in msg and "line 2" in msg and "line 4" in msg
+
+
+def test_val_fraction_is_refused_because_no_validation_split_exists():
+    with pytest.raises(ValueError, match=r"DataConfig\.val_fraction: .*no validation split.*found 0\.2"):
+        DataConfig.from_dict({"dataset_dir": "d", "val_fraction": 0.2})
+    # configs, checkpoints and model cards written before the key was removed hold 0.0: still readable
+    legacy = DataConfig.from_dict({"dataset_dir": "d", "val_fraction": 0.0})
+    assert "val_fraction" not in legacy.to_dict()

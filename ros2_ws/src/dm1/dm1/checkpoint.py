@@ -184,16 +184,19 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         meta = json.loads(meta_path.read_text())
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{meta_path}: unreadable JSON ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{meta_path}: expected a JSON object, found {type(meta).__name__}")
     if meta.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
             f"{meta_path}: format_version: expected {FORMAT_VERSION}, found {meta.get('format_version')!r}"
         )
+    hashes = _field(meta, meta_path, "files", dict, "a mapping of file name to sha256")
     tensors = {}
     for name in (MODEL_FILE, RAW_FILE, STATE_FILE):
         fpath = path / name
         if not fpath.is_file():
             raise CheckpointError(f"{fpath}: missing checkpoint file")
-        expected = meta.get("files", {}).get(name)
+        expected = hashes.get(name)
         found = file_sha256(fpath)
         if expected != found:
             raise CheckpointError(f"{fpath}: sha256 mismatch (expected {expected}, found {found})")
@@ -201,28 +204,67 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
             tensors[name] = load_file(fpath, device="cpu")
         except (SafetensorError, OSError) as exc:
             raise CheckpointError(f"{fpath}: unreadable safetensors ({exc})") from exc
-    try:
-        cfg = TrainConfig.from_dict(meta["train_config"], where=f"{meta_path} train_config")
-        norms = {
-            k: Normalizer.from_dict(v, where=f"{meta_path} normalizers.{k}")
-            for k, v in meta["normalizers"].items()
-        }
-        state = tensors[STATE_FILE]
-        return Checkpoint(
-            path=path,
-            step=int(meta["step"]),
-            train_config=cfg,
-            normalizers=norms,
-            dataset_sha256=str(meta["dataset_sha256"]),
-            metrics=dict(meta.get("metrics", {})),
-            model_state=tensors[MODEL_FILE],
-            raw_state=tensors[RAW_FILE],
-            optimizer_state=_unflatten_optimizer(state, meta["optimizer"]),
-            extra_tensors={k[len("extra.") :]: v for k, v in state.items() if k.startswith("extra.")},
-            extra=dict(meta.get("extra", {})),
+    return _parse_meta(path, meta_path, meta, tensors)
+
+
+def _field(meta: dict[str, Any], meta_path: Path, name: str, kind: type, expected: str) -> Any:
+    """``meta[name]`` if it is a ``kind`` (not a bool), else a `CheckpointError` naming file and field."""
+    if name not in meta:
+        raise CheckpointError(f"{meta_path}: missing field {name!r}")
+    value = meta[name]
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise CheckpointError(f"{meta_path}: {name}: expected {expected}, found {value!r}")
+    return value
+
+
+def _parse_meta(
+    path: Path, meta_path: Path, meta: dict[str, Any], tensors: dict[str, dict[str, torch.Tensor]]
+) -> Checkpoint:
+    """Validate the fields of ``checkpoint.json`` and build the `Checkpoint`; errors name file and field."""
+    step = _field(meta, meta_path, "step", int, "an int >= 0")
+    if step < 0:
+        raise CheckpointError(f"{meta_path}: step: expected an int >= 0, found {step!r}")
+    sha = _field(meta, meta_path, "dataset_sha256", str, "a string")
+    raw_cfg = _field(meta, meta_path, "train_config", dict, "a mapping (the training config)")
+    raw_norms = _field(meta, meta_path, "normalizers", dict, "a mapping of name to {min, max}")
+    optim = _field(meta, meta_path, "optimizer", dict, "a mapping with param_groups and scalar_state")
+    metrics = meta.get("metrics", {})
+    extra = meta.get("extra", {})
+    for name, value in (("metrics", metrics), ("extra", extra)):
+        if not isinstance(value, dict):
+            raise CheckpointError(f"{meta_path}: {name}: expected a mapping, found {value!r}")
+    groups, scalars = optim.get("param_groups"), optim.get("scalar_state", {})
+    if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
+        raise CheckpointError(
+            f"{meta_path}: optimizer.param_groups: expected a list of mappings, found {groups!r}"
         )
-    except KeyError as exc:
-        raise CheckpointError(f"{meta_path}: missing field {exc}") from exc
+    if not isinstance(scalars, dict) or not all(isinstance(v, dict) for v in scalars.values()):
+        raise CheckpointError(f"{meta_path}: optimizer.scalar_state: expected a mapping, found {scalars!r}")
+    try:
+        cfg = TrainConfig.from_dict(raw_cfg, where="train_config")
+        norms = {k: Normalizer.from_dict(v, where=f"normalizers.{k}") for k, v in raw_norms.items()}
+    except ValueError as exc:
+        raise CheckpointError(f"{meta_path}: {exc}") from None
+    state = tensors[STATE_FILE]
+    try:
+        optimizer_state = _unflatten_optimizer(state, optim)
+    except ValueError as exc:  # a tensor name or parameter id that is not optim.<int>.<name>
+        raise CheckpointError(
+            f"{path / STATE_FILE}: optimizer tensors: expected optim.<id>.<name> ({exc})"
+        ) from None
+    return Checkpoint(
+        path=path,
+        step=step,
+        train_config=cfg,
+        normalizers=norms,
+        dataset_sha256=sha,
+        metrics=dict(metrics),
+        model_state=tensors[MODEL_FILE],
+        raw_state=tensors[RAW_FILE],
+        optimizer_state=optimizer_state,
+        extra_tensors={k[len("extra.") :]: v for k, v in state.items() if k.startswith("extra.")},
+        extra=dict(extra),
+    )
 
 
 def checkpoint_dir(run_dir: str | os.PathLike[str], step: int) -> Path:

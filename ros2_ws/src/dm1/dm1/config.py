@@ -9,6 +9,7 @@ runtime side read configs too.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import typing
 from dataclasses import dataclass, field
@@ -29,6 +30,11 @@ OBJECTIVES: tuple[str, ...] = ("meanflow", "flow_matching")
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 _TARGET_RE = re.compile(r"^(cond|t_emb|r_emb|mlp\.\d+)$")
+MAX_WIDTH = 65536  # channels / embedding / MLP widths: beyond this a network cannot be allocated anyway
+MAX_DEPTH = 64  # ViT layers, MLP blocks, ViT MLP ratio
+MAX_IMAGE_SIDE = 4096
+MAX_THREADS = 256
+MAX_SEED = 2**32 - 1  # numpy's limit; torch and random accept it too
 
 T = TypeVar("T")
 
@@ -66,7 +72,13 @@ def _coerce(obj: Any) -> None:
                     raise _fail(cls, f.name, "a number", value) from None
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise _fail(cls, f.name, "a number", value)
-            object.__setattr__(obj, f.name, float(value))
+            try:
+                value = float(value)
+            except OverflowError:  # an int beyond the float range
+                raise _fail(cls, f.name, "a finite number", value) from None
+            if not math.isfinite(value):  # YAML .inf / .nan, "1e999"
+                raise _fail(cls, f.name, "a finite number", value)
+            object.__setattr__(obj, f.name, value)
         elif hint is int:
             if isinstance(value, bool) or not isinstance(value, int):
                 raise _fail(cls, f.name, "an int", value)
@@ -107,6 +119,10 @@ class _ConfigMixin:
         where = where or cls.__name__
         if not isinstance(d, dict):
             raise ValueError(f"{where}: expected a mapping, found {d!r}")
+        odd = [k for k in d if not isinstance(k, str)]
+        if odd:
+            raise ValueError(f"{where}: expected string keys, found {odd[0]!r}")
+        d = cls._legacy_keys(d, where)
         names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
         unknown = sorted(set(d) - set(names))
         if unknown:
@@ -122,6 +138,11 @@ class _ConfigMixin:
             return cls(**kwargs)
         except TypeError as exc:  # missing required field
             raise ValueError(f"{where}: {exc}") from None
+
+    @classmethod
+    def _legacy_keys(cls, d: dict[str, Any], where: str) -> dict[str, Any]:
+        """`d` without keys that older versions wrote and that are still read (none by default)."""
+        return d
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -160,12 +181,19 @@ class ModelConfig(_ConfigMixin):
             _check(bool(_NAME_RE.match(name)), c, "camera_names", "identifiers like 'front' or 'wrist'", cams)
         _check(len(set(cams)) == len(cams), c, "camera_names", "unique names", cams)
         h, w = self.image_size
-        _check(h >= 16 and w >= 16, c, "image_size", "(H, W) with both >= 16", self.image_size)
-        for name in ("proprio_dim", "action_dim", "chunk_length", "obs_history", "vit_channels", "vit_heads"):
-            _check(getattr(self, name) >= 1, c, name, "an int >= 1", getattr(self, name))
-        for name in ("vit_layers", "vit_mlp_ratio", "spatial_emb_dim", "mlp_width"):
-            _check(getattr(self, name) >= 1, c, name, "an int >= 1", getattr(self, name))
-        _check(self.mlp_blocks >= 0, c, "mlp_blocks", "an int >= 0", self.mlp_blocks)
+        side = MAX_IMAGE_SIDE
+        _check(
+            16 <= h <= side and 16 <= w <= side, c, "image_size", f"(H, W) in [16, {side}]", self.image_size
+        )
+        bounds = {"vit_heads": MAX_WIDTH, "vit_layers": MAX_DEPTH, "vit_mlp_ratio": MAX_DEPTH}
+        bounds.update(dict.fromkeys(("vit_channels", "spatial_emb_dim", "mlp_width"), MAX_WIDTH))
+        bounds.update(dict.fromkeys(("proprio_dim", "action_dim", "chunk_length", "obs_history"), 4096))
+        for name, most in bounds.items():
+            value = getattr(self, name)
+            _check(1 <= value <= most, c, name, f"an int in [1, {most}]", value)
+        _check(
+            0 <= self.mlp_blocks <= MAX_DEPTH, c, "mlp_blocks", f"an int in [0, {MAX_DEPTH}]", self.mlp_blocks
+        )
         _check(
             self.vit_channels % self.vit_heads == 0,
             c,
@@ -174,10 +202,10 @@ class ModelConfig(_ConfigMixin):
             self.vit_heads,
         )
         _check(
-            self.time_emb_dim >= 4 and self.time_emb_dim % 2 == 0,
+            4 <= self.time_emb_dim <= MAX_WIDTH and self.time_emb_dim % 2 == 0,
             c,
             "time_emb_dim",
-            "an even int >= 4",
+            f"an even int in [4, {MAX_WIDTH}]",
             self.time_emb_dim,
         )
         _check(0.0 <= self.dropout < 1.0, c, "dropout", "a float in [0, 1)", self.dropout)
@@ -277,7 +305,20 @@ class DataConfig(_ConfigMixin):
     proprio_keys: tuple[str, ...] = ("ee_pos", "gripper_width")
     camera_names: tuple[str, ...] = ("front", "wrist")
     random_shift_pad: int = 4
-    val_fraction: float = 0.0
+
+    @classmethod
+    def _legacy_keys(cls, d: dict[str, Any], where: str) -> dict[str, Any]:
+        """Drop ``val_fraction: 0`` (written by older versions, never used); refuse any other value."""
+        if "val_fraction" not in d:
+            return d
+        value = d["val_fraction"]
+        if value in (0, 0.0) and not isinstance(value, bool):
+            return {k: v for k, v in d.items() if k != "val_fraction"}
+        raise ValueError(
+            f"{where}.val_fraction: expected the key absent (or 0): dm1 train has no validation split (the "
+            f"key was removed; hold out episodes in another directory and evaluate with `dm1 eval`), "
+            f"found {value!r}"
+        )
 
     def __post_init__(self) -> None:
         _coerce(self)
@@ -307,7 +348,6 @@ class DataConfig(_ConfigMixin):
             "an int in [0, 32]",
             self.random_shift_pad,
         )
-        _check(0.0 <= self.val_fraction < 1.0, c, "val_fraction", "a float in [0, 1)", self.val_fraction)
 
     @property
     def proprio_dim(self) -> int:
@@ -361,8 +401,16 @@ class TrainConfig(_ConfigMixin):
             "log_every",
         ):
             _check(getattr(self, name) >= 1, c, name, "an int >= 1", getattr(self, name))
-        for name in ("warmup_steps", "ema_start_step", "num_threads", "seed"):
+        for name in ("warmup_steps", "ema_start_step"):
             _check(getattr(self, name) >= 0, c, name, "an int >= 0", getattr(self, name))
+        _check(
+            0 <= self.num_threads <= MAX_THREADS,
+            c,
+            "num_threads",
+            f"an int in [0, {MAX_THREADS}] (0 = torch's default)",
+            self.num_threads,
+        )
+        _check(0 <= self.seed <= MAX_SEED, c, "seed", f"an int in [0, 2**32 - 1 = {MAX_SEED}]", self.seed)
         _check(
             self.warmup_steps <= self.steps, c, "warmup_steps", f"<= steps={self.steps}", self.warmup_steps
         )
@@ -399,13 +447,42 @@ class TrainConfig(_ConfigMixin):
                 )
 
 
+def _unique_key_loader() -> type:
+    """A `yaml.SafeLoader` that refuses a key repeated in one mapping (PyYAML keeps the last silently)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    first = seen.setdefault(key, line)
+                except TypeError:  # an unhashable key: the base class reports it
+                    continue
+                if first != line:
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        f"duplicate key {key!r} (line {first} and line {line})",
+                        key_node.start_mark,
+                    )
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+
+
 def load_train_config(path: str | Path) -> TrainConfig:
-    """Read a YAML training config (nested mappings); errors name the file and the offending key."""
+    """Read a YAML training config (nested mappings); errors name the file and the offending key.
+
+    A key repeated in one mapping is refused (YAML would silently keep the last value).
+    """
     import yaml
 
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_unique_key_loader())  # noqa: S506 (a SafeLoader)
     except FileNotFoundError:
         raise ValueError(f"{path}: config file not found") from None
     except IsADirectoryError:

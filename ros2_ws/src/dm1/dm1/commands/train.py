@@ -1,4 +1,8 @@
-"""`dm1 train --config CONFIG [--out DIR] [--steps N] [--resume] [--set key=value ...]`."""
+"""`dm1 train --config CONFIG [--out DIR] [--steps N] [--resume] [--set key=value ...]`.
+
+Exit codes: 0 done; 2 a one-line error (bad config or `--set`, unusable run directory or checkpoint, a run
+directory in use by another `dm1 train`, a diverged run); 128 + signal when Ctrl-C / SIGTERM stopped it.
+"""
 
 from __future__ import annotations
 
@@ -16,12 +20,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "train",
         help="train a DM1 policy on recorded or synthetic episodes",
         description="Train a DM1 (MeanFlow + dispersive) policy. Writes config.yaml, metrics.csv, loss.png "
-        "and checkpoints/step_<N>/ (safetensors + JSON) into the run directory.",
+        "and checkpoints/step_<N>/ (safetensors + JSON) into the run directory. One dm1 train at a time per "
+        "run directory; a dataset or exported model directory is refused as one.",
+        epilog="--resume continues a run exactly. Only these config keys may differ from its checkpoint "
+        "(each change is printed as 'resume: KEY: OLD -> NEW'): steps, warmup_steps, lr, min_lr (the "
+        "schedule is a function of the step), log_every, checkpoint_every, num_threads, sample_steps_eval, "
+        "device (same device type), out_dir, data.dataset_dir (same content). Any other change (objective, "
+        "meanflow.*, dispersive.*, data.*, model.*, seed, batch_size, weight_decay, ema_*) is refused: "
+        "start a new run from the checkpoint's weights with --init-from instead.",
     )
     p.add_argument("--config", required=True, help="training YAML, e.g. configs/tiny.yaml")
     p.add_argument("-o", "--out", help="run directory (default: out_dir from the config)")
     p.add_argument("--steps", type=positive_int, help="total optimizer steps (overrides the config)")
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the run dir")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the latest checkpoint in the run dir (only schedule/cadence keys may change; "
+        "see below)",
+    )
     p.add_argument(
         "--init-from",
         metavar="CHECKPOINT",
@@ -55,7 +71,14 @@ def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             node = node[part]
         if parts[-1] not in node:
             raise ValueError(f"--set {key}: unknown key {parts[-1]!r}; allowed: {sorted(node)}")
-        node[parts[-1]] = yaml.safe_load(raw)
+        try:
+            node[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ValueError(
+                f"--set {item}: invalid YAML value {raw!r} ({problem}); expected a scalar like 0.5 or a "
+                "list like [a, b]"
+            ) from None
     return cfg
 
 
@@ -84,7 +107,9 @@ def run(args: argparse.Namespace) -> int:
     from dm1 import interrupts
     from dm1.checkpoint import CheckpointError
     from dm1.config import TrainConfig, load_train_config
+    from dm1.errors import ReportedError
 
+    started = False  # set once training runs with deferred interrupts
     try:
         try:
             loaded = load_train_config(args.config)
@@ -111,19 +136,27 @@ def run(args: argparse.Namespace) -> int:
         # Ctrl-C / SIGTERM (a preempted job) end training after the current step, with a checkpoint;
         # a second signal stops at once (the last periodic checkpoint stays)
         with interrupts.deferred_interrupts():
+            started = True
             summary = trainer.fit(stop=interrupts.requested)
             signum = interrupts.pending()
-    except (ValueError, FileExistsError, CheckpointError) as exc:
+    except (ValueError, FileExistsError, CheckpointError, ReportedError) as exc:
         print(f"dm1 train: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("dm1 train: interrupted twice: stopped without a checkpoint of this step", file=sys.stderr)
-        return 130
+        if not started:  # while loading the config, dataset or checkpoint: nothing trained yet
+            print(
+                "dm1 train: interrupted before training started: nothing was trained or checkpointed",
+                file=sys.stderr,
+            )
+        else:
+            print("dm1 train: interrupted twice: stopped without a checkpoint of this step", file=sys.stderr)
+        return 128 + signal.SIGINT
     if summary["stopped"]:  # stopped only when a signal is pending
         sig = signal.Signals(signum)
+        plot = f"plot {summary['plot']}" if summary["plot"] else "no plot (no metric row logged yet)"
         print(
             f"dm1 train: stopped by {sig.name} at step {summary['step']}: "
-            f"checkpoint {summary['checkpoint']}; plot {summary['plot']}; continue with "
+            f"checkpoint {summary['checkpoint']}; {plot}; continue with "
             f"`{resume_command(args, cfg.out_dir, trainer.cfg.init_from)}`",
             file=sys.stderr,
         )

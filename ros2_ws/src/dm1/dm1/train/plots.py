@@ -52,3 +52,14 @@ def plot_metrics(csv_path: str | Path, out_png: str | Path) -> Path:
     fig.savefig(out_png, dpi=100)
     plt.close(fig)
     return out_png
+
+
+def plot_metrics_if_any(csv_path: str | Path, out_png: str | Path) -> Path | None:
+    """`plot_metrics`, or None (no plot written) while ``csv_path`` is missing or has no metric row yet."""
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        return None
+    with open(csv_path, newline="") as f:
+        if next(csv.DictReader(f), None) is None:
+            return None
+    return plot_metrics(csv_path, out_png)

@@ -2,12 +2,12 @@
 dispersive) or flow-matching objective, CSV metrics, periodic safetensors checkpoints and exact resume.
 
 Run directory layout: ``config.yaml`` (resolved config), ``metrics.csv``, ``loss.png``,
-``checkpoints/step_<N>/`` (see ``dm1.checkpoint``).
+``checkpoints/step_<N>/`` (see ``dm1.checkpoint``) and ``.dm1-train.lock`` (held while a trainer uses it;
+see ``dm1.train.rundir``). What a resume may change is in ``dm1.train.resume``.
 """
 
 from __future__ import annotations
 
-import copy
 import csv
 import dataclasses
 import math
@@ -25,10 +25,32 @@ from dm1.checkpoint import Checkpoint, checkpoint_dir, latest_checkpoint, load_c
 from dm1.config import TrainConfig, save_train_config
 from dm1.data.dataset import WindowDataset
 from dm1.dispersive import dispersive_forward
+from dm1.errors import ReportedError
 from dm1.meanflow import flow_matching_loss, meanflow_loss
-from dm1.network import DM1Network, count_parameters
+from dm1.network import count_parameters
 from dm1.paths import same_path
+from dm1.train.resume import (
+    check_action_layout,
+    check_device,
+    check_observation_layout,
+    check_resume_config,
+    load_training_state,
+    load_weights,
+    model_differences,
+)
+from dm1.train.rundir import LOCK_FILE, RunDirLock, check_run_dir, truncate_csv
 from dm1.train.schedule import lr_at
+from dm1.train.setup import EMA, build_network, resolve_device
+
+__all__ = [
+    "CSV_FIELDS",
+    "EMA",
+    "LOCK_FILE",
+    "Trainer",
+    "TrainingDivergedError",
+    "model_differences",
+    "resolve_device",
+]
 
 CSV_FIELDS = (
     "step",
@@ -43,30 +65,8 @@ CSV_FIELDS = (
 )
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; other names are passed to ``torch.device``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"TrainConfig.device: {name!r} requested but CUDA is not available")
-    return torch.device(name)
-
-
-class EMA:
-    """Exponential moving average of a module's parameters (buffers are copied)."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.model = copy.deepcopy(model).eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module, decay: float) -> None:
-        """ema <- decay * ema + (1 - decay) * model; decay 0 is a hard copy."""
-        for e, p in zip(self.model.parameters(), model.parameters(), strict=True):
-            e.lerp_(p.detach(), 1.0 - decay)
-        for e, b in zip(self.model.buffers(), model.buffers(), strict=True):
-            e.copy_(b)
+class TrainingDivergedError(ReportedError, FloatingPointError):
+    """The training loss became NaN/inf (usually a learning rate too high for the data and network)."""
 
 
 class Trainer:
@@ -77,9 +77,14 @@ class Trainer:
         out_dir: run directory (default ``cfg.out_dir``).
         resume: continue from the latest checkpoint in ``out_dir`` (exact step, optimizer, EMA, RNG states).
             Without it an ``out_dir`` that already holds checkpoints is refused. ``cfg.steps`` below the
-            checkpoint's step is refused; the run keeps the ``init_from`` its checkpoint records.
+            checkpoint's step is refused; the run keeps the ``init_from`` its checkpoint records. Only the
+            schedule, cadence and location keys of ``dm1.train.resume.RESUMABLE_KEYS`` may differ from the
+            checkpoint's config (each change is logged); other changes are refused.
         progress: show a tqdm progress bar.
         log: where one-line messages go.
+
+    ``out_dir`` must not be a file, a dataset or an exported model directory. The trainer holds the run
+    directory's lock from construction until ``fit`` returns: a second trainer on it is refused.
     """
 
     def __init__(
@@ -92,6 +97,18 @@ class Trainer:
     ) -> None:
         self.cfg, self.progress, self.log = cfg, progress, log
         self.out_dir = Path(out_dir or cfg.out_dir)
+        check_run_dir(self.out_dir)
+        self._lock = RunDirLock(self.out_dir)
+        self._lock.acquire()
+        try:
+            self._setup(cfg, resume)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _setup(self, cfg: TrainConfig, resume: bool) -> None:
+        """Load the checkpoint to resume or fine-tune from, the dataset, the network and the optimizer."""
+        log = self.log
         if cfg.num_threads > 0:
             torch.set_num_threads(cfg.num_threads)
         self.device = resolve_device(cfg.device)
@@ -113,6 +130,8 @@ class Trainer:
                 f"init_from {init.path}: model config differs from the run config "
                 f"({model_differences(init.train_config.model, cfg.model)})"
             )
+        if init is not None:
+            check_observation_layout(cfg, init)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
         torch.manual_seed(cfg.seed)
@@ -122,8 +141,11 @@ class Trainer:
             cfg.data,
             normalizers=ckpt.normalizers if ckpt else init.normalizers if init else None,
         ).to(self.device)
-        self.net = DM1Network(cfg.model).to(self.device)
-        self.ema = EMA(self.net)
+        source = ckpt if ckpt is not None else init
+        if source is not None:
+            ds = self.dataset
+            check_action_layout(source, cfg.data.dataset_dir, ds.action_space, ds.action_names)
+        self.net, self.ema = build_network(cfg.model, self.device)
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)  # noise, (t, r), augmentation
         self.data_gen = torch.Generator().manual_seed(cfg.seed + 1)  # batch indices (CPU)
@@ -158,33 +180,26 @@ class Trainer:
                 f"TrainConfig.init_from: expected {what} to resume {self.out_dir}, whose weights come from "
                 f"its checkpoint {ckpt.path.name}; found {cfg.init_from!r}"
             )
-        return dataclasses.replace(cfg, init_from=recorded)
+        cfg = dataclasses.replace(cfg, init_from=recorded)
+        check_observation_layout(cfg, ckpt)
+        check_resume_config(cfg, ckpt, self.log)
+        check_device(ckpt, self.device)
+        return cfg
 
-    def _init_weights(self, init: Any) -> None:
+    def _init_weights(self, init: Checkpoint) -> None:
         """Start from ``init``'s EMA weights (network and EMA); optimizer, schedule and step start fresh."""
-        self.net.load_state_dict(init.model_state)
-        self.ema.model.load_state_dict(init.model_state)
+        load_weights(self.net, self.ema.model, init, raw=False)
         self.log(f"fine-tuning from {init.path} (step {init.step}, its normalizers)")
 
-    def _restore(self, ckpt: Any) -> None:
-        if ckpt.train_config.model != self.cfg.model:
-            raise ValueError(
-                f"{ckpt.path}: model config differs from the run config; cannot resume "
-                f"({model_differences(ckpt.train_config.model, self.cfg.model)})"
-            )
+    def _restore(self, ckpt: Checkpoint) -> None:
         if ckpt.dataset_sha256 != self.dataset.dataset_sha256:
             raise ValueError(
                 f"{ckpt.path}: dataset changed since the checkpoint (dataset_sha256 expected "
                 f"{ckpt.dataset_sha256}, found {self.dataset.dataset_sha256}); start a new run instead"
             )
-        self.net.load_state_dict(ckpt.raw_state)
-        self.ema.model.load_state_dict(ckpt.model_state)
-        self.opt.load_state_dict(ckpt.optimizer_state)
-        self.gen.set_state(ckpt.extra_tensors["gen_state"])
-        self.data_gen.set_state(ckpt.extra_tensors["data_gen_state"])
-        torch.set_rng_state(ckpt.extra_tensors["torch_rng_state"])
-        if self.device.type == "cuda" and "cuda_rng_state" in ckpt.extra_tensors:
-            torch.cuda.set_rng_state(ckpt.extra_tensors["cuda_rng_state"], self.device)
+        load_weights(self.net, self.ema.model, ckpt, raw=True)
+        gens = {"gen_state": self.gen, "data_gen_state": self.data_gen}
+        load_training_state(self.opt, gens, self.device, ckpt)
         self.step = ckpt.step
         self._ckpt_metrics = dict(ckpt.metrics)
         self.log(f"resumed from {ckpt.path} at step {self.step}")
@@ -216,7 +231,11 @@ class Trainer:
             if measure_grad:
                 out["grad_disp_enc"] = self._grad_norm(term)
         if not torch.isfinite(total):
-            raise FloatingPointError(f"non-finite training loss {float(total)} at step {self.step}")
+            value = float(total.detach())
+            raise TrainingDivergedError(
+                f"training diverged at step {self.step + 1}: non-finite loss {value} at lr {lr:.3g}; "
+                f"lower lr (now {cfg.lr:g}, e.g. --set lr={cfg.lr / 10:g}) and start a new run"
+            )
         self.opt.zero_grad(set_to_none=True)
         total.backward()
         self.opt.step()
@@ -245,13 +264,26 @@ class Trainer:
         preempted job would); returns a summary (final step, last metrics, paths, ``stopped``).
 
         ``stop`` is asked after every step (e.g. "was Ctrl-C pressed"); once it says True, training ends
-        at that step with a checkpoint and the plot, so ``--resume`` continues from there.
+        at that step with a checkpoint and the plot (none while no metric row is logged), so ``--resume``
+        continues from there.
 
         A run already at that step (a finished run resumed) trains nothing and writes nothing: the summary
-        has ``trained_steps`` 0 and the metrics of its newest checkpoint."""
+        has ``trained_steps`` 0 and the metrics of its newest checkpoint.
+
+        Raises:
+            TrainingDivergedError: the loss became non-finite; the metric rows logged before it are kept,
+                the plot is drawn from them and no checkpoint of the diverged weights is written.
+        """
+        self._lock.acquire()  # held since construction; taken again if fit() is called once more
+        try:
+            return self._fit(until, stop)
+        finally:
+            self._lock.release()
+
+    def _fit(self, until: int | None, stop: Callable[[], bool] | None) -> dict[str, Any]:
         from tqdm import tqdm
 
-        from dm1.train.plots import plot_metrics
+        from dm1.train.plots import plot_metrics_if_any
 
         cfg = self.cfg
         end = cfg.steps if until is None else min(until, cfg.steps)
@@ -268,9 +300,9 @@ class Trainer:
             }
         start = self.step
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        save_train_config(cfg, self.out_dir / "config.yaml")
         csv_path = self.out_dir / "metrics.csv"
-        _truncate_csv(csv_path, self.step)
+        truncate_csv(csv_path, self.step, CSV_FIELDS)  # before config.yaml: a garbled CSV changes nothing
+        save_train_config(cfg, self.out_dir / "config.yaml")
         self.log(
             f"training {count_parameters(self.net):,} parameters on {len(self.dataset)} windows from "
             f"{len(self.dataset.episode_files)} episodes, device {self.device}, "
@@ -280,30 +312,39 @@ class Trainer:
         last: dict[str, Any] = {}
         t0 = time.perf_counter()
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, dynamic_ncols=True)
-        with open(csv_path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-            if f.tell() == 0:
-                writer.writeheader()
-            stopped = False
-            while self.step < end and not stopped:
-                m = self.train_step(measure_grad=(self.step + 1) % cfg.log_every == 0)
-                for k, v in m.items():
-                    acc.setdefault(k, []).append(v)
-                bar.update(1)
-                bar.set_postfix(loss=f"{m['loss']:.4f}", l_mf=f"{m['loss_mf']:.4f}")
-                if self.step % cfg.log_every == 0 or self.step == end:
-                    elapsed = time.perf_counter() - t0
-                    last = {k: float(np.mean(v)) for k, v in acc.items() if k != "grad_disp_enc"}
-                    last.update(step=self.step, lr=m["lr"], grad_disp_enc=m.get("grad_disp_enc", ""))
-                    last["samples_per_s"] = len(acc["loss"]) * cfg.batch_size / max(elapsed, 1e-9)
-                    writer.writerow({k: last.get(k, "") for k in CSV_FIELDS})
-                    f.flush()
-                    acc, t0 = {}, time.perf_counter()
-                stopped = stop is not None and stop()
-                if self.step % cfg.checkpoint_every == 0 or self.step == end or stopped:
-                    self.save(last)
+        try:
+            with open(csv_path, "a", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+                if f.tell() == 0:
+                    writer.writeheader()
+                stopped = False
+                while self.step < end and not stopped:
+                    m = self.train_step(measure_grad=(self.step + 1) % cfg.log_every == 0)
+                    for k, v in m.items():
+                        acc.setdefault(k, []).append(v)
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{m['loss']:.4f}", l_mf=f"{m['loss_mf']:.4f}")
+                    if self.step % cfg.log_every == 0 or self.step == end:
+                        elapsed = time.perf_counter() - t0
+                        last = {k: float(np.mean(v)) for k, v in acc.items() if k != "grad_disp_enc"}
+                        last.update(step=self.step, lr=m["lr"], grad_disp_enc=m.get("grad_disp_enc", ""))
+                        last["samples_per_s"] = len(acc["loss"]) * cfg.batch_size / max(elapsed, 1e-9)
+                        writer.writerow({k: last.get(k, "") for k in CSV_FIELDS})
+                        f.flush()
+                        acc, t0 = {}, time.perf_counter()
+                    stopped = stop is not None and stop()
+                    if self.step % cfg.checkpoint_every == 0 or self.step == end or stopped:
+                        self.save(last)
+        except TrainingDivergedError as exc:
+            bar.close()
+            plot = plot_metrics_if_any(csv_path, self.out_dir / "loss.png")
+            newest = latest_checkpoint(self.out_dir)
+            raise TrainingDivergedError(
+                f"{exc}; the metrics logged before it are in {csv_path}"
+                f"{f' (plot {plot})' if plot else ''}; newest checkpoint: {newest or 'none'}"
+            ) from None
         bar.close()
-        plot_path = plot_metrics(csv_path, self.out_dir / "loss.png")
+        plot_path = plot_metrics_if_any(csv_path, self.out_dir / "loss.png")
         final = latest_checkpoint(self.out_dir)
         return {
             "step": self.step,
@@ -352,25 +393,3 @@ class Trainer:
                 "parameters": count_parameters(self.net),
             },
         )
-
-
-def model_differences(checkpoint: Any, config: Any) -> str:
-    """`model.<field>: checkpoint X, config Y` for each `ModelConfig` field that differs, joined by '; '."""
-    mine, theirs = checkpoint.to_dict(), config.to_dict()
-    return "; ".join(
-        f"model.{k}: checkpoint {mine.get(k)!r}, config {theirs.get(k)!r}"
-        for k in sorted(set(mine) | set(theirs))
-        if mine.get(k) != theirs.get(k)
-    )
-
-
-def _truncate_csv(path: Path, step: int) -> None:
-    """Drop CSV rows logged after ``step`` (a resumed run rewrites them)."""
-    if not path.exists():
-        return
-    with open(path, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if int(float(r["step"])) <= step]
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        w.writeheader()
-        w.writerows({k: r.get(k, "") for k in CSV_FIELDS} for r in rows)
