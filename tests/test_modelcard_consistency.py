@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import dm1.modelcard as modelcard
 import pytest
 from dm1.modelcard import ModelCardError, load_card
 from test_modelcard import example_card
@@ -92,10 +91,3 @@ def test_a_card_the_policy_node_would_refuse_is_refused_at_load_naming_file_fiel
 def test_the_bundled_model_card_passes_the_consistency_checks() -> None:
     card = load_card(REPO / "models" / "dm1_lift")
     assert card.proprio.keys == ["ee_pos", "gripper_width"] and card.action.dim == 4
-
-
-def test_action_space_widths_are_the_recorded_episodes_widths() -> None:
-    """The card and the episode format must agree on each action space's width (one contract)."""
-    from dm1.data.episode import ACTION_SPACE_DIMS as EPISODE_ACTION_SPACE_DIMS
-
-    assert modelcard.ACTION_SPACE_DIMS == EPISODE_ACTION_SPACE_DIMS

@@ -29,8 +29,8 @@ from dm1.paths import atomic_write_text, file_sha256
 from dm1.proprio import PROPRIO_KEYS
 
 FORMAT_VERSION = 1
-#: Per-step action width of each action space: [x, y, z, gripper] | [fr3_joint1..7, gripper]; the same as the
-#: episode format's `dm1.data.episode.ACTION_SPACE_DIMS` (tests/test_modelcard_consistency.py checks it).
+#: Per-step action width of each action space: [x, y, z, gripper] | [fr3_joint1..7, gripper]; the episode
+#: format (`dm1.data.episode_checks`) uses this table too.
 ACTION_SPACE_DIMS: dict[str, int] = {"ee_position": 4, "joint_position": 8}
 ACTION_SPACES: tuple[str, ...] = tuple(ACTION_SPACE_DIMS)
 #: The fields of each object of the on-disk layout; any other field is refused (a typo, another format).

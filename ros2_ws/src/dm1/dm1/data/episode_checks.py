@@ -21,9 +21,8 @@ import h5py
 import numpy as np
 
 from dm1.errors import ReportedError
+from dm1.modelcard import ACTION_SPACE_DIMS  # per-step action width of each action space
 
-#: Per-step action dimension of each action space (docs/architecture.md, "Action spaces").
-ACTION_SPACE_DIMS: dict[str, int] = {"ee_position": 4, "joint_position": 8}
 #: Camera names: used as HDF5 dataset names (`obs/<camera>`) and in ROS topic names.
 CAMERA_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: What h5py raises for a damaged file or an unexpected object (a group where a dataset should be, ...).
