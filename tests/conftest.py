@@ -189,3 +189,13 @@ def thread_scheduling(pid: int | str = "self") -> dict[int, tuple[int, int]]:
         with contextlib.suppress(ProcessLookupError):  # the thread ended meanwhile
             out[tid] = (os.sched_getscheduler(tid), os.sched_getparam(tid).sched_priority)
     return out
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A synthetic dataset of 2 episodes x 40 steps with 32x32 images (configs/tiny.yaml trains on it)."""
+    from dm1.data.synthetic import make_synthetic_dataset
+
+    out = tmp_path_factory.mktemp("tiny_data")
+    make_synthetic_dataset(out, n_episodes=2, episode_len=40, seed=0, image_size=(32, 32))
+    return out

@@ -15,33 +15,22 @@ from dm1 import interrupts
 from dm1.checkpoint import latest_checkpoint, load_checkpoint
 from dm1.commands import train as train_command
 from dm1.config import TrainConfig, load_train_config, save_train_config
-from dm1.data.synthetic import make_synthetic_dataset
 from dm1.errors import ReportedError
 from dm1.train import setup as train_setup
 from dm1.train import trainer as trainer_module
 from dm1.train.trainer import Trainer, resolve_device
+from test_training import _cfg as _tiny_cfg
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny.yaml"
 
 
 def _cfg(dataset_dir: Path, **overrides: object) -> TrainConfig:
-    """configs/tiny.yaml on `dataset_dir`; `section__name=value` overrides nested keys."""
-    d = load_train_config(TINY).to_dict()
-    d["data"]["dataset_dir"] = str(dataset_dir)
-    d.update(steps=4, checkpoint_every=2, log_every=1, batch_size=4)
-    for key, value in overrides.items():
-        section, _, name = key.rpartition("__")
-        (d[section] if section else d)[name] = value
-    d["warmup_steps"] = min(d["warmup_steps"], d["steps"])
-    return TrainConfig.from_dict(d)
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("tiny_data")
-    make_synthetic_dataset(out, n_episodes=2, episode_len=40, seed=0, image_size=(32, 32))
-    return out
+    """configs/tiny.yaml on `dataset_dir` for 4 steps, a checkpoint every 2; `section__name=value` overrides
+    nested keys (as `test_training._cfg`)."""
+    return _tiny_cfg(
+        dataset_dir, **{"steps": 4, "checkpoint_every": 2, "log_every": 1, "batch_size": 4, **overrides}
+    )
 
 
 @pytest.fixture(scope="module")

@@ -39,13 +39,6 @@ def _cfg(dataset_dir: Path, **overrides: object) -> TrainConfig:
     return TrainConfig.from_dict(d)
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("tiny_data")
-    make_synthetic_dataset(out, n_episodes=2, episode_len=40, seed=0, image_size=(32, 32))
-    return out
-
-
 def _rows(run: Path) -> list[dict[str, str]]:
     with open(run / "metrics.csv", newline="") as f:
         return list(csv.DictReader(f))
