@@ -71,6 +71,23 @@ def test_bridge_refuses_to_overwrite_an_existing_recording(tmp_path: Path) -> No
         BridgeConfig(port=None)
 
 
+def test_a_bridge_that_cannot_bind_its_port_fails_in_one_line_and_leaves_no_recording(tmp_path: Path) -> None:
+    """A taken port left a 199-byte stub .mcap behind (opened before the server failed), so the rerun was
+    refused ("already exists"); and the error was the SDK's bare `RuntimeError: FoxgloveError: ...`."""
+    import socket
+
+    from dm1.monitor.foxglove_bridge import BridgeStartError
+
+    mcap = tmp_path / "x.mcap"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(BridgeStartError, match=rf"127.0.0.1:{port}: .*in use"):
+            FoxgloveBridge(BridgeConfig(port=port, mcap_path=str(mcap)))
+    assert not mcap.exists()
+
+
 @pytest.mark.slow
 def test_foxglove_node_bridges_ros_images_to_websocket_and_mcap(
     procs, ros_env: dict[str, str], tmp_path: Path

@@ -123,7 +123,8 @@ class LaunchArgs:
             `device`); needs `record`.
         foxglove: start the Foxglove bridge (websocket on `foxglove_port`, optional MCAP file).
         foxglove_port: websocket port (0 = any free port).
-        foxglove_mcap: also write the bridged stream to this `.mcap` file ("" = no file).
+        foxglove_mcap: also write the bridged stream to this `.mcap` file ("" = no file); needs `foxglove`,
+            and the file must not exist yet.
         no_policy: bring the graph up without the policy node.
         seed: seed of the twin's scene randomization.
         noise_scale: the policy's sampler noise scale (1 = trained distribution, 0 = deterministic).
@@ -202,6 +203,8 @@ class LaunchArgs:
                 twin_image_size(model, self.cameras)  # a clear error now, not a policy waiting for frames
         if not 0 <= self.foxglove_port <= 65535:
             raise ValueError(f"LaunchArgs.foxglove_port: expected 0..65535, found {self.foxglove_port}")
+        if self.foxglove_mcap:
+            _check_foxglove_mcap(self.foxglove_mcap, self.foxglove)
         if not 0.0 <= self.noise_scale <= 1.0:
             raise ValueError(f"LaunchArgs.noise_scale: expected 0..1, found {self.noise_scale}")
         if not 0.0 < self.ensemble_alpha <= 1.0:
@@ -229,6 +232,24 @@ def _check_ip(name: str, value: str, *, loopback: bool) -> None:
         return
     if loopback and not addr.is_loopback:
         raise ValueError(f"LaunchArgs.{name}: expected a loopback address (127.x.y.z), found {value!r}")
+
+
+def _check_foxglove_mcap(path: str, foxglove: bool) -> None:
+    """Refuse a recording path the bridge would not write: without the bridge (it was ignored silently), not
+    `.mcap`, or already there (the bridge refuses it only once the rest of the graph runs)."""
+    if not foxglove:
+        raise ValueError(
+            f"LaunchArgs.foxglove_mcap: written by the Foxglove bridge only, expected foxglove with it, "
+            f"found foxglove_mcap={path!r} without foxglove"
+        )
+    mcap = Path(path)
+    if mcap.suffix != ".mcap":
+        raise ValueError(f"LaunchArgs.foxglove_mcap: expected a .mcap file, found {mcap}")
+    if mcap.exists():
+        raise ValueError(
+            f"LaunchArgs.foxglove_mcap: {mcap} already exists (a recording is never overwritten): pass a "
+            "new path"
+        )
 
 
 _HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")

@@ -16,7 +16,7 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from dm1.control.executor import STATUS_TOPIC
-from dm1.monitor.foxglove_bridge import BridgeConfig, FoxgloveBridge
+from dm1.monitor.foxglove_bridge import BridgeConfig, BridgeStartError, FoxgloveBridge
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
@@ -147,7 +147,7 @@ def main(args: list[str] | None = None) -> int:
             executor = SingleThreadedExecutor()  # before the node: see dm1_sim.twin_node.main
             node = FoxgloveNode()
             rclpy.spin(node, executor)
-    except ValueError as exc:
+    except (ValueError, BridgeStartError) as exc:  # a bad setting, a taken port: one line, no traceback
         print(f"[foxglove_node] ERROR: {exc}", file=sys.stderr, flush=True)
         return 1
     finally:

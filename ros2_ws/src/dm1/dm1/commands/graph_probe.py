@@ -12,6 +12,10 @@ from typing import Any
 #: here (Fast DDS), so no node counts as ready before this much has passed since the probe joined.
 DISCOVERY_S = 3.0
 PROBE_NAME = "dm1_launch"  # every launcher's probe: a second one in the domain is another launch
+#: Seconds the probe waits for the answer to one `get_state` request before it abandons it and asks again:
+#: an answer can be lost (seen under load: the node logged "failed to send response (timeout)" and the
+#: launch waited out its whole readiness bound for an answer that never came).
+STATE_REQUEST_TIMEOUT_S = 3.0
 
 
 class GraphProbe:
@@ -34,7 +38,8 @@ class GraphProbe:
         self._subs: list[Any] = []
         self._watch: dict[str, str] = {}
         self._state_clients: dict[str, Any] = {}
-        self._state_calls: dict[str, Any] = {}
+        self._state_calls: dict[str, tuple[Any, float]] = {}  # node -> (request in flight, sent at)
+        self.clock_s: float | None = None  # last /clock time (`watch_clock`), None before one arrived
         self.joined = time.monotonic()
 
     def watch(self, topic: str, type_name: str) -> None:
@@ -73,17 +78,35 @@ class GraphProbe:
         """Whether a message arrived on `topic`."""
         return topic in self._seen
 
-    def lifecycle_state(self, name: str) -> str | None:
+    def watch_clock(self) -> None:
+        """Follow simulation time: keep the latest `/clock` in `clock_s` (best effort, depth 1: the probe
+        takes only the newest message when it spins, however fast the twin publishes)."""
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from rosgraph_msgs.msg import Clock
+
+        def on_clock(msg: Clock) -> None:
+            self.clock_s = msg.clock.sec + msg.clock.nanosec * 1e-9
+
+        qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+        self._subs.append(self.node.create_subscription(Clock, "/clock", on_clock, qos))
+
+    def lifecycle_state(self, name: str, timeout_s: float = STATE_REQUEST_TIMEOUT_S) -> str | None:
         """The lifecycle state label node `name` last answered on `get_state` (None while no answer came).
-        Non-blocking: one request in flight per node, answered during `spin`."""
+        Non-blocking: one request in flight per node, answered during `spin`; a request not answered within
+        `timeout_s` is abandoned (its late answer ignored) and sent again."""
         from lifecycle_msgs.srv import GetState
 
-        if name not in self._state_clients:
-            self._state_clients[name] = self.node.create_client(GetState, f"/{name}/get_state")
-        call = self._state_calls.get(name)
+        client = self._state_clients.get(name)
+        if client is None:
+            client = self._state_clients[name] = self.node.create_client(GetState, f"/{name}/get_state")
+        call, sent = self._state_calls.get(name, (None, 0.0))
+        if call is not None and not call.done() and time.monotonic() - sent > timeout_s:
+            client.remove_pending_request(call)
+            call.cancel()
+            call = None
         if call is None:
-            if self._state_clients[name].service_is_ready():
-                self._state_calls[name] = self._state_clients[name].call_async(GetState.Request())
+            if client.service_is_ready():
+                self._state_calls[name] = (client.call_async(GetState.Request()), time.monotonic())
             return None
         if not call.done():
             return None
@@ -123,6 +146,11 @@ class GraphProbe:
         """Process callbacks for up to `timeout` seconds."""
         self._subscribe_when_published()
         self.executor.spin_once(timeout_sec=timeout)
+
+    def spin_pending(self, limit: int = 10) -> None:
+        """Process what has already arrived (up to `limit` callbacks), without waiting."""
+        for _ in range(limit):
+            self.executor.spin_once(timeout_sec=0.0)
 
     def close(self) -> None:
         """Leave the ROS graph."""

@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Protocol
 
-from dm1.commands.launch import GRAPH_UP as _LAUNCHER_GRAPH_UP
-from dm1.commands.launch import with_parent_death_signal
+from dm1.commands.graph_runner import GRAPH_UP as _LAUNCHER_GRAPH_UP
+from dm1.commands.graph_runner import with_parent_death_signal
 from dm1.errors import ReportedError
 from dm1.interrupts import deferred_interrupts, raise_if_requested
 
@@ -134,7 +134,7 @@ def raise_if_exited(graph: subprocess.Popen[bytes]) -> Callable[[], None]:
 
 
 def _graph_up(log_path: Path) -> bool:
-    """Whether the launcher wrote its "graph up" line (`dm1.commands.launch.GraphRunner.run`)."""
+    """Whether the launcher wrote its "graph up" line (`dm1.commands.graph_runner.GraphRunner.run`)."""
     try:
         return GRAPH_UP in log_path.read_text(errors="replace")
     except FileNotFoundError:

@@ -49,6 +49,10 @@ class BridgeConfig:
             raise ValueError(f"BridgeConfig.max_image_rate_hz: expected >= 0, found {self.max_image_rate_hz}")
 
 
+class BridgeStartError(RuntimeError):
+    """The bridge could not start its websocket server or open its recording (one line: where, and why)."""
+
+
 def _ns(stamp_s: float) -> int:
     return int(round(stamp_s * 1e9))
 
@@ -64,13 +68,22 @@ class FoxgloveBridge:
         self.context = foxglove.Context()
         self.server = None
         self.mcap = None
-        if cfg.mcap_path:
-            Path(cfg.mcap_path).parent.mkdir(parents=True, exist_ok=True)
-            self.mcap = foxglove.open_mcap(cfg.mcap_path, context=self.context)
+        # The server first: it is what fails (a taken port), and a recording opened before it would be left
+        # behind as a stub that makes the rerun refuse its path ("already exists").
         if cfg.port is not None:
-            self.server = foxglove.start_server(
-                name="dm1", host=cfg.host, port=cfg.port, context=self.context
-            )
+            try:
+                self.server = foxglove.start_server(
+                    name="dm1", host=cfg.host, port=cfg.port, context=self.context
+                )
+            except RuntimeError as exc:
+                raise BridgeStartError(f"Foxglove server on {cfg.host}:{cfg.port}: {_reason(exc)}") from None
+        if cfg.mcap_path:
+            try:
+                Path(cfg.mcap_path).parent.mkdir(parents=True, exist_ok=True)
+                self.mcap = foxglove.open_mcap(cfg.mcap_path, context=self.context)
+            except (OSError, RuntimeError) as exc:
+                self.close()
+                raise BridgeStartError(f"MCAP recording {cfg.mcap_path}: {_reason(exc)}") from None
         self._channels: dict[str, Any] = {}
         self._last_image: dict[str, float] = {}
         self.counts: dict[str, int] = {}
@@ -183,3 +196,8 @@ class FoxgloveBridge:
         if self.server is not None:
             self.server.stop()
             self.server = None
+
+
+def _reason(exc: BaseException) -> str:
+    """The SDK's message without its `FoxgloveError: ` prefix ("Failed to bind port: ...")."""
+    return str(exc).removeprefix("FoxgloveError: ") or type(exc).__name__
