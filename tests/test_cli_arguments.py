@@ -18,6 +18,10 @@ from dm1.cli import main
         (["bench", "inference", "--iters", "0"], "argument --iters: expected an integer >= 1, found 0"),
         (["bench", "inference", "--warmup", "-5"], "argument --warmup: expected an integer >= 0, found -5"),
         (["data", "collect", "-o", "x", "--episodes", "-3"], "argument --episodes: expected an integer >= 1"),
+        (
+            ["data", "collect", "--via-teleop", "-o", "x", "--seed", "-5"],
+            "argument --seed: expected an integer >= 0, found -5",
+        ),
         (["data", "synth", "-o", "x", "--episodes", "two"], "argument --episodes: expected an integer >= 1"),
         (["eval", "--model", "m", "--noise-scale", "2"], "--noise-scale: expected a number in [0, 1]"),
         (["eval", "--model", "m", "--max-sim-s", "0"], "--max-sim-s: expected a finite number > 0, found 0"),
@@ -42,6 +46,11 @@ from dm1.cli import main
             ["operator", "status", "--timeout", "0"],
             "argument --timeout: expected a finite number > 0, found 0",
         ),
+        (
+            ["operator", "status", "--policy-node", "bad name!"],
+            "argument --policy-node: expected a ROS node name",
+        ),
+        (["operator", "drill", "--drill", "bogus"], "argument --drill: drill: expected one of"),
         (["train", "--config", "c.yaml", "--steps", "0"], "--steps: expected an integer >= 1, found 0"),
         (["bench", "train", "--batch-sizes", "abc"], "argument --batch-sizes: expected comma-separated"),
         (

@@ -51,6 +51,37 @@ def test_collect_refuses_a_conflicting_directory_before_starting_the_graph(tmp_p
     assert not (out / "launch.log").exists()
 
 
+def test_collect_refuses_a_sim_host_that_is_not_loopback_before_anything_is_created(tmp_path: Path, capsys):
+    """Before: the launch started, failed on its own check (rc 1) and left <out>/launch.log behind."""
+    from dm1.cli import main
+
+    out = tmp_path / "ds"
+    argv = ["data", "collect", "--via-teleop", "-o", str(out), "--episodes", "1", "--sim-host", "10.0.0.1"]
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # refused by argparse
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "--sim-host: expected auto or a loopback address 127.x.y.z, found 10.0.0.1" in err, err
+    assert "Traceback" not in err and not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"seed": -5}, "--seed: expected an integer >= 0, found -5"),
+        ({"sim_host": "x"}, "--sim-host: expected"),
+    ],
+)
+def test_collect_via_teleop_checks_seed_and_host_before_creating_the_output(tmp_path: Path, kwargs, message):
+    from dm1.commands.collect_teleop import collect_via_teleop
+
+    with pytest.raises(ValueError, match=message):
+        collect_via_teleop(tmp_path / "ds", 1, progress=False, **kwargs)
+    assert not (tmp_path / "ds").exists()
+
+
 def test_config_overlay_selects_the_scripted_device_lift_keys_and_seeded_resets(tmp_path: Path) -> None:
     from dm1.commands.collect_teleop import write_config_overlay
     from dm1.launch_graph import default_config_dir

@@ -232,3 +232,27 @@ def test_analyze_hold_fails_a_late_hold_an_arm_that_never_stops_and_a_drill_on_a
     assert idle.held and not idle.conclusive and "INCONCLUSIVE" in idle.summary()
     with pytest.raises(ValueError, match="expected samples until the drill's end 3.500"):
         analyze_hold(t, v, "silence", started=2.5, duration_s=1.0)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["nan_output", "silence", "late_chunks", "stall_inference", "stall_inference:0.5", "freeze_camera:front"]
+    + ["bogus", "nan_output:1", "stall_inference:0.1", "stall_inference:x", "silence:2", "late_chunks:1"],
+)
+def test_dm1_operator_checks_a_drill_spec_with_the_policy_nodes_parser_so_they_cannot_disagree(spec: str):
+    """`dm1 operator drill --drill SPEC` refuses at once (exit 2) exactly what the node would refuse later."""
+    import argparse
+
+    from dm1.commands.operator import drill_spec
+
+    try:
+        parse_drill(spec, ["front"], 0.0, 1.0)
+        node_error = None
+    except ValueError as exc:
+        node_error = str(exc)
+    if node_error is None:
+        assert drill_spec(spec) == spec
+    else:
+        with pytest.raises(argparse.ArgumentTypeError) as refused:
+            drill_spec(spec)
+        assert str(refused.value) == node_error

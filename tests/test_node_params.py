@@ -89,6 +89,8 @@ def test_out_of_range_override_is_refused_at_declaration_and_at_runtime(ctx) -> 
         ("dm1_ros.controller_node", "relative_dynamics_factor:=5.0", 2),
         ("dm1_ros.policy_node", "max_obs_age_s:=0.0", 2),
         ("dm1_ros.teleop_node", "deadman_timeout_s:=0.0", 2),
+        ("dm1_ros.teleop_node", "cameras:=['']", 2),  # before: InvalidTopicNameException traceback, rc 1
+        ("dm1_ros.teleop_node", "joy_topic:=bad topic", 2),
         ("dm1_ros.realsense_node", "fps:=0", 1),
         ("dm1_ros.foxglove_node", "port:=70000", 1),
         ("dm1_ros.foxglove_node", "max_image_rate_hz:=fast", 1),  # the wrong type
@@ -125,6 +127,32 @@ def test_every_node_refuses_arguments_rcl_cannot_parse_in_one_line(ros_env, modu
         -2000:
     ]
     assert "Traceback" not in done.stderr, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            Parameter("cameras", value=[""]),
+            "parameter cameras: expected identifiers ([A-Za-z_][A-Za-z0-9_]*)",
+        ),
+        (Parameter("cameras", value=["front", "front"]), "parameter cameras: expected non-empty and unique"),
+        (Parameter("cameras", value=["my-cam"]), "parameter cameras: expected identifiers"),
+        (Parameter("cube_topic", value="/twin//cube"), "parameter cube_topic: expected a ROS topic name"),
+        (Parameter("joy_topic", value=""), "parameter joy_topic: expected a ROS topic name"),
+    ],
+)
+def test_teleop_refuses_camera_names_and_topics_ros_cannot_use_naming_the_parameter(ctx, override, message):
+    from dm1_ros.teleop_params import declare_parameters
+
+    node = rclpy.create_node("teleop", context=ctx, parameter_overrides=[override])
+    try:
+        with pytest.raises(ValueError) as refused:
+            declare_parameters(node)
+        assert str(refused.value).startswith("teleop: ") and message in str(refused.value), refused.value
+        assert "\n" not in str(refused.value)
+    finally:
+        node.destroy_node()
 
 
 def test_read_only_table_cannot_be_changed_after_start(ctx) -> None:

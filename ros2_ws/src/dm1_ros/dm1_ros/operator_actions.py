@@ -5,6 +5,7 @@
     recover     `/dm1/controller/recover`: clears a latched fault; the arm stays still (policy inactive)
     activate    the policy node's lifecycle `activate` (refused while the controller reports a fault)
     deactivate  the policy node's lifecycle `deactivate`: the controller's watchdog holds the arm
+                (both idempotent: a policy already in that state is left alone, exit code 0)
     drill       a fault drill in the active policy, judged from /joint_states (`dm1_ros.fault_drill`)
 
 Every call is bounded; an unreachable graph is a TimeoutError naming the service or topic.
@@ -13,7 +14,7 @@ Every call is bounded; an unreachable graph is a TimeoutError naming the service
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import rclpy
@@ -30,14 +31,17 @@ from dm1_ros.service_calls import call_service, spin_step
 POLICY_WAIT_S = 3.0  # `status`, `home` of an idle arm: how long the policy may take to appear (else: none)
 HOME_WAIT_S = 60.0  # a home move is bounded by the controller (40 s, then stopped and latched)
 COMMAND_REPORTS = 4  # `home`: status reports read to tell whether someone commands the arm (10 Hz: 0.3 s)
+TARGET_STATES = {"activate": "active", "deactivate": "inactive"}  # the lifecycle state each action reaches
+STABLE_STATES = ("unconfigured", "inactive", "active", "finalized")  # the others are transitions under way
 
 
 @dataclass
 class ActionResult:
-    """Whether the action succeeded, and what to tell the operator."""
+    """Whether the action succeeded, what to tell the operator, and (`status`) the values behind it."""
 
     ok: bool
     message: str
+    values: dict[str, Any] = field(default_factory=dict)  # `dm1 operator status --json`
 
 
 def controller_reports(node: Node, timeout_s: float, count: int = 1) -> list[dict[str, str]]:
@@ -130,16 +134,37 @@ def run_action(
             f" (tracking lag {float(st['tracking_lag_ms']):.0f} ms{error})" if "tracking_lag_ms" in st else ""
         )
         return ActionResult(
-            True, f"controller: {st.get('state', '?')}{lag}{fault}; {policy_node}: {policy or 'not running'}"
+            True,
+            f"controller: {st.get('state', '?')}{lag}{fault}; {policy_node}: {policy or 'not running'}",
+            {"controller": st, "policy_node": policy_node, "policy": policy},
         )
     if policy is None:
         raise TimeoutError(f"{policy_node}: its lifecycle services did not appear: is the policy running?")
+    return _change_state(lifecycle, action, policy, policy_node)
+
+
+def _change_state(lifecycle: LifecycleClient, action: str, state: str, policy_node: str) -> ActionResult:
+    """`activate` / `deactivate` of the policy now in `state`. Idempotent: nothing is sent when the policy is
+    there already (ok), nor a transition its state refuses (the node would log it as an ERROR)."""
+    if state == TARGET_STATES[action]:
+        return ActionResult(True, f"{policy_node}: already {state}: nothing to do")
+    if state not in STABLE_STATES:
+        return ActionResult(
+            False, f"{policy_node}: {action} refused: it is {state} (in a transition); try again"
+        )
+    if action == "deactivate" and state != "active":  # unconfigured, finalized: it drives nothing either
+        return ActionResult(True, f"{policy_node}: not active ({state}): nothing to do")
+    if action == "activate" and state != "inactive":
+        return ActionResult(
+            False,
+            f"{policy_node}: activate refused: it is {state}; only an inactive (configured) node activates",
+        )
     ok = lifecycle.transition(action)
     now = lifecycle.get_state()
+    if not ok and now == TARGET_STATES[action]:  # someone else got there first in the meantime
+        return ActionResult(True, f"{policy_node}: already {now} (meanwhile): nothing to do")
     message = f"{policy_node}: {action} {'done' if ok else 'refused'}; now {now}"
-    if not ok and action == "activate" and now == "active":
-        message += " (it was active already)"
-    elif not ok and action == "activate":
+    if not ok and action == "activate":
         message += (
             " (a latched controller fault blocks activation: `dm1 operator recover` first; see its log)"
         )

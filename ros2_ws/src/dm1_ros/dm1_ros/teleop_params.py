@@ -38,6 +38,37 @@ PARAMETERS: ParamTable = {
 }
 
 
+TOPIC_PARAMETERS = ("joy_topic", "cube_topic")
+
+
+def parameter_problem(
+    values: dict[str, Any], node_name: str = "teleop", namespace: str = "/"
+) -> tuple[str, str] | None:
+    """(parameter, why) for the first value ROS cannot use as a name, or None: camera names (identifiers, as
+    in episode files and in `/camera/<name>/...`) and topic names. Before, the node died with rclpy's
+    InvalidTopicNameException traceback when it subscribed (`cameras:=['']`: `/camera//color/image_raw`)."""
+    from dm1.data.episode_checks import bad_camera_names
+    from rclpy.exceptions import NameValidationException
+    from rclpy.expand_topic_name import expand_topic_name
+    from rclpy.validate_full_topic_name import validate_full_topic_name
+    from rclpy.validate_topic_name import validate_topic_name
+
+    if problem := bad_camera_names(list(values["cameras"])):
+        return "cameras", problem
+    for name in TOPIC_PARAMETERS:
+        try:
+            validate_topic_name(values[name])  # then as rclpy subscribes: expanded (`~/joy`), in full
+            validate_full_topic_name(expand_topic_name(values[name], node_name, namespace))
+        except NameValidationException as exc:
+            why = str(exc).splitlines()[0].removeprefix("Invalid topic name: ").rstrip(":")
+            return name, f"expected a ROS topic name like /joy ({why}), found {values[name]!r}"
+    return None
+
+
 def declare_parameters(node: Node) -> dict[str, Any]:
-    """Declare every teleop parameter on `node`; returns name -> value (out-of-range values are rejected)."""
-    return declare_table(node, PARAMETERS, read_only=True)
+    """Declare every teleop parameter on `node`; returns name -> value. Out-of-range values, camera names and
+    topics ROS cannot use are refused: ValueError `<node>: parameter <name>: expected ..., found ...`."""
+    values = declare_table(node, PARAMETERS, read_only=True)
+    if problem := parameter_problem(values, node.get_name(), node.get_namespace()):
+        raise ValueError(f"{node.get_name()}: parameter {problem[0]}: {problem[1]}")
+    return values

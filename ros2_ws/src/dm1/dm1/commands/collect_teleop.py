@@ -10,6 +10,7 @@ inside `collect_via_teleop`, so the core stays ROS-free.
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import subprocess
 import sys
@@ -21,7 +22,28 @@ from typing import Any
 
 import yaml
 
+from dm1.commands.arg_types import loopback_host_or_auto, non_negative_int
+from dm1.errors import ReportedError
+
 CONTROL_RATE_HZ = 20.0  # the teleop node's recording rate, = the in-process collection rate
+
+
+class CollectArgumentError(ReportedError, ValueError):
+    """A setting of `dm1 data collect --via-teleop` that cannot be used; raised before anything is created."""
+
+
+def check_settings(seed: int, sim_host: str) -> None:
+    """What the launched graph (`dm1 launch`'s `LaunchArgs`) would refuse about its settings, as a
+    CollectArgumentError now, in the words of the command line's argument types (before: the launch started,
+    failed with exit code 1 and left <out>/launch.log behind)."""
+    for option, parse, value in (
+        ("--seed", non_negative_int, seed),
+        ("--sim-host", loopback_host_or_auto, sim_host),
+    ):
+        try:
+            parse(str(value))
+        except argparse.ArgumentTypeError as exc:
+            raise CollectArgumentError(f"{option}: {exc}") from None
 
 
 def write_config_overlay(
@@ -91,8 +113,9 @@ def collect_via_teleop(
     `recovery_fraction` > 0 makes that fraction of them recovery demos (the teleop node's
     `scripted_recovery_fraction`, drawn from `seed`).
 
-    Raises ValueError when `out_dir` holds a dataset with another schema (nothing is started then), and
-    GraphExitedError when the graph exits (with its error lines), TimeoutError when it does not answer.
+    Raises ValueError when `out_dir` holds a dataset with another schema, or a setting cannot be used
+    (`check_settings`; nothing is created or started then), and GraphExitedError when the graph exits (with
+    its error lines), TimeoutError when it does not answer.
     """
     from dm1.commands.graph_process import graph_stopped_after, spawn_graph
     from dm1.data.schema import check_append_compatible
@@ -101,9 +124,10 @@ def collect_via_teleop(
     from dm1.sim.expert import check_recovery_fraction
 
     if episodes < 1:
-        raise ValueError(f"--episodes: expected >= 1, found {episodes}")
+        raise CollectArgumentError(f"--episodes: expected >= 1, found {episodes}")
     if not max_sim_s > 0:
-        raise ValueError(f"--max-sim-s: expected > 0, found {max_sim_s}")
+        raise CollectArgumentError(f"--max-sim-s: expected > 0, found {max_sim_s}")
+    check_settings(seed, sim_host)
     check_recovery_fraction(recovery_fraction, "--recovery-fraction")
     out = Path(out_dir).resolve()
     wall0 = time.monotonic()

@@ -5,7 +5,9 @@ controller's services (`home` is refused while the policy is active, or while th
 anyone's chunks: they would drive the arm again right after the move); `activate` / `deactivate` change the
 policy node's lifecycle state. After a reflex or another latched fault: clear the cause, `dm1 operator
 recover`, then `dm1 operator activate` (the policy node deactivates itself on a controller fault and does not
-resume on its own). Exit code 0 = done, 1 = refused, 2 = the graph did not answer.
+resume on its own). `activate` / `deactivate` of a policy already in that state do nothing (exit code 0).
+`status --json` prints the status values as one JSON object. Exit code 0 = done, 1 = refused, 2 = the graph
+did not answer, or an argument is bad (checked before anything is asked: node names, the drill spec).
 
 `drill --drill SPEC` checks the safety chain with the arm under policy control (on the twin or the robot):
 it starts a fault drill in the active policy node for `--duration` seconds (`freeze_camera:<name>`,
@@ -20,11 +22,68 @@ must end in a latched controller fault ("over budget"): recover, then activate.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from dm1.commands.arg_types import positive_float
 
 ACTIONS = ("status", "home", "recover", "activate", "deactivate")  # carried out by dm1_ros.operator_actions
+ACTION_HELP = {
+    "status": "the controller's state (and fault) and the policy node's lifecycle state",
+    "home": "move the arm to its home pose (refused while anyone commands it)",
+    "recover": "clear the controller's latched fault (the policy stays inactive)",
+    "activate": "activate the policy node (nothing to do when it is active)",
+    "deactivate": "deactivate the policy node (nothing to do when it is not active)",
+}
+IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"  # a ROS name token, a camera name
+NODE_NAME = re.compile(rf"/?(?:{IDENTIFIER}/)*{IDENTIFIER}")
+
+
+def ros_node_name(text: str) -> str:
+    """A ROS node name, optionally in a namespace (`policy_node`, `/robot1/policy_node`); otherwise
+    `expected ..., found <text>` (before: rclpy's InvalidServiceNameException traceback)."""
+    if not NODE_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"expected a ROS node name like policy_node or robot1/policy_node ({IDENTIFIER} per part), "
+            f"found {text!r}"
+        )
+    return text
+
+
+def drill_spec(text: str) -> str:
+    """`all` or a drill spec the policy node accepts, checked by the node's own parser
+    (`dm1.policy.drill.parse_drill`); a frozen camera's name is checked here as an identifier, and against
+    the model's cameras by the node."""
+    from dm1.policy.drill import parse_drill
+
+    if text == "all":
+        return text
+    kind, _, camera = text.strip().partition(":")
+    if kind == "freeze_camera" and not re.fullmatch(IDENTIFIER, camera):
+        raise argparse.ArgumentTypeError(
+            f"drill freeze_camera: expected a camera name ({IDENTIFIER}) like front, found {camera!r}"
+        )
+    try:
+        drill = parse_drill(text, [camera], 0.0, 1.0)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if drill is None:
+        raise argparse.ArgumentTypeError(f"expected a drill like nan_output or all, found {text!r}")
+    return text
+
+
+def drill_duration(text: str) -> float:
+    """Seconds within the policy node's bounds of `drill_duration_s`; otherwise `expected ..., found ...`."""
+    from dm1.policy.drill import DRILL_PARAMETERS
+
+    lo, hi = DRILL_PARAMETERS["drill_duration_s"][2] or (0.0, float("inf"))
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not lo <= value <= hi:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"expected a number of seconds in [{lo:g}, {hi:g}], found {text}")
+    return value
 
 
 def _drill(args: argparse.Namespace) -> int:
@@ -32,11 +91,6 @@ def _drill(args: argparse.Namespace) -> int:
 
     from dm1_ros.operator_actions import main_drill
 
-    if not args.drill:
-        print(
-            "dm1 operator drill: --drill is required (e.g. nan_output, freeze_camera:front)", file=sys.stderr
-        )
-        return 2
     results = main_drill(args)
     rows = [{"passed": ok, "message": message, **(r.to_dict() if r else {})} for ok, message, r in results]
     if args.json:
@@ -49,6 +103,8 @@ def _drill(args: argparse.Namespace) -> int:
 
 
 def _handler(args: argparse.Namespace) -> int:
+    import json
+
     from dm1_ros.operator_actions import main_action
 
     from dm1.interrupts import deferred_interrupts
@@ -61,27 +117,40 @@ def _handler(args: argparse.Namespace) -> int:
         except TimeoutError as exc:
             print(f"dm1 operator {args.action}: {exc}", file=sys.stderr)
             return 2
-    print(result.message)
+    print(json.dumps({"ok": result.ok, **result.values}) if getattr(args, "json", False) else result.message)
     return 0 if result.ok else 1
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add `dm1 operator`."""
+    """Add `dm1 operator <action>`: one subparser per action, each with only the options it uses (an option
+    of another action is an error, not silently ignored)."""
     p = sub.add_parser(
-        "operator", help="operator actions: status, home, recover, activate, drill", description=__doc__
+        "operator",
+        help="operator actions: status, home, recover, activate, deactivate, drill",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("action", choices=[*ACTIONS, "drill"])
-    p.add_argument(
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
         "--timeout", type=positive_float, default=10.0, help="seconds to wait for each answer (home: ≥ 60)"
     )
-    p.add_argument("--policy-node", default="policy_node", help="name of the policy lifecycle node")
-    d = p.add_argument_group("drill")
+    common.add_argument(
+        "--policy-node", type=ros_node_name, default="policy_node", help="name of the policy lifecycle node"
+    )
+    actions = p.add_subparsers(dest="action", metavar="<action>", required=True)
+    for name, text in ACTION_HELP.items():
+        a = actions.add_parser(name, parents=[common], help=text, description=text)
+        if name == "status":
+            a.add_argument("--json", action="store_true", help="print the status values as one JSON object")
+    text = "a fault drill on the active policy, judged from /joint_states"
+    d = actions.add_parser("drill", parents=[common], help=text, description=text)
     d.add_argument(
         "--drill",
-        default="",
+        type=drill_spec,
+        required=True,
         help="freeze_camera:<name> | nan_output | stall_inference[:<s>] | silence | late_chunks | all",
     )
-    d.add_argument("--duration", type=positive_float, default=1.0, help="how long the drill lasts (s)")
+    d.add_argument("--duration", type=drill_duration, default=1.0, help="how long the drill lasts (s)")
     d.add_argument(
         "--max-hold", type=positive_float, default=0.5, help="the arm must stand still within this (s)"
     )

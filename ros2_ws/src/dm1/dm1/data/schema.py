@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ class EpisodeSchema:
     action_space: str
     action_names: tuple[str, ...]
     control_rate_hz: float
-    frame: str | None = None
+    frame: str | None = field(default=None, compare=False)  # compared by `differences` only, when known
 
     @classmethod
     def of(cls, episode: Any) -> EpisodeSchema:

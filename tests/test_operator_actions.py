@@ -1,0 +1,110 @@
+"""`dm1 operator activate` / `deactivate` are idempotent: the CLI reads the policy's lifecycle state first and
+sends no transition the node would refuse (which it logs as an ERROR), like `recover` without a fault."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import rclpy
+from dm1_ros import operator_actions
+from dm1_ros.operator_actions import run_action
+
+
+class FakeLifecycle:
+    """A `LifecycleClient` stand-in: a policy in `state`; records the transitions sent."""
+
+    state = "active"
+    sent: list[str] = []
+
+    def __init__(self, target: str, node=None, timeout_s: float = 10.0) -> None:
+        self.target = target
+
+    def available(self, timeout_s: float) -> bool:
+        return True
+
+    def get_state(self) -> str:
+        return FakeLifecycle.state
+
+    def transition(self, name: str) -> bool:
+        FakeLifecycle.sent.append(name)
+        moves = {("inactive", "activate"): "active", ("active", "deactivate"): "inactive"}
+        if (FakeLifecycle.state, name) not in moves:
+            return False
+        FakeLifecycle.state = moves[(FakeLifecycle.state, name)]
+        return True
+
+
+@pytest.fixture
+def fake_policy(monkeypatch: pytest.MonkeyPatch) -> type[FakeLifecycle]:
+    FakeLifecycle.sent = []
+    monkeypatch.setattr(operator_actions, "LifecycleClient", FakeLifecycle)
+    return FakeLifecycle
+
+
+@pytest.mark.parametrize(("action", "state"), [("activate", "active"), ("deactivate", "inactive")])
+def test_an_action_whose_state_is_already_reached_sends_nothing_and_succeeds(fake_policy, action, state):
+    fake_policy.state = state
+    result = run_action(None, action, 1.0)
+    assert result.ok, result.message
+    assert f"already {state}: nothing to do" in result.message
+    assert fake_policy.sent == [] and fake_policy.state == state
+
+
+def test_deactivate_of_an_unconfigured_policy_has_nothing_to_do(fake_policy) -> None:
+    fake_policy.state = "unconfigured"
+    result = run_action(None, "deactivate", 1.0)
+    assert result.ok and "not active (unconfigured): nothing to do" in result.message
+    assert fake_policy.sent == []
+
+
+def test_activate_of_an_unconfigured_policy_is_refused_without_a_transition_it_would_refuse(fake_policy):
+    fake_policy.state = "unconfigured"
+    result = run_action(None, "activate", 1.0)
+    assert not result.ok and "unconfigured" in result.message and "inactive" in result.message
+    assert fake_policy.sent == []
+
+
+@pytest.mark.parametrize(
+    ("action", "state", "now"), [("activate", "inactive", "active"), ("deactivate", "active", "inactive")]
+)
+def test_a_needed_transition_is_still_sent(fake_policy, action: str, state: str, now: str) -> None:
+    fake_policy.state = state
+    result = run_action(None, action, 1.0)
+    assert result.ok and fake_policy.sent == [action] and f"now {now}" in result.message
+
+
+def test_activate_twice_on_a_real_lifecycle_node_is_done_then_nothing_to_do(ros_env) -> None:
+    """Bounded, in-process: a real rclpy lifecycle node stands in for the policy node."""
+    from dm1_ros.spin_thread import SpinThread
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+
+    rclpy.init()  # the default context: `run_action` spins its node with rclpy.spin_once
+    context = rclpy.get_default_context()
+    calls: list[str] = []
+
+    class Policy(LifecycleNode):
+        def on_activate(self, state) -> TransitionCallbackReturn:
+            calls.append("activate")
+            return super().on_activate(state)
+
+    policy = Policy("op_test_policy", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(policy)
+    spin = SpinThread(executor).start()
+    operator = rclpy.create_node("op_test_operator", context=context)
+    try:
+        policy.trigger_configure()
+        t0 = time.monotonic()
+        first = run_action(operator, "activate", 10.0, "op_test_policy")
+        second = run_action(operator, "activate", 10.0, "op_test_policy")
+        assert time.monotonic() - t0 < 20.0
+        assert first.ok and "activate done; now active" in first.message, first.message
+        assert second.ok and "already active: nothing to do" in second.message, second.message
+        assert calls == ["activate"]
+    finally:
+        operator.destroy_node()
+        spin.stop()
+        policy.destroy_node()
+        rclpy.shutdown()
