@@ -16,7 +16,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from dm1.commands.arg_types import episode_length, fraction, non_negative_int, positive_float, positive_int
+from dm1.commands.arg_types import (
+    episode_length,
+    fraction,
+    loopback_host_or_auto,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 
 _SIZE_RE = re.compile(r"^(\d+)(?:x(\d+))?$")
 MIN_IMAGE_SIZE = 8  # `make_synthetic_dataset`'s smallest image side
@@ -171,6 +178,7 @@ def _add_collect(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--sim-host",
         default="auto",
+        type=loopback_host_or_auto,
         help="--via-teleop: loopback address of the twin's franky server (auto: a free one)",
     )
     p.add_argument("--json", action="store_true", help="print the summary as one line of JSON")
