@@ -33,7 +33,19 @@ def test_a_policy_node_name_ros_cannot_use_is_refused_in_one_line(name: str, cap
 def test_valid_policy_node_names_with_or_without_namespace_are_accepted(name: str) -> None:
     from dm1.cli import build_parser
 
-    assert build_parser().parse_args(["operator", "activate", "--policy-node", name]).policy_node == name
+    assert build_parser().parse_args(
+        ["operator", "activate", "--policy-node", name]
+    ).policy_node == name.lstrip("/")
+
+
+@pytest.mark.parametrize("name", ["/policy_node", "/robot1/policy_node", "robot1/policy_node"])
+def test_an_accepted_node_name_makes_valid_service_names(name: str) -> None:
+    """The drill and lifecycle clients build `/<name>/<service>`: a leading `/` must not double."""
+    from dm1.cli import build_parser
+    from rclpy.validate_full_topic_name import validate_full_topic_name
+
+    parsed = build_parser().parse_args(["operator", "drill", "--drill", "nan_output", "--policy-node", name])
+    validate_full_topic_name(f"/{parsed.policy_node}/set_parameters_atomically", is_service=True)
 
 
 @pytest.mark.parametrize(

@@ -40,14 +40,15 @@ NODE_NAME = re.compile(rf"/?(?:{IDENTIFIER}/)*{IDENTIFIER}")
 
 
 def ros_node_name(text: str) -> str:
-    """A ROS node name, optionally in a namespace (`policy_node`, `/robot1/policy_node`); otherwise
-    `expected ..., found <text>` (before: rclpy's InvalidServiceNameException traceback)."""
+    """A ROS node name, optionally in a namespace (`policy_node`, `/robot1/policy_node`), without its leading
+    `/` (the callers build `/<name>/<service>`); otherwise `expected ..., found <text>` (before: rclpy's
+    InvalidServiceNameException traceback)."""
     if not NODE_NAME.fullmatch(text):
         raise argparse.ArgumentTypeError(
             f"expected a ROS node name like policy_node or robot1/policy_node ({IDENTIFIER} per part), "
             f"found {text!r}"
         )
-    return text
+    return text.lstrip("/")
 
 
 def drill_spec(text: str) -> str:
