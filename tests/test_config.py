@@ -175,7 +175,7 @@ def test_non_finite_floats_are_refused_naming_the_field(make, field):
     [
         (lambda: _train(num_threads=100000), "TrainConfig.num_threads", "100000"),
         (lambda: _train(seed=99999999999999999999999), "TrainConfig.seed", "99999999999999999999999"),
-        (lambda: _train(seed=2**32), "TrainConfig.seed", str(2**32)),
+        (lambda: _train(seed=2**63), "TrainConfig.seed", str(2**63)),
         (lambda: ModelConfig(time_emb_dim=2**40), "ModelConfig.time_emb_dim", str(2**40)),
         (lambda: ModelConfig(mlp_width=10**7), "ModelConfig.mlp_width", str(10**7)),
         (lambda: ModelConfig(vit_layers=10**4), "ModelConfig.vit_layers", str(10**4)),
@@ -190,8 +190,8 @@ def test_out_of_range_sizes_threads_and_seeds_are_refused_naming_the_field(make,
 
 
 def test_the_largest_accepted_seed_and_thread_count_still_build_a_config():
-    cfg = _train(seed=2**32 - 1, num_threads=256)
-    assert cfg.seed == 2**32 - 1 and cfg.num_threads == 256
+    cfg = _train(seed=2**63 - 1, num_threads=256)  # 64-bit seeds (time_ns() sweeps) of earlier runs
+    assert cfg.seed == 2**63 - 1 and cfg.num_threads == 256
 
 
 def test_a_non_string_yaml_key_is_refused_naming_the_file_and_the_key(tmp_path):
@@ -212,9 +212,22 @@ def test_a_duplicate_yaml_key_is_refused_naming_the_file_the_key_and_both_lines(
     assert str(path) in msg and "duplicate key 'lr'" in msg and "line 2" in msg and "line 4" in msg
 
 
-def test_val_fraction_is_refused_because_no_validation_split_exists():
-    with pytest.raises(ValueError, match=r"DataConfig\.val_fraction: .*no validation split.*found 0\.2"):
-        DataConfig.from_dict({"dataset_dir": "d", "val_fraction": 0.2})
-    # configs, checkpoints and model cards written before the key was removed hold 0.0: still readable
-    legacy = DataConfig.from_dict({"dataset_dir": "d", "val_fraction": 0.0})
+def test_a_key_repeated_on_one_line_is_refused_too(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text("data: {dataset_dir: d}\nmeanflow: {flow_ratio: 0.5, flow_ratio: 0.9}\n")
+    with pytest.raises(ValueError, match="duplicate key 'flow_ratio'"):
+        load_train_config(path)
+
+
+def test_a_config_file_with_val_fraction_is_refused_because_no_validation_split_exists(tmp_path):
+    path = tmp_path / "val.yaml"
+    path.write_text("data: {dataset_dir: d, val_fraction: 0.2}\n")
+    with pytest.raises(ValueError, match=r"val\.yaml: data\.val_fraction: .*no validation split.*found 0\.2"):
+        load_train_config(path)
+
+
+@pytest.mark.parametrize("stored", [0.0, 0.1, 0])
+def test_a_stored_run_config_with_the_old_val_fraction_still_loads(stored):
+    """Checkpoints and model cards of earlier versions hold any 0 <= val_fraction < 1 (never used)."""
+    legacy = DataConfig.from_dict({"dataset_dir": "d", "val_fraction": stored})
     assert "val_fraction" not in legacy.to_dict()

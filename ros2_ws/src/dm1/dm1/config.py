@@ -33,7 +33,7 @@ MAX_WIDTH = 65536  # channels / embedding / MLP widths: beyond this a network ca
 MAX_DEPTH = 64  # ViT layers, MLP blocks, ViT MLP ratio
 MAX_IMAGE_SIDE = 4096
 MAX_THREADS = 256
-MAX_SEED = 2**32 - 1  # numpy's limit; torch and random accept it too
+MAX_SEED = 2**63 - 1  # torch accepts it (and + 1); numpy gets seed % 2**32 (the trainer)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -199,17 +199,15 @@ class DataConfig(_ConfigMixin):
 
     @classmethod
     def _legacy_keys(cls, d: dict[str, Any], where: str) -> dict[str, Any]:
-        """Drop ``val_fraction: 0`` (written by older versions, never used); refuse any other value."""
+        """Drop ``val_fraction`` (older versions accepted 0 <= v < 1 and wrote it into checkpoints and cards,
+        but nothing read it): a stored run still loads. A config a user writes refuses a non-zero value
+        (`load_train_config`)."""
         if "val_fraction" not in d:
             return d
         value = d["val_fraction"]
-        if value in (0, 0.0) and not isinstance(value, bool):
+        if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 1:
             return {k: v for k, v in d.items() if k != "val_fraction"}
-        raise ValueError(
-            f"{where}.val_fraction: expected the key absent (or 0): dm1 train has no validation split (the "
-            f"key was removed; hold out episodes in another directory and evaluate with `dm1 eval`), "
-            f"found {value!r}"
-        )
+        raise ValueError(f"{where}.val_fraction: expected the key absent (or 0), found {value!r}")
 
     def __post_init__(self) -> None:
         _coerce(self)
@@ -301,7 +299,7 @@ class TrainConfig(_ConfigMixin):
             f"an int in [0, {MAX_THREADS}] (0 = torch's default)",
             self.num_threads,
         )
-        _check(0 <= self.seed <= MAX_SEED, c, "seed", f"an int in [0, 2**32 - 1 = {MAX_SEED}]", self.seed)
+        _check(0 <= self.seed <= MAX_SEED, c, "seed", f"an int in [0, 2**63 - 1 = {MAX_SEED}]", self.seed)
         _check(
             self.warmup_steps <= self.steps, c, "warmup_steps", f"<= steps={self.steps}", self.warmup_steps
         )
@@ -344,21 +342,22 @@ def _unique_key_loader() -> type:
 
     class UniqueKeyLoader(yaml.SafeLoader):
         def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-            seen: dict[Any, int] = {}
+            seen: dict[Any, int] = {}  # key -> line of its first occurrence
             for key_node, _ in node.value:
                 key = self.construct_object(key_node, deep=True)
                 line = key_node.start_mark.line + 1
                 try:
-                    first = seen.setdefault(key, line)
+                    first = seen.get(key)
                 except TypeError:  # an unhashable key: the base class reports it
                     continue
-                if first != line:
+                if first is not None:  # also on one line: `{x: 1, x: 2}`
                     raise yaml.constructor.ConstructorError(
                         None,
                         None,
                         f"duplicate key {key!r} (line {first} and line {line})",
                         key_node.start_mark,
                     )
+                seen[key] = line
             return super().construct_mapping(node, deep=deep)
 
     return UniqueKeyLoader
@@ -380,6 +379,13 @@ def load_train_config(path: str | Path) -> TrainConfig:
         raise ValueError(f"{path}: expected a YAML file, found a directory") from None
     except yaml.YAMLError as exc:
         raise ValueError(f"{path}: invalid YAML: {exc}") from None
+    data = raw.get("data") if isinstance(raw, dict) else None
+    if isinstance(data, dict) and data.get("val_fraction", 0) not in (0, 0.0):
+        raise ValueError(
+            f"{path}: data.val_fraction: expected the key absent (or 0): dm1 train has no validation split "
+            "(hold out episodes in another directory and evaluate with `dm1 eval`), "
+            f"found {data['val_fraction']!r}"
+        )
     try:
         return TrainConfig.from_dict({} if raw is None else raw)
     except ValueError as exc:
