@@ -219,3 +219,13 @@ def test_an_out_that_cannot_be_created_is_one_line_naming_out(
     assert err.startswith("dm1 eval: error: --out /proc/x: expected a directory that can be created"), err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert fake_stack.graphs == []
+
+
+def test_an_out_through_a_missing_directory_and_dotdot_can_be_created(tmp_path: Path) -> None:
+    """`newdir/../report` is created by mkdir(parents=True); the probe must not refuse it (it tried to make
+    `newdir/..`, which exists)."""
+    from dm1.evaluation.report_dir import creation_problem
+
+    out = tmp_path / "newdir" / ".." / "report"
+    assert creation_problem(out) is None
+    assert not (tmp_path / "newdir").exists() and not (tmp_path / "report").exists()  # the probe cleans up

@@ -23,7 +23,8 @@ def creation_problem(out: Path) -> str | None:
     """Why the missing directory `out` cannot be created (a path the permission bits allow but the file
     system refuses, e.g. /proc/x), as `expected ..., found ...`; None when it can (or exists). Probes by
     creating `out` and its missing parents, then removes what it created."""
-    missing = [d for d in (out.absolute(), *out.absolute().parents) if not d.exists()]
+    full = Path(os.path.abspath(out))  # `..` collapsed as mkdir(parents=True) would walk it
+    missing = [d for d in (full, *full.parents) if not d.exists()]
     made: list[Path] = []
     try:
         for d in reversed(missing):  # the topmost first
