@@ -202,6 +202,21 @@ def test_a_second_trainer_on_a_run_directory_in_use_is_refused_naming_it(
     Trainer(_cfg(tiny_data, steps=6), out_dir=run, resume=True, progress=False).fit()
 
 
+def test_a_refused_run_leaves_no_directory_behind(tmp_path: Path) -> None:
+    """The lock creates the run directory before the checks that can fail; a refused run removes what it
+    created (an existing directory stays, and so does anything else in it)."""
+    missing_data = tmp_path / "no_such_dataset"
+    with pytest.raises((ValueError, FileNotFoundError, ReportedError)):
+        Trainer(_cfg(missing_data), out_dir=tmp_path / "new" / "run", progress=False)
+    assert not (tmp_path / "new").exists()
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "notes.txt").write_text("mine")
+    with pytest.raises((ValueError, FileNotFoundError, ReportedError)):
+        Trainer(_cfg(missing_data), out_dir=existing, progress=False)
+    assert sorted(p.name for p in existing.iterdir()) == [".dm1-train.lock", "notes.txt"]
+
+
 def test_a_lock_left_by_a_killed_process_does_not_block_the_run_directory(
     tiny_data: Path, tmp_path: Path
 ) -> None:

@@ -76,13 +76,16 @@ def run_train_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 out_dir=f"{tmp}/run{bs}",
             )
             trainer = Trainer(cfg, progress=False, log=lambda _: None)
-            for _ in range(warmup):
-                trainer.train_step()
-            times = []
-            for _ in range(steps):
-                t0 = time.perf_counter()
-                trainer.train_step()  # returns Python floats, so the device is synchronised
-                times.append(time.perf_counter() - t0)
+            try:
+                for _ in range(warmup):
+                    trainer.train_step()
+                times = []
+                for _ in range(steps):
+                    t0 = time.perf_counter()
+                    trainer.train_step()  # returns Python floats, so the device is synchronised
+                    times.append(time.perf_counter() - t0)
+            finally:
+                trainer.close()
             ms = np.array(times) * 1e3
             runs.append(
                 {

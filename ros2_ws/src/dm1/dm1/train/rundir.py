@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import fcntl
 import os
@@ -56,6 +57,7 @@ class RunDirLock:
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
         self._fd: int | None = None
+        self._created: list[Path] = []  # directories the last `acquire` created, deepest first
 
     @property
     def held(self) -> bool:
@@ -66,6 +68,7 @@ class RunDirLock:
         """Take the lock (a no-op if held); `RunDirError` naming the directory if another process has it."""
         if self._fd is not None:
             return
+        self._created = [d for d in (self.run_dir, *self.run_dir.parents) if not d.exists()]  # deepest first
         self.run_dir.mkdir(parents=True, exist_ok=True)
         path = self.run_dir / LOCK_FILE
         while True:
@@ -90,10 +93,19 @@ class RunDirLock:
                 return
             os.close(fd)
 
-    def release(self) -> None:
-        """Drop the lock (the file stays; an unheld lock file blocks nobody)."""
+    def release(self, remove_created: bool = False) -> None:
+        """Drop the lock (the file stays; an unheld lock file blocks nobody). With `remove_created`, also
+        remove the lock file and the directories `acquire` created, as far as they are empty."""
         if self._fd is not None:
             fd, self._fd = self._fd, None
+            if remove_created and self._created:
+                with contextlib.suppress(OSError):
+                    (self.run_dir / LOCK_FILE).unlink()
+                for d in self._created:
+                    try:
+                        d.rmdir()
+                    except OSError:  # not empty (or gone): keep it and its parents
+                        break
             os.close(fd)  # closing the only descriptor releases the flock
 
     def __del__(self) -> None:

@@ -99,12 +99,16 @@ class Trainer:
         self.out_dir = Path(out_dir or cfg.out_dir)
         check_run_dir(self.out_dir)
         self._lock = RunDirLock(self.out_dir)
-        self._lock.acquire()
+        self._lock.acquire()  # creates the run directory (and missing parents)
         try:
             self._setup(cfg, resume)
         except BaseException:
-            self._lock.release()
+            self._lock.release(remove_created=True)  # a refused run leaves no empty directory behind
             raise
+
+    def close(self) -> None:
+        """Release the run directory (for a trainer used without `fit`, e.g. `dm1 bench train`)."""
+        self._lock.release()
 
     def _setup(self, cfg: TrainConfig, resume: bool) -> None:
         """Load the checkpoint to resume or fine-tune from, the dataset, the network and the optimizer."""
