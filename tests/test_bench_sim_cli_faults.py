@@ -171,6 +171,9 @@ class FakeTrainer:
         FakeTrainer.steps[-1] += 1
         return {"loss": 0.0}
 
+    def close(self) -> None:
+        """The real one releases the run directory's lock."""
+
 
 @pytest.fixture
 def fake_training(monkeypatch: pytest.MonkeyPatch) -> list[int]:
