@@ -117,7 +117,11 @@ def test_a_twin_whose_clock_stands_still_is_reported_once_then_the_graph_stops(
     stopped: list[int] = []
 
     def freeze_the_twin() -> None:
-        time.sleep(1.0)  # the clock runs for a while first: no warning while it does
+        # the launcher has heard the clock (discovery is slow on a loaded host), then it runs a while more
+        deadline = time.monotonic() + 60.0
+        while (runner._probe is None or runner._probe.clock_s is None) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)
         stopped.append(runner.procs[0][1].pid)
         os.kill(stopped[0], signal.SIGSTOP)
 
