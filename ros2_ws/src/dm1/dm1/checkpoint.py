@@ -30,13 +30,12 @@ from safetensors.torch import load_file, save_file
 from dm1.config import TrainConfig
 from dm1.errors import ReportedError
 from dm1.normalization import Normalizer
-from dm1.paths import file_sha256, sync_dir
+from dm1.paths import PICKLE_SUFFIXES, file_sha256, sync_dir
 
 FORMAT_VERSION = 1
 CHECKPOINTS_DIR = "checkpoints"
 META_FILE = "checkpoint.json"
 MODEL_FILE, RAW_FILE, STATE_FILE = "model.safetensors", "model_raw.safetensors", "trainer_state.safetensors"
-PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
 _STEP_RE = re.compile(r"^step_(\d+)$")
 
 

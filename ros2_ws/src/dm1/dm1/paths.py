@@ -8,6 +8,10 @@ import os
 import tempfile
 from pathlib import Path
 
+#: File suffixes that are (or usually are) Python pickles (`.bin`: torch.save'd weights). No dm1 loader ever
+#: opens one, by design: checkpoints are safetensors + JSON, exports ONNX + JSON.
+PICKLE_SUFFIXES: tuple[str, ...] = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".joblib")
+
 
 def same_path(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
     """Whether two paths name the same file or directory, however spelled (`./models/m/` is `models/m`)."""

@@ -25,10 +25,8 @@ from dm1.modelcard import (
     load_card,
     onnx_hash_problem,
 )
+from dm1.paths import PICKLE_SUFFIXES
 
-#: File suffixes that are (or usually are) Python pickles (`.bin`: torch.save'd weights); never loaded, by
-#: design. The one list for every loader: it holds `dm1.checkpoint.PICKLE_SUFFIXES` (tests/test_runtime.py).
-PICKLE_SUFFIXES: tuple[str, ...] = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".joblib")
 #: Execution providers in order of preference; the first available ones are used.
 PROVIDER_PREFERENCE: tuple[str, ...] = (
     "TensorrtExecutionProvider",
