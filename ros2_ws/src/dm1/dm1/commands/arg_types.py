@@ -128,3 +128,15 @@ def _output(kind: str, name: str) -> Callable[[str], str]:
 
 output_file = _output("file", "output_file")
 output_dir = _output("directory", "output_dir")
+
+
+def settings_problem(settings: tuple[tuple[str, Callable[[str], object], object], ...]) -> str | None:
+    """The first of `(option, argument type, value)` that its command-line type refuses, as
+    `<option>: <why>`; None when all pass. For library entry points that take the values without argparse
+    (`dm1 eval`, `dm1 data collect --via-teleop`) and must refuse them in the command line's words."""
+    for option, parse, value in settings:
+        try:
+            parse(str(value))
+        except argparse.ArgumentTypeError as exc:
+            return f"{option}: {exc}"
+    return None

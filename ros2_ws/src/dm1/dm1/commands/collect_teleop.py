@@ -10,7 +10,6 @@ inside `collect_via_teleop`, so the core stays ROS-free.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from dm1.commands.arg_types import loopback_host_or_auto, non_negative_int
+from dm1.commands.arg_types import loopback_host_or_auto, non_negative_int, settings_problem
 from dm1.errors import ReportedError
 
 CONTROL_RATE_HZ = 20.0  # the teleop node's recording rate, = the in-process collection rate
@@ -36,14 +35,11 @@ def check_settings(seed: int, sim_host: str) -> None:
     """What the launched graph (`dm1 launch`'s `LaunchArgs`) would refuse about its settings, as a
     CollectArgumentError now, in the words of the command line's argument types (before: the launch started,
     failed with exit code 1 and left <out>/launch.log behind)."""
-    for option, parse, value in (
-        ("--seed", non_negative_int, seed),
-        ("--sim-host", loopback_host_or_auto, sim_host),
-    ):
-        try:
-            parse(str(value))
-        except argparse.ArgumentTypeError as exc:
-            raise CollectArgumentError(f"{option}: {exc}") from None
+    problem = settings_problem(
+        (("--seed", non_negative_int, seed), ("--sim-host", loopback_host_or_auto, sim_host))
+    )
+    if problem:
+        raise CollectArgumentError(problem)
 
 
 def write_config_overlay(

@@ -30,6 +30,7 @@ from dm1.commands.arg_types import (
     positive_float,
     positive_fraction,
     positive_int,
+    settings_problem,
 )
 from dm1.errors import ReportedError
 from dm1.paths import same_path
@@ -51,11 +52,9 @@ def check_launch_settings(seed: int, sim_host: str, noise_scale: float, ensemble
         ("--noise-scale", fraction, noise_scale),
         ("--ensemble-alpha", positive_fraction, ensemble_alpha),
     )
-    for option, parse, value in settings:
-        try:
-            parse(str(value))
-        except argparse.ArgumentTypeError as exc:
-            raise EvalArgumentError(f"{option}: {exc}") from None
+    problem = settings_problem(settings)
+    if problem:
+        raise EvalArgumentError(problem)
 
 
 def check_model_dir(model: str | os.PathLike[str]) -> Path:
