@@ -13,10 +13,12 @@ from __future__ import annotations
 import contextlib
 import csv
 import fcntl
+import io
 import os
 from pathlib import Path
 
 from dm1.errors import ReportedError
+from dm1.paths import atomic_write_text
 
 LOCK_FILE = ".dm1-train.lock"
 DATASET_MARKERS = ("episode_*.h5", "index.json")
@@ -142,7 +144,8 @@ def truncate_csv(path: Path, step: int, fields: tuple[str, ...]) -> None:
                     rows.append(row)
     except UnicodeDecodeError as exc:
         raise RunDirError(f"{path}: expected a metrics CSV, found undecodable bytes ({exc.reason})") from None
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        w.writerows({k: r.get(k, "") for k in fields} for r in rows)
+    text = io.StringIO(newline="")
+    w = csv.DictWriter(text, fieldnames=fields)
+    w.writeheader()
+    w.writerows({k: r.get(k, "") for k in fields} for r in rows)
+    atomic_write_text(path, text.getvalue())  # a crash mid-write keeps the old file, not half of it
