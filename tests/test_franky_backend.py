@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -390,6 +391,28 @@ def test_close_stops_a_home_move_that_another_thread_waits_on(sim_arm: SimArm) -
     sim_arm.wait_sim(0.5)
     assert np.abs(backend.read_state().q - q_stopped).max() < 2e-3, "still moving after close()"
     assert np.abs(q_stopped - q_goal).max() > 0.05, "the move was not cut short"
+
+
+@pytest.mark.slow
+def test_closing_after_the_link_was_lost_says_so_once_and_stops_the_gripper_without_raising(
+    sim_arm: SimArm, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The twin killed while the arm streams, then the controller stopped: franky's stop of the tracker
+    (`join_motion`) raised libfranka's NetworkException out of `close()`, which left the gripper worker
+    running and the node crashing at exit (a traceback, exit 1, or std::terminate, -6). Now the lost link is
+    latched and named in one line, and everything is stopped."""
+    backend = FrankyBackend(sim_arm.host)
+    start = backend.read_state()
+    backend.send_ee_target(start.ee_pos, start.ee_quat_xyzw)
+    sim_arm.wait_sim(0.1)
+    sim_arm.server.cleanup()
+    with caplog.at_level(logging.INFO, logger="dm1.control.franky_backend"):
+        backend.close()
+    assert "NetworkException" in (backend.fault or ""), backend.fault
+    assert not backend._gripper._thread.is_alive(), "the gripper worker still runs after close()"
+    lost = [r.getMessage() for r in caplog.records if "link" in r.getMessage()]
+    assert len(lost) == 1 and "NetworkException" in lost[0], lost
+    backend.close()  # a second close (the node's cleanup after a failed start) is quiet too
 
 
 def test_bad_backend_arguments_are_refused() -> None:

@@ -39,6 +39,15 @@ def test_second_signal_before_the_safe_point_raises_at_once() -> None:
         raise_if_requested()  # nothing left pending
 
 
+def test_a_second_signal_of_another_kind_names_both_signals() -> None:
+    """Ctrl-C, then `kill` (SIGTERM): the interrupt names what was received, not "SIGTERM twice"."""
+    with deferred_interrupts():
+        _deliver(signal.SIGINT)
+        with pytest.raises(KeyboardInterrupt, match=r"^received SIGINT, then SIGTERM$"):
+            _deliver(signal.SIGTERM)
+        raise_if_requested()  # nothing left pending
+
+
 def test_block_restores_the_handlers_and_forgets_a_pending_signal() -> None:
     seen: list[int] = []
 

@@ -6,6 +6,7 @@ come out as a RuntimeError, exit code 1: "controller_node stopped with exit code
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -91,3 +92,58 @@ def test_busy_spinning_process_stops_on_one_signal_with_exit_code_0(ros_env, tmp
     text = log.read_text()
     assert proc.returncode == 0, text
     assert "stopped cleanly" in text and "Traceback" not in text, text
+
+
+SIM_TIME_IDLER = textwrap.dedent(
+    """
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
+    from dm1_ros.node_signals import spin_until_stopped, stopped_by_signals
+
+    with stopped_by_signals():
+        rclpy.init()
+        executor = SingleThreadedExecutor()
+        node = rclpy.create_node("idler", parameter_overrides=[Parameter("use_sim_time", value=True)])
+        node.create_timer(0.01, lambda: print("a sim-time tick without /clock", flush=True))
+        executor.add_node(node)
+        print("spinning", flush=True)
+        spin_until_stopped(executor, node)
+    print("stopped cleanly", flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_node_whose_sim_clock_stopped_ends_on_one_signal_within_2_s(ros_env, tmp_path, signum: int) -> None:
+    """A node on sim time whose /clock stopped (the twin killed or hung) runs no callback at all. rclpy's
+    handler wakes the executor through a guard condition and shuts the context down a moment later: woken
+    before the shutdown, `executor.spin()` waited again for good, and the first Ctrl-C did nothing (1 in 3
+    stops). A few nodes at once, so a lost wake-up shows on most runs."""
+    logs = [tmp_path / f"idler{i}.log" for i in range(3)]
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for log in logs:
+            with log.open("wb") as out:
+                cmd = [sys.executable, "-c", SIM_TIME_IDLER]
+                procs.append(subprocess.Popen(cmd, env=ros_env, stdout=out, stderr=subprocess.STDOUT))
+        wait_for(lambda: all("spinning" in log.read_text() for log in logs), 60, what="the nodes up")
+        time.sleep(0.3)  # into the executor's wait
+        for proc in procs:
+            proc.send_signal(signum)
+        sent = time.monotonic()
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.0, sent + 2.0 - time.monotonic()))
+        alive = [log.name for proc, log in zip(procs, logs, strict=True) if proc.poll() is None]
+        assert not alive, f"still running 2 s after one {signal.Signals(signum).name}: {alive}"
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    for proc, log in zip(procs, logs, strict=True):
+        text = log.read_text()
+        assert proc.returncode == 0, text
+        assert "stopped cleanly" in text and "Traceback" not in text, text
+        assert "a sim-time tick" not in text, text  # the clock never ran: nothing woke it but the signal

@@ -26,9 +26,16 @@ _pending: int | None = None  # the signal received and not yet raised
 def _request(signum: int, _frame: Any) -> None:
     global _pending
     if _pending is not None:
-        _pending = None
-        raise KeyboardInterrupt(f"received {signal.Signals(signum).name} twice")
+        first, _pending = _pending, None
+        raise KeyboardInterrupt(_second_signal(first, signum))
     _pending = signum
+
+
+def _second_signal(first: int, second: int) -> str:
+    """The second signal's interrupt: "received SIGINT twice", or "received SIGINT, then SIGTERM"."""
+    if first == second:
+        return f"received {signal.Signals(second).name} twice"
+    return f"received {signal.Signals(first).name}, then {signal.Signals(second).name}"
 
 
 def requested() -> bool:

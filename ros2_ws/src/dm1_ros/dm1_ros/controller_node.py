@@ -4,19 +4,22 @@ Thin: typed parameters, message conversion, `dm1.control.ChunkExecutor` on a tim
 use_sim_time), `/joint_states` (arm + fingers = width / 2), `/dm1/controller/status` diagnostics, and the
 operator services `/dm1/controller/recover` and `/dm1/controller/home` (std_srvs/Trigger). A QoS deadline
 or liveliness event on the action topics holds the arm at once (`dm1_ros.chunk_qos`, beside the watchdog).
+Under sim time a wall-clock timer reports a stopped /clock as a fault (`dm1.control.sim_clock`).
 """
 
 from __future__ import annotations
 
 import sys
+from contextlib import ExitStack
 from functools import partial
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from dm1.control.executor import STATUS_NAME, STATUS_TOPIC, ChunkExecutor
+from dm1.control.executor import STATUS_NAME, STATUS_TOPIC, ChunkExecutor, ExecutorStatus
 from dm1.control.executor_gate import ExecutorGate
 from dm1.control.limits import SafetyLimits
 from dm1.control.parameters import CONTROLLER_PARAMETERS, SAFETY_PARAMETERS
+from dm1.control.sim_clock import StoppedClockReport
 from dm1.control.startup import start_robot
 from dm1.interrupts import requested
 from dm1.scheduling import try_raise_to_fifo
@@ -40,7 +43,7 @@ from dm1_ros.dds_publishing import publish_asynchronously
 from dm1_ros.guarded_publish import GuardedPublisher, node_warning
 from dm1_ros.home_service import HomeService
 from dm1_ros.log_bridge import route_core_logging
-from dm1_ros.node_signals import stopped_by_signals
+from dm1_ros.node_signals import spin_until_stopped, stopped_by_signals, wall_clock
 from dm1_ros.params import declare_table, freeze_parameters, init_ros
 
 
@@ -93,6 +96,9 @@ class ControllerNode(Node):
         self.create_timer(1.0 / p["control_rate_hz"], self._on_control)
         self.create_timer(1.0 / p["joint_state_rate_hz"], self._on_joint_state)
         self.create_timer(0.1, self.publish_status)
+        if sim:  # a stopped /clock (the twin killed or hung) stops the timers above: a wall-clock one says so
+            report = StoppedClockReport(self.backend, executor.status, self._now, self.publish_status)
+            self.create_timer(0.25, report.tick, clock=wall_clock())
         self.get_logger().info(
             f"controller up: {p['robot_ip']} mode={p['mode']} limits={self.limits.to_dict()}"
         )
@@ -132,8 +138,8 @@ class ControllerNode(Node):
             self._last_js_stamp = s.stamp
             self.js_pub.publish(make_joint_state(s.q, s.gripper_width, self._now(), s.dq))
 
-    def publish_status(self) -> None:
-        st = self.gate.executor.status()
+    def publish_status(self, st: ExecutorStatus | None = None) -> None:
+        st = st if st is not None else self.gate.executor.status()
         diag = diagnostic_status(STATUS_NAME, st.level, st.fault or st.state, st.values())
         self.status_pub.publish(diagnostic_array(self._now(), [diag]))
 
@@ -162,12 +168,11 @@ def main(args: list[str] | None = None) -> int:
             return 2
         executor.add_node(node)
         node.home.start()
-        try:
-            executor.spin()
-        finally:
-            node.backend.close()  # first: stops a home move the side thread waits on
-            node.home.stop()
-            node.destroy_node()
+        with ExitStack() as clean_up:  # last to first, each one whatever the others do (a thread left: -6)
+            clean_up.callback(node.destroy_node)
+            clean_up.callback(node.home.stop)
+            clean_up.callback(node.backend.close)  # first: stops a home move the side thread waits on
+            spin_until_stopped(executor, node)  # one signal ends it, /clock stopped or not
     rclpy.try_shutdown()
     return 0
 

@@ -7,11 +7,16 @@ possibly inside rclpy's pybind11 bindings (converting a taken message), where it
 `stopped_by_signals` the Python handler only records the signal (`dm1.interrupts`), so the stop arrives
 as the context shutdown alone; a second signal still raises at once (a stuck node can be interrupted).
 
+rclpy's handler wakes the executor (a guard condition) and shuts the context down a moment later; woken before
+the shutdown, `executor.spin()` waits again, and a node whose callbacks all stopped (sim-time timers, once
+the twin's /clock stops) never wakes again: the first Ctrl-C did nothing. `spin_until_stopped` spins with a
+wall-clock wake-up and ends on the recorded signal or the shut-down context, whichever it sees first.
+
     def main(args=None) -> int:
         with stopped_by_signals():      # before rclpy.init: rclpy chains to the handler installed here
             rclpy.init(args=args)
             ...
-            executor.spin()
+            spin_until_stopped(executor, node)
         return 0
 """
 
@@ -21,7 +26,28 @@ import contextlib
 from collections.abc import Iterator
 
 from dm1.interrupts import deferred_interrupts, requested
-from rclpy.executors import ExternalShutdownException
+from rclpy.clock import Clock, ClockType
+from rclpy.executors import Executor, ExternalShutdownException
+from rclpy.node import Node
+
+WAKE_S = 0.2  # longest wall-clock wait of `spin_until_stopped` between two looks at a received signal
+
+
+def wall_clock() -> Clock:
+    """The steady clock, for timers that must run while the node's simulated clock stands still."""
+    return Clock(clock_type=ClockType.STEADY_TIME)
+
+
+def spin_until_stopped(executor: Executor, node: Node, wake_s: float = WAKE_S) -> None:
+    """Spin `executor` until SIGINT/SIGTERM (under `stopped_by_signals`) or the context's shutdown.
+
+    A timer on the wall clock (added to `node`) wakes the executor every `wake_s` s, so the stop is seen
+    within that time even when no other callback runs; the shut-down context ends it with
+    `ExternalShutdownException`, which `stopped_by_signals` takes as the stop.
+    """
+    node.create_timer(wake_s, lambda: None, clock=wall_clock())
+    while not requested():
+        executor.spin_once()
 
 
 @contextlib.contextmanager

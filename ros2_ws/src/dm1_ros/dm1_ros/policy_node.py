@@ -139,12 +139,11 @@ def main(args: list[str] | None = None) -> None:
     of its range: one line, exit code 2."""
     import sys
 
-    import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
-    from dm1_ros.node_signals import stopped_by_signals
+    from dm1_ros.node_signals import spin_until_stopped, stopped_by_signals
 
-    # Ctrl-C ends the spin via the context (node_signals)
+    # Ctrl-C ends the spin, even on a stopped /clock (node_signals)
     with stopped_by_signals(), init_ros("policy_node", args):
         executor = SingleThreadedExecutor()  # before the node: see dm1_sim.twin_node.main
         try:
@@ -158,7 +157,8 @@ def main(args: list[str] | None = None) -> None:
                 node.destroy_node()
                 raise SystemExit(1)
             node.trigger_activate()  # refused under a controller fault: the node waits, configured
-        rclpy.spin(node, executor)
+        executor.add_node(node)
+        spin_until_stopped(executor, node)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ Targets are streamed into one long-lived franky impedance tracker (`CartesianImp
 `JointImpedanceTracker`), whose 1 kHz torque loop runs inside franky; every `send_*_target` only updates the
 reference, so a stream of targets moves the arm continuously (no stop-and-go at chunk boundaries, unlike a
 new waypoint motion per target). The gripper runs in its own worker thread (franky's gripper calls block).
-A franky `ControlException` latches `fault`; motion is refused (`RobotFault`) until `recover()`.
+A franky `ControlException` latches `fault`; motion is refused (`RobotFault`) until `recover()`. `close()`
+never raises: a lost link (libfranka's NetworkException, e.g. the twin killed) is latched, named in one line.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ DEFAULT_JOINT_STIFFNESS = (600.0, 600.0, 600.0, 600.0, 250.0, 150.0, 50.0)  # Nm
 # real time). Past it the move is stopped and a fault latched, so the home service (gripper + move + settle)
 # answers before its callers give up (`dm1 eval`: 60 s, teleop collection: 120 s).
 HOME_MOVE_TIMEOUT_S = 40.0
+
+
+# what franky raises when a motion ends badly: aborted (reflex), refused (user stop, wrong mode), or no link
+FRANKY_ERRORS = (franky.ControlException, franky.CommandException, franky.NetworkException)
 
 
 def _is_preemption(exc: BaseException) -> bool:
@@ -116,6 +121,7 @@ class FrankyBackend:
         self._fault: str | None = None
         self._link_lost = False  # a NetworkException latched: the robot is not read until recovered
         self._last_state: RobotStateSnapshot | None = None
+        self._closed = False
         self._host, self._realtime, self._dynamics = host, realtime, relative_dynamics_factor
         self.robot = self._connect()
         self.robot.recover_from_errors()
@@ -292,6 +298,8 @@ class FrankyBackend:
                 self._hold_latched = True
 
     def _stop_tracker(self) -> None:
+        """End the streaming tracker (franky's stop motion brakes the arm); a failure is latched, not raised:
+        the robot's error or refusal, or the link lost meanwhile (its exception surfaces in `join_motion`)."""
         if self._tracker is not None:
             try:
                 with scheduled_as(self.control_scheduling):  # the stop motion may start a control thread
@@ -299,7 +307,16 @@ class FrankyBackend:
             except franky.ControlException as exc:
                 if not _is_preemption(exc):
                     self._latch(exc)
+            except (franky.CommandException, franky.NetworkException) as exc:
+                self._latch(exc)
             self._tracker = None
+
+    def _in_control(self) -> bool:
+        """Whether a franky motion still runs (False when the robot cannot be asked)."""
+        try:
+            return bool(self.robot.is_in_control)
+        except FRANKY_ERRORS:
+            return False
 
     def _stop_motion(self) -> None:
         """libfranka's stop of the running motion (the robot brakes); a failing stop is not a second fault."""
@@ -326,6 +343,8 @@ class FrankyBackend:
             if self._fault is not None:
                 raise RobotFault(self._fault)
             self._stop_tracker()
+            if self._fault is not None:  # the stop failed: the link lost, or the robot's error
+                raise RobotFault(self._fault)
             robot_t0 = self.robot.state.time.to_sec()
         try:  # outside the lock, so read_state() (joint states) keeps working during the move
             with scheduled_as(self.control_scheduling):
@@ -378,15 +397,29 @@ class FrankyBackend:
             time.sleep(0.01)
 
     def close(self) -> None:
-        """Stop every motion and the gripper worker. A home move that another thread waits on (`home()` in
-        `join_motion`) is stopped too (it then fails with the preemption): left running, its control thread
-        outlived the process's last Python code and aborted it at exit (std::terminate, -6)."""
-        with self._lock:
-            self._stop_tracker()
-        if self.robot.is_in_control:
-            self._stop_motion()  # the thread waiting on the move gets the preemption
-            deadline = time.monotonic() + 2.0
-            while self.robot.is_in_control and time.monotonic() < deadline:
-                time.sleep(0.01)
-        if self._gripper is not None:
-            self._gripper.close()
+        """Stop every motion and the gripper worker; never raises (a second call does nothing).
+
+        A home move that another thread waits on (`home()` in `join_motion`) is stopped too (it then fails
+        with the preemption): left running, its control thread outlived the process's last Python code and
+        aborted it at exit (std::terminate, -6). Without a link (the robot or the twin gone) there is nothing
+        to stop: the NetworkException is latched and named in one line; it used to come out of here and end
+        the node with a traceback before the gripper worker and the node's other threads were stopped."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            with self._lock:
+                self._stop_tracker()
+                if self._link_lost:  # join franky's motion thread, which ended on the timeout
+                    with contextlib.suppress(*FRANKY_ERRORS):
+                        self.robot.join_motion(timeout=0.5)
+            if not self._link_lost and self._in_control():
+                self._stop_motion()  # the thread waiting on the move gets the preemption
+                deadline = time.monotonic() + 2.0
+                while self._in_control() and time.monotonic() < deadline:
+                    time.sleep(0.01)
+        finally:
+            if self._gripper is not None and not self._gripper.close():
+                log.warning("close: the gripper worker is still blocked in a franky call; left behind")
+        if self._link_lost:
+            log.warning("closed without a robot link (%s): nothing left to stop", self._fault)

@@ -64,8 +64,12 @@ class GripperWorker:
                 if error != self.error:  # once per new error, not every poll
                     log.warning("gripper command failed: %s", exc)
                 self.error = error
+        self._gripper = None  # libfranka's connection closes here, not at the interpreter's exit
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = 2.0) -> bool:
+        """Stop the worker; never raises. False when it is still blocked in a franky call after `timeout_s`
+        (a gripper server that accepts connections but no longer answers: a hung twin)."""
         self._stop = True
         self._event.set()
-        self._thread.join(timeout=2.0)
+        self._thread.join(timeout=timeout_s)
+        return not self._thread.is_alive()
