@@ -11,6 +11,7 @@ import signal
 import time
 
 import pytest
+from dm1 import interrupts
 from dm1.interrupts import deferred_interrupts, raise_if_requested
 
 
@@ -64,3 +65,18 @@ def test_block_restores_the_handlers_and_forgets_a_pending_signal() -> None:
         assert seen == [signal.SIGTERM]
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.parametrize(
+    ("message", "code"),
+    [
+        ("", 130),  # a plain Ctrl-C
+        ("received SIGINT", 130),
+        ("received SIGTERM", 143),
+        ("received SIGINT, then SIGTERM", 143),  # the last signal is the one that ended it
+        ("received SIGTERM, then SIGINT", 130),
+        ("interrupted before the first episode finished (received SIGTERM)", 143),
+    ],
+)
+def test_the_exit_code_is_128_plus_the_signal_that_ended_the_command(message: str, code: int) -> None:
+    assert interrupts.exit_code(KeyboardInterrupt(message)) == code

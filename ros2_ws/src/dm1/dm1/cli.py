@@ -65,9 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `dm1 ... | head`: the reader left; no traceback, and none at exit either
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 128 + signal.SIGPIPE
-    except KeyboardInterrupt:  # Ctrl-C where the command has no handler of its own (e.g. while importing)
+    except KeyboardInterrupt as exc:  # Ctrl-C where the command has no handler of its own (e.g. importing)
+        from dm1 import interrupts
+
         print(f"dm1 {args.command}: interrupted", file=sys.stderr)
-        return 128 + signal.SIGINT
+        return interrupts.exit_code(exc)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ KeyboardInterrupt propagates as one. A second signal before that raises at once 
 from __future__ import annotations
 
 import contextlib
+import re
 import signal
 from collections.abc import Iterator
 from typing import Any
@@ -72,3 +73,10 @@ def deferred_interrupts(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTER
         for s, handler in old.items():
             signal.signal(s, handler)
         _pending = None
+
+
+def exit_code(exc: BaseException) -> int:
+    """128 + the signal a KeyboardInterrupt stands for: the last one its message names ("received SIGTERM",
+    "received SIGINT, then SIGTERM"), SIGINT (130) when it names none (a plain Ctrl-C)."""
+    named = re.findall(r"\bSIG(?:INT|TERM)\b", str(exc))
+    return 128 + int(signal.Signals[named[-1]] if named else signal.SIGINT)

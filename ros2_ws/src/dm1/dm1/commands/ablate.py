@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from dm1 import interrupts
 from dm1.commands.arg_types import (
     fraction,
     loopback_host,
@@ -71,9 +72,11 @@ def _handler(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"dm1 ablate: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # before the first configuration finished (later: a partial report, below)
+    except (
+        KeyboardInterrupt
+    ) as exc:  # before the first configuration finished (later: a partial report, below)
         print("dm1 ablate: interrupted before a configuration finished; no report written", file=sys.stderr)
-        return 130
+        return interrupts.exit_code(exc)
     print((Path(args.out) / "ablation.md").read_text())
     print(f"{len(result['rows'])} rows; wrote {Path(args.out) / 'ablation.json'}")
     errors = result["meta"].get("episode_errors")

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dm1 import interrupts
 from dm1.commands.arg_types import (
     fraction,
     non_negative_int,
@@ -101,9 +102,9 @@ def _handler(args: argparse.Namespace) -> int:
         return 2
     try:
         result = _run(args.kind, args)
-    except KeyboardInterrupt:  # Ctrl-C / SIGTERM (loop: after its graph was stopped)
+    except KeyboardInterrupt as exc:  # Ctrl-C / SIGTERM (loop: after its graph was stopped)
         print(f"dm1 bench {args.kind}: interrupted; nothing measured", file=sys.stderr)
-        return 130
+        return interrupts.exit_code(exc)
     result.setdefault("machine", machine_description())
     result.setdefault("benchmark", args.kind)
     result.setdefault("date", time.strftime("%Y-%m-%dT%H:%M:%S"))

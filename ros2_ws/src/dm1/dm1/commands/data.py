@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from dm1 import interrupts
 from dm1.commands.arg_types import (
     episode_length,
     fraction,
@@ -189,13 +190,13 @@ def _collect(args: argparse.Namespace) -> int:
         with _sigterm_as_ctrl_c():
             out = _run_collect(args)
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the collectors discard the open episode
-        sig = signal.SIGTERM if signal.SIGTERM.name in str(exc) else signal.SIGINT
+        code = interrupts.exit_code(exc)
         print(
-            f"dm1 data collect: interrupted ({sig.name}); the open episode was discarded, "
-            "saved episodes are kept",
+            f"dm1 data collect: interrupted ({signal.Signals(code - 128).name}); the open episode was "
+            "discarded, saved episodes are kept",
             file=sys.stderr,
         )
-        return 128 + int(sig)
+        return code
     except (RuntimeError, TimeoutError) as exc:  # the graph failed (--via-teleop) or the twin stalled
         print(f"dm1 data collect: error: {exc}", file=sys.stderr)
         return 1

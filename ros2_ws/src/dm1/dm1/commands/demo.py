@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from dm1 import interrupts
+
 
 def _handler(args: argparse.Namespace) -> int:
     from dm1.commands.eval import run_from_args
@@ -19,9 +21,9 @@ def _handler(args: argparse.Namespace) -> int:
     try:
         # runs/demo is the demo's scratch report, replaced on each run; another --out only with --force
         summary, records = run_from_args(args, out, progress=not args.json)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("dm1 demo: interrupted before an episode finished", file=sys.stderr)
-        return 130
+        return interrupts.exit_code(exc)
     interrupted = "interrupted_after" in summary["extra"]
     if args.json:  # successes, rate, latency ledger, ... (the summary `dm1 eval --json` prints)
         if interrupted:

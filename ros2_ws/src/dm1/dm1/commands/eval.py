@@ -22,6 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from dm1 import interrupts
 from dm1.commands.arg_types import (
     fraction,
     loopback_host_or_auto,
@@ -187,7 +188,7 @@ def run_ros_eval(
     policy = policy_launch_args(noise_scale, ensemble_alpha)
     graph = start_graph(model, seed, log, ["--sim-host", sim_host, *policy])
     records: list[dict[str, Any]] = []
-    interrupted = False
+    interrupted = ""  # what stopped the run (a KeyboardInterrupt's message), "" while nothing did
     lost_in: int | None = None  # the episode during which the graph exited
     with graph_stopped_after(graph), rclpy.init(signal_handler_options=SignalHandlerOptions.NO):
         driver = EvalDriver()
@@ -200,8 +201,8 @@ def run_ros_eval(
                 try:
                     with checked_while_waiting(raise_if_exited(graph)):  # a dead graph ends a wait at once
                         outcome = driver.run_episode(i, max_sim_s=max_sim_s)
-                except KeyboardInterrupt:  # Ctrl-C / SIGTERM: report the episodes that finished
-                    interrupted = True
+                except KeyboardInterrupt as exc:  # Ctrl-C / SIGTERM: report the episodes that finished
+                    interrupted = str(exc) or "received SIGINT"
                     bar.write(f"interrupted during episode {i}: reporting the {len(records)} finished ones")
                     break
                 except Exception:  # a call that timed out because the graph is gone: say so, report
@@ -217,7 +218,7 @@ def run_ros_eval(
         finally:
             driver.close()
     if interrupted and not records:
-        raise KeyboardInterrupt("interrupted before the first episode finished")
+        raise KeyboardInterrupt(f"interrupted before the first episode finished ({interrupted})")
     lost = None
     if lost_in is not None:
         finished = f"; the report covers the {len(records)} finished episodes" if records else ""
@@ -325,9 +326,9 @@ def _handler(args: argparse.Namespace) -> int:
     _check_args(args, out)
     try:
         summary = _merge(args, out) if args.merge else run_from_args(args, out, progress=not args.json)[0]
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("dm1 eval: interrupted before an episode finished; nothing to report", file=sys.stderr)
-        return 130
+        return interrupts.exit_code(exc)
     except (ValueError, FileNotFoundError) as exc:
         if not args.merge:
             raise

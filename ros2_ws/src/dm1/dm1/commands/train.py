@@ -142,15 +142,18 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FileExistsError, CheckpointError, ReportedError) as exc:
         print(f"dm1 train: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if not started:  # while loading the config, dataset or checkpoint: nothing trained yet
             print(
                 "dm1 train: interrupted before training started: nothing was trained or checkpointed",
                 file=sys.stderr,
             )
         else:
-            print("dm1 train: interrupted twice: stopped without a checkpoint of this step", file=sys.stderr)
-        return 128 + signal.SIGINT
+            print(
+                f"dm1 train: {exc or 'interrupted twice'}: stopped without a checkpoint of this step",
+                file=sys.stderr,
+            )
+        return interrupts.exit_code(exc)
     if summary["stopped"]:  # stopped only when a signal is pending
         sig = signal.Signals(signum)
         plot = f"plot {summary['plot']}" if summary["plot"] else "no plot (no metric row logged yet)"
