@@ -138,7 +138,7 @@ def test_repo_infonce_l2_gives_exactly_zero_gradient_when_all_distances_exceed_t
     cond = net.encode_obs(imgs, proprio)
     dist = torch.cdist(cond, cond) + torch.eye(16) * 1e9
     tau = 0.5
-    assert float(dist.detach().min()) > 10 * tau  # the silenced regime of dm1-method.md §6.4
+    assert float(dist.detach().min()) > 10 * tau  # the silenced regime of docs/method.md §6.4
     loss = dispersive_loss(cond, "infonce_l2_repo", 0.5, tau=tau)
     loss.backward()
     assert _encoder_grad_norm(net) == 0.0

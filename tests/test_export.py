@@ -216,7 +216,7 @@ def test_reference_network_benchmark_times_a_one_camera_network_of_the_reference
     model, ckpt = export_reference_network(tmp_path)
     card = load_card(model)
     assert [c.name for c in card.cameras] == ["agentview"]
-    assert 1_770_000 < card.parameters < 1_790_000  # dm1-method.md 7.2: 1,776,636 with proprio 9, 7 actions
+    assert 1_770_000 < card.parameters < 1_790_000  # docs/method.md 7.2: 1,776,636 with proprio 9, 7 actions
     res = run_inference_benchmark(model, checkpoint_dir=ckpt, iters=4, warmup=1, num_threads=1)
     assert res["parameters"] == card.parameters and res["torch_weights"] == "checkpoint"
     assert res["max_abs_diff"] <= 1e-4  # torch runs the very weights that were exported

@@ -6,7 +6,7 @@ random weights: latency does not depend on weight values, so timings are compara
 (the result says which).
 
 `dm1 bench inference --reference --json` times the DM1 reference-size network instead
-(`export_reference_network`: one 96x96 camera, 1.78 M parameters as in dm1-method.md 7.2, random weights,
+(`export_reference_network`: one 96x96 camera, 1.78 M parameters as in docs/method.md 7.2, random weights,
 exported by `dm1.export` like any model), the size the core issue states its latency goal for; the bundled
 two-camera model (2.27 M) is larger.
 """
@@ -63,7 +63,7 @@ def _torch_runtime(card: Any, checkpoint_dir: str | None, threads: int):
     return TorchPolicyRuntime(policy), "random (same architecture; timing only)"
 
 
-# The reference Lift shape (dm1-method.md 7.2: 1,776,636 parameters with proprio 9 and 7 actions) in this
+# The reference Lift shape (docs/method.md 7.2: 1,776,636 parameters with proprio 9 and 7 actions) in this
 # contract's terms: proprio ee_pos + ee_quat_xyzw + gripper_width (8) and 8 joint-position actions.
 REFERENCE_PROPRIO_KEYS: tuple[str, ...] = ("ee_pos", "ee_quat_xyzw", "gripper_width")
 REFERENCE_ACTION_DIM = 8

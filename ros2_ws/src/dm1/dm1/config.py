@@ -38,7 +38,7 @@ MAX_SEED = 2**63 - 1  # torch accepts it (and + 1); numpy gets seed % 2**32 (the
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig(_ConfigMixin):
-    """DM1 network shape (dm1-method.md §7.2).
+    """DM1 network shape (docs/method.md §7.2).
 
     History > 1 stacks image frames along channels and concatenates proprio frames.
     """
@@ -123,7 +123,7 @@ class ModelConfig(_ConfigMixin):
 
 @dataclass(frozen=True, kw_only=True)
 class MeanFlowConfig(_ConfigMixin):
-    """(t, r) sampling and loss weighting of the MeanFlow objective (dm1-method.md §3-4)."""
+    """(t, r) sampling and loss weighting of the MeanFlow objective (docs/method.md §3-4)."""
 
     flow_ratio: float = 0.5  # exact fraction of each batch with r := t
     logit_mean: float = -0.4
@@ -151,7 +151,7 @@ class MeanFlowConfig(_ConfigMixin):
 
 @dataclass(frozen=True, kw_only=True)
 class DispersiveConfig(_ConfigMixin):
-    """Dispersive regularizer (dm1-method.md §6). Targets: cond, t_emb, r_emb, mlp.<i>."""
+    """Dispersive regularizer (docs/method.md §6). Targets: cond, t_emb, r_emb, mlp.<i>."""
 
     variant: str = "infonce_l2"
     lam: float = 0.5

@@ -1,4 +1,4 @@
-"""Dispersive regularizers on a batch of embeddings (dm1-method.md §6), training only.
+"""Dispersive regularizers on a batch of embeddings (docs/method.md §6), training only.
 
 Notation: H (B, D) rows h_i; d_ij = ||h_i - h_j||_2 (not squared); tau temperature; lam weight (applied inside
 every variant). Every variant returns 0 (still attached to the graph) for B < 2.

@@ -1,4 +1,4 @@
-"""MeanFlow objective, flow-matching baseline and samplers (dm1-method.md §2-5).
+"""MeanFlow objective, flow-matching baseline and samplers (docs/method.md §2-5).
 
 Convention: t = 0 is data, t = 1 is noise; z_t = (1 - t) a + t eps, v = eps - a. The network regresses the
 average velocity u(z, t, r, obs) with r <= t. The observation is encoded once, outside the JVP (it is

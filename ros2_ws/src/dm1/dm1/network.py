@@ -1,4 +1,4 @@
-"""The DM1 network u_theta(z, t, r, obs) (dm1-method.md §7.2) and the exportable one-step policy.
+"""The DM1 network u_theta(z, t, r, obs) (docs/method.md §7.2) and the exportable one-step policy.
 
 Shapes: B batch, To obs history, Ta chunk length, Da action dim, P proprio dim per frame, N ViT tokens,
 C ViT width. Attention is written by hand (plain softmax(QK^T / sqrt(d)) V) so that `torch.func.jvp` and ONNX
