@@ -41,6 +41,7 @@ if [[ ! -d $REC ]]; then  # the 201 demos (hard links, no copy), then the recove
   run bash -c "ln $DEMOS/episode_*.h5 $REC/"
 fi
 have=$(count $REC)
+if [[ $DRY == 1 && ! -d $REC ]]; then have=201; fi  # a dry run links nothing: count the 201 it would link
 if (( have < 261 )); then
   run $PY -m dm1.cli data collect --via-teleop -o $REC --episodes $((261 - have)) \
     --seed $((3000 + have - 201)) --recovery-fraction 1
@@ -52,8 +53,8 @@ if [[ ! -d $TUNED/checkpoints/step_00003000 ]]; then
 fi
 run $PY -m dm1.cli export $TUNED -o models/dm1_lift --force
 if [[ $EVAL == 1 ]]; then
-  run $PY -m dm1.cli eval --model models/dm1_lift --episodes 100 --seed 1000 --out runs/eval/bundled_s1000
-  run $PY -m dm1.cli eval --model models/dm1_lift --episodes 100 --seed 1100 --out runs/eval/bundled_s1100
+  run $PY -m dm1.cli eval --model models/dm1_lift --episodes 100 --seed 1000 --out runs/eval/bundled_s1000 --force
+  run $PY -m dm1.cli eval --model models/dm1_lift --episodes 100 --seed 1100 --out runs/eval/bundled_s1100 --force
   run $PY -m dm1.cli eval --merge runs/eval/bundled_s1000 runs/eval/bundled_s1100 --model models/dm1_lift \
-    --out runs/eval/bundled_200 --update-card
+    --out runs/eval/bundled_200 --update-card --force
 fi
