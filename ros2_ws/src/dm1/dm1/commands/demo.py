@@ -41,8 +41,10 @@ def _handler(args: argparse.Namespace) -> int:
         f"success {summary['successes']}/{summary['episodes']} "
         f"({100 * summary['success_rate']:.0f} % ± {100 * summary['stderr']:.0f})"
     )
+    print("  latency per tick, ms after the camera captured its image (the frame's age included):")
     for key, st in summary["latency_ms"].items():
         print(f"  latency {key}: median {st['median']:.2f} ms, p99 {st['p99']:.2f} ms")
+    print("  (observation -> chunk alone, without the frame age: `dm1 bench loop`, obs_to_chunk_ms)")
     print(f"report: {out / 'report.md'}")
     if interrupted:
         print(f"interrupted: the report covers the {summary['episodes']} finished episodes", file=sys.stderr)
@@ -57,5 +59,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo", help="run the bundled model on the twin (README main command)", description=__doc__
     )
-    add_eval_arguments(p, episodes=3)
+    add_eval_arguments(p, episodes=3, default_out="runs/demo")
     p.set_defaults(func=_handler)

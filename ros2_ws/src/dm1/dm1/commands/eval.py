@@ -354,8 +354,10 @@ def _handler(args: argparse.Namespace) -> int:
     return 130 if interrupted else 0  # a script must not take a partial report for the whole run
 
 
-def add_eval_arguments(p: argparse.ArgumentParser, episodes: int) -> None:
-    """Arguments shared by `dm1 eval` and `dm1 demo`."""
+def add_eval_arguments(
+    p: argparse.ArgumentParser, episodes: int, default_out: str = "runs/eval/<model name>"
+) -> None:
+    """Arguments shared by `dm1 eval` and `dm1 demo` (`default_out`: where a run reports without -o)."""
     p.add_argument("--model", default="models/dm1_lift", help="exported model directory")
     p.add_argument("--episodes", type=positive_int, default=episodes)
     p.add_argument(
@@ -371,7 +373,7 @@ def add_eval_arguments(p: argparse.ArgumentParser, episodes: int) -> None:
         "-o",
         "--out",
         default=None,
-        help="report directory (default runs/eval/<model name>, replaced by each run; a given --out that "
+        help=f"report directory (default {default_out}, replaced by each run; a given --out that "
         "holds a report needs --force)",
     )
     p.add_argument(

@@ -44,7 +44,11 @@ def _handler(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `dm1 export`."""
     p = sub.add_parser("export", help="export a checkpoint to ONNX + model card", description=__doc__)
-    p.add_argument("checkpoint", help="checkpoint directory (model.safetensors + checkpoint.json)")
+    p.add_argument(
+        "checkpoint",
+        help="a training run directory (its newest checkpoint is exported) or one checkpoint directory "
+        "(model.safetensors + checkpoint.json)",
+    )
     p.add_argument("-o", "--out", help="output model directory (default: models/<name>)")
     p.add_argument("--name", help="model name in the card (default: the output directory name)")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")

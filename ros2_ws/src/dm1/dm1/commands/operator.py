@@ -67,7 +67,7 @@ def drill_spec(text: str) -> str:
     try:
         drill = parse_drill(text, [camera], 0.0, 1.0)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        raise argparse.ArgumentTypeError(f"{exc} (or 'all': each drill in turn)") from None
     if drill is None:
         raise argparse.ArgumentTypeError(f"expected a drill like nan_output or all, found {text!r}")
     return text

@@ -97,7 +97,8 @@ def check_append_compatible(directory: str | os.PathLike[str], schema: EpisodeSc
         if diffs:
             raise ValueError(
                 f"{d} holds a different dataset ({path.name}: {'; '.join(diffs)}); "
-                "write into a new directory (-o) or move those episodes away"
+                "write into a new directory (dm1 data: -o, dm1 launch: --record-dir) or move those episodes "
+                "away"
             )
     return len(paths)
 
