@@ -108,3 +108,51 @@ def test_activate_twice_on_a_real_lifecycle_node_is_done_then_nothing_to_do(ros_
         spin.stop()
         policy.destroy_node()
         rclpy.shutdown()
+
+
+def test_record_sends_the_event_to_the_teleop_recorders_trigger_service(ros_env) -> None:
+    """Bounded, in-process: a real rclpy node offers `/<teleop>/start` as the teleop node does (`~/start`)."""
+    from dm1_ros.operator_actions import run_record
+    from dm1_ros.spin_thread import SpinThread
+    from rclpy.executors import SingleThreadedExecutor
+    from std_srvs.srv import Trigger
+
+    rclpy.init()
+    context = rclpy.get_default_context()
+    calls: list[str] = []
+
+    def on_start(_request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        calls.append("start")
+        response.success, response.message = True, "recording episode 0"
+        return response
+
+    teleop = rclpy.create_node("op_test_teleop", context=context)
+    teleop.create_service(Trigger, "~/start", on_start)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(teleop)
+    spin = SpinThread(executor).start()
+    operator = rclpy.create_node("op_test_operator_rec", context=context)
+    try:
+        result = run_record(operator, "start", 10.0, "op_test_teleop")
+        assert result.ok and result.message == "record start: recording episode 0", result.message
+        assert calls == ["start"]
+        with pytest.raises(
+            TimeoutError, match="record discard: service /op_test_teleop/discard not available"
+        ):
+            run_record(operator, "discard", 0.5, "op_test_teleop")  # no such service: bounded, named
+    finally:
+        operator.destroy_node()
+        spin.stop()
+        teleop.destroy_node()
+        rclpy.shutdown()
+
+
+def test_record_addresses_the_teleop_node_the_launch_starts() -> None:
+    from dm1.cli import build_parser
+    from dm1.launch_graph import LaunchArgs, franka_graph
+
+    names = {
+        spec.module: spec.name for spec in franka_graph(LaunchArgs(use_sim=True, no_policy=True, record=True))
+    }
+    parsed = build_parser().parse_args(["operator", "record", "start"])
+    assert parsed.teleop_node == names["dm1_ros.teleop_node"]

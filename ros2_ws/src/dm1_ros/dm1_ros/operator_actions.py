@@ -209,3 +209,26 @@ def main_action(action: str, timeout_s: float, policy_node: str = "policy_node")
             return run_action(node, action, timeout_s, policy_node)
         finally:
             node.destroy_node()
+
+
+def run_record(node: Node, event: str, timeout_s: float = 10.0, teleop_node: str = "teleop") -> ActionResult:
+    """Send the teleop recorder one episode event (`dm1.teleop.devices.EVENTS`: start, stop_save, discard,
+    mark_success, mark_failure) through its `/<teleop_node>/<event>` Trigger service, from `node`."""
+    client = node.create_client(Trigger, f"/{teleop_node}/{event}")
+    try:
+        reply = call_service(node, client, Trigger.Request(), timeout_s, f"record {event}")
+    finally:
+        node.destroy_client(client)
+    return ActionResult(bool(reply.success), f"record {event}: {reply.message}")
+
+
+def main_record(event: str, timeout_s: float, teleop_node: str = "teleop") -> ActionResult:
+    """Init rclpy, run `run_record` on a fresh node, shut down (`dm1 operator record`)."""
+    from rclpy.signals import SignalHandlerOptions
+
+    with rclpy.init(signal_handler_options=SignalHandlerOptions.NO):
+        node = rclpy.create_node("dm1_operator_record")
+        try:
+            return run_record(node, event, timeout_s, teleop_node)
+        finally:
+            node.destroy_node()

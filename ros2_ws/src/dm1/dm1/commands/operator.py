@@ -17,6 +17,10 @@ turn (a frozen camera once per camera of the model) and prints one line each. Ex
 within `--max-hold`, 1 = it did not, or it was not moving before the drill (nothing shown). The drill ends by
 itself; the policy then drives the arm again. `late_chunks` (chunks sent only once their actions are past)
 must end in a latched controller fault ("over budget"): recover, then activate.
+
+`record EVENT` sends the teleop recorder of `dm1 launch --record` an episode event through its Trigger
+services (`/teleop/<event>`): `start`, `stop_save`, `discard`, `mark_success`, `mark_failure`, the keyboard's
+n, m, x, y and u; for devices without those keys (scripted, spacemouse, gamepad).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import re
 import sys
 
 from dm1.commands.arg_types import positive_float
+from dm1.teleop.devices import EVENTS
 
 ACTIONS = ("status", "home", "recover", "activate", "deactivate")  # carried out by dm1_ros.operator_actions
 ACTION_HELP = {
@@ -114,7 +119,12 @@ def _handler(args: argparse.Namespace) -> int:
         try:
             if args.action == "drill":
                 return _drill(args)
-            result = main_action(args.action, args.timeout, args.policy_node)
+            if args.action == "record":
+                from dm1_ros.operator_actions import main_record
+
+                result = main_record(args.event, args.timeout, args.teleop_node)
+            else:
+                result = main_action(args.action, args.timeout, args.policy_node)
         except TimeoutError as exc:
             print(f"dm1 operator {args.action}: {exc}", file=sys.stderr)
             return 2
@@ -127,7 +137,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     of another action is an error, not silently ignored)."""
     p = sub.add_parser(
         "operator",
-        help="operator actions: status, home, recover, activate, deactivate, drill",
+        help="operator actions: status, home, recover, activate, deactivate, drill, record",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -159,4 +169,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--still-speed", type=positive_float, default=0.02, help="standing still: every joint below (rad/s)"
     )
     d.add_argument("--json", action="store_true", help="print the drill's report as JSON")
+    text = "an episode event for the teleop recorder (dm1 launch --record): start, save, discard, mark"
+    r = actions.add_parser("record", help=text, description=text)
+    r.add_argument(
+        "event",
+        choices=EVENTS,
+        help="start | stop_save (stop and save) | discard | mark_success | "
+        "mark_failure (the keyboard's n, m, x, y, u)",
+    )
+    r.add_argument("--timeout", type=positive_float, default=10.0, help="seconds to wait for the answer")
+    r.add_argument(
+        "--teleop-node", type=ros_node_name, default="teleop", help="name of the teleop recorder node"
+    )
     p.set_defaults(func=_handler)
