@@ -36,11 +36,31 @@ def test_a_clock_standing_still_past_the_limit_is_reported_until_it_moves_again(
     assert watch.check(5.001) is None and watch.changed and not watch.stopped  # it moves again
 
 
-def test_a_clock_that_never_started_names_the_missing_clock() -> None:
+def test_a_clock_not_heard_yet_is_not_reported() -> None:
+    """Right after start-up the node's time reads 0 until its /clock subscription has matched, which took
+    over 1 s in a loaded test run: the policy took that report for a controller fault and deactivated."""
     wall = FakeClock()
     watch = SimClockWatch(limit_s=1.0, wall=wall)
-    wall.advance(2.0)
-    assert watch.check(0.0) == "no simulation clock for 2.0 s: nothing on /clock (is the twin running?)"
+    wall.advance(5.0)
+    assert watch.check(0.0) is None and not watch.stopped
+    assert watch.check(2.0) is None  # the first message: still from here on
+    wall.advance(1.5)
+    assert watch.check(2.0) == "simulation clock stopped for 1.5 s at t=2.000 (is the twin running?)"
+
+
+def test_a_stopped_clock_with_a_robot_that_still_answers_is_a_warning_not_a_fault() -> None:
+    """A twin starved of CPU for a moment stops /clock but still serves the robot: a warning (the policy
+    deactivates on a fault); the lost link of a twin that is gone makes it a fault (next test)."""
+    wall, backend = FakeClock(), FakeBackend()
+    executor = ChunkExecutor(backend, SafetyLimits(), clock=lambda: 3.0)
+    report = StoppedClockReport(
+        backend, executor.status, lambda: 3.0, lambda st: None, SimClockWatch(limit_s=1.0, wall=wall)
+    )
+    report.check(3.0)
+    wall.advance(1.5)
+    st = report.check(3.0)
+    assert st is not None and st.state != "fault" and st.level == "warn" and st.fault is None
+    assert st.warning == "simulation clock stopped for 1.5 s at t=3.000 (is the twin running?)"
 
 
 def test_a_watch_without_a_positive_limit_is_refused() -> None:

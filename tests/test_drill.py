@@ -255,4 +255,4 @@ def test_dm1_operator_checks_a_drill_spec_with_the_policy_nodes_parser_so_they_c
     else:
         with pytest.raises(argparse.ArgumentTypeError) as refused:
             drill_spec(spec)
-        assert str(refused.value) == node_error
+        assert str(refused.value) == f"{node_error} (or 'all': each drill in turn)"

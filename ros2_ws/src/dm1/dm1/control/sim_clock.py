@@ -3,9 +3,9 @@
 Under simulated time every timer of the controller node runs on /clock, which the twin publishes: a twin
 killed or hung stops them all (control ticks, /joint_states, the status), and the node went silent with the
 robot link dead behind it. A timer on the wall clock asks `check` a few times a second; once the simulated
-time has not moved for `limit_s` of wall time (libfranka's own timeout: the link is lost too), the controller
-reports a fault naming it (`stopped_clock_status`) until the clock moves again. Nothing is commanded
-meanwhile: the control ticks do not run.
+time has not moved for `limit_s` of wall time, the controller reports it until the clock moves again
+(`stopped_clock_status`): a fault when the robot cannot be read either (the twin is gone: a lost link), a
+warning while it still answers. Nothing is commanded meanwhile: the control ticks do not run.
 """
 
 from __future__ import annotations
@@ -43,8 +43,14 @@ class SimClockWatch:
         self.changed = False  #: whether that `check` found it stopping or moving again (log it once)
 
     def check(self, sim_now: float) -> str | None:
-        """None while the simulated clock moves; once it stood still over `limit_s`, why (for the status)."""
+        """None while the simulated clock moves, or before its first message (ROS time reads 0 until then:
+        right after start-up, DDS discovery alone can take longer than `limit_s` on a loaded host, and the
+        controller cannot come up without the twin's robot anyway); once it stood still over `limit_s`,
+        why."""
         wall = self._wall()
+        if sim_now == 0.0:
+            self._since = wall
+            return None
         if sim_now != self._sim:  # the first time seen: still since this watch started, as far as it knows
             self._since = wall if self._sim is not None else self._since
             self._sim = sim_now
@@ -53,15 +59,17 @@ class SimClockWatch:
         self.changed, self.stopped = stopped != self.stopped, stopped
         if not stopped:
             return None
-        if sim_now == 0.0:  # ROS time reads 0 until the first /clock message
-            return f"no simulation clock for {still:.1f} s: nothing on /clock (is the twin running?)"
         return f"simulation clock stopped for {still:.1f} s at t={sim_now:.3f} (is the twin running?)"
 
 
 def stopped_clock_status(status: ExecutorStatus, stopped: str, robot_fault: str | None) -> ExecutorStatus:
-    """The executor's `status` reported as a fault naming the stopped clock (and the robot's fault: a lost
-    link), so consumers of the status (the operator CLI, the policy) see it as one."""
-    why = stopped if robot_fault is None else f"{stopped}; robot: {robot_fault}"
+    """The executor's `status` with the stopped clock: a fault naming it and the robot's fault when the robot
+    cannot be read (a lost link: the twin is gone), so consumers of the status (the operator CLI, the policy,
+    which deactivates) see it as one; a warning while the robot still answers (a twin starved of CPU for a
+    moment is no fault: nothing moves meanwhile, and it goes on when the clock does)."""
+    if robot_fault is None:
+        return replace(status, warning=stopped)
+    why = f"{stopped}; robot: {robot_fault}"
     return replace(status, state=FAULT, fault=why, reasons=[f"fault: {why}"])
 
 
@@ -98,7 +106,7 @@ class StoppedClockReport:
         self.watch = watch or SimClockWatch()
 
     def tick(self) -> None:
-        """Publish the fault status while the simulated clock stands still; nothing while it moves."""
+        """Publish the stopped-clock status while the simulated clock stands still; nothing while it moves."""
         if (st := self.check(self.sim_now())) is not None:
             self.publish(st)
 
