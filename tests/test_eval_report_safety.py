@@ -205,7 +205,7 @@ def test_an_out_that_cannot_be_created_is_one_line_naming_out(
 ) -> None:
     """/proc passes the permission checks (root may write anywhere) but refuses every new directory."""
     if not Path("/proc/self").is_dir():
-        pytest.skip("needs Linux /proc")
+        pytest.skip("no /proc file system on this OS (Linux only)")
     fake_stack.out = tmp_path
     argv = ["eval", "--model", str(model), "-o", "/proc/x"]
     if merge:

@@ -14,6 +14,7 @@ Every call is bounded; an unreachable graph is a TimeoutError naming the service
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -199,16 +200,22 @@ def main_drill(args: Any) -> list[tuple[bool, str, Any]]:
             node.destroy_node()
 
 
-def main_action(action: str, timeout_s: float, policy_node: str = "policy_node") -> ActionResult:
-    """Init rclpy, run the action on a fresh node, shut down (the `dm1 operator` handler)."""
+def _on_fresh_node(name: str, run: Callable[[Node], ActionResult]) -> ActionResult:
+    """Init rclpy (without its signal handlers: `dm1.interrupts` has them), call `run` with a fresh node
+    `name`, shut down."""
     from rclpy.signals import SignalHandlerOptions
 
     with rclpy.init(signal_handler_options=SignalHandlerOptions.NO):
-        node = rclpy.create_node("dm1_operator")
+        node = rclpy.create_node(name)
         try:
-            return run_action(node, action, timeout_s, policy_node)
+            return run(node)
         finally:
             node.destroy_node()
+
+
+def main_action(action: str, timeout_s: float, policy_node: str = "policy_node") -> ActionResult:
+    """Run the action on a fresh node (the `dm1 operator` handler)."""
+    return _on_fresh_node("dm1_operator", lambda node: run_action(node, action, timeout_s, policy_node))
 
 
 def run_record(node: Node, event: str, timeout_s: float = 10.0, teleop_node: str = "teleop") -> ActionResult:
@@ -223,12 +230,5 @@ def run_record(node: Node, event: str, timeout_s: float = 10.0, teleop_node: str
 
 
 def main_record(event: str, timeout_s: float, teleop_node: str = "teleop") -> ActionResult:
-    """Init rclpy, run `run_record` on a fresh node, shut down (`dm1 operator record`)."""
-    from rclpy.signals import SignalHandlerOptions
-
-    with rclpy.init(signal_handler_options=SignalHandlerOptions.NO):
-        node = rclpy.create_node("dm1_operator_record")
-        try:
-            return run_record(node, event, timeout_s, teleop_node)
-        finally:
-            node.destroy_node()
+    """Run `run_record` on a fresh node (`dm1 operator record`)."""
+    return _on_fresh_node("dm1_operator_record", lambda node: run_record(node, event, timeout_s, teleop_node))
