@@ -136,7 +136,15 @@ class PolicyNode(LifecycleNode):
 def main(args: list[str] | None = None) -> None:
     """Console script `policy_node`; with `autostart:=true` the node configures and activates itself, and
     exits with code 1 when its model fails to configure (the launchers then stop the graph). A parameter out
-    of its range: one line, exit code 2."""
+    of its range: one line, exit code 2. After rclpy's shutdown the process ends at once
+    (`exit_after_shutdown`): a native crash in interpreter teardown once turned that 1 into -11."""
+    from dm1_ros.node_signals import exit_after_shutdown
+
+    exit_after_shutdown(_run(args))
+
+
+def _run(args: list[str] | None) -> int:
+    """Run the node until a signal (0) or a failed autostart configure (1); rclpy is shut down on return."""
     import sys
 
     from rclpy.executors import SingleThreadedExecutor
@@ -150,15 +158,16 @@ def main(args: list[str] | None = None) -> None:
             node = PolicyNode()
         except ValueError as exc:
             print(f"policy_node: bad configuration: {exc}", file=sys.stderr)
-            raise SystemExit(2) from None
+            return 2
         if node.p("autostart"):
             if node.trigger_configure() != SUCCESS:  # a launch must not run on without its policy
                 node.get_logger().fatal("autostart: configure failed (error above); exiting with code 1")
                 node.destroy_node()
-                raise SystemExit(1)
+                return 1
             node.trigger_activate()  # refused under a controller fault: the node waits, configured
         executor.add_node(node)
         spin_until_stopped(executor, node)
+    return 0
 
 
 if __name__ == "__main__":

@@ -79,6 +79,7 @@ class GraphRunner:
         for key, value in CHILD_ENV_DEFAULTS.items():
             self.env.setdefault(key, value)
         self.env["PYTHONUNBUFFERED"] = "1"
+        self.env["PYTHONFAULTHANDLER"] = "1"  # a node that crashes in native code prints where (in its log)
         self.shutdown_timeout = shutdown_timeout
         self.out = out or sys.stdout
         self.procs: list[tuple[Any, subprocess.Popen[bytes]]] = []
