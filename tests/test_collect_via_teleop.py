@@ -19,7 +19,8 @@ from conftest import PYTHON, as_background_job, free_loopback_host, kill_twin_on
 from dm1.data.schema import EpisodeSchema, check_append_compatible
 from dm1.data.synthetic import make_synthetic_dataset
 from dm1.sim.collect import LIFT_PROPRIO_KEYS, UNITS, lift_schema
-from dm1.teleop.devices import DeviceContext, ScriptedExpertDevice
+from dm1.teleop.device_interface import DeviceContext
+from dm1.teleop.devices import ScriptedExpertDevice
 from dm1.teleop.loop import TeleopConfig, TeleopLoop
 from dm1.teleop.recorder import EE_ACTION_NAMES
 

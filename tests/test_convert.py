@@ -7,7 +7,8 @@ import json
 import h5py
 import numpy as np
 import pytest
-from dm1.data.convert import export_lerobot, export_robomimic, read_lerobot, read_robomimic
+from dm1.data.convert import export_lerobot, export_robomimic
+from dm1.data.convert_readback import read_lerobot, read_robomimic
 from dm1.data.episode import read_episode
 from dm1.data.synthetic import make_synthetic_dataset
 

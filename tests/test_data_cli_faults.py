@@ -335,7 +335,7 @@ from pathlib import Path
 import numpy as np
 import dm1.sim.collect
 from dm1.cli import main
-from dm1.data.episode import EpisodeWriter
+from dm1.data.episode_writer import EpisodeWriter
 
 def fake_collect(out_dir, episodes, recovery_fraction=0.0, **kw):
     # like collect_expert_demos: an open episode, discarded on any exception (KeyboardInterrupt included)

@@ -11,7 +11,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from dm1.data.episode import EpisodeFormatError, EpisodeWriter, read_episode
+from dm1.data.episode import EpisodeFormatError, read_episode
+from dm1.data.episode_writer import EpisodeWriter
 from dm1.data.index import DatasetIndex, next_episode_path
 
 CAMS = ("front", "wrist")

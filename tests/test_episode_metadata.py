@@ -9,7 +9,8 @@ from typing import Any
 import h5py
 import numpy as np
 import pytest
-from dm1.data.episode import EpisodeFormatError, EpisodeWriter, read_episode
+from dm1.data.episode import EpisodeFormatError, read_episode
+from dm1.data.episode_writer import EpisodeWriter
 from dm1.data.index import DatasetIndex
 from dm1.data.synthetic import make_synthetic_dataset
 

@@ -17,7 +17,8 @@ import pytest
 from conftest import REPO, free_loopback_host
 from dm1.commands.graph_process import launch_command
 from dm1.commands.launch import GraphRunner
-from dm1.launch_graph import LaunchArgs, NodeSpec
+from dm1.launch_args import LaunchArgs
+from dm1.launch_graph import NodeSpec
 from test_launch_runner import _dummy
 
 

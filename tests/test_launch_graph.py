@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO
-from dm1.launch_graph import LaunchArgs, NodeSpec, franka_graph, load_param_files
+from dm1.launch_args import LaunchArgs
+from dm1.launch_graph import NodeSpec, franka_graph, load_param_files
 from policy_toy_model import build_toy_model
 
 LAUNCH_FILE = REPO / "ros2_ws/src/dm1_bringup/launch/franka.launch.py"

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from dm1.modelcard import ActionSpec, CameraSpec, ModelCard, ModelCardError, ProprioSpec, load_card
+from dm1.modelcard import ActionSpec, CameraSpec, ModelCard, ProprioSpec, load_card
+from dm1.modelcard_checks import ModelCardError
 
 
 def example_card(**overrides) -> ModelCard:

@@ -11,7 +11,8 @@ import json
 from pathlib import Path
 
 import pytest
-from dm1.modelcard import ModelCardError, load_card
+from dm1.modelcard import load_card
+from dm1.modelcard_checks import ModelCardError
 from test_modelcard import example_card
 
 REPO = Path(__file__).resolve().parents[1]

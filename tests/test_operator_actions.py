@@ -149,7 +149,8 @@ def test_record_sends_the_event_to_the_teleop_recorders_trigger_service(ros_env)
 
 def test_record_addresses_the_teleop_node_the_launch_starts() -> None:
     from dm1.cli import build_parser
-    from dm1.launch_graph import LaunchArgs, franka_graph
+    from dm1.launch_args import LaunchArgs
+    from dm1.launch_graph import franka_graph
 
     names = {
         spec.module: spec.name for spec in franka_graph(LaunchArgs(use_sim=True, no_policy=True, record=True))

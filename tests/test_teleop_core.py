@@ -9,10 +9,8 @@ import numpy as np
 import pytest
 from conftest import FakeClock
 from dm1.teleop.deadman import Deadman, DeadmanConfig
+from dm1.teleop.device_interface import DeviceCommand, DeviceContext, DeviceUnavailableError
 from dm1.teleop.devices import (
-    DeviceCommand,
-    DeviceContext,
-    DeviceUnavailableError,
     GamepadDevice,
     KeyboardDevice,
     ScriptedExpertDevice,

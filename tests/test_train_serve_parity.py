@@ -24,7 +24,8 @@ rclpy = pytest.importorskip("rclpy")
 from dm1.checkpoint import latest_checkpoint, load_checkpoint  # noqa: E402
 from dm1.config import TrainConfig, load_train_config  # noqa: E402
 from dm1.data.dataset import WindowDataset  # noqa: E402
-from dm1.data.episode import EpisodeWriter, read_episode  # noqa: E402
+from dm1.data.episode import read_episode  # noqa: E402
+from dm1.data.episode_writer import EpisodeWriter  # noqa: E402
 from dm1.export import build_policy, export_model  # noqa: E402
 from dm1.kinematics import FR3_HOME_Q, fr3_fk  # noqa: E402
 from dm1.meanflow import sample  # noqa: E402

@@ -20,7 +20,8 @@ from dm1 import interrupts
 from dm1.checkpoint import latest_checkpoint, load_checkpoint
 from dm1.commands import train as train_command
 from dm1.config import TrainConfig, load_train_config, save_train_config
-from dm1.data.episode import EpisodeWriter, read_episode
+from dm1.data.episode import read_episode
+from dm1.data.episode_writer import EpisodeWriter
 from dm1.data.synthetic import make_synthetic_dataset
 from dm1.meanflow import sample
 from dm1.train.trainer import Trainer

@@ -21,10 +21,10 @@ from dm1.modelcard import (
     CARD_FILENAME,
     ONNX_FILENAME,
     ModelCard,
-    ModelCardError,
     load_card,
     onnx_hash_problem,
 )
+from dm1.modelcard_checks import ModelCardError
 from dm1.paths import PICKLE_SUFFIXES
 
 #: Execution providers in order of preference; the first available ones are used.

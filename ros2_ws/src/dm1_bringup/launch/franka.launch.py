@@ -19,11 +19,12 @@ import os
 from collections.abc import Mapping
 
 from dm1.commands.graph_probe import look_for_other_graph, other_graph_message
-from dm1.launch_graph import LaunchArgs, NodeSpec, franka_graph
+from dm1.launch_args import LaunchArgs
+from dm1.launch_graph import NodeSpec, franka_graph
 from dm1.policy_defaults import DEFAULT_ENSEMBLE_ALPHA
 from dm1.sim.hosts import AUTO, resolve_sim_host
 
-# (name, default, description): the same names as dm1.launch_graph.LaunchArgs.
+# (name, default, description): the same names as dm1.launch_args.LaunchArgs.
 ARGUMENTS: list[tuple[str, str, str]] = [
     ("robot_ip", "", "FCI address of the robot (e.g. 172.16.0.2); ignored with use_sim"),
     ("model", "", "exported model directory (model.onnx + model_card.json)"),

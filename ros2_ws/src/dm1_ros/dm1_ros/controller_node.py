@@ -11,36 +11,25 @@ from __future__ import annotations
 
 import sys
 from contextlib import ExitStack
-from functools import partial
 
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray
-from dm1.control.executor import STATUS_NAME, STATUS_TOPIC, ChunkExecutor, ExecutorStatus
+from dm1.control.executor import ExecutorStatus
 from dm1.control.executor_gate import ExecutorGate
 from dm1.control.limits import SafetyLimits
-from dm1.control.parameters import CONTROLLER_PARAMETERS, SAFETY_PARAMETERS
+from dm1.control.parameters import CONTROLLER_PARAMETERS, SAFETY_PARAMETERS, requested_chunk_qos_ms
 from dm1.control.sim_clock import StoppedClockReport
-from dm1.control.startup import start_robot
+from dm1.control.startup import controller_summary, make_executor, start_robot
 from dm1.interrupts import requested
 from dm1.scheduling import try_raise_to_fifo
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile
-from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
-from visualization_msgs.msg import MarkerArray
 
-from dm1_ros.chunk_markers import safety_box_markers
-from dm1_ros.chunk_qos import CARTESIAN_TOPIC, JOINT_TOPIC, ChunkPublishers, watch_chunk_stream
-from dm1_ros.conversions import (
-    diagnostic_array,
-    diagnostic_status,
-    make_joint_state,
-    msg_to_timed_chunk,
-)
+from dm1_ros.chunk_qos import ChunkPublishers
+from dm1_ros.controller_topics import controller_publishers, status_message, subscribe_chunks
+from dm1_ros.conversions import make_joint_state, msg_to_timed_chunk
 from dm1_ros.dds_publishing import publish_asynchronously
-from dm1_ros.guarded_publish import GuardedPublisher, node_warning
 from dm1_ros.home_service import HomeService
 from dm1_ros.log_bridge import route_core_logging
 from dm1_ros.node_signals import spin_until_stopped, stopped_by_signals, wall_clock
@@ -64,32 +53,15 @@ class ControllerNode(Node):
         self.backend, link = start_robot(p, sim, self.get_logger().warning)
         if link:
             self.get_logger().info(link)
-        executor = ChunkExecutor(
-            self.backend,
-            self.limits,
-            self._now,
-            mode=p["mode"],
-            tick_period_s=1.0 / p["control_rate_hz"],
-            source_window_s=p["single_commander_window_s"],
-        )
-        executor.link.warn_below = p["min_command_success_rate"]
+        executor = make_executor(p, self.backend, self.limits, self._now)
         self.gate = ExecutorGate(executor)  # one lock; chunks and ticks skipped while a home move runs
         if warning := try_raise_to_fifo(p["rt_priority"]):  # threads started later (home) inherit it
             self.get_logger().warning(warning)
-        # a failing publish (a DDS writer stuck on a dead peer) drops the message and rests: never raises
-        warn = node_warning(self)
-        self.js_pub = GuardedPublisher(self.create_publisher(JointState, "/joint_states", 10), warn)
-        self.status_pub = GuardedPublisher(self.create_publisher(DiagnosticArray, STATUS_TOPIC, 10), warn)
-        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.box_pub = self.create_publisher(MarkerArray, "/dm1/safety_box", latched)  # for rviz
-        self.box_pub.publish(safety_box_markers(self.limits.workspace_min, self.limits.workspace_max))
-        # deadlines run on the wall clock: under simulated time the chunks keep sim time, not wall time
-        deadline_ms = 0.0 if sim else p["chunk_deadline_ms"]
-        lease_ms = p["chunk_liveliness_lease_ms"]
+        # guarded /joint_states and status (a failing publish drops the message: never raises); the safety box
+        self.js_pub, self.status_pub, self.box_pub = controller_publishers(self, self.limits)
         self.chunk_publishers = ChunkPublishers(self)  # who sent each chunk: one commander at a time
-        for msg_type, topic in ((MultiDOFJointTrajectory, CARTESIAN_TOPIC), (JointTrajectory, JOINT_TOPIC)):
-            self.create_subscription(msg_type, topic, partial(self._on_chunk, topic=topic), 10)
-            watch_chunk_stream(self, msg_type, topic, deadline_ms, lease_ms, self._on_stream_lost)
+        # QoS deadline (none under sim time: it runs on the wall clock) and liveliness lease on the chunks
+        subscribe_chunks(self, self._on_chunk, self._on_stream_lost, *requested_chunk_qos_ms(p, sim))
         self.create_service(Trigger, "/dm1/controller/recover", self._on_recover)
         self._last_js_stamp: float | None = None  # robot time of the last published joint state
         self.home = HomeService(self)  # /dm1/controller/home, on a side node and thread (blocks for seconds)
@@ -99,9 +71,7 @@ class ControllerNode(Node):
         if sim:  # a stopped /clock (the twin killed or hung) stops the timers above: a wall-clock one says so
             report = StoppedClockReport(self.backend, executor.status, self._now, self.publish_status)
             self.create_timer(0.25, report.tick, clock=wall_clock())
-        self.get_logger().info(
-            f"controller up: {p['robot_ip']} mode={p['mode']} limits={self.limits.to_dict()}"
-        )
+        self.get_logger().info(controller_summary(p, self.limits))
 
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
@@ -140,8 +110,7 @@ class ControllerNode(Node):
 
     def publish_status(self, st: ExecutorStatus | None = None) -> None:
         st = st if st is not None else self.gate.executor.status()
-        diag = diagnostic_status(STATUS_NAME, st.level, st.fault or st.state, st.values())
-        self.status_pub.publish(diagnostic_array(self._now(), [diag]))
+        self.status_pub.publish(status_message(st, self._now()))
 
     def _on_recover(self, _req, res):
         try:

@@ -219,8 +219,8 @@ def main_action(action: str, timeout_s: float, policy_node: str = "policy_node")
 
 
 def run_record(node: Node, event: str, timeout_s: float = 10.0, teleop_node: str = "teleop") -> ActionResult:
-    """Send the teleop recorder one episode event (`dm1.teleop.devices.EVENTS`: start, stop_save, discard,
-    mark_success, mark_failure) through its `/<teleop_node>/<event>` Trigger service, from `node`."""
+    """Send the teleop recorder one episode event (`dm1.teleop.device_interface.EVENTS`: start, stop_save,
+    discard, mark_success, mark_failure) through its `/<teleop_node>/<event>` Trigger service, from `node`."""
     client = node.create_client(Trigger, f"/{teleop_node}/{event}")
     try:
         reply = call_service(node, client, Trigger.Request(), timeout_s, f"record {event}")

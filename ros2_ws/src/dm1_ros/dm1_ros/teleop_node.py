@@ -23,7 +23,8 @@ from dm1.control.backend import TOP_DOWN_XYZW
 from dm1.control.executor import STATUS_TOPIC
 from dm1.kinematics import fr3_fk
 from dm1.policy.step import ActionChunk
-from dm1.teleop.devices import DeviceContext, JoyDevice, make_device
+from dm1.teleop.device_interface import DeviceContext
+from dm1.teleop.devices import JoyDevice, make_device
 from dm1.teleop.loop import TeleopConfig, TeleopLoop
 from dm1.teleop.mcap_mirror import McapMirror
 from dm1.teleop.recorder import EE_ACTION_NAMES, EpisodeRecorder, RecorderConfig

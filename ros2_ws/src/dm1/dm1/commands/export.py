@@ -14,7 +14,7 @@ def _handler(args: argparse.Namespace) -> int:
 
     from dm1.checkpoint import CheckpointError
     from dm1.export import ExportError, export_model
-    from dm1.modelcard import ModelCardError
+    from dm1.modelcard_checks import ModelCardError
 
     out = Path(args.out) if args.out else Path("models") / (args.name or Path(args.checkpoint).resolve().name)
     try:

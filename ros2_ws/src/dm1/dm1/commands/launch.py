@@ -83,7 +83,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _handle(args: argparse.Namespace) -> int:
-    from dm1.launch_graph import LaunchArgs, franka_graph
+    from dm1.launch_args import LaunchArgs
+    from dm1.launch_graph import franka_graph
     from dm1.sim.hosts import resolve_sim_host
 
     try:

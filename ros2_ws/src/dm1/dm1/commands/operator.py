@@ -30,7 +30,7 @@ import re
 import sys
 
 from dm1.commands.arg_types import positive_float
-from dm1.teleop.devices import EVENTS
+from dm1.teleop.device_interface import EVENTS
 
 ACTIONS = ("status", "home", "recover", "activate", "deactivate")  # carried out by dm1_ros.operator_actions
 ACTION_HELP = {

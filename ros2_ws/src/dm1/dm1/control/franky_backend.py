@@ -21,7 +21,20 @@ import numpy as np
 
 from dm1.control.backend import HOME_Q, RobotFault, RobotStateSnapshot
 from dm1.control.franky_gripper import GripperWorker
-from dm1.scheduling import ThreadScheduling, scheduled_as
+from dm1.control.franky_motion import (
+    FRANKY_ERRORS,
+    ImpedanceGains,
+    check_backend_arguments,
+    connect,
+    hold_at_measured,
+    in_control,
+    move_to_joints,
+    snapshot,
+    start_tracker,
+    stop_motion,
+    wait_until_at_rest,
+)
+from dm1.scheduling import scheduled_as
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +43,6 @@ DEFAULT_JOINT_STIFFNESS = (600.0, 600.0, 600.0, 600.0, 250.0, 150.0, 50.0)  # Nm
 # real time). Past it the move is stopped and a fault latched, so the home service (gripper + move + settle)
 # answers before its callers give up (`dm1 eval`: 60 s, teleop collection: 120 s).
 HOME_MOVE_TIMEOUT_S = 40.0
-
-
-# what franky raises when a motion ends badly: aborted (reflex), refused (user stop, wrong mode), or no link
-FRANKY_ERRORS = (franky.ControlException, franky.CommandException, franky.NetworkException)
 
 
 def _is_preemption(exc: BaseException) -> bool:
@@ -87,32 +96,23 @@ class FrankyBackend:
         gripper_open_width: float = 0.08,
         realtime: bool = False,
     ) -> None:
-        if mode not in ("cartesian", "joint"):
-            raise ValueError(f"FrankyBackend.mode: expected 'cartesian' or 'joint', found {mode!r}")
-        if not 0.0 < relative_dynamics_factor <= 1.0:
-            raise ValueError(
-                "FrankyBackend.relative_dynamics_factor: expected in (0, 1], "
-                f"found {relative_dynamics_factor}"
-            )
-        if len(joint_stiffness) != 7:
-            raise ValueError(
-                f"FrankyBackend.joint_stiffness: expected 7 values, found {len(joint_stiffness)}"
-            )
+        check_backend_arguments(  # ValueError naming the bad argument, before connecting
+            mode,
+            relative_dynamics_factor,
+            joint_stiffness,
+            hold_brake_s,
+            hold_rest_speed,
+            nullspace_stiffness,
+            translational_damping,
+        )
         self.mode = mode
-        if not hold_brake_s >= 0 or not hold_rest_speed >= 0 or not nullspace_stiffness >= 0:
-            raise ValueError(
-                "FrankyBackend: hold_brake_s, hold_rest_speed and nullspace_stiffness must be >= 0, found "
-                f"{hold_brake_s}, {hold_rest_speed}, {nullspace_stiffness}"
-            )
-        if translational_damping is not None and not translational_damping > 0:
-            raise ValueError(
-                f"FrankyBackend.translational_damping: expected > 0 Ns/m or None, "
-                f"found {translational_damping}"
-            )
-        self._k_trans, self._k_rot = translational_stiffness, rotational_stiffness
-        self._d_trans = translational_damping
-        self._k_joint = np.asarray(joint_stiffness, dtype=float)
-        self._k_null = nullspace_stiffness
+        self._gains = ImpedanceGains(
+            translational_stiffness,
+            rotational_stiffness,
+            translational_damping,
+            nullspace_stiffness,
+            np.asarray(joint_stiffness, dtype=float),
+        )
         self._brake_s, self._rest_speed = hold_brake_s, hold_rest_speed
         self._brake_start: float | None = None  # robot time the current hold began; None while streaming
         self._hold_latched = False
@@ -131,16 +131,8 @@ class FrankyBackend:
 
     def _connect(self) -> franky.Robot:
         """A new libfranka connection (NetworkException when the robot does not answer)."""
-        rt = franky.RealtimeConfig.Enforce if self._realtime else franky.RealtimeConfig.Ignore
-        # libfranka raises the *calling* thread to SCHED_FIFO 99 where it may (root), even with Ignore, and
-        # franky's 1 kHz control threads inherit it from the thread that starts a motion. Keep that for them
-        # only: the caller (a ROS executor, a test runner and every process it starts) gets its own back.
-        own = ThreadScheduling.current()
-        try:
-            robot = franky.Robot(self._host, realtime_config=rt)
-            self.control_scheduling = ThreadScheduling.current()  #: what franky's control threads run under
-        finally:
-            own.apply()
+        # control_scheduling: what franky's control threads run under (the caller keeps its own)
+        robot, self.control_scheduling = connect(self._host, self._realtime)
         robot.relative_dynamics_factor = self._dynamics
         return robot
 
@@ -189,22 +181,8 @@ class FrankyBackend:
                 if self._last_state is None:
                     raise RobotFault(self._fault) from exc
                 return replace(self._last_state, fault=self._fault)
-            self._last_state = self._snapshot(s, vel)
+            self._last_state = snapshot(s, vel, self._gripper, self._fault)
             return self._last_state
-
-    def _snapshot(self, s: franky.RobotState, vel: np.ndarray) -> RobotStateSnapshot:
-        return RobotStateSnapshot(
-            stamp=s.time.to_sec(),
-            q=np.array(s.q, dtype=float),
-            dq=np.array(s.dq, dtype=float),
-            ee_pos=np.array(s.O_T_EE.translation, dtype=float),
-            ee_quat_xyzw=np.array(s.O_T_EE.quaternion, dtype=float),
-            gripper_width=self._gripper.width if self._gripper else 0.0,
-            gripper_closed_cmd=self._gripper.closed_cmd if self._gripper else False,
-            fault=self._fault,
-            ee_vel=np.array(vel, dtype=float),
-            command_success_rate=float(s.control_command_success_rate),
-        )
 
     # --- streaming ---------------------------------------------------------------------------------------
 
@@ -214,25 +192,7 @@ class FrankyBackend:
             raise RobotFault(self._fault)
         if self._tracker is None:
             try:
-                if self.mode == "cartesian":
-                    damping = None
-                    if self._d_trans is not None:  # rotational: franky's critical 2*sqrt(k_rot)
-                        damping = np.array([self._d_trans] * 3 + [2.0 * np.sqrt(self._k_rot)] * 3)
-                    posture = None
-                    if self._k_null > 0:
-                        q_start = np.asarray(self.robot.state.q, dtype=float)
-                        posture = franky.PostureTask(q_start, self._k_null)
-                    with scheduled_as(self.control_scheduling):  # its control thread starts here
-                        self._tracker = franky.CartesianImpedanceTracker(
-                            self.robot,
-                            translational_stiffness=self._k_trans,
-                            rotational_stiffness=self._k_rot,
-                            damping=damping,
-                            posture_task=posture,
-                        )
-                else:
-                    with scheduled_as(self.control_scheduling):
-                        self._tracker = franky.JointImpedanceTracker(self.robot, stiffness=self._k_joint)
+                self._tracker = start_tracker(self.robot, self.mode, self._gains, self.control_scheduling)
             except (franky.ControlException, franky.CommandException) as exc:
                 self._latch(exc)
                 raise RobotFault(self._fault) from exc
@@ -288,12 +248,7 @@ class FrankyBackend:
                 self._brake_start, self._hold_latched = now, False
             if self._hold_latched:
                 return
-            if self.mode == "cartesian":
-                speed = float(np.linalg.norm(self.robot.current_cartesian_velocity.end_effector_twist.linear))
-                self._tracker.set_target(franky.Affine(np.asarray(s.O_T_EE.translation), s.O_T_EE.quaternion))
-            else:
-                speed = float(np.abs(np.asarray(s.dq)).max())
-                self._tracker.set_target(np.asarray(s.q, dtype=float))
+            speed = hold_at_measured(self._tracker, self.robot, s, self.mode)
             if speed <= self._rest_speed or now - self._brake_start >= self._brake_s:
                 self._hold_latched = True
 
@@ -310,18 +265,6 @@ class FrankyBackend:
             except (franky.CommandException, franky.NetworkException) as exc:
                 self._latch(exc)
             self._tracker = None
-
-    def _in_control(self) -> bool:
-        """Whether a franky motion still runs (False when the robot cannot be asked)."""
-        try:
-            return bool(self.robot.is_in_control)
-        except FRANKY_ERRORS:
-            return False
-
-    def _stop_motion(self) -> None:
-        """libfranka's stop of the running motion (the robot brakes); a failing stop is not a second fault."""
-        with contextlib.suppress(franky.ControlException, franky.CommandException, franky.NetworkException):
-            self.robot.stop()
 
     def home(
         self,
@@ -347,18 +290,13 @@ class FrankyBackend:
                 raise RobotFault(self._fault)
             robot_t0 = self.robot.state.time.to_sec()
         try:  # outside the lock, so read_state() (joint states) keeps working during the move
-            with scheduled_as(self.control_scheduling):
-                self.robot.move(
-                    franky.JointMotion(target),
-                    asynchronous=True,  # scaled by the robot's factor (once)
-                )
-            finished = self.robot.join_motion(timeout=move_timeout_s)
+            finished = move_to_joints(self.robot, target, move_timeout_s, self.control_scheduling)
         except (franky.ControlException, franky.CommandException) as exc:  # aborted, or refused
             self._latch(exc)
             raise RobotFault(self._fault) from exc
         if not finished:
             advanced = self.robot.state.time.to_sec() - robot_t0
-            self._stop_motion()  # the move may be what hangs
+            stop_motion(self.robot)  # the move may be what hangs
             self._latch(
                 TimeoutError(
                     f"home: the joint move did not finish within {move_timeout_s:g} s (robot time advanced "
@@ -367,9 +305,7 @@ class FrankyBackend:
             )
             raise RobotFault(self._fault)
         # The motion generator finishes on the desired trajectory; let the measured arm settle too.
-        deadline = time.monotonic() + settle_timeout_s
-        while time.monotonic() < deadline and np.abs(np.asarray(self.robot.state.dq)).max() > 0.005:
-            time.sleep(0.01)
+        wait_until_at_rest(self.robot, settle_timeout_s)
 
     def recover(self) -> None:
         """Clear the robot's errors and the latched fault. A hold still streaming (the executor latched a
@@ -413,10 +349,10 @@ class FrankyBackend:
                 if self._link_lost:  # join franky's motion thread, which ended on the timeout
                     with contextlib.suppress(*FRANKY_ERRORS):
                         self.robot.join_motion(timeout=0.5)
-            if not self._link_lost and self._in_control():
-                self._stop_motion()  # the thread waiting on the move gets the preemption
+            if not self._link_lost and in_control(self.robot):
+                stop_motion(self.robot)  # the thread waiting on the move gets the preemption
                 deadline = time.monotonic() + 2.0
-                while self._in_control() and time.monotonic() < deadline:
+                while in_control(self.robot) and time.monotonic() < deadline:
                     time.sleep(0.01)
         finally:
             if self._gripper is not None and not self._gripper.close():

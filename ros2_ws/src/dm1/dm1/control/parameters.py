@@ -87,3 +87,10 @@ def check_controller_parameters(values: dict[str, Any], use_sim_time: bool) -> b
     if rt not in ("auto", "enforce", "ignore"):
         raise ValueError(f"parameter realtime_config: expected auto | enforce | ignore, found {rt!r}")
     return rt == "enforce" or (rt == "auto" and not use_sim_time)
+
+
+def requested_chunk_qos_ms(values: dict[str, Any], use_sim_time: bool) -> tuple[float, float]:
+    """The QoS deadline and liveliness lease (ms; 0 = not requested) the controller requests on the chunk
+    topics. Both run on the wall clock: under simulated time the chunks keep sim time, so no deadline then."""
+    deadline_ms = 0.0 if use_sim_time else values["chunk_deadline_ms"]
+    return deadline_ms, values["chunk_liveliness_lease_ms"]

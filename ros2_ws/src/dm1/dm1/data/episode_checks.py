@@ -21,7 +21,7 @@ import h5py
 import numpy as np
 
 from dm1.errors import ReportedError
-from dm1.modelcard import ACTION_SPACE_DIMS  # per-step action width of each action space
+from dm1.modelcard_checks import ACTION_SPACE_DIMS  # per-step action width of each action space
 
 #: Camera names: used as HDF5 dataset names (`obs/<camera>`) and in ROS topic names.
 CAMERA_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

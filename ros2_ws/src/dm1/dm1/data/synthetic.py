@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dm1.data.episode import EpisodeWriter, next_episode_path
+from dm1.data.episode import next_episode_path
 from dm1.data.episode_checks import bad_camera_names
+from dm1.data.episode_writer import EpisodeWriter
 from dm1.data.index import DatasetIndex
 from dm1.data.schema import EpisodeSchema, check_append_compatible
 

@@ -1,7 +1,8 @@
 """The report directory of `dm1 eval`: which files an evaluation writes there, and how a new run replaces an
 earlier one's (only once the new run has an episode, so a run that fails first leaves the earlier report).
 
-ROS-free; `dm1.commands.eval` checks the directory (`check_report_dir`) and runs the evaluation.
+ROS-free; `dm1.commands.eval_checks` checks the directory (`check_report_dir`) and `dm1.commands.eval` runs
+the evaluation.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from dm1.data.episode import EpisodeWriter
+from dm1.data.episode_writer import EpisodeWriter
 from dm1.data.index import next_episode_path
 from dm1.data.schema import EpisodeSchema, check_append_compatible
 from dm1.proprio import compute_proprio, proprio_dims

@@ -5,13 +5,13 @@ clock.
 """
 
 from dm1.teleop.deadman import Deadman
-from dm1.teleop.devices import (
+from dm1.teleop.device_interface import (
     DeviceCommand,
     DeviceContext,
     DeviceUnavailableError,
     TeleopDevice,
-    make_device,
 )
+from dm1.teleop.devices import make_device
 from dm1.teleop.session import EpisodeSession, SessionError, SessionState
 
 __all__ = [

@@ -24,7 +24,7 @@ import numpy as np
 
 from dm1.control.limits import SafetyLimits
 from dm1.teleop.deadman import Deadman, DeadmanConfig
-from dm1.teleop.devices import DeviceContext, DeviceUnavailableError, TeleopDevice
+from dm1.teleop.device_interface import DeviceContext, DeviceUnavailableError, TeleopDevice
 from dm1.teleop.mcap_mirror import McapMirror
 from dm1.teleop.recorder import EpisodeRecorder, RecorderError
 from dm1.teleop.session import EpisodeSession, SessionError

@@ -1,5 +1,5 @@
 """Episode recorder: synchronizes the latest camera images, joint state and the commanded action at each
-control tick and appends them to one episode file through `dm1.data.episode.EpisodeWriter`.
+control tick and appends them to one episode file through `dm1.data.episode_writer.EpisodeWriter`.
 
 ROS-free: the teleop node feeds `on_image` / `on_joint_state` from its subscriptions and calls
 `tick(now, action)` from its control timer. Every timestamp is kept: per tick the control time (`timestamps`),
@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from dm1.data.episode import ACTION_SPACE_DIMS, EpisodeWriter
+from dm1.data.episode_checks import ACTION_SPACE_DIMS
+from dm1.data.episode_writer import EpisodeWriter
 from dm1.data.schema import EpisodeSchema, check_append_compatible
 from dm1.proprio import compute_proprio, proprio_dims, proprio_units
 
