@@ -247,7 +247,8 @@ def test_wrong_kind_of_chunk_is_refused() -> None:
 
 
 def test_out_of_limit_joint_chunk_is_clipped_before_the_backend() -> None:
-    ex, backend, clock = make(mode="joint", max_joint_step=1.0, velocity_scale=1.0)
+    wide = {"max_ee_speed": 1e3, "max_ee_step": 0.5, "workspace_min": (-2,) * 3, "workspace_max": (2,) * 3}
+    ex, backend, clock = make(mode="joint", max_joint_step=1.0, velocity_scale=1.0, **wide)  # joints alone
     q = np.tile(HOME_Q, (20, 1))
     q[:, 0] = 3.5
     for _ in range(25):  # a policy streaming the same out-of-limit request at 20 Hz
@@ -445,7 +446,7 @@ def test_a_measured_ee_overspeed_on_three_ticks_latches_a_fault_and_brakes() -> 
 
 def test_a_measured_joint_overspeed_in_joint_mode_names_the_joint() -> None:
     ex, backend, clock = make(mode="joint")
-    backend.ee_vel = np.array([0.0, 1.5, 0.0])  # joint mode does not limit the EE speed: not checked
+    backend.ee_vel = np.array([0.0, 1.0, 0.0])  # below 3 x max_ee_speed (joint mode watches it too)
     backend.dq[3] = 2.5  # joint 4: above 3 x 0.3 x 2.62 rad/s
     ex.tick()
     ex.tick()

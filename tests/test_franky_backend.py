@@ -654,7 +654,8 @@ def test_a_full_speed_joint_move_into_a_joint_bound_stops_inside_the_margin(sim_
     from dm1.control.executor import ChunkExecutor
     from dm1.control.limits import SafetyLimits
 
-    lim = SafetyLimits()
+    box = {"workspace_min": (-2, -2, -2), "workspace_max": (2, 2, 2)}  # the EE box would stop joint 1 first
+    lim = SafetyLimits(**box)
     bound = lim.q_max[0] - lim.joint_margin
     speed = lim.dq_max[0] * lim.velocity_scale
     backend = FrankyBackend(sim_arm.host, gripper=False, mode="joint")

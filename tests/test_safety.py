@@ -9,6 +9,8 @@ from dm1.control.safety import SafetyFilter, nonfinite_reason
 
 HOME_Q = np.array([0.0, 0.0, 0.0, -1.57, 0.0, 1.57, 0.785])
 HOME_EE = np.array([0.554, 0.0, 0.521])
+# the per-joint clamps alone: EE limits (applied to joint targets through FK) too wide to bind
+JOINT_ONLY = {"max_ee_speed": 1e3, "max_ee_step": 0.5, "workspace_min": (-2,) * 3, "workspace_max": (2,) * 3}
 
 
 def test_limits_are_on_by_default_with_fr3_values() -> None:
@@ -48,7 +50,7 @@ def test_unknown_limit_key_is_refused() -> None:
 
 
 def test_out_of_limit_joint_target_is_clipped_to_limit_minus_margin() -> None:
-    lim = SafetyLimits(max_joint_step=1.0)
+    lim = SafetyLimits(max_joint_step=1.0, **JOINT_ONLY)
     target = HOME_Q.copy()
     target[0] = 3.5  # beyond +2.7437
     measured = target.copy()
@@ -67,7 +69,7 @@ def test_target_outside_workspace_is_clipped_to_box() -> None:
 
 
 def test_joint_step_is_clamped_relative_to_measured_state() -> None:
-    lim = SafetyLimits()
+    lim = SafetyLimits(**JOINT_ONLY)
     target = HOME_Q + np.array([0.5, 0, 0, 0, 0, 0, 0])
     report = SafetyFilter(lim).filter_joint(target, HOME_Q, None, 0.01)
     assert report.safe[0] - HOME_Q[0] == pytest.approx(lim.max_joint_step)
@@ -88,7 +90,7 @@ def test_commanded_rate_is_limited_by_velocity_limits() -> None:
     report = SafetyFilter(lim).filter_ee(HOME_EE + np.array([0.0, 0.1, 0.0]), HOME_EE, HOME_EE, 0.01)
     assert np.linalg.norm(report.safe - HOME_EE) == pytest.approx(lim.max_ee_speed * 0.01)
     assert report.reasons == ["ee_speed"]
-    jl = SafetyFilter(SafetyLimits(max_joint_step=1.0))
+    jl = SafetyFilter(SafetyLimits(max_joint_step=1.0, **JOINT_ONLY))
     rep = jl.filter_joint(HOME_Q + 0.2, HOME_Q, HOME_Q, 0.01)
     np.testing.assert_allclose(rep.safe - HOME_Q, np.array(SafetyLimits().dq_max) * 0.3 * 0.01)
 
@@ -109,7 +111,7 @@ def test_nonfinite_target_raises_naming_the_array() -> None:
 
 
 def test_clipped_velocity_stops_at_a_joint_limit_and_respects_the_velocity_limit() -> None:
-    lim = SafetyLimits()
+    lim = SafetyLimits(**JOINT_ONLY)
     filt = SafetyFilter(lim)
     previous = lim.q_upper - 0.001
     previous[1] = 0.0

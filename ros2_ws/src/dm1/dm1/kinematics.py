@@ -162,3 +162,36 @@ def fr3_fk(q: np.ndarray | list[float]) -> tuple[np.ndarray, np.ndarray]:
     """
     pose = fr3_fk_matrix(q)
     return pose[..., :3, 3].copy(), rotation_to_quat_xyzw(pose[..., :3, :3])
+
+
+def _link_constants() -> np.ndarray:
+    """(7, 4, 4): RotX(alpha_i) TransX(a_i) TransZ(d_i) of each joint, with TransZ(d_i) in column 3; the joint
+    rotation RotZ(theta_i) is mixed into columns 0 and 1 by `fr3_tcp_positions`."""
+    out = np.zeros((7, 4, 4))
+    for i, (a, d, alpha) in enumerate(FR3_DH):
+        c, s = np.cos(alpha), np.sin(alpha)
+        out[i] = [[1.0, 0.0, 0.0, a], [0.0, c, -s, 0.0], [0.0, s, c, 0.0], [0.0, 0.0, 0.0, 1.0]]
+        out[i, :, 3] += d * out[i, :, 2]  # ... @ TransZ(d): RotZ and TransZ commute
+    return out
+
+
+_LINKS = _link_constants()  # (7, 4, 4)
+_TCP = np.array([0.0, 0.0, FLANGE_D + HAND_TCP_D, 1.0])  # the TCP in joint 7's frame (the hand yaws about z)
+
+
+def fr3_tcp_positions(q: np.ndarray) -> np.ndarray:
+    """`fr3_hand_tcp` positions (N, 3) m in fr3_link0 of joint configurations q (N, 7) rad: no checks, for the
+    controller's per-tick limits (`dm1.control.joint_ee_limits`).
+
+    Same frames as `fr3_fk` (modified DH, T_i = RotX(alpha) TransX(a) RotZ(theta) TransZ(d)),
+    position only, every joint's transform built at once: ~30 us for a batch, against ~150 for `fr3_fk`.
+    """
+    c, s = np.cos(q)[..., None], np.sin(q)[..., None]  # (N, 7, 1)
+    links = np.broadcast_to(_LINKS, q.shape[:1] + _LINKS.shape).copy()  # (N, 7, 4, 4)
+    col0, col1 = _LINKS[:, :, 0], _LINKS[:, :, 1]  # (7, 4)
+    links[..., 0] = c * col0 + s * col1  # C RotZ(theta): columns 0 and 1 turn by theta
+    links[..., 1] = c * col1 - s * col0
+    pose = links[:, 0]
+    for i in range(1, 7):
+        pose = pose @ links[:, i]
+    return (pose @ _TCP)[:, :3]

@@ -9,7 +9,10 @@ numpy path is bit-exact, honours row padding (`step`) and `is_bigendian`, and co
 Action chunks follow architecture.md: `joint_position` → `trajectory_msgs/JointTrajectory` (names
 `fr3_joint1..7`, `gripper`), `ee_position` → `trajectory_msgs/MultiDOFJointTrajectory` (names `fr3_hand_tcp`,
 `gripper`; the gripper command is the `translation.x` of its transform). `header.stamp` is the due time of
-the first point and `time_from_start` = j / control rate.
+the first point and `time_from_start` = j / control rate; `header.frame_id` is the base frame `fr3_link0`
+(a joint chunk may leave it empty). Received chunks are refused when malformed (ValueError): an invalid
+stamp (`nanosec` >= 1e9, `sec` < 0) or duration, another frame, and `TimedChunk`'s checks. A point's
+`velocities` / `accelerations` are ignored: the timing comes from `time_from_start`.
 """
 
 from __future__ import annotations
@@ -238,8 +241,31 @@ def _check_size(msg: JointTrajectory | MultiDOFJointTrajectory, what: str) -> No
         raise ValueError(f"{what} points: expected at most {MAX_CHUNK_POINTS}, found {len(msg.points)}")
 
 
+def _checked_seconds(msg: Time | Duration, what: str) -> float:
+    """A received Time / Duration in seconds; ValueError when it is not a valid one (`nanosec` >= 1e9, which
+    used to read as up to a second later, or `sec` < 0)."""
+    if not 0 <= msg.nanosec < 10**9 or msg.sec < 0:
+        raise ValueError(
+            f"{what}: expected sec >= 0 and 0 <= nanosec < 1e9, found sec {msg.sec} nanosec {msg.nanosec}"
+        )
+    return from_time_msg(msg)
+
+
 def _times(header_stamp: Time, points: Sequence[Any]) -> tuple[float, np.ndarray]:
-    return from_time_msg(header_stamp), np.array([from_time_msg(p.time_from_start) for p in points])
+    t0 = _checked_seconds(header_stamp, "header.stamp")
+    return t0, np.array(
+        [_checked_seconds(p.time_from_start, f"points[{j}].time_from_start") for j, p in enumerate(points)]
+    )
+
+
+def _check_frame(frame_id: str, allowed: tuple[str, ...], what: str) -> None:
+    """Refuse a chunk in another frame than the controller's base frame (a target in `fr3_hand_tcp` or
+    `world` read as `fr3_link0` moved the arm elsewhere than meant)."""
+    if frame_id not in allowed:
+        shown = frame_id if len(frame_id) <= 80 else frame_id[:80] + "..."
+        raise ValueError(
+            f"{what} header.frame_id: expected {' or '.join(map(repr, allowed))}, found {shown!r}"
+        )
 
 
 def joint_trajectory_to_arrays(msg: JointTrajectory) -> tuple[float, np.ndarray, np.ndarray]:
@@ -298,11 +324,14 @@ def msg_to_chunk(msg: JointTrajectory | MultiDOFJointTrajectory) -> ActionChunk:
 
 def msg_to_timed_chunk(msg: JointTrajectory | MultiDOFJointTrajectory) -> TimedChunk:
     """A received trajectory as the controller's `TimedChunk`; ValueError/IndexError on a malformed one
-    (wrong names or lengths, more than `MAX_CHUNK_POINTS` points, a zero quaternion, a negative first time,
-    a gripper command far outside [0, 1]: see `TimedChunk`)."""
+    (wrong names or lengths, more than `MAX_CHUNK_POINTS` points, an invalid stamp, a frame other than
+    `BASE_FRAME` ("" too for a joint chunk), a quaternion not of unit norm, times not strictly increasing
+    from 0, a gripper command far outside [0, 1]: see `TimedChunk`)."""
     if isinstance(msg, MultiDOFJointTrajectory):
+        _check_frame(msg.header.frame_id, (BASE_FRAME,), "cartesian trajectory")
         t0, tfs, acts, quats = multidof_trajectory_to_arrays(msg)
         return TimedChunk(t0, tfs, acts[:, :3], acts[:, 3], kind="cartesian", quat_xyzw=quats)
+    _check_frame(msg.header.frame_id, ("", BASE_FRAME), "joint trajectory")
     t0, tfs, acts = joint_trajectory_to_arrays(msg)
     return TimedChunk(t0, tfs, acts[:, :7], acts[:, 7], kind="joint")
 

@@ -34,7 +34,7 @@ def timing_refusal(
     limits: SafetyLimits,
     late_in_row: int,
 ) -> str:
-    """The message for a chunk `ChunkSchedule.offer` refused with `result` (FUTURE, OLDER or LATE) at the
+    """The message for a chunk `ChunkSchedule.offer` refused with `result` (FUTURE, STALE, OLDER, LATE) at the
     controller's clock `now` (s); `running`: the chunk running then; `late_in_row`: late chunks in a row."""
     stamped, clock = f"chunk stamped {chunk.stamp:.2f} s", f"controller clock {now:.2f} s"
     if result == ChunkSchedule.FUTURE:
@@ -43,6 +43,11 @@ def timing_refusal(
         return (
             f"{stamped}: its first action is {ahead:.2f} s ahead of the {clock}; "
             f"limit max_future_s {limits.max_future_s:g} s{hint}"
+        )
+    if result == ChunkSchedule.STALE:
+        return (
+            f"stale chunk: {stamped} is {now - chunk.stamp:.2f} s old at the {clock}; "
+            f"limit max_chunk_age_s {limits.max_chunk_age_s:g} s"
         )
     if result == ChunkSchedule.OLDER:
         running_stamp = float("nan") if running is None else running.stamp
@@ -61,6 +66,24 @@ def timing_refusal(
             f"({late_in_row} in a row; max_consecutive_late {limits.max_consecutive_late}){hint}"
         )
     raise ValueError(
-        f"timing_refusal.result: expected {ChunkSchedule.FUTURE!r}, {ChunkSchedule.OLDER!r} or "
-        f"{ChunkSchedule.LATE!r}, found {result!r}"
+        f"timing_refusal.result: expected {ChunkSchedule.FUTURE!r}, {ChunkSchedule.STALE!r}, "
+        f"{ChunkSchedule.OLDER!r} or {ChunkSchedule.LATE!r}, found {result!r}"
     )
+
+
+#: characters of an untrusted text (a message field, an error naming one) kept in a log line or the status
+MAX_TEXT_CHARS = 200
+
+
+def quoted(text: str, limit: int = MAX_TEXT_CHARS) -> str:
+    """An untrusted string (a message's frame_id, names) for a log line or the status: repr-quoted, so a
+    newline or a control character cannot forge a line, and cut to `limit` characters."""
+    cut = text if len(text) <= limit else text[:limit]
+    return repr(cut) + ("..." if len(text) > limit else "")
+
+
+def one_line(text: str, limit: int = 2 * MAX_TEXT_CHARS) -> str:
+    """A reason built from untrusted parts, as one line of at most `limit` characters (control characters
+    escaped)."""
+    safe = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return safe if len(safe) <= limit else safe[: limit - 3] + "..."

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 
 from dm1.control.backend import RobotBackend, RobotFault, RobotStateSnapshot
-from dm1.control.chunk_refusals import nonfinite_chunk_reason, timing_refusal
+from dm1.control.chunk_refusals import nonfinite_chunk_reason, one_line, quoted, timing_refusal
 from dm1.control.chunk_sources import ChunkSource, SourceGuard
 from dm1.control.executor_status import (  # noqa: F401 - re-exported: the executor's public names
     ACTIVE,
@@ -72,7 +72,7 @@ class ChunkExecutor:
             raise ValueError(f"ChunkExecutor.mode: expected 'cartesian' or 'joint', found {mode!r}")
         self.backend, self.limits, self.clock, self.mode = backend, limits, clock, mode
         self.safety = SafetyFilter(limits)
-        self.schedule = ChunkSchedule(limits.chunk_timeout_s, limits.max_future_s)
+        self.schedule = ChunkSchedule(limits.chunk_timeout_s, limits.max_future_s, limits.max_chunk_age_s)
         self.sources = SourceGuard(source_window_s)
         self.state = IDLE
         self.fault: str | None = None
@@ -91,6 +91,7 @@ class ChunkExecutor:
         self.max_tick_gap_s = 0.0  # the longest time between two ticks while streaming
         self.link = CommandLinkMonitor()  # libfranka's command success rate, sampled while streaming
         self.tracking = TrackingMonitor(unit="mm" if mode == "cartesian" else "mrad")  # action-to-motion lag
+        self.homed_at: float | None = None  # clock time the last home move ended: older chunks are pre-home
 
     # --- input -------------------------------------------------------------------------------------------
 
@@ -124,8 +125,15 @@ class ChunkExecutor:
             return "rejected_two_sources"
         if (reason := nonfinite_chunk_reason(chunk)) is not None:
             return self._refuse("rejected_nonfinite", f"chunk rejected: {reason}")
+        if self.homed_at is not None and chunk.stamp < self.homed_at:
+            return self._refuse(
+                "dropped_homing",
+                f"chunk stamped {chunk.stamp:.2f} s, before the home move ended at {self.homed_at:.2f} s: "
+                "a stream from before the move is not continued",
+            )
         running = self.schedule.chunk
-        result = self.schedule.offer(chunk, now)
+        hold = self._hold_target() if self.schedule.target_at(now) is None else None
+        result = self.schedule.offer(chunk, now, hold)
         if result == ChunkSchedule.ACCEPTED:
             self.counters["accepted"] += 1
             self.consecutive_late = 0
@@ -138,15 +146,33 @@ class ChunkExecutor:
             if self.consecutive_late >= self.limits.max_consecutive_late:
                 self._latch(f"over budget: {self.consecutive_late} consecutive late chunks")
             return result
-        key = {ChunkSchedule.OLDER: "ignored_older", ChunkSchedule.FUTURE: "rejected_future"}[result]
-        return self._refuse(key, why)
+        keys = ("ignored_older", "rejected_future", "rejected_stale")
+        key = dict(zip((ChunkSchedule.OLDER, ChunkSchedule.FUTURE, ChunkSchedule.STALE), keys, strict=True))
+        return self._refuse(key[result], why)
+
+    def _hold_target(self) -> ScheduledTarget | None:
+        """Where the arm is held now (its measured pose; the commanded gripper), for a chunk that starts ahead
+        to blend from (`ChunkSchedule.offer`); None when the state cannot be read (the chunk then waits)."""
+        try:
+            state = self.backend.read_state()
+        except Exception:  # noqa: BLE001 - the next tick latches it; meanwhile the chunk waits for its time
+            return None
+        if state.fault is not None:
+            return None
+        grip = np.nan if self._gripper_closed is None else float(self._gripper_closed)  # NaN: the chunk's
+        if self.mode == "joint":
+            return ScheduledTarget(np.array(state.q, float), np.zeros(7), grip, None)
+        return ScheduledTarget(
+            np.array(state.ee_pos, float), np.zeros(3), grip, np.array(state.ee_quat_xyzw, float)
+        )
 
     def stop(self, reason: str) -> None:
         """Explicit hold request from upstream (the policy's inputs went stale): hold now, not after the
         watchdog timeout. The next chunk starts again from the measured state."""
         self.counters["stop_requests"] += 1
         if self.state != FAULT:
-            self._hold(f"stop requested: {reason}")
+            self._hold(f"stop requested: {quoted(reason)}")
+            self.reasons = [f"stop requested: {quoted(reason)}"]  # the newest request, holding already or not
 
     def stream_lost(self, counter: str, reason: str) -> None:
         """A QoS event on the action topic (`counter`: "deadline_missed" or "liveliness_lost"): a running
@@ -165,6 +191,7 @@ class ChunkExecutor:
 
     def _refuse(self, key: str, reason: str) -> str:
         self.counters[key] += 1
+        reason = one_line(reason)  # it may name a message's fields: one line, bounded
         self.reasons = [reason]
         log.warning(reason)
         return key
@@ -193,7 +220,9 @@ class ChunkExecutor:
                 self._hold(f"control loop overrun: {1000 * gap:.0f} ms since the previous tick")
                 return self.status()
             target = self.schedule.target_at(now)
-            if target is None:
+            if target is None and self.schedule.waiting(now):  # a chunk whose first point is not due yet
+                self._hold("waiting for the chunk's first action", keep_chunk=True)
+            elif target is None:
                 self._hold("watchdog: no fresh chunk" if self.schedule.chunk is not None else "no chunk")
             else:
                 self._command(target, state, now)
@@ -215,7 +244,7 @@ class ChunkExecutor:
                 self.counters["tick_overruns"] += 1
         return gap
 
-    def _hold(self, reason: str) -> None:
+    def _hold(self, reason: str, keep_chunk: bool = False) -> None:
         if self.state == ACTIVE:
             self.backend.hold()
             self.counters["holds"] += 1
@@ -225,7 +254,8 @@ class ChunkExecutor:
         elif self.state == HOLDING:
             self.backend.hold()  # every tick: the backend brakes until the arm is at rest, then latches
         self._prev_target = None  # the next activation starts from the measured state
-        self.schedule.clear()
+        if not keep_chunk:
+            self.schedule.clear()
 
     def _command(self, target: ScheduledTarget, state: RobotStateSnapshot, now: float) -> None:
         activating = self.state != ACTIVE or self._prev_target is None
@@ -348,6 +378,9 @@ class ChunkExecutor:
     ) -> None:
         """Blocking move home (between episodes); refused while faulted. Leaves the executor IDLE.
 
+        The schedule is cleared when the move starts and ends, and chunks stamped before it ended are refused
+        (`dropped_homing`): the arm never chases a stream from before the move.
+
         With `open_gripper` (default) the gripper is opened first and the move ends once it is open (at
         least `GRIPPER_OPEN_M`, bounded by `gripper_timeout_s` of wall time): an episode starts as the
         demonstrations did, never with a gripper still closed on nothing from the previous one.
@@ -356,6 +389,15 @@ class ChunkExecutor:
             raise RobotFault(f"home refused: fault latched ({self.fault}); call recover() first")
         self.schedule.clear()
         self._prev_target = None
+        try:
+            self._move_home(q, open_gripper, gripper_timeout_s)
+        finally:
+            self.schedule.clear()  # nothing offered meanwhile may run after the move
+            self._prev_target = None
+            self.homed_at = self.clock()
+        self.state, self.reasons = IDLE, ["homed"]
+
+    def _move_home(self, q: np.ndarray | None, open_gripper: bool, gripper_timeout_s: float) -> None:
         if open_gripper:
             self.backend.set_gripper(False)
             self._gripper_closed = False
@@ -369,7 +411,6 @@ class ChunkExecutor:
                     )
                     break
                 time.sleep(0.01)
-        self.state, self.reasons = IDLE, ["homed"]
 
     def status(self) -> ExecutorStatus:
         """Current state, reasons and counters (copies)."""

@@ -3,17 +3,24 @@
 The controller node calls in from its ROS executor (chunks, hold requests, QoS events, control ticks, the
 recover service) and from a side thread (the home service: a joint move that blocks for seconds). One lock
 makes each call atomic. While a home move runs, chunks, holds, QoS events and ticks are skipped: the move owns
-the arm, and a chunk must not start streaming under it. `tick` and `stream_lost` say whether the executor's
-state changed, so the node publishes its status only then.
+the arm, and a chunk must not start streaming under it (dropped chunks are counted, `dropped_homing`, and
+logged). A home move pre-empts a running stream: the schedule is cleared and chunks stamped before the move
+ended are refused (`ChunkExecutor.home`), so the arm never chases them afterwards; a commander still
+publishing then drives the arm again with fresh chunks (`dm1 operator home` refuses while chunks run: stop the
+commander first). `tick` and `stream_lost` say whether the executor's state changed, so the node publishes its
+status only then.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 
 from dm1.control.chunk_sources import ChunkSource
 from dm1.control.executor import ChunkExecutor
 from dm1.control.schedule import TimedChunk
+
+log = logging.getLogger(__name__)
 
 
 class ExecutorGate:
@@ -23,6 +30,7 @@ class ExecutorGate:
         self.executor = executor
         self._lock = threading.Lock()
         self._homing = False
+        self._dropped = 0  # chunks dropped during the running home move
 
     @property
     def homing(self) -> bool:
@@ -30,9 +38,16 @@ class ExecutorGate:
         return self._homing
 
     def offer(self, chunk: TimedChunk, source: ChunkSource | None = None) -> str | None:
-        """`ChunkExecutor.on_chunk`: "accepted" or the reason it was refused; None while homing (skipped)."""
+        """`ChunkExecutor.on_chunk`: "accepted" or the reason it was refused; None while homing (dropped:
+        counted, the first of each move logged)."""
         with self._lock:
-            return None if self._homing else self.executor.on_chunk(chunk, source=source)
+            if not self._homing:
+                return self.executor.on_chunk(chunk, source=source)
+            self.executor.counters["dropped_homing"] += 1
+            self._dropped += 1
+            if self._dropped == 1:
+                log.warning("chunk dropped: a home move is running (the move owns the arm)")
+            return None
 
     def hold(self, reason: str) -> None:
         """An explicit hold request (an empty chunk: the policy's inputs went stale); skipped while homing."""
@@ -73,9 +88,11 @@ class ExecutorGate:
         """`ChunkExecutor.home`, blocking; it runs outside the lock (joint states and the status go on), with
         chunks, holds, QoS events and ticks skipped until it returns or raises."""
         with self._lock:
-            self._homing = True
+            self._homing, self._dropped = True, 0
         try:
             self.executor.home()
         finally:
             with self._lock:
                 self._homing = False
+                if self._dropped:
+                    log.warning("home: %d chunk(s) dropped during the move", self._dropped)

@@ -16,6 +16,8 @@ COUNTERS = (
     "rejected_malformed",
     "ignored_older",
     "rejected_future",
+    "rejected_stale",
+    "dropped_homing",
     "late",
     "rejected_fault",
     "rejected_mode",

@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
+from dm1.control.schedule import MAX_CHUNK_SPAN_S
+
 # Franka Research 3 joint limits (rad) and maximum joint velocities (rad/s), from the FR3 datasheet.
 FR3_Q_MIN = (-2.7437, -1.7837, -2.9007, -3.0421, -2.8065, 0.5445, -3.0159)
 FR3_Q_MAX = (2.7437, 1.7837, 2.9007, -0.1518, 2.8065, 4.5169, 3.0159)
@@ -39,13 +41,16 @@ class SafetyLimits:
         was not running: the targets stood still) drops the running chunk and holds; the next fresh chunk
         starts from the measured state. Shorter overruns are counted and rate-limited (`ChunkExecutor`).
     max_future_s: reject chunks whose first action lies further than this in the future.
+    max_chunk_age_s: reject chunks whose stamp lies further than this in the past (a stale stream replayed,
+        a chunk held up on the way); at most `MAX_CHUNK_SPAN_S` (10 s), the longest chunk accepted.
     max_consecutive_late: fault after this many chunks in a row arrive with every action already past.
     overspeed_factor: latch a fault when the *measured* speed exceeds this multiple of the speed the targets
-        may command (Cartesian mode: the EE speed over `max_ee_speed`; joint mode: any joint over
-        `velocity_scale` x its FR3 limit) on `OVERSPEED_TICKS` (3) ticks in a row: far more than the targets
-        ask for, so a push, a collision or an unstable tracker is moving the arm. The controller then brakes
-        and holds. At the default 3.0: 1.05 m/s. Measured on franky-sim: targets at the speed limit peak at
-        1.15-1.31x (EE) and 1.32-1.51x (joint); a random-weight policy jumping its targets around every
+        may command (Cartesian mode: the EE speed over `max_ee_speed`; joint mode: that, or any joint over
+        `velocity_scale` x its FR3 limit, whichever is nearer its limit) on `OVERSPEED_TICKS` (3) ticks in a
+        row: far more than the targets ask for, so a push, a collision or an unstable tracker is moving the
+        arm. The controller then brakes and holds. At the default 3.0: 1.05 m/s. Measured on franky-sim:
+        targets at the speed limit peak at 1.15-1.31x (EE) and, in joint mode without the velocity
+        feed-forward (2026-12-02), 1.07-1.14x (joint); a random-weight policy jumping its targets around every
         tick at 1.4-1.9x idle and up to 2.06x (0.72 m/s) with the host's two cores busy.
     gripper_close_above / gripper_open_below: hysteresis thresholds on the [0, 1] gripper command.
     """
@@ -66,6 +71,7 @@ class SafetyLimits:
     chunk_timeout_s: float = 0.1
     max_tick_gap_s: float = 0.5
     max_future_s: float = 1.0
+    max_chunk_age_s: float = 1.0
     max_consecutive_late: int = 5
     overspeed_factor: float = 3.0
     gripper_close_above: float = 0.6
@@ -108,6 +114,8 @@ class SafetyLimits:
             value = getattr(self, name)
             if not (np.isfinite(value) and value > 0.0):
                 raise bad(name, "a positive finite value", value)
+        if not 0.0 < self.max_chunk_age_s <= MAX_CHUNK_SPAN_S:
+            raise bad("max_chunk_age_s", f"0 < value <= {MAX_CHUNK_SPAN_S:g} s", self.max_chunk_age_s)
         if not (np.isfinite(self.overspeed_factor) and self.overspeed_factor > 1.0):
             raise bad(
                 "overspeed_factor",

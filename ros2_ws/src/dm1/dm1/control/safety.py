@@ -4,8 +4,10 @@ Order for every target: reject non-finite input; clip to the joint limits / work
 change of the commanded target (velocity limit x control period, vs the previous *commanded* target); near a
 box wall, limit its approach speed so that the target stream brakes into the wall (EE targets); and finally
 limit the distance from the *measured* state (max step), which always wins, so a command never jumps away
-from where the arm actually is. The EE orientation (`filter_orientation`) likewise: a rate limit vs the
-previous commanded orientation, then a step limit vs the measured one. `limit_feedforward` applies the
+from where the arm actually is. Joint targets then obey the EE limits too, through forward kinematics
+(`dm1.control.joint_ee_limits`): speed, wall approach, step and the workspace box. The EE orientation
+(`filter_orientation`) likewise: a rate limit vs the previous commanded orientation, then a step limit vs
+the measured one. `limit_feedforward` applies the
 same limits to the velocity sent with one, and `wall_braking` gives the deceleration of a target stream
 braking into a wall (acceleration feed-forward).
 """
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dm1.control.joint_ee_limits import limit_joint_by_ee
 from dm1.control.limits import SafetyLimits
 from dm1.control.orientation import turn_toward
 
@@ -104,7 +107,13 @@ class SafetyFilter:
     def filter_joint(
         self, target: np.ndarray, measured: np.ndarray, previous: np.ndarray | None, dt: float
     ) -> SafetyReport:
-        """Safe joint target (7,) rad. `previous` = last commanded target (None on activation); dt in s."""
+        """Safe joint target (7,) rad. `previous` = last commanded target (None on activation); dt in s.
+
+        Per joint: the joint limits, the rate vs `previous`, the step vs `measured`; then the EE limits of
+        Cartesian mode through forward kinematics (`limit_joint_by_ee`): the joint step is scaled down so that
+        the EE moves at most `max_ee_speed` x dt, brakes into the box walls, stays within `max_ee_step` of the
+        measured EE and never leaves the workspace box (reasons "ee_speed", "wall_approach", "ee_step",
+        "workspace")."""
         lim = self.limits
         original = np.asarray(target, dtype=float).copy()
         measured = np.asarray(measured, dtype=float)
@@ -123,6 +132,8 @@ class SafetyFilter:
         safe, hit = _limit_elementwise(safe, measured, np.full(7, lim.max_joint_step))
         if hit:
             report.reasons.append("joint_step")
+        safe, ee_reasons = limit_joint_by_ee(lim, safe, measured, previous, dt)  # the EE limits, via FK
+        report.reasons += ee_reasons
         report.safe = safe
         return report
 
@@ -256,8 +267,9 @@ OVERSPEED_TICKS = 3
 
 
 class OverspeedWatch:
-    """The *measured* speed against what the targets may command: EE speed (Cartesian mode) or each joint's
-    speed (joint mode) above `overspeed_factor` × its limit on `OVERSPEED_TICKS` ticks in a row is a fault."""
+    """The *measured* speed against what the targets may command: EE speed (Cartesian mode), or each joint's
+    speed and the EE speed (joint mode, whose targets obey the EE speed limit too), above `overspeed_factor`
+    × its limit on `OVERSPEED_TICKS` ticks in a row is a fault."""
 
     def __init__(self, limits: SafetyLimits, mode: str) -> None:
         self.limits, self.mode = limits, mode
@@ -266,12 +278,12 @@ class OverspeedWatch:
     def check(self, ee_vel: np.ndarray, dq: np.ndarray) -> str | None:
         """One tick's measured EE velocity (3,) m/s and joint velocities (7,) rad/s → the fault, or None."""
         lim = self.limits
-        if self.mode == "cartesian":
-            speed, cap, what, unit = float(np.linalg.norm(ee_vel)), lim.max_ee_speed, "EE speed", "m/s"
-        else:
+        speed, cap, what, unit = float(np.linalg.norm(ee_vel)), lim.max_ee_speed, "EE speed", "m/s"
+        if self.mode != "cartesian":  # the joint nearest its cap, unless the EE is nearer its own
             caps = np.asarray(lim.dq_max) * lim.velocity_scale  # (7,)
             j = int(np.argmax(np.abs(dq) / caps))
-            speed, cap, what, unit = float(abs(dq[j])), float(caps[j]), f"joint {j + 1} speed", "rad/s"
+            if abs(dq[j]) / caps[j] >= speed / cap:
+                speed, cap, what, unit = float(abs(dq[j])), float(caps[j]), f"joint {j + 1} speed", "rad/s"
         if speed <= lim.overspeed_factor * cap:
             self.ticks = 0
             return None

@@ -3,7 +3,11 @@
 A chunk's point i executes at the absolute time `stamp + time_from_start[i]` (node clock, simulation time on
 the twin). `ChunkSchedule.target_at(now)` interpolates linearly between the two points around `now`, so the
 target moves continuously across chunk boundaries; it returns None (the watchdog: hold) when the newest chunk
-was received longer than `chunk_timeout_s` ago or all of its points lie in the past.
+was received longer than `chunk_timeout_s` ago or all of its points lie in the past. Before a chunk's first
+point is due the target blends from where it was (the running target, or the arm's hold target) to that
+point, reaching it exactly at its time; with neither, it holds (None) until the first point is due.
+Only positions (and orientations, gripper commands) and their times are used: a trajectory point's
+velocities / accelerations are ignored (timing comes from `time_from_start`).
 """
 
 from __future__ import annotations
@@ -15,8 +19,13 @@ import numpy as np
 #: Most points a chunk may hold (a policy chunk has 8-16): a 20,000-point one stalled the controller's
 #: executor while its message was converted point by point. Checked before that conversion too.
 MAX_CHUNK_POINTS = 1000
-#: A quaternion shorter than this is no orientation (zero, or rounding noise): refused, not normalised.
-MIN_QUAT_NORM = 1e-3
+#: s; the longest chunk (`time_from_start[-1]`) accepted: a policy's chunk spans 0.8-1.6 s, teleop's less; a
+#: 20 s one (a stale stream replayed) is no policy output and is refused.
+MAX_CHUNK_SPAN_S = 10.0
+#: A quaternion whose norm differs from 1 by more than this is refused, not normalised: norm 0.002 (noise) or
+#: 5 (not a rotation) named a different orientation than meant. The policy's card holds a unit quaternion
+#: (checked to 1e-3); within the tolerance the orientation is normalised.
+QUAT_NORM_TOL = 0.01
 #: Gripper commands up to this far outside [0, 1] are clipped into it (a policy's de-normalised output:
 #: 1 + 1e-6 from the normaliser's EPS, [-1, 1] for the reference random-weight network; the thresholds act
 #: alike on both); further out (5.0, a width in mm) the chunk is refused.
@@ -29,15 +38,28 @@ def _first_outside(values: np.ndarray, ok: np.ndarray) -> int | None:
     return int(bad[0]) if bad.size else None
 
 
+def quaternion_norms(quat: np.ndarray) -> np.ndarray:
+    """(N,) norms of (N, 4) quaternions without overflow (scaled by the largest component first): 1e200 is
+    1e200, not inf; NaN where a component is not finite (the executor's to count)."""
+    finite = np.all(np.isfinite(quat), axis=1)
+    q = np.where(finite[:, None], quat, 0.0)
+    mag = np.max(np.abs(q), axis=1)  # (N,)
+    scaled = q / np.where(mag > 0, mag, 1.0)[:, None]  # components in [-1, 1]
+    with np.errstate(over="ignore"):
+        norms = mag * np.sqrt(np.sum(scaled * scaled, axis=1))  # inf only beyond float range
+    return np.where(finite, norms, np.nan)
+
+
 @dataclass(frozen=True)
 class TimedChunk:
     """One chunk of N timed targets.
 
-    stamp: absolute time (s) of the first action; time_from_start: (N,) s, non-decreasing from 0;
+    stamp: absolute time (s) of the first action; time_from_start: (N,) s, strictly increasing from 0;
     positions: (N, D) targets (D = 3 EE position m, or 7 joint rad); gripper: (N,) command in [0, 1];
     quat_xyzw: (N, 4) EE orientation (cartesian chunks) or None; kind: "cartesian" | "joint".
-    Shapes, N <= `MAX_CHUNK_POINTS`, times from 0 and in order, quaternions of norm >= `MIN_QUAT_NORM` and
-    gripper commands (clipped into [0, 1] within `GRIPPER_CLIP_MARGIN`) are validated here (ValueError);
+    Shapes, N <= `MAX_CHUNK_POINTS`, times from 0, strictly increasing and spanning at most
+    `MAX_CHUNK_SPAN_S`, unit quaternions (within `QUAT_NORM_TOL`; normalised) and gripper commands (clipped
+    into [0, 1] within `GRIPPER_CLIP_MARGIN`) are validated here (ValueError);
     finiteness is checked by the executor (so NaN chunks are counted, not raised).
     """
 
@@ -65,10 +87,18 @@ class TimedChunk:
             raise ValueError(f"TimedChunk.positions: expected shape ({t.size}, {dim}), found {pos.shape}")
         if grip.shape != (t.size,):
             raise ValueError(f"TimedChunk.gripper: expected shape ({t.size},), found {grip.shape}")
-        if np.all(np.isfinite(t)) and np.any(np.diff(t) < 0):
-            raise ValueError("TimedChunk.time_from_start: expected non-decreasing times")
+        if np.all(np.isfinite(t)) and (i := _first_outside(np.diff(t), np.diff(t) > 0)) is not None:
+            raise ValueError(
+                f"TimedChunk.time_from_start[{i + 1}]: expected strictly increasing times, found "
+                f"{t[i + 1]} after {t[i]}"
+            )
         if np.isfinite(t[0]) and t[0] < 0:
             raise ValueError(f"TimedChunk.time_from_start[0]: expected >= 0 s (times from 0), found {t[0]}")
+        if np.isfinite(t[-1]) and t[-1] > MAX_CHUNK_SPAN_S:
+            raise ValueError(
+                f"TimedChunk.time_from_start[-1]: expected a chunk spanning at most {MAX_CHUNK_SPAN_S:g} s, "
+                f"found {t[-1]:.3f} s"
+            )
         lo, hi = -GRIPPER_CLIP_MARGIN, 1.0 + GRIPPER_CLIP_MARGIN
         if (i := _first_outside(grip, (grip >= lo) & (grip <= hi))) is not None:
             raise ValueError(
@@ -81,12 +111,14 @@ class TimedChunk:
             quat = np.asarray(self.quat_xyzw, dtype=float)
             if quat.shape != (t.size, 4):
                 raise ValueError(f"TimedChunk.quat_xyzw: expected shape ({t.size}, 4), found {quat.shape}")
-            norms = np.linalg.norm(quat, axis=1)  # (N,) NaN where a component is
-            if (i := _first_outside(norms, norms >= MIN_QUAT_NORM)) is not None:
+            norms = quaternion_norms(quat)  # (N,) NaN where a component is not finite
+            unit = np.abs(norms - 1.0) <= QUAT_NORM_TOL  # False for an inf norm
+            if (i := _first_outside(np.where(np.isnan(norms), np.nan, 0.0), unit)) is not None:
                 raise ValueError(
-                    f"TimedChunk.quat_xyzw[{i}]: expected a unit quaternion (norm >= {MIN_QUAT_NORM:g}), "
-                    f"found norm {norms[i]:.3g} ({quat[i].tolist()})"
+                    f"TimedChunk.quat_xyzw[{i}]: expected a unit quaternion (|norm - 1| <= "
+                    f"{QUAT_NORM_TOL:g}), found norm {norms[i]:.3g} ({quat[i].tolist()})"
                 )
+            quat = quat / np.where(np.isnan(norms), 1.0, norms)[:, None]  # NaN rows stay NaN
         object.__setattr__(self, "stamp", float(self.stamp))
         object.__setattr__(self, "time_from_start", t)
         object.__setattr__(self, "positions", pos)
@@ -101,7 +133,8 @@ class TimedChunk:
 
 @dataclass(frozen=True)
 class ScheduledTarget:
-    """Interpolated target at one instant: position (D,), velocity (D,) per s, gripper, quat (4,) or None."""
+    """Interpolated target at one instant: position (D,), velocity (D,) per s, gripper, quat (4,) or None.
+    A hold target (`ChunkSchedule.offer`) may carry a NaN gripper: not known, the chunk's first is used."""
 
     position: np.ndarray
     velocity: np.ndarray
@@ -137,16 +170,18 @@ class ChunkSchedule:
     ACCEPTED = "accepted"
     OLDER = "older_stamp"
     FUTURE = "too_far_in_future"
+    STALE = "too_old"
     LATE = "late"
 
-    def __init__(self, chunk_timeout_s: float, max_future_s: float) -> None:
-        if not chunk_timeout_s > 0 or not max_future_s > 0:
+    def __init__(self, chunk_timeout_s: float, max_future_s: float, max_age_s: float = 1.0) -> None:
+        if not chunk_timeout_s > 0 or not max_future_s > 0 or not max_age_s > 0:
             raise ValueError(
-                f"ChunkSchedule: expected chunk_timeout_s > 0 and max_future_s > 0, "
-                f"found {chunk_timeout_s}, {max_future_s}"
+                f"ChunkSchedule: expected chunk_timeout_s > 0, max_future_s > 0 and max_age_s > 0, "
+                f"found {chunk_timeout_s}, {max_future_s}, {max_age_s}"
             )
         self.chunk_timeout_s = chunk_timeout_s
         self.max_future_s = max_future_s
+        self.max_age_s = max_age_s
         self.watchdog = Watchdog(chunk_timeout_s)
         self._chunk: TimedChunk | None = None
         # Where the target was when the newest chunk arrived: the blend starts there, so a new chunk whose
@@ -164,11 +199,16 @@ class ChunkSchedule:
         self._anchor = None
         self.watchdog.reset()
 
-    def offer(self, chunk: TimedChunk, now: float) -> str:
+    def offer(self, chunk: TimedChunk, now: float, hold: ScheduledTarget | None = None) -> str:
         """Offer a chunk received at `now`; returns ACCEPTED or the reason it was ignored.
 
         An older-or-equal stamp than the current chunk is ignored (latest wins); a chunk whose first action is
-        more than `max_future_s` ahead is refused; a chunk whose every action already passed is LATE.
+        more than `max_future_s` ahead is refused; a chunk whose every action already passed is LATE; one
+        stamped more than `max_age_s` before `now` (a stale stream) is STALE.
+
+        `hold`: where the arm is held (its measured pose), used when no target is running: a chunk whose
+        first point lies ahead then blends from there and reaches the point at its time. Without a running
+        target or `hold` the target is None (hold) until the first point is due: it never jumps ahead.
         """
         if self._chunk is not None and chunk.stamp <= self._chunk.stamp:
             return self.OLDER
@@ -177,11 +217,24 @@ class ChunkSchedule:
             return self.FUTURE
         if times[-1] < now:
             return self.LATE
+        if now - chunk.stamp > self.max_age_s:
+            return self.STALE
         current = self.target_at(now)
-        self._anchor = (now, current) if current is not None and now < times[0] else None
+        start = current if current is not None else hold
+        self._anchor = (now, start) if start is not None and now < times[0] else None
         self._chunk = chunk
         self.watchdog.kick(now)
         return self.ACCEPTED
+
+    def waiting(self, now: float) -> bool:
+        """Whether a fresh chunk is waiting for its first point, with nothing to blend from (target None)."""
+        chunk = self._chunk
+        return (
+            chunk is not None
+            and self._anchor is None
+            and not self.watchdog.expired(now)
+            and now < float(chunk.times[0])
+        )
 
     def target_at(self, now: float) -> ScheduledTarget | None:
         """Interpolated target at `now`, or None when there is no fresh chunk (watchdog -> hold)."""
@@ -195,13 +248,8 @@ class ChunkSchedule:
         i = int(np.searchsorted(times, now, side="right")) - 1
         if i < 0 and self._anchor is not None:  # blend from the hand-over target to the first point
             return _blend(self._anchor, now, chunk)
-        if i < 0:  # the chunk starts in the (near) future and nothing ran before: aim at its first point
-            return ScheduledTarget(
-                chunk.positions[0].copy(),
-                np.zeros(chunk.positions.shape[1]),
-                float(chunk.gripper[0]),
-                None if chunk.quat_xyzw is None else chunk.quat_xyzw[0].copy(),
-            )
+        if i < 0:  # the chunk starts in the (near) future with nothing to blend from: hold until it is due
+            return None
         j = min(i + 1, times.size - 1)
         span = times[j] - times[i]
         f = 0.0 if span <= 0 else (now - times[i]) / span
@@ -230,5 +278,7 @@ def _blend(anchor: tuple[float, ScheduledTarget], now: float, chunk: TimedChunk)
         qa = qb if start.quat_xyzw is None else start.quat_xyzw
         qb = qb if np.dot(qa, qb) >= 0 else -qb
         quat = (1.0 - f) * qa + f * qb
-    grip = start.gripper if f < 0.5 else float(chunk.gripper[0])
+    grip = (
+        start.gripper if f < 0.5 and np.isfinite(start.gripper) else float(chunk.gripper[0])
+    )  # NaN: unknown
     return ScheduledTarget(pos, vel, float(grip), quat)
