@@ -176,7 +176,8 @@ def test_gripper_closes_and_opens_on_change_only(sim_arm: SimArm) -> None:
 
 @pytest.mark.slow
 def test_home_opens_a_gripper_closed_on_nothing(sim_arm: SimArm) -> None:
-    from dm1.control.executor import GRIPPER_OPEN_M, ChunkExecutor
+    from dm1.control.executor import ChunkExecutor
+    from dm1.control.homing import GRIPPER_OPEN_M
     from dm1.control.limits import SafetyLimits
 
     backend = FrankyBackend(sim_arm.host, relative_dynamics_factor=0.5)

@@ -30,15 +30,15 @@ from dm1.control.executor_status import (  # noqa: F401 - re-exported: the execu
     STATUS_TOPIC,
     ExecutorStatus,
 )
+from dm1.control.homing import move_home
 from dm1.control.limits import SafetyLimits
 from dm1.control.link_check import CommandLinkMonitor
 from dm1.control.safety import OverspeedWatch, SafetyFilter, SafetyReport, pose_report
-from dm1.control.schedule import ChunkSchedule, ScheduledTarget, TimedChunk
+from dm1.control.schedule import ChunkSchedule, ScheduledTarget, TimedChunk, measured_target
 from dm1.control.tracking import TrackingMonitor
 
 log = logging.getLogger(__name__)
 
-GRIPPER_OPEN_M = 0.07  # a gripper at least this wide counts as open (the Franka Hand opens to 0.08 m)
 NO_FAULT_TO_RECOVER = "no fault latched: nothing to recover"  # `ChunkExecutor.recover` on a healthy arm
 
 
@@ -157,14 +157,7 @@ class ChunkExecutor:
             state = self.backend.read_state()
         except Exception:  # noqa: BLE001 - the next tick latches it; meanwhile the chunk waits for its time
             return None
-        if state.fault is not None:
-            return None
-        grip = np.nan if self._gripper_closed is None else float(self._gripper_closed)  # NaN: the chunk's
-        if self.mode == "joint":
-            return ScheduledTarget(np.array(state.q, float), np.zeros(7), grip, None)
-        return ScheduledTarget(
-            np.array(state.ee_pos, float), np.zeros(3), grip, np.array(state.ee_quat_xyzw, float)
-        )
+        return None if state.fault is not None else measured_target(state, self.mode, self._gripper_closed)
 
     def stop(self, reason: str) -> None:
         """Explicit hold request from upstream (the policy's inputs went stale): hold now, not after the
@@ -390,27 +383,14 @@ class ChunkExecutor:
         self.schedule.clear()
         self._prev_target = None
         try:
-            self._move_home(q, open_gripper, gripper_timeout_s)
+            if open_gripper:
+                self._gripper_closed = False
+            move_home(self.backend, q, open_gripper, gripper_timeout_s)
         finally:
             self.schedule.clear()  # nothing offered meanwhile may run after the move
             self._prev_target = None
             self.homed_at = self.clock()
         self.state, self.reasons = IDLE, ["homed"]
-
-    def _move_home(self, q: np.ndarray | None, open_gripper: bool, gripper_timeout_s: float) -> None:
-        if open_gripper:
-            self.backend.set_gripper(False)
-            self._gripper_closed = False
-        self.backend.home(q)
-        if open_gripper:
-            deadline = time.monotonic() + gripper_timeout_s
-            while self.backend.read_state().gripper_width < GRIPPER_OPEN_M:
-                if time.monotonic() > deadline:
-                    log.warning(
-                        "home: gripper not open after %.1f s (something in the fingers?)", gripper_timeout_s
-                    )
-                    break
-                time.sleep(0.01)
 
     def status(self) -> ExecutorStatus:
         """Current state, reasons and counters (copies)."""

@@ -13,8 +13,12 @@ velocities / accelerations are ignored (timing comes from `time_from_start`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from dm1.control.backend import RobotStateSnapshot
 
 #: Most points a chunk may hold (a policy chunk has 8-16): a 20,000-point one stalled the controller's
 #: executor while its message was converted point by point. Checked before that conversion too.
@@ -282,3 +286,15 @@ def _blend(anchor: tuple[float, ScheduledTarget], now: float, chunk: TimedChunk)
         start.gripper if f < 0.5 and np.isfinite(start.gripper) else float(chunk.gripper[0])
     )  # NaN: unknown
     return ScheduledTarget(pos, vel, float(grip), quat)
+
+
+def measured_target(state: RobotStateSnapshot, mode: str, gripper_closed: bool | None) -> ScheduledTarget:
+    """The arm's measured pose as a still target (joint q (7,) in "joint" mode, else EE position (3,) and
+    orientation), with the commanded gripper (NaN when none was commanded yet: a blend then takes the
+    chunk's own)."""
+    grip = np.nan if gripper_closed is None else float(gripper_closed)
+    if mode == "joint":
+        return ScheduledTarget(np.array(state.q, float), np.zeros(7), grip, None)
+    return ScheduledTarget(
+        np.array(state.ee_pos, float), np.zeros(3), grip, np.array(state.ee_quat_xyzw, float)
+    )
