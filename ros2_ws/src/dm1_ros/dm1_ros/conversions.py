@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from builtin_interfaces.msg import Duration, Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from dm1.control.chunk_refusals import quoted
 from dm1.control.schedule import MAX_CHUNK_POINTS, TimedChunk
 from dm1.policy.step import ActionChunk
 from geometry_msgs.msg import Quaternion, Transform, Vector3
@@ -262,10 +263,8 @@ def _check_frame(frame_id: str, allowed: tuple[str, ...], what: str) -> None:
     """Refuse a chunk in another frame than the controller's base frame (a target in `fr3_hand_tcp` or
     `world` read as `fr3_link0` moved the arm elsewhere than meant)."""
     if frame_id not in allowed:
-        shown = frame_id if len(frame_id) <= 80 else frame_id[:80] + "..."
-        raise ValueError(
-            f"{what} header.frame_id: expected {' or '.join(map(repr, allowed))}, found {shown!r}"
-        )
+        expected = " or ".join(map(repr, allowed))
+        raise ValueError(f"{what} header.frame_id: expected {expected}, found {quoted(frame_id, 80)}")
 
 
 def joint_trajectory_to_arrays(msg: JointTrajectory) -> tuple[float, np.ndarray, np.ndarray]:
