@@ -37,7 +37,7 @@ def _sent_ee(backend: FakeBackend) -> list[np.ndarray]:
 def test_a_future_chunk_blends_from_the_hold_target_and_reaches_its_first_point_at_its_time() -> None:
     sched = ChunkSchedule(chunk_timeout_s=1.0, max_future_s=1.0)
     hold = ScheduledTarget(HOME_EE_POS.copy(), np.zeros(3), 0.0, np.array([1.0, 0.0, 0.0, 0.0]))
-    assert sched.offer(_chunk(10.5, [0.0, 0.1]), now=10.0, hold=hold) == "accepted"
+    assert sched.offer(_chunk(10.5, [0.0, 0.1]), now=10.0, hold=lambda: hold) == "accepted"
     np.testing.assert_allclose(sched.target_at(10.0).position, HOME_EE_POS, atol=1e-12)
     np.testing.assert_allclose(sched.target_at(10.25).position, HOME_EE_POS + OFFSET / 2, atol=1e-12)
     np.testing.assert_allclose(sched.target_at(10.5).position, HOME_EE_POS + OFFSET, atol=1e-12)

@@ -132,8 +132,7 @@ class ChunkExecutor:
                 "a stream from before the move is not continued",
             )
         running = self.schedule.chunk
-        hold = self._hold_target() if self.schedule.target_at(now) is None else None
-        result = self.schedule.offer(chunk, now, hold)
+        result = self.schedule.offer(chunk, now, self._hold_target)
         if result == ChunkSchedule.ACCEPTED:
             self.counters["accepted"] += 1
             self.consecutive_late = 0
@@ -146,9 +145,12 @@ class ChunkExecutor:
             if self.consecutive_late >= self.limits.max_consecutive_late:
                 self._latch(f"over budget: {self.consecutive_late} consecutive late chunks")
             return result
-        keys = ("ignored_older", "rejected_future", "rejected_stale")
-        key = dict(zip((ChunkSchedule.OLDER, ChunkSchedule.FUTURE, ChunkSchedule.STALE), keys, strict=True))
-        return self._refuse(key[result], why)
+        key = {
+            ChunkSchedule.OLDER: "ignored_older",
+            ChunkSchedule.FUTURE: "rejected_future",
+            ChunkSchedule.STALE: "rejected_stale",
+        }[result]
+        return self._refuse(key, why)
 
     def _hold_target(self) -> ScheduledTarget | None:
         """Where the arm is held now (its measured pose; the commanded gripper), for a chunk that starts ahead
@@ -164,8 +166,9 @@ class ChunkExecutor:
         watchdog timeout. The next chunk starts again from the measured state."""
         self.counters["stop_requests"] += 1
         if self.state != FAULT:
-            self._hold(f"stop requested: {quoted(reason)}")
-            self.reasons = [f"stop requested: {quoted(reason)}"]  # the newest request, holding already or not
+            request = f"stop requested: {quoted(reason)}"
+            self._hold(request)
+            self.reasons = [request]  # the newest request, holding already or not
 
     def stream_lost(self, counter: str, reason: str) -> None:
         """A QoS event on the action topic (`counter`: "deadline_missed" or "liveliness_lost"): a running

@@ -12,6 +12,7 @@ velocities / accelerations are ignored (timing comes from `time_from_start`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -203,16 +204,19 @@ class ChunkSchedule:
         self._anchor = None
         self.watchdog.reset()
 
-    def offer(self, chunk: TimedChunk, now: float, hold: ScheduledTarget | None = None) -> str:
+    def offer(
+        self, chunk: TimedChunk, now: float, hold: Callable[[], ScheduledTarget | None] | None = None
+    ) -> str:
         """Offer a chunk received at `now`; returns ACCEPTED or the reason it was ignored.
 
         An older-or-equal stamp than the current chunk is ignored (latest wins); a chunk whose first action is
         more than `max_future_s` ahead is refused; a chunk whose every action already passed is LATE; one
         stamped more than `max_age_s` before `now` (a stale stream) is STALE.
 
-        `hold`: where the arm is held (its measured pose), used when no target is running: a chunk whose
-        first point lies ahead then blends from there and reaches the point at its time. Without a running
-        target or `hold` the target is None (hold) until the first point is due: it never jumps ahead.
+        `hold`: returns where the arm is held (its measured pose), asked only when no target is running and
+        the chunk's first point lies ahead: the chunk then blends from there and reaches the point at its
+        time. Without a running target or a hold target the target is None (hold) until the first point is
+        due: it never jumps ahead.
         """
         if self._chunk is not None and chunk.stamp <= self._chunk.stamp:
             return self.OLDER
@@ -223,9 +227,12 @@ class ChunkSchedule:
             return self.LATE
         if now - chunk.stamp > self.max_age_s:
             return self.STALE
-        current = self.target_at(now)
-        start = current if current is not None else hold
-        self._anchor = (now, start) if start is not None and now < times[0] else None
+        start = None
+        if now < times[0]:  # the first point lies ahead: blend to it from the running target or the hold
+            start = self.target_at(now)
+            if start is None and hold is not None:
+                start = hold()
+        self._anchor = None if start is None else (now, start)
         self._chunk = chunk
         self.watchdog.kick(now)
         return self.ACCEPTED
