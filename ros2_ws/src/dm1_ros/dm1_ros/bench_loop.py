@@ -4,11 +4,8 @@ Runs episodes of a model through twin → policy node → controller node → fr
 time are covered, and reports the observation→chunk latency (policy ledger: tick → published), missed control
 ticks (expected ticks at the card's rate while active minus chunks received) and the fraction of chunk
 boundaries at which the end-effector speed (FK of `/joint_states`) dips below 20 % of its running median while
-the chunk itself commands motion (`net_commanded_speed`: from the measured EE to the chunk's last point,
-clipped to the controller's workspace box; a policy that deliberately stops, jitters in place while it
-grasps, or pushes against the box floor is not a hand-over dip). The running median never reaches back into
-the previous episode, only chunks executed to their end inside their episode count, and the dips are also
-reported by phase: the grasp (settling on the cube, closing the fingers) and the transit (`grasp_phase`).
+the policy commands motion on both sides of the boundary (`dm1.evaluation.hand_over_dips`), by phase (grasp,
+transit), and without that filter (`boundary_dip_fraction_unfiltered`).
 """
 
 from __future__ import annotations
@@ -22,6 +19,15 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from dm1.control.executor import STATUS_TOPIC
 from dm1.control.limits import SafetyLimits
+from dm1.evaluation.hand_over_dips import (
+    boundary_dips,
+    commanded_speed_before,
+    dip_fraction,
+    executed_within_episode,
+    grasp_phase,
+    net_commanded_speed,
+    write_trace,
+)
 from dm1.kinematics import fr3_fk
 from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import MultiDOFJointTrajectory
@@ -36,139 +42,6 @@ from dm1_ros.conversions import (
 from dm1_ros.evaluate import EvalDriver
 
 
-def ee_speed(times: np.ndarray, ee: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(midpoint times (N-1,), EE speed m/s (N-1,)) from sampled times (N,) and positions (N, 3)."""
-    speed = np.linalg.norm(np.diff(ee, axis=0), axis=1) / np.maximum(np.diff(times), 1e-6)
-    return 0.5 * (times[1:] + times[:-1]), speed
-
-
-def speed_around(
-    times: np.ndarray, ee: np.ndarray, at: np.ndarray | float, half_width_s: float
-) -> np.ndarray:
-    """Mean EE speed (m/s) over [at - half_width_s, at + half_width_s] for each instant `at` (scalar or (K,)):
-    the straight-line distance between the positions interpolated at both ends, over the interval.
-    times (N,) ascending, ee (N, 3)."""
-    at = np.asarray(at, dtype=float)
-    before = np.stack([np.interp(at - half_width_s, times, ee[:, k]) for k in range(3)], axis=-1)
-    after = np.stack([np.interp(at + half_width_s, times, ee[:, k]) for k in range(3)], axis=-1)
-    return np.linalg.norm(after - before, axis=-1) / (2 * half_width_s)
-
-
-def boundary_dips(
-    times: np.ndarray,
-    ee: np.ndarray,
-    boundaries: np.ndarray,
-    commanded: np.ndarray | None = None,
-    window_s: float = 1.0,
-    dip: float = 0.2,
-    moving_speed: float = 0.01,
-    episode_starts: np.ndarray | None = None,
-    probe_s: float = 0.01,
-) -> np.ndarray:
-    """Per chunk boundary: 1 = EE speed < `dip` × running median speed (a dip), 0 = no dip, -1 = not counted.
-
-    times (N,), ee (N, 3) sampled positions; boundaries (M,) chunk start times; commanded (M,) the EE
-    speed each chunk commands (m/s, nan = unknown; see `net_commanded_speed`). Boundaries where the running
-    median speed is below `moving_speed` (m/s: the arm is deliberately still), or whose chunk itself commands
-    less than `dip` x that median (the policy slows on purpose), are not counted. episode_starts (E,): sim
-    times at which episodes began; the running window never reaches back across one (the previous episode's
-    motion and the reset between them are not this episode's running speed). The speed at a boundary is the
-    mean over [b - probe_s, b + probe_s] (positions interpolated at both ends), so that one `/joint_states`
-    sample stamped a few ms off its measurement (a zero step next to a double one) is not read as a stop;
-    a controller that stops at a hand-over stands still for far longer than 2 x probe_s. Returns (M,) ints;
-    see `dip_fraction`.
-    """
-    flags = np.full(len(boundaries), -1, dtype=int)
-    if len(times) < 3:
-        return flags
-    mid, speed = ee_speed(times, ee)
-    cmd = np.full(len(boundaries), np.nan) if commanded is None else np.asarray(commanded, dtype=float)
-    starts = np.sort(np.asarray([] if episode_starts is None else episode_starts, dtype=float))
-    for i, (b, wanted) in enumerate(zip(boundaries, cmd, strict=True)):
-        began = starts[starts <= b]
-        since = max(b - window_s, float(began[-1]) if began.size else -np.inf)
-        win = (mid > since) & (mid <= b)
-        if win.sum() < 5:
-            continue
-        median = float(np.median(speed[win]))
-        if median < moving_speed or wanted < dip * median:  # nan (unknown) compares False: counted
-            continue
-        flags[i] = int(speed_around(times, ee, b, probe_s) < dip * median)  # a 0-d array: compares as a bool
-    return flags
-
-
-def dip_fraction(flags: np.ndarray) -> tuple[float, int]:
-    """(fraction of counted boundaries that dipped, boundaries counted) from `boundary_dips` flags."""
-    counted = int(np.sum(flags >= 0))
-    return (float(np.sum(flags == 1)) / counted if counted else 0.0), counted
-
-
-def net_commanded_speed(
-    times: np.ndarray,
-    ee: np.ndarray,
-    ends: np.ndarray,
-    boundaries: np.ndarray,
-    box: tuple[np.ndarray, np.ndarray] | None = None,
-) -> np.ndarray:
-    """(M,) m/s: straight-line speed from the measured EE at each boundary to its chunk's last point.
-
-    times (N,), ee (N, 3) sampled positions; ends (M, 4) time (s) and x, y, z of each chunk's last point;
-    boundaries (M,) chunk start times; box (lo, hi) clips the end points as the controller's safety filter
-    does.
-    Net motion, not the speed between points: a chunk that jitters around the grasp point commands ~0.
-    """
-    target = ends[:, 1:] if box is None else np.clip(ends[:, 1:], box[0], box[1])  # (M, 3)
-    at = np.clip(np.searchsorted(times, boundaries), 0, len(times) - 1)  # (M,)
-    dt = np.maximum(ends[:, 0] - boundaries, 1e-3)
-    return np.linalg.norm(target - ee[at], axis=1) / dt
-
-
-def near_gripper_motion(
-    times: np.ndarray, widths: np.ndarray, boundaries: np.ndarray, before_s: float = 0.6, after_s: float = 0.3
-) -> np.ndarray:
-    """(M,) bool: a boundary lies from `before_s` before to `after_s` after the start of a measured finger
-    motion (a grasp or a release: the width changing by more than 1 cm/s). times (N,), widths (N,) m.
-
-    Used to break the dips down by phase: the demonstrations stop the arm to grasp (the expert settles on the
-    grasp point, then keeps still while the fingers close), so a policy that imitates them slows there.
-    """
-    if len(times) < 3:
-        return np.zeros(len(boundaries), dtype=bool)
-    moving = np.abs(np.gradient(widths, times)) > 0.01  # (N,)
-    onsets = times[1:][moving[1:] & ~moving[:-1]]  # (K,)
-    rel = onsets[None, :] - np.asarray(boundaries, dtype=float)[:, None]  # (M, K): onset after the boundary
-    return np.any((rel <= before_s) & (rel >= -after_s), axis=1)
-
-
-def grasp_phase(times: np.ndarray, ee: np.ndarray, widths: np.ndarray, boundaries: np.ndarray) -> np.ndarray:
-    """(M,) bool: boundaries in the grasp phase of the twin's lift task: around a finger motion
-    (`near_gripper_motion`) or with the EE at most a cube's height (+1 cm) above the table, where the policy
-    settles on the cube (the other boundaries are the transit: approach, descent and lift above the cube)."""
-    from dm1.sim.config import TwinConfig
-
-    if len(times) < 3:
-        return np.zeros(len(boundaries), dtype=bool)
-    cfg = TwinConfig()
-    at = np.clip(np.searchsorted(times, boundaries), 0, len(times) - 1)  # (M,)
-    low = ee[at, 2] < cfg.table.top_z + cfg.cube_size + 0.01
-    return low | near_gripper_motion(times, widths, boundaries)
-
-
-def executed_within_episode(
-    boundaries: np.ndarray, chunk_ends: np.ndarray, episode_starts: np.ndarray, episode_ends: np.ndarray
-) -> np.ndarray:
-    """(M,) bool: the chunk starting at boundaries[i] and ending at chunk_ends[i] (s) runs to its last point
-    inside one episode's control, [episode_starts[k], episode_ends[k]] (activation to success or time up; the
-    policy is deactivated after it and the controller holds). Chunks cut by an episode's end, or published
-    between an episode's end and the deactivation, command nothing that is executed.
-    """
-    starts = np.asarray(episode_starts, dtype=float)  # (E,), ascending
-    ends = np.asarray(episode_ends, dtype=float)  # (E,)
-    k = np.searchsorted(starts, boundaries, side="right") - 1  # (M,) the episode each boundary falls in
-    inside = k >= 0
-    return inside & (np.asarray(chunk_ends) <= np.where(inside, ends[np.maximum(k, 0)], -np.inf))
-
-
 def chunk_positions(msg: MultiDOFJointTrajectory) -> np.ndarray | None:
     """(P, 4): absolute time (s) and x, y, z (m) of each point of a Cartesian chunk; None for a hold or a
     message the controller would refuse as malformed (the same conversion decides)."""
@@ -179,63 +52,6 @@ def chunk_positions(msg: MultiDOFJointTrajectory) -> np.ndarray | None:
     except ValueError:
         return None
     return np.column_stack([t0 + tfs, acts[:, :3]])
-
-
-def write_trace(
-    out: Path,
-    times: np.ndarray,
-    ee: np.ndarray,
-    boundaries: np.ndarray,
-    flags: np.ndarray,
-    **arrays: np.ndarray | None,
-) -> None:
-    """`trace.npz` (the raw samples) and `speed.png` (EE speed with the dipped boundaries marked).
-
-    arrays: more arrays saved for diagnosing dips (None ones are left out), e.g. chunk_points (M, P, 4) per
-    Cartesian chunk (see `chunk_positions`: what the chunk at a dipped boundary commanded), gripper_width
-    (N,), episode_starts / episode_ends (E,) (shaded in the plot) and grasp_phase (M,) bool (see
-    `grasp_phase`; its dips are drawn in orange, the others in red).
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    extra = {name: value for name, value in arrays.items() if value is not None}
-    np.savez_compressed(
-        out / "trace.npz", times=times, ee=ee, boundaries=boundaries, dip_flags=flags, **extra
-    )
-    if len(times) < 2:
-        return
-    _, counted = dip_fraction(flags)
-    fig, ax = plt.subplots(figsize=(10, 3.5))
-    speed = speed_around(times, ee, times, 0.01)  # (N,) the estimator the dip test uses
-    ax.plot(times, speed, lw=0.8, color="#4c72b0", label="EE speed (20 ms mean)")
-    starts, ends = arrays.get("episode_starts"), arrays.get("episode_ends")
-    in_control = np.ones(len(times), dtype=bool)
-    if starts is not None and ends is not None and len(starts):
-        in_control[:] = False
-        for k, (a, e) in enumerate(zip(starts, ends, strict=False)):
-            label = "episode (policy in control)" if k == 0 else None
-            ax.axvspan(a, e, color="#dddddd", alpha=0.5, lw=0, label=label)
-            in_control |= (times >= a) & (times <= e)
-    if in_control.any():  # the homing moves between episodes are off the scale
-        ax.set_ylim(0.0, max(0.5, 1.3 * float(np.percentile(speed[in_control], 99.5))))
-    grasp = arrays.get("grasp_phase")
-    grasp = np.zeros(len(boundaries), dtype=bool) if grasp is None else np.asarray(grasp, dtype=bool)
-    for b, g in zip(boundaries[flags == 1], grasp[flags == 1], strict=True):
-        ax.axvline(b, color="#dd8452" if g else "#c44e52", lw=0.6, alpha=0.8)
-    ax.set_xlabel("simulation time (s)")
-    ax.set_ylabel("m/s")
-    dipped = flags == 1
-    ax.set_title(
-        f"EE speed; chunk boundaries with a dip: {int(dipped.sum())} of {counted} "
-        f"(orange: {int(np.sum(grasp & dipped))} while grasping, red: {int(np.sum(~grasp & dipped))})"
-    )
-    ax.legend(loc="upper right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "speed.png", dpi=110)
-    plt.close(fig)
 
 
 def run_loop_benchmark(args: Any) -> dict[str, Any]:
@@ -318,24 +134,30 @@ def run_loop_benchmark(args: Any) -> dict[str, Any]:
     ends = np.array([c[-1] for c in chunk_points]).reshape(-1, 4)
     limits = SafetyLimits()
     box = (np.array(limits.workspace_min), np.array(limits.workspace_max))
+    same_length = len({len(c) for c in chunk_points}) == 1
+    points = np.stack(chunk_points) if same_length else None  # (M, P, 4)
     commanded = net_commanded_speed(times, ee, ends, boundaries, box) if len(times) else None
     if commanded is not None:  # chunks cut short by the episode's end (policy deactivated) command nothing
         commanded[~executed_within_episode(boundaries, ends[:, 0], starts, stops)] = 0.0
+        if points is not None:  # ... and the commands leading into the boundary must move the arm too
+            before = commanded_speed_before(points, boundaries, box, tick_s=1.0 / rate, episode_starts=starts)
+            commanded = np.fmin(commanded, before)  # nan (unknown before) leaves the chunk's own speed
     flags = boundary_dips(times, ee, boundaries, commanded, episode_starts=starts)
     frac, counted = dip_fraction(flags)
+    raw_frac, raw_counted = dip_fraction(boundary_dips(times, ee, boundaries, episode_starts=starts))
     grasp = grasp_phase(times, ee, widths, boundaries)
     by_phase = {
         phase: {"dips": int(np.sum(flags[mask] == 1)), "counted": int(np.sum(flags[mask] >= 0))}
         for phase, mask in (("grasp", grasp), ("transit", ~grasp))
     }
-    same_length = len({len(c) for c in chunk_points}) == 1
     write_trace(
         out,
         times,
         ee,
         boundaries,
         flags,
-        chunk_points=np.stack(chunk_points) if same_length else None,
+        chunk_points=points,
+        commanded_speed=commanded,
         gripper_width=widths,
         episode_starts=starts,
         episode_ends=stops,
@@ -367,6 +189,8 @@ def run_loop_benchmark(args: Any) -> dict[str, Any]:
         "boundary_dip_fraction": frac,
         "boundaries_counted": counted,
         "boundary_dips_by_phase": by_phase,
+        "boundary_dip_fraction_unfiltered": raw_frac,  # every boundary where the arm moves, commands ignored
+        "boundaries_counted_unfiltered": raw_counted,
         "sim_seconds": active_s,
         "model": str(args.model),
         "noise_scale": float(args.noise_scale),
