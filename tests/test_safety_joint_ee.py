@@ -54,8 +54,10 @@ def test_joint_step_is_scaled_to_the_ee_speed_limit() -> None:
     assert np.linalg.norm(ee(HOME_Q + step) - ee(HOME_Q)) > 1.5 * LIM.max_ee_speed * DT  # the case is real
     assert 0.97 * LIM.max_ee_speed * DT <= moved <= LIM.max_ee_speed * DT + 1e-9, moved
     assert "ee_speed" in report.reasons
-    fraction = (report.safe - HOME_Q) / step
-    np.testing.assert_allclose(fraction[step != 0], fraction[0])  # scaled, not bent
+    moving = step != 0
+    fraction = (report.safe - HOME_Q)[moving] / step[moving]
+    np.testing.assert_allclose(fraction, fraction[0])  # scaled, not bent
+    np.testing.assert_allclose(report.safe[~moving], HOME_Q[~moving])  # the other joints stay put
 
 
 def test_a_huge_joint_jump_streams_the_ee_at_the_speed_limit() -> None:

@@ -161,7 +161,8 @@ def commanded_path(
     then (first point's time <= the instant), interpolated between its points and held at its last one,
     clipped to the workspace box as the controller's safety filter clips it; nan before the first chunk.
 
-    chunk_points (M, P, 4): absolute time (s) and x, y, z of each chunk's points, chunks in arrival order.
+    chunk_points (M, P, 4): absolute time (s) and x, y, z of each chunk's points, chunks in arrival order
+    (their first points' times ascending, as the policy's ticks stamp them).
     Depends on the policy's output only, never on how the controller executed it.
     """
     at = np.atleast_1d(np.asarray(at, dtype=float))
