@@ -93,6 +93,31 @@ def test_joint_state_missing_a_joint_is_refused() -> None:
         joint_state_to_arm(msg)
 
 
+def test_joint_state_naming_a_joint_twice_is_refused() -> None:
+    """Two values for fr3_joint1: which one is the arm? (before: the last one silently won)"""
+    msg = make_joint_state(FR3_HOME_Q, 0.04)
+    msg.name, msg.position = [*msg.name, "fr3_joint1"], [*msg.position, 2.5]
+    with pytest.raises(ValueError, match=r"repeated \['fr3_joint1'\]"):
+        joint_state_to_arm(msg)
+
+
+def test_a_huge_encoding_string_is_quoted_short_in_the_refusal() -> None:
+    msg = image_to_msg(np.zeros((2, 3, 3), np.uint8), "rgb8")
+    msg.encoding = "x" * 10_000 + "\nforged line"
+    with pytest.raises(ValueError) as err:
+        msg_to_rgb(msg)
+    assert len(str(err.value)) < 200 and "\n" not in str(err.value)
+
+
+def test_input_stamps_must_be_valid_times() -> None:
+    from builtin_interfaces.msg import Time
+    from dm1_ros.conversions import checked_seconds
+
+    assert checked_seconds(Time(sec=3, nanosec=5), "header.stamp") == pytest.approx(3.000000005)
+    with pytest.raises(ValueError, match="header.stamp.*nanosec 1000000000"):
+        checked_seconds(Time(sec=3, nanosec=10**9), "header.stamp")
+
+
 def _chunk(space: str, n: int = 5) -> ActionChunk:
     da = 4 if space == "ee_position" else 8
     acts = RNG.uniform(-1, 1, (n, da)).astype(np.float32)

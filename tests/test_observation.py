@@ -175,3 +175,60 @@ def test_invalid_config_names_the_field() -> None:
         ObservationConfig(sync_tolerance_s=-1)
     with pytest.raises(ValueError, match="max_age_s"):
         ObservationConfig(max_age_s=float("nan"))
+
+
+def test_a_negative_gripper_width_beyond_a_hair_is_refused_and_assembly_does_not_raise() -> None:
+    """Fingers reading -1 mm each (width -2 mm): refused when offered, naming the width; the last good state
+    is still what the tick assembles (before: stored, then `compute_proprio` raised inside the tick)."""
+    asm = ObservationAssembler(make_card())
+    feed_all(asm, 10.0)
+    reason = asm.on_joint_state(10.01, FR3_HOME_Q, -0.002)
+    assert isinstance(reason, StaleReason) and reason.kind == "bad_input" and "-0.002" in str(reason)
+    obs = asm.assemble(now=10.02)
+    assert isinstance(obs, Observation) and obs.gripper_width == 0.04
+    assert asm.on_joint_state(10.02, FR3_HOME_Q, -0.0005) is None  # a hair below zero: clipped by proprio
+
+
+@pytest.mark.parametrize(
+    ("joint", "value", "width"),
+    [(0, 1e6, 0.04), (3, 0.5, 0.04), (6, -3.1, 0.04), (None, None, 10.0)],
+)
+def test_a_physically_impossible_joint_state_is_refused_naming_the_joint(joint, value, width) -> None:
+    asm = ObservationAssembler(make_card())
+    q = FR3_HOME_Q.copy()
+    if joint is not None:
+        q[joint] = value
+    reason = asm.on_joint_state(10.0, q, width)
+    assert isinstance(reason, StaleReason) and reason.kind == "bad_input"
+    assert (f"fr3_joint{joint + 1}" if joint is not None else "gripper width 10") in str(reason)
+    assert asm.rejected_counts[JOINT_STREAM] == 1
+
+
+def test_an_empty_frame_is_refused_even_with_resize_on() -> None:
+    asm = ObservationAssembler(make_card(), ObservationConfig(resize=True))
+    reason = asm.on_image("front", 10.0, np.zeros((0, 0, 3), np.uint8))
+    assert isinstance(reason, StaleReason) and reason.kind == "bad_input" and "empty" in str(reason)
+
+
+def test_a_frame_stamped_ahead_of_the_clock_does_not_block_the_on_time_frames_after_it() -> None:
+    """One frame stamped 3 s ahead when it arrives: the tick holds on it ('future'), and the next on-time
+    frame replaces it instead of being refused as 'went backwards' until the clock catches up."""
+    asm = ObservationAssembler(make_card())
+    feed_all(asm, 10.0)
+    assert asm.on_image("front", 13.0, img(99), received=10.02) is None  # stored: the tick decides
+    assert asm.assemble(now=10.03).kind == "future"
+    assert asm.on_image("front", 10.04, img(5), received=10.04) is None  # on time again: replaces it
+    asm.on_image("wrist", 10.04, img(), received=10.04)
+    asm.on_joint_state(10.04, FR3_HOME_Q, 0.04, received=10.04)
+    obs = asm.assemble(now=10.05)
+    assert isinstance(obs, Observation) and obs.images["front"][0, 0, 0] == 5
+    late = asm.on_image("front", 10.03, img(1), received=10.05)  # an older on-time frame: still refused
+    assert isinstance(late, StaleReason) and late.kind == "backwards"
+
+
+def test_an_undecodable_message_is_counted_and_named_in_the_stale_reason() -> None:
+    asm = ObservationAssembler(make_card(), ObservationConfig(max_age_s=0.1))
+    feed_all(asm, 10.0)
+    asm.reject_input("front", "camera 'front': expected encoding rgb8 or bgr8, found 'mono8'")
+    reason = asm.assemble(now=10.2)
+    assert reason.stream == "front" and "mono8" in str(reason) and asm.rejected_counts["front"] == 1

@@ -51,6 +51,7 @@ class TwinStandIn:
         }
         self.joint_pub = self.node.create_publisher(JointState, "/joint_states", 10)
         self.t = 1.0
+        self.bad_joint_state = None  # a callable(t) -> JointState sent instead of the good one, when set
         self.chunks: list[tuple[float, float, list[float]]] = []  # (t0, clock at receipt, time_from_start)
         self.holds: list[float] = []  # clock at receipt of each empty (hold) chunk
         self.diags: list[tuple[float, int, str]] = []  # (clock at receipt, level, message)
@@ -86,7 +87,8 @@ class TwinStandIn:
             self.cam_pubs[n].publish(
                 image_to_msg(img, "rgb8", stamp=self.t, frame_id=f"camera_{n}_color_optical_frame")
             )
-        self.joint_pub.publish(make_joint_state(FR3_HOME_Q, 0.08, stamp=self.t))
+        bad = self.bad_joint_state
+        self.joint_pub.publish(bad(self.t) if bad else make_joint_state(FR3_HOME_Q, 0.08, stamp=self.t))
 
     def spin_for(self, seconds: float) -> None:
         end = time.monotonic() + seconds
@@ -171,6 +173,62 @@ def test_node_publishes_future_chunks_and_stops_when_a_camera_dies(procs, rclpy_
     assert len(twin.chunks) == n and len(twin.holds) == h  # an inactive node never commands
     assert client.transition("cleanup") and client.get_state() == "unconfigured"
     assert client.transition("shutdown") and client.get_state() == "finalized"
+
+
+def test_impossible_or_ambiguous_joint_states_hold_the_node_and_it_resumes(
+    procs, rclpy_ctx, tmp_path
+) -> None:
+    """Fingers reading -1 mm each (the node used to die in its tick), a second fr3_joint1 (the last value
+    used to win) and an invalid stamp: no chunk while they last, the node stays up and names the reason in
+    /diagnostics, and chunks resume with good joint states."""
+    from builtin_interfaces.msg import Time
+    from dm1_ros.conversions import make_joint_state
+    from dm1_ros.lifecycle_client import LifecycleClient
+
+    cams = {"front": (24, 32, 3)}
+    model = build_toy_model(tmp_path / "toy", cameras=cams, chunk_length=4, control_rate_hz=1 / DT)
+    proc = procs.start("policy", _node_cmd(model))
+    twin = TwinStandIn(cams)
+    client = LifecycleClient("policy_node", node=twin.node, timeout_s=10.0)
+    wait_for(lambda: client.get_state() == "active", 90, what="policy node active")
+    twin.run(0.6, cams=("front",), lockstep=True)
+    assert twin.chunks, procs.log("policy")
+
+    def negative_fingers(t: float):
+        return make_joint_state(FR3_HOME_Q, -0.002, stamp=t)
+
+    def twice_joint1(t: float):
+        msg = make_joint_state(FR3_HOME_Q, 0.08, stamp=t)
+        msg.name, msg.position = [*msg.name, "fr3_joint1"], [*msg.position, 2.5]
+        return msg
+
+    def bad_stamp(t: float):
+        msg = make_joint_state(FR3_HOME_Q, 0.08)
+        msg.header.stamp = Time(sec=int(t), nanosec=10**9 + 1)
+        return msg
+
+    for bad, words in (
+        (negative_fingers, "gripper width"),
+        (twice_joint1, "repeated"),
+        (bad_stamp, "nanosec"),
+    ):
+        twin.bad_joint_state = bad
+        start = twin.t
+        twin.run(0.6, cams=("front",), lockstep=False)
+        late = [c for c in twin.chunks if c[1] > start + 0.15]  # the last good state ages out in 100 ms
+        assert late == [], f"{bad.__name__}: {len(late)} chunks from bad joint states\n{procs.log('policy')}"
+        assert proc.poll() is None, f"{bad.__name__}: the node died\n{procs.log('policy')}"
+
+        def named(w: str = words, s: float = start) -> bool:
+            twin.publish(("front",))  # keep the bad input flowing while /diagnostics is awaited
+            twin.spin_for(0.05)
+            return any(d[0] > s and w in d[2] for d in twin.diags)
+
+        wait_for(named, 10, what=f"a diagnostic naming {words!r}", detail=lambda: twin.diags[-3:])
+        twin.bad_joint_state = None
+        n = len(twin.chunks)
+        twin.run(0.4, cams=("front",), lockstep=True)
+        assert len(twin.chunks) > n, f"no chunks after good joint states returned ({bad.__name__})"
 
 
 def test_corrupt_model_never_becomes_active(procs, rclpy_ctx, tmp_path) -> None:

@@ -123,7 +123,8 @@ def msg_to_image(msg: Image) -> np.ndarray:
     """sensor_msgs/Image → numpy in its own encoding ((H, W, 3) uint8, (H, W) uint8 or (H, W) uint16)."""
     if msg.encoding not in ENCODINGS:
         raise ValueError(
-            f"msg_to_image: unsupported encoding {msg.encoding!r}; expected one of {sorted(ENCODINGS)}"
+            f"msg_to_image: unsupported encoding {quoted(msg.encoding, 40)}; "
+            f"expected one of {sorted(ENCODINGS)}"
         )
     if CV_BRIDGE is not None:
         return np.asarray(CV_BRIDGE.imgmsg_to_cv2(msg, desired_encoding="passthrough"))
@@ -145,7 +146,7 @@ def msg_to_image(msg: Image) -> np.ndarray:
 def msg_to_rgb(msg: Image) -> np.ndarray:
     """sensor_msgs/Image (rgb8 or bgr8) → (H, W, 3) uint8 RGB, the policy's input format."""
     if msg.encoding not in ("rgb8", "bgr8"):
-        raise ValueError(f"camera image: expected encoding rgb8 or bgr8, found {msg.encoding!r}")
+        raise ValueError(f"camera image: expected encoding rgb8 or bgr8, found {quoted(msg.encoding, 40)}")
     img = msg_to_image(msg)
     return np.ascontiguousarray(img[..., ::-1]) if msg.encoding == "bgr8" else img
 
@@ -171,11 +172,14 @@ def make_joint_state(
 def joint_state_to_arm(msg: JointState) -> tuple[np.ndarray, float]:
     """sensor_msgs/JointState → (q (7,) rad in fr3_joint1..7 order, gripper width m = sum of the fingers)."""
     index = {n: i for i, n in enumerate(msg.name)}
-    missing = [n for n in (*ARM_JOINTS, *FINGER_JOINTS) if n not in index]
-    if missing or len(msg.position) != len(msg.name):
+    wanted = (*ARM_JOINTS, *FINGER_JOINTS)
+    missing = [n for n in wanted if n not in index]
+    repeated = [n for n in wanted if list(msg.name).count(n) > 1]
+    if missing or repeated or len(msg.position) != len(msg.name):
+        names = quoted(", ".join(msg.name), 200)
         raise ValueError(
-            f"joint state: expected names {[*ARM_JOINTS, *FINGER_JOINTS]} with one position each, found "
-            f"names {list(msg.name)} and {len(msg.position)} positions (missing {missing})"
+            f"joint state: missing {missing}, repeated {repeated}; expected names {list(wanted)} once each "
+            f"with one position each, found {len(msg.name)} names ({names}) and {len(msg.position)} positions"
         )
     q = np.array([msg.position[index[n]] for n in ARM_JOINTS], dtype=np.float64)
     return q, float(sum(msg.position[index[n]] for n in FINGER_JOINTS))
@@ -242,7 +246,7 @@ def _check_size(msg: JointTrajectory | MultiDOFJointTrajectory, what: str) -> No
         raise ValueError(f"{what} points: expected at most {MAX_CHUNK_POINTS}, found {len(msg.points)}")
 
 
-def _checked_seconds(msg: Time | Duration, what: str) -> float:
+def checked_seconds(msg: Time | Duration, what: str) -> float:
     """A received Time / Duration in seconds; ValueError when it is not a valid one (`nanosec` >= 1e9, which
     used to read as up to a second later, or `sec` < 0)."""
     if not 0 <= msg.nanosec < 10**9 or msg.sec < 0:
@@ -253,9 +257,9 @@ def _checked_seconds(msg: Time | Duration, what: str) -> float:
 
 
 def _times(header_stamp: Time, points: Sequence[Any]) -> tuple[float, np.ndarray]:
-    t0 = _checked_seconds(header_stamp, "header.stamp")
+    t0 = checked_seconds(header_stamp, "header.stamp")
     return t0, np.array(
-        [_checked_seconds(p.time_from_start, f"points[{j}].time_from_start") for j, p in enumerate(points)]
+        [checked_seconds(p.time_from_start, f"points[{j}].time_from_start") for j, p in enumerate(points)]
     )
 
 

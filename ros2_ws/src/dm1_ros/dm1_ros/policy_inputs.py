@@ -1,39 +1,56 @@
 """What the policy node subscribes to: its cameras and `/joint_states`, decoded into a `PolicySession`.
 
-A frame or joint state that cannot be decoded (wrong encoding, missing joints) is logged (throttled) and
-dropped: the stream then goes stale in the session, which holds the arm. Kept out of the node so that it stays
-a thin lifecycle shell.
+A frame or joint state that cannot be decoded (wrong encoding, missing or repeated joints, an invalid stamp)
+is counted and named in the session's stale reason (so `/diagnostics` says why the stream is stale), logged
+(at most once per 2 s per stream, so one bad camera cannot hide another) and dropped: the stream then goes
+stale in the session, which holds the arm. Kept out of the node so that it stays a thin lifecycle shell.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+from dm1.control.chunk_refusals import one_line
 from dm1.policy import PolicySession
+from dm1.policy.observation import JOINT_STREAM
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
 
 from dm1_ros import conversions as cv
 
+LOG_EVERY_S = 2.0  # per stream
+
 
 def subscribe_inputs(node: Node, session: PolicySession, joint_states_topic: str) -> list[Any]:
     """Subscribe `session` to its cameras' topics and `joint_states_topic`; returns the subscriptions."""
     log = node.get_logger()
+    last_logged: dict[str, float] = {}  # stream -> monotonic time of its last warning
+
+    def refuse(stream: str, exc: Exception) -> None:
+        text = one_line(str(exc) if stream == JOINT_STREAM else f"camera {stream!r}: {exc}")
+        session.on_bad_input(stream, text)
+        now = time.monotonic()
+        if now - last_logged.get(stream, -LOG_EVERY_S) >= LOG_EVERY_S:
+            last_logged[stream] = now
+            log.warning(text)
 
     def on_image(name: str, msg: Image) -> None:
         try:
-            session.on_image(name, cv.from_time_msg(msg.header.stamp), cv.msg_to_rgb(msg))
+            stamp = cv.checked_seconds(msg.header.stamp, "header.stamp")
+            session.on_image(name, stamp, cv.msg_to_rgb(msg))
         except ValueError as exc:
-            log.warning(f"camera {name!r}: {exc}", throttle_duration_sec=2.0)
+            refuse(name, exc)
 
     def on_joints(msg: JointState) -> None:
         try:
+            stamp = cv.checked_seconds(msg.header.stamp, "header.stamp")
             q, width = cv.joint_state_to_arm(msg)
         except ValueError as exc:
-            log.warning(str(exc), throttle_duration_sec=2.0)
+            refuse(JOINT_STREAM, exc)
             return
-        session.on_joint_state(cv.from_time_msg(msg.header.stamp), q, width)
+        session.on_joint_state(stamp, q, width)
 
     qos = qos_profile_sensor_data  # best effort: matches reliable and best-effort camera drivers
     subs = [

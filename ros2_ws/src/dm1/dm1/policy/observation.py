@@ -4,7 +4,9 @@ Rules (reliability-tests.md rows 1 and 2):
 - every stream the model card needs (each camera + the joint state) must have a frame;
 - each frame must be younger than its age limit (`max_age_s`, overridable per camera);
 - the newest frames of all streams must lie within `sync_tolerance_s` of each other;
-- stamps must not run backwards within a stream, nor lie clearly in the future of `now`;
+- stamps must not run backwards within a stream, nor lie clearly in the future of `now` (a frame stamped
+  ahead of the clock when it arrived does not block the on-time frames after it);
+- joint states must be physically possible (FR3 joint limits + 0.05 rad, gripper width -1 mm to 85 mm);
 - images must have the card's shape (H, W, 3) uint8, unless `resize=True` (nearest-neighbour resampling).
 
 Any violation yields a `StaleReason` naming the stream, its age and the limit, instead of an `Observation`.
@@ -18,9 +20,14 @@ from typing import Any
 
 import numpy as np
 
+from dm1.control.limits import FR3_Q_MAX, FR3_Q_MIN
 from dm1.proprio import compute_proprio, validate_keys
 
 JOINT_STREAM = "joint_states"
+# A measured joint beyond the FR3's limits by more than this, or a gripper width outside GRIPPER_WIDTH_RANGE
+# (the Franka Hand opens to 0.08 m; proprio clips readings down to -1 mm to 0), is not a real arm state.
+JOINT_LIMIT_SLACK_RAD = 0.05
+GRIPPER_WIDTH_RANGE = (-1e-3, 0.085)
 
 
 @dataclass
@@ -142,6 +149,8 @@ class ObservationAssembler:
                 name, "bad_input", f"camera {name!r}: expected (H, W, 3) uint8, found {img.shape} {img.dtype}"
             )
         if img.shape != expected:
+            if img.shape[0] == 0 or img.shape[1] == 0:
+                return self._reject(name, "bad_input", f"camera {name!r}: empty frame {img.shape}")
             if not self.config.resize:
                 return self._reject(
                     name,
@@ -163,7 +172,29 @@ class ObservationAssembler:
                 f"joint state: expected 7 finite joint angles and a finite gripper "
                 f"width, found q={qa.tolist()} width={gripper_width}",
             )
+        lo, hi = np.array(FR3_Q_MIN) - JOINT_LIMIT_SLACK_RAD, np.array(FR3_Q_MAX) + JOINT_LIMIT_SLACK_RAD
+        outside = np.flatnonzero((qa < lo) | (qa > hi))
+        if outside.size:
+            j = int(outside[0])
+            return self._reject(
+                JOINT_STREAM,
+                "bad_input",
+                f"joint state: fr3_joint{j + 1} = {qa[j]:.4g} rad is outside the FR3's range "
+                f"[{lo[j]:.4f}, {hi[j]:.4f}] (limits + {JOINT_LIMIT_SLACK_RAD} rad)",
+            )
+        if not GRIPPER_WIDTH_RANGE[0] <= gripper_width <= GRIPPER_WIDTH_RANGE[1]:
+            return self._reject(
+                JOINT_STREAM,
+                "bad_input",
+                f"joint state: gripper width {gripper_width:.4g} m is outside "
+                f"[{GRIPPER_WIDTH_RANGE[0]}, {GRIPPER_WIDTH_RANGE[1]}] m",
+            )
         return self._store(JOINT_STREAM, stamp, received, (qa.copy(), float(gripper_width)))
+
+    def reject_input(self, stream: str, message: str) -> StaleReason:
+        """Record a message of `stream` that could not even be decoded (e.g. a wrong image encoding): it is
+        counted in `rejected_counts` and named in the stream's next stale reason."""
+        return self._reject(stream, "bad_input", message)
 
     def reset(self) -> None:
         """Forget all frames (e.g. after the clock jumped backwards because the simulation restarted)."""
@@ -228,14 +259,20 @@ class ObservationAssembler:
         if not np.isfinite(stamp):
             return self._reject(stream, "backwards", f"{_label(stream)}: non-finite stamp {stamp}")
         prev = self._frames.get(stream)
-        if prev is not None and stamp < prev.stamp:
+        arrived = stamp if received is None else received
+        if (
+            prev is not None
+            and stamp < prev.stamp
+            and prev.stamp - prev.received <= self.config.future_tolerance_s
+        ):
             return self._reject(
                 stream,
                 "backwards",
                 f"{_label(stream)}: stamp went backwards by "
                 f"{(prev.stamp - stamp) * 1e3:.1f} ms ({prev.stamp:.3f} -> {stamp:.3f})",
             )
-        self._frames[stream] = _Frame(float(stamp), float(stamp if received is None else received), data)
+        # (a stored frame stamped ahead of the clock when it arrived is replaced, not defended: see assemble)
+        self._frames[stream] = _Frame(float(stamp), float(arrived), data)
         self._rejections.pop(stream, None)
         return None
 

@@ -274,6 +274,11 @@ class PolicySession:
         """A decoded arm state: q (7,) rad, gripper width m."""
         self.assembler.on_joint_state(stamp, q, gripper_width, received=self.clock())
 
+    def on_bad_input(self, stream: str, message: str) -> None:
+        """A message of `stream` (a camera name or `joint_states`) that could not be decoded: counted, and
+        named in the stream's next stale reason."""
+        self.assembler.reject_input(stream, message)
+
     def reset(self) -> None:
         """Forget frames, the current chunk and any drill (activation, or the clock jumped back)."""
         self.assembler.reset()
