@@ -201,3 +201,11 @@ def test_a_dataset_whose_chunks_are_all_perturbed_names_the_dataset_and_the_caus
     with pytest.raises(ValueError, match="no unperturbed") as info:
         WindowDataset(tmp_path, *_cfgs(tmp_path))
     assert str(tmp_path) in str(info.value) and "Normalizer" not in str(info.value)
+
+
+def test_episodes_shorter_than_a_chunk_are_skipped_with_a_warning_naming_them(toy_dir: Path) -> None:
+    """Before: `from 2 episodes` with no word about the third (it had fewer steps than chunk_length)."""
+    m = ModelConfig(image_size=(32, 32), chunk_length=41)  # the toy episodes have 40 steps
+    short = r"shorter than chunk_length=41: episode_000000\.h5 \(40 steps\)"
+    with pytest.warns(UserWarning, match=short), pytest.raises(ValueError, match="no usable episode"):
+        WindowDataset(toy_dir, m, DataConfig(dataset_dir=str(toy_dir)))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -219,3 +221,41 @@ def test_data_validate_reports_then_quarantines_an_incomplete_episode(tmp_path: 
     assert fixed.returncode == 0, fixed.stderr
     assert (tmp_path / "quarantine" / "episode_000001.h5.partial").exists()
     assert json.loads((tmp_path / "index.json").read_text())["num_episodes"] == 1
+
+
+def test_an_h5_file_not_named_as_an_episode_is_refused_not_trained_on(tmp_path: Path) -> None:
+    """`extra.h5` used to be indexed (and trained on) while `dm1 data validate` never looked at it."""
+    _write(tmp_path / "episode_000000.h5", 3)
+    shutil.copy(tmp_path / "episode_000000.h5", tmp_path / "extra.h5")
+    index = DatasetIndex(tmp_path).scan()
+    assert [e["file"] for e in index.episodes] == ["episode_000000.h5"]
+    assert [e["file"] for e in index.invalid] == ["extra.h5"] and "file name" in index.invalid[0]["error"]
+    cmd = [sys.executable, "-m", "dm1.cli", "data", "validate", str(tmp_path)]
+    found = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert found.returncode == 1 and "not episode files" in found.stderr and "extra.h5" in found.stderr
+    assert (tmp_path / "extra.h5").exists()  # someone else's file: named, never moved into quarantine
+
+
+def test_an_index_entry_of_the_wrong_type_is_re_read_from_the_file(tmp_path: Path) -> None:
+    _write(tmp_path / "episode_000000.h5", 3)
+    DatasetIndex(tmp_path).update()
+    data = json.loads((tmp_path / "index.json").read_text())
+    data["episodes"][0]["length"] = "forty"
+    (tmp_path / "index.json").write_text(json.dumps(data))
+    index = DatasetIndex(tmp_path).scan()
+    assert index.episodes[0]["length"] == 3 and index.total_steps == 3
+
+
+def test_validate_finds_an_episode_changed_in_place_with_its_mtime_kept(tmp_path: Path) -> None:
+    path = _write(tmp_path / "episode_000000.h5", 3)
+    DatasetIndex(tmp_path).update()
+    st = path.stat()
+    raw = bytearray(path.read_bytes())
+    raw[-200:-100] = bytes(100)  # bit rot in the data, same size
+    path.write_bytes(bytes(raw))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    from dm1.data.tools import validate_dataset
+
+    report = validate_dataset(tmp_path, quarantine=False)
+    errors = report["episodes"][0]["errors"]
+    assert any("sha256" in e and "changed in place" in e for e in errors), errors

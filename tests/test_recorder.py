@@ -345,3 +345,45 @@ def test_mcap_mirror_discard_and_abandon(tmp_path):
     mirror.open("episode_000002")
     mirror.abandon()
     assert [p.name for p in tmp_path.iterdir()] == ["episode_000002.mcap.partial"]
+
+
+def test_a_frame_that_changes_size_mid_episode_ends_the_episode_with_a_recorder_error(tmp_path):
+    """Before: the writer's EpisodeFormatError (a ValueError) escaped `tick` and ended the teleop node."""
+    rec = EpisodeRecorder(_config(tmp_path))
+    rec.start(0)
+    _record(rec, 3)
+    for cam in rec.config.camera_names:
+        rec.on_image(cam, np.zeros((48, 64, 3), np.uint8), 10.19, 10.2)
+    rec.on_joint_state(HOME_Q, 0.08, 10.198, 10.2)
+    with pytest.raises(RecorderError, match=r"\(48, 64, 3\)"):
+        rec.tick(10.2, np.array([0.5, 0.0, 0.3, 0.0]))
+    assert not rec.recording
+    assert [p.name for p in rec.config.out_dir.glob("*.partial")] == ["episode_000000.h5.partial"]
+
+
+def test_the_clock_jumping_back_mid_episode_ends_it_with_a_recorder_error(tmp_path):
+    rec = EpisodeRecorder(_config(tmp_path))
+    rec.start(0)
+    _record(rec, 3, t0=100.0)
+    _feed(rec, 50.0)  # the simulation was reset
+    with pytest.raises(RecorderError, match="timestamp"):
+        rec.tick(50.0, np.array([0.5, 0.0, 0.3, 0.0]))
+    rec.start(1)  # the recorder is usable again
+    _record(rec, 2, t0=60.0)
+    assert read_episode(rec.stop_save(True)).length == 2
+
+
+def test_a_dropped_episode_is_deleted_even_when_closing_its_file_fails(tmp_path):
+    """On a full disk HDF5 cannot flush at close; the `.partial` must still go (it holds the space)."""
+    rec = EpisodeRecorder(_config(tmp_path))
+    rec.start(0)
+    _record(rec, 2)
+    writer = rec._writer
+
+    def failing_close() -> None:
+        raise RuntimeError("Can't decrement id ref count (unable to flush file's cached information)")
+
+    writer._file.close = failing_close
+    with pytest.raises(RuntimeError):
+        writer.discard()
+    assert list(rec.config.out_dir.glob("*.partial")) == []

@@ -191,6 +191,43 @@ def test_discard_removes_the_episode(graph, tmp_path):
         assert list((tmp_path / "ds").iterdir()) == []
 
 
+def test_bad_camera_messages_are_refused_and_a_resized_camera_ends_the_episode_not_the_node(graph, tmp_path):
+    """Before: a mono8 frame, or a frame of another size mid-episode, ended the teleop node ("bad
+    configuration"): the episode was lost and the arm lost its commander."""
+    from dm1_ros.conversions import image_to_msg
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    probe = graph[1]
+    pub = probe.create_publisher(
+        Image, "/camera/front/color/image_raw", QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+    )
+    try:
+        with _teleop(graph, "teleop_bad_cam", tmp_path / "ds", "scripted") as proc:
+            assert probe.call("/teleop/start").success
+            wait_for(lambda: _frames(probe) >= 3, 120, what="3 recorded frames")
+
+            def refused() -> int:
+                pub.publish(image_to_msg(np.zeros((96, 96), np.uint8), "mono8", stamp=probe.sim_time()))
+                return probe.status.get("refused_inputs", {}).get("front", 0)
+
+            wait_for(lambda: refused() >= 3, 60, what="mono8 frames counted as refused")
+            frames = _frames(probe)
+            wait_for(lambda: _frames(probe) > frames + 3, 60, what="recording to go on")  # dropped, not fatal
+            assert proc.poll() is None
+
+            def ended() -> bool:
+                pub.publish(image_to_msg(np.zeros((48, 64, 3), np.uint8), "rgb8", stamp=probe.sim_time()))
+                return probe.status.get("state") == "idle"
+
+            wait_for(ended, 60, what="the episode to end on a frame of another size")
+            assert probe.status["hold"] and "(48, 64, 3)" in probe.status["last_error"]
+            assert proc.poll() is None, graph[0].log("teleop_bad_cam")
+            assert [p.name for p in (tmp_path / "ds").glob("*.partial")] == ["episode_000000.h5.partial"]
+    finally:
+        probe.destroy_publisher(pub)
+
+
 def _joint_motion(probe: Probe, seconds: float) -> float:
     """Largest joint displacement (rad) over the last `seconds` of simulation time."""
     t_end = probe.sim_time()

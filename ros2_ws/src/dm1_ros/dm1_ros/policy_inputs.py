@@ -8,10 +8,8 @@ stale in the session, which holds the arm. Kept out of the node so that it stays
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from dm1.control.chunk_refusals import one_line
 from dm1.policy import PolicySession
 from dm1.policy.observation import JOINT_STREAM
 from rclpy.node import Node
@@ -19,22 +17,16 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
 
 from dm1_ros import conversions as cv
-
-LOG_EVERY_S = 2.0  # per stream
+from dm1_ros.input_refusals import InputRefusals
 
 
 def subscribe_inputs(node: Node, session: PolicySession, joint_states_topic: str) -> list[Any]:
     """Subscribe `session` to its cameras' topics and `joint_states_topic`; returns the subscriptions."""
-    log = node.get_logger()
-    last_logged: dict[str, float] = {}  # stream -> monotonic time of its last warning
+    refusals = InputRefusals(node.get_logger())
 
     def refuse(stream: str, exc: Exception) -> None:
-        text = one_line(str(exc) if stream == JOINT_STREAM else f"camera {stream!r}: {exc}")
-        session.on_bad_input(stream, text)
-        now = time.monotonic()
-        if now - last_logged.get(stream, -LOG_EVERY_S) >= LOG_EVERY_S:
-            last_logged[stream] = now
-            log.warning(text)
+        text = str(exc) if stream == JOINT_STREAM else f"camera {stream!r}: {exc}"
+        session.on_bad_input(stream, refusals.refuse(stream, text))
 
     def on_image(name: str, msg: Image) -> None:
         try:

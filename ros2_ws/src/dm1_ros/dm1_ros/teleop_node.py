@@ -39,13 +39,14 @@ from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 from dm1_ros.chunk_qos import CARTESIAN_TOPIC, offered_chunk_qos
 from dm1_ros.conversions import (
+    checked_seconds,
     chunk_to_multidof_trajectory,
     controller_faults,
-    from_time_msg,
     joint_state_to_arm,
     msg_to_rgb,
 )
 from dm1_ros.guarded_publish import GuardedPublisher, node_warning
+from dm1_ros.input_refusals import InputRefusals
 from dm1_ros.node_signals import stopped_by_signals
 from dm1_ros.params import init_ros
 from dm1_ros.teleop_params import declare_parameters
@@ -68,6 +69,7 @@ class TeleopNode(Node):
         if problem := self.loop.check_dataset():  # out_dir holds another dataset: say so now, not at start
             self._log(problem, error=True)
         self.q, self.width, self.cube = None, None, None  # joints (7,), gripper width m, object position (3,)
+        self.refusals = InputRefusals(self.get_logger())  # undecodable camera / joint messages, per stream
         reliable = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
         for cam in p["cameras"]:
             topic = f"/camera/{cam}/color/image_raw"
@@ -96,13 +98,23 @@ class TeleopNode(Node):
         return self.get_clock().now().nanoseconds * 1e-9
 
     def _on_image(self, cam: str, msg: Image) -> None:
+        try:
+            rgb, stamp = msg_to_rgb(msg), checked_seconds(msg.header.stamp, "header.stamp")
+        except ValueError as exc:  # dropped: the recorder's inputs go stale and its QA counts it
+            self.refusals.refuse(cam, f"camera {cam!r}: {exc}")
+            return
         if self.loop.recorder is not None:
-            self.loop.recorder.on_image(cam, msg_to_rgb(msg), from_time_msg(msg.header.stamp), self.now())
+            self.loop.recorder.on_image(cam, rgb, stamp, self.now())
 
     def _on_joints(self, msg: JointState) -> None:
-        self.q, self.width = joint_state_to_arm(msg)
+        try:
+            (q, width), stamp = joint_state_to_arm(msg), checked_seconds(msg.header.stamp, "header.stamp")
+        except ValueError as exc:
+            self.refusals.refuse("joint_states", str(exc))
+            return
+        self.q, self.width = q, width
         if self.loop.recorder is not None:
-            self.loop.recorder.on_joint_state(self.q, self.width, from_time_msg(msg.header.stamp), self.now())
+            self.loop.recorder.on_joint_state(q, width, stamp, self.now())
 
     def _on_cube(self, msg: PoseStamped) -> None:
         self.cube = np.array([msg.pose.position.x, msg.pose.position.y, msg.pose.position.z])
@@ -147,7 +159,8 @@ class TeleopNode(Node):
             acts = np.repeat(result.action[None, :], self.p["chunk_points"], axis=0)  # (N, 4)
             chunk = ActionChunk(now + self.p["lead_s"], ctx.dt, acts, 0, now, "ee_position", EE_ACTION_NAMES)
             self.chunk_pub.publish(chunk_to_multidof_trajectory(chunk, TOP_DOWN_XYZW))
-        self.status_pub.publish(String(data=json.dumps({**self.loop.status(now), "pid": os.getpid()})))
+        status = {**self.loop.status(now), "refused_inputs": self.refusals.counts, "pid": os.getpid()}
+        self.status_pub.publish(String(data=json.dumps(status)))
 
 
 def main(args: list[str] | None = None) -> int:

@@ -87,6 +87,13 @@ class WindowDataset(torch.utils.data.Dataset):
                 raise ValueError(f"{self.dataset_dir}: episodes {missing} are not complete episode files")
             entries = [e for e in entries if e["file"] in set(episodes)]
         Ta = model_cfg.chunk_length
+        short = [f"{e['file']} ({e['length']} steps)" for e in entries if int(e["length"]) < Ta]
+        if short:
+            warnings.warn(
+                f"{self.dataset_dir}: skipping {len(short)} episode(s) shorter than chunk_length={Ta}: "
+                f"{', '.join(short)}",
+                stacklevel=2,
+            )
         entries = [e for e in entries if int(e["length"]) >= Ta]
         if not entries:
             raise ValueError(

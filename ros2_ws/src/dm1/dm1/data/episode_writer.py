@@ -211,11 +211,14 @@ class EpisodeWriter:
         return self.path
 
     def discard(self) -> None:
-        """Drop the open episode: close and delete its ``.partial`` file."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        self.partial_path.unlink(missing_ok=True)
+        """Drop the open episode: close and delete its ``.partial`` file (deleted even when closing fails,
+        e.g. HDF5 cannot flush on a full disk)."""
+        try:
+            if self._file is not None:
+                file, self._file = self._file, None
+                file.close()
+        finally:
+            self.partial_path.unlink(missing_ok=True)
 
     def abandon(self) -> None:
         """Close the file handle but leave the ``.partial`` on disk (as a crash would) for inspection."""

@@ -70,9 +70,13 @@ class DatasetIndex:
         self.missing = sorted(name for name in previous if not (self.directory / name).is_file())
         self.episodes, self.invalid = [], []
         for p in sorted(self.directory.glob("*.h5")):
+            if not _EPISODE_RE.match(p.name):  # the tools and the loader must agree on what an episode is
+                expected = "episode_NNNNNN.h5 (an episode file), or moved out of the dataset directory"
+                self.invalid.append({"file": p.name, "error": f"{p}: file name: expected {expected}"})
+                continue
             st = p.stat()
             old = previous.get(p.name)
-            if old and old.get("size") == st.st_size and old.get("mtime_ns") == st.st_mtime_ns:
+            if _cached_entry_ok(old) and old["size"] == st.st_size and old["mtime_ns"] == st.st_mtime_ns:
                 self.episodes.append(old)
                 continue
             try:
@@ -92,6 +96,26 @@ class DatasetIndex:
             )
         self.incomplete = sorted(p.name for p in self.directory.glob(f"*.h5{PARTIAL_SUFFIX}"))
         return self
+
+    def changed_in_place(self) -> dict[str, str]:
+        """Episode files whose content no longer hashes to the sha256 ``index.json`` recorded although their
+        size and mtime are the ones recorded (bit rot, or an edit that restored the mtime): {file name: why}.
+        A file with a new size or mtime is not listed: the next ``scan`` re-reads and re-hashes it."""
+        changed = {}
+        for name, e in self._previous().items():
+            path = self.directory / str(name)
+            if not (_cached_entry_ok(e) and path.is_file()):
+                continue
+            st = path.stat()
+            if (st.st_size, st.st_mtime_ns) != (e["size"], e["mtime_ns"]):
+                continue
+            actual = file_sha256(path)
+            if actual != e["sha256"]:
+                changed[path.name] = (
+                    f"{path}: sha256: expected {e['sha256']} ({INDEX_FILE}), found {actual} with the "
+                    "indexed size and mtime: the file changed in place (bit rot?)"
+                )
+        return changed
 
     @property
     def dataset_sha256(self) -> str:
@@ -140,7 +164,8 @@ class DatasetIndex:
     def quarantine(self, include_invalid: bool = True) -> list[Path]:
         """Move incomplete (and by default invalid) episode files into ``quarantine/``; returns new paths."""
         self.scan().write()  # so that files moved below are not reported as disappeared
-        names = list(self.incomplete) + ([e["file"] for e in self.invalid] if include_invalid else [])
+        invalid = [e["file"] for e in self.invalid if _EPISODE_RE.match(e["file"])]  # not others' files
+        names = list(self.incomplete) + (invalid if include_invalid else [])
         moved = []
         if names:
             qdir = self.directory / QUARANTINE_DIR
@@ -158,3 +183,20 @@ class DatasetIndex:
     def episode_paths(self, success_only: bool = False) -> list[Path]:
         """Paths of the indexed complete episodes (optionally only successful ones), sorted by name."""
         return [self.directory / e["file"] for e in self.episodes if e["success"] or not success_only]
+
+
+def _cached_entry_ok(entry: Any) -> bool:
+    """An index.json entry of the expected types (else the file is read again, not trusted)."""
+    if not isinstance(entry, dict):
+        return False
+    sha = entry.get("sha256")
+    return (
+        isinstance(entry.get("length"), int)
+        and not isinstance(entry.get("length"), bool)
+        and entry["length"] >= 0
+        and isinstance(entry.get("success"), bool)
+        and isinstance(sha, str)
+        and len(sha) == 64
+        and isinstance(entry.get("size"), int)
+        and isinstance(entry.get("mtime_ns"), int)
+    )

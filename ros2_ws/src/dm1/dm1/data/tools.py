@@ -25,6 +25,7 @@ import h5py
 import numpy as np
 
 from dm1.commands.arg_types import positive_int
+from dm1.data.episode import _EPISODE_RE as EPISODE_NAME_RE
 from dm1.data.episode import PARTIAL_SUFFIX, EpisodeFormatError, read_episode
 from dm1.data.episode_checks import H5_ERRORS
 from dm1.data.schema import layout_differences
@@ -157,6 +158,13 @@ def validate_dataset(directory: Path, quarantine: bool = True, progress: bool = 
     files = episode_files(directory)
     results = [check_episode(p) for p in tqdm(files, desc="validate", unit="ep", disable=not progress)]
     _flag_mixed_layout(files, results)
+    changed = DatasetIndex(directory).changed_in_place()
+    for q in results:
+        if q.file in changed:
+            q.errors.append(changed[q.file])
+    unexpected = sorted(
+        p.name for p in directory.glob("*.h5") if p.is_file() and not EPISODE_NAME_RE.match(p.name)
+    )
     partial = sorted(p.name for p in directory.glob(f"*.h5{PARTIAL_SUFFIX}"))
     moved: list[str] = []
     if quarantine:
@@ -168,6 +176,7 @@ def validate_dataset(directory: Path, quarantine: bool = True, progress: bool = 
         "num_valid": sum(q.ok for q in results),
         "total_steps": sum(q.length for q in results if q.ok),
         "incomplete": partial,
+        "unexpected_files": unexpected,  # *.h5 not named episode_NNNNNN.h5: training refuses the directory
         "quarantined": moved,
         "episodes": [q.__dict__ | {"ok": q.ok} for q in results],
     }
@@ -195,7 +204,8 @@ def report_markdown(report: dict[str, Any]) -> str:
         f"# QA report: {report['directory']}",
         "",
         f"{report['num_valid']}/{report['num_episodes']} episodes valid, {report['total_steps']} steps; "
-        f"incomplete: {len(report['incomplete'])}; quarantined: {len(report['quarantined'])}",
+        f"incomplete: {len(report['incomplete'])}; quarantined: {len(report['quarantined'])}; "
+        f"not episode files: {report.get('unexpected_files') or 'none'}",
         "",
         "| episode | ok | steps | duration s | success | gaps | max dt ms | dropped frames | bad actions "
         "| notes |",
@@ -297,8 +307,14 @@ def _validate(args: argparse.Namespace) -> int:
         f"quarantined {report['quarantined']}; report: {Path(args.dataset) / 'qa_report.md'}",
         file=sys.stderr,
     )
+    if report["unexpected_files"]:
+        print(
+            f"not episode files (expected episode_NNNNNN.h5; training refuses the directory while they are "
+            f"in it): {report['unexpected_files']}",
+            file=sys.stderr,
+        )
     unresolved = set(report["incomplete"]) - set(report["quarantined"])  # partial files left in place
-    return 1 if bad or unresolved or report["num_episodes"] == 0 else 0
+    return 1 if bad or unresolved or report["unexpected_files"] or report["num_episodes"] == 0 else 0
 
 
 def _stats(args: argparse.Namespace) -> int:

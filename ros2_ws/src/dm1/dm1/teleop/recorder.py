@@ -292,6 +292,10 @@ class EpisodeRecorder:
             full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
             reason = f"disk full ({exc.strerror})" if full else (exc.strerror or str(exc))
             self._fail(f"write to {self._writer.partial_path} failed: {reason}", keep_partial=not full)
+        except (
+            ValueError
+        ) as exc:  # EpisodeFormatError: a frame changed shape, time went backwards (sim reset)
+            self._fail(f"step refused for {self._writer.partial_path.name}: {exc}", keep_partial=True)
         self._record_timing(now)
         return True
 
@@ -314,7 +318,7 @@ class EpisodeRecorder:
     def _fail(self, message: str, keep_partial: bool) -> None:
         writer, self._writer = self._writer, None
         if writer is not None:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(Exception):  # cleanup only: h5py may raise anything on a full disk
                 writer.abandon() if keep_partial else writer.discard()
         raise RecorderError(message)
 
