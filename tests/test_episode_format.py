@@ -259,3 +259,13 @@ def test_validate_finds_an_episode_changed_in_place_with_its_mtime_kept(tmp_path
     report = validate_dataset(tmp_path, quarantine=False)
     errors = report["episodes"][0]["errors"]
     assert any("sha256" in e and "changed in place" in e for e in errors), errors
+
+
+def test_validate_refuses_a_proprio_key_of_the_wrong_width_as_the_loader_does(tmp_path: Path) -> None:
+    path = _write(tmp_path / "episode_000000.h5", 3)
+    with h5py.File(path, "r+") as f:
+        del f["obs/ee_pos"]
+        f["obs/ee_pos"] = np.zeros((3, 4), np.float32)  # ee_pos is 3 wide
+    from dm1.data.tools import check_episode
+
+    assert any("obs/ee_pos: expected width 3, found 4" in e for e in check_episode(path).errors)

@@ -90,9 +90,16 @@ def check_episode(
         # a damaged file or field: the episode reader below says which, naming the file
         qa.warnings.append(f"QA checks stopped early ({type(exc).__name__}: {exc})")
     try:
-        read_episode(path, load_images=False)
+        ep = read_episode(path, load_images=False)
     except EpisodeFormatError as exc:
         qa.errors.append(str(exc))
+        return qa
+    from dm1.config import PROPRIO_KEY_DIMS
+
+    for key, values in ep.proprio.items():  # the loader refuses these: say so here first
+        width = values.shape[1] if values.ndim == 2 else None
+        if key in PROPRIO_KEY_DIMS and width != PROPRIO_KEY_DIMS[key]:
+            qa.errors.append(f"{path}: obs/{key}: expected width {PROPRIO_KEY_DIMS[key]}, found {width}")
     return qa
 
 
