@@ -387,3 +387,20 @@ def test_a_dropped_episode_is_deleted_even_when_closing_its_file_fails(tmp_path)
     with pytest.raises(RuntimeError):
         writer.discard()
     assert list(rec.config.out_dir.glob("*.partial")) == []
+
+
+def test_a_second_recorder_on_the_same_directory_is_refused_while_an_episode_is_open(tmp_path):
+    """Two recorders of different layouts both started on an empty directory used to write a mixed dataset."""
+    first = EpisodeRecorder(_config(tmp_path))
+    second = EpisodeRecorder(_config(tmp_path, proprio_keys=["ee_pos", "gripper_width"]))
+    first.start(0)
+    with pytest.raises(RecorderError, match=r"another process \(pid \d+.*one recorder per dataset directory"):
+        second.start(1)
+    _record(first, 2)
+    first.stop_save(True)
+    assert not (first.config.out_dir / ".recording.lock").exists()  # released and removed with the episode
+    with pytest.raises(RecorderError, match="holds a different dataset"):  # the first recorder's episode
+        second.start(1)
+    first.start(1)
+    first.discard()
+    assert sorted(p.name for p in first.config.out_dir.iterdir()) == ["episode_000000.h5"]

@@ -387,7 +387,12 @@ def test_a_refused_second_start_keeps_the_episode_number_and_the_saved_message_n
         "saved episode 0 (success=True)",  # `dm1 data collect --via-teleop` reads the file name from it
         "recording episode 1",
     ]
-    assert sorted(p.name for p in out.iterdir()) == ["episode_000000.h5", "episode_000001.h5.partial"]
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [
+        ".recording.lock",
+        "episode_000000.h5",
+        "episode_000001.h5.partial",
+    ]  # lock: one recorder
 
 
 def test_loop_start_into_a_dataset_of_another_layout_is_refused_and_holds(tmp_path):

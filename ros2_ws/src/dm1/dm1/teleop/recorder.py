@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from dm1.data.dir_lock import DirectoryBusyError, DirectoryLock
 from dm1.data.episode_checks import ACTION_SPACE_DIMS
 from dm1.data.episode_writer import EpisodeWriter
 from dm1.data.schema import EpisodeSchema, check_append_compatible
@@ -139,6 +140,7 @@ class EpisodeRecorder:
         self._images = {c: _Latest() for c in config.camera_names}
         self._joints = _Latest()
         self._writer: TimedEpisodeWriter | None = None
+        self._lock: DirectoryLock | None = None  # held while an episode is open (`start` to save/drop)
         self._timing = _Timing()
         self._qa: dict[str, Any] = {}
         self._last_capture: dict[str, float] = {}
@@ -211,13 +213,27 @@ class EpisodeRecorder:
         """
         if self._writer is not None:
             raise RecorderError(f"an episode is already being recorded to {self._writer.partial_path}")
-        self.check_dataset()
         out = self.config.out_dir
         path = out / f"episode_{index:06d}.h5"
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise RecorderError(f"cannot create output directory {out}: {exc.strerror or exc}") from exc
+        self._lock = DirectoryLock(out)
+        try:
+            self._lock.acquire()
+            self._open(path, out, now)
+        except DirectoryBusyError as exc:
+            self._release()
+            raise RecorderError(str(exc)) from exc
+        except BaseException:
+            self._release()
+            raise
+        return path
+
+    def _open(self, path: Path, out: Path, now: float | None) -> None:
+        """`start` once the directory is locked: layout and disk checks, then the writer."""
+        self.check_dataset()
         free_mb = shutil.disk_usage(out).free / 1e6
         if free_mb < self.config.min_free_mb:
             raise RecorderError(
@@ -253,7 +269,11 @@ class EpisodeRecorder:
             self._qa[f"repeat_{c}"] = 0
             self._qa[f"stale_{c}"] = 0
         self._last_capture = {}
-        return path
+
+    def _release(self) -> None:
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
 
     def tick(self, now: float, action: np.ndarray, perturbed: bool = False) -> bool:
         """Append one synchronized step (latest inputs + commanded `action`) if recording; True if added.
@@ -320,6 +340,7 @@ class EpisodeRecorder:
         if writer is not None:
             with contextlib.suppress(Exception):  # cleanup only: h5py may raise anything on a full disk
                 writer.abandon() if keep_partial else writer.discard()
+        self._release()
         raise RecorderError(message)
 
     def stop_save(self, success: bool) -> Path:
@@ -336,8 +357,10 @@ class EpisodeRecorder:
             self._fail(f"saving {writer.path} failed: {exc.strerror or exc}", keep_partial=True)
         except Exception as exc:  # EpisodeFormatError (no steps) etc.: the writer already cleaned up
             self._writer = None
+            self._release()
             raise RecorderError(f"saving {writer.path} failed: {exc}") from exc
         self._writer = None
+        self._release()
         if self._checked is not None:  # written with this schema: no need to read it back at the next start
             self._checked = (self._checked[0], self._checked[1] | {path.name})
         return path
@@ -345,14 +368,20 @@ class EpisodeRecorder:
     def discard(self) -> None:
         """Drop the open episode and delete its `.partial` file."""
         writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.discard()
+        try:
+            if writer is not None:
+                writer.discard()
+        finally:
+            self._release()
 
     def abandon(self) -> None:
         """Close the file but leave the `.partial` (shutdown mid-episode): the dataset tools quarantine it."""
         writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.abandon()
+        try:
+            if writer is not None:
+                writer.abandon()
+        finally:
+            self._release()
 
     def qa_summary(self) -> dict[str, Any]:
         """Counters of the open (or last) episode: ticks, frames, skipped, stale and repeated inputs."""
