@@ -312,9 +312,7 @@ class EpisodeRecorder:
             full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
             reason = f"disk full ({exc.strerror})" if full else (exc.strerror or str(exc))
             self._fail(f"write to {self._writer.partial_path} failed: {reason}", keep_partial=not full)
-        except (
-            ValueError
-        ) as exc:  # EpisodeFormatError: a frame changed shape, time went backwards (sim reset)
+        except ValueError as exc:  # EpisodeFormatError: a frame changed shape, or the clock went back
             self._fail(f"step refused for {self._writer.partial_path.name}: {exc}", keep_partial=True)
         self._record_timing(now)
         return True
