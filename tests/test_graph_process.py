@@ -185,7 +185,8 @@ def test_a_graph_launcher_gets_sigterm_when_its_driver_is_killed(tmp_path: Path)
         parent.kill()
         parent.wait(timeout=10)
         deadline = time.monotonic() + 10
-        while not marker.exists() and time.monotonic() < deadline:
+        # the child's open() creates the file before its write lands: wait for the text, not the file
+        while (marker.read_text() if marker.exists() else "") != "SIGTERM" and time.monotonic() < deadline:
             time.sleep(0.05)
         assert marker.read_text() == "SIGTERM"
     finally:
