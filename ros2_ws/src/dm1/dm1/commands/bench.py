@@ -26,6 +26,7 @@ from dm1.commands.arg_types import (
     positive_int,
     positive_int_list,
 )
+from dm1.monitor.host_cpu import CpuTimes, host_cpu_usage
 from dm1.policy_defaults import DEFAULT_ENSEMBLE_ALPHA
 
 
@@ -100,6 +101,7 @@ def _handler(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"dm1 bench: error: {problem}", file=sys.stderr)
         return 2
+    cpu_before = CpuTimes.read()
     try:
         result = _run(args.kind, args)
     except KeyboardInterrupt as exc:  # Ctrl-C / SIGTERM (loop: after its graph was stopped)
@@ -108,6 +110,8 @@ def _handler(args: argparse.Namespace) -> int:
     result.setdefault("machine", machine_description())
     result.setdefault("benchmark", args.kind)
     result.setdefault("date", time.strftime("%Y-%m-%dT%H:%M:%S"))
+    # every CPU of the host over the whole run (set-up included): a slow window shows as steal or busy time
+    result.setdefault("host_cpu", host_cpu_usage(cpu_before, CpuTimes.read()))
     text = json.dumps(result, indent=None if args.json else 2, sort_keys=False)
     print(text)
     if args.report:  # checked by `output_file` before the run; what fails now still leaves the JSON above
