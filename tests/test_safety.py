@@ -10,7 +10,14 @@ from dm1.control.safety import SafetyFilter, nonfinite_reason
 HOME_Q = np.array([0.0, 0.0, 0.0, -1.57, 0.0, 1.57, 0.785])
 HOME_EE = np.array([0.554, 0.0, 0.521])
 # the per-joint clamps alone: EE limits (applied to joint targets through FK) too wide to bind
-JOINT_ONLY = {"max_ee_speed": 1e3, "max_ee_step": 0.5, "workspace_min": (-2,) * 3, "workspace_max": (2,) * 3}
+JOINT_ONLY = {
+    "max_ee_speed": 1e3,
+    "max_ee_step": 0.5,
+    "max_ee_angular_speed": 1e3,
+    "max_ee_rotation_step": 1.0,
+    "workspace_min": (-2,) * 3,
+    "workspace_max": (2,) * 3,
+}
 
 
 def test_limits_are_on_by_default_with_fr3_values() -> None:

@@ -28,9 +28,10 @@ class SafetyLimits:
         commanded orientation turns from the previous commanded one toward the requested one by at most this
         x the control period (slerp, shortest path). 0.5 by default: the policy and teleop hold the card's
         top-down orientation, so only a chunk asking for a turn is slowed (one turning 90° at once spun the
-        hand 58° with joint 7 at 2.3 rad/s on the twin).
+        hand 58° with joint 7 at 2.3 rad/s on the twin). Joint mode obeys it too, through the FK: a joint
+        step that would turn the hand faster is scaled down (joint 1 alone at its cap turns it 0.79 rad/s).
     max_ee_rotation_step: max rotation (rad) between the commanded and the *measured* EE orientation, the
-        orientation's `max_ee_step`.
+        orientation's `max_ee_step` (both modes).
     workspace_min / workspace_max: EE box (m, fr3_link0) the targets are clipped to.
     wall_decel: m/s²; the commanded EE target approaches a box wall at most at sqrt(2 x wall_decel x its
         distance to the wall), and its feed-forward velocity likewise, so the arm, which follows the targets
