@@ -247,7 +247,14 @@ def test_wrong_kind_of_chunk_is_refused() -> None:
 
 
 def test_out_of_limit_joint_chunk_is_clipped_before_the_backend() -> None:
-    wide = {"max_ee_speed": 1e3, "max_ee_step": 0.5, "workspace_min": (-2,) * 3, "workspace_max": (2,) * 3}
+    wide = {
+        "max_ee_speed": 1e3,
+        "max_ee_step": 0.5,
+        "max_ee_angular_speed": 1e3,
+        "max_ee_rotation_step": 1.0,
+        "workspace_min": (-2,) * 3,
+        "workspace_max": (2,) * 3,
+    }
     ex, backend, clock = make(mode="joint", max_joint_step=1.0, velocity_scale=1.0, **wide)  # joints alone
     q = np.tile(HOME_Q, (20, 1))
     q[:, 0] = 3.5

@@ -655,8 +655,9 @@ def test_a_full_speed_joint_move_into_a_joint_bound_stops_inside_the_margin(sim_
     from dm1.control.executor import ChunkExecutor
     from dm1.control.limits import SafetyLimits
 
-    box = {"workspace_min": (-2, -2, -2), "workspace_max": (2, 2, 2)}  # the EE box would stop joint 1 first
-    lim = SafetyLimits(**box)
+    # the EE box would stop joint 1 first, and the hand's turn limit (0.5 rad/s) would slow it
+    wide = {"workspace_min": (-2, -2, -2), "workspace_max": (2, 2, 2), "max_ee_angular_speed": 1e3}
+    lim = SafetyLimits(**wide)
     bound = lim.q_max[0] - lim.joint_margin
     speed = lim.dq_max[0] * lim.velocity_scale
     backend = FrankyBackend(sim_arm.host, gripper=False, mode="joint")
