@@ -19,7 +19,8 @@ class SafetyLimits:
     """Safety envelope applied to every commanded target (ON by default; there is no switch to disable it).
 
     joint_margin: rad kept inside the FR3 joint limits (targets are clipped to [q_min + m, q_max - m]).
-    velocity_scale: fraction of FR3 joint velocity limits allowed for the commanded target's rate of change.
+    velocity_scale: fraction of FR3 joint velocity limits allowed for the commanded target's rate of change
+        (the position-dependent limits of `dm1.control.fr3_velocity`, capped at `dq_max`).
     max_joint_step: max |target - measured q| per joint (rad), i.e. the largest tracking error commanded.
     max_ee_step: max ||target - measured EE position|| (m).
     max_ee_speed: max rate of change of the commanded EE position (m/s); 0.35 by default (teleop and the

@@ -1,10 +1,11 @@
 """`SafetyFilter`: pure functions that turn a requested target into a safe one, with a report.
 
 Order for every target: reject non-finite input; clip to the joint limits / workspace box; limit the rate of
-change of the commanded target (velocity limit x control period, vs the previous *commanded* target); near a
-box wall, limit its approach speed so that the target stream brakes into the wall (EE targets); and finally
-limit the distance from the *measured* state (max step), which always wins, so a command never jumps away
-from where the arm actually is. Joint targets then obey the EE limits too, through forward kinematics
+change of the commanded target (velocity limit x control period, vs the previous *commanded* target; for
+joints the FR3's position-dependent limits, `dm1.control.fr3_velocity`, which shrink toward each bound);
+near a box wall, limit its approach speed so that the target stream brakes into the wall (EE targets); and
+finally limit the distance from the *measured* state (max step), which always wins, so a command never jumps
+away from where the arm actually is. Joint targets then obey the EE limits too, through forward kinematics
 (`dm1.control.joint_ee_limits`): speed, wall approach, step and the workspace box. The EE orientation
 (`filter_orientation`) likewise: a rate limit vs the previous commanded orientation, then a step limit vs
 the measured one. `limit_feedforward` applies the
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dm1.control.fr3_velocity import fr3_velocity_bounds
 from dm1.control.joint_ee_limits import limit_joint_by_ee
 from dm1.control.limits import SafetyLimits
 from dm1.control.orientation import turn_toward
@@ -109,7 +111,8 @@ class SafetyFilter:
     ) -> SafetyReport:
         """Safe joint target (7,) rad. `previous` = last commanded target (None on activation); dt in s.
 
-        Per joint: the joint limits, the rate vs `previous`, the step vs `measured`; then the EE limits of
+        Per joint: the joint limits, the rate vs `previous` (the FR3's position-dependent velocity limits x
+        `velocity_scale`), the step vs `measured`; then the EE limits of
         Cartesian mode through forward kinematics (`limit_joint_by_ee`): the joint step is scaled down so that
         the EE moves at most `max_ee_speed` x dt, brakes into the box walls, stays within `max_ee_step` of the
         measured EE and never leaves the workspace box (reasons "ee_speed", "wall_approach", "ee_step",
@@ -124,11 +127,14 @@ class SafetyFilter:
         safe = np.clip(original, lim.q_lower, lim.q_upper)
         if np.any(safe != original):
             report.reasons.append("joint_limit")
-        if previous is not None:
-            max_delta = np.array(lim.dq_max) * lim.velocity_scale * max(dt, 0.0)
-            safe, hit = _limit_elementwise(safe, np.asarray(previous, dtype=float), max_delta)
-            if hit:
+        if previous is not None:  # the FR3's velocity limits at the previous target, toward each bound
+            prev = np.asarray(previous, dtype=float)
+            upper, lower = fr3_velocity_bounds(prev, lim.dq_max)  # (7,) rad/s each
+            step = lim.velocity_scale * max(dt, 0.0)
+            limited = prev + np.clip(safe - prev, lower * step, upper * step)
+            if np.any(np.abs(limited - safe) > 1e-12):
                 report.reasons.append("joint_velocity")
+            safe = limited
         safe, hit = _limit_elementwise(safe, measured, np.full(7, lim.max_joint_step))
         if hit:
             report.reasons.append("joint_step")
@@ -222,8 +228,8 @@ class SafetyFilter:
             toward_low, toward_high = _approach_speeds(safe, lo, hi, lim.wall_decel)  # (3,) m/s
             return np.clip(vel, -toward_low, toward_high)
         lo, hi = np.asarray(lim.q_lower), np.asarray(lim.q_upper)
-        cap = np.asarray(lim.dq_max) * lim.velocity_scale
-        vel = np.clip(vel, -cap, cap)
+        upper, lower = fr3_velocity_bounds(safe, lim.dq_max)  # (7,) rad/s each
+        vel = np.clip(vel, lower * lim.velocity_scale, upper * lim.velocity_scale)
         vel[((safe <= lo) & (vel < 0)) | ((safe >= hi) & (vel > 0))] = 0.0  # never push through a bound
         return vel
 
