@@ -231,3 +231,15 @@ def test_a_stored_run_config_with_the_old_val_fraction_still_loads(stored):
     """Checkpoints and model cards of earlier versions hold any 0 <= val_fraction < 1 (never used)."""
     legacy = DataConfig.from_dict({"dataset_dir": "d", "val_fraction": stored})
     assert "val_fraction" not in legacy.to_dict()
+
+
+def test_a_python_object_tag_in_a_config_is_refused_and_never_run(tmp_path):
+    """Reliability row 10: configs are data. A `!!python/object/apply` tag (code execution with an unsafe YAML
+    loader) is refused naming the file, and the call it names never runs."""
+    marker = tmp_path / "ran"
+    path = tmp_path / "evil.yaml"
+    path.write_text(f"data: {{dataset_dir: d}}\nlr: !!python/object/apply:os.system ['touch {marker}']\n")
+    with pytest.raises(ValueError) as err:
+        load_train_config(path)
+    assert str(path) in str(err.value) and "python/object/apply" in str(err.value)
+    assert not marker.exists()

@@ -162,6 +162,35 @@ def test_hold_brings_arm_to_rest_within_150ms_and_it_stays_there(sim_arm: SimArm
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("mode", ["cartesian", "joint"])
+def test_the_backend_refuses_a_non_finite_command_and_the_arm_stays_put(sim_arm: SimArm, mode: str) -> None:
+    """Reliability row 3, the hardware layer: a NaN or inf target (or feed-forward) is refused by the backend
+    itself, naming the array and index, whatever the layers above did; the arm does not move."""
+    backend = FrankyBackend(sim_arm.host, gripper=False, mode=mode)
+    try:
+        start = backend.read_state()
+        bad_pos, bad_q = start.ee_pos + [np.nan, 0.0, 0.0], start.q + [0, 0, np.inf, 0, 0, 0, 0]
+        with pytest.raises(
+            ValueError, match=r"refused a command with a non-finite value in (pos|q) at index"
+        ):
+            if mode == "cartesian":
+                backend.send_ee_target(bad_pos, start.ee_quat_xyzw)
+            else:
+                backend.send_joint_target(bad_q)
+        with pytest.raises(ValueError, match=r"non-finite value in (lin_vel|dq) at index \(1,\)"):
+            if mode == "cartesian":
+                backend.send_ee_target(start.ee_pos, start.ee_quat_xyzw, np.array([0.0, np.nan, 0.0]))
+            else:
+                backend.send_joint_target(start.q, np.array([0.0, np.nan, 0, 0, 0, 0, 0]))
+        sim_arm.wait_sim(0.2)
+        now = backend.read_state()
+        assert np.abs(now.q - start.q).max() < 1e-3 and np.abs(now.dq).max() < 0.01
+        assert now.fault is None
+    finally:
+        backend.close()
+
+
+@pytest.mark.slow
 def test_gripper_closes_and_opens_on_change_only(sim_arm: SimArm) -> None:
     backend = FrankyBackend(sim_arm.host)
     try:

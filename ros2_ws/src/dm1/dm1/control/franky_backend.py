@@ -34,6 +34,7 @@ from dm1.control.franky_motion import (
     stop_motion,
     wait_until_at_rest,
 )
+from dm1.control.safety import nonfinite_reason
 from dm1.scheduling import scheduled_as
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,14 @@ HOME_MOVE_TIMEOUT_S = 40.0
 
 def _is_preemption(exc: BaseException) -> bool:
     return "preempted" in str(exc).lower()
+
+
+def _refuse_nonfinite(method: str, **arrays: np.ndarray) -> None:
+    """The hardware layer's own check (reliability row 3): a non-finite command never reaches franky, whatever
+    the layers above did; raises ValueError naming the method, the array and the index."""
+    reason = nonfinite_reason(**arrays)
+    if reason is not None:
+        raise ValueError(f"FrankyBackend.{method}: refused a command with a {reason}")
 
 
 class FrankyBackend:
@@ -220,6 +229,8 @@ class FrankyBackend:
     ) -> None:
         if self.mode != "cartesian":
             raise ValueError("FrankyBackend.send_ee_target: backend mode is 'joint'")
+        given = {"pos": pos, "quat_xyzw": quat_xyzw, "lin_vel": lin_vel, "lin_acc": lin_acc}
+        _refuse_nonfinite("send_ee_target", **{k: v for k, v in given.items() if v is not None})
         pose = franky.Affine(np.asarray(pos, dtype=float), np.asarray(quat_xyzw, dtype=float))
         twist = None if lin_vel is None else franky.Twist(np.asarray(lin_vel, dtype=float), np.zeros(3))
         acc = None  # the tracker adds Lambda(q) x this to its wrench
@@ -232,6 +243,7 @@ class FrankyBackend:
     def send_joint_target(self, q: np.ndarray, dq: np.ndarray | None = None) -> None:
         if self.mode != "joint":
             raise ValueError("FrankyBackend.send_joint_target: backend mode is 'cartesian'")
+        _refuse_nonfinite("send_joint_target", **({"q": q} if dq is None else {"q": q, "dq": dq}))
         velocity = None  # the velocity reference: a fraction of dq (`joint_velocity_feedforward`), or none
         if dq is not None and self._joint_ff > 0.0:
             velocity = self._joint_ff * np.asarray(dq, dtype=float)
