@@ -49,6 +49,8 @@ class NodeSpec:
         terminal: the node reads the terminal `dm1 launch` runs in (keyboard teleop): it stays in the
             launcher's foreground process group, where a terminal lets a process read and set cbreak mode
             (in a process group of its own it is stopped by SIGTTOU), and Ctrl-C reaches it directly.
+        enclave: the SROS2 security enclave (`--ros-args --enclave`); it takes effect only with
+            `ROS_SECURITY_ENABLE=true` (docs/real-robot.md, "Securing the graph"), else rcl ignores it.
     """
 
     package: str
@@ -65,6 +67,7 @@ class NodeSpec:
     ready_states: tuple[str, ...] = ()
     ready_timeout_s: float = 30.0
     terminal: bool = False
+    enclave: str | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.name):
@@ -81,6 +84,8 @@ class NodeSpec:
     def ros_args(self) -> list[str]:
         """`--ros-args` part of the command line: node name, parameters (YAML values) and remaps."""
         out = ["--ros-args", "-r", f"__node:={self.name}"]
+        if self.enclave:
+            out += ["--enclave", self.enclave]
         for key, value in self.parameters.items():
             if isinstance(value, list | tuple) and len(value) == 0:
                 continue  # ROS cannot type an empty array from the command line: the node default applies
@@ -112,6 +117,19 @@ def policy_camera_topics(model: str | Path) -> list[str]:
     """The policy node's `camera_topics` in this graph: each of the model's cameras on `camera_topic`,
     whatever topic its card recorded (a card from another rig would otherwise leave the policy waiting)."""
     return [f"{c}={camera_topic(c)}" for c in load_card(model).camera_names]
+
+
+#: Each node's SROS2 enclave (the identity its permissions are signed for; `docker/sros2/policy.xml`).
+#: Monitors (rviz, Foxglove) share one subscribe-only enclave: they can watch but never command.
+ENCLAVES: dict[str, str] = {
+    "twin": "/dm1/twin",
+    "realsense_node": "/dm1/camera",
+    "controller_node": "/dm1/controller",
+    "policy_node": "/dm1/policy",
+    "teleop": "/dm1/teleop",
+    "foxglove_node": "/dm1/monitor",
+    "rviz2": "/dm1/monitor",
+}
 
 
 def franka_graph(args: LaunchArgs) -> list[NodeSpec]:
@@ -244,6 +262,8 @@ def franka_graph(args: LaunchArgs) -> list[NodeSpec]:
                 arguments=["-d", str(rviz_config_path())],
             )
         )
+    for spec in graph:
+        spec.enclave = ENCLAVES[spec.name]
     return graph
 
 

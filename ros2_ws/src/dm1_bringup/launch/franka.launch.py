@@ -148,6 +148,7 @@ def generate_launch_description():  # noqa: ANN201 - launch types are imported l
                     parameters=[spec.parameters],
                     remappings=spec.remappings,
                     arguments=spec.arguments,
+                    ros_arguments=["--enclave", spec.enclave] if spec.enclave else [],
                     output="screen",
                     condition=condition,
                     on_exit=[Shutdown(reason=f"required node {spec.name} exited")] if spec.required else None,
