@@ -329,11 +329,18 @@ def test_the_launch_file_refuses_a_domain_that_already_runs_its_nodes(
 ) -> None:
     """A second `ros2 launch` into a domain where a controller runs (another launch, one started by hand)
     starts nothing: its policy would command the other graph's arm."""
-    from test_launch_runner import DUMMY_NODE
+    from conftest import wait_for
+    from test_launch_runner import DUMMY_NODE, _graph_state
 
     cmd = [sys.executable, "-c", DUMMY_NODE, "--ros-args", "-r", "__node:=controller_node"]
     other = subprocess.Popen(cmd, env=ros_env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
+        ctx, observer = _graph_state(ros_env)
+        try:  # the other controller is up (on a loaded host its start takes seconds) before the launch looks
+            wait_for(lambda: "controller_node" in observer.get_node_names(), 60, 0.2, "the other controller")
+        finally:
+            observer.destroy_node()
+            ctx.try_shutdown()
         with pytest.raises(RuntimeError) as refused:
             _launch_module().preflight({"use_sim": "true", "model": str(model_dir)}, ros_env)
     finally:
