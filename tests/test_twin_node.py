@@ -123,6 +123,21 @@ def test_twin_node_publishes_clock_cameras_and_resets_the_cube(procs, listener):
     wait_for(cube_at_target, timeout=60, what="/twin/cube_pose at the reset pose")
     assert got("success") and got("success")[-1].data is False
 
+    # use_sim_time is read once: switched on, the twin's own timers would wait for the /clock it publishes
+    # (the whole graph stopped on one accepted set); refused, and the clock runs on
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+
+    setter = node.create_client(SetParameters, "/twin/set_parameters")
+    assert setter.wait_for_service(timeout_sec=30)
+    request = SetParameters.Request(parameters=[Parameter("use_sim_time", value=True).to_parameter_msg()])
+    future = setter.call_async(request)
+    wait_for(future.done, timeout=60, what="/twin/set_parameters response")
+    result = future.result().results[0]
+    assert not result.successful and result.reason.startswith("use_sim_time: read once"), result.reason
+    ticks = len(got("clock"))
+    wait_for(lambda: len(got("clock")) > ticks + 10, timeout=60, what="/clock after the refused set")
+
 
 def test_bad_camera_parameter_stops_the_node_with_a_clear_error(procs, ros_env):
     args = ["--ros-args", "-p", f"host:={free_loopback_host()}", "-p", "cameras:=[front, side]"]

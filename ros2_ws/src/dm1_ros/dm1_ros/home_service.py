@@ -15,6 +15,7 @@ from dm1.control.franky_backend import HOME_MOVE_TIMEOUT_S
 from rclpy.executors import SingleThreadedExecutor
 from std_srvs.srv import Trigger
 
+from dm1_ros.params import freeze_parameters
 from dm1_ros.spin_thread import SpinThread
 
 
@@ -24,6 +25,7 @@ class HomeService:
     def __init__(self, controller: Any) -> None:
         self.controller = controller
         self.node = rclpy.create_node("controller_node_home", use_global_arguments=False)
+        freeze_parameters(self.node, ("use_sim_time",))  # as the controller's own
         self.node.create_service(Trigger, "/dm1/controller/home", self._on_home)
         self._spin: SpinThread | None = None
 

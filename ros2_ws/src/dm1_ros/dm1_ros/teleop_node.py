@@ -48,7 +48,7 @@ from dm1_ros.conversions import (
 from dm1_ros.guarded_publish import GuardedPublisher, node_warning
 from dm1_ros.input_refusals import InputRefusals
 from dm1_ros.node_signals import stopped_by_signals
-from dm1_ros.params import init_ros
+from dm1_ros.params import freeze_parameters, init_ros
 from dm1_ros.teleop_params import declare_parameters
 
 
@@ -57,6 +57,7 @@ class TeleopNode(Node):
 
     def __init__(self) -> None:
         super().__init__("teleop")
+        freeze_parameters(self, ("use_sim_time",))  # its timers and stamps: one clock for the whole run
         self.p = p = declare_parameters(self)
         keys = ("control_rate_hz", "deadman_timeout_s", "require_enable", "max_speed")
         self.cfg = TeleopConfig(**{k: p[k] for k in keys})

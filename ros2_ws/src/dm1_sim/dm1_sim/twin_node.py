@@ -26,7 +26,7 @@ from dm1_ros.dds_publishing import publish_asynchronously
 from dm1_ros.guarded_publish import PublishGuards, node_warning
 from dm1_ros.log_bridge import route_core_logging
 from dm1_ros.node_signals import stopped_by_signals
-from dm1_ros.params import init_ros
+from dm1_ros.params import freeze_parameters, init_ros
 from geometry_msgs.msg import PoseStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
@@ -51,6 +51,7 @@ class TwinNode(Node):
 
     def __init__(self) -> None:
         super().__init__("twin")
+        freeze_parameters(self, ("use_sim_time",))  # the twin *is* the clock: on sim time it would stop
         route_core_logging(self)  # dm1.sim's warnings (physics stood still, render stalls) as ROS log lines
         self.params = declare_parameters(self)
         cfg = twin_config_from_parameters(self.params)  # ValueError naming the bad parameter
