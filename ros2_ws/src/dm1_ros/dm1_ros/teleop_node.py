@@ -14,20 +14,14 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from dm1.control.backend import TOP_DOWN_XYZW
 from dm1.control.executor import STATUS_TOPIC
 from dm1.kinematics import fr3_fk
-from dm1.policy.step import ActionChunk
 from dm1.teleop.device_interface import DeviceContext
-from dm1.teleop.devices import JoyDevice, make_device
-from dm1.teleop.loop import TeleopConfig, TeleopLoop
-from dm1.teleop.mcap_mirror import McapMirror
-from dm1.teleop.recorder import EE_ACTION_NAMES, EpisodeRecorder, RecorderConfig
+from dm1.teleop.devices import JoyDevice
 from geometry_msgs.msg import PoseStamped
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
@@ -40,7 +34,6 @@ from trajectory_msgs.msg import MultiDOFJointTrajectory
 from dm1_ros.chunk_qos import CARTESIAN_TOPIC, offered_chunk_qos
 from dm1_ros.conversions import (
     checked_seconds,
-    chunk_to_multidof_trajectory,
     controller_faults,
     joint_state_to_arm,
     msg_to_rgb,
@@ -50,6 +43,7 @@ from dm1_ros.input_refusals import InputRefusals
 from dm1_ros.node_signals import stopped_by_signals
 from dm1_ros.params import freeze_parameters, init_ros
 from dm1_ros.teleop_params import declare_parameters
+from dm1_ros.teleop_setup import build_loop, held_target_chunk, mirror_raw_topics
 
 
 class TeleopNode(Node):
@@ -59,14 +53,8 @@ class TeleopNode(Node):
         super().__init__("teleop")
         freeze_parameters(self, ("use_sim_time",))  # its timers and stamps: one clock for the whole run
         self.p = p = declare_parameters(self)
-        keys = ("control_rate_hz", "deadman_timeout_s", "require_enable", "max_speed")
-        self.cfg = TeleopConfig(**{k: p[k] for k in keys})
-        bounded = {k: p[k] for k in ("control_rate_hz", "min_free_mb")}  # by their parameter descriptors
-        rc = RecorderConfig(Path(p["out_dir"]), p["cameras"], p["proprio_keys"], **bounded)
-        mirror = McapMirror(Path(p["out_dir"]) / "mcap") if p["mcap"] else None
-        scripted = {"recovery_fraction": p["scripted_recovery_fraction"], "seed": p["scripted_seed"]}
-        self.device = make_device(p["device"], **(scripted if p["device"] == "scripted" else {}))
-        self.loop = TeleopLoop(self.cfg, self.device, EpisodeRecorder(rc) if p["record"] else None, mirror)
+        self.loop = build_loop(p)
+        self.device, self.cfg, mirror = self.loop.device, self.loop.config, self.loop.mirror
         if problem := self.loop.check_dataset():  # out_dir holds another dataset: say so now, not at start
             self._log(problem, error=True)
         self.q, self.width, self.cube = None, None, None  # joints (7,), gripper width m, object position (3,)
@@ -88,12 +76,7 @@ class TeleopNode(Node):
             self.create_service(Trigger, f"~/{name}", lambda rq, rs, n=name: self._on_event(n, rs))
         self.create_timer(1.0 / p["control_rate_hz"], self._tick)
         if mirror is not None:  # raw CDR bytes straight into the episode's MCAP file
-            topics = {f"/camera/{c}/color/image_raw": Image for c in p["cameras"]}
-            topics |= {"/joint_states": JointState, CARTESIAN_TOPIC: MultiDOFJointTrajectory}
-            for topic, t in topics.items():
-                name = f"{t.__module__.split('.')[0]}/msg/{t.__name__}"
-                cb = lambda b, tp=topic, n=name: mirror.write(tp, n, b, self.get_clock().now().nanoseconds)  # noqa: E731
-                self.create_subscription(t, topic, cb, reliable, raw=True)
+            mirror_raw_topics(self, mirror, p["cameras"], reliable)
 
     def now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
@@ -156,10 +139,9 @@ class TeleopNode(Node):
         result = self.loop.step(ctx)
         for m in result.messages:
             self._log(m, error=m.startswith("error"))
-        if result.action is not None:  # a short chunk of the held target: late points are dropped, not all
-            acts = np.repeat(result.action[None, :], self.p["chunk_points"], axis=0)  # (N, 4)
-            chunk = ActionChunk(now + self.p["lead_s"], ctx.dt, acts, 0, now, "ee_position", EE_ACTION_NAMES)
-            self.chunk_pub.publish(chunk_to_multidof_trajectory(chunk, TOP_DOWN_XYZW))
+        if result.action is not None:
+            chunk = held_target_chunk(result.action, now, ctx.dt, self.p["lead_s"], self.p["chunk_points"])
+            self.chunk_pub.publish(chunk)
         status = {**self.loop.status(now), "refused_inputs": self.refusals.counts, "pid": os.getpid()}
         self.status_pub.publish(String(data=json.dumps(status)))
 
