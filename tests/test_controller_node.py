@@ -14,6 +14,7 @@ from conftest import PYTHON, dm1_operator, thread_scheduling, wait_for
 
 rclpy = pytest.importorskip("rclpy")
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from dm1.control.limits import SafetyLimits  # noqa: E402
 from dm1.kinematics import fr3_fk  # noqa: E402
 from dm1.policy.step import ActionChunk  # noqa: E402
 from dm1.teleop.recorder import EE_ACTION_NAMES  # noqa: E402
@@ -57,6 +58,9 @@ class Rig:
         self.node.create_subscription(JointState, "/joint_states", self._on_js, 100)
         self.node.create_subscription(DiagnosticArray, "/dm1/controller/status", self._on_status, 10)
         self._clock_lock, self._clock_on = threading.Lock(), True
+        self.clock_offset = (
+            0.0  # s added to the simulated time on /clock (a negative step: a restarted clock)
+        )
         self.arm.post_step.append(self._tick_clock)
         self.executor = SingleThreadedExecutor(context=self.ctx)
         self.executor.add_node(self.node)
@@ -70,7 +74,11 @@ class Rig:
     def _tick_clock(self, arm: SimArm) -> None:
         with self._clock_lock:  # the physics thread; close() turns it off before destroying the publisher
             if self._clock_on and arm.steps % 2 == 0:
-                self.clock_pub.publish(Clock(clock=to_time_msg(arm.time)))
+                self.clock_pub.publish(Clock(clock=to_time_msg(arm.time + self.clock_offset)))
+
+    def now(self) -> float:
+        """The time on /clock (s): the simulated time plus `clock_offset`."""
+        return self.arm.time + self.clock_offset
 
     def _on_js(self, msg: JointState) -> None:
         self.states.append(
@@ -92,14 +100,14 @@ class Rig:
 
     def along_y(self, speed: float = 0.06, seconds: float = 2.0):
         """A path from the EE's position now along +y at `speed` m/s for `seconds` (then it stays)."""
-        p0, t0 = self.ee(), self.arm.time
+        p0, t0 = self.ee(), self.now()
         return lambda t: p0 + np.array([0.0, speed, 0.0]) * float(np.clip(t - t0, 0.0, seconds))
 
     def stream(self, path, seconds: float, period: float = 0.05, n: int = 16) -> list[float]:
         """Publish chunks of path(t) every `period` s of sim time (stamp = now); returns publish times."""
         t_end, stamps = self.arm.time + seconds, []
         while self.arm.time < t_end:
-            t = self.arm.time
+            t = self.now()
             self.publish_chunk(t, np.array([path(t + i * 0.05) for i in range(n)]))
             stamps.append(t)
             self.arm.wait_sim(period)
@@ -205,7 +213,7 @@ def test_empty_chunk_from_policy_holds_arm_before_the_watchdog(rig: Rig) -> None
 
 
 @pytest.mark.slow
-def test_nan_and_malformed_chunks_do_not_move_arm(rig: Rig) -> None:
+def test_bad_chunks_do_not_move_the_arm_and_one_outside_the_box_is_clamped_with_a_warning(rig: Rig) -> None:
     q0, p0 = rig.states[-1][1], rig.ee()
     bad = np.array([p0 + np.array([0.0, 0.1, 0.0])] * 10)
     bad[4, 1] = np.nan
@@ -220,6 +228,19 @@ def test_nan_and_malformed_chunks_do_not_move_arm(rig: Rig) -> None:
     assert np.abs(rig.states[-1][1] - q0).max() < 1e-3, "arm moved on a rejected chunk"
     wait_for(lambda: int(rig.last_status("rejected_nonfinite")) >= 1, 10, what="non-finite counter")
     wait_for(lambda: int(rig.last_status("rejected_malformed")) >= 1, 10, what="malformed counter")
+    # 10 cm over the workspace's ceiling: clamped to it, and the controller's log says so (a WARN line naming
+    # the original and the safe pose; it was a debug line, which the node's log never shows)
+    above = rig.ee()
+    above[2] = SafetyLimits().workspace_max[2] + 0.1
+    rig.stream(lambda t: above, 1.0)
+    status = wait_for(
+        lambda: "workspace" in rig.status[-1].get("last_clamp", "") and rig.status[-1], 10, what="the clamp"
+    )
+    assert status["clamp_original"] != status["clamp_safe"], status
+    log = rig.procs.log("controller")
+    lines = [line for line in log.splitlines() if "clamped (" in line and "workspace" in line]
+    assert lines and "[WARN]" in lines[-1], log[-3000:]
+    assert f"{above[2]:.4f}" in lines[-1] and " -> [" in lines[-1], lines[-1]
 
 
 @pytest.mark.slow
@@ -305,6 +326,50 @@ def test_an_unexpected_error_reading_the_robot_skips_a_joint_state_and_the_node_
         assert len(sent) == 1
         node.backend.read_state = read
         wait_for(lambda: node._on_joint_state() or len(sent) == 2, 5, what="a joint state after the error")
+    finally:
+        node.backend.close()
+        node.home.stop()
+        node.destroy_node()
+        rclpy.shutdown()
+        arm.close()
+
+
+@pytest.mark.slow
+def test_a_restarted_sim_clock_drops_the_chunk_says_so_and_the_next_fresh_chunk_moves_the_arm(
+    rig: Rig,
+) -> None:
+    """/clock starts again from 1 s (a restarted twin, a recording replayed in a loop) while the controller
+    streams: it held "waiting for the chunk's first action" and refused every chunk stamped on the new clock
+    as older than the running one until the clock caught up."""
+    rig.stream(rig.along_y(), 0.5)
+    rig.clock_offset = 1.0 - rig.arm.time
+    status = wait_for(
+        lambda: rig.status and "clock jumped back" in rig.status[-1]["reasons"] and rig.status[-1],
+        10,
+        what="the step back in the status",
+    )
+    assert status["state"] == "holding" and int(status["clock_jumps"]) == 1, status
+    target = rig.ee() + np.array([0.0, 0.03, 0.0])
+    rig.stream(lambda t: target, 1.0)  # stamped on the new clock
+    assert np.linalg.norm(rig.ee() - target) < 0.005, rig.status[-1]
+    assert rig.last_status("state") == "active" and rig.last_status("ignored_older") == "0", rig.status[-1]
+
+
+def test_a_controller_for_a_real_arm_ticks_on_the_steady_clock(ros_env) -> None:
+    """Timers on the system time stall for as long as an NTP step sets the clock back (rclpy#1490): a real
+    arm's controller ticks, publishes its joint states and its status on the steady clock (its executor,
+    on the node clock, sees the step and holds)."""
+    from dm1_ros.controller_node import ControllerNode
+    from rclpy.clock import ClockType
+
+    arm = SimArm()
+    params = {"robot_ip": arm.host, "comm_check_s": 0.0, "realtime_config": "ignore", "rt_priority": 0}
+    rclpy.init(args=["--ros-args", *(a for k, v in params.items() for a in ("-p", f"{k}:={v}"))])
+    node = ControllerNode()
+    try:
+        clocks = {t.callback.__name__: t.clock.clock_type for t in node.timers}
+        for name in ("_on_control", "_on_joint_state", "publish_status"):
+            assert clocks[name] == ClockType.STEADY_TIME, clocks
     finally:
         node.backend.close()
         node.home.stop()

@@ -1,9 +1,10 @@
 """`controller_node`: timestamped action chunks -> safety -> franky (FR3 or franky-sim); /joint_states.
 
-Thin: typed parameters, message conversion, `dm1.control.ChunkExecutor` on a timer (node clock = sim time with
-use_sim_time), `/joint_states` (arm + fingers = width / 2), `/dm1/controller/status` diagnostics, and the
-operator services `/dm1/controller/recover` and `/dm1/controller/home` (std_srvs/Trigger). A QoS deadline
-or liveliness event on the action topics holds the arm at once (`dm1_ros.chunk_qos`, beside the watchdog).
+Thin: typed parameters, message conversion, `dm1.control.ChunkExecutor` on a timer (on sim time with
+use_sim_time, else on the steady clock; the executor reads the node clock), `/joint_states` (arm + fingers =
+width / 2), `/dm1/controller/status` diagnostics, and the operator services `/dm1/controller/recover` and
+`/dm1/controller/home` (std_srvs/Trigger). A QoS deadline or liveliness event on the action topics holds the
+arm at once (`dm1_ros.chunk_qos`, beside the watchdog).
 Under sim time a wall-clock timer reports a stopped /clock as a fault (`dm1.control.sim_clock`).
 """
 
@@ -65,9 +66,10 @@ class ControllerNode(Node):
         self.create_service(Trigger, "/dm1/controller/recover", self._on_recover)
         self._last_js_stamp: float | None = None  # robot time of the last published joint state
         self.home = HomeService(self)  # /dm1/controller/home, on a side node and thread (blocks for seconds)
-        self.create_timer(1.0 / p["control_rate_hz"], self._on_control)
-        self.create_timer(1.0 / p["joint_state_rate_hz"], self._on_joint_state)
-        self.create_timer(0.1, self.publish_status)
+        timers = None if sim else wall_clock()  # system-time timers stall after an NTP step back (rclpy#1490)
+        self.create_timer(1.0 / p["control_rate_hz"], self._on_control, clock=timers)
+        self.create_timer(1.0 / p["joint_state_rate_hz"], self._on_joint_state, clock=timers)
+        self.create_timer(0.1, self.publish_status, clock=timers)
         if sim:  # a stopped /clock (the twin killed or hung) stops the timers above: a wall-clock one says so
             report = StoppedClockReport(self.backend, executor.status, self._now, self.publish_status)
             self.create_timer(0.25, report.tick, clock=wall_clock())

@@ -12,6 +12,12 @@ from dm1.control.schedule import ChunkSchedule, TimedChunk
 
 #: s; a stamp this far from the controller's clock is on another clock (wall clock vs simulation time).
 OTHER_CLOCK_S = 3600.0
+#: the executor's counter for each timing refusal of `ChunkSchedule.offer` but LATE (counted as "late")
+TIMING_COUNTERS = {
+    ChunkSchedule.OLDER: "ignored_older",
+    ChunkSchedule.FUTURE: "rejected_future",
+    ChunkSchedule.STALE: "rejected_stale",
+}
 
 
 def nonfinite_chunk_reason(chunk: TimedChunk) -> str | None:

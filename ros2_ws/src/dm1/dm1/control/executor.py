@@ -5,8 +5,9 @@ the backend decelerates and holds) -> ACTIVE again when a fresh chunk arrives. T
 (re)activation is the measured state, so activation never jumps. A backend fault (franky ControlException,
 a reflex), too many late chunks, or an unexpected error in a tick or while taking a chunk (the fallback:
 reliability row 14) latch FAULT: the arm brakes to rest and holds, and nothing moves until `recover()` (an
-explicit operator action). The controller node never dies of a bug in here while the robot streams.
-The clock is injected (node clock = simulation time on the twin), so every timeout is testable.
+explicit operator action), as do too many loop overruns or lost FCI commands (`LoopHealth`). The node never
+dies of a bug in here while the robot streams. The clock is injected (node clock = simulation time on the
+twin), so every timeout is testable; a clock that goes back holds (`ClockJumpWatch`).
 """
 
 from __future__ import annotations
@@ -18,8 +19,16 @@ from collections.abc import Callable
 import numpy as np
 
 from dm1.control.backend import RobotBackend, RobotFault, RobotStateSnapshot
-from dm1.control.chunk_refusals import nonfinite_chunk_reason, one_line, quoted, timing_refusal
+from dm1.control.chunk_refusals import (
+    TIMING_COUNTERS,
+    nonfinite_chunk_reason,
+    one_line,
+    quoted,
+    timing_refusal,
+)
 from dm1.control.chunk_sources import ChunkSource, SourceGuard
+from dm1.control.clamp_log import ClampLog
+from dm1.control.clock_jump import ClockJumpWatch, clock_jump_reason
 from dm1.control.executor_status import (  # noqa: F401 - re-exported: the executor's public names
     ACTIVE,
     COUNTERS,
@@ -33,8 +42,9 @@ from dm1.control.executor_status import (  # noqa: F401 - re-exported: the execu
 from dm1.control.homing import move_home
 from dm1.control.limits import SafetyLimits
 from dm1.control.link_check import CommandLinkMonitor
+from dm1.control.loop_health import LoopHealth
 from dm1.control.safety import OverspeedWatch, SafetyFilter, SafetyReport, pose_report
-from dm1.control.schedule import ChunkSchedule, ScheduledTarget, TimedChunk, measured_target
+from dm1.control.schedule import ChunkSchedule, ScheduledTarget, TimedChunk, hold_target
 from dm1.control.tracking import TrackingMonitor
 
 log = logging.getLogger(__name__)
@@ -54,7 +64,8 @@ class ChunkExecutor:
             an overrun: counted (`tick_overruns`), and the safety filter's rate limits then allow the target
             to move as far as in two periods, not across the whole gap (the arm, which slowed toward the
             standing target meanwhile, picks up smoothly instead of being thrown after the chunk). None: no
-            overrun handling. Any tick later than `limits.max_tick_gap_s` holds the arm.
+            overrun handling. Any tick later than `limits.max_tick_gap_s` holds the arm; more overruns than
+            `limits.max_overruns_per_s` within a second latch a fault.
         source_window_s: two publishers sending motion chunks in turns within this many seconds latch a
             fault (`SourceGuard`; 0 = off). Only chunks offered with a `source` are counted.
     """
@@ -92,6 +103,9 @@ class ChunkExecutor:
         self.link = CommandLinkMonitor()  # libfranka's command success rate, sampled while streaming
         self.tracking = TrackingMonitor(unit="mm" if mode == "cartesian" else "mrad")  # action-to-motion lag
         self.homed_at: float | None = None  # clock time the last home move ended: older chunks are pre-home
+        self.clock_watch = ClockJumpWatch()  # the clock going back: the schedule is dropped, the arm held
+        self.loop = LoopHealth(limits.max_overruns_per_s, limits.min_streaming_success_rate)
+        self.clamp_log = ClampLog(log, what="pose" if mode == "cartesian" else "joint target")
 
     # --- input -------------------------------------------------------------------------------------------
 
@@ -110,6 +124,7 @@ class ChunkExecutor:
             return "fault"
 
     def _offer(self, chunk: TimedChunk, now: float, source: ChunkSource | None) -> str:
+        self._clock_went_back(now, tick=False)  # a chunk stamped on the new clock is not "older" than the old
         conflict = None  # publishers are tracked while faulted too: `recover` refuses while two still publish
         if source is not None and chunk.kind == self.mode:
             conflict = self.sources.check(source, now, f"{self.mode} chunks")
@@ -132,7 +147,9 @@ class ChunkExecutor:
                 "a stream from before the move is not continued",
             )
         running = self.schedule.chunk
-        result = self.schedule.offer(chunk, now, self._hold_target)
+        result = self.schedule.offer(
+            chunk, now, lambda: hold_target(self.backend, self.mode, self._gripper_closed)
+        )
         if result == ChunkSchedule.ACCEPTED:
             self.counters["accepted"] += 1
             self.consecutive_late = 0
@@ -145,21 +162,7 @@ class ChunkExecutor:
             if self.consecutive_late >= self.limits.max_consecutive_late:
                 self._latch(f"over budget: {self.consecutive_late} consecutive late chunks")
             return result
-        key = {
-            ChunkSchedule.OLDER: "ignored_older",
-            ChunkSchedule.FUTURE: "rejected_future",
-            ChunkSchedule.STALE: "rejected_stale",
-        }[result]
-        return self._refuse(key, why)
-
-    def _hold_target(self) -> ScheduledTarget | None:
-        """Where the arm is held now (its measured pose; the commanded gripper), for a chunk that starts ahead
-        to blend from (`ChunkSchedule.offer`); None when the state cannot be read (the chunk then waits)."""
-        try:
-            state = self.backend.read_state()
-        except Exception:  # noqa: BLE001 - the next tick latches it; meanwhile the chunk waits for its time
-            return None
-        return None if state.fault is not None else measured_target(state, self.mode, self._gripper_closed)
+        return self._refuse(TIMING_COUNTERS[result], why)
 
     def stop(self, reason: str) -> None:
         """Explicit hold request from upstream (the policy's inputs went stale): hold now, not after the
@@ -198,6 +201,7 @@ class ChunkExecutor:
         """One control step: schedule -> safety -> backend, or hold when the watchdog expires."""
         now = self.clock() if now is None else now
         self.counters["ticks"] += 1
+        self._clock_went_back(now)
         gap = self._tick_gap(now)
         if self.state == FAULT:
             self._brake()  # our own latch (over budget, an error here) leaves the robot streaming
@@ -209,11 +213,17 @@ class ChunkExecutor:
                 return self.status()
             if self.state == ACTIVE:
                 self.link.update(state.command_success_rate)
+                self.loop.sample(state.command_success_rate, now)
+            if (unhealthy := self.loop.fault(now)) is not None:  # overruns, lost commands: over the bound
+                self._latch(unhealthy)
+                return self.status()
             if (overspeed := self.overspeed.check(state.ee_vel, state.dq)) is not None:
                 self._latch(overspeed)
                 return self.status()
             if gap > self.limits.max_tick_gap_s and self.state == ACTIVE:
-                self._hold(f"control loop overrun: {1000 * gap:.0f} ms since the previous tick")
+                self._hold(
+                    f"control loop overrun: {1000 * gap:.0f} ms since the previous tick (or a clock step)"
+                )
                 return self.status()
             target = self.schedule.target_at(now)
             if target is None and self.schedule.waiting(now):  # a chunk whose first point is not due yet
@@ -238,7 +248,24 @@ class ChunkExecutor:
             self.max_tick_gap_s = max(self.max_tick_gap_s, gap)
             if self.tick_period_s is not None and gap > 2.0 * self.tick_period_s:
                 self.counters["tick_overruns"] += 1
+                self.loop.overrun(now)
         return gap
+
+    def _clock_went_back(self, now: float, tick: bool = True) -> None:
+        """A clock that went back (`ClockJumpWatch`; `tick`: a tick's reading, else a chunk's): drops the
+        schedule and holds, as on a watchdog hold, and says so (counted, `clock_jumps`). Times kept on the old
+        clock are forgotten or moved onto the new one; the next fresh chunk starts from the measured pose."""
+        if (back := self.clock_watch.check(now, record=tick)) is None:
+            return
+        self.counters["clock_jumps"] += 1
+        why = clock_jump_reason(back, now)
+        log.warning(why)
+        self._last_tick = self._prev_time = None
+        self.loop.reset()
+        self.homed_at = None if self.homed_at is None else self.homed_at - back
+        if self.state != FAULT:  # a latched fault stays the reason (nothing is scheduled then)
+            self._hold(why)
+            self.reasons = [why]
 
     def _hold(self, reason: str, keep_chunk: bool = False) -> None:
         if self.state == ACTIVE:
@@ -279,7 +306,7 @@ class ChunkExecutor:
         if report is not None and report.clipped:
             self.counters["clamped"] += 1
             self.last_clamp = report
-            log.debug("clamped %s: %s -> %s", report.reasons, report.original, report.safe)
+            self.clamp_log.report(report, now)  # a WARNING, at most once a second per reason
         if self.mode == "cartesian":
             acc = None if velocity is None else self.safety.wall_braking(velocity, safe)
             self.backend.send_ee_target(safe, self._prev_quat, velocity, acc)
@@ -289,19 +316,13 @@ class ChunkExecutor:
         if activating:
             self.state, self.reasons = ACTIVE, ["streaming"]
             self.tracking.reset()  # a new stream: the window starts here
+            self.loop.start_stream(now)
         self.tracking.record(now, safe, measured)
         self._prev_target, self._prev_time = safe, now
 
     def _update_gripper(self, command: float) -> None:
         """Threshold the [0, 1] command with hysteresis; the backend is called only on a change."""
-        closed = self._gripper_closed
-        if command >= self.limits.gripper_close_above:
-            closed = True
-        elif command <= self.limits.gripper_open_below:
-            closed = False
-        elif closed is None:
-            closed = command >= 0.5
-        if closed != self._gripper_closed:
+        if (closed := self.limits.gripper_closed(command, self._gripper_closed)) != self._gripper_closed:
             self.backend.set_gripper(closed)
             self._gripper_closed = closed
 
@@ -357,6 +378,7 @@ class ChunkExecutor:
         self.state, self.fault, self.reasons = IDLE, None, ["recovered"]
         self.consecutive_late = 0
         self.overspeed.ticks = 0
+        self.loop.reset()
         self.schedule.clear()
         self._prev_target = None
         self._gripper_closed = None
@@ -391,9 +413,10 @@ class ChunkExecutor:
             move_home(self.backend, q, open_gripper, gripper_timeout_s)
         finally:
             self.schedule.clear()  # nothing offered meanwhile may run after the move
-            self._prev_target = None
-            self.homed_at = self.clock()
-        self.state, self.reasons = IDLE, ["homed"]
+            self._prev_target, self.state = None, IDLE
+            self._clock_went_back(end := self.clock())  # a step back during the move: counted, nothing held
+            self.homed_at = end
+        self.reasons = ["homed"]
 
     def status(self) -> ExecutorStatus:
         """Current state, reasons and counters (copies)."""
@@ -407,6 +430,7 @@ class ChunkExecutor:
             extra={
                 "max_tick_gap_ms": round(1000.0 * self.max_tick_gap_s, 1),
                 **self.link.values(),
+                **self.loop.values(),
                 **self.tracking.values(),
             },
             warning=self.link.warning(),

@@ -25,6 +25,7 @@ COUNTERS = (
     "clamped",
     "holds",
     "tick_overruns",
+    "clock_jumps",
     "deadline_missed",
     "liveliness_lost",
     "faults",

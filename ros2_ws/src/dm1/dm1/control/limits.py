@@ -55,6 +55,17 @@ class SafetyLimits:
         feed-forward (2026-12-02), 1.07-1.14x (joint); a random-weight policy jumping its targets around every
         tick at 1.4-1.9x idle and up to 2.06x (0.72 m/s) with the host's two cores busy.
     gripper_close_above / gripper_open_below: hysteresis thresholds on the [0, 1] gripper command.
+    max_overruns_per_s: latch a fault when more than this many control ticks come more than two periods after
+        the previous one within 1 s while streaming (`dm1.control.loop_health`): the loop is broken (a
+        starved host, a blocking callback), not jittery. 0 = off (still counted: `tick_overruns`,
+        `peak_overruns_per_s`). At the default 10 (of ~100 ticks at 100 Hz) a loop stuck at 11-50 Hz trips
+        within a second; the twin under the real-process tests peaked at 1 a second (2 with a second process
+        busy on one of the VM's two cores, 3 under the bundled policy in `dm1 bench loop` at 91 % CPU busy:
+        the simulated clock slows with the host, so few ticks are late).
+    min_streaming_success_rate: latch a fault when libfranka's command success rate, averaged over the last
+        1 s of streaming (after a stream's first 0.2 s), falls below this: more than 1 command in 10 lost is
+        a broken FCI link, far under the 0.95 the controller warns at (`min_command_success_rate`). 0 = off.
+        franky-sim reports 1.0.
     """
 
     joint_margin: float = 0.1
@@ -78,6 +89,8 @@ class SafetyLimits:
     overspeed_factor: float = 3.0
     gripper_close_above: float = 0.6
     gripper_open_below: float = 0.4
+    max_overruns_per_s: int = 10
+    min_streaming_success_rate: float = 0.9
 
     def __post_init__(self) -> None:
         def bad(name: str, expected: str, found: object) -> ValueError:
@@ -126,12 +139,32 @@ class SafetyLimits:
             )
         if int(self.max_consecutive_late) < 1:
             raise bad("max_consecutive_late", "an integer >= 1", self.max_consecutive_late)
+        overruns = self.max_overruns_per_s
+        if (
+            isinstance(overruns, bool)
+            or not isinstance(overruns, (int, np.integer))
+            or not 0 <= overruns <= 1000
+        ):
+            raise bad("max_overruns_per_s", "an integer 0 <= value <= 1000 (0 = off)", overruns)
+        if not 0.0 <= self.min_streaming_success_rate <= 1.0:
+            raise bad(
+                "min_streaming_success_rate", "0 <= value <= 1 (0 = off)", self.min_streaming_success_rate
+            )
         if not 0.0 <= self.gripper_open_below <= self.gripper_close_above <= 1.0:
             raise bad(
                 "gripper_open_below/gripper_close_above",
                 "0 <= open_below <= close_above <= 1",
                 (self.gripper_open_below, self.gripper_close_above),
             )
+
+    def gripper_closed(self, command: float, closed: bool | None) -> bool:
+        """The gripper state for a [0, 1] `command`, with hysteresis around the state `closed` now (None: not
+        commanded yet, then closed from 0.5 on)."""
+        if command >= self.gripper_close_above:
+            return True
+        if command <= self.gripper_open_below:
+            return False
+        return command >= 0.5 if closed is None else closed
 
     @property
     def q_lower(self) -> np.ndarray:

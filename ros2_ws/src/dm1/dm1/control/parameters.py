@@ -68,9 +68,16 @@ CONTROLLER_PARAMETERS: dict[str, tuple[Any, str, tuple[float, float] | None]] = 
     ),
 }
 
+#: ROS-side ranges of the `safety.` parameters that have one (`SafetyLimits` validates every field itself).
+SAFETY_BOUNDS: dict[str, tuple[float, float]] = {
+    "max_overruns_per_s": (0, 1000),  # 0 = off
+    "min_streaming_success_rate": (0.0, 1.0),  # 0 = off
+}
+
 #: `SafetyLimits` fields with their defaults (declared under the ``safety.`` prefix).
-SAFETY_PARAMETERS: dict[str, tuple[Any, str, None]] = {
-    f.name: (f.default, f"SafetyLimits.{f.name}", None) for f in dataclasses.fields(SafetyLimits)
+SAFETY_PARAMETERS: dict[str, tuple[Any, str, tuple[float, float] | None]] = {
+    f.name: (f.default, f"SafetyLimits.{f.name}", SAFETY_BOUNDS.get(f.name))
+    for f in dataclasses.fields(SafetyLimits)
 }
 
 

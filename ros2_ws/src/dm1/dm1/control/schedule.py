@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from dm1.control.backend import RobotStateSnapshot
+    from dm1.control.backend import RobotBackend, RobotStateSnapshot
 
 #: Most points a chunk may hold (a policy chunk has 8-16): a 20,000-point one stalled the controller's
 #: executor while its message was converted point by point. Checked before that conversion too.
@@ -305,3 +305,14 @@ def measured_target(state: RobotStateSnapshot, mode: str, gripper_closed: bool |
     return ScheduledTarget(
         np.array(state.ee_pos, float), np.zeros(3), grip, np.array(state.ee_quat_xyzw, float)
     )
+
+
+def hold_target(backend: RobotBackend, mode: str, gripper_closed: bool | None) -> ScheduledTarget | None:
+    """Where the arm is held now (its measured pose, `measured_target`; the commanded gripper), for a chunk
+    that starts ahead to blend from (`ChunkSchedule.offer`); None when the robot is faulted or its state
+    cannot be read (the chunk then waits for its first point; the next control tick latches the fault)."""
+    try:
+        state = backend.read_state()
+    except Exception:  # noqa: BLE001 - the next tick latches it; meanwhile the chunk waits for its time
+        return None
+    return None if state.fault is not None else measured_target(state, mode, gripper_closed)
