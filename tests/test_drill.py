@@ -64,7 +64,7 @@ def test_drill_specs_parse_with_their_arguments_and_bad_ones_name_what_is_expect
             parse_drill(spec, CAMERAS, 0.0, 1.0)
 
 
-def test_freeze_camera_drops_that_cameras_frames_so_the_policy_holds_then_resumes(runtime) -> None:
+def test_freeze_camera_holds_the_policy_and_it_resumes_after_three_fresh_ticks(runtime) -> None:
     session, clock = _running(runtime)
     session.start_drill("freeze_camera:wrist", 0.5)  # 100.0 .. 100.5
     for t in (100.05, 100.1, 100.15):
@@ -74,9 +74,18 @@ def test_freeze_camera_drops_that_cameras_frames_so_the_policy_holds_then_resume
     assert out.chunk is None and out.kind == "stale" and "wrist" in out.reason
     assert out.reason.startswith("drill freeze_camera:wrist: ")
     assert session.diagnostic_values()["frames_dropped_by_drill"] == 3
-    clock.t = 100.6  # the drill is over: frames reach the policy again
-    _feed(session, 100.59)
-    assert session.tick().chunk is not None
+    kinds = []
+    for t in (100.6, 100.7, 100.8):  # the drill is over: frames reach the policy again
+        clock.t = t
+        _feed(session, t - 0.01)
+        out = session.tick()
+        kinds.append((out.kind, out.chunk is not None, (out.reason or "")[:14]))
+    # reliability row 1: the chunks resume after 3 fresh ticks in a row (resume_after_fresh_ticks)
+    assert kinds == [
+        ("recovering", False, "recovering 1/3"),
+        ("recovering", False, "recovering 2/3"),
+        ("ok", True, ""),
+    ]
 
 
 def test_nan_output_is_rejected_by_the_policys_own_finite_check(runtime) -> None:

@@ -232,3 +232,25 @@ def test_an_undecodable_message_is_counted_and_named_in_the_stale_reason() -> No
     asm.reject_input("front", "camera 'front': expected encoding rgb8 or bgr8, found 'mono8'")
     reason = asm.assemble(now=10.2)
     assert reason.stream == "front" and "mono8" in str(reason) and asm.rejected_counts["front"] == 1
+
+
+def test_resume_gate_passes_the_nth_fresh_tick_after_a_lapse_but_not_before_and_activation_at_once() -> None:
+    from dm1.policy.observation import ResumeGate
+
+    gate = ResumeGate(3)
+    # activation: streams still missing, then the first fresh tick passes (no recovery yet)
+    assert [gate.update(f) for f in (False, False, True)] == [None, None, None] and not gate.recovering
+    assert gate.update(False) is None and gate.recovering  # a lapse after a fresh tick
+    verdicts = [gate.update(True) for _ in range(4)]
+    assert [v and v[:14] for v in verdicts] == ["recovering 1/3", "recovering 2/3", None, None]
+    gate.update(False)
+    gate.update(True)
+    gate.update(False)  # a lapse during the recovery starts it over
+    assert gate.update(True).startswith("recovering 1/3")
+    gate.reset()
+    assert gate.update(True) is None  # activation again
+    one = ResumeGate(1)  # the old behaviour: the first fresh tick after a lapse infers
+    assert [one.update(f) for f in (True, False, True)] == [None, None, None]
+    for bad in (0, 101, 2.5, True):
+        with pytest.raises(ValueError, match=r"ResumeGate.needed: expected an integer in \[1, 100\]"):
+            ResumeGate(bad)

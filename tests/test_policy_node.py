@@ -95,16 +95,21 @@ class TwinStandIn:
         while time.monotonic() < end:
             self.rclpy.spin_once(self.node, timeout_sec=0.005)
 
+    def answers(self) -> int:
+        """Chunks and explicit holds received: the node answers each tick with one or the other."""
+        return len(self.chunks) + len(self.holds)
+
     def run(self, sim_seconds: float, cams: tuple[str, ...], lockstep: bool) -> None:
-        """Advance sim time; in lockstep, freeze the clock at each tick until a chunk arrives (≤ 5 s)."""
+        """Advance sim time; in lockstep, freeze the clock at each tick until the node answers it with a chunk
+        or a hold (≤ 5 s)."""
         for _ in range(round(sim_seconds / STEP)):
             self.t = round(self.t + STEP, 6)
-            n = len(self.chunks)
+            n = self.answers()
             self.publish(cams)
             self.spin_for(0.01)
             if lockstep and round(self.t / STEP) % round(DT / STEP) == 0:  # the node's timer fires now
                 end = time.monotonic() + 5.0
-                while len(self.chunks) == n and time.monotonic() < end:
+                while self.answers() == n and time.monotonic() < end:
                     self.publish(cams)  # same stamps: keeps the node's inputs alive while the clock is frozen
                     self.spin_for(0.02)
 
@@ -166,6 +171,15 @@ def test_node_publishes_future_chunks_and_stops_when_a_camera_dies(procs, rclpy_
     )
     assert named[0][1] == 1  # WARN
     assert "limit 100 ms" in named[0][2] or "no frame" in named[0][2]
+
+    back = twin.t  # the wrist camera returns: chunks resume after 3 fresh ticks in a row (reliability row 1)
+    twin.run(0.6, cams=("front", "wrist"), lockstep=True)
+    resumed = [c[1] for c in twin.chunks if c[1] > back]
+    recovering = [(d[0], d[2]) for d in twin.diags if d[0] > back and d[2].startswith("recovering")]
+    assert resumed, f"no chunks after the wrist camera returned\n{procs.log('policy')}"
+    assert [m[:14] for _, m in recovering] == ["recovering 1/3", "recovering 2/3"], twin.diags[-6:]
+    assert recovering[0][0] < recovering[1][0] < resumed[0], (recovering, resumed[0])
+    assert len([h for h in twin.holds if back < h < resumed[0]]) >= 2  # the controller held meanwhile
 
     assert client.transition("deactivate") and client.get_state() == "inactive"
     n, h = len(twin.chunks), len(twin.holds)

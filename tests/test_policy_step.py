@@ -110,6 +110,82 @@ def test_chunk_then_replan_executes_the_whole_chunk_before_inferring_again(runti
     assert step.run(observe(runtime, clock.t - 0.01)).chunk is not None
 
 
+def test_chunk_then_replan_resends_the_rest_of_its_chunk_each_tick_and_infers_once_per_chunk(runtime) -> None:
+    """Between inferences every tick sends the points not yet due, stamped at the first of them (newer than
+    the last sent, the same plan); the next inference runs on the tick before the last point is due, so the
+    controller always has a point ahead; a stale tick stops the chunk and the next one is inferred afresh."""
+    clock = FakeClock(100.0)
+    step = PolicyStep(runtime, clock, mode="chunk_then_replan", resume_after_fresh_ticks=1)
+    first = step.run(observe(runtime, 99.99)).chunk  # points at 100.09 .. 100.69 (7 of the model's 8)
+    sent = [(first.t0, len(first.actions))]
+    ahead = []  # per tick: how far the last point of the chunk sent before it lies ahead of the tick
+    for i in range(1, 13):
+        clock.t = 100.0 + i / RATE
+        ahead.append(sent[-1][0] + (sent[-1][1] - 1) / RATE - clock.t)
+        out = step.run(observe(runtime, clock.t - 0.01))
+        assert out.chunk is not None, (i, out.kind, out.reason)
+        c = out.chunk
+        assert c.t0 > clock.t and c.t0 > sent[-1][0]  # future-stamped, newer than the last one sent
+        if out.kind == "executing":
+            assert out.ledger is None and c.obs_stamp == first.obs_stamp
+            np.testing.assert_array_equal(c.actions, first.actions[-len(c.actions) :])  # the same plan
+            np.testing.assert_allclose(c.times, first.times[-len(c.actions) :])
+        else:
+            assert out.kind == "ok" and c.first_index == 1
+            first = c
+        sent.append((c.t0, len(c.actions)))
+    assert step.counts["ok"] == 3 and step.counts["executing"] == 10  # one inference per 6 ticks
+    assert [n for _, n in sent] == [7, 6, 5, 4, 3, 2, 7, 6, 5, 4, 3, 2, 7]
+    assert min(ahead) == pytest.approx(0.09)  # the controller is never left without a point ahead
+    clock.t += 1 / RATE
+    stale = step.run(StaleReason("wrist", "stale", "camera 'wrist': newest frame is 150 ms old"))
+    assert stale.chunk is None and stale.kind == "stale" and step.current is None
+    clock.t += 1 / RATE
+    after = step.run(observe(runtime, clock.t - 0.01))
+    assert after.kind == "ok" and step.counts["ok"] == 4  # not the rest of the chunk the hold cut
+
+
+def test_chunk_then_replan_sends_a_newer_chunk_at_a_tick_that_comes_before_the_next_point(runtime) -> None:
+    """A tick whose previous chunk's first point is not yet due still sends a newer stamp (one point later):
+    the same stamp would be ignored by the controller, and nothing would silence the stream for two periods
+    (its watchdog: measured as a hold on the loaded twin)."""
+    clock = FakeClock(100.0)
+    step = PolicyStep(runtime, clock, mode="chunk_then_replan")
+    first = step.run(observe(runtime, 99.99)).chunk  # points at 100.09, 100.19, ...
+    clock.t = 100.1
+    assert step.run(observe(runtime, 100.09)).chunk.t0 == pytest.approx(first.t0 + 0.1)
+    clock.t = 100.18  # an early tick: 100.19, the first point of the last chunk sent, is not due yet
+    again = step.run(observe(runtime, 100.17)).chunk
+    assert again is not None and again.t0 == pytest.approx(first.t0 + 0.2)
+    np.testing.assert_array_equal(again.actions, first.actions[2:])
+
+
+def test_after_a_stale_input_the_policy_waits_for_n_fresh_ticks_in_a_row(runtime) -> None:
+    """Reliability row 1: activation starts at the first fresh observation; after a lapse each of the first
+    N - 1 fresh ticks says "recovering k/N" (no chunk), the N-th infers; a lapse in between starts over."""
+    clock = FakeClock(100.0)
+    step = PolicyStep(runtime, clock, resume_after_fresh_ticks=3)
+    missing = StaleReason("front", "missing", "camera 'front': no frame received yet")
+    assert step.run(missing).kind == "stale"  # streams not there yet at activation: no recovery
+    assert step.run(observe(runtime, 99.99)).chunk is not None
+    kinds, reasons = [], []
+    for i, fresh in enumerate((False, True, True, False, True, True, True, True), start=1):
+        clock.t = 100.0 + i / RATE
+        out = step.run(observe(runtime, clock.t - 0.01) if fresh else missing)
+        assert (out.chunk is not None) == (out.kind == "ok")
+        kinds.append(out.kind)
+        reasons.append(out.reason)
+    assert kinds == ["stale", "recovering", "recovering", "stale", "recovering", "recovering", "ok", "ok"]
+    assert reasons[1].startswith("recovering 1/3") and reasons[5].startswith("recovering 2/3")
+    assert step.counts["recovering"] == 4 and step.counts["stale"] == 3
+    step.reset()  # activation again: not a recovery
+    clock.t += 1 / RATE
+    assert step.run(missing).kind == "stale"
+    assert step.run(observe(runtime, clock.t - 0.01)).kind == "ok"
+    with pytest.raises(ValueError, match=r"resume_after_fresh_ticks: expected an integer in \[1, 100\]"):
+        PolicyConfig(resume_after_fresh_ticks=0)
+
+
 def test_replan_every_tick_infers_every_time(runtime) -> None:
     clock = FakeClock(100.0)
     step = PolicyStep(runtime, clock)
@@ -142,8 +218,9 @@ def test_ensembling_blends_overlapping_replans_and_restarts_after_a_hold(tmp_pat
         build_toy_model(tmp_path / "noisy", noise_scale=0.1, chunk_length=TA, control_rate_hz=RATE)
     )
     clock_raw, clock_ens = FakeClock(100.0), FakeClock(100.0)
-    raw = PolicyStep(rt, clock_raw, seed=5)  # same seed: the same noise, so the same raw chunks
-    ens = PolicyStep(rt, clock_ens, seed=5, ensemble_alpha=0.5)
+    # same seed: the same noise, so the same raw chunks; resumption at the first fresh tick after the hold
+    raw = PolicyStep(rt, clock_raw, seed=5, resume_after_fresh_ticks=1)
+    ens = PolicyStep(rt, clock_ens, seed=5, ensemble_alpha=0.5, resume_after_fresh_ticks=1)
     chunks = []
     for i, stale in enumerate((False, False, True, False)):
         clock_raw.t = clock_ens.t = 100.0 + i / RATE
@@ -208,7 +285,9 @@ def test_node_parameters_map_to_a_validated_config(runtime) -> None:
         config_from_parameters(values)  # unset: never whatever model the working directory holds
     values["model_dir"] = "models/toy"
     cfg = config_from_parameters({**values, "camera_topics": ["wrist=/rs/wrist/color/image_raw"], "seed": 7})
-    assert cfg.control_rate_hz is None and cfg.seed == 7
+    assert cfg.control_rate_hz is None and cfg.seed == 7 and cfg.resume_after_fresh_ticks == 3
+    assert NODE_PARAMETERS["resume_after_fresh_ticks"][2] == (1, 100)
+    assert config_from_parameters({**values, "resume_after_fresh_ticks": 1}).resume_after_fresh_ticks == 1
     session = PolicySession(runtime, FakeClock(), cfg)
     assert session.topics == {"front": "/camera/front/color/image_raw", "wrist": "/rs/wrist/color/image_raw"}
     assert session.period_s == pytest.approx(1 / RATE)

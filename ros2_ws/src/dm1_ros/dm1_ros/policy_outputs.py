@@ -16,7 +16,8 @@ from dm1_ros.chunk_markers import chunk_to_markers, clear_markers
 from dm1_ros.chunk_qos import CARTESIAN_TOPIC, JOINT_TOPIC, chunk_qos
 from dm1_ros.guarded_publish import PublishGuards, node_warning
 
-LEVEL = {"ok": "ok", "executing": "ok", "stale": "warn", "late": "warn", "drill": "warn"}  # else: error
+# the `/diagnostics` level of each tick kind (`dm1.policy.step.KINDS`, "drill"); any other: error
+LEVEL = {"ok": "ok", "executing": "ok"} | dict.fromkeys(("stale", "recovering", "late", "drill"), "warn")
 
 
 class PolicyOutputs:
@@ -52,8 +53,9 @@ class PolicyOutputs:
         self._publish_guards.publish(self._markers, clear_markers())
 
     def publish_tick(self, session: PolicySession, out: Any, now: float) -> None:
-        """One tick's output (`PolicySession.tick`): its chunk, ledger and markers; an explicit hold (a chunk
-        without points) when the inputs went stale, the output was not finite or it came too late."""
+        """One tick's output (`PolicySession.tick`): its chunk, ledger (inferred chunks only, not the rest of
+        one re-sent by `chunk_then_replan`) and markers; an explicit hold (a chunk without points) when the
+        inputs went stale or are still recovering, the output was not finite or it came too late."""
         if out.chunk is not None:
             self._publish_guards.publish(
                 self._chunks, cv.chunk_to_msg(out.chunk, session.card.action.orientation_xyzw)
@@ -72,7 +74,8 @@ class PolicyOutputs:
             hold.header.stamp, hold.header.frame_id = cv.to_time_msg(now), f"policy: {out.kind}"
             self._publish_guards.publish(self._chunks, hold)
             self.node.get_logger().warning(f"no chunk: {out.reason}", throttle_duration_sec=2.0)
-        changed, self._last_kind = out.kind != self._last_kind, out.kind
+        # every step of a recovery is reported ("recovering k/N"), else a change of kind (or once a second)
+        changed, self._last_kind = out.kind != self._last_kind or out.kind == "recovering", out.kind
         self.diagnose(session, out.kind, out.reason or "publishing chunks", now, force=changed)
 
     def diagnose(

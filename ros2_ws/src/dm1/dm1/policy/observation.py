@@ -11,6 +11,9 @@ Rules (reliability-tests.md rows 1 and 2):
 
 Any violation yields a `StaleReason` naming the stream, its age and the limit, instead of an `Observation`.
 Times are plain float seconds on one clock (ROS time: simulation time on the twin); the caller passes `now`.
+
+After a lapse, inference resumes only once N consecutive ticks had a fresh, complete observation
+(`ResumeGate`, reliability row 1): a stream that flickers back for one frame does not restart the arm.
 """
 
 from __future__ import annotations
@@ -281,6 +284,56 @@ class ObservationAssembler:
         self._rejections[stream] = reason
         self.rejected_counts[stream] = self.rejected_counts.get(stream, 0) + 1
         return reason
+
+
+class ResumeGate:
+    """Reliability row 1: after a stale or missing input, resume only after N consecutive fresh ticks.
+
+    Feed it one verdict per tick (`update`): False for a tick without an observation (a `StaleReason`), True
+    for a fresh, complete one. After a stale tick the gate is *recovering*: the k-th consecutive fresh tick
+    returns ``"recovering k/N"`` (no chunk: the arm keeps holding) until the N-th, which passes (infer).
+
+    Activation is not a recovery: until the first fresh tick after `reset()` (activation, a simulation reset)
+    stale ticks (streams not yet received) start no recovery, so the policy starts on its first fresh,
+    complete observation. Only an input that lapses after that waits for N fresh ticks.
+
+    Args:
+        needed: N, fresh ticks in a row that end a recovery (1..100); 1 = resume on the first fresh tick.
+    """
+
+    def __init__(self, needed: int = 3) -> None:
+        if isinstance(needed, bool) or not isinstance(needed, int) or not 1 <= needed <= 100:
+            raise ValueError(f"ResumeGate.needed: expected an integer in [1, 100], found {needed!r}")
+        self.needed = needed
+        self._started = False  # a fresh tick was seen since reset: a later stale tick is a lapse
+        self._streak: int | None = None  # fresh ticks in a row since the last lapse; None = not recovering
+
+    def reset(self) -> None:
+        """Forget the history (activation): the next fresh tick passes at once."""
+        self._started, self._streak = False, None
+
+    @property
+    def recovering(self) -> bool:
+        """Whether a lapse is not yet followed by N fresh ticks."""
+        return self._streak is not None
+
+    def update(self, fresh: bool) -> str | None:
+        """Account for one tick; returns ``"recovering k/N"`` while a fresh tick must still give no chunk,
+        else None (a stale tick: its own `StaleReason` says why; a fresh one: infer)."""
+        if not fresh:
+            self._streak = 0 if self._started else None
+            return None
+        self._started = True
+        if self._streak is None:
+            return None
+        self._streak += 1
+        if self._streak >= self.needed:
+            self._streak = None
+            return None
+        return (
+            f"recovering {self._streak}/{self.needed}: the inputs are fresh again; the policy infers after "
+            f"{self.needed} fresh ticks in a row"
+        )
 
 
 def _label(stream: str) -> str:

@@ -41,7 +41,17 @@ NODE_PARAMETERS: dict[str, tuple[Any, str, tuple[float, float] | None]] = {
     ),
     "max_obs_age_s": (0.1, "age limit of every input stream [s]", (1e-3, 10.0)),
     "sync_tolerance_s": (0.1, "max spread between the streams' stamps [s]", (1e-3, 10.0)),
-    "mode": ("replan_every_tick", f"one of {list(MODES)}", None),
+    "mode": (
+        "replan_every_tick",
+        f"one of {list(MODES)}; chunk_then_replan re-sends the rest of its chunk at every tick",
+        None,
+    ),
+    "resume_after_fresh_ticks": (
+        3,
+        "after a stale or missing input, no chunk until this many ticks in a row had a fresh, complete "
+        "observation ('recovering k/N'); 1 = at the first; activation starts at the first fresh one",
+        (1, 100),
+    ),
     "control_rate_hz": (
         0.0,
         "tick and chunk rate [Hz]; 0 = the model card's, the only rate accepted (another one changes how "
@@ -141,6 +151,8 @@ class PolicyConfig:
         ensemble_alpha: weight of the newest chunk where it overlaps the previous one (1 = off).
         inference_threads: onnxruntime intra-op threads; None = the runtime's default.
         spinning: onnxruntime idle-worker policy, one of `dm1.runtime.SPIN_POLICIES`.
+        resume_after_fresh_ticks: after a stale tick, fresh ticks in a row before the next chunk (1..100;
+            1 = the first fresh tick infers). Activation is not a recovery: it starts at the first fresh one.
     """
 
     max_obs_age_s: float = 0.1
@@ -154,8 +166,14 @@ class PolicyConfig:
     ensemble_alpha: float = DEFAULT_ENSEMBLE_ALPHA
     inference_threads: int | None = None
     spinning: str = "run"
+    resume_after_fresh_ticks: int = 3
 
     def __post_init__(self) -> None:
+        n = self.resume_after_fresh_ticks
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 100:
+            raise ValueError(
+                f"PolicyConfig.resume_after_fresh_ticks: expected an integer in [1, 100], found {n!r}"
+            )
         if self.spinning not in SPIN_POLICIES:
             raise ValueError(
                 f"PolicyConfig.spinning: expected one of {list(SPIN_POLICIES)}, found {self.spinning!r}"
@@ -200,6 +218,7 @@ def config_from_parameters(values: dict[str, Any]) -> PolicyConfig:
         ensemble_alpha=float(values.get("ensemble_alpha", DEFAULT_ENSEMBLE_ALPHA)),
         inference_threads=int(values.get("inference_threads", 0)) or None,
         spinning=str(values.get("spinning", "run")),
+        resume_after_fresh_ticks=int(values.get("resume_after_fresh_ticks", 3)),
     )
 
 
@@ -244,6 +263,7 @@ class PolicySession:
             cfg.seed,
             noise_scale=cfg.noise_scale,
             ensemble_alpha=cfg.ensemble_alpha,
+            resume_after_fresh_ticks=cfg.resume_after_fresh_ticks,
         )
         self._last_now = -np.inf
 
@@ -287,7 +307,9 @@ class PolicySession:
         self._held_back.clear()
 
     def tick(self) -> StepOutcome:
-        """One control tick: assemble → infer → timed chunk (or the reason there is none)."""
+        """One control tick: assemble → infer → timed chunk (or the reason there is none). The inputs are
+        checked at every tick, also between the inferences of `chunk_then_replan`: a stale one stops the
+        chunk being executed."""
         now = self.clock()
         if now < self._last_now:  # simulation reset: frames from the old timeline are meaningless
             self.reset()
@@ -296,12 +318,9 @@ class PolicySession:
         if drill is not None and drill.kind == "silence":
             self.step.reset()  # the next chunk after the drill starts afresh, as after any hold
             return StepOutcome(None, f"drill {drill.label}: publishing nothing", None, "drill")
-        if not self.step.wants_inference(now):
-            out = self.step.skip()
-        else:
-            t = time.perf_counter()
-            obs = self.assembler.assemble(now)
-            out = self.step.run(obs, preprocess_ms=(time.perf_counter() - t) * 1e3)
+        t = time.perf_counter()
+        obs = self.assembler.assemble(now)
+        out = self.step.run(obs, preprocess_ms=(time.perf_counter() - t) * 1e3)
         if drill is not None and out.reason is not None:
             out.reason = f"drill {drill.label}: {out.reason}"
         if drill is not None and drill.kind == "late_chunks":

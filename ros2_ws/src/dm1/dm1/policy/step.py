@@ -7,7 +7,17 @@ of the published chunk has ``time_from_start = j / rate``. If every action is al
 produced and the tick counts as "late" (reliability row 7).
 
 Modes: ``replan_every_tick`` (default; a one-step model is cheap enough to re-infer at every control tick) and
-``chunk_then_replan`` (execute the whole chunk, infer again when its last action is due).
+``chunk_then_replan`` (execute the whole chunk, then infer again). Between inferences each tick with fresh
+inputs re-publishes the *remainder* of the current chunk: its points not yet due, ``t0`` = the first of them
+(a newer stamp than the last one sent, which the controller accepts as the latest chunk), the same plan. So
+the controller's chunk watchdog and the topic's QoS deadline see a live stream, and a stale input still stops
+it at once (no chunk; the next one is inferred afresh). The next inference runs on the tick before the
+current chunk's last point is due: the new chunk, whose first point plans that same instant, reaches the
+controller while the current one still has a point ahead, so the hand-over never leaves it without a target.
+
+After a stale or missing input no chunk is published until `resume_after_fresh_ticks` consecutive ticks had a
+fresh, complete observation (`dm1.policy.observation.ResumeGate`; reliability row 1); activation starts at
+the first fresh observation.
 """
 
 from __future__ import annotations
@@ -15,16 +25,17 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from dm1.policy.ensemble import ChunkEnsembler
-from dm1.policy.observation import Observation, StaleReason
+from dm1.policy.observation import Observation, ResumeGate, StaleReason
 from dm1.runtime import OutputError
 
 MODES: tuple[str, ...] = ("replan_every_tick", "chunk_then_replan")
+KINDS: tuple[str, ...] = ("ok", "stale", "recovering", "nonfinite", "error", "late", "executing")
 LEDGER_FIELDS: tuple[str, ...] = ("received_ms", "tick_ms", "preprocessed_ms", "inferred_ms", "published_ms")
 
 
@@ -78,7 +89,7 @@ class StepOutcome:
     chunk: ActionChunk | None
     reason: str | None
     ledger: LatencyLedger | None = None
-    kind: str = "ok"  # ok | stale | nonfinite | error | late | executing
+    kind: str = "ok"  # one of KINDS (or "drill", from the session)
     _t_inferred: float = 0.0
 
 
@@ -95,6 +106,7 @@ class PolicyStep:
             deterministic centre; a sampling temperature).
         ensemble_alpha: temporal ensembling of overlapping chunks (`dm1.policy.ensemble`): weight of the
             newest prediction in (0, 1]; 1 = off (each chunk as inferred).
+        resume_after_fresh_ticks: after a stale tick, fresh ticks in a row before the next chunk (1..100).
         perf: monotonic clock for processing durations.
         history: ledgers kept for the latency summary.
     """
@@ -110,6 +122,7 @@ class PolicyStep:
         history: int = 200,
         noise_scale: float = 1.0,
         ensemble_alpha: float = 1.0,
+        resume_after_fresh_ticks: int = 3,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"PolicyStep.mode: expected one of {list(MODES)}, found {mode!r}")
@@ -128,33 +141,39 @@ class PolicyStep:
         self.noise_scale = float(noise_scale)
         self.rng = np.random.default_rng(seed)
         self.ensembler = ChunkEnsembler(ensemble_alpha)
+        self.gate = ResumeGate(resume_after_fresh_ticks)
         self.ledgers: deque[LatencyLedger] = deque(maxlen=history)
-        self.counts: dict[str, int] = dict.fromkeys(
-            ("ok", "stale", "nonfinite", "error", "late", "executing"), 0
-        )
+        self.counts: dict[str, int] = dict.fromkeys(KINDS, 0)
         self.stale_streams: dict[str, int] = {}  # stream -> ticks without an observation because of it
         self.last_reason: str | None = None
         self.current: ActionChunk | None = None
+        self._sent_from = 0  # index in `current` of the first point of the last chunk sent from it
 
     def reset(self) -> None:
-        """Forget the chunk being executed (on activation / deactivation)."""
+        """Forget the chunk being executed and the input history (on activation / deactivation)."""
         self.current = None
         self.ensembler.reset()
+        self.gate.reset()
 
     def wants_inference(self, now: float) -> bool:
-        """In `chunk_then_replan`, False while the current chunk still has actions ahead of its last one."""
+        """In `chunk_then_replan`, False while the current chunk still has a point due after the next tick
+        (the inference runs on the tick before its last point: see the module docstring)."""
         if self.mode == "replan_every_tick" or self.current is None:
             return True
-        return now + 0.5 * self.dt >= self.current.end_time
+        return self.current.end_time <= now + self.dt * (1.0 + 1e-6)
 
     def run(self, obs: Observation | StaleReason, preprocess_ms: float = 0.0) -> StepOutcome:
-        """Infer one chunk from `obs` (or account for a stale-input reason)."""
+        """Infer one chunk from `obs`, send the current one's remainder (`chunk_then_replan`), or account for
+        a tick without a chunk (a stale input, a recovery not yet over)."""
         if isinstance(obs, StaleReason):
             self.stale_streams[obs.stream] = self.stale_streams.get(obs.stream, 0) + 1
+            self.gate.update(False)
             return self._fail("stale", str(obs))
+        if (recovering := self.gate.update(True)) is not None:
+            return self._fail("recovering", recovering)
         now = self.clock()
         if not self.wants_inference(now):
-            return self.skip()
+            return self.remainder(now)
         received_ms = (max(obs.received.values()) - obs.oldest_stamp) * 1e3
         tick_ms = (now - obs.oldest_stamp) * 1e3
         noise = self.noise_scale * self.rng.standard_normal(self.noise_shape, dtype=np.float32)  # (Ta, Da)
@@ -194,14 +213,29 @@ class PolicyStep:
         ledger = LatencyLedger(
             obs.oldest_stamp, received_ms, tick_ms, pre, pre + (t_inferred - t_start) * 1e3
         )
-        self.current = chunk
+        self.current, self._sent_from = chunk, 0
         self.counts["ok"] += 1
         self.last_reason = None
         return StepOutcome(chunk, None, ledger, "ok", t_inferred)
 
-    def skip(self) -> StepOutcome:
-        """Account for a tick spent executing the current chunk (`chunk_then_replan`)."""
-        return self._fail("executing", "executing the current chunk")
+    def remainder(self, now: float) -> StepOutcome:
+        """A tick of `chunk_then_replan` between inferences: the current chunk's points due after `now`,
+        re-stamped to the first of them (same absolute times and actions, `first_index` advanced).
+
+        Each tick starts one point later than the last chunk sent at least: a tick that comes before that
+        chunk's first point is due (the timer's jitter against the observation's stamp, a few ms) leaves that
+        point out, so the stamp is newer and the controller accepts it (it blends to the next point). Sending
+        nothing instead would leave the stream silent for two periods, the controller's chunk watchdog."""
+        self.counts["executing"] += 1
+        cur = self.current
+        if cur is None:
+            return StepOutcome(None, "no chunk to execute", None, "executing")
+        i = max(int(np.searchsorted(cur.times, now, side="right")), self._sent_from + 1)  # first after now
+        if i >= len(cur.actions):
+            return StepOutcome(None, "executing the current chunk (no point left to send)", None, "executing")
+        self._sent_from = i
+        rest = replace(cur, t0=float(cur.times[i]), actions=cur.actions[i:], first_index=cur.first_index + i)
+        return StepOutcome(rest, None, None, "executing")
 
     def mark_published(self, outcome: StepOutcome) -> LatencyLedger | None:
         """Close the ledger of a published chunk (call right after `publish`)."""
@@ -223,8 +257,10 @@ class PolicyStep:
         return out
 
     def _fail(self, kind: str, reason: str) -> StepOutcome:
+        """No chunk this tick: the controller holds, and the next chunk is inferred afresh (not blended, and
+        in `chunk_then_replan` not the rest of the one the hold cut)."""
         self.counts[kind] += 1
-        if kind != "executing":  # no chunk this tick: the controller holds, the next chunk starts afresh
-            self.last_reason = reason
-            self.ensembler.reset()
+        self.last_reason = reason
+        self.ensembler.reset()
+        self.current = None
         return StepOutcome(None, reason, None, kind)
