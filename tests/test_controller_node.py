@@ -508,11 +508,22 @@ def test_operator_home_is_refused_while_the_controller_executes_chunks(rig: Rig)
     assert np.linalg.norm(rig.ee() - target) < 0.005, "the arm did not stay with its commander"
 
 
-def test_bad_safety_parameters_refuse_to_start(ros_env, procs) -> None:
-    args = ["-p", "robot_ip:=127.0.0.1", "-p", "safety.workspace_min:=[0.9, -0.4, 0.02]"]
+@pytest.mark.parametrize(
+    ("arg", "says"),
+    [
+        ("safety.workspace_min:=[0.9, -0.4, 0.02]", "SafetyLimits.workspace_min/workspace_max"),
+        ("safety.workspace_max:=[100.0, 100.0, 100.0]", "a box inside the FR3's reach"),
+        ("safety.chunk_timeout_s:=1000000.0", "parameter safety.chunk_timeout_s"),
+        ("safety.max_ee_speed:=1000.0", "parameter safety.max_ee_speed"),
+    ],
+)
+def test_bad_safety_parameters_refuse_to_start(ros_env, procs, arg: str, says: str) -> None:
+    """A limit out of order, widened past the robot or switched off by a huge value: one line, exit 2."""
+    args = ["-p", "robot_ip:=127.0.0.1", "-p", arg]
     proc = procs.start("bad", [PYTHON, "-m", "dm1_ros.controller_node", "--ros-args", *args])
     assert proc.wait(timeout=60) == 2
-    assert "SafetyLimits.workspace_min/workspace_max" in procs.log("bad")
+    assert says in procs.log("bad"), procs.log("bad")[-2000:]
+    assert "Traceback" not in procs.log("bad")
 
 
 def test_a_controller_for_a_real_arm_names_the_host_problems_before_it_connects(ros_env, procs) -> None:

@@ -7,7 +7,7 @@ import pytest
 from conftest import FakeClock
 from dm1.control.backend import HOME_EE_POS, HOME_Q, FakeBackend, RobotFault
 from dm1.control.executor import ACTIVE, FAULT, HOLDING, IDLE, ChunkExecutor
-from dm1.control.limits import SafetyLimits
+from dm1.control.limits import FR3_REACH_MAX, FR3_REACH_MIN, SafetyLimits
 from dm1.control.schedule import TimedChunk
 
 
@@ -76,7 +76,7 @@ def test_stale_chunk_holds_robot() -> None:
 
 
 def test_a_lost_chunk_stream_holds_a_running_chunk_before_the_watchdog() -> None:
-    ex, backend, clock = make(chunk_timeout_s=2.0)
+    ex, backend, clock = make(chunk_timeout_s=2.0)  # within the 5 s bound
     ex.on_chunk(ee_chunk(clock.t, n=40))  # 2 s of chunk, a 2 s watchdog: it would run on
     run(ex, clock, 0.05)
     assert ex.state == ACTIVE
@@ -248,12 +248,12 @@ def test_wrong_kind_of_chunk_is_refused() -> None:
 
 def test_out_of_limit_joint_chunk_is_clipped_before_the_backend() -> None:
     wide = {
-        "max_ee_speed": 1e3,
+        "max_ee_speed": 3.0,
         "max_ee_step": 0.5,
-        "max_ee_angular_speed": 1e3,
+        "max_ee_angular_speed": 2.5,
         "max_ee_rotation_step": 1.0,
-        "workspace_min": (-2,) * 3,
-        "workspace_max": (2,) * 3,
+        "workspace_min": FR3_REACH_MIN,
+        "workspace_max": FR3_REACH_MAX,
     }
     ex, backend, clock = make(mode="joint", max_joint_step=1.0, velocity_scale=1.0, **wide)  # joints alone
     q = np.tile(HOME_Q, (20, 1))

@@ -8,19 +8,19 @@ import numpy as np
 import pytest
 from dm1.control.backend import HOME_Q
 from dm1.control.fr3_velocity import fr3_velocity_bounds
-from dm1.control.limits import FR3_DQ_MAX, SafetyLimits
+from dm1.control.limits import FR3_DQ_MAX, FR3_REACH_MAX, FR3_REACH_MIN, SafetyLimits
 from dm1.control.safety import SafetyFilter
 
 CAP = np.array(FR3_DQ_MAX)
 # the per-joint clamps alone: the EE limits (through FK) too wide to bind
 JOINT_ONLY = SafetyLimits(
-    max_ee_speed=1e3,
+    max_ee_speed=3.0,
     max_ee_step=0.5,
-    max_ee_angular_speed=1e3,
+    max_ee_angular_speed=2.5,
     max_ee_rotation_step=1.0,
     max_joint_step=1.0,
-    workspace_min=(-2, -2, -2),
-    workspace_max=(2, 2, 2),
+    workspace_min=FR3_REACH_MIN,
+    workspace_max=FR3_REACH_MAX,
 )
 
 

@@ -683,10 +683,10 @@ def test_a_full_speed_joint_move_into_a_joint_bound_stops_inside_the_margin(sim_
     cap the tracker's lag once carried the joint 30 mrad past it. The margin must absorb any overshoot, far
     from the hardware limit, where a real FR3 would stop with a reflex."""
     from dm1.control.executor import ChunkExecutor
-    from dm1.control.limits import SafetyLimits
+    from dm1.control.limits import FR3_REACH_MAX, FR3_REACH_MIN, SafetyLimits
 
     # the EE box would stop joint 1 first, and the hand's turn limit (0.5 rad/s) would slow it
-    wide = {"workspace_min": (-2, -2, -2), "workspace_max": (2, 2, 2), "max_ee_angular_speed": 1e3}
+    wide = {"workspace_min": FR3_REACH_MIN, "workspace_max": FR3_REACH_MAX, "max_ee_angular_speed": 2.5}
     lim = SafetyLimits(**wide)
     bound = lim.q_max[0] - lim.joint_margin
     speed = lim.dq_max[0] * lim.velocity_scale

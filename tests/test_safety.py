@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from dm1.control.limits import FR3_Q_MAX, FR3_Q_MIN, SafetyLimits
+from dm1.control.limits import FR3_Q_MAX, FR3_Q_MIN, FR3_REACH_MAX, FR3_REACH_MIN, SafetyLimits
 from dm1.control.safety import SafetyFilter, nonfinite_reason
 
 HOME_Q = np.array([0.0, 0.0, 0.0, -1.57, 0.0, 1.57, 0.785])
 HOME_EE = np.array([0.554, 0.0, 0.521])
 # the per-joint clamps alone: EE limits (applied to joint targets through FK) too wide to bind
 JOINT_ONLY = {
-    "max_ee_speed": 1e3,
+    "max_ee_speed": 3.0,
     "max_ee_step": 0.5,
-    "max_ee_angular_speed": 1e3,
+    "max_ee_angular_speed": 2.5,
     "max_ee_rotation_step": 1.0,
-    "workspace_min": (-2,) * 3,
-    "workspace_max": (2,) * 3,
+    "workspace_min": FR3_REACH_MIN,
+    "workspace_max": FR3_REACH_MAX,
 }
 
 
@@ -49,6 +49,51 @@ def test_limits_are_on_by_default_with_fr3_values() -> None:
 def test_bad_limits_are_refused_naming_the_field(kwargs: dict, field: str) -> None:
     with pytest.raises(ValueError, match=f"SafetyLimits.{field}"):
         SafetyLimits(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"q_max": (3.5, *FR3_Q_MAX[1:])}, "q_min/q_max"),
+        ({"q_min": (-10.0,) * 7, "q_max": (10.0,) * 7}, "q_min/q_max"),
+        ({"dq_max": (100.0,) * 7}, "dq_max"),
+        (
+            {"workspace_min": (-100.0, -100.0, -100.0), "workspace_max": (100.0, 100.0, 100.0)},
+            "workspace_min",
+        ),
+        ({"chunk_timeout_s": 1e6}, "chunk_timeout_s"),
+        ({"max_tick_gap_s": 1e6}, "max_tick_gap_s"),
+        ({"max_ee_speed": 1000.0}, "max_ee_speed"),
+        ({"max_ee_angular_speed": 100.0}, "max_ee_angular_speed"),
+        ({"overspeed_factor": 1e9}, "overspeed_factor"),
+        ({"max_consecutive_late": 10**9}, "max_consecutive_late"),
+    ],
+)
+def test_limits_may_be_narrowed_but_never_widened_past_the_robot_or_switched_off(
+    kwargs: dict, field: str
+) -> None:
+    """A value that widens a limit past the FR3 (joint limits, joint speeds, reach) or turns it into no limit
+    at all (a 1e6 s watchdog, a 1e9 overspeed factor) is refused naming the field and the bound; the widest
+    allowed values are accepted."""
+    with pytest.raises(ValueError, match=f"SafetyLimits.{field}") as err:
+        SafetyLimits(**kwargs)
+    assert "FR3" in str(err.value) or "at most" in str(err.value)
+    SafetyLimits(**JOINT_ONLY, max_tick_gap_s=2.0, overspeed_factor=10.0, chunk_timeout_s=5.0)
+
+
+def test_every_scalar_safety_parameter_carries_its_range_for_ros_tools() -> None:
+    """`safety.*` descriptors carry ranges (DescribeParameters shows what is accepted), and those ranges hold
+    the defaults and stop at the same bounds as `SafetyLimits`."""
+    from dm1.control.limits import SCALAR_UPPER_BOUNDS
+    from dm1.control.parameters import SAFETY_PARAMETERS
+
+    for name, (default, _, bounds) in SAFETY_PARAMETERS.items():
+        if isinstance(default, tuple):
+            continue  # arrays: SafetyLimits checks them (ROS ranges apply to scalars only)
+        assert bounds is not None, f"safety.{name} has no range"
+        assert bounds[0] <= default <= bounds[1], (name, default, bounds)
+        if name in SCALAR_UPPER_BOUNDS:
+            assert bounds[1] == SCALAR_UPPER_BOUNDS[name], name
 
 
 def test_unknown_limit_key_is_refused() -> None:

@@ -12,6 +12,31 @@ from dm1.control.schedule import MAX_CHUNK_SPAN_S
 FR3_Q_MIN = (-2.7437, -1.7837, -2.9007, -3.0421, -2.8065, 0.5445, -3.0159)
 FR3_Q_MAX = (2.7437, 1.7837, 2.9007, -0.1518, 2.8065, 4.5169, 3.0159)
 FR3_DQ_MAX = (2.62, 2.62, 2.62, 2.62, 5.26, 4.18, 5.26)
+#: The box the FR3's hand can reach (m, fr3_link0): 0.855 m from the shoulder (z = 0.333) plus the hand
+#: (0.21 m), rounded out. A workspace box may be any box inside it; one beyond it switches the box off.
+FR3_REACH_MIN = (-1.1, -1.1, -0.8)
+FR3_REACH_MAX = (1.1, 1.1, 1.45)
+
+#: The largest value each scalar limit may take (`SafetyLimits` refuses more; the controller's ROS parameter
+#: descriptors carry the same ranges). The limits can be narrowed freely but never widened past the robot
+#: (FR3 Cartesian rate limits of libfranka: 3.0 m/s, 2.5 rad/s, 9 m/s²) or switched off by a huge value: a
+#: watchdog of 1e6 s, an overspeed factor of 1e9.
+SCALAR_UPPER_BOUNDS: dict[str, float] = {
+    "joint_margin": 0.5,
+    "velocity_scale": 1.0,
+    "max_joint_step": 1.0,
+    "max_ee_step": 0.5,
+    "max_ee_speed": 3.0,
+    "max_ee_angular_speed": 2.5,
+    "max_ee_rotation_step": 1.0,
+    "wall_decel": 9.0,
+    "chunk_timeout_s": 5.0,
+    "max_tick_gap_s": 2.0,
+    "max_future_s": MAX_CHUNK_SPAN_S,
+    "max_chunk_age_s": MAX_CHUNK_SPAN_S,
+    "max_consecutive_late": 1000,
+    "overspeed_factor": 10.0,
+}
 
 
 @dataclass(frozen=True)
@@ -106,6 +131,30 @@ class SafetyLimits:
             if len(value) != 3 or not np.all(np.isfinite(value)):
                 raise bad(name, "3 finite values (x, y, z)", value)
             object.__setattr__(self, name, tuple(float(v) for v in value))
+        if np.any(np.array(self.q_min) < np.array(FR3_Q_MIN)) or np.any(
+            np.array(self.q_max) > np.array(FR3_Q_MAX)
+        ):
+            raise bad(
+                "q_min/q_max",
+                f"within the FR3's joint limits {FR3_Q_MIN} .. {FR3_Q_MAX}",
+                (self.q_min, self.q_max),
+            )
+        if np.any(np.array(self.dq_max) > np.array(FR3_DQ_MAX)):
+            raise bad("dq_max", f"at most the FR3's joint velocity limits {FR3_DQ_MAX}", self.dq_max)
+        reach_lo, reach_hi = np.array(FR3_REACH_MIN), np.array(FR3_REACH_MAX)
+        if np.any(np.array(self.workspace_min) < reach_lo) or np.any(np.array(self.workspace_max) > reach_hi):
+            raise bad(
+                "workspace_min/workspace_max",
+                f"a box inside the FR3's reach {FR3_REACH_MIN} .. {FR3_REACH_MAX} m",
+                (self.workspace_min, self.workspace_max),
+            )
+        for name, upper in SCALAR_UPPER_BOUNDS.items():
+            if getattr(self, name) > upper:
+                raise bad(
+                    name,
+                    f"at most {upper:g} (the limit can be narrowed, never switched off)",
+                    getattr(self, name),
+                )
         if not 0.0 <= self.joint_margin < 0.5:
             raise bad("joint_margin", "0 <= margin < 0.5 rad", self.joint_margin)
         lo, hi = np.array(self.q_min) + self.joint_margin, np.array(self.q_max) - self.joint_margin

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from dm1.control.limits import SafetyLimits
+from dm1.control.limits import SCALAR_UPPER_BOUNDS, SafetyLimits
 from dm1.control.link_check import MIN_COMMAND_SUCCESS_RATE
 
 #: QoS on the action-chunk topics (wall clock; ms): the policy node offers them, the controller requests them
@@ -68,10 +68,18 @@ CONTROLLER_PARAMETERS: dict[str, tuple[Any, str, tuple[float, float] | None]] = 
     ),
 }
 
-#: ROS-side ranges of the `safety.` parameters that have one (`SafetyLimits` validates every field itself).
+#: ROS-side ranges of the scalar `safety.` parameters (`SafetyLimits` validates every field itself, the
+#: arrays too): from 0 (or 1) to `SCALAR_UPPER_BOUNDS`, so a runtime tool shows the range it accepts.
 SAFETY_BOUNDS: dict[str, tuple[float, float]] = {
+    **{
+        name: (1 if name == "max_consecutive_late" else 0.0, upper)
+        for name, upper in SCALAR_UPPER_BOUNDS.items()
+    },
+    "overspeed_factor": (1.0, SCALAR_UPPER_BOUNDS["overspeed_factor"]),
     "max_overruns_per_s": (0, 1000),  # 0 = off
     "min_streaming_success_rate": (0.0, 1.0),  # 0 = off
+    "gripper_close_above": (0.0, 1.0),
+    "gripper_open_below": (0.0, 1.0),
 }
 
 #: `SafetyLimits` fields with their defaults (declared under the ``safety.`` prefix).
