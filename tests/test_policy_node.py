@@ -54,6 +54,7 @@ class TwinStandIn:
         self.bad_joint_state = None  # a callable(t) -> JointState sent instead of the good one, when set
         self.chunks: list[tuple[float, float, list[float]]] = []  # (t0, clock at receipt, time_from_start)
         self.holds: list[float] = []  # clock at receipt of each empty (hold) chunk
+        self.hold_reasons: list[str] = []  # its frame_id: "policy: <why>"
         self.diags: list[tuple[float, int, str]] = []  # (clock at receipt, level, message)
         self.markers = 0
         self.node.create_subscription(
@@ -63,8 +64,9 @@ class TwinStandIn:
         self.node.create_subscription(MarkerArray, "/dm1/predicted_path", self._on_markers, 10)
 
     def _on_chunk(self, msg) -> None:
-        if not msg.points:  # the node's explicit "hold now" (no usable observation)
+        if not msg.points:  # the node's explicit "hold now" (no usable observation, deactivated)
             self.holds.append(self.t)
+            self.hold_reasons.append(msg.header.frame_id)
             return
         tfs = [self.from_time(p.time_from_start) for p in msg.points]
         self.chunks.append((self.from_time(msg.header.stamp), self.t, tfs))
@@ -181,10 +183,12 @@ def test_node_publishes_future_chunks_and_stops_when_a_camera_dies(procs, rclpy_
     assert recovering[0][0] < recovering[1][0] < resumed[0], (recovering, resumed[0])
     assert len([h for h in twin.holds if back < h < resumed[0]]) >= 2  # the controller held meanwhile
 
-    assert client.transition("deactivate") and client.get_state() == "inactive"
+    twin.spin_for(0.2)
     n, h = len(twin.chunks), len(twin.holds)
+    assert client.transition("deactivate") and client.get_state() == "inactive"
     twin.run(0.3, cams=("front", "wrist"), lockstep=False)
-    assert len(twin.chunks) == n and len(twin.holds) == h  # an inactive node never commands
+    # deactivating holds the arm at once (not after the controller's watchdog); then the node never commands
+    assert len(twin.chunks) == n and twin.hold_reasons[h:] == ["policy: deactivated"], twin.hold_reasons[h:]
     assert client.transition("cleanup") and client.get_state() == "unconfigured"
     assert client.transition("shutdown") and client.get_state() == "finalized"
 
@@ -346,7 +350,25 @@ def test_node_parameters_change_while_unconfigured_and_are_refused_once_configur
         request = SetParameters.Request(parameters=[change])
         return call_service(probe, setter, request, 60.0, what="set_parameters").results[0]
 
+    def set_param(name: str, value):
+        request = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
+        return call_service(probe, setter, request, 60.0, what="set_parameters").results[0]
+
     assert lifecycle.get_state() == "unconfigured"
+    # read once at start (the controller watch, its status subscription): refused in every state; they used
+    # to be accepted while unconfigured and silently ignored (a 30 s silence bound stayed in force)
+    for name, value in (("controller_silence_s", 0.5), ("controller_status_topic", "/elsewhere")):
+        refused = set_param(name, value)
+        assert not refused.successful and refused.reason.startswith(f"{name}: read once, at start"), refused
+
+    # a topic name ROS cannot use: configure fails naming it, and the node stays usable (it used to keep the
+    # half-built session: every later set refused "read on configure", cleanup invalid, nothing logged)
+    assert set_param("joint_states_topic", "bad topic").successful
+    assert not lifecycle.transition("configure") and lifecycle.get_state() == "unconfigured"
+    wait_for(lambda: "configure failed" in procs.log("policy"), 30, what="the configure error in the log")
+    assert "bad topic" in procs.log("policy"), procs.log("policy")[-2000:]
+    assert set_param("joint_states_topic", "/joint_states").successful
+
     assert set_max_age(0.2).successful
     assert lifecycle.transition("configure")
     refused = set_max_age(0.3)

@@ -45,9 +45,13 @@ def subscribe_inputs(node: Node, session: PolicySession, joint_states_topic: str
         session.on_joint_state(stamp, q, width)
 
     qos = qos_profile_sensor_data  # best effort: matches reliable and best-effort camera drivers
-    subs = [
-        node.create_subscription(Image, topic, lambda m, n=name: on_image(n, m), qos)
-        for name, topic in session.topics.items()
-    ]
-    subs.append(node.create_subscription(JointState, joint_states_topic, on_joints, qos))
+    subs: list[Any] = []
+    try:
+        for name, topic in session.topics.items():
+            subs.append(node.create_subscription(Image, topic, lambda m, n=name: on_image(n, m), qos))
+        subs.append(node.create_subscription(JointState, joint_states_topic, on_joints, qos))
+    except Exception:  # a topic name ROS cannot use: none of them stays subscribed
+        for sub in subs:
+            node.destroy_subscription(sub)
+        raise
     return subs

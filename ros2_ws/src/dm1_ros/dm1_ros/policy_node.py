@@ -56,7 +56,7 @@ class PolicyNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         from dm1.runtime import PolicyRuntime  # onnxruntime: imported only when needed
 
-        try:
+        try:  # a bad model, parameter or topic name: FAILURE, and the node is left truly unconfigured
             cfg = config_from_parameters({name: self.p(name) for name in NODE_PARAMETERS})
             runtime = PolicyRuntime.load(
                 self.p("model_dir"), num_threads=cfg.inference_threads, spinning=cfg.spinning
@@ -64,14 +64,15 @@ class PolicyNode(LifecycleNode):
             self.session = PolicySession(runtime, self.now_s, cfg)
             deadline_ms = offered_deadline_ms(self.p("chunk_deadline_ms"), self.session.period_s)
             runtime.warmup(3)
-        except Exception as exc:  # noqa: BLE001 - any load/parameter error leaves the node unconfigured
+            card = self.session.card
+            lease_ms = self.p("chunk_liveliness_lease_ms")
+            topic = self.outputs.open(card.action.space == "ee_position", deadline_ms, lease_ms)
+            self._subs = subscribe_inputs(self, self.session, self.p("joint_states_topic"))
+        except Exception as exc:  # noqa: BLE001 - e.g. rclpy's InvalidTopicNameException
+            self.on_cleanup(state)
             self.get_logger().error(f"configure failed: {exc}")
             self.outputs.diagnose(None, "error", f"configure failed: {exc}", self.now_s(), force=True)
             return FAILURE
-        card = self.session.card
-        cartesian = card.action.space == "ee_position"
-        topic = self.outputs.open(cartesian, deadline_ms, self.p("chunk_liveliness_lease_ms"))
-        self._subs = subscribe_inputs(self, self.session, self.p("joint_states_topic"))
         self.get_logger().info(
             f"loaded {card.name!r} from {runtime.model_dir}: {card.action.space} → {topic}, "
             f"{self.session.topics}"
@@ -89,6 +90,7 @@ class PolicyNode(LifecycleNode):
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.destroy_timer(self._timer)
         self._timer = None
+        self.outputs.publish_hold("deactivated", self.now_s())  # the arm stops now, not after the watchdog
         self.outputs.clear_path()
         return super().on_deactivate(state)
 

@@ -45,9 +45,20 @@ class PolicyOutputs:
         return topic
 
     def close(self) -> None:
-        self.node.destroy_lifecycle_publisher(self._chunks)
-        self.node.destroy_lifecycle_publisher(self._markers)
+        """Destroy the publishers `open` created (also after an `open` that failed half-way)."""
+        for publisher in (self._chunks, self._markers):
+            if publisher is not None:
+                self.node.destroy_lifecycle_publisher(publisher)
         self._chunks = self._markers = None
+
+    def publish_hold(self, why: str, now: float) -> None:
+        """An explicit hold (a chunk without points, `frame_id` "policy: <why>"): the controller holds at once
+        instead of running the last chunk until its watchdog. Only while the publisher is active."""
+        if self._chunks is None:
+            return
+        hold = self._chunk_type()
+        hold.header.stamp, hold.header.frame_id = cv.to_time_msg(now), f"policy: {why}"
+        self._publish_guards.publish(self._chunks, hold)
 
     def clear_path(self) -> None:
         self._publish_guards.publish(self._markers, clear_markers())
@@ -70,9 +81,7 @@ class PolicyOutputs:
             )
         elif out.kind not in ("executing", "drill"):  # hold now, before the controller's watchdog would
             # (a `silence` drill publishes nothing: the watchdog and the QoS deadline must hold the arm)
-            hold = self._chunk_type()
-            hold.header.stamp, hold.header.frame_id = cv.to_time_msg(now), f"policy: {out.kind}"
-            self._publish_guards.publish(self._chunks, hold)
+            self.publish_hold(out.kind, now)
             self.node.get_logger().warning(f"no chunk: {out.reason}", throttle_duration_sec=2.0)
         # every step of a recovery is reported ("recovering k/N"), else a change of kind (or once a second)
         changed, self._last_kind = out.kind != self._last_kind or out.kind == "recovering", out.kind

@@ -97,10 +97,22 @@ NODE_PARAMETERS: dict[str, tuple[Any, str, tuple[float, float] | None]] = {
 }
 
 
+#: Node parameters read once, when the node starts (its controller watch and status subscription, its thread
+#: priority, whether it configures itself): a change is refused in every state, since none would apply it.
+READ_AT_START: tuple[str, ...] = (
+    "controller_status_topic",
+    "controller_silence_s",
+    "rt_priority",
+    "autostart",
+)
+
+
 def refused_while_configured(names: Sequence[str], configured: bool) -> str | None:
-    """Why a change of the node's parameters is refused, or None. `NODE_PARAMETERS` are read on configure: a
-    change while the node is configured would silently not apply (lifecycle convention: change, then
-    configure)."""
+    """Why a change of the node's parameters is refused, or None. `READ_AT_START` parameters never change
+    after start; the other `NODE_PARAMETERS` are read on configure: a change while the node is configured
+    would silently not apply (lifecycle convention: change, then configure)."""
+    if at_start := sorted(set(names) & set(READ_AT_START)):
+        return f"{', '.join(at_start)}: read once, at start (read-only); restart the policy node to change it"
     late = sorted(set(names) & {*NODE_PARAMETERS, "use_sim_time"})  # the session's clock: bound on configure
     if not (configured and late):
         return None
