@@ -190,6 +190,19 @@ def test_node_publishes_future_chunks_and_stops_when_a_camera_dies(procs, rclpy_
     # deactivating holds the arm at once (not after the controller's watchdog); then the node never commands
     assert len(twin.chunks) == n and twin.hold_reasons[h:] == ["policy: deactivated"], twin.hold_reasons[h:]
     assert client.transition("cleanup") and client.get_state() == "unconfigured"
+    # cleanup frees what configure made (reliability row 12): no chunk publisher, no camera subscription
+    topics = ["/dm1/action_chunk/cartesian", "/dm1/predicted_path"]
+    wait_for(
+        lambda: twin.spin_for(0.05) or not any(twin.node.count_publishers(t) for t in topics),
+        30,
+        what="the chunk and marker publishers gone after cleanup",
+    )
+    cams = [f"/camera/{n}/color/image_raw" for n in ("front", "wrist")]
+    wait_for(
+        lambda: twin.spin_for(0.05) or all(twin.node.count_subscribers(t) == 0 for t in cams),
+        30,
+        what="the camera subscriptions gone after cleanup",
+    )
     assert client.transition("shutdown") and client.get_state() == "finalized"
 
 
