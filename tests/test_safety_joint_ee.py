@@ -13,7 +13,7 @@ from dm1.kinematics import fr3_fk, fr3_fk_matrix, fr3_tcp_poses, rotation_angles
 from dm1.kinematics import fr3_tcp_positions as ee_positions
 
 LIM = SafetyLimits()
-POSITION_ONLY = SafetyLimits(max_ee_angular_speed=1e3, max_ee_rotation_step=1.0)  # the hand may turn freely
+POSITION_ONLY = SafetyLimits(max_ee_angular_speed=2.5, max_ee_rotation_step=1.0)  # the hand may turn freely
 DT = 0.01
 LO, HI = np.array(LIM.workspace_min), np.array(LIM.workspace_max)
 
