@@ -1,8 +1,11 @@
-"""RealSense cameras → `/camera/<name>/color/{image_raw,camera_info}` (+ aligned depth), stamps in ROS time.
+"""RealSense cameras → `/camera/<name>/color/{image_raw,camera_info}` (+ depth), stamps in ROS time.
 
 Thin shell around `dm1.camera.realsense`: one reader thread per camera; header.stamp = the frame's device
 timestamp mapped to the node clock (`ClockMapper`: min-offset over a 10 s window, tracks drift);
-`/diagnostics` carries per-camera frame-drop counters (gaps in frame numbers). `playback_file` replays a
+`/diagnostics` carries per-camera frame-drop counters (gaps in frame numbers). Color is always `rgb8` (a
+bgr8/rgba8/bgra8 recording is converted, others refused); depth is `aligned_depth_to_color/image_raw` or, with
+`align_depth:=false`, `depth/image_rect_raw` + `depth/camera_info` at its own size in the depth optical frame
+(`dm1.camera.image_layout`). `use_sim_time` is read once, like every parameter. `playback_file` replays a
 `.db3` recording through the normal pipeline (`{name}` in the path is replaced by each camera name), at the
 recording's own modes (width/height/fps do not apply; the startup log says what is streamed). When a
 non-repeating playback ends the node logs it and keeps running, its camera's diagnostics at WARN "playback
@@ -17,6 +20,7 @@ from collections.abc import Callable
 
 import rclpy  # before pyrealsense2 (imported by dm1.camera on first use): see dm1.camera.realsense._rs
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from dm1.camera.image_layout import camera_topics, image_fields
 from dm1.camera.realsense import NODE_PARAMETERS, CameraFrame, NoDeviceError, RealSenseCamera, camera_configs
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
@@ -25,7 +29,7 @@ from sensor_msgs.msg import CameraInfo, Image
 
 from dm1_ros.guarded_publish import PublishGuards, node_warning
 from dm1_ros.node_signals import stopped_by_signals
-from dm1_ros.params import declare_table, init_ros
+from dm1_ros.params import declare_table, freeze_parameters, init_ros
 
 
 class RealSenseNode(Node):
@@ -34,23 +38,20 @@ class RealSenseNode(Node):
     def __init__(self) -> None:
         super().__init__("realsense_node")
         params = declare_table(self, NODE_PARAMETERS, read_only=True)  # read once: a later set is refused
+        freeze_parameters(self, ("use_sim_time",))  # the stamps' and diagnostics' clock, as the others
         # ValueError naming the parameter (duplicate names, unquoted serials)
         configs = camera_configs(params)
-        depth = params["enable_depth"]
         self._publish_guards = PublishGuards(node_warning(self))  # dm1_ros.guarded_publish
         self.cams: dict[str, RealSenseCamera] = {}
         self.pubs: dict[str, tuple] = {}
         for cfg in configs:
-            base = f"/camera/{cfg.name}"
-            depth_pub = (
-                self.create_publisher(Image, f"{base}/aligned_depth_to_color/image_raw", 10)
-                if depth
-                else None
-            )
+            t = camera_topics(cfg.name, cfg.enable_depth, cfg.align_depth)
             self.pubs[cfg.name] = (
-                self.create_publisher(Image, f"{base}/color/image_raw", 10),
-                self.create_publisher(CameraInfo, f"{base}/color/camera_info", 10),
-                depth_pub,
+                t,
+                self.create_publisher(Image, t.color_image, 10),
+                self.create_publisher(CameraInfo, t.color_info, 10),
+                self.create_publisher(Image, t.depth_image, 10) if t.depth_image else None,
+                self.create_publisher(CameraInfo, t.depth_info, 10) if t.depth_info else None,
             )
             self.cams[cfg.name] = RealSenseCamera(cfg, clock=self._now)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -75,20 +76,22 @@ class RealSenseNode(Node):
         return self.get_clock().now().nanoseconds * 1e-9
 
     def _publish(self, frame: CameraFrame) -> None:
-        image_pub, info_pub, depth_pub = self.pubs[frame.name]
-        h, w = frame.color.shape[:2]
-        img = Image(height=h, width=w, encoding="rgb8", step=3 * w, data=frame.color.tobytes())
+        topics, image_pub, info_pub, depth_pub, depth_info_pub = self.pubs[frame.name]
+        img = Image(**image_fields(frame.color))  # rgb8, its own size
         img.header.stamp = Time(nanoseconds=int(frame.stamp_s * 1e9)).to_msg()
-        img.header.frame_id = f"camera_{frame.name}_color_optical_frame"
+        img.header.frame_id = topics.color_frame
         info = CameraInfo(header=img.header, **frame.intrinsics.camera_info_fields())
         # a failing publish (RCLError: a reliable history stays full) drops the message and rests that
         # publisher; silent once SIGINT shut the context down (the reader threads stop next)
         self._publish_guards.publish(image_pub, img)
         self._publish_guards.publish(info_pub, info)
         if depth_pub is not None and frame.depth is not None:
-            data = frame.depth.astype("<u2").tobytes()  # (H, W) little-endian uint16
-            depth = Image(header=img.header, height=h, width=w, encoding="16UC1", step=2 * w, data=data)
+            depth = Image(**image_fields(frame.depth))  # 16UC1 at the depth frame's own size
+            depth.header.stamp, depth.header.frame_id = img.header.stamp, topics.depth_frame
             self._publish_guards.publish(depth_pub, depth)
+            if depth_info_pub is not None and frame.depth_intrinsics is not None:  # unaligned depth
+                fields = frame.depth_intrinsics.camera_info_fields()
+                self._publish_guards.publish(depth_info_pub, CameraInfo(header=depth.header, **fields))
 
     def _diagnostics(self) -> None:
         msg = DiagnosticArray()
@@ -99,7 +102,7 @@ class RealSenseNode(Node):
             status = DiagnosticStatus(
                 level=bytes([level]), name=f"realsense_node: {name}", message=text, values=kv
             )
-            status.hardware_id = cam.cfg.serial or cam.cfg.playback_file or "first device"
+            status.hardware_id = cam.hardware_id  # the recording file on playback, else the serial
             msg.status.append(status)
         self._publish_guards.publish(self.diag_pub, msg)
 

@@ -4,13 +4,22 @@ Timestamps: every frame carries a device timestamp (ms; `hardware_clock`, or `gl
 global time is enabled, or the recorded one on playback). `ClockMapper` turns it into host/ROS time as
 `stamp = device_ts + offset`, where `offset` is the **minimum** of `arrival_time - device_ts` over a sliding
 window (default 10 s): transport latency only ever *adds* delay, so the smallest sample is the best estimate
-of the true offset, and re-estimating it continuously tracks clock drift (tens of ppm: < 1 ms per 10 s). A
-jump of more than `reset_threshold_s` (device reset, playback loop) re-anchors the window. A stamp is never
-later than the frame's arrival time (so a faster-than-real-time playback is stamped at arrival).
+of the true offset, and re-estimating it continuously tracks clock drift (tens of ppm: < 1 ms per 10 s).
+Device time going backwards (device reset, playback loop) or jumping ahead of the arrival re-anchors the
+window at once. Frames arriving late (a USB/reader stall and its burst) keep their capture time, so they
+look old; only a lateness that persists for a second of a flowing stream (a host clock step) re-anchors
+(details: `ClockMapper`). A stamp is never later than the frame's arrival time (so a faster-than-real-time
+playback is stamped at arrival). Device time that stops advancing (stamps repeat) is a WARN in `health()`.
 
 Frame drops: `FrameDropCounter` counts gaps in the delivered color frame numbers (a backwards number = a
-device or playback restart, counted as a reset, not a drop). With depth, a color frame is delivered only
-together with a depth frame stamped within half a frame period; an unmatched color frame counts as dropped.
+device or playback restart, counted as a reset, not a drop; so is an implausible forward jump, more than
+5 s of frames at the stream rate). With depth, a color frame is delivered only together with a depth frame
+stamped within half a frame period of the streams' own rate (a recording's, not the configured `fps`); an
+unmatched color frame is counted in `unpaired`, which the diagnostics name when nothing is delivered.
+
+Formats (`dm1.camera.image_layout`): color is always delivered as RGB; a recording in bgr8, rgba8 or bgra8 is
+converted, any other color format is refused at start (`PlaybackFileError` naming the file and the formats).
+Depth is delivered at its own size (color's when aligned), with its own intrinsics when not aligned.
 
 No camera: `RealSenseCamera.start()` raises `NoDeviceError` with the serials that were found.
 Playback: a `.db3` recording is replayed through the normal `rs.pipeline` (`enable_device_from_file`); the
@@ -28,7 +37,6 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,48 +49,23 @@ from dm1.camera.camera_config import (  # noqa: F401 - re-exported: dm1.camera.r
     PlaybackFileError,
     camera_configs,
 )
+from dm1.camera.camera_frame import CameraFrame, Intrinsics
+from dm1.camera.camera_health import camera_health
 from dm1.camera.frame_timing import ClockMapper, FrameDropCounter  # noqa: F401 - re-exported
+from dm1.camera.image_layout import check_color_format, to_rgb
 
 
-@dataclass
-class Intrinsics:
-    """Pinhole intrinsics of the color stream (`rs.intrinsics`)."""
-
-    width: int
-    height: int
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    model: str
-    coeffs: list[float]
-
-    def camera_info_fields(self) -> dict[str, object]:
-        """`sensor_msgs/CameraInfo` fields (width, height, distortion_model, d, k, r, p) as plain values."""
-        plumb_bob = self.model in ("none", "brown_conrady", "modified_brown_conrady")
-        return {
-            "width": self.width,
-            "height": self.height,
-            "distortion_model": "plumb_bob" if plumb_bob else self.model,
-            "d": [float(c) for c in self.coeffs],
-            "k": [self.fx, 0.0, self.cx, 0.0, self.fy, self.cy, 0.0, 0.0, 1.0],
-            "r": [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
-            "p": [self.fx, 0.0, self.cx, 0.0, 0.0, self.fy, self.cy, 0.0, 0.0, 0.0, 1.0, 0.0],
-        }
+def _intrinsics(stream: Any) -> Intrinsics:
+    """`Intrinsics` of an `rs.stream_profile` (a video stream)."""
+    i = stream.as_video_stream_profile().get_intrinsics()
+    return Intrinsics(
+        i.width, i.height, i.fx, i.fy, i.ppx, i.ppy, str(i.model).split(".")[-1], list(i.coeffs)
+    )
 
 
-@dataclass
-class CameraFrame:
-    """One color frame (and the aligned depth frame when enabled)."""
-
-    name: str
-    color: np.ndarray  # (H, W, 3) uint8, RGB
-    depth: np.ndarray | None  # (H, W) uint16 in `depth_scale` metres per unit, aligned to color when enabled
-    stamp_s: float  # host/ROS time of exposure (ClockMapper)
-    device_ts_ms: float  # the device's own timestamp
-    frame_number: int
-    intrinsics: Intrinsics
-    depth_scale: float  # metres per depth unit (0.0 without depth)
+def _format(stream: Any) -> str:
+    """`rgb8`: the librealsense format of an `rs.stream_profile`."""
+    return str(stream.format()).split(".")[-1]
 
 
 def _rs():  # imported lazily: pyrealsense2 needs libusb and is not required by the rest of dm1
@@ -107,7 +90,7 @@ def list_devices() -> list[dict[str, str]]:
 def _describe_profile(stream: Any) -> str:
     """`color 64x48 rgb8 @ 30 fps` for an `rs.stream_profile`."""
     video = stream.as_video_stream_profile()
-    kind, fmt = (str(v).split(".")[-1] for v in (stream.stream_type(), stream.format()))
+    kind, fmt = str(stream.stream_type()).split(".")[-1], _format(stream)
     return f"{kind} {video.width()}x{video.height()} {fmt} @ {stream.fps()} fps"
 
 
@@ -143,7 +126,7 @@ class RealSenseCamera:
     def __init__(self, cfg: CameraConfig, clock: Callable[[], float] = time.time) -> None:
         self.cfg = cfg
         self.clock = clock
-        self.drops = FrameDropCounter()
+        self.drops = FrameDropCounter(cfg.fps)  # a playback: its own rate, from start()
         self.mapper = ClockMapper()
         self.unpaired = 0  # color frames skipped: the syncer paired them with an older depth frame
         self._pipeline = None
@@ -151,9 +134,12 @@ class RealSenseCamera:
         self._align = None
         self._depth_scale = 0.0
         self._intrinsics: Intrinsics | None = None
+        self._depth_intrinsics: Intrinsics | None = None  # unaligned depth only
+        self._color_format = "rgb8"
+        self.pair_tolerance_ms = 500.0 / cfg.fps  # half a frame period; a playback: of its own rate
         self._streams: list[str] = []  # `_describe_profile` of each stream read
         self.playback_ended = False  # a non-repeating playback has been read to its end
-        self._end_seen_s: float | None = None  # when `read` first found the playback stopped (monotonic)
+        self.end_seen_s: float | None = None  # when `read` first found the playback stopped (monotonic)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.error: BaseException | None = None
@@ -190,19 +176,16 @@ class RealSenseCamera:
             self._depth_scale = float(device.first_depth_sensor().get_depth_scale())
             self._align = rs.align(rs.stream.color) if cfg.align_depth else None
         self._has_depth = has_depth
-        kinds = [rs.stream.color] + ([rs.stream.depth] if has_depth else [])
-        self._streams = [_describe_profile(profile.get_stream(kind)) for kind in kinds]
-        color = profile.get_stream(rs.stream.color).as_video_stream_profile().get_intrinsics()
-        self._intrinsics = Intrinsics(
-            color.width,
-            color.height,
-            color.fx,
-            color.fy,
-            color.ppx,
-            color.ppy,
-            str(color.model).split(".")[-1],
-            list(color.coeffs),
-        )
+        streams = [profile.get_stream(rs.stream.color)]
+        streams += [profile.get_stream(rs.stream.depth)] if has_depth else []
+        self._streams = [_describe_profile(stream) for stream in streams]
+        self._color_format = _format(streams[0])  # rgb8 from a device; a playback's is checked on opening
+        self._intrinsics = _intrinsics(streams[0])
+        if has_depth and not cfg.align_depth:
+            self._depth_intrinsics = _intrinsics(streams[1])
+        rate = min(stream.fps() for stream in streams)  # the streams' own rate (a recording's on playback)
+        self.pair_tolerance_ms = 500.0 / rate
+        self.drops.set_rate(streams[0].fps())
         if callback is not None:
             self._thread = threading.Thread(
                 target=self._loop, args=(callback, on_end), name=f"rs-{cfg.name}", daemon=True
@@ -248,6 +231,12 @@ class RealSenseCamera:
                 raise PlaybackFileError(
                     f"camera {cfg.name!r}: playback_file {path}: expected a color stream, found {kinds}"
                 )
+            try:  # bgr8/rgba8/bgra8 are converted to RGB; others (yuyv, y8, ...) would publish garbage
+                check_color_format(
+                    _format(profile.get_stream(rs.stream.color)), f"camera {cfg.name!r}: playback_file {path}"
+                )
+            except ValueError as exc:
+                raise PlaybackFileError(str(exc)) from None
             return pipeline, profile
         except BaseException as exc:
             if started:
@@ -297,12 +286,12 @@ class RealSenseCamera:
                 if self._playback_end is not None and self._playback_end():
                     # frames already read may still be queued; the grace spans calls (a reader thread's
                     # timeout may be shorter than it)
-                    self._end_seen_s = self._end_seen_s or time.monotonic()
-                    if time.monotonic() - self._end_seen_s >= PLAYBACK_END_GRACE_S:
+                    self.end_seen_s = self.end_seen_s or time.monotonic()
+                    if time.monotonic() - self.end_seen_s >= PLAYBACK_END_GRACE_S:
                         self.playback_ended = True
                         return None
                 continue
-            self._end_seen_s = None
+            self.end_seen_s = None
             arrival = self.clock()
             color = frames.get_color_frame()
             if not color or color.get_frame_number() == self.drops.last:
@@ -315,7 +304,7 @@ class RealSenseCamera:
 
     def _depth_matches(self, frames, color) -> bool:  # noqa: ANN001 - pyrealsense2 types
         depth = frames.get_depth_frame()
-        return bool(depth) and abs(depth.get_timestamp() - color.get_timestamp()) <= 500.0 / self.cfg.fps
+        return bool(depth) and abs(depth.get_timestamp() - color.get_timestamp()) <= self.pair_tolerance_ms
 
     def _convert(self, frames, color, arrival: float) -> CameraFrame:  # noqa: ANN001 - pyrealsense2 types
         number = int(color.get_frame_number())
@@ -327,7 +316,7 @@ class RealSenseCamera:
                 frames = self._align.process(frames)
             depth_frame = frames.get_depth_frame()
             depth = np.asanyarray(depth_frame.get_data()).copy() if depth_frame else None  # (H, W) uint16
-        rgb = np.asanyarray(color.get_data()).copy()  # (H, W, 3) uint8
+        rgb = to_rgb(color.get_data(), self._color_format)  # (H, W, 3) uint8 RGB, a copy
         return CameraFrame(
             self.cfg.name,
             rgb,
@@ -337,6 +326,7 @@ class RealSenseCamera:
             number,
             self._intrinsics,
             self._depth_scale,
+            self._depth_intrinsics,
         )  # type: ignore[arg-type]
 
     def _loop(
@@ -356,25 +346,13 @@ class RealSenseCamera:
             self.error = exc
 
     def health(self, now_s: float, max_age_s: float = 1.0) -> tuple[int, str, dict[str, object]]:
-        """(level 0 ok / 1 warn / 2 error, message, counters) for diagnostics.
+        """(level 0 ok / 1 warn / 2 error, message, counters) for diagnostics: `camera_health`."""
+        return camera_health(self, now_s, max_age_s)
 
-        A non-repeating playback that has ended is a WARN, "playback of FILE ended": no more frames will
-        come, by design (not the ERROR of a stream that stopped delivering)."""
-        age = now_s - self.last_frame_s if self.last_frame_s is not None else float("inf")
-        values = dict(vars(self.drops), clock_offset_s=self.mapper.offset_s, clock_resets=self.mapper.resets)
-        values["frame_age_s"] = age
-        values["unpaired_color"] = self.unpaired
-        if self.cfg.playback_file:
-            values["playback_ended"] = self.playback_ended
-        # read to its end: ended, also while the grace for queued frames (`read`) has not run out yet
-        at_end = self.playback_ended or (self._end_seen_s is not None and age > max_age_s)
-        if self.error is None and at_end:
-            return 1, f"playback of {self.cfg.playback_file} ended", values
-        if self.error is not None or age > max_age_s:
-            return 2, f"no frames for {age:.1f} s" + (f": {self.error}" if self.error else ""), values
-        if self.drops.dropped:
-            return 1, f"{self.drops.dropped} frames dropped", values
-        return 0, "streaming", values
+    @property
+    def hardware_id(self) -> str:
+        """What the diagnostics name as the hardware: the recording file, else the serial."""
+        return self.cfg.playback_file or self.cfg.serial or "first device"
 
     @property
     def alive(self) -> bool:
