@@ -36,6 +36,18 @@ def _isolated_env() -> dict[str, str]:
     return env
 
 
+#: `SafetyLimits` overrides that leave only the per-joint clamps binding: every end-effector limit (applied to
+#: joint targets through the FK) at the widest value `SafetyLimits` accepts, the box the arm's whole reach.
+EE_LIMITS_WIDEST: dict[str, object] = {
+    "max_ee_speed": 3.0,
+    "max_ee_step": 0.5,
+    "max_ee_angular_speed": 2.5,
+    "max_ee_rotation_step": 1.0,
+    "workspace_min": (-1.1, -1.1, -0.8),  # dm1.control.limits.FR3_REACH_MIN
+    "workspace_max": (1.1, 1.1, 1.45),  # FR3_REACH_MAX
+}
+
+
 @pytest.fixture(scope="session")
 def ros_env() -> dict[str, str]:
     """Environment for ROS 2 processes of this test session (unique ROS_DOMAIN_ID, localhost discovery)."""

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -301,10 +304,10 @@ def test_a_second_chunk_publisher_latches_a_fault_naming_both_and_the_arm_follow
     assert rig.last_status("state") == "active"
 
 
-@pytest.mark.slow
-def test_an_unexpected_error_reading_the_robot_skips_a_joint_state_and_the_node_goes_on(ros_env) -> None:
-    """The /joint_states timer reads the robot outside the executor's guard: an exception franky raises there
-    (one the backend does not latch) must not end the node (its control tick latches it as a fault)."""
+@contextlib.contextmanager
+def controller_in_this_process() -> Iterator[Any]:
+    """A `ControllerNode` in this process on a fresh franky-sim arm (wall clock: a real arm's set-up,
+    real-time checks off), closed with its arm at the end."""
     from dm1_ros.controller_node import ControllerNode
 
     arm = SimArm()
@@ -312,6 +315,20 @@ def test_an_unexpected_error_reading_the_robot_skips_a_joint_state_and_the_node_
     rclpy.init(args=["--ros-args", *(a for k, v in params.items() for a in ("-p", f"{k}:={v}"))])
     node = ControllerNode()
     try:
+        yield node
+    finally:
+        node.backend.close()
+        node.home.stop()
+        node.destroy_node()
+        rclpy.shutdown()
+        arm.close()
+
+
+@pytest.mark.slow
+def test_an_unexpected_error_reading_the_robot_skips_a_joint_state_and_the_node_goes_on(ros_env) -> None:
+    """The /joint_states timer reads the robot outside the executor's guard: an exception franky raises there
+    (one the backend does not latch) must not end the node (its control tick latches it as a fault)."""
+    with controller_in_this_process() as node:
         sent: list[JointState] = []
         node.js_pub.publish = sent.append
         node._on_joint_state()
@@ -326,12 +343,6 @@ def test_an_unexpected_error_reading_the_robot_skips_a_joint_state_and_the_node_
         assert len(sent) == 1
         node.backend.read_state = read
         wait_for(lambda: node._on_joint_state() or len(sent) == 2, 5, what="a joint state after the error")
-    finally:
-        node.backend.close()
-        node.home.stop()
-        node.destroy_node()
-        rclpy.shutdown()
-        arm.close()
 
 
 @pytest.mark.slow
@@ -359,23 +370,12 @@ def test_a_controller_for_a_real_arm_ticks_on_the_steady_clock(ros_env) -> None:
     """Timers on the system time stall for as long as an NTP step sets the clock back (rclpy#1490): a real
     arm's controller ticks, publishes its joint states and its status on the steady clock (its executor,
     on the node clock, sees the step and holds)."""
-    from dm1_ros.controller_node import ControllerNode
     from rclpy.clock import ClockType
 
-    arm = SimArm()
-    params = {"robot_ip": arm.host, "comm_check_s": 0.0, "realtime_config": "ignore", "rt_priority": 0}
-    rclpy.init(args=["--ros-args", *(a for k, v in params.items() for a in ("-p", f"{k}:={v}"))])
-    node = ControllerNode()
-    try:
+    with controller_in_this_process() as node:
         clocks = {t.callback.__name__: t.clock.clock_type for t in node.timers}
         for name in ("_on_control", "_on_joint_state", "publish_status"):
             assert clocks[name] == ClockType.STEADY_TIME, clocks
-    finally:
-        node.backend.close()
-        node.home.stop()
-        node.destroy_node()
-        rclpy.shutdown()
-        arm.close()
 
 
 @pytest.mark.slow

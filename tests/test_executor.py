@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import FakeClock
+from conftest import EE_LIMITS_WIDEST, FakeClock
 from dm1.control.backend import HOME_EE_POS, HOME_Q, FakeBackend, RobotFault
 from dm1.control.executor import ACTIVE, FAULT, HOLDING, IDLE, ChunkExecutor
-from dm1.control.limits import FR3_REACH_MAX, FR3_REACH_MIN, SafetyLimits
+from dm1.control.limits import SafetyLimits
 from dm1.control.schedule import TimedChunk
 
 
@@ -247,15 +247,7 @@ def test_wrong_kind_of_chunk_is_refused() -> None:
 
 
 def test_out_of_limit_joint_chunk_is_clipped_before_the_backend() -> None:
-    wide = {
-        "max_ee_speed": 3.0,
-        "max_ee_step": 0.5,
-        "max_ee_angular_speed": 2.5,
-        "max_ee_rotation_step": 1.0,
-        "workspace_min": FR3_REACH_MIN,
-        "workspace_max": FR3_REACH_MAX,
-    }
-    ex, backend, clock = make(mode="joint", max_joint_step=1.0, velocity_scale=1.0, **wide)  # joints alone
+    ex, backend, clock = make(mode="joint", max_joint_step=1.0, velocity_scale=1.0, **EE_LIMITS_WIDEST)
     q = np.tile(HOME_Q, (20, 1))
     q[:, 0] = 3.5
     for _ in range(25):  # a policy streaming the same out-of-limit request at 20 Hz

@@ -6,22 +6,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import EE_LIMITS_WIDEST
 from dm1.control.backend import HOME_Q
 from dm1.control.fr3_velocity import fr3_velocity_bounds
-from dm1.control.limits import FR3_DQ_MAX, FR3_REACH_MAX, FR3_REACH_MIN, SafetyLimits
+from dm1.control.limits import FR3_DQ_MAX, SafetyLimits
 from dm1.control.safety import SafetyFilter
 
 CAP = np.array(FR3_DQ_MAX)
-# the per-joint clamps alone: the EE limits (through FK) too wide to bind
-JOINT_ONLY = SafetyLimits(
-    max_ee_speed=3.0,
-    max_ee_step=0.5,
-    max_ee_angular_speed=2.5,
-    max_ee_rotation_step=1.0,
-    max_joint_step=1.0,
-    workspace_min=FR3_REACH_MIN,
-    workspace_max=FR3_REACH_MAX,
-)
+JOINT_ONLY = SafetyLimits(**EE_LIMITS_WIDEST, max_joint_step=1.0)  # the per-joint clamps alone
 
 
 def test_far_from_the_position_limits_the_bounds_are_the_flat_caps() -> None:

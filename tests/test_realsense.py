@@ -132,8 +132,8 @@ def test_a_playback_read_to_its_end_is_a_warning_not_a_stale_stream_error(tmp_pa
 def test_playback_with_depth_returns_uint16_depth(tmp_path: Path) -> None:
     colors = _frames(4)
     depths = [np.full((H, W), 500 + 100 * i, np.uint16) for i in range(4)]
-    # paced, and replayed in real time: an unpaced file replayed as fast as it reads lets the syncer pair the
-    # colour frames with stale depth under load (2 of 8 runs at load 6-8 read one unpaired frame, then the end)
+    # paced, and replayed in real time: an unpaced file replayed as fast as it reads lets the syncer pair
+    # the colour frames with stale depth under load (2 of 8 runs at load 6-8: one unpaired frame, the end)
     path = record_synthetic(tmp_path / "d.db3", colors, depths=depths, pace=True)
     for align in (False, True):
         cfg = CameraConfig(

@@ -4,20 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from dm1.control.limits import FR3_Q_MAX, FR3_Q_MIN, FR3_REACH_MAX, FR3_REACH_MIN, SafetyLimits
+from conftest import EE_LIMITS_WIDEST
+from dm1.control.limits import FR3_Q_MAX, FR3_Q_MIN, SafetyLimits
 from dm1.control.safety import SafetyFilter, nonfinite_reason
 
 HOME_Q = np.array([0.0, 0.0, 0.0, -1.57, 0.0, 1.57, 0.785])
 HOME_EE = np.array([0.554, 0.0, 0.521])
-# the per-joint clamps alone: EE limits (applied to joint targets through FK) too wide to bind
-JOINT_ONLY = {
-    "max_ee_speed": 3.0,
-    "max_ee_step": 0.5,
-    "max_ee_angular_speed": 2.5,
-    "max_ee_rotation_step": 1.0,
-    "workspace_min": FR3_REACH_MIN,
-    "workspace_max": FR3_REACH_MAX,
-}
+JOINT_ONLY = EE_LIMITS_WIDEST  # the per-joint clamps alone
 
 
 def test_limits_are_on_by_default_with_fr3_values() -> None:
