@@ -168,9 +168,8 @@ class SafetyLimits:
                 "min < max on x, y, z",
                 (self.workspace_min, self.workspace_max),
             )
-        steps = (("velocity_scale", 1.0), ("max_joint_step", 1.0), ("max_ee_step", 0.5))
-        for name, upper in (*steps, ("max_ee_rotation_step", 1.0)):
-            value = getattr(self, name)
+        for name in ("velocity_scale", "max_joint_step", "max_ee_step", "max_ee_rotation_step"):
+            value, upper = getattr(self, name), SCALAR_UPPER_BOUNDS[name]
             if not 0.0 < value <= upper:
                 raise bad(name, f"0 < value <= {upper}", value)
         speeds = ("max_ee_speed", "max_ee_angular_speed", "wall_decel")
