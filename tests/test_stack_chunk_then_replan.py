@@ -18,7 +18,9 @@ from policy_toy_model import build_toy_model
 from test_stack_faults import StackProbe
 
 TICK_S = 0.05  # the toy model's 20 Hz
-CHUNK_TICKS = 6  # 8 actions, the first past due: 7 points; the next inference on the tick before the last
+# 8 actions, the first past due: 7 points; the next inference on the first tick from which the last point is
+# due within 1.5 periods (`dm1.policy.step.HANDOVER_TICKS`): 5 or 6 ticks per chunk, by where the ticks fall
+CHUNK_TICKS = (5, 6)
 SETTLE_S_SWEEP = 0.8  # s from the hold to rest (see the test)
 
 
@@ -72,6 +74,12 @@ def _counts(diags: list[tuple[float, dict[str, str]]], at: float) -> dict[str, i
     return {k: int(before[-1].get(k, 0)) for k in ("ok", "executing", "stale", "recovering")}
 
 
+def _with_ends(probe: StackProbe) -> list:
+    """The probe's chunks with actions, each beside its last point's due time."""
+    with_actions = [c for c in probe.chunks if c[2] > 0]
+    return list(zip(with_actions, probe.chunk_ends, strict=False))
+
+
 @pytest.mark.slow
 def test_chunk_then_replan_never_holds_mid_chunk_infers_once_per_chunk_and_a_dead_camera_holds(
     chunk_stack,
@@ -93,14 +101,26 @@ def test_chunk_then_replan_never_holds_mid_chunk_infers_once_per_chunk_and_a_dea
     gaps = [
         (round(a, 3), round(b - a, 3)) for a, b in zip(received, received[1:], strict=False) if b - a > 0.08
     ]
-    assert not held, f"the controller held while the inputs were fresh: {held}; gaps between chunks {gaps}"
+    if held:  # what the controller was sent around the first hold, and what it counted
+        t_h = held[0][0]
+        near = [
+            (round(r, 3), round(s, 3), round(e, 3))
+            for (r, s, n), (_, e) in _with_ends(probe)
+            if abs(r - t_h) < 0.3
+        ]
+        counted = {k: (s_a[k], s_b[k]) for k in s_a if s_a[k] != s_b[k] and k not in ("ticks",)}
+        raise AssertionError(
+            f"the controller held while the inputs were fresh: {held}; gaps between chunks {gaps}; "
+            f"chunks (received, stamp, last point due) near it: {near}; counters changed: {counted}"
+        )
     for counter in ("holds", "ignored_older", "deadline_missed", "late"):
         assert s_b[counter] == s_a[counter], (counter, s_a[counter], s_b[counter], probe.detail(procs))
     inferred, executing = c_b["ok"] - c_a["ok"], c_b["executing"] - c_a["executing"]
     ticks = inferred + executing
     print(f"{t_b - t_a:.2f} s: {inferred} inferences, {executing} executing ticks, {s_b['holds']} holds")
     assert ticks >= 0.6 * (t_b - t_a) / TICK_S, (c_a, c_b, t_a, t_b)
-    assert abs(inferred - ticks / CHUNK_TICKS) <= 1.5, f"{inferred} inferences in {ticks} ticks"
+    fewest, most = ticks / CHUNK_TICKS[1] - 1.5, ticks / CHUNK_TICKS[0] + 1.5
+    assert fewest <= inferred <= most, f"{inferred} inferences in {ticks} ticks"
     sent = [s for r, s, n in probe.chunks if n > 0 and t_a <= r <= t_b]
     assert len(sent) >= 0.8 * ticks and np.all(np.diff(sent) > 0), "chunk stamps not rising"
     assert probe.max_speed_between(t_a, t_b) > 0.05, "the arm did not move under the policy"

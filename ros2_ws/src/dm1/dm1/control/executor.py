@@ -229,7 +229,7 @@ class ChunkExecutor:
             if target is None and self.schedule.waiting(now):  # a chunk whose first point is not due yet
                 self._hold("waiting for the chunk's first action", keep_chunk=True)
             elif target is None:
-                self._hold("watchdog: no fresh chunk" if self.schedule.chunk is not None else "no chunk")
+                self._hold(self.schedule.no_target_reason(now))
             else:
                 self._command(target, state, now)
         except RobotFault as exc:

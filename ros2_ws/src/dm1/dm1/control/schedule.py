@@ -247,6 +247,17 @@ class ChunkSchedule:
             and now < float(chunk.times[0])
         )
 
+    def no_target_reason(self, now: float) -> str:
+        """Why `target_at(now)` is None (the hold's reason): no chunk, the watchdog, or the chunk ran out."""
+        chunk = self._chunk
+        if chunk is None:
+            return "no chunk"
+        if self.watchdog.expired(now):
+            since = 1e3 * (now - self.watchdog.last_kick)
+            return f"watchdog: no fresh chunk for {since:.0f} ms (limit {1e3 * self.chunk_timeout_s:.0f} ms)"
+        late = 1e3 * (now - float(chunk.times[-1]))
+        return f"chunk ran out: its last point was due {late:.0f} ms ago and no newer chunk came"
+
     def target_at(self, now: float) -> ScheduledTarget | None:
         """Interpolated target at `now`, or None when there is no fresh chunk (watchdog -> hold)."""
         chunk = self._chunk

@@ -11,9 +11,15 @@ Modes: ``replan_every_tick`` (default; a one-step model is cheap enough to re-in
 inputs re-publishes the *remainder* of the current chunk: its points not yet due, ``t0`` = the first of them
 (a newer stamp than the last one sent, which the controller accepts as the latest chunk), the same plan. So
 the controller's chunk watchdog and the topic's QoS deadline see a live stream, and a stale input still stops
-it at once (no chunk; the next one is inferred afresh). The next inference runs on the tick before the
-current chunk's last point is due: the new chunk, whose first point plans that same instant, reaches the
-controller while the current one still has a point ahead, so the hand-over never leaves it without a target.
+it at once (no chunk; the next one is inferred afresh). The next inference runs on the first tick from which
+the current chunk's last point lies less than `HANDOVER_TICKS` (1.5) periods ahead, i.e. half a period to one
+and a half before it is due, wherever the ticks fall on the chunk's grid: the new chunk reaches the controller
+while the current one still has a point ahead, so the hand-over never leaves it without a target. (With "one
+tick before the last point", a tick 1 ms before each point inferred 1 ms before the end: the controller ran
+out of points before the new chunk arrived and held, in CI on the loaded 2-core VM.)
+
+Every chunk sent is stamped later than the one before it (an inferred chunk drops its points up to the last
+stamp sent): the controller ignores an older-or-equal stamp, so an equal one would waste the new plan.
 
 After a stale or missing input no chunk is published until `resume_after_fresh_ticks` consecutive ticks had a
 fresh, complete observation (`dm1.policy.observation.ResumeGate`; reliability row 1); activation starts at
@@ -37,6 +43,9 @@ from dm1.runtime import OutputError
 MODES: tuple[str, ...] = ("replan_every_tick", "chunk_then_replan")
 KINDS: tuple[str, ...] = ("ok", "stale", "recovering", "nonfinite", "error", "late", "executing")
 LEDGER_FIELDS: tuple[str, ...] = ("received_ms", "tick_ms", "preprocessed_ms", "inferred_ms", "published_ms")
+#: `chunk_then_replan` infers on the tick from which the current chunk's last point is due within this many
+#: periods (see the module docstring): between 0.5 and 1.5 periods of margin for the new chunk to arrive.
+HANDOVER_TICKS = 1.5
 
 
 @dataclass(frozen=True)
@@ -148,19 +157,21 @@ class PolicyStep:
         self.last_reason: str | None = None
         self.current: ActionChunk | None = None
         self._sent_from = 0  # index in `current` of the first point of the last chunk sent from it
+        self._last_sent_t0 = -np.inf  # stamp (first point's time) of the last chunk sent, inferred or not
 
     def reset(self) -> None:
         """Forget the chunk being executed and the input history (on activation / deactivation)."""
         self.current = None
+        self._last_sent_t0 = -np.inf  # also after the clock jumped back: stamps start again from there
         self.ensembler.reset()
         self.gate.reset()
 
     def wants_inference(self, now: float) -> bool:
-        """In `chunk_then_replan`, False while the current chunk still has a point due after the next tick
-        (the inference runs on the tick before its last point: see the module docstring)."""
+        """In `chunk_then_replan`, False while the current chunk's last point lies `HANDOVER_TICKS` periods
+        or more ahead of `now` (see the module docstring)."""
         if self.mode == "replan_every_tick" or self.current is None:
             return True
-        return self.current.end_time <= now + self.dt * (1.0 + 1e-6)
+        return self.current.end_time < now + HANDOVER_TICKS * self.dt
 
     def run(self, obs: Observation | StaleReason, preprocess_ms: float = 0.0) -> StepOutcome:
         """Infer one chunk from `obs`, send the current one's remainder (`chunk_then_replan`), or account for
@@ -193,11 +204,13 @@ class PolicyStep:
         k = max(0, int(np.floor((now - obs.stamp) / self.dt)) + 1)  # first tick strictly after `now`
         while k > 0 and obs.stamp + (k - 1) * self.dt > now:  # float guard
             k -= 1
+        while obs.stamp + k * self.dt <= self._last_sent_t0 + 1e-6 * self.dt:  # newer than the last sent
+            k += 1
         if k >= self.out_shape[0]:
             return self._fail(
                 "late",
-                f"all {self.out_shape[0]} actions are past due ({(now - obs.stamp) * 1e3:.0f} "
-                f"ms since the observation)",
+                f"all {self.out_shape[0]} actions are past due or not after the last chunk sent "
+                f"({(now - obs.stamp) * 1e3:.0f} ms since the observation)",
             )
         chunk = ActionChunk(
             t0=obs.stamp + k * self.dt,
@@ -213,7 +226,7 @@ class PolicyStep:
         ledger = LatencyLedger(
             obs.oldest_stamp, received_ms, tick_ms, pre, pre + (t_inferred - t_start) * 1e3
         )
-        self.current, self._sent_from = chunk, 0
+        self.current, self._sent_from, self._last_sent_t0 = chunk, 0, chunk.t0
         self.counts["ok"] += 1
         self.last_reason = None
         return StepOutcome(chunk, None, ledger, "ok", t_inferred)
@@ -233,7 +246,7 @@ class PolicyStep:
         i = max(int(np.searchsorted(cur.times, now, side="right")), self._sent_from + 1)  # first after now
         if i >= len(cur.actions):
             return StepOutcome(None, "executing the current chunk (no point left to send)", None, "executing")
-        self._sent_from = i
+        self._sent_from, self._last_sent_t0 = i, float(cur.times[i])
         rest = replace(cur, t0=float(cur.times[i]), actions=cur.actions[i:], first_index=cur.first_index + i)
         return StepOutcome(rest, None, None, "executing")
 
