@@ -7,6 +7,7 @@ import time
 
 import pytest
 import rclpy
+from conftest import wait_for
 from dm1_ros import operator_actions
 from dm1_ros.operator_actions import run_action
 
@@ -157,3 +158,60 @@ def test_record_addresses_the_teleop_node_the_launch_starts() -> None:
     }
     parsed = build_parser().parse_args(["operator", "record", "start"])
     assert parsed.teleop_node == names["dm1_ros.teleop_node"]
+
+
+def test_status_and_home_wait_the_whole_timeout_for_a_policy_node_in_the_graph(ros_env, monkeypatch) -> None:
+    """`status` and `home` of an idle arm also work without a policy (teleop): they wait for its services
+    only `POLICY_WAIT_S` while no policy node is in the graph. One that is in the graph, whose services a new
+    process has not discovered yet (seconds on a loaded host), is waited for the whole timeout: after 3 s it
+    was reported "not running" while it was up."""
+    from dm1_ros.lifecycle_client import LifecycleClient
+    from dm1_ros.operator_actions import policy_available
+    from dm1_ros.spin_thread import SpinThread
+    from lifecycle_msgs.msg import State
+    from lifecycle_msgs.srv import GetState
+    from rclpy.executors import SingleThreadedExecutor
+
+    monkeypatch.setattr(operator_actions, "POLICY_WAIT_S", 0.5)
+    rclpy.init()
+    context = rclpy.get_default_context()
+    policy = rclpy.create_node("op_test_late_policy", context=context)  # in the graph, no services yet
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(policy)
+    spin = SpinThread(executor).start()
+    operator = rclpy.create_node("op_test_operator_wait", context=context)
+
+    def on_get_state(_request: GetState.Request, response: GetState.Response) -> GetState.Response:
+        response.current_state = State(id=State.PRIMARY_STATE_INACTIVE, label="inactive")
+        return response
+
+    class LateServices(LifecycleClient):
+        """The policy's services appear only once the wait has gone on past POLICY_WAIT_S (twice over)."""
+
+        started: float | None = None
+        served = False
+
+        def available(self, timeout_s: float) -> bool:
+            now = time.monotonic()
+            if self.started is None:
+                self.started = now
+            elif now - self.started > 2 * operator_actions.POLICY_WAIT_S and not self.served:
+                self.served = True
+                policy.create_service(GetState, "~/get_state", on_get_state)
+            return super().available(timeout_s)
+
+    try:
+        names = operator.get_fully_qualified_node_names
+        wait_for(lambda: "/op_test_late_policy" in names(), 30, what="the policy node in the graph")
+        late = LateServices("op_test_late_policy", node=operator, timeout_s=30.0)
+        assert policy_available(operator, late, 60.0), "gave up on a policy node in the graph"
+        assert late.served and late.get_state() == "inactive"
+        # no such node in the graph: a teleop graph's `status` and `home` do not wait out the timeout
+        asked = time.monotonic()
+        assert not policy_available(operator, LifecycleClient("op_test_no_policy", node=operator), 300.0)
+        assert time.monotonic() - asked < 120.0, "waited the whole timeout for a policy not in the graph"
+    finally:
+        operator.destroy_node()
+        spin.stop()
+        policy.destroy_node()
+        rclpy.shutdown()

@@ -29,7 +29,8 @@ from dm1_ros.conversions import diagnostic_values
 from dm1_ros.lifecycle_client import LifecycleClient
 from dm1_ros.service_calls import call_service, spin_step
 
-POLICY_WAIT_S = 3.0  # `status`, `home` of an idle arm: how long the policy may take to appear (else: none)
+POLICY_WAIT_S = 3.0  # `status`, `home` of an idle arm: how long to wait for a policy not in the graph
+POLICY_POLL_S = 0.25  # `policy_available`: how often it looks for the services (and the node names)
 HOME_WAIT_S = 60.0  # a home move is bounded by the controller (40 s, then stopped and latched)
 COMMAND_REPORTS = 4  # `home`: status reports read to tell whether someone commands the arm (10 Hz: 0.3 s)
 TARGET_STATES = {"activate": "active", "deactivate": "inactive"}  # the lifecycle state each action reaches
@@ -80,14 +81,35 @@ def commanded(reports: list[dict[str, str]]) -> bool:
     return any(r.get("state") == ACTIVE for r in reports) or accepted[-1] > accepted[0]
 
 
+def policy_available(node: Node, lifecycle: LifecycleClient, timeout_s: float) -> bool:
+    """Whether the policy's lifecycle services appear, for the actions that also work without a policy
+    (`status`, `home` of an idle arm; a teleop or cameras-only graph has none, and its services never come).
+
+    A policy node already in the graph's node names is waited for the whole `timeout_s`: a new process may
+    take longer than `POLICY_WAIT_S` to discover its services on a loaded host, and reported a policy that was
+    up as not running. Without one, the wait ends after `POLICY_WAIT_S` (the node name's own discovery).
+    """
+    name = "/" + lifecycle.target
+    start = time.monotonic()
+    while True:
+        elapsed = time.monotonic() - start
+        if lifecycle.available(max(0.0, min(POLICY_POLL_S, timeout_s - elapsed))):
+            return True
+        elapsed = time.monotonic() - start
+        if elapsed >= timeout_s:
+            return False
+        if elapsed >= POLICY_WAIT_S and name not in node.get_fully_qualified_node_names():
+            return False
+
+
 def _home(node: Node, lifecycle: LifecycleClient, timeout_s: float, policy_node: str) -> ActionResult:
     """`home`, unless someone commands the arm: the policy is active, or the controller executes chunks (a
     teleop node, a policy not discovered yet); they would drive it again right after the move."""
     busy = commanded(controller_reports(node, timeout_s, COMMAND_REPORTS))
     # A graph without a policy (teleop collection) never answers: wait for one only as long as discovery
-    # takes, unless the arm is commanded (then as long as allowed, to say by whom).
-    wait_s = timeout_s if busy else min(timeout_s, POLICY_WAIT_S)
-    if lifecycle.available(wait_s) and lifecycle.get_state() == "active":
+    # takes (`policy_available`), unless the arm is commanded (then as long as allowed, to say by whom).
+    available = lifecycle.available(timeout_s) if busy else policy_available(node, lifecycle, timeout_s)
+    if available and lifecycle.get_state() == "active":
         return ActionResult(False, f"home refused: {policy_node} is active; `dm1 operator deactivate` first")
     if busy:
         return ActionResult(
@@ -121,9 +143,12 @@ def run_action(
     if action == "home":
         return _home(node, lifecycle, timeout_s, policy_node)
     # Discovery by a new process can take seconds on a loaded host: the actions on the policy wait for its
-    # services as long as allowed; `status` only POLICY_WAIT_S (a graph without a policy never answers)
-    probe_s = min(timeout_s, POLICY_WAIT_S) if action == "status" else timeout_s
-    policy = lifecycle.get_state() if lifecycle.available(probe_s) else None
+    # services as long as allowed; `status` too while a policy node is in the graph (`policy_available`)
+    if action == "status":
+        available = policy_available(node, lifecycle, timeout_s)
+    else:
+        available = lifecycle.available(timeout_s)
+    policy = lifecycle.get_state() if available else None
     if action == "status":
         st = controller_status(node, timeout_s)
         fault = f", fault: {st['message']}" if st.get("state") == "fault" else ""
