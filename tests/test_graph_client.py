@@ -15,6 +15,10 @@ from builtin_interfaces.msg import Time  # noqa: E402
 from dm1_ros.graph_client import GraphClient  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
 
+#: Wall seconds without /clock advancing before the check raises (the drivers use 60). Not 0.5: the clock's
+#: messages cross DDS (discovery first, then delivery on a loaded host): a late one read as a stall.
+STALL_S = 5.0
+
 
 @pytest.fixture()
 def client_and_clock(ros_env) -> Iterator[tuple[GraphClient, object]]:
@@ -24,10 +28,12 @@ def client_and_clock(ros_env) -> Iterator[tuple[GraphClient, object]]:
     pub = clock_node.create_publisher(Clock, "/clock", 10)
     sim = {"ns": 1_000_000_000}
 
-    def tick(advance: bool) -> None:
+    def tick(advance: bool) -> float:
+        """Publish the clock (advanced 5 ms or not); returns the time published (s)."""
         if advance:
             sim["ns"] += 5_000_000
         pub.publish(Clock(clock=Time(sec=sim["ns"] // 10**9, nanosec=sim["ns"] % 10**9)))
+        return sim["ns"] * 1e-9
 
     try:
         yield client, tick
@@ -37,27 +43,27 @@ def client_and_clock(ros_env) -> Iterator[tuple[GraphClient, object]]:
         rclpy.shutdown()
 
 
-def _spin_with_clock(client: GraphClient, tick, advance: bool, wall_s: float) -> None:
+def _spin_with_clock(client: GraphClient, tick, advance: bool, wall_s: float, until=None) -> None:
     end = time.monotonic() + wall_s
-    while time.monotonic() < end:
+    while time.monotonic() < end and not (until and until()):
         tick(advance)
         client.spin(0.02)
-        client.check_sim_advancing("episode 0", stall_s=0.5)
+        client.check_sim_advancing("episode 0", stall_s=STALL_S)
 
 
 def test_running_clock_is_not_a_stall(client_and_clock) -> None:
     client, tick = client_and_clock
-    _spin_with_clock(client, tick, advance=True, wall_s=1.5)  # three stall windows: no error
+    _spin_with_clock(client, tick, advance=True, wall_s=1.5 * STALL_S)  # past a stall window: no error
     assert client.sim_now() > 1.0
 
 
 def test_stopped_clock_raises_naming_the_episode_and_the_time(client_and_clock) -> None:
     client, tick = client_and_clock
-    _spin_with_clock(client, tick, advance=True, wall_s=0.3)
-    stuck = client.sim_now()
-    assert stuck > 1.0
+    # the clock runs until the client has it (discovery, then delivery: not a fixed wall time)
+    _spin_with_clock(client, tick, advance=True, wall_s=60.0, until=lambda: client.sim_now() > 1.0)
+    stuck = tick(False)  # from now on the same stamp again and again: the client ends on this one
     with pytest.raises(TimeoutError, match=rf"episode 0: simulation time stuck at {stuck:.3f} s"):
-        _spin_with_clock(client, tick, advance=False, wall_s=5.0)  # the same stamp again and again
+        _spin_with_clock(client, tick, advance=False, wall_s=60.0)  # raises after STALL_S
 
 
 def test_ctrl_c_during_a_service_call_raises_keyboard_interrupt_and_the_client_stays_usable(ros_env) -> None:

@@ -94,6 +94,7 @@ def test_busy_spinning_process_stops_on_one_signal_with_exit_code_0(ros_env, tmp
     assert "stopped cleanly" in text and "Traceback" not in text, text
 
 
+STOP_BOUND_S = 15.0  # wall seconds for the three nodes to exit after one signal each (2 s was tight)
 SIM_TIME_IDLER = textwrap.dedent(
     """
     import rclpy
@@ -115,11 +116,12 @@ SIM_TIME_IDLER = textwrap.dedent(
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_a_node_whose_sim_clock_stopped_ends_on_one_signal_within_2_s(ros_env, tmp_path, signum: int) -> None:
+def test_a_node_whose_sim_clock_stopped_ends_on_one_signal(ros_env, tmp_path, signum: int) -> None:
     """A node on sim time whose /clock stopped (the twin killed or hung) runs no callback at all. rclpy's
     handler wakes the executor through a guard condition and shuts the context down a moment later: woken
     before the shutdown, `executor.spin()` waited again for good, and the first Ctrl-C did nothing (1 in 3
-    stops). A few nodes at once, so a lost wake-up shows on most runs."""
+    stops). A few nodes at once, so a lost wake-up shows on most runs. A lost one never ends: the bound (wall
+    time) only has to outlast three clean-ups on a loaded host."""
     logs = [tmp_path / f"idler{i}.log" for i in range(3)]
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -134,9 +136,11 @@ def test_a_node_whose_sim_clock_stopped_ends_on_one_signal_within_2_s(ros_env, t
         sent = time.monotonic()
         for proc in procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=max(0.0, sent + 2.0 - time.monotonic()))
+                proc.wait(timeout=max(0.0, sent + STOP_BOUND_S - time.monotonic()))
         alive = [log.name for proc, log in zip(procs, logs, strict=True) if proc.poll() is None]
-        assert not alive, f"still running 2 s after one {signal.Signals(signum).name}: {alive}"
+        assert not alive, (
+            f"still running {STOP_BOUND_S:.0f} s after one {signal.Signals(signum).name}: {alive}"
+        )
     finally:
         for proc in procs:
             if proc.poll() is None:
