@@ -112,9 +112,9 @@ def test_chunk_then_replan_executes_the_whole_chunk_before_inferring_again(runti
 
 def test_chunk_then_replan_resends_the_rest_of_its_chunk_each_tick_and_infers_once_per_chunk(runtime) -> None:
     """Between inferences every tick sends the points not yet due, stamped at the first of them (newer than
-    the last sent, the same plan); the next inference runs on the tick before the last point is due (ticks
-    0.01 s after the points: 0.09 s ahead), so the controller always has a point ahead; a stale tick stops
-    the chunk and the next one is inferred afresh."""
+    the last sent, the same plan); the next inference runs on the first tick from which the last point is due
+    within 2.5 periods (ticks 0.01 s after the points: 0.19 s ahead), so the controller always has a point
+    ahead; a stale tick stops the chunk and the next one is inferred afresh."""
     clock = FakeClock(100.0)
     step = PolicyStep(runtime, clock, mode="chunk_then_replan", resume_after_fresh_ticks=1)
     first = step.run(observe(runtime, 99.99)).chunk  # points at 100.09 .. 100.69 (7 of the model's 8)
@@ -135,9 +135,9 @@ def test_chunk_then_replan_resends_the_rest_of_its_chunk_each_tick_and_infers_on
             assert out.kind == "ok" and c.first_index == 1
             first = c
         sent.append((c.t0, len(c.actions)))
-    assert step.counts["ok"] == 3 and step.counts["executing"] == 10  # one inference per 6 ticks
-    assert [n for _, n in sent] == [7, 6, 5, 4, 3, 2, 7, 6, 5, 4, 3, 2, 7]
-    assert min(ahead) == pytest.approx(0.09)  # the controller is never left without a point ahead
+    assert step.counts["ok"] == 3 and step.counts["executing"] == 10  # one inference per 5 ticks
+    assert [n for _, n in sent] == [7, 6, 5, 4, 3, 7, 6, 5, 4, 3, 7, 6, 5]
+    assert min(ahead) == pytest.approx(0.19)  # the controller is never left without a point ahead
     clock.t += 1 / RATE
     stale = step.run(StaleReason("wrist", "stale", "camera 'wrist': newest frame is 150 ms old"))
     assert stale.chunk is None and stale.kind == "stale" and step.current is None
@@ -146,14 +146,15 @@ def test_chunk_then_replan_resends_the_rest_of_its_chunk_each_tick_and_infers_on
     assert after.kind == "ok" and step.counts["ok"] == 4  # not the rest of the chunk the hold cut
 
 
-@pytest.mark.parametrize("tick_after_point_s", [-0.001, 0.0, 0.01, 0.05, 0.099])
-def test_chunk_then_replan_hands_over_at_least_half_a_period_before_the_last_point_wherever_ticks_fall(
+@pytest.mark.parametrize("tick_after_point_s", [-0.001, 0.0, 0.01, 0.049, 0.05, 0.051, 0.099])
+def test_chunk_then_replan_hands_over_at_least_1_5_periods_before_the_last_point_wherever_ticks_fall(
     runtime, tick_after_point_s: float
 ) -> None:
     """Wherever the control ticks fall on the chunk's grid, the next chunk is inferred while the current one's
-    last point is 0.5 to 1.5 periods ahead, and it is stamped later than every chunk sent before it. (Before,
+    last point is 1.5 to 2.5 periods ahead, and it is stamped later than every chunk sent before it. (Before,
     ticks 1 ms before each point inferred 1 ms before the last one: the controller ran out of points and held
-    before the new chunk arrived, in CI.)"""
+    before the new chunk arrived, in CI; then a hand-over 0.5 to 1.5 periods ahead still left only half a
+    period, 25 ms at 20 Hz, for inference and transport on the loaded 2-core VM.)"""
     clock = FakeClock(100.0)
     step = PolicyStep(runtime, clock, mode="chunk_then_replan", resume_after_fresh_ticks=1)
     grid = 99.99  # the observations' stamps: points at 100.09, 100.19, ...
@@ -169,7 +170,7 @@ def test_chunk_then_replan_hands_over_at_least_half_a_period_before_the_last_poi
             margins.append(current_end - clock.t)
         sent.append(out.chunk.t0)
     assert len(margins) >= 6, margins
-    assert min(margins) >= 0.5 / RATE - 1e-9 and max(margins) < 1.5 / RATE, margins
+    assert min(margins) >= 1.5 / RATE - 1e-9 and max(margins) < 2.5 / RATE, margins
 
 
 def test_chunk_then_replan_sends_a_newer_chunk_at_a_tick_that_comes_before_the_next_point(runtime) -> None:

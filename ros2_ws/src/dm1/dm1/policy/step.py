@@ -12,11 +12,12 @@ inputs re-publishes the *remainder* of the current chunk: its points not yet due
 (a newer stamp than the last one sent, which the controller accepts as the latest chunk), the same plan. So
 the controller's chunk watchdog and the topic's QoS deadline see a live stream, and a stale input still stops
 it at once (no chunk; the next one is inferred afresh). The next inference runs on the first tick from which
-the current chunk's last point lies less than `HANDOVER_TICKS` (1.5) periods ahead, i.e. half a period to one
-and a half before it is due, wherever the ticks fall on the chunk's grid: the new chunk reaches the controller
-while the current one still has a point ahead, so the hand-over never leaves it without a target. (With "one
-tick before the last point", a tick 1 ms before each point inferred 1 ms before the end: the controller ran
-out of points before the new chunk arrived and held, in CI on the loaded 2-core VM.)
+the current chunk's last point lies less than `HANDOVER_TICKS` (2.5) periods ahead, i.e. one and a half to
+two and a half periods before it is due, wherever the ticks fall on the chunk's grid: the new chunk reaches
+the controller while the current one still has a point ahead, so the hand-over never leaves it without a
+target. (With "one tick before the last point", a tick 1 ms before each point inferred 1 ms before the end:
+the controller ran out of points before the new chunk arrived and held, in CI on the loaded 2-core VM; with
+1.5 periods the worst case left half a period, 25 ms at 20 Hz, for inference and transport on that machine.)
 
 Every chunk sent is stamped later than the one before it (an inferred chunk drops its points up to the last
 stamp sent): the controller ignores an older-or-equal stamp, so an equal one would waste the new plan.
@@ -44,8 +45,8 @@ MODES: tuple[str, ...] = ("replan_every_tick", "chunk_then_replan")
 KINDS: tuple[str, ...] = ("ok", "stale", "recovering", "nonfinite", "error", "late", "executing")
 LEDGER_FIELDS: tuple[str, ...] = ("received_ms", "tick_ms", "preprocessed_ms", "inferred_ms", "published_ms")
 #: `chunk_then_replan` infers on the tick from which the current chunk's last point is due within this many
-#: periods (see the module docstring): between 0.5 and 1.5 periods of margin for the new chunk to arrive.
-HANDOVER_TICKS = 1.5
+#: periods (see the module docstring): between 1.5 and 2.5 periods of margin for the new chunk to arrive.
+HANDOVER_TICKS = 2.5
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,6 @@ class PolicyStep:
         self.stale_streams: dict[str, int] = {}  # stream -> ticks without an observation because of it
         self.last_reason: str | None = None
         self.current: ActionChunk | None = None
-        self._sent_from = 0  # index in `current` of the first point of the last chunk sent from it
         self._last_sent_t0 = -np.inf  # stamp (first point's time) of the last chunk sent, inferred or not
 
     def reset(self) -> None:
@@ -226,7 +226,7 @@ class PolicyStep:
         ledger = LatencyLedger(
             obs.oldest_stamp, received_ms, tick_ms, pre, pre + (t_inferred - t_start) * 1e3
         )
-        self.current, self._sent_from, self._last_sent_t0 = chunk, 0, chunk.t0
+        self.current, self._last_sent_t0 = chunk, chunk.t0
         self.counts["ok"] += 1
         self.last_reason = None
         return StepOutcome(chunk, None, ledger, "ok", t_inferred)
@@ -243,10 +243,12 @@ class PolicyStep:
         cur = self.current
         if cur is None:
             return StepOutcome(None, "no chunk to execute", None, "executing")
-        i = max(int(np.searchsorted(cur.times, now, side="right")), self._sent_from + 1)  # first after now
+        # the first point after `now` and after the first point of the last chunk sent (one of `cur`'s own
+        # times, bit for bit: the chunk inferred, or a remainder sent since)
+        i = int(np.searchsorted(cur.times, max(now, self._last_sent_t0), side="right"))
         if i >= len(cur.actions):
             return StepOutcome(None, "executing the current chunk (no point left to send)", None, "executing")
-        self._sent_from, self._last_sent_t0 = i, float(cur.times[i])
+        self._last_sent_t0 = float(cur.times[i])
         rest = replace(cur, t0=float(cur.times[i]), actions=cur.actions[i:], first_index=cur.first_index + i)
         return StepOutcome(rest, None, None, "executing")
 
