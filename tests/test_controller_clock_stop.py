@@ -25,7 +25,9 @@ from dm1_ros.conversions import diagnostic_values  # noqa: E402
 from dm1_ros.spin_thread import SpinThread  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 
-STOP_BOUND_S = 5.0  # one Ctrl-C to exit, wall time: the spin sees it within 0.2 s, then the clean-up
+# one Ctrl-C to exit, wall time: the spin sees it within 0.2 s, then the clean-up (seconds on a loaded CI
+# host); a lost Ctrl-C never ends it, which this bound tells apart with room to spare
+STOP_BOUND_S = 20.0
 
 
 class StatusProbe:
@@ -103,17 +105,18 @@ def test_a_stopped_twin_is_reported_as_a_stopped_clock_and_one_ctrl_c_ends_the_c
 
     n = len(probe.reports)
     os.killpg(twin.pid, twin_stop)
-    # a wall-clock watchdog notices the stopped /clock (1 s) and reports on, with the lost robot link
+    # a wall-clock watchdog notices the stopped /clock (1 s) and reports on, with the lost robot link (the
+    # waits are generous: a loaded host delays the reports, not what they say)
     stopped = wait_for(
-        lambda: probe.first_after(n, "simulation clock stopped"), 20, what="the stopped clock", detail=logs
+        lambda: probe.first_after(n, "simulation clock stopped"), 60, what="the stopped clock", detail=logs
     )
     assert stopped["level"] == DiagnosticStatus.ERROR[0] and stopped["state"] == "fault", stopped
     assert "(is the twin running?)" in str(stopped["message"]), stopped
-    linked = wait_for(lambda: probe.first_after(n, "NetworkException"), 20, what="the lost link", detail=logs)
+    linked = wait_for(lambda: probe.first_after(n, "NetworkException"), 60, what="the lost link", detail=logs)
     assert "simulation clock stopped" in str(linked["message"]), linked
     seen = len(probe.reports)
-    wait_for(lambda: len(probe.reports) >= seen + 3, 10, what="reports going on", detail=logs)
-    status = dm1_operator("status", timeout_s=5.0)  # said "no report ... is the controller up?"
+    wait_for(lambda: len(probe.reports) >= seen + 3, 30, what="reports going on", detail=logs)
+    status = dm1_operator("status", timeout_s=60.0)  # said "no report ... is the controller up?"
     assert status.returncode == 0, status
     assert "controller: fault, fault: simulation clock stopped" in status.stdout, status
 
