@@ -18,7 +18,11 @@ from policy_toy_model import build_toy_model
 ARM = [f"fr3_joint{i}" for i in range(1, 8)]
 # Hold to rest through the whole stack (sim s): 0.05-0.17 s after the hold in 10 runs of the brake-then-latch
 # hold (2026-11-28; the one-shot hold target before it overshot and crept back, failing 3 of 5 full CI runs).
-SETTLE_S = 0.2
+# 0.4 s, not 0.2 (which left 30 ms): the camera test now times the hold by its header stamp (when the policy
+# published it), so the window also holds the hold's delivery to the controller and the controller's next
+# tick, which a loaded 2-core CI machine stretches. The arm must then stay at rest for the rest of the 1 s
+# waited (0.4 s or more of joint states).
+SETTLE_S = 0.4
 # From the watchdog's hold to rest after a killed policy, whose last chunk may leave the wrist joints spinning
 # at up to 1.1 rad/s (the EE at the speed cap): 0.06-0.34 s measured (test_killing_the_policy_node_...)
 KILL_SETTLE_S = 0.4
@@ -48,6 +52,10 @@ class StackProbe:
         self.chunks: list[tuple[float, float, int]] = []  # (receive sim time, header stamp, points)
         self.chunk_ends: list[tuple[float, float]] = []  # (receive sim time, due time of the last point)
         self.controller: list[tuple[float, dict[str, str]]] = []  # (receive sim time, controller status)
+        # (receive sim time, header stamp: the controller's clock when it published, controller status)
+        self.controller_stamped: list[tuple[float, float, dict[str, str]]] = []
+        # chunks with points: (receive sim time, header stamp, due time of the last point)
+        self.chunk_spans: list[tuple[float, float, float]] = []
         self.relay = self.node.create_publisher(Image, "/test/wrist", 10)
         self.node.create_subscription(Image, "/camera/wrist/color/image_raw", self._on_wrist, 10)
         self.node.create_subscription(JointState, "/joint_states", self._on_js, 50)
@@ -76,15 +84,21 @@ class StackProbe:
 
     def _on_chunk(self, msg) -> None:
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-        self.chunks.append((self.now(), stamp, len(msg.points)))
+        received = self.now()
+        self.chunks.append((received, stamp, len(msg.points)))
         if msg.points:
             last = msg.points[-1].time_from_start
-            self.chunk_ends.append((self.chunks[-1][0], stamp + last.sec + last.nanosec * 1e-9))
+            due = stamp + last.sec + last.nanosec * 1e-9
+            self.chunk_ends.append((received, due))
+            self.chunk_spans.append((received, stamp, due))
 
     def _on_status(self, msg) -> None:
         from dm1_ros.conversions import diagnostic_values
 
-        self.controller.append((self.now(), diagnostic_values(msg.status[0])))
+        received, values = self.now(), diagnostic_values(msg.status[0])
+        self.controller.append((received, values))
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        self.controller_stamped.append((received, stamp, values))
 
     def call(self, service: str, pressed: bool | None = None):
         """Call a std_srvs/Trigger service, or SetBool with `pressed` (bounded); returns its response."""
@@ -137,8 +151,10 @@ class StackProbe:
         """Largest joint speed (rad/s) after `t` measured from the positions, each over `window_s` of stamps
         (franky-sim's reported dq is not a measurement once no motion runs: after a reflex it stays at its
         last value while the arm stands still)."""
-        stamps = np.array([s for s, _ in self.positions if s >= t])  # (N,)
-        q = np.array([q for s, q in self.positions if s >= t])  # (N, 7)
+        # one snapshot: the executor thread appends meanwhile, and two passes over the live list could differ
+        after = [(s, q) for s, q in list(self.positions) if s >= t]
+        stamps = np.array([s for s, _ in after])  # (N,)
+        q = np.array([q for _, q in after])  # (N, 7)
         assert len(stamps) > 2 and stamps[-1] - stamps[0] > window_s, f"too few joint states after t={t:.3f}"
         ends = np.searchsorted(stamps, stamps + window_s)  # (N,) first sample a window later
         ok = ends < len(stamps)
@@ -208,11 +224,28 @@ def recover_then_activate(probe: StackProbe, procs) -> None:
 @pytest.mark.slow
 def test_arm_moves_under_policy_with_future_stamped_chunks(stack) -> None:
     probe, procs = stack
+    wait_for(lambda: probe.controller, 60, what="a controller status")
+    _, s_a = probe.controller[-1]
     probe.wait_sim(1.0)
+    _, s_b = probe.controller[-1]
     start = probe.now() - 0.8
     assert probe.max_speed_after(start) > 0.05, "the arm did not move under policy control"
+    # The controller's own verdict on every chunk in the window (its clock, no transport to this process in
+    # it): accepted, none refused for its stamp (older than the running one, first action too far ahead,
+    # stale) and none whose every action was already past when it arrived.
+    counters = ("accepted", "ignored_older", "rejected_future", "rejected_stale", "late")
+    d = {k: int(s_b[k]) - int(s_a[k]) for k in counters}
+    assert d["accepted"] >= 5 and not any(d[k] for k in counters[1:]), (d, probe.detail(procs))
+    # A chunk's stamp is its first action's time, the first 20 Hz tick after the policy's clock when it
+    # inferred, so ahead of its publication; this process's receipt time adds transport and, on a loaded
+    # machine, its own executor's delay (the former 60 ms bound left little room for that). 0.2 s still
+    # catches a stamp far in the past (a replayed stream, a stamp taken long before publishing); the counters
+    # above are the controller's exact view.
     moving = [(r, s) for r, s, n in probe.chunks if n > 0 and r >= start]
-    assert moving and all(s > r - 0.06 for r, s in moving), "chunks stamped in the past (beyond transport)"
+    print(
+        f"controller counters over the window {d}; stamp - receipt min {min(s - r for r, s in moving):.3f} s"
+    )
+    assert moving and all(s > r - 0.2 for r, s in moving), "chunks stamped in the past (beyond transport)"
 
 
 @pytest.mark.slow
@@ -223,15 +256,22 @@ def test_camera_that_stops_publishing_holds_the_arm(stack) -> None:
     probe.relay_on = False  # the wrist camera dies
     probe.wait_sim(1.0)
     stale_at = probe.last_relayed + 0.1  # the newest wrist frame passes the policy's 100 ms age limit
-    holds = [r for r, _, n in probe.chunks if n == 0 and r >= stale_at - 0.01]
+    # by the hold's header stamp (the policy's clock when it published it), not this process's receipt time
+    chunks = list(probe.chunks)
+    holds = [i for i, (_, s, n) in enumerate(chunks) if n == 0 and s >= stale_at - 0.01]
     assert holds, "the policy published no explicit hold after the camera went stale"
-    t_hold = holds[0]
-    # detection at the next 20 Hz tick (50 ms) + delivery; generous for a loaded CI machine
+    t_hold = chunks[holds[0]][1]
+    print(
+        f"hold stamped {1000 * (t_hold - stale_at):.0f} ms after stale (received {chunks[holds[0]][0]:.3f})"
+    )
+    # detection at the next 20 Hz tick (50 ms); the rest for a policy tick that runs late on a loaded machine
     assert t_hold <= stale_at + 0.15, f"hold published {1000 * (t_hold - stale_at):.0f} ms after stale"
     speed = probe.max_speed_after(t_hold + SETTLE_S)
     profile = [(round(t - t_hold, 3), round(dq, 3)) for t, dq in probe.states if t > t_hold - 0.05][::5]
     assert speed < 0.05, f"arm moving ({speed:.3f} rad/s) {1000 * SETTLE_S:.0f} ms after the hold: {profile}"
-    late = [c for c in probe.chunks if c[0] > t_hold and c[2] > 0]
+    # after the hold in the order the policy published them (one publisher, reliable: received in order);
+    # receipt times would count a chunk that was merely delivered late
+    late = [c for c in chunks[holds[0] + 1 :] if c[2] > 0]
     assert not late, f"{len(late)} chunks with actions after the policy declared its input stale"
 
 
@@ -242,18 +282,33 @@ def test_killing_the_policy_node_holds_the_arm(stack) -> None:
     procs.stop("policy", sig=signal.SIGKILL)
     killed_at = probe.now()
     probe.wait_sim(1.0)
-    last_chunk = max(r for r, _, n in probe.chunks if n > 0)
-    assert last_chunk <= killed_at + 0.05
+    # Header stamps, not this process's receipt times (which a loaded machine delays): the last chunk's is its
+    # first point's time, up to one 20 Hz tick after the policy published it; `killed_at` was read once the
+    # kill returned, on this process's clock, which can lag the stack's by its executor's delay.
+    last_chunk = max(s for _, s, n in probe.chunks if n > 0)
+    assert last_chunk <= killed_at + 0.3, f"a chunk stamped {last_chunk - killed_at:.3f} s after the kill"
     profile = [(round(t - last_chunk, 3), round(dq, 3)) for t, dq in probe.states if t > last_chunk][::10]
-    # the watchdog holds 100 ms after the last chunk (+ a 10 ms tick, + the status's delivery: 0-12 ms)
-    holds = [r for r, st in probe.controller if st.get("state") == "holding" and r > last_chunk]
-    assert holds and holds[0] <= last_chunk + 0.2, (
-        f"no watchdog hold within 200 ms of the last chunk: {holds[:1]}; {probe.detail(procs)}"
+    # The watchdog (or the QoS deadline, 100 ms of wall clock) holds 100 ms after the controller received the
+    # last chunk (+ a 10 ms tick), stamped by the controller's clock when it published the hold: 0.3 s leaves
+    # ~0.19 s for the chunk's delivery to the controller on a loaded machine. The chunk itself runs out at
+    # most 0.3 s after its stamp (7 points at 20 Hz), so the reason tells that hold apart from the watchdog's.
+    holds = [
+        (h, st) for _, h, st in probe.controller_stamped if st.get("state") == "holding" and h > last_chunk
+    ]
+    first = [(round(h - last_chunk, 3), st["reasons"]) for h, st in holds[:1]]
+    print(
+        f"last chunk stamped {last_chunk - killed_at:.3f} s after the kill; the first hold after it {first}"
+    )
+    assert holds and holds[0][0] <= last_chunk + 0.3, (
+        f"no watchdog hold within 300 ms of the last chunk: {first}; {probe.detail(procs)}"
+    )
+    assert "chunk ran out" not in holds[0][1]["reasons"], (
+        f"the chunk ran out before any watchdog hold: {first}; {probe.detail(procs)}"
     )
     # At rest (< 0.05 rad/s) 0.06-0.19 s after the hold in 8 measured runs (2026-11-30), 0.27-0.34 s in a
     # fresh-clone CI run, and 1 of 10 local runs failed the former bound (0.2 s): the jittering toy policy
     # spins the wrist joints up to 1.1 rad/s, whose momentum the Cartesian damping brakes more slowly
-    settled = holds[0] + KILL_SETTLE_S
+    settled = holds[0][0] + KILL_SETTLE_S
     assert any(t >= settled for t, _ in probe.states), (
         f"no joint states after {settled:.3f}: {probe.detail(procs)}"
     )
@@ -279,11 +334,21 @@ def test_a_controller_that_dies_stops_the_policy_and_a_restarted_one_moves_nothi
     probe, procs = stack
     probe.wait_sim(1.0)
     procs.stop("controller", sig=signal.SIGKILL)
-    killed_at = probe.now()
     wait_for(lambda: probe.policy_state() == "inactive", 60, what="the policy stopping without a controller")
-    # stale inputs (no joint states) make the policy publish explicit holds until it stops: its last message
-    lost_after = max(r for r, _, _ in probe.chunks) - killed_at
-    assert 1.8 <= lost_after <= 3.5, f"the policy published for {lost_after:.2f} s after the controller died"
+    # Stale inputs (no joint states) make the policy publish explicit holds until it stops, `silence_s` (2 s)
+    # after the last controller report it received. Both ends by header stamp (sim time): the dead
+    # controller's last report, and the policy's last message; not from this process's clock read once the
+    # kill returned (after the wait for the killed process, and behind by this executor's delay on a loaded
+    # machine: later than the kill by an unknown amount). The policy checks at its 20 Hz ticks, so its last
+    # hold comes up to a tick before 2 s, more when a tick runs late on a loaded machine; 1.7 s still tells
+    # silence_s from fresh_s (1 s) or an immediate stop, and `no controller report` in its log (below) says
+    # which rule stopped it.
+    last_report = max(h for _, h, _ in probe.controller_stamped)
+    lost_after = max(s for _, s, _ in probe.chunks) - last_report
+    print(f"the policy published for {lost_after:.3f} s after the controller's last report")
+    assert 1.7 <= lost_after <= 3.5, (
+        f"the policy published for {lost_after:.2f} s after the controller's last report"
+    )
     assert "no controller report" in procs.log("policy"), procs.log("policy")[-2000:]
     refused = dm1_operator("activate", timeout_s=10.0)
     assert refused.returncode == 1, refused
@@ -318,16 +383,25 @@ def test_fault_drills_hold_the_arm_through_the_real_fault_paths_then_the_policy_
     assert run.returncode == 0, f"{run.stdout} {run.stderr[-2000:]} {probe.detail(procs)}"
     kinds = ["nan_output", "silence", "stall_inference:0.5", "freeze_camera:front", "freeze_camera:wrist"]
     assert [r["drill"] for r in reports] == kinds
-    for report in reports:
+    # By header stamp (the policy's clock, as the drills' starts are), not this process's receipt time: a hold
+    # is stamped when published, a chunk with actions with its first point's time, the first 20 Hz tick after
+    # the policy's clock when its inference began (so at most 50 ms after it, or before it when inference
+    # stalls); a chunk delivered late here is not counted in the wrong window.
+    nexts = [r["started"] for r in reports[1:]] + [np.inf]
+    for report, next_start in zip(reports, nexts, strict=True):
         spec, start, end = report["drill"], report["started"], report["started"] + 1.0
         assert report["held"] and report["conclusive"] and report["hold_latency_s"] <= 0.5, report
         assert probe.max_speed_between(start + report["hold_latency_s"] + 0.02, end) < 0.05, (spec, report)
-        during = [n for r, _, n in probe.chunks if start + 0.2 <= r <= end - 0.05]
+        during = [n for _, s, n in probe.chunks if start + 0.2 <= s <= end - 0.05]
         if spec == "silence":
             assert during == [], f"silence: {len(during)} chunks published during the drill"
         elif spec != "stall_inference:0.5":  # a stalled policy publishes late chunks now and then
             assert during and not any(during), f"{spec}: expected only explicit holds, got {during}"
-        assert any(end < r < end + 1.0 and n > 0 for r, _, n in probe.chunks), f"no chunks after {spec}"
+        # the policy drives again: a chunk with actions inferred after the drill (its first point more than a
+        # tick past the end) and before the next drill began; 2 s, not 1 s: after stall_inference the first
+        # fresh inference follows the last stalled one (0.5 s), and a loaded machine delays both
+        resumed = [s for _, s, n in probe.chunks if n > 0 and end + 0.05 < s < min(end + 2.0, next_start)]
+        assert resumed, f"no chunks after {spec}"
 
 
 @pytest.mark.slow
@@ -347,7 +421,10 @@ def test_late_chunks_drill_executes_no_stale_action_and_latches_over_budget(stac
     assert report["held"] and report["conclusive"] and "over budget" in report["message"], report
     start, end = report["started"], report["started"] + 1.0
     assert probe.max_speed_between(start + report["hold_latency_s"] + 0.02, end) < 0.05, report
-    sent = [(r, last) for r, last in probe.chunk_ends if start + 0.1 <= r <= end]
+    # the chunks inferred during the drill, by header stamp (its first point is due at most a tick after the
+    # inference began; one held back until after the drill is never sent): a chunk sent before the drill and
+    # delivered here late is not one of them
+    sent = [(r, last) for r, s, last in probe.chunk_spans if start + 0.05 <= s <= end]
     assert sent and all(last < r for r, last in sent), f"chunks with actions ahead during the drill: {sent}"
     status = probe.controller[-1][1]
     assert status["state"] == "fault" and int(status["late"]) >= 5, status
@@ -379,7 +456,8 @@ def test_a_reflex_faults_the_controller_stops_the_policy_and_nothing_moves_until
     assert "reflex" in probe.controller[-1][1]["reasons"].lower(), probe.controller[-1][1]
     wait_for(lambda: probe.policy_state() == "inactive", 30, what="the policy node deactivating itself")
     probe.wait_sim(1.0)
-    late = [c for c in probe.chunks if c[0] > t_reflex + 0.5 and c[2] > 0]
+    # by header stamp (a chunk with actions is stamped at most a tick after its inference began), not receipt
+    late = [c for c in probe.chunks if c[1] > t_reflex + 0.5 and c[2] > 0]
     assert not late, f"the policy published {len(late)} chunks after the controller's fault"
     speed = probe.max_motion_after(t_reflex + SETTLE_S)
     assert speed < 0.02, f"the arm moved ({speed:.3f} rad/s) after the reflex, before any recovery"
