@@ -194,7 +194,11 @@ def _dm1(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_dm1_train_cli_runs_end_to_end_and_resumes(tmp_path: Path) -> None:
+def test_dm1_train_cli_runs_end_to_end_and_resumes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dm1.cli import main
+
     data, run = tmp_path / "data", tmp_path / "run"
     synth = _dm1("data", "synth", "-o", str(data), "--episodes", "2", "--length", "40", "--image-size", "32")
     assert synth.returncode == 0, synth.stderr
@@ -209,42 +213,64 @@ def test_dm1_train_cli_runs_end_to_end_and_resumes(tmp_path: Path) -> None:
     meta = json.loads((ckpt / "checkpoint.json").read_text())
     assert meta["step"] == 10 and meta["normalizers"]["action"]["min"] and len(meta["dataset_sha256"]) == 64
     assert (run / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    again = _dm1(*args, "--steps", "10", "--no-progress")
-    assert again.returncode == 2 and "--resume" in again.stderr
+    capsys.readouterr()
+    # the refusals, in this process (`dm1.cli.main`, the console script's entry point): no training runs
+    assert main([*args, "--steps", "10", "--no-progress"]) == 2 and "--resume" in capsys.readouterr().err
     resumed = _dm1(*args, "--steps", "14", "--no-progress", "--resume", "--set", "log_every=2")
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed from" in resumed.stdout and (run / "checkpoints" / "step_00000014").is_dir()
-    bad = _dm1("train", "--config", str(TINY), "--set", "model.nope=1")
-    assert bad.returncode == 2 and "unknown key 'nope'" in bad.stderr
+    assert main(["train", "--config", str(TINY), "--set", "model.nope=1"]) == 2
+    assert "unknown key 'nope'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_ctrl_c_or_sigterm_stops_dm1_train_with_a_checkpoint_and_a_resume_command(
-    tiny_data: Path, tmp_path: Path, sig: signal.Signals
-) -> None:
-    run = tmp_path / "run"
-    cmd = [str(Path(sys.executable).parent / "dm1"), "train", "--config", str(TINY), "--no-progress"]
-    cmd += ["--set", f"data.dataset_dir={tiny_data}", "--out", str(run), "--steps", "1000000"]
+def _last_logged_step(run: Path) -> int:
+    """The step of the last complete row of `run`'s metrics.csv (-1 before one is written)."""
+    rows = _rows(run) if (run / "metrics.csv").is_file() else []
+    try:
+        return int(rows[-1]["step"]) if rows else -1
+    except (TypeError, ValueError):  # the last line is being written
+        return -1
+
+
+def _stop_dm1_train(cmd: list[str], run: Path, sig: signal.Signals, after_step: int) -> tuple[int, list[str]]:
+    """Start `cmd` (a long `dm1 train`), send `sig` once it has logged a step past `after_step`, check that it
+    stops with a checkpoint of the step it reached; returns (that step, the resume command it printed)."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 120  # until the first logged steps: the loop is running
-        while not (run / "metrics.csv").is_file() or len(_rows(run)) < 1:
+        deadline = time.monotonic() + 120  # until a newly logged step: the loop is running
+        while _last_logged_step(run) <= after_step:
             assert time.monotonic() < deadline and proc.poll() is None, "training did not start"
             time.sleep(0.2)
         proc.send_signal(sig)
-        _, err = proc.communicate(timeout=120)
+        out, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
     assert proc.returncode == 128 + sig, err
     line = next(ln for ln in err.splitlines() if ln.startswith("dm1 train: stopped by"))
     step = int(line.split(" at step ")[1].split(":")[0])
-    assert f"stopped by {sig.name}" in line and step < 1_000_000
+    assert f"stopped by {sig.name}" in line and after_step < step < 1_000_000
     assert load_checkpoint(run / "checkpoints" / f"step_{step:08d}").step == step
     resume = line.split("`")[1].split()
     assert resume[:2] == ["dm1", "train"] and resume[-1] == "--resume"
-    resumed = _dm1(*resume[1:-1], "--steps", str(step + 2), "--resume", "--no-progress")
-    assert resumed.returncode == 0, resumed.stderr
-    assert f"resumed from {run / 'checkpoints' / f'step_{step:08d}'}" in resumed.stdout
+    if after_step:  # a resumed run
+        assert f"resumed from {run / 'checkpoints' / f'step_{after_step:08d}'}" in out
+    return step, resume
+
+
+def test_ctrl_c_and_sigterm_each_stop_dm1_train_with_a_checkpoint_and_a_resume_command_that_resumes(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C stops a run (exit 130), its resume command runs on until SIGTERM (a job scheduler's stop) stops
+    it (exit 143), and that one's resume command continues from the second checkpoint."""
+    run = tmp_path / "run"
+    cmd = [str(Path(sys.executable).parent / "dm1"), "train", "--config", str(TINY), "--no-progress"]
+    cmd += ["--set", f"data.dataset_dir={tiny_data}", "--out", str(run), "--steps", "1000000"]
+    step, resume = _stop_dm1_train(cmd, run, signal.SIGINT, 0)
+    step, resume = _stop_dm1_train([cmd[0], *resume[1:], "--no-progress"], run, signal.SIGTERM, step)
+    capsys.readouterr()
+    assert _train_in_process(*resume[2:-1], "--steps", str(step + 2), "--resume", "--no-progress") == 0
+    assert f"resumed from {run / 'checkpoints' / f'step_{step:08d}'}" in capsys.readouterr().out
+    assert load_checkpoint(latest_checkpoint(run)).step == step + 2
 
 
 def _train_in_process(*argv: str) -> int:
