@@ -119,8 +119,8 @@ def test_scripted_expert_lifts_the_cube_and_success_turns_true_with_franky():
     cams = {"front": CameraSpec(fps=10.0)}  # one camera keeps rendering load on, at a quarter of the cost
     cfg = TwinConfig(host=free_loopback_host(), cameras=cams, realtime=False, seed=3)
     with Twin(cfg) as twin:
-        results = run_expert_episodes(twin, 3, seed=1000, max_sim_s=15.0)
-        assert all(r.success for r in results), results
+        results = run_expert_episodes(twin, 2, seed=1000, max_sim_s=15.0)  # the second after a reset
+        assert len(results) == 2 and all(r.success for r in results), results
         assert twin.is_success()
         assert twin.cube_pose().pos[2] - cfg.cube_rest_z >= cfg.success_height
         assert twin.renderer.frames_rendered > 0  # cameras kept rendering throughout
