@@ -128,10 +128,10 @@ def _collect(probe: Probe, n: int) -> None:
 
 @pytest.fixture(scope="module")
 def collected(graph, tmp_path_factory):
-    """Three scripted-expert episodes recorded through the teleop node."""
+    """Two scripted-expert episodes recorded through the teleop node (the second after a saved one)."""
     out = tmp_path_factory.mktemp("teleop_data") / "ds"
     with _teleop(graph, "teleop_scripted", out, "scripted", "-p", "mcap:=true"):
-        _collect(graph[1], 3)
+        _collect(graph[1], 2)
     return out
 
 
@@ -141,7 +141,7 @@ def test_scripted_episodes_validate_and_load_in_the_training_loader(collected):
     from dm1.data.tools import validate_dataset
 
     report = validate_dataset(collected)
-    assert report["num_episodes"] == 3 and report["num_valid"] == 3, json.dumps(report, indent=1)
+    assert report["num_episodes"] == 2 and report["num_valid"] == 2, json.dumps(report, indent=1)
     for ep in report["episodes"]:
         assert ep["success"] is True and ep["out_of_range_actions"] == 0
         assert ep["recorder_qa"]["frames"] == ep["length"] > 20
@@ -154,7 +154,7 @@ def test_mcap_mirror_holds_the_raw_topics_of_each_episode(collected):
     from mcap.reader import make_reader
 
     files = sorted((collected / "mcap").glob("*.mcap"))
-    assert [f.name for f in files] == [f"episode_00000{i}.mcap" for i in range(3)]
+    assert [f.name for f in files] == [f"episode_00000{i}.mcap" for i in range(2)]
     with open(files[0], "rb") as f:
         topics = {c.topic for c in make_reader(f).get_summary().channels.values()}
     assert {"/camera/front/color/image_raw", "/joint_states", "/dm1/action_chunk/cartesian"} <= topics
@@ -175,20 +175,10 @@ def test_kill_9_mid_episode_keeps_completed_episodes_and_quarantines_the_partial
         wait_for(lambda: _frames(probe) >= 10, 120, what="10 recorded frames")
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
-    assert [p.name for p in collected.glob("*.partial")] == ["episode_000003.h5.partial"]
+    assert [p.name for p in collected.glob("*.partial")] == ["episode_000002.h5.partial"]
     report = validate_dataset(collected)
-    assert report["num_valid"] == 3 and report["quarantined"] == ["episode_000003.h5.partial"]
-    assert len(DatasetIndex(collected).scan().episodes) == 3
-
-
-def test_discard_removes_the_episode(graph, tmp_path):
-    probe = graph[1]
-    with _teleop(graph, "teleop_discard", tmp_path / "ds", "scripted"):
-        assert probe.call("/teleop/start").success
-        wait_for(lambda: _frames(probe) >= 5, 120, what="5 recorded frames")
-        reply = probe.call("/teleop/discard")
-        assert reply.success and "discarded episode 0" in reply.message
-        assert list((tmp_path / "ds").iterdir()) == []
+    assert report["num_valid"] == 2 and report["quarantined"] == ["episode_000002.h5.partial"]
+    assert len(DatasetIndex(collected).scan().episodes) == 2
 
 
 def test_bad_camera_messages_are_refused_and_a_resized_camera_ends_the_episode_not_the_node(graph, tmp_path):
@@ -233,29 +223,6 @@ def _joint_motion(probe: Probe, seconds: float) -> float:
     t_end = probe.sim_time()
     q = np.array([j[1] for j in probe.joints if j[0] >= t_end - seconds])
     return float(np.max(np.abs(q - q[-1]))) if len(q) else np.inf
-
-
-def test_device_timeout_holds_the_arm(graph, tmp_path):
-    probe = graph[1]
-    with _teleop(graph, "teleop_joy", tmp_path / "ds", "joy", "-p", "record:=false"):
-        chunks0 = probe.chunks
-        # Move in +y (20 Hz wall; sim time runs slower, so input is fresh) until 20 chunks came: on a loaded
-        # host the new node's /joy subscription can take seconds to be discovered (a fixed 2 s of input once
-        # produced no chunk at all in a CI run), so the wait is bounded instead of the input.
-        deadline = time.monotonic() + 60.0
-        while probe.chunks < chunks0 + 20 and time.monotonic() < deadline:
-            probe.joy_pub.publish(Joy(axes=[0.0, 1.0, 0.0], buttons=[0, 0]))
-            time.sleep(0.05)
-        assert probe.chunks >= chunks0 + 20, f"joy input produced {probe.chunks - chunks0} chunks in 60 s"
-        assert _joint_motion(probe, 1.0) > 1e-3, "the arm did not follow the device"
-        # The device goes silent: the deadman must stop publishing and the controller holds.
-        probe.wait_sim(0.5)
-        chunks_after = probe.chunks
-        probe.wait_sim(1.0)
-        assert probe.chunks == chunks_after, "teleop kept publishing without device input"
-        assert not probe.status["deadman_alive"] and probe.status["deadman_trips"] >= 1
-        assert _joint_motion(probe, 0.8) < 2e-3
-        assert np.max(np.abs(probe.joints[-1][2])) < 0.02  # joint velocity ≈ 0
 
 
 def test_unwritable_output_refuses_to_record_and_keeps_holding(graph, tmp_path):
@@ -319,33 +286,56 @@ def test_a_controller_fault_discards_the_episode_and_nothing_moves_after_recover
         assert probe.call("/teleop/discard").success
 
 
-def test_a_home_move_under_a_live_joystick_is_not_undone(graph, tmp_path):
-    """The operator homes the arm while the joystick stays connected (alive, at rest): the teleop target must
-    not pull the arm back to where it was (it did, at full speed, before: the target was kept through the
-    move). The controller refuses a chunk starting far from the arm while idle, and the teleop node re-seeds
-    its target from the homed pose, so the joystick drives on from home."""
+def test_device_timeout_holds_the_arm_and_a_home_move_under_a_live_joystick_is_not_undone(graph, tmp_path):
+    """One joystick teleop node. The joystick drives the arm, then goes silent: the deadman stops publishing
+    and the controller holds the arm. Then the operator homes the arm while the joystick is connected again
+    (alive, at rest): the teleop target must not pull the arm back to where it was (it did, at full speed,
+    before: the target was kept through the move). The controller refuses a chunk starting far from the arm
+    while idle, and the teleop node re-seeds its target from the homed pose, so the joystick drives on from
+    home."""
     import threading
 
     from dm1.control.backend import HOME_EE_POS
     from dm1.kinematics import fr3_fk
 
     probe = graph[1]
-    axes, stop = [0.0, 1.0, 0.0], threading.Event()
+    axes, connected, stop = [0.0, 1.0, 0.0], threading.Event(), threading.Event()
 
-    def joystick() -> None:
+    def joystick() -> None:  # 20 Hz wall; sim time runs slower, so the input is fresh
         while not stop.is_set():
-            probe.joy_pub.publish(Joy(axes=list(axes), buttons=[0, 0]))
+            if connected.is_set():
+                probe.joy_pub.publish(Joy(axes=list(axes), buttons=[0, 0]))
             time.sleep(0.05)
 
     def ee_y() -> float:
         return float(fr3_fk(probe.joints[-1][1])[0][1])
 
-    with _teleop(graph, "teleop_home", tmp_path / "ds", "joy", "-p", "record:=false"):
+    with _teleop(graph, "teleop_joy", tmp_path / "ds", "joy", "-p", "record:=false"):
+        chunks0 = probe.chunks
+        connected.set()
         thread = threading.Thread(target=joystick, daemon=True)
         thread.start()
         try:
+            # Move in +y until 20 chunks came: on a loaded host the new node's /joy subscription can take
+            # seconds to be discovered (a fixed 2 s of input once produced no chunk at all in a CI run), so
+            # the wait is bounded instead of the input.
+            wait_for(lambda: probe.chunks >= chunks0 + 20, 60, what="20 chunks from joystick input")
+            assert _joint_motion(probe, 1.0) > 1e-3, "the arm did not follow the device"
             wait_for(lambda: ee_y() > 0.08, 120, interval=0.1, what="the arm following the joystick 8 cm")
-            axes[:] = [0.0, 0.0, 0.0]  # at rest, still connected
+            # The device goes silent: the deadman must stop publishing and the controller holds.
+            connected.clear()
+            probe.wait_sim(0.5)
+            chunks_after = probe.chunks
+            probe.wait_sim(1.0)
+            assert probe.chunks == chunks_after, "teleop kept publishing without device input"
+            assert not probe.status["deadman_alive"] and probe.status["deadman_trips"] >= 1
+            assert _joint_motion(probe, 0.8) < 2e-3
+            assert np.max(np.abs(probe.joints[-1][2])) < 0.02  # joint velocity ≈ 0
+
+            axes[:] = [0.0, 0.0, 0.0]  # connected again, at rest: the node publishes its target again
+            connected.set()
+            chunks = probe.chunks
+            wait_for(lambda: probe.chunks > chunks + 5, 60, what="chunks of the joystick at rest")
             assert probe.call("/dm1/controller/home", timeout=90.0).success
             t0 = probe.sim_time()
             probe.wait_sim(1.5)
@@ -389,9 +379,12 @@ def test_a_dataset_of_another_layout_is_named_at_startup_and_start_is_refused_wh
     assert sorted(p.name for p in out.iterdir()) == ["episode_000000.h5"]
 
 
-def test_a_refused_second_start_leaves_the_episode_number_alone(graph, tmp_path):
+def test_a_refused_second_start_leaves_the_episode_number_alone_and_discard_removes_the_episode(
+    graph, tmp_path
+):
     """start, start (refused: recording), mark_success, stop_save: the reply names the file written, and the
-    next episode is the next number (`dm1 data collect --via-teleop` reads the file name from the reply)."""
+    next episode is the next number (`dm1 data collect --via-teleop` reads the file name from the reply);
+    discarding that one, mid-recording, leaves no file of it behind."""
     probe, out = graph[1], tmp_path / "ds"
     with _teleop(graph, "teleop_restart", out, "scripted"):
         assert probe.call("/teleop/start").message == "recording episode 0"
@@ -403,4 +396,12 @@ def test_a_refused_second_start_leaves_the_episode_number_alone(graph, tmp_path)
         assert saved.success and saved.message == "saved episode 0 (success=True)", saved.message
         assert (out / "episode_000000.h5").is_file()
         assert probe.call("/teleop/start").message == "recording episode 1"
-        assert probe.call("/teleop/discard").success
+
+        def recording_episode_1() -> bool:  # a status with episode 0 saved: not one from episode 0
+            status = probe.status
+            return status.get("state") == "recording" and status.get("saved") == 1 and _frames(probe) >= 5
+
+        wait_for(recording_episode_1, 120, what="5 recorded frames of episode 1")
+        reply = probe.call("/teleop/discard")
+        assert reply.success and "discarded episode 1" in reply.message, reply.message
+        assert sorted(p.name for p in out.iterdir()) == ["episode_000000.h5"]
