@@ -208,8 +208,13 @@ def test_collect_via_teleop_saves_valid_successful_episodes_for_training(ros_env
 
 @pytest.mark.slow
 def test_interrupt_of_background_run_discards_open_episode_and_stops_graph(ros_env, tmp_path: Path) -> None:
+    """Ctrl-C in a collection appending to a dataset (SIGINT ignored at its start, as in a background job):
+    the open episode (episode 1, after the one already there) is discarded, the saved one kept, the graph
+    stopped, exit 130. The saved episode is a synthetic one of the same layout rather than a lift recorded by
+    this run first (a lift and a home more; the graph-dies test below covers a run's own saved episode)."""
     out = tmp_path / "ds"
-    out.mkdir()
+    make_synthetic_dataset(out, n_episodes=1, episode_len=8)  # the twin schema at 96x96: appendable
+    saved_before = (out / "episode_000000.h5").read_bytes()
     with open(tmp_path / "collect.log", "wb") as log:
         proc = subprocess.Popen(  # SIGINT ignored at start, as in a shell's background job (`cmd &`)
             as_background_job(_collect_cmd(out, 5)), env=ros_env, stdout=log, stderr=subprocess.STDOUT
@@ -236,6 +241,7 @@ def test_interrupt_of_background_run_discards_open_episode_and_stops_graph(ros_e
             proc.kill()
             proc.wait(timeout=10)
     assert sorted(p.name for p in out.glob("episode_*")) == ["episode_000000.h5"]  # no .partial, no episode 1
+    assert (out / "episode_000000.h5").read_bytes() == saved_before
     text = launch_log.read_text(errors="replace")
     assert "discarded episode 1" in text and "[launch] exit code" in text  # the graph was stopped
 
