@@ -19,13 +19,17 @@ from dm1.launch_graph import NodeSpec
 
 # A real rclpy node that ends its run the way the parameter `on_stop` says when SIGINT arrives:
 # "clean" (exit 0), "traceback" (an exception: exit 1 and a traceback) or "segv" (killed by SIGSEGV).
+# The launcher counts it up once its node is in the ROS graph, which `Node()` does before it returns (and
+# on a loaded machine its lazy imports then take seconds): SIGINT there must end it the same way (it exited
+# with -2 from inside `Node()` in CI), so `on_stop` is read from the arguments and `Node()` is in the try.
 STOPPING_NODE = """
 import os, signal, sys, rclpy
 from rclpy.node import Node
 rclpy.init(args=sys.argv, signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
-node = Node("stopping")
-on_stop = node.declare_parameter("on_stop", "clean").value
+on_stop = next((a.split(":=", 1)[1] for a in sys.argv if a.startswith("on_stop:=")), "clean")
 try:
+    node = Node("stopping")
+    node.declare_parameter("on_stop", "clean")
     while True:
         rclpy.spin_once(node, timeout_sec=0.05)
 except KeyboardInterrupt:
