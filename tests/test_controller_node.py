@@ -528,8 +528,8 @@ def test_operator_home_is_refused_while_the_controller_executes_chunks(rig: Rig)
     """A commander the operator CLI cannot see as a policy (a teleop node, a policy not discovered yet) is
     streaming chunks: `dm1 operator home` is refused instead of moving an arm someone commands."""
     target = rig.ee() + np.array([0.0, 0.02, 0.0])
-    # --timeout: how long home may take to see the controller's reports (discovery, on a loaded host), and
-    # how long it waits, the arm being commanded, for a policy to say who commands it (none here)
+    # --timeout: how long home may take to see the controller's reports (discovery, on a loaded host); no
+    # policy node is in the graph, so it looks for one only as long as discovery takes (POLICY_WAIT_S)
     cmd = [PYTHON, "-m", "dm1.cli", "operator", "home", "--timeout", "20"]
     home = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 180

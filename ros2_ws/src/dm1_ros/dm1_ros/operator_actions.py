@@ -29,7 +29,7 @@ from dm1_ros.conversions import diagnostic_values
 from dm1_ros.lifecycle_client import LifecycleClient
 from dm1_ros.service_calls import call_service, spin_step
 
-POLICY_WAIT_S = 3.0  # `status`, `home` of an idle arm: how long to wait for a policy not in the graph
+POLICY_WAIT_S = 3.0  # `status`, `home`: how long to wait for a policy that is not in the graph's node names
 POLICY_POLL_S = 0.25  # `policy_available`: how often it looks for the services (and the node names)
 HOME_WAIT_S = 60.0  # a home move is bounded by the controller (40 s, then stopped and latched)
 COMMAND_REPORTS = 4  # `home`: status reports read to tell whether someone commands the arm (10 Hz: 0.3 s)
@@ -83,7 +83,7 @@ def commanded(reports: list[dict[str, str]]) -> bool:
 
 def policy_available(node: Node, lifecycle: LifecycleClient, timeout_s: float) -> bool:
     """Whether the policy's lifecycle services appear, for the actions that also work without a policy
-    (`status`, `home` of an idle arm; a teleop or cameras-only graph has none, and its services never come).
+    (`status`, `home`; a teleop or cameras-only graph has none, and its services never come).
 
     A policy node already in the graph's node names is waited for the whole `timeout_s`: a new process may
     take longer than `POLICY_WAIT_S` to discover its services on a loaded host, and reported a policy that was
@@ -107,8 +107,9 @@ def _home(node: Node, lifecycle: LifecycleClient, timeout_s: float, policy_node:
     teleop node, a policy not discovered yet); they would drive it again right after the move."""
     busy = commanded(controller_reports(node, timeout_s, COMMAND_REPORTS))
     # A graph without a policy (teleop collection) never answers: wait for one only as long as discovery
-    # takes (`policy_available`), unless the arm is commanded (then as long as allowed, to say by whom).
-    available = lifecycle.available(timeout_s) if busy else policy_available(node, lifecycle, timeout_s)
+    # takes; a policy node in the graph's names is waited for as long as allowed (`policy_available`). A busy
+    # arm is refused either way; the wait only decides whom the refusal names.
+    available = policy_available(node, lifecycle, timeout_s)
     if available and lifecycle.get_state() == "active":
         return ActionResult(False, f"home refused: {policy_node} is active; `dm1 operator deactivate` first")
     if busy:
