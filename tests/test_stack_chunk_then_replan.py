@@ -70,7 +70,7 @@ def chunk_stack(procs, ros_env, tmp_path: Path):
 
     probe.node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 50)
     try:
-        wait_for(lambda: sum(c[2] > 0 for c in probe.chunks) > 20, 180, what="chunks through the stack")
+        wait_for(lambda: sum(c.points > 0 for c in probe.chunks) > 20, 180, what="chunks through the stack")
         yield probe, procs, diags
     finally:
         probe.close()
@@ -83,39 +83,33 @@ def _counts(diags: list[tuple[float, dict[str, str]]], at: float) -> dict[str, i
     return {k: int(before[-1].get(k, 0)) for k in ("ok", "executing", "stale", "recovering")}
 
 
-def _with_ends(probe: StackProbe) -> list:
-    """The probe's chunks with actions, each beside its last point's due time."""
-    with_actions = [c for c in probe.chunks if c[2] > 0]
-    return list(zip(with_actions, probe.chunk_ends, strict=False))
-
-
 @pytest.mark.slow
 def test_chunk_then_replan_never_holds_mid_chunk_infers_once_per_chunk_and_a_dead_camera_holds(
     chunk_stack,
 ) -> None:
     probe, procs, diags = chunk_stack
     probe.wait_sim(1.0)
-    t_a, s_a = probe.controller[-1]
+    t_a, s_a = probe.controller[-1][:2]  # (received, values)
     probe.wait_sim(2.0)
-    t_b, s_b = probe.controller[-1]
+    t_b, s_b = probe.controller[-1][:2]
     c_a, c_b = _counts(diags, t_a), _counts(diags, t_b)
     fresh = c_b["stale"] == c_a["stale"] and c_b["recovering"] == c_a["recovering"]
     assert fresh, f"the policy's inputs went stale on this machine: {c_a} -> {c_b}; {probe.detail(procs)}"
     held = [
-        (round(t, 3), st["reasons"])
-        for t, st in probe.controller
-        if t_a <= t <= t_b and st["state"] != "active"
+        (round(c.received, 3), c.values["reasons"])
+        for c in probe.controller
+        if t_a <= c.received <= t_b and c.values["state"] != "active"
     ]
-    received = [r for r, _, n in probe.chunks if n > 0 and t_a - 0.5 <= r <= t_b]
+    received = [c.received for c in probe.chunks if c.points > 0 and t_a - 0.5 <= c.received <= t_b]
     gaps = [
         (round(a, 3), round(b - a, 3)) for a, b in zip(received, received[1:], strict=False) if b - a > 0.08
     ]
     if held:  # what the controller was sent around the first hold, and what it counted
         t_h = held[0][0]
         near = [
-            (round(r, 3), round(s, 3), round(e, 3))
-            for (r, s, n), (_, e) in _with_ends(probe)
-            if abs(r - t_h) < 0.3
+            (round(c.received, 3), round(c.stamp, 3), round(c.due, 3))
+            for c in probe.chunks
+            if c.points > 0 and abs(c.received - t_h) < 0.3
         ]
         counted = {k: (s_a[k], s_b[k]) for k in s_a if s_a[k] != s_b[k] and k not in ("ticks",)}
         raise AssertionError(
@@ -130,20 +124,24 @@ def test_chunk_then_replan_never_holds_mid_chunk_infers_once_per_chunk_and_a_dea
     assert ticks >= 0.6 * (t_b - t_a) / TICK_S, (c_a, c_b, t_a, t_b)
     fewest, most = ticks / CHUNK_TICKS[1] - 1.5, ticks / CHUNK_TICKS[0] + 1.5
     assert fewest <= inferred <= most, f"{inferred} inferences in {ticks} ticks"
-    sent = [s for r, s, n in probe.chunks if n > 0 and t_a <= r <= t_b]
+    sent = [c.stamp for c in probe.chunks if c.points > 0 and t_a <= c.received <= t_b]
     assert len(sent) >= 0.8 * ticks and np.all(np.diff(sent) > 0), "chunk stamps not rising"
     assert probe.max_speed_between(t_a, t_b) > 0.05, "the arm did not move under the policy"
 
     probe.relay_on = False  # the wrist camera dies
     probe.wait_sim(1.7)
     stale_at = probe.last_relayed + MAX_OBS_AGE_S  # the newest wrist frame passes the policy's age limit
-    holds = [r for r, _, n in probe.chunks if n == 0 and r >= stale_at - 0.01]
+    holds = [c.received for c in probe.chunks if c.points == 0 and c.received >= stale_at - 0.01]
     assert holds and holds[0] <= stale_at + 0.15, (
         f"no explicit hold in time: {holds[:1]}, stale at {stale_at}"
     )
-    late = [c for c in probe.chunks if c[0] > holds[0] and c[2] > 0]
+    late = [c for c in probe.chunks if c.received > holds[0] and c.points > 0]
     assert not late, f"{len(late)} chunks with actions after the policy's input went stale"
-    after = [(round(t - holds[0], 3), st["state"]) for t, st in probe.controller if t > holds[0] + 0.05]
+    after = [
+        (round(c.received - holds[0], 3), c.values["state"])
+        for c in probe.controller
+        if c.received > holds[0] + 0.05
+    ]
     assert after and {state for _, state in after} == {"holding"}, after
     # Each chunk sweeps the toy's targets 6 cm in 0.3 s, so the arm is braked from up to ~1 rad/s (in replan
     # mode it hovers: SETTLE_S): < 0.05 rad/s 0.47 s after the hold in a run on the loaded 2-core VM

@@ -6,9 +6,11 @@ The test process relays the twin's wrist camera to the policy node (so it can cu
 
 from __future__ import annotations
 
+import math
 import signal
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -27,6 +29,23 @@ SETTLE_S = 0.4
 # at up to 1.1 rad/s (the EE at the speed cap): 0.06-0.34 s measured (test_killing_the_policy_node_...);
 # 0.6 s, as the hold is now timed by its header stamp (earlier than its receipt) and 0.4 left ~50 ms
 KILL_SETTLE_S = 0.6
+
+
+class SeenChunk(NamedTuple):
+    """A chunk as the probe received it (sim time)."""
+
+    received: float  # the probe's clock at receipt
+    stamp: float  # header stamp: the first point's time
+    points: int  # 0: an explicit hold
+    due: float  # the last point's due time (nan for a hold)
+
+
+class SeenStatus(NamedTuple):
+    """A controller status report as the probe received it (sim time)."""
+
+    received: float  # the probe's clock at receipt
+    values: dict[str, str]
+    stamp: float  # header stamp: the controller's clock when it published
 
 
 class StackProbe:
@@ -50,13 +69,8 @@ class StackProbe:
         self.last_relayed = -1.0
         self.states: list[tuple[float, np.ndarray]] = []  # (stamp, |dq| max)
         self.positions: list[tuple[float, np.ndarray]] = []  # (stamp, arm q (7,))
-        self.chunks: list[tuple[float, float, int]] = []  # (receive sim time, header stamp, points)
-        self.chunk_ends: list[tuple[float, float]] = []  # (receive sim time, due time of the last point)
-        self.controller: list[tuple[float, dict[str, str]]] = []  # (receive sim time, controller status)
-        # (receive sim time, header stamp: the controller's clock when it published, controller status)
-        self.controller_stamped: list[tuple[float, float, dict[str, str]]] = []
-        # chunks with points: (receive sim time, header stamp, due time of the last point)
-        self.chunk_spans: list[tuple[float, float, float]] = []
+        self.chunks: list[SeenChunk] = []
+        self.controller: list[SeenStatus] = []
         self.relay = self.node.create_publisher(Image, "/test/wrist", 10)
         self.node.create_subscription(Image, "/camera/wrist/color/image_raw", self._on_wrist, 10)
         self.node.create_subscription(JointState, "/joint_states", self._on_js, 50)
@@ -85,21 +99,17 @@ class StackProbe:
 
     def _on_chunk(self, msg) -> None:
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-        received = self.now()
-        self.chunks.append((received, stamp, len(msg.points)))
+        due = math.nan
         if msg.points:
             last = msg.points[-1].time_from_start
             due = stamp + last.sec + last.nanosec * 1e-9
-            self.chunk_ends.append((received, due))
-            self.chunk_spans.append((received, stamp, due))
+        self.chunks.append(SeenChunk(self.now(), stamp, len(msg.points), due))
 
     def _on_status(self, msg) -> None:
         from dm1_ros.conversions import diagnostic_values
 
-        received, values = self.now(), diagnostic_values(msg.status[0])
-        self.controller.append((received, values))
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-        self.controller_stamped.append((received, stamp, values))
+        self.controller.append(SeenStatus(self.now(), diagnostic_values(msg.status[0]), stamp))
 
     def call(self, service: str, pressed: bool | None = None):
         """Call a std_srvs/Trigger service, or SetBool with `pressed` (bounded); returns its response."""
@@ -129,7 +139,7 @@ class StackProbe:
         """What to add to a failure here: the last joint state and controller status seen, and the nodes' logs
         (a twin that stood still shows as a libfranka network timeout in the controller's)."""
         last_state = f"{self.states[-1][0]:.3f}" if self.states else "none"
-        status = self.controller[-1][1] if self.controller else {}
+        status = self.controller[-1].values if self.controller else {}
         brief = {k: status.get(k) for k in ("state", "reasons", "holds", "faults", "liveliness_lost")}
         logs = "\n".join(f"--- {n}.log (end)\n{procs.log(n)[-1500:]}" for n in ("twin", "controller"))
         return f"sim now {self.now():.3f}, last joint state {last_state}, controller {brief}\n{logs}"
@@ -201,7 +211,7 @@ def stack(procs, ros_env, tmp_path: Path):
     try:
         # chunks with points: until every camera has a frame the policy publishes explicit (empty) holds
         wait_for(
-            lambda: sum(c[2] > 0 for c in probe.chunks) > 20,
+            lambda: sum(c.points > 0 for c in probe.chunks) > 20,
             180,
             what="chunks from the policy through the stack",
         )
@@ -226,9 +236,9 @@ def recover_then_activate(probe: StackProbe, procs) -> None:
 def test_arm_moves_under_policy_with_future_stamped_chunks(stack) -> None:
     probe, procs = stack
     wait_for(lambda: probe.controller, 60, what="a controller status")
-    _, s_a = probe.controller[-1]
+    s_a = probe.controller[-1].values
     probe.wait_sim(1.0)
-    _, s_b = probe.controller[-1]
+    s_b = probe.controller[-1].values
     start = probe.now() - 0.8
     assert probe.max_speed_after(start) > 0.05, "the arm did not move under policy control"
     # The controller's own verdict on every chunk in the window (its clock, no transport to this process in
@@ -242,7 +252,7 @@ def test_arm_moves_under_policy_with_future_stamped_chunks(stack) -> None:
     # machine, its own executor's delay (the former 60 ms bound left little room for that). 0.2 s still
     # catches a stamp far in the past (a replayed stream, a stamp taken long before publishing); the counters
     # above are the controller's exact view.
-    moving = [(r, s) for r, s, n in probe.chunks if n > 0 and r >= start]
+    moving = [(c.received, c.stamp) for c in probe.chunks if c.points > 0 and c.received >= start]
     print(
         f"controller counters over the window {d}; stamp - receipt min {min(s - r for r, s in moving):.3f} s"
     )
@@ -259,11 +269,12 @@ def test_camera_that_stops_publishing_holds_the_arm(stack) -> None:
     stale_at = probe.last_relayed + 0.1  # the newest wrist frame passes the policy's 100 ms age limit
     # by the hold's header stamp (the policy's clock when it published it), not this process's receipt time
     chunks = list(probe.chunks)
-    holds = [i for i, (_, s, n) in enumerate(chunks) if n == 0 and s >= stale_at - 0.01]
+    holds = [i for i, c in enumerate(chunks) if c.points == 0 and c.stamp >= stale_at - 0.01]
     assert holds, "the policy published no explicit hold after the camera went stale"
-    t_hold = chunks[holds[0]][1]
+    t_hold = chunks[holds[0]].stamp
     print(
-        f"hold stamped {1000 * (t_hold - stale_at):.0f} ms after stale (received {chunks[holds[0]][0]:.3f})"
+        f"hold stamped {1000 * (t_hold - stale_at):.0f} ms after stale "
+        f"(received {chunks[holds[0]].received:.3f})"
     )
     # detection at the next 20 Hz tick (50 ms); the rest for a policy tick that runs late on a loaded machine
     assert t_hold <= stale_at + 0.15, f"hold published {1000 * (t_hold - stale_at):.0f} ms after stale"
@@ -272,7 +283,7 @@ def test_camera_that_stops_publishing_holds_the_arm(stack) -> None:
     assert speed < 0.05, f"arm moving ({speed:.3f} rad/s) {1000 * SETTLE_S:.0f} ms after the hold: {profile}"
     # after the hold in the order the policy published them (one publisher, reliable: received in order);
     # receipt times would count a chunk that was merely delivered late
-    late = [c for c in chunks[holds[0] + 1 :] if c[2] > 0]
+    late = [c for c in chunks[holds[0] + 1 :] if c.points > 0]
     assert not late, f"{len(late)} chunks with actions after the policy declared its input stale"
 
 
@@ -287,7 +298,7 @@ def test_killing_the_policy_node_holds_the_arm(stack) -> None:
     # Header stamps, not this process's receipt times (which a loaded machine delays): the last chunk's is its
     # first point's time, up to one 20 Hz tick after the policy published it; `killed_at` was read once the
     # kill returned, on this process's clock, which can lag the stack's by its executor's delay.
-    last_chunk = max(s for _, s, n in probe.chunks if n > 0)
+    last_chunk = max(c.stamp for c in probe.chunks if c.points > 0)
     assert last_chunk <= killed_at + 0.3, f"a chunk stamped {last_chunk - killed_at:.3f} s after the kill"
     profile = [(round(t - last_chunk, 3), round(dq, 3)) for t, dq in probe.states if t > last_chunk][::10]
     # The watchdog (or the QoS deadline, 100 ms of wall clock) holds 100 ms after the controller received the
@@ -295,7 +306,9 @@ def test_killing_the_policy_node_holds_the_arm(stack) -> None:
     # ~0.19 s for the chunk's delivery to the controller on a loaded machine. The chunk itself runs out at
     # most 0.3 s after its stamp (7 points at 20 Hz), so the reason tells that hold apart from the watchdog's.
     holds = [
-        (h, st) for _, h, st in probe.controller_stamped if st.get("state") == "holding" and h > last_chunk
+        (c.stamp, c.values)
+        for c in probe.controller
+        if c.values.get("state") == "holding" and c.stamp > last_chunk
     ]
     first = [(round(h - last_chunk, 3), st["reasons"]) for h, st in holds[:1]]
     print(
@@ -320,7 +333,7 @@ def test_killing_the_policy_node_holds_the_arm(stack) -> None:
     )
     # the second path (row 15): the policy's publisher offers a liveliness lease that the controller watches
     wait_for(
-        lambda: any(int(s.get("liveliness_lost", 0)) > 0 for _, s in probe.controller),
+        lambda: any(int(c.values.get("liveliness_lost", 0)) > 0 for c in probe.controller),
         30,
         what="the controller counting the killed policy's lost QoS liveliness",
     )
@@ -345,8 +358,8 @@ def test_a_controller_that_dies_stops_the_policy_and_a_restarted_one_moves_nothi
     # hold comes up to a tick before 2 s, more when a tick runs late on a loaded machine; 1.7 s still tells
     # silence_s from fresh_s (1 s) or an immediate stop, and `no controller report` in its log (below) says
     # which rule stopped it.
-    last_report = max(h for _, h, _ in probe.controller_stamped)
-    lost_after = max(s for _, s, _ in probe.chunks) - last_report
+    last_report = max(c.stamp for c in probe.controller)
+    lost_after = max(c.stamp for c in probe.chunks) - last_report
     print(f"the policy published for {lost_after:.3f} s after the controller's last report")
     assert 1.7 <= lost_after <= 3.5, (
         f"the policy published for {lost_after:.2f} s after the controller's last report"
@@ -394,7 +407,7 @@ def test_fault_drills_hold_the_arm_through_the_real_fault_paths_then_the_policy_
         spec, start, end = report["drill"], report["started"], report["started"] + 1.0
         assert report["held"] and report["conclusive"] and report["hold_latency_s"] <= 0.5, report
         assert probe.max_speed_between(start + report["hold_latency_s"] + 0.02, end) < 0.05, (spec, report)
-        during = [n for _, s, n in probe.chunks if start + 0.2 <= s <= end - 0.05]
+        during = [c.points for c in probe.chunks if start + 0.2 <= c.stamp <= end - 0.05]
         if spec == "silence":
             assert during == [], f"silence: {len(during)} chunks published during the drill"
         elif spec != "stall_inference:0.5":  # a stalled policy publishes late chunks now and then
@@ -402,7 +415,11 @@ def test_fault_drills_hold_the_arm_through_the_real_fault_paths_then_the_policy_
         # the policy drives again: a chunk with actions inferred after the drill (its first point more than a
         # tick past the end) and before the next drill began; 2 s, not 1 s: after stall_inference the first
         # fresh inference follows the last stalled one (0.5 s), and a loaded machine delays both
-        resumed = [s for _, s, n in probe.chunks if n > 0 and end + 0.05 < s < min(end + 2.0, next_start)]
+        resumed = [
+            c.stamp
+            for c in probe.chunks
+            if c.points > 0 and end + 0.05 < c.stamp < min(end + 2.0, next_start)
+        ]
         assert resumed, f"no chunks after {spec}"
 
 
@@ -426,9 +443,9 @@ def test_late_chunks_drill_executes_no_stale_action_and_latches_over_budget(stac
     # the chunks inferred during the drill, by header stamp (its first point is due at most a tick after the
     # inference began; one held back until after the drill is never sent): a chunk sent before the drill and
     # delivered here late is not one of them
-    sent = [(r, last) for r, s, last in probe.chunk_spans if start + 0.05 <= s <= end]
+    sent = [(c.received, c.due) for c in probe.chunks if c.points > 0 and start + 0.05 <= c.stamp <= end]
     assert sent and all(last < r for r, last in sent), f"chunks with actions ahead during the drill: {sent}"
-    status = probe.controller[-1][1]
+    status = probe.controller[-1].values
     assert status["state"] == "fault" and int(status["late"]) >= 5, status
     wait_for(lambda: probe.policy_state() == "inactive", 30, what="the policy node deactivating itself")
     assert dm1_operator("recover").returncode == 0
@@ -454,16 +471,16 @@ def test_a_reflex_faults_the_controller_stops_the_policy_and_nothing_moves_until
     # late chunk on a loaded machine), and then the twin answers "nothing to abort": try again
     wait_for(lambda: probe.call("/twin/inject_reflex").success, 60, what="a reflex during a running motion")
     t_reflex = probe.now()
-    wait_for(lambda: probe.controller[-1][1].get("state") == "fault", 30, what="the controller's fault")
-    assert "reflex" in probe.controller[-1][1]["reasons"].lower(), probe.controller[-1][1]
+    wait_for(lambda: probe.controller[-1].values.get("state") == "fault", 30, what="the controller's fault")
+    assert "reflex" in probe.controller[-1].values["reasons"].lower(), probe.controller[-1].values
     wait_for(lambda: probe.policy_state() == "inactive", 30, what="the policy node deactivating itself")
     probe.wait_sim(1.0)
     # by header stamp (a chunk with actions is stamped at most a tick after its inference began), not receipt
-    late = [c for c in probe.chunks if c[1] > t_reflex + 0.5 and c[2] > 0]
+    late = [c for c in probe.chunks if c.stamp > t_reflex + 0.5 and c.points > 0]
     assert not late, f"the policy published {len(late)} chunks after the controller's fault"
     speed = probe.max_motion_after(t_reflex + SETTLE_S)
     assert speed < 0.02, f"the arm moved ({speed:.3f} rad/s) after the reflex, before any recovery"
-    assert probe.controller[-1][1]["state"] == "fault", "the fault did not stay latched"
+    assert probe.controller[-1].values["state"] == "fault", "the fault did not stay latched"
     # the operator's side, through `dm1 operator` (no ros2 CLI here)
     status = dm1_operator("status")
     assert status.returncode == 0 and "controller: fault" in status.stdout, status
@@ -490,8 +507,8 @@ def test_the_user_stop_mid_episode_holds_until_released_recovered_and_activated(
     assert moving > 0.05, f"the arm was not moving before the stop: {moving:.4f} rad/s"
     assert probe.call("/twin/user_stop", pressed=True).success
     t_pressed = probe.now()
-    wait_for(lambda: probe.controller[-1][1].get("state") == "fault", 30, what="the controller's fault")
-    assert "User Stop pressed" in probe.controller[-1][1]["reasons"], probe.controller[-1][1]
+    wait_for(lambda: probe.controller[-1].values.get("state") == "fault", 30, what="the controller's fault")
+    assert "User Stop pressed" in probe.controller[-1].values["reasons"], probe.controller[-1].values
     wait_for(lambda: probe.policy_state() == "inactive", 30, what="the policy node deactivating itself")
     refused = dm1_operator("recover")
     assert refused.returncode == 1 and "recover failed" in refused.stdout, refused
@@ -500,7 +517,7 @@ def test_the_user_stop_mid_episode_holds_until_released_recovered_and_activated(
     probe.wait_sim(1.0)
     speed = probe.max_motion_after(t_pressed + SETTLE_S)
     assert speed < 0.02, f"the arm moved ({speed:.3f} rad/s) after the stop, before any recovery"
-    assert probe.controller[-1][1]["state"] == "fault", "releasing the stop cleared the fault"
+    assert probe.controller[-1].values["state"] == "fault", "releasing the stop cleared the fault"
     recover_then_activate(probe, procs)
     t_active = probe.now()
     probe.wait_sim(1.0)
