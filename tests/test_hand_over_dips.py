@@ -201,3 +201,40 @@ def test_a_controller_that_stops_at_every_hand_over_is_caught_with_the_commands_
     assert counted.sum() >= 8 and np.all(flags[counted] == 1)
     smooth = np.stack([np.arange(len(t)) * 0.005 * 0.2, np.zeros(len(t)), np.full(len(t), 0.1)], axis=1)
     assert not np.any(boundary_dips(t, smooth, boundaries, commanded, episode_starts=np.array([0.0])) == 1)
+
+
+def test_hand_over_stops_dip_at_the_boundaries_and_not_halfway_between() -> None:
+    """The control: a controller that stops 40 ms around every boundary dips at each boundary and at none of
+    the midpoints; a slowdown of the arm's own between two boundaries dips only at the midpoint."""
+    from dm1.evaluation.hand_over_dips import mid_period_dips
+
+    t = np.arange(0.0, 3.0, 0.005)
+    boundaries = np.arange(0.0, 3.0, 0.25)
+    near = np.min(np.abs(t[:, None] - boundaries[None, :]), axis=1) < 0.02  # (N,) stop-and-go
+    x = np.concatenate([[0.0], np.cumsum(np.where(near, 0.0, 0.2)[:-1] * 0.005)])
+    ee = np.stack([x, np.zeros_like(x), np.zeros_like(x)], axis=1)
+    cmd = np.full(len(boundaries), 0.2)
+    starts = np.array([0.0])
+    at_boundaries = boundary_dips(t, ee, boundaries, cmd, episode_starts=starts)
+    between = mid_period_dips(t, ee, boundaries, cmd, episode_starts=starts)
+    assert between.shape == (len(boundaries) - 1,)
+    assert np.all(at_boundaries[at_boundaries >= 0] == 1) and (at_boundaries >= 0).sum() >= 8
+    assert (between >= 0).sum() >= 8 and not np.any(between == 1)
+
+    t, ee = _trace(stop_at=2.05)  # standing still over [2.05, 2.15): the midpoint 2.075, no boundary
+    own = np.arange(1.2, 2.9, 0.25)  # ..., 1.95, 2.2, ...
+    assert not np.any(boundary_dips(t, ee, own, np.full(len(own), 0.2)) == 1)
+    mids = mid_period_dips(t, ee, own, np.full(len(own), 0.2))
+    assert list(np.flatnonzero(mids == 1)) == [3]  # between 1.95 and 2.2
+
+
+def test_midpoints_across_an_episode_start_or_a_long_gap_are_not_counted() -> None:
+    from dm1.evaluation.hand_over_dips import mid_period_dips
+
+    t, ee = _trace(None)
+    boundaries = np.array([1.2, 1.25, 1.3, 1.35, 2.0, 2.05, 2.1, 2.15, 2.2, 2.25])
+    flags = mid_period_dips(t, ee, boundaries, episode_starts=np.array([0.0, 2.08]))
+    assert flags.shape == (9,)
+    assert flags[3] == -1  # 1.35 -> 2.0: 13 times the median spacing (the arm held between episodes)
+    assert flags[5] == -1  # 2.05 -> 2.1: an episode began at 2.08
+    assert np.all(flags[[0, 1, 2, 4]] == 0)  # smooth motion, a full running window behind them

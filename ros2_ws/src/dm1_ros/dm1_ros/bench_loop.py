@@ -5,7 +5,9 @@ time are covered, and reports the observation→chunk latency (policy ledger: ti
 ticks (expected ticks at the card's rate while active minus chunks received) and the fraction of chunk
 boundaries at which the end-effector speed (FK of `/joint_states`) dips below 20 % of its running median while
 the policy commands motion on both sides of the boundary (`dm1.evaluation.hand_over_dips`), by phase (grasp,
-transit), and without that filter (`boundary_dip_fraction_unfiltered`).
+transit), and without that filter (`boundary_dip_fraction_unfiltered`); as a control, the same filtered test
+halfway between boundaries (`mid_period_dip_fraction`: a policy that slows on its own dips there as often, a
+controller that stops at hand-overs does not).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dm1.evaluation.hand_over_dips import (
     dip_fraction,
     executed_within_episode,
     grasp_phase,
+    mid_period_dips,
     net_commanded_speed,
     write_trace,
 )
@@ -145,6 +148,8 @@ def run_loop_benchmark(args: Any) -> dict[str, Any]:
     flags = boundary_dips(times, ee, boundaries, commanded, episode_starts=starts)
     frac, counted = dip_fraction(flags)
     raw_frac, raw_counted = dip_fraction(boundary_dips(times, ee, boundaries, episode_starts=starts))
+    mid = mid_period_dips(times, ee, boundaries, commanded, episode_starts=starts)  # the control
+    mid_frac, mid_counted = dip_fraction(mid)
     grasp = grasp_phase(times, ee, widths, boundaries)
     by_phase = {
         phase: {"dips": int(np.sum(flags[mask] == 1)), "counted": int(np.sum(flags[mask] >= 0))}
@@ -191,6 +196,9 @@ def run_loop_benchmark(args: Any) -> dict[str, Any]:
         "boundary_dips_by_phase": by_phase,
         "boundary_dip_fraction_unfiltered": raw_frac,  # every boundary where the arm moves, commands ignored
         "boundaries_counted_unfiltered": raw_counted,
+        # the control: the same filtered test halfway between boundaries, where no hand-over happens
+        "mid_period_dip_fraction": mid_frac,
+        "mid_periods_counted": mid_counted,
         "sim_seconds": active_s,
         "model": str(args.model),
         "noise_scale": float(args.noise_scale),

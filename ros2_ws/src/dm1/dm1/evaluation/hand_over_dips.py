@@ -9,7 +9,8 @@ is not a hand-over dip; a controller that stops at a hand-over in a steady strea
 `boundary_dips` with no commanded speeds counts every boundary where the arm moves (the unfiltered figure
 `dm1 bench loop` also reports). The running median never reaches back into the previous episode, and the
 dips are split by phase: the grasp (settling on the cube, closing the fingers) and the transit
-(`grasp_phase`).
+(`grasp_phase`). `mid_period_dips` is the control: the same test halfway between boundaries, where no
+hand-over happens; dips the policy causes show up there as often as at the boundaries.
 """
 
 from __future__ import annotations
@@ -78,6 +79,33 @@ def boundary_dips(
             continue
         flags[i] = int(speed_around(times, ee, b, probe_s) < dip * median)  # a 0-d array: compares as a bool
     return flags
+
+
+def mid_period_dips(
+    times: np.ndarray,
+    ee: np.ndarray,
+    boundaries: np.ndarray,
+    commanded: np.ndarray | None = None,
+    episode_starts: np.ndarray | None = None,
+) -> np.ndarray:
+    """The control for `boundary_dips`: the same test halfway between consecutive boundaries, away from any
+    hand-over, each with the commanded speed of the chunk in force there (the earlier boundary's).
+
+    A controller that stops at hand-overs dips at the boundaries and not between them; a policy that slows on
+    its own (settling on the cube) dips as often between them. Returns (M-1,) flags as `boundary_dips` does,
+    -1 for a pair with an episode start between its boundaries or further apart than twice their median
+    spacing (the arm held between episodes). boundaries (M,) ascending; commanded (M,) or None.
+    """
+    b = np.asarray(boundaries, dtype=float)  # (M,)
+    if len(b) < 2:
+        return np.full(0, -1, dtype=int)
+    gap = np.diff(b)  # (M-1,)
+    starts = np.asarray([] if episode_starts is None else episode_starts, dtype=float)
+    split = np.searchsorted(starts, b[:-1], side="right") != np.searchsorted(starts, b[1:], side="right")
+    usable = ~split & (gap <= 2 * np.median(gap))  # (M-1,)
+    cmd = np.full(len(b) - 1, np.nan) if commanded is None else np.asarray(commanded, dtype=float)[:-1]
+    flags = boundary_dips(times, ee, 0.5 * (b[:-1] + b[1:]), cmd, episode_starts=episode_starts)
+    return np.where(usable, flags, -1)
 
 
 def dip_fraction(flags: np.ndarray) -> tuple[float, int]:
