@@ -287,6 +287,22 @@ def test_camera_that_stops_publishing_holds_the_arm(stack) -> None:
     assert not late, f"{len(late)} chunks with actions after the policy declared its input stale"
 
 
+def assert_lost_link_latched_after(probe: StackProbe, procs, held_at: float) -> None:
+    """The other safe outcome of a SIGKILL on this host: the twin's physics stood still for over libfranka's
+    1 s timeout (a Fast DDS shared-memory lock the killed process held stalls a writer in the twin: seen once
+    in a fresh-clone CI run, 1.78 s; tests/test_dead_peer_lock.py measures how often), so the controller
+    latched the lost link as a fault and `/joint_states` ended (nothing measured to publish). The arm was held
+    first, then faulted: it takes no command until an operator recovers it."""
+    faults = [c for c in probe.controller if c.values.get("state") == "fault"]
+    assert faults, f"the joint states ended without a controller fault: {probe.detail(procs)}"
+    first = faults[0]
+    assert "NetworkException" in first.values.get("reasons", ""), probe.detail(procs)
+    assert first.stamp >= held_at, f"the fault ({first.stamp:.3f}) came before the hold ({held_at:.3f})"
+    assert "physics stood still" in procs.log("twin"), probe.detail(procs)
+    assert probe.controller[-1].values.get("state") == "fault", "the lost link did not stay latched"
+    print(f"the twin stood still after the hold; the lost link latched at {first.stamp:.3f}")
+
+
 @pytest.mark.slow
 def test_killing_the_policy_node_holds_the_arm(stack) -> None:
     probe, procs = stack
@@ -324,13 +340,14 @@ def test_killing_the_policy_node_holds_the_arm(stack) -> None:
     # fresh-clone CI run, and 1 of 10 local runs failed the former bound (0.2 s): the jittering toy policy
     # spins the wrist joints up to 1.1 rad/s, whose momentum the Cartesian damping brakes more slowly
     settled = holds[0][0] + KILL_SETTLE_S
-    assert any(t >= settled for t, _ in probe.states), (
-        f"no joint states after {settled:.3f}: {probe.detail(procs)}"
-    )
-    speed = probe.max_speed_after(settled)
-    assert speed < 0.05, (
-        f"arm still moving after the watchdog ({speed:.3f} rad/s); profile {profile}; {probe.detail(procs)}"
-    )
+    if any(t >= settled for t, _ in probe.states):
+        speed = probe.max_speed_after(settled)
+        assert speed < 0.05, (
+            f"arm still moving after the watchdog ({speed:.3f} rad/s); profile {profile}; "
+            f"{probe.detail(procs)}"
+        )
+    else:  # the joint states ended: only a lost robot link, latched after the hold, may end them
+        assert_lost_link_latched_after(probe, procs, holds[0][0])
     # the second path (row 15): the policy's publisher offers a liveliness lease that the controller watches
     wait_for(
         lambda: any(int(c.values.get("liveliness_lost", 0)) > 0 for c in probe.controller),
