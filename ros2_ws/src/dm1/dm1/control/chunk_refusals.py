@@ -1,6 +1,6 @@
-"""Why `ChunkExecutor` refuses an offered chunk: non-finite values, and the timing refusals with the numbers
-an operator needs (the chunk's stamp, the controller's clock, the limit), e.g. a wall-clock stamp sent to a
-controller on simulation time."""
+"""Why `ChunkExecutor` refuses an offered chunk: its content (the other mode's kind, non-finite values, a
+stamp from before a home move), and the timing refusals with the numbers an operator needs (the chunk's
+stamp, the controller's clock, the limit), e.g. a wall-clock stamp sent to a controller on simulation time."""
 
 from __future__ import annotations
 
@@ -30,6 +30,22 @@ def nonfinite_chunk_reason(chunk: TimedChunk) -> str | None:
         gripper=chunk.gripper,
         **({} if chunk.quat_xyzw is None else {"quat_xyzw": chunk.quat_xyzw}),
     )
+
+
+def content_refusal(chunk: TimedChunk, mode: str, homed_at: float | None) -> tuple[str, str] | None:
+    """(the executor's counter, the reason) for a chunk refused for what it is, whatever its timing: a chunk
+    of the kind the controller does not run (`mode`), a non-finite value, or a stamp before the last home
+    move ended at `homed_at` (s; None: no home move yet). None: it may be scheduled."""
+    if chunk.kind != mode:
+        return "rejected_mode", f"{chunk.kind} chunk while the controller runs in {mode} mode"
+    if (reason := nonfinite_chunk_reason(chunk)) is not None:
+        return "rejected_nonfinite", f"chunk rejected: {reason}"
+    if homed_at is not None and chunk.stamp < homed_at:
+        return "dropped_homing", (
+            f"chunk stamped {chunk.stamp:.2f} s, before the home move ended at {homed_at:.2f} s: "
+            "a stream from before the move is not continued"
+        )
+    return None
 
 
 def timing_refusal(

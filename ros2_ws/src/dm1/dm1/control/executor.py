@@ -21,7 +21,7 @@ import numpy as np
 from dm1.control.backend import RobotBackend, RobotFault, RobotStateSnapshot
 from dm1.control.chunk_refusals import (
     TIMING_COUNTERS,
-    nonfinite_chunk_reason,
+    content_refusal,
     one_line,
     quoted,
     timing_refusal,
@@ -43,7 +43,8 @@ from dm1.control.homing import move_home
 from dm1.control.limits import SafetyLimits
 from dm1.control.link_check import CommandLinkMonitor
 from dm1.control.loop_health import LoopHealth
-from dm1.control.safety import OverspeedWatch, SafetyFilter, SafetyReport, pose_report
+from dm1.control.safe_step import safe_step
+from dm1.control.safety import OverspeedWatch, SafetyFilter, SafetyReport
 from dm1.control.schedule import ChunkSchedule, ScheduledTarget, TimedChunk, hold_target
 from dm1.control.tracking import TrackingMonitor
 
@@ -60,12 +61,11 @@ class ChunkExecutor:
         limits: safety envelope (always applied).
         clock: returns the current time in seconds (the same clock as chunk stamps).
         mode: "cartesian" (EE position chunks) or "joint" (joint chunks); the other kind is refused.
-        tick_period_s: the period `tick` is called at. A tick more than two periods after the previous one is
-            an overrun: counted (`tick_overruns`), and the safety filter's rate limits then allow the target
-            to move as far as in two periods, not across the whole gap (the arm, which slowed toward the
-            standing target meanwhile, picks up smoothly instead of being thrown after the chunk). None: no
-            overrun handling. Any tick later than `limits.max_tick_gap_s` holds the arm; more overruns than
-            `limits.max_overruns_per_s` within a second latch a fault.
+        tick_period_s: the period `tick` is called at. A tick more than two periods late is an overrun
+            (`LoopHealth.tick`, counted: `tick_overruns`); the rate limits then move the target as in two
+            periods, not across the whole gap (the arm picks up smoothly instead of being thrown after the
+            chunk). None: no overrun handling. A tick later than `limits.max_tick_gap_s` holds the arm; more
+            overruns than `limits.max_overruns_per_s` within a second latch a fault.
         source_window_s: two publishers sending motion chunks in turns within this many seconds latch a
             fault (`SourceGuard`; 0 = off). Only chunks offered with a `source` are counted.
     """
@@ -98,8 +98,6 @@ class ChunkExecutor:
         self._brake_error_logged = -np.inf  # time.monotonic() of the last "hold failed" log
         self.overspeed = OverspeedWatch(limits, mode)  # the measured speed vs what targets may command
         self.tick_period_s = tick_period_s
-        self._last_tick: float | None = None  # clock time of the previous tick
-        self.max_tick_gap_s = 0.0  # the longest time between two ticks while streaming
         self.link = CommandLinkMonitor()  # libfranka's command success rate, sampled while streaming
         self.tracking = TrackingMonitor(unit="mm" if mode == "cartesian" else "mrad")  # action-to-motion lag
         self.homed_at: float | None = None  # clock time the last home move ended: older chunks are pre-home
@@ -130,22 +128,12 @@ class ChunkExecutor:
             conflict = self.sources.check(source, now, f"{self.mode} chunks")
         if self.state == FAULT:
             return self._refuse("rejected_fault", "fault latched: call recover()")
-        if chunk.kind != self.mode:
-            return self._refuse(
-                "rejected_mode", f"{chunk.kind} chunk while the controller runs in {self.mode} mode"
-            )
-        if conflict:
+        if conflict:  # only chunks of the controller's mode are checked
             self.counters["rejected_two_sources"] += 1
             self._latch(conflict)
             return "rejected_two_sources"
-        if (reason := nonfinite_chunk_reason(chunk)) is not None:
-            return self._refuse("rejected_nonfinite", f"chunk rejected: {reason}")
-        if self.homed_at is not None and chunk.stamp < self.homed_at:
-            return self._refuse(
-                "dropped_homing",
-                f"chunk stamped {chunk.stamp:.2f} s, before the home move ended at {self.homed_at:.2f} s: "
-                "a stream from before the move is not continued",
-            )
+        if (refusal := content_refusal(chunk, self.mode, self.homed_at)) is not None:
+            return self._refuse(*refusal)
         running = self.schedule.chunk
         result = self.schedule.offer(
             chunk, now, lambda: hold_target(self.backend, self.mode, self._gripper_closed)
@@ -202,7 +190,8 @@ class ChunkExecutor:
         now = self.clock() if now is None else now
         self.counters["ticks"] += 1
         self._clock_went_back(now)
-        gap = self._tick_gap(now)
+        gap, overrun = self.loop.tick(now, self.state == ACTIVE, self.tick_period_s)  # overruns: streaming
+        self.counters["tick_overruns"] += int(overrun)
         if self.state == FAULT:
             self._brake()  # our own latch (over budget, an error here) leaves the robot streaming
             return self.status()
@@ -239,18 +228,6 @@ class ChunkExecutor:
             self._latch(f"internal error in the control tick: {type(exc).__name__}: {exc}")
         return self.status()
 
-    def _tick_gap(self, now: float) -> float:
-        """Time since the previous tick (0 for the first). While streaming (where a stall leaves the arm's
-        target standing), counts the overruns and keeps the longest gap; a held or idle arm is unaffected."""
-        gap = 0.0 if self._last_tick is None else max(now - self._last_tick, 0.0)
-        self._last_tick = now
-        if self.state == ACTIVE:
-            self.max_tick_gap_s = max(self.max_tick_gap_s, gap)
-            if self.tick_period_s is not None and gap > 2.0 * self.tick_period_s:
-                self.counters["tick_overruns"] += 1
-                self.loop.overrun(now)
-        return gap
-
     def _clock_went_back(self, now: float, tick: bool = True) -> None:
         """A clock that went back (`ClockJumpWatch`; `tick`: a tick's reading, else a chunk's): drops the
         schedule and holds, as on a watchdog hold, and says so (counted, `clock_jumps`). Times kept on the old
@@ -260,8 +237,8 @@ class ChunkExecutor:
         self.counters["clock_jumps"] += 1
         why = clock_jump_reason(back, now)
         log.warning(why)
-        self._last_tick = self._prev_time = None
-        self.loop.reset()
+        self._prev_time = None
+        self.loop.reset()  # the previous tick too
         self.homed_at = None if self.homed_at is None else self.homed_at - back
         if self.state != FAULT:  # a latched fault stays the reason (nothing is scheduled then)
             self._hold(why)
@@ -282,43 +259,26 @@ class ChunkExecutor:
 
     def _command(self, target: ScheduledTarget, state: RobotStateSnapshot, now: float) -> None:
         activating = self.state != ACTIVE or self._prev_target is None
-        measured = state.ee_pos if self.mode == "cartesian" else state.q
         dt = 0.0 if self._prev_time is None or activating else max(now - self._prev_time, 0.0)
         if self.tick_period_s is not None:  # after an overrun the target moves on as after two periods, not
             dt = min(dt, 2.0 * self.tick_period_s)  # the whole gap: no step to where the chunk went meanwhile
-        if activating:
-            # First command after (re)activation = the measured state: no jump, whatever the chunk says.
-            safe, velocity, report = measured.copy(), None, None
-        else:
-            filt = self.safety.filter_ee if self.mode == "cartesian" else self.safety.filter_joint
-            report = filt(target.position, measured, self._prev_target, dt)
-            safe = report.safe
-            velocity = (
-                self.safety.clipped_velocity(report, self._prev_target, dt, self.mode)
-                if report.clipped
-                else self.safety.limit_feedforward(target.velocity, safe, self.mode)
-            )
-        if self.mode == "cartesian":  # the orientation likewise; (re)activation: the measured one
-            quat = state.ee_quat_xyzw if activating or target.quat_xyzw is None else target.quat_xyzw
-            previous = None if activating else self._prev_quat
-            turn = self.safety.filter_orientation(quat, state.ee_quat_xyzw, previous, dt)
-            report, self._prev_quat = pose_report(report, turn), turn.safe  # report: the pose's (7,)
-        if report is not None and report.clipped:
+        previous = None if activating else (self._prev_target, self._prev_quat)
+        step = safe_step(self.safety, self.mode, target, state, previous, dt)  # activating: measured state
+        if step.report is not None and step.report.clipped:
             self.counters["clamped"] += 1
-            self.last_clamp = report
-            self.clamp_log.report(report, now)  # a WARNING, at most once a second per reason
+            self.last_clamp = step.report
+            self.clamp_log.report(step.report, now)  # a WARNING, at most once a second per reason
         if self.mode == "cartesian":
-            acc = None if velocity is None else self.safety.wall_braking(velocity, safe)
-            self.backend.send_ee_target(safe, self._prev_quat, velocity, acc)
+            self.backend.send_ee_target(step.position, step.quat_xyzw, step.velocity, step.acceleration)
         else:
-            self.backend.send_joint_target(safe, velocity)
+            self.backend.send_joint_target(step.position, step.velocity)
         self._update_gripper(target.gripper)
         if activating:
             self.state, self.reasons = ACTIVE, ["streaming"]
             self.tracking.reset()  # a new stream: the window starts here
             self.loop.start_stream(now)
-        self.tracking.record(now, safe, measured)
-        self._prev_target, self._prev_time = safe, now
+        self.tracking.record(now, step.position, state.ee_pos if self.mode == "cartesian" else state.q)
+        self._prev_target, self._prev_quat, self._prev_time = step.position, step.quat_xyzw, now
 
     def _update_gripper(self, command: float) -> None:
         """Threshold the [0, 1] command with hysteresis; the backend is called only on a change."""
@@ -428,7 +388,6 @@ class ChunkExecutor:
             last_clamp=self.last_clamp,
             consecutive_late=self.consecutive_late,
             extra={
-                "max_tick_gap_ms": round(1000.0 * self.max_tick_gap_s, 1),
                 **self.link.values(),
                 **self.loop.values(),
                 **self.tracking.values(),

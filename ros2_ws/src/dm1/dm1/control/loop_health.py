@@ -2,9 +2,9 @@
 
 Two ways a running stream degrades without any single tick being wrong:
 
-* control-loop overruns: ticks more than two periods after the previous one (the node's executor was held
-  up: a starved CPU, a blocking callback). Each one leaves the arm's target standing for that long; many in a
-  row make the arm stutter along its path. More than `SafetyLimits.max_overruns_per_s` within any
+* control-loop overruns: ticks more than two periods after the previous one (`tick`; the node's executor
+  was held up: a starved CPU, a blocking callback). Each one leaves the arm's target standing for that long;
+  many in a row make the arm stutter along its path. More than `SafetyLimits.max_overruns_per_s` within any
   `LOOP_WINDOW_S` (1 s) while streaming latch a fault.
 * lost commands: libfranka's `control_command_success_rate` (the fraction of the last 100 control commands
   that reached the robot). Its mean over the last `LOOP_WINDOW_S` of streaming below
@@ -53,7 +53,24 @@ class LoopHealth:
         self._overruns: deque[float] = deque()  # clock times of the overruns within the window
         self._rates: deque[tuple[float, float]] = deque()  # (time, success rate) within the window
         self._judged_from: float | None = None  # when the current stream's warm-up ends (None: no stream)
+        self._last_tick: float | None = None  # clock time of the previous tick
         self.peak_overruns = 0  #: the most overruns seen within one window
+        self.max_gap_s = 0.0  #: the longest time between two ticks while streaming
+
+    def tick(self, now: float, streaming: bool, period_s: float | None) -> tuple[float, bool]:
+        """(time since the previous tick, 0 for the first; whether it was an overrun) for a tick at `now`.
+
+        Only while `streaming` (where a stall leaves the arm's target standing) is the longest gap kept and a
+        gap over two periods `period_s` counted as an overrun (`overrun`); None: no overrun handling.
+        """
+        gap = 0.0 if self._last_tick is None else max(now - self._last_tick, 0.0)
+        self._last_tick = now
+        late = streaming and period_s is not None and gap > 2.0 * period_s
+        if streaming:
+            self.max_gap_s = max(self.max_gap_s, gap)
+        if late:
+            self.overrun(now)
+        return gap, late
 
     def start_stream(self, now: float) -> None:
         """A stream starts at `now` (activation): the success-rate window starts over after the warm-up."""
@@ -93,14 +110,16 @@ class LoopHealth:
         return None
 
     def reset(self) -> None:
-        """Forget every sample (after a recovery, or a clock that went back); the peak is kept."""
+        """Forget every sample and the previous tick (after a recovery, or a clock that went back); the peak
+        and the longest gap are kept."""
         self._overruns.clear()
         self._rates.clear()
-        self._judged_from = None
+        self._judged_from = self._last_tick = None
 
     def values(self) -> dict[str, float]:
-        """Status key/values: the most overruns seen within one window."""
-        return {"peak_overruns_per_s": self.peak_overruns}
+        """Status key/values: the longest gap between two ticks and the most overruns within one window."""
+        gap_ms = round(1000.0 * self.max_gap_s, 1)
+        return {"max_tick_gap_ms": gap_ms, "peak_overruns_per_s": self.peak_overruns}
 
     def _drop_old(self, now: float) -> None:
         while self._overruns and not now - self._overruns[0] < self.window_s:
