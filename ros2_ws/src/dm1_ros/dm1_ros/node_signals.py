@@ -26,7 +26,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import NoReturn
 
 from dm1.interrupts import deferred_interrupts, requested
@@ -88,3 +88,39 @@ def stopped_by_signals() -> Iterator[None]:
         except Exception:
             if not requested():
                 raise
+
+
+def run_node(
+    name: str,
+    args: list[str] | None,
+    make_node: Callable[[], Node],
+    start: Callable[[Node], int | None] | None = None,
+    close: Callable[[Node], None] | None = None,
+) -> int:
+    """Run one node on a `SingleThreadedExecutor` until SIGINT/SIGTERM or rclpy's shutdown (returns 0).
+
+    `make_node()` raising ValueError (a parameter out of its range) prints `<name>: bad configuration: ...`
+    and returns 2. `start(node)` runs before the spin; a code it returns ends the run with that code.
+    On the way out, whatever ended the run, `close(node)` and then `node.destroy_node()` run. rclpy is
+    shut down when this returns (`dm1_ros.params.init_ros`; bad `--ros-args` exit with 2 there).
+    """
+    from rclpy.executors import SingleThreadedExecutor
+
+    from dm1_ros.params import init_ros
+
+    with stopped_by_signals(), init_ros(name, args):
+        executor = SingleThreadedExecutor()  # before the node: see dm1_sim.twin_node.main
+        try:
+            node = make_node()
+        except ValueError as exc:
+            print(f"{name}: bad configuration: {exc}", file=sys.stderr)
+            return 2
+        with contextlib.ExitStack() as clean_up:  # last to first, each one whatever the others do
+            clean_up.callback(node.destroy_node)
+            if close is not None:
+                clean_up.callback(close, node)
+            if start is not None and (code := start(node)) is not None:
+                return code
+            executor.add_node(node)
+            spin_until_stopped(executor, node)
+    return 0

@@ -22,7 +22,8 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from dm1_ros.conversions import controller_faults
-from dm1_ros.params import declare_table, init_ros
+from dm1_ros.node_signals import exit_after_shutdown, run_node
+from dm1_ros.params import declare_table
 from dm1_ros.policy_inputs import subscribe_inputs
 from dm1_ros.policy_outputs import PolicyOutputs
 
@@ -136,40 +137,20 @@ class PolicyNode(LifecycleNode):
 
 
 def main(args: list[str] | None = None) -> None:
-    """Console script `policy_node`; with `autostart:=true` the node configures and activates itself, and
-    exits with code 1 when its model fails to configure (the launchers then stop the graph). A parameter out
-    of its range: one line, exit code 2. After rclpy's shutdown the process ends at once
-    (`exit_after_shutdown`): a native crash in interpreter teardown once turned that 1 into -11."""
-    from dm1_ros.node_signals import exit_after_shutdown
-
-    exit_after_shutdown(_run(args))
+    """Console script `policy_node`. A parameter out of its range: one line, exit code 2. After rclpy's
+    shutdown the process ends at once (`exit_after_shutdown`): a native crash in interpreter teardown once
+    turned an exit code 1 into -11."""
+    exit_after_shutdown(run_node("policy_node", args, PolicyNode, start=_autostart))
 
 
-def _run(args: list[str] | None) -> int:
-    """Run the node until a signal (0) or a failed autostart configure (1); rclpy is shut down on return."""
-    import sys
-
-    from rclpy.executors import SingleThreadedExecutor
-
-    from dm1_ros.node_signals import spin_until_stopped, stopped_by_signals
-
-    # Ctrl-C ends the spin, even on a stopped /clock (node_signals)
-    with stopped_by_signals(), init_ros("policy_node", args):
-        executor = SingleThreadedExecutor()  # before the node: see dm1_sim.twin_node.main
-        try:
-            node = PolicyNode()
-        except ValueError as exc:
-            print(f"policy_node: bad configuration: {exc}", file=sys.stderr)
-            return 2
-        if node.p("autostart"):
-            if node.trigger_configure() != SUCCESS:  # a launch must not run on without its policy
-                node.get_logger().fatal("autostart: configure failed (error above); exiting with code 1")
-                node.destroy_node()
-                return 1
-            node.trigger_activate()  # refused under a controller fault: the node waits, configured
-        executor.add_node(node)
-        spin_until_stopped(executor, node)
-    return 0
+def _autostart(node: PolicyNode) -> int | None:
+    """`autostart:=true`: configure, or end with 1 (the launchers then stop the graph), and activate."""
+    if node.p("autostart"):
+        if node.trigger_configure() != SUCCESS:  # a launch must not run on without its policy
+            node.get_logger().fatal("autostart: configure failed (error above); exiting with code 1")
+            return 1
+        node.trigger_activate()  # refused under a controller fault: the node waits, configured
+    return None
 
 
 if __name__ == "__main__":

@@ -16,14 +16,12 @@ import sys
 import time
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from dm1.control.executor import STATUS_TOPIC
 from dm1.kinematics import fr3_fk
 from dm1.teleop.device_interface import DeviceContext
 from dm1.teleop.devices import JoyDevice
 from geometry_msgs.msg import PoseStamped
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState, Joy
@@ -40,8 +38,8 @@ from dm1_ros.conversions import (
 )
 from dm1_ros.guarded_publish import GuardedPublisher, node_warning
 from dm1_ros.input_refusals import InputRefusals
-from dm1_ros.node_signals import stopped_by_signals
-from dm1_ros.params import freeze_parameters, init_ros
+from dm1_ros.node_signals import run_node
+from dm1_ros.params import freeze_parameters
 from dm1_ros.teleop_params import declare_parameters
 from dm1_ros.teleop_setup import build_loop, held_target_chunk, mirror_raw_topics
 
@@ -147,24 +145,8 @@ class TeleopNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    """Run the teleop node until SIGINT."""
-    node = None
-    try:
-        with stopped_by_signals():  # Ctrl-C ends the spin via the context (node_signals)
-            init_ros("teleop_node", args)
-            executor = SingleThreadedExecutor()  # before the node: see dm1_sim.twin_node.main
-            node = TeleopNode()
-            rclpy.spin(node, executor)
-    except ValueError as exc:
-        print(f"teleop_node: bad configuration: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        if node is not None:
-            node.loop.shutdown()
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    """Run the teleop node until SIGINT/SIGTERM; an open episode stays `.partial` (`TeleopLoop.shutdown`)."""
+    return run_node("teleop_node", args, TeleopNode, close=lambda node: node.loop.shutdown())
 
 
 if __name__ == "__main__":
