@@ -89,9 +89,11 @@ def test_chunk_then_replan_never_holds_mid_chunk_infers_once_per_chunk_and_a_dea
 ) -> None:
     probe, procs, diags = chunk_stack
     probe.wait_sim(1.0)
-    t_a, s_a = probe.controller[-1][:2]  # (received, values)
+    report_a = probe.controller[-1]
+    t_a, s_a = report_a.received, report_a.values
     probe.wait_sim(2.0)
-    t_b, s_b = probe.controller[-1][:2]
+    report_b = probe.controller[-1]
+    t_b, s_b = report_b.received, report_b.values
     c_a, c_b = _counts(diags, t_a), _counts(diags, t_b)
     fresh = c_b["stale"] == c_a["stale"] and c_b["recovering"] == c_a["recovering"]
     assert fresh, f"the policy's inputs went stale on this machine: {c_a} -> {c_b}; {probe.detail(procs)}"
