@@ -30,7 +30,8 @@ def run_once(arm_kind: str, jitter: float, seed: int, speed: float, seconds: flo
     from dm1.control.executor import ChunkExecutor
     from dm1.control.franky_backend import FrankyBackend
     from dm1.control.limits import SafetyLimits
-    from test_franky_backend import SimArm, stream_chunks
+    from franky_sim_arm import SimArm
+    from test_executor_on_franky_sim import stream_chunks
 
     stream_velocity = safety.SafetyFilter.clipped_velocity
     if arm_kind == "zero":

@@ -134,7 +134,7 @@ def test_on_franky_sim_a_chunk_turning_the_hand_90_degrees_turns_it_at_the_limit
     58° with joint 7 at 2.27 rad/s. Now the hand turns at `max_ee_angular_speed` (0.5 rad/s), no fault."""
     pytest.importorskip("franky")
     from dm1.control.franky_backend import FrankyBackend
-    from test_franky_backend import SimArm
+    from franky_sim_arm import SimArm
 
     arm = SimArm()
     backend = FrankyBackend(arm.host, gripper=False)

@@ -29,11 +29,11 @@ from dm1_ros.conversions import (  # noqa: E402
     to_time_msg,
 )
 from dm1_ros.spin_thread import SpinThread  # noqa: E402
+from franky_sim_arm import SimArm  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
-from test_franky_backend import SimArm  # noqa: E402
 from trajectory_msgs.msg import (  # noqa: E402
     JointTrajectory,
     JointTrajectoryPoint,

@@ -123,7 +123,7 @@ def test_the_link_monitor_keeps_the_lowest_rate_and_ignores_non_finite_samples()
 def test_the_communication_check_passes_on_franky_sim_with_the_arm_held_in_place(mode: str) -> None:
     pytest.importorskip("franky")
     from dm1.control.franky_backend import FrankyBackend
-    from test_franky_backend import SimArm
+    from franky_sim_arm import SimArm
 
     arm = SimArm()
     try:
@@ -151,7 +151,7 @@ def test_dm1_robot_check_reports_the_link_of_a_franky_sim_arm_and_names_an_unrea
 
     pytest.importorskip("franky")
     from conftest import free_loopback_host
-    from test_franky_backend import SimArm
+    from franky_sim_arm import SimArm
 
     arm = SimArm()
     try:
