@@ -14,8 +14,8 @@ import pytest
 from conftest import PYTHON, wait_for
 
 rclpy = pytest.importorskip("rclpy")
+from controller_rig import Rig  # noqa: E402
 from dm1_ros.chunk_qos import chunk_qos  # noqa: E402
-from test_controller_node import Rig  # noqa: E402
 from trajectory_msgs.msg import MultiDOFJointTrajectory  # noqa: E402
 
 WALL_CLOCK = (

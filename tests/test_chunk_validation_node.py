@@ -4,23 +4,29 @@ hold request's text stays one quoted line in the status, and the home service pr
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 from conftest import wait_for
 
 pytest.importorskip("rclpy")
+from controller_rig import Rig, running_rig  # noqa: E402
 from dm1.kinematics import fr3_fk  # noqa: E402
 from dm1.policy.step import ActionChunk  # noqa: E402
 from dm1_ros.conversions import chunk_to_multidof_trajectory, to_time_msg  # noqa: E402
-from test_controller_node import Rig, rig  # noqa: E402, F401 - the fixture
 from trajectory_msgs.msg import MultiDOFJointTrajectory  # noqa: E402
 
 EE, TOP = ("x", "y", "z", "gripper"), (1.0, 0.0, 0.0, 0.0)
 
 
+@pytest.fixture
+def rig(ros_env, procs) -> Iterator[Rig]:
+    yield from running_rig(procs)
+
+
 @pytest.mark.slow
-def test_bad_chunks_do_not_move_the_arm_and_home_pre_empts_a_stream(rig: Rig) -> None:  # noqa: F811
+def test_bad_chunks_do_not_move_the_arm_and_home_pre_empts_a_stream(rig: Rig) -> None:
     rig.arm.wait_sim(max(0.0, 2.5 - rig.arm.time))  # the stale chunk below is stamped 2 s back: sim time > 0
     p0, t0 = rig.ee(), rig.arm.time
 

@@ -1,160 +1,37 @@
-"""controller_node as a real process: franky <-> franky-sim, chunks over rclpy, sim time from /clock."""
+"""controller_node as a real process: franky <-> franky-sim, chunks over rclpy, sim time from /clock (the rig:
+tests/controller_rig.py; the process's own life: test_controller_node_process.py)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 import pytest
 from conftest import PYTHON, dm1_operator, thread_scheduling, wait_for
 
 rclpy = pytest.importorskip("rclpy")
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from controller_rig import Rig, running_rig  # noqa: E402
 from dm1.control.limits import SafetyLimits  # noqa: E402
 from dm1.kinematics import fr3_fk  # noqa: E402
-from dm1.policy.step import ActionChunk  # noqa: E402
-from dm1.teleop.recorder import EE_ACTION_NAMES  # noqa: E402
 from dm1_ros.conversions import (  # noqa: E402
-    chunk_to_multidof_trajectory,
-    diagnostic_values,
-    from_time_msg,
     to_duration_msg,
     to_time_msg,
 )
-from dm1_ros.spin_thread import SpinThread  # noqa: E402
-from franky_sim_arm import SimArm  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
-from sensor_msgs.msg import JointState  # noqa: E402
-from std_srvs.srv import Trigger  # noqa: E402
 from trajectory_msgs.msg import (  # noqa: E402
     JointTrajectory,
     JointTrajectoryPoint,
     MultiDOFJointTrajectory,
 )
 
-TOP_DOWN = (1.0, 0.0, 0.0, 0.0)
-#: The rig's chunk watchdog (`safety.chunk_timeout_s`; the default is 0.1 s). The test process streams the
-#: chunks itself while franky-sim runs on in real time in its physics thread: a main thread held up for more
-#: than 100 ms (GIL, a loaded CI host) let the default watchdog hold the arm mid-stream, and tests about
-#: something else failed. 0.3 s is still well inside a chunk (16 points, 0.75 s); the watchdog's own value is
-#: checked in the unit tests (test_safety, test_executor) and against it below (the hold's reason).
-STREAM_CHUNK_TIMEOUT_S = 0.3
-
-
-class Rig:
-    """In-process franky-sim publishing /clock, a test node (publisher, recorders), the controller process."""
-
-    def __init__(
-        self, procs, extra_params: tuple[str, ...] = (), chunk_timeout_s: float = STREAM_CHUNK_TIMEOUT_S
-    ) -> None:
-        self.arm = SimArm()
-        self.ctx = rclpy.Context()
-        rclpy.init(context=self.ctx)
-        self.node = rclpy.create_node("controller_test_rig", context=self.ctx)
-        self.clock_pub = self.node.create_publisher(Clock, "/clock", 10)
-        self.chunk_pub = self.node.create_publisher(
-            MultiDOFJointTrajectory, "/dm1/action_chunk/cartesian", 10
-        )
-        self.joint_pub = self.node.create_publisher(JointTrajectory, "/dm1/action_chunk/joint", 10)
-        self.states: list[tuple[float, np.ndarray, np.ndarray]] = []
-        self.status: list[dict[str, str]] = []
-        self.node.create_subscription(JointState, "/joint_states", self._on_js, 100)
-        self.node.create_subscription(DiagnosticArray, "/dm1/controller/status", self._on_status, 10)
-        self._clock_lock, self._clock_on = threading.Lock(), True
-        self.clock_offset = (
-            0.0  # s added to the simulated time on /clock (a negative step: a restarted clock)
-        )
-        self.arm.post_step.append(self._tick_clock)
-        self.executor = SingleThreadedExecutor(context=self.ctx)
-        self.executor.add_node(self.node)
-        self.spinner = SpinThread(self.executor, "controller-test-rig").start()
-        given = [p.split(":=", 1)[1] for p in extra_params if p.startswith("safety.chunk_timeout_s:=")]
-        self.chunk_timeout_s = float(given[-1]) if given else chunk_timeout_s  # a caller's value wins
-        args = ["-p", f"robot_ip:={self.arm.host}", "-p", "use_sim_time:=true"]
-        args += ["-p", f"safety.chunk_timeout_s:={self.chunk_timeout_s}", *extra_params]
-        self.proc = procs.start("controller", [PYTHON, "-m", "dm1_ros.controller_node", "--ros-args", *args])
-        self.procs = procs
-        wait_for(lambda: len(self.states) > 5 or self.proc.poll() is not None, 60, what="/joint_states")
-        assert self.proc.poll() is None, procs.log("controller")
-
-    def _tick_clock(self, arm: SimArm) -> None:
-        with self._clock_lock:  # the physics thread; close() turns it off before destroying the publisher
-            if self._clock_on and arm.steps % 2 == 0:
-                self.clock_pub.publish(Clock(clock=to_time_msg(arm.time + self.clock_offset)))
-
-    def now(self) -> float:
-        """The time on /clock (s): the simulated time plus `clock_offset`."""
-        return self.arm.time + self.clock_offset
-
-    def _on_js(self, msg: JointState) -> None:
-        self.states.append(
-            (from_time_msg(msg.header.stamp), np.array(msg.position[:7]), np.array(msg.velocity[:7]))
-        )
-
-    def _on_status(self, msg: DiagnosticArray) -> None:
-        self.status.append({**diagnostic_values(msg.status[0]), "message": msg.status[0].message})
-
-    def ee(self) -> np.ndarray:
-        return fr3_fk(self.states[-1][1])[0]
-
-    def publish_chunk(
-        self, stamp: float, positions: np.ndarray, dt: float = 0.05, grip: float = 0.0, pub=None
-    ) -> None:
-        acts = np.column_stack([positions, np.full(len(positions), grip)])  # (N, 4) [x, y, z, gripper]
-        chunk = ActionChunk(stamp, dt, acts, 0, stamp, "ee_position", EE_ACTION_NAMES)
-        (pub or self.chunk_pub).publish(chunk_to_multidof_trajectory(chunk, TOP_DOWN))
-
-    def along_y(self, speed: float = 0.06, seconds: float = 2.0):
-        """A path from the EE's position now along +y at `speed` m/s for `seconds` (then it stays)."""
-        p0, t0 = self.ee(), self.now()
-        return lambda t: p0 + np.array([0.0, speed, 0.0]) * float(np.clip(t - t0, 0.0, seconds))
-
-    def stream(self, path, seconds: float, period: float = 0.05, n: int = 16) -> list[float]:
-        """Publish chunks of path(t) every `period` s of sim time (stamp = now); returns publish times."""
-        t_end, stamps = self.arm.time + seconds, []
-        while self.arm.time < t_end:
-            t = self.now()
-            self.publish_chunk(t, np.array([path(t + i * 0.05) for i in range(n)]))
-            stamps.append(t)
-            self.arm.wait_sim(period)
-        return stamps
-
-    def call(self, service: str) -> Trigger.Response:
-        client = self.node.create_client(Trigger, service)
-        assert client.wait_for_service(timeout_sec=30)
-        future = client.call_async(Trigger.Request())
-        wait_for(future.done, 60, what=f"{service} response")
-        return future.result()
-
-    def last_status(self, key: str) -> str:
-        wait_for(lambda: self.status, 30, what="controller status")
-        return self.status[-1][key]
-
-    def close(self) -> None:
-        self.procs.stop("controller")
-        with self._clock_lock:
-            self._clock_on = False
-        self.spinner.stop()
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.ctx)
-        self.arm.close()
-
 
 @pytest.fixture
-def rig(ros_env, procs):
-    r = Rig(procs)
-    try:
-        yield r
-    finally:
-        r.close()
+def rig(ros_env, procs) -> Iterator[Rig]:
+    yield from running_rig(procs)
 
 
 @pytest.mark.slow
@@ -327,47 +204,6 @@ def test_a_second_chunk_publisher_latches_a_fault_naming_both_and_the_arm_follow
     assert any(s["state"] == "active" for s in rig.status[seen:]), rig.status[-1]
 
 
-@contextlib.contextmanager
-def controller_in_this_process() -> Iterator[Any]:
-    """A `ControllerNode` in this process on a fresh franky-sim arm (wall clock: a real arm's set-up,
-    real-time checks off), closed with its arm at the end."""
-    from dm1_ros.controller_node import ControllerNode
-
-    arm = SimArm()
-    params = {"robot_ip": arm.host, "comm_check_s": 0.0, "realtime_config": "ignore", "rt_priority": 0}
-    rclpy.init(args=["--ros-args", *(a for k, v in params.items() for a in ("-p", f"{k}:={v}"))])
-    node = ControllerNode()
-    try:
-        yield node
-    finally:
-        node.backend.close()
-        node.home.stop()
-        node.destroy_node()
-        rclpy.shutdown()
-        arm.close()
-
-
-@pytest.mark.slow
-def test_an_unexpected_error_reading_the_robot_skips_a_joint_state_and_the_node_goes_on(ros_env) -> None:
-    """The /joint_states timer reads the robot outside the executor's guard: an exception franky raises there
-    (one the backend does not latch) must not end the node (its control tick latches it as a fault)."""
-    with controller_in_this_process() as node:
-        sent: list[JointState] = []
-        node.js_pub.publish = sent.append
-        node._on_joint_state()
-        assert len(sent) == 1
-        read = node.backend.read_state
-
-        def broken():
-            raise RuntimeError("franky: something new")
-
-        node.backend.read_state = broken
-        node._on_joint_state()  # raised out of the timer (and ended the node) before
-        assert len(sent) == 1
-        node.backend.read_state = read
-        wait_for(lambda: node._on_joint_state() or len(sent) == 2, 30, what="a joint state after the error")
-
-
 @pytest.mark.slow
 def test_a_restarted_sim_clock_drops_the_chunk_says_so_and_the_next_fresh_chunk_moves_the_arm(
     rig: Rig,
@@ -390,18 +226,6 @@ def test_a_restarted_sim_clock_drops_the_chunk_says_so_and_the_next_fresh_chunk_
     # executed (a report during the stream; the last one may already be the watchdog's hold), none refused
     assert any(s["state"] == "active" for s in rig.status[seen:]), rig.status[-1]
     assert rig.last_status("ignored_older") == "0", rig.status[-1]
-
-
-def test_a_controller_for_a_real_arm_ticks_on_the_steady_clock(ros_env) -> None:
-    """Timers on the system time stall for as long as an NTP step sets the clock back (rclpy#1490): a real
-    arm's controller ticks, publishes its joint states and its status on the steady clock (its executor,
-    on the node clock, sees the step and holds)."""
-    from rclpy.clock import ClockType
-
-    with controller_in_this_process() as node:
-        clocks = {t.callback.__name__: t.clock.clock_type for t in node.timers}
-        for name in ("_on_control", "_on_joint_state", "publish_status"):
-            assert clocks[name] == ClockType.STEADY_TIME, clocks
 
 
 @pytest.mark.slow
@@ -540,73 +364,3 @@ def test_operator_home_is_refused_while_the_controller_executes_chunks(rig: Rig)
     assert "home refused: the controller is executing chunks" in out, (out, err)
     rig.stream(lambda t: target, 0.5)
     assert np.linalg.norm(rig.ee() - target) < 0.005, "the arm did not stay with its commander"
-
-
-@pytest.mark.parametrize(
-    ("arg", "says"),
-    [
-        ("safety.workspace_min:=[0.9, -0.4, 0.02]", "SafetyLimits.workspace_min/workspace_max"),
-        ("safety.workspace_max:=[100.0, 100.0, 100.0]", "a box inside the FR3's reach"),
-        ("safety.chunk_timeout_s:=1000000.0", "parameter safety.chunk_timeout_s"),
-        ("safety.max_ee_speed:=1000.0", "parameter safety.max_ee_speed"),
-    ],
-)
-def test_bad_safety_parameters_refuse_to_start(ros_env, procs, arg: str, says: str) -> None:
-    """A limit out of order, widened past the robot or switched off by a huge value: one line, exit 2."""
-    args = ["-p", "robot_ip:=127.0.0.1", "-p", arg]
-    proc = procs.start("bad", [PYTHON, "-m", "dm1_ros.controller_node", "--ros-args", *args])
-    assert proc.wait(timeout=60) == 2
-    assert says in procs.log("bad"), procs.log("bad")[-2000:]
-    assert "Traceback" not in procs.log("bad")
-
-
-def test_a_controller_for_a_real_arm_names_the_host_problems_before_it_connects(ros_env, procs) -> None:
-    from conftest import free_loopback_host
-    from dm1.control.host_check import check_host
-
-    nobody = free_loopback_host()  # no robot there: the node refuses to start after the host checks
-    args = ["-p", f"robot_ip:={nobody}", "-p", "comm_check_s:=0.0"]  # use_sim_time false: a real arm
-    proc = procs.start("real", [PYTHON, "-m", "dm1_ros.controller_node", "--ros-args", *args])
-    assert proc.wait(timeout=60) == 2
-    log = procs.log("real")
-    problems = check_host(nobody).problems()  # this machine, read the same way in this process
-    for finding in problems:
-        assert f"host check: {finding.line()}" in log, log[-3000:]
-    assert log.count("host check: ") == len(problems), log[-3000:]
-    assert log.index("host check: " if problems else "refusing to start") <= log.index("refusing to start")
-
-
-@pytest.mark.slow
-def test_shutdown_during_a_home_move_stops_the_arm_and_exits_cleanly(ros_env, procs) -> None:
-    # a slow home move (dynamics factor 0.02): the node used to wait up to 5 s for its service thread while
-    # the move went on, and a move still running at exit aborted the process (std::terminate, -6)
-    rig = Rig(procs, ("-p", "relative_dynamics_factor:=0.02"))
-    speeds: list[tuple[float, float]] = []  # (sim time, fastest joint of the simulated arm, rad/s)
-    try:
-        p0 = rig.ee()
-        rig.stream(lambda t: p0 + np.array([0.0, 0.12, -0.08]), 2.0)  # away from home: the move takes time
-        client = rig.node.create_client(Trigger, "/dm1/controller/home")
-        assert client.wait_for_service(timeout_sec=30)
-        client.call_async(Trigger.Request())  # not awaited: the controller is stopped mid-move
-        wait_for(lambda: np.abs(rig.states[-1][2]).max() > 0.02, 30, what="the home move under way")
-        rig.arm.post_step.append(lambda arm: speeds.append((arm.time, arm.joint_speed())))
-        stopped_at = rig.arm.time
-        rig.procs.stop("controller", signal.SIGINT, timeout=30.0)
-        exited_at = rig.arm.time
-        assert rig.proc.returncode == 0, rig.procs.log("controller")[-3000:]
-        # from 0.5 s after the stop until the node is gone (then franky-sim no longer holds the arm): still
-        late = [v for t, v in list(speeds) if stopped_at + 0.5 <= t <= exited_at - 0.05]
-        assert max(late, default=0.0) < 0.01, f"the home move went on after the stop: {max(late):.3f} rad/s"
-    finally:
-        rig.close()
-
-
-def test_controller_stopped_right_after_start_exits_cleanly(ros_env, procs) -> None:
-    # rclpy's Executor.shutdown() under a spinning thread segfaulted the node in 3 of 16 such stops
-    for _ in range(6):
-        rig = Rig(procs)
-        try:
-            rig.procs.stop("controller", signal.SIGINT, timeout=30.0)
-            assert rig.proc.returncode == 0, rig.procs.log("controller")[-3000:]
-        finally:
-            rig.close()

@@ -10,10 +10,10 @@ from conftest import wait_for
 
 pytest.importorskip("rclpy")
 from builtin_interfaces.msg import Duration  # noqa: E402
+from controller_rig import Rig  # noqa: E402
 from dm1.control.limits import SafetyLimits  # noqa: E402
 from dm1.kinematics import fr3_fk, fr3_fk_matrix, rotation_angles  # noqa: E402
 from dm1_ros.conversions import to_time_msg  # noqa: E402
-from test_controller_node import Rig  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint  # noqa: E402
 
 ARM = [f"fr3_joint{i}" for i in range(1, 8)]
