@@ -3,7 +3,7 @@
 Between its inferences the policy re-sends the rest of its chunk at every tick (`dm1.policy.step`), so the
 controller's chunk watchdog (100 ms) and the topic's QoS deadline never hold the arm in the middle of a chunk
 (before: the policy published nothing there and the arm held ~0.1 s into every chunk), while a camera that
-stops still holds it. Real processes, simulation time; the rig is tests/test_stack_faults.py's `StackProbe`.
+stops still holds it. Real processes, simulation time; the rig is tests/stack_probe.py's `StackProbe`.
 
 The wrist camera reaches the policy through this pytest process (the probe relays it, to kill it later), so a
 pytest process the loaded machine stalls for longer than the age limit's slack over the camera's 50 ms frame
@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from conftest import free_loopback_host, wait_for
 from policy_toy_model import build_toy_model
-from test_stack_faults import StackProbe
+from stack_probe import StackProbe
 
 TICK_S = 0.05  # the toy model's 20 Hz
 # 8 actions, the first past due: 7 points; the next inference on the first tick from which the last point is
