@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -211,3 +212,28 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tiny_data")
     make_synthetic_dataset(out, n_episodes=2, episode_len=40, seed=0, image_size=(32, 32))
     return out
+
+
+# The real-process rigs shared by several modules; each imports franky / rclpy only when a test asks for it.
+@pytest.fixture
+def sim_arm() -> Iterator[Any]:
+    """A franky-sim FR3 served in this process (tests/franky_sim_arm.py), closed afterwards."""
+    from franky_sim_arm import served_arm
+
+    yield from served_arm()
+
+
+@pytest.fixture
+def rig(ros_env: dict[str, str], procs: ProcessGroup) -> Iterator[Any]:
+    """franky-sim on /clock, a test node and `controller_node` as a process (tests/controller_rig.py)."""
+    from controller_rig import running_rig
+
+    yield from running_rig(procs)
+
+
+@pytest.fixture
+def stack(ros_env: dict[str, str], procs: ProcessGroup, tmp_path: Path) -> Iterator[tuple[Any, ProcessGroup]]:
+    """Twin + controller + policy as processes, and the probe: (probe, procs) (tests/stack_probe.py)."""
+    from stack_probe import running_stack
+
+    yield from running_stack(procs, tmp_path)

@@ -1,7 +1,7 @@
 """The controller-node test rig: an in-process franky-sim FR3 publishing /clock, a test node (chunk
 publishers, /joint_states and status recorders) and `controller_node` as a real process. Used by the
-controller, chunk QoS, chunk validation and joint-mode tests; `running_rig` is the body of their `rig`
-fixtures."""
+controller, chunk QoS, chunk validation and joint-mode tests; `running_rig` is the body of the `rig`
+fixture (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -133,7 +133,7 @@ class Rig:
 
 
 def running_rig(procs) -> Iterator[Rig]:
-    """The body of a `rig` fixture: one `Rig` (its controller started by `procs`), closed whatever the test
+    """The body of the `rig` fixture: one `Rig` (its controller started by `procs`), closed whatever the test
     did."""
     r = Rig(procs)
     try:

@@ -76,7 +76,7 @@ class SimArm:
 
 
 def served_arm() -> Iterator[SimArm]:
-    """The body of a `sim_arm` fixture: one `SimArm`, closed afterwards whatever the test did."""
+    """The body of the `sim_arm` fixture (tests/conftest.py): one `SimArm`, closed whatever the test did."""
     arm = SimArm()
     try:
         yield arm

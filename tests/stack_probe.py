@@ -3,8 +3,8 @@ franky-sim, and `StackProbe`, the test process's node in it.
 
 The probe relays the twin's wrist camera to the policy node (so a test can cut that one camera), records
 `/joint_states`, the chunks and the controller's reports, and tells sim time (also in
-test_stack_chunk_then_replan.py). `running_stack` is the body of the `stack` fixtures of
-tests/test_stack_faults.py and test_stack_drills.py.
+test_stack_chunk_then_replan.py). `running_stack` is the body of the `stack` fixture
+(tests/conftest.py) of tests/test_stack_faults.py and test_stack_drills.py.
 """
 
 from __future__ import annotations
@@ -181,7 +181,7 @@ class StackProbe:
 
 
 def running_stack(procs, tmp_path: Path) -> Iterator[tuple[StackProbe, Any]]:
-    """The body of a `stack` fixture: twin + controller + policy (a jittering toy model, so the arm keeps
+    """The body of the `stack` fixture: twin + controller + policy (a jittering toy model, so the arm keeps
     moving) as real processes started by `procs`, and the probe; yields (probe, procs)."""
     host = free_loopback_host()
     model = build_toy_model(

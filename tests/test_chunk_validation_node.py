@@ -4,25 +4,19 @@ hold request's text stays one quoted line in the status, and the home service pr
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 from conftest import wait_for
 
 pytest.importorskip("rclpy")
-from controller_rig import Rig, running_rig  # noqa: E402
+from controller_rig import Rig  # noqa: E402
 from dm1.kinematics import fr3_fk  # noqa: E402
 from dm1.policy.step import ActionChunk  # noqa: E402
 from dm1_ros.conversions import chunk_to_multidof_trajectory, to_time_msg  # noqa: E402
 from trajectory_msgs.msg import MultiDOFJointTrajectory  # noqa: E402
 
 EE, TOP = ("x", "y", "z", "gripper"), (1.0, 0.0, 0.0, 0.0)
-
-
-@pytest.fixture
-def rig(ros_env, procs) -> Iterator[Rig]:
-    yield from running_rig(procs)
 
 
 @pytest.mark.slow

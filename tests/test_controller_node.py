@@ -7,14 +7,13 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 from conftest import PYTHON, dm1_operator, thread_scheduling, wait_for
 
 rclpy = pytest.importorskip("rclpy")
-from controller_rig import Rig, running_rig  # noqa: E402
+from controller_rig import Rig  # noqa: E402
 from dm1.control.limits import SafetyLimits  # noqa: E402
 from dm1.kinematics import fr3_fk  # noqa: E402
 from dm1_ros.conversions import (  # noqa: E402
@@ -27,11 +26,6 @@ from trajectory_msgs.msg import (  # noqa: E402
     JointTrajectoryPoint,
     MultiDOFJointTrajectory,
 )
-
-
-@pytest.fixture
-def rig(ros_env, procs) -> Iterator[Rig]:
-    yield from running_rig(procs)
 
 
 @pytest.mark.slow

@@ -3,19 +3,12 @@ its own latch, recovery, overspeed under a push, and stopping at the workspace f
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 
 franky = pytest.importorskip("franky")
 from dm1.control.franky_backend import FrankyBackend  # noqa: E402
-from franky_sim_arm import SimArm, served_arm  # noqa: E402
-
-
-@pytest.fixture
-def sim_arm() -> Iterator[SimArm]:
-    yield from served_arm()
+from franky_sim_arm import SimArm  # noqa: E402
 
 
 def stream_chunks(ex, backend: FrankyBackend, arm: SimArm, chunk_positions, duration: float):

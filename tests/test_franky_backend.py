@@ -7,7 +7,6 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -19,12 +18,7 @@ from dm1.control.franky_backend import FrankyBackend  # noqa: E402
 from dm1.scheduling import ThreadScheduling  # noqa: E402
 from franky_sim.mujoco_simulator import MujocoSimulator  # noqa: E402
 from franky_sim.simulation_server import SimulationServer  # noqa: E402
-from franky_sim_arm import SimArm, served_arm  # noqa: E402
-
-
-@pytest.fixture
-def sim_arm() -> Iterator[SimArm]:
-    yield from served_arm()
+from franky_sim_arm import SimArm  # noqa: E402
 
 
 def _stream(backend: FrankyBackend, arm: SimArm, path, duration: float, rate: float = 100.0) -> list[float]:

@@ -4,19 +4,10 @@ activate moves it again. Every wait is bounded; times are simulation time (tests
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
-
 import numpy as np
 import pytest
 from conftest import dm1_operator, wait_for
-from stack_probe import SETTLE_S, StackProbe, recover_then_activate, running_stack
-
-
-@pytest.fixture
-def stack(procs, ros_env, tmp_path: Path) -> Iterator[tuple[StackProbe, Any]]:
-    yield from running_stack(procs, tmp_path)
+from stack_probe import SETTLE_S, recover_then_activate
 
 
 @pytest.mark.slow

@@ -8,23 +8,15 @@ simulation time. The operator-path faults (drills, a reflex, the user stop): tes
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 from conftest import dm1_operator, wait_for
-from stack_probe import SETTLE_S, StackProbe, running_stack
+from stack_probe import SETTLE_S, StackProbe
 
 # From the watchdog's hold to rest after a killed policy, whose last chunk may leave the wrist joints spinning
 # at up to 1.1 rad/s (the EE at the speed cap): 0.06-0.34 s measured (test_killing_the_policy_node_...);
 # 0.6 s, as the hold is now timed by its header stamp (earlier than its receipt) and 0.4 left ~50 ms
 KILL_SETTLE_S = 0.6
-
-
-@pytest.fixture
-def stack(procs, ros_env, tmp_path: Path) -> Iterator[tuple[StackProbe, Any]]:
-    yield from running_stack(procs, tmp_path)
 
 
 @pytest.mark.slow
