@@ -22,8 +22,8 @@ from dm1.control.schedule import ScheduledTarget
 class SafeStep:
     """What one tick sends: position (3,) m EE or (7,) rad joints; quat_xyzw (4,) (Cartesian, else None);
     velocity feed-forward (3,) m/s or (7,) rad/s and acceleration (3,) m/s² (Cartesian), both None on
-    activation; report: the clamp report (the pose's (7,) in Cartesian mode), None when nothing was
-    filtered."""
+    activation; report: the clamp report (the pose's (7,) in Cartesian mode; on a Cartesian activation the
+    orientation's alone), None on a joint-mode activation (nothing is filtered then)."""
 
     position: np.ndarray
     quat_xyzw: np.ndarray | None
